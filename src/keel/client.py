@@ -1,0 +1,337 @@
+"""The client: start runs, wait for results, signal, cancel, inspect."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+
+from keel.core import codec
+from keel.core import journal as jr
+from keel.core.events import CommandId, EventType
+from keel.core.states import RunState
+from keel.definitions import Registry, WorkflowDef, default_registry
+from keel.errors import (
+    ConfigurationError,
+    ResultTimeoutError,
+    RunCancelledError,
+    RunFailedError,
+    RunNotFoundError,
+    SerializationError,
+)
+from keel.store import open_store
+from keel.store.base import NewEvent, NewRun, RunRecord, Store
+
+if TYPE_CHECKING:
+    from keel.worker.worker import Worker
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """A run's state as the client reports it."""
+
+    run_id: str
+    workflow: str
+    version: str
+    state: RunState
+    created_at: datetime
+    updated_at: datetime
+    wake_at: datetime | None
+    cancel_requested: bool
+    lease_owner: str | None
+    error: dict[str, Any] | None
+
+    @classmethod
+    def from_record(cls, rec: RunRecord) -> RunInfo:
+        return cls(
+            run_id=rec.run_id,
+            workflow=rec.workflow,
+            version=rec.version,
+            state=rec.state,
+            created_at=_dt(rec.created_at),
+            updated_at=_dt(rec.updated_at),
+            wake_at=_dt(rec.wake_at) if rec.wake_at is not None else None,
+            cancel_requested=rec.cancel_requested,
+            lease_owner=rec.lease_owner,
+            error=jr.decode_plain(rec.error) if rec.error else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEvent:
+    """One decoded journal event."""
+
+    seq: int
+    type: str
+    command: str | None
+    kind: str | None
+    name: str | None
+    data: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RunList:
+    """A page of runs; pass ``next_cursor`` back to get the next page."""
+
+    runs: list[RunInfo]
+    next_cursor: str | None
+
+
+class RunHandle(Generic[R]):
+    """A started run: its id and a way to wait for its result."""
+
+    def __init__(self, client: Client, run_id: str, workflow: str, created: bool) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.workflow = workflow
+        self.created = created  # False when the run id already existed
+
+    async def result(self, timeout: float | None = None) -> R:
+        """Wait for the run to finish; see :meth:`Client.result`."""
+        value: R = await self.client.result(self.run_id, timeout=timeout)
+        return value
+
+    async def info(self) -> RunInfo:
+        return await self.client.get(self.run_id)
+
+    def __repr__(self) -> str:
+        return f"<RunHandle {self.run_id} ({self.workflow})>"
+
+
+class Client:
+    """Start and control runs in a store.
+
+    ``Client(worker=w)`` (or ``w.client()``) hands runs it starts straight to
+    that in-process worker, already leased, saving a claim round trip.
+    """
+
+    def __init__(
+        self,
+        store: Store | str,
+        *,
+        registry: Registry | None = None,
+        worker: Worker | None = None,
+    ) -> None:
+        self.store: Store = open_store(store) if isinstance(store, str) else store
+        self.registry = registry or default_registry
+        self.worker = worker
+        self._opened = False
+
+    async def open(self) -> None:
+        if not self._opened:
+            await self.store.open()
+            self._opened = True
+
+    async def close(self) -> None:
+        if self._opened and self.worker is None:
+            await self.store.close()
+        self._opened = False
+
+    async def __aenter__(self) -> Client:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- starting ---------------------------------------------------------------------------
+    @overload
+    async def start(
+        self,
+        workflow: WorkflowDef[P, R],
+        *args: Any,
+        run_id: str | None = None,
+        **kwargs: Any,
+    ) -> RunHandle[R]: ...
+
+    @overload
+    async def start(
+        self, workflow: str, *args: Any, run_id: str | None = None, **kwargs: Any
+    ) -> RunHandle[Any]: ...
+
+    async def start(
+        self,
+        workflow: WorkflowDef[Any, Any] | str,
+        *args: Any,
+        run_id: str | None = None,
+        **kwargs: Any,
+    ) -> RunHandle[Any]:
+        """Start a run of ``workflow`` with these arguments.
+
+        ``run_id`` is an idempotency key: if a run with that id exists, its
+        handle is returned (``handle.created`` is ``False``) and nothing runs
+        twice. Arguments are checked for serializability here.
+        """
+        await self.open()
+        wf = self.registry.get(workflow) if isinstance(workflow, str) else workflow
+        if not isinstance(wf, WorkflowDef):
+            raise ConfigurationError(f"start() needs a @keel.workflow or its name, not {wf!r}")
+        if run_id is None:
+            run_id = str(uuid.uuid4())
+        elif not isinstance(run_id, str) or not run_id or len(run_id) > 200:
+            raise ConfigurationError(f"run_id must be a non-empty string (<= 200 chars): {run_id!r}")
+        try:
+            data = codec.encode_args(wf.fn, args, kwargs, what=f"workflow {wf.name!r}")
+        except TypeError as exc:
+            if isinstance(exc, SerializationError):
+                raise
+            raise TypeError(f"bad arguments for workflow {wf.name!r}: {exc}") from None
+        started = NewEvent(
+            EventType.RUN_STARTED.value,
+            None,
+            jr.envelope(workflow=wf.name, version=wf.version, input=jr.raw(data)),
+        )
+        new = NewRun(run_id, wf.name, wf.version, data, started)
+        worker = self.worker
+        local = worker is not None and worker.has_capacity()
+        record, lease, created = await self.store.create_run(
+            new,
+            lease_owner=worker.owner if local and worker else None,
+            lease_ttl=worker.lease_ttl if worker else 30.0,
+        )
+        if created and lease is not None and worker is not None:
+            from keel.store.base import Claimed
+
+            worker.adopt(Claimed(lease, record))
+        return RunHandle(self, record.run_id, record.workflow, created)
+
+    # --- waiting ------------------------------------------------------------------------------
+    async def result(self, run_id: str, timeout: float | None = None) -> Any:
+        """Wait for the run to finish and return its result.
+
+        Raises :class:`RunFailedError`, :class:`RunCancelledError`,
+        :class:`RunNotFoundError`, or :class:`ResultTimeoutError` after
+        ``timeout`` seconds (``None`` waits forever).
+        """
+        await self.open()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        poll = 0.005
+        while True:
+            rec = await self.store.get_run(run_id)
+            if rec is None:
+                raise RunNotFoundError(run_id)
+            if rec.state.is_terminal:
+                return self._outcome(rec)
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise ResultTimeoutError(
+                    f"run {run_id!r} did not finish within {timeout:g}s (state: {rec.state})"
+                )
+            wait = poll if remaining is None else min(poll, remaining)
+            if self.worker is not None:
+                fut = self.worker.finished_waiter(run_id)
+                try:
+                    await asyncio.wait_for(fut, timeout=max(wait, 0.05))
+                except TimeoutError:
+                    pass
+            else:
+                await self.store.wait_for_change(wait)
+            poll = min(poll * 2, 0.25)
+
+    def _outcome(self, rec: RunRecord) -> Any:
+        if rec.state is RunState.COMPLETED:
+            wf = self.registry.find(rec.workflow)
+            result_type = wf.result_type if wf is not None else Any
+            return codec.decode(
+                rec.result or b"null", result_type, what=f"result of run {rec.run_id!r}"
+            )
+        if rec.state is RunState.CANCELLED:
+            raise RunCancelledError(rec.run_id)
+        err = jr.decode_plain(rec.error) if rec.error else {}
+        raise RunFailedError(
+            rec.run_id,
+            str(err.get("type", "unknown")),
+            str(err.get("message", "")),
+            str(err.get("traceback", "")),
+        )
+
+    # --- control ------------------------------------------------------------------------------
+    async def signal(self, run_id: str, name: str, payload: Any = None) -> None:
+        """Send signal ``name`` with ``payload`` to a run; buffered until awaited.
+
+        Raises :class:`RunNotFoundError` and :class:`RunFinishedError`.
+        """
+        if not isinstance(name, str) or not name or "#" in name:
+            raise ConfigurationError(f"signal name must be a non-empty string without '#': {name!r}")
+        data = codec.encode(payload, what=f"payload of signal {name!r}")
+        await self.open()
+        await self.store.send_signal(run_id, name, data)
+
+    async def cancel(self, run_id: str) -> RunState:
+        """Cancel a run; returns its state afterwards (``cancelled`` or, if a
+        worker holds it, still ``running`` until that worker ends it)."""
+        await self.open()
+        event = NewEvent(
+            EventType.RUN_CANCELLED.value, None, jr.envelope(reason="cancelled by client")
+        )
+        state = await self.store.request_cancel(run_id, event)
+        if self.worker is not None:
+            self.worker.poke_cancel(run_id)
+        return state
+
+    # --- inspection -----------------------------------------------------------------------------
+    async def get(self, run_id: str) -> RunInfo:
+        """One run's state; raises :class:`RunNotFoundError`."""
+        await self.open()
+        rec = await self.store.get_run(run_id)
+        if rec is None:
+            raise RunNotFoundError(run_id)
+        return RunInfo.from_record(rec)
+
+    async def list(
+        self,
+        *,
+        workflow: str | None = None,
+        state: RunState | str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunList:
+        """Runs, newest first, optionally filtered; paginate with ``cursor``."""
+        await self.open()
+        st = None
+        if state is not None:
+            try:
+                st = RunState(state)
+            except ValueError:
+                valid = ", ".join(s.value for s in RunState)
+                raise ConfigurationError(f"unknown run state {state!r} (one of: {valid})") from None
+        page = await self.store.list_runs(workflow=workflow, state=st, limit=limit, cursor=cursor)
+        return RunList([RunInfo.from_record(r) for r in page.runs], page.next_cursor)
+
+    async def history(self, run_id: str) -> list[HistoryEvent]:
+        """The run's journal, decoded; raises :class:`RunNotFoundError`."""
+        await self.open()
+        if await self.store.get_run(run_id) is None:
+            raise RunNotFoundError(run_id)
+        events = []
+        for rec in await self.store.load_events(run_id):
+            kind = name = None
+            if rec.command:
+                try:
+                    cid = CommandId.parse(rec.command)
+                    kind, name = cid.kind.value, cid.name
+                except ValueError:
+                    pass
+            events.append(
+                HistoryEvent(
+                    seq=rec.seq,
+                    type=rec.type,
+                    command=rec.command,
+                    kind=kind,
+                    name=name,
+                    data=jr.decode_plain(rec.data),
+                    created_at=_dt(rec.created_at),
+                )
+            )
+        return events
+
+
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)

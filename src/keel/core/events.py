@@ -1,0 +1,98 @@
+"""Journal vocabulary: event types and command identity.
+
+Every journal entry names the command it belongs to (kind, name, ordinal among
+earlier commands of that kind and name in the same execution). Replay matches
+the code's commands to the journal by that identity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class EventType(StrEnum):
+    """Kinds of journal events."""
+
+    RUN_STARTED = "run_started"
+    STEP_COMPLETED = "step_completed"
+    STEP_ATTEMPT_FAILED = "step_attempt_failed"  # one attempt failed; a retry is due at retry_at
+    STEP_FAILED = "step_failed"  # failed for good
+    TIMER_STARTED = "timer_started"
+    TIMER_FIRED = "timer_fired"
+    SIGNAL_AWAITED = "signal_awaited"
+    SIGNAL_RECEIVED = "signal_received"
+    SIGNAL_TIMED_OUT = "signal_timed_out"
+    SIDE_EFFECT = "side_effect"  # now(), uuid4(), random(), side_effect(fn)
+    RUN_COMPLETED = "run_completed"
+    RUN_FAILED = "run_failed"
+    RUN_CANCELLED = "run_cancelled"
+
+
+#: Events that resolve the command they belong to (the workflow's await returns).
+RESOLVING = frozenset(
+    {
+        EventType.STEP_COMPLETED,
+        EventType.STEP_FAILED,
+        EventType.TIMER_FIRED,
+        EventType.SIGNAL_RECEIVED,
+        EventType.SIGNAL_TIMED_OUT,
+        EventType.SIDE_EFFECT,
+    }
+)
+
+#: Events that record progress of a pending command without resolving it.
+PROGRESS = frozenset(
+    {EventType.STEP_ATTEMPT_FAILED, EventType.TIMER_STARTED, EventType.SIGNAL_AWAITED}
+)
+
+#: Events that describe the run itself, not a command.
+RUN_EVENTS = frozenset(
+    {
+        EventType.RUN_STARTED,
+        EventType.RUN_COMPLETED,
+        EventType.RUN_FAILED,
+        EventType.RUN_CANCELLED,
+    }
+)
+
+
+class CommandKind(StrEnum):
+    """Kinds of commands a workflow issues."""
+
+    STEP = "step"
+    SLEEP = "sleep"
+    SIGNAL = "signal"
+    NOW = "now"
+    UUID4 = "uuid4"
+    RANDOM = "random"
+    SIDE_EFFECT = "side_effect"
+
+
+#: Commands whose value is produced on the spot (journaled, returned synchronously).
+IMMEDIATE_KINDS = frozenset({CommandKind.NOW, CommandKind.UUID4, CommandKind.RANDOM})
+
+
+@dataclass(frozen=True, slots=True)
+class CommandId:
+    """Identity of one command: kind, name and ordinal among same kind+name."""
+
+    kind: CommandKind
+    name: str
+    ordinal: int
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}:{self.name}#{self.ordinal}"
+
+    def describe(self) -> str:
+        """Human-readable form used in error messages."""
+        return f"{self.kind.value} {self.name!r} (#{self.ordinal})"
+
+    @classmethod
+    def parse(cls, text: str) -> CommandId:
+        """Inverse of ``str()``; raises ``ValueError`` on malformed input."""
+        kind, sep, rest = text.partition(":")
+        name, sep2, ordinal = rest.rpartition("#")
+        if not sep or not sep2:
+            raise ValueError(f"malformed command id {text!r}")
+        return cls(CommandKind(kind), name, int(ordinal))

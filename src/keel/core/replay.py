@@ -1,0 +1,481 @@
+"""Replay: one execution of a workflow function against its journal.
+
+The workflow coroutine runs on a :class:`~keel.core.loop.DeterministicLoop`.
+Every effect it asks for is a *command* with an identity (kind, name,
+ordinal). The journal is fed back in ``seq`` order, one event at a time, with
+the loop run to quiescence after each, which reproduces exactly the order in
+which the live execution saw them. So parallel steps (``asyncio.gather``)
+replay identically whatever order they finished in, and any difference between
+code and journal is caught at the first event that does not fit.
+
+When the journal is exhausted the execution is *live*: the worker reads
+:meth:`Execution.pending`, carries the commands out, and reports each outcome
+with :meth:`Execution.record`, which journals it (into :attr:`outbox`) and
+feeds it through the same path replay uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from keel.core import codec
+from keel.core import journal as jr
+from keel.core.events import RUN_EVENTS, CommandId, CommandKind, EventType
+from keel.core.journal import JournalEntry
+from keel.core.loop import DeterministicLoop
+from keel.errors import (
+    ControlFlowSwallowedError,
+    KeelControl,
+    NondeterminismError,
+    SignalTimeoutError,
+    StepFailedError,
+    WorkflowCancelled,
+    WorkflowError,
+    WorkflowSuspended,
+)
+
+_current: contextvars.ContextVar[Execution | None] = contextvars.ContextVar(
+    "keel_execution", default=None
+)
+
+#: Which event types may belong to which command kind.
+_ALLOWED: dict[CommandKind, frozenset[EventType]] = {
+    CommandKind.STEP: frozenset(
+        {EventType.STEP_COMPLETED, EventType.STEP_ATTEMPT_FAILED, EventType.STEP_FAILED}
+    ),
+    CommandKind.SIDE_EFFECT: frozenset(
+        {EventType.SIDE_EFFECT, EventType.STEP_ATTEMPT_FAILED, EventType.STEP_FAILED}
+    ),
+    CommandKind.SLEEP: frozenset({EventType.TIMER_STARTED, EventType.TIMER_FIRED}),
+    CommandKind.SIGNAL: frozenset(
+        {EventType.SIGNAL_AWAITED, EventType.SIGNAL_RECEIVED, EventType.SIGNAL_TIMED_OUT}
+    ),
+    CommandKind.NOW: frozenset({EventType.SIDE_EFFECT}),
+    CommandKind.UUID4: frozenset({EventType.SIDE_EFFECT}),
+    CommandKind.RANDOM: frozenset({EventType.SIDE_EFFECT}),
+}
+
+
+def current_execution() -> Execution | None:
+    """The execution whose workflow code is running now, if any."""
+    return _current.get()
+
+
+class LiveSource(Protocol):
+    """Where live values of ``now()``, ``uuid4()`` and ``random()`` come from."""
+
+    def now(self) -> Any: ...
+
+    def uuid4(self) -> Any: ...
+
+    def random(self) -> float: ...
+
+
+class _Abort(KeelControl):
+    """Unwinds workflow code after a fatal replay error; never seen by users."""
+
+
+@dataclass(eq=False)
+class Command:
+    """A command the workflow issued and is (or was) waiting on."""
+
+    id: CommandId
+    index: int  # position in issue order
+    future: asyncio.Future[Any]
+    result_type: Any = Any
+    target: Any = None  # the step definition / side-effect callable (opaque to the core)
+    args: bytes | None = None  # encoded arguments (steps)
+    args_hash: str | None = None
+    duration: float | None = None  # sleep
+    timeout: float | None = None  # signal wait
+    known: bool = False  # the journal already holds events of this command
+    recorded_hash_mismatch: str | None = None  # journaled args hash when it differs
+    # progress recovered from the journal
+    attempts: int = 0  # failed attempts so far
+    retry_at: float | None = None
+    fire_at: float | None = None  # timer
+    awaited: bool = False  # signal wait journaled
+    deadline: float | None = None  # signal wait deadline
+
+    @property
+    def key(self) -> str:
+        return str(self.id)
+
+
+@dataclass
+class Outcome:
+    """How the workflow function ended (when it has)."""
+
+    status: Literal["completed", "failed", "cancelled"]
+    result: bytes | None = None  # encoded result
+    error: BaseException | None = None
+
+
+@dataclass
+class _Closing:
+    exc_type: type[KeelControl]
+    swallowed: bool = False
+    extra: list[str] = field(default_factory=list)
+
+
+class Execution:
+    """One in-memory execution of a workflow function over a journal."""
+
+    def __init__(
+        self,
+        run_id: str,
+        fn: Callable[..., Coroutine[Any, Any, Any]],
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        journal: Sequence[JournalEntry],
+        live: LiveSource,
+        *,
+        workflow_name: str = "",
+    ) -> None:
+        self.run_id = run_id
+        self.workflow_name = workflow_name or getattr(fn, "__qualname__", "workflow")
+        self.journal: list[JournalEntry] = list(journal)
+        self.cursor = 0
+        self.outbox: list[JournalEntry] = []
+        self.outcome: Outcome | None = None
+        self.cancel_requested = False
+        self._fn = fn
+        self._args = tuple(args)
+        self._kwargs = dict(kwargs)
+        self._live = live
+        self._loop = DeterministicLoop()
+        self._counters: dict[tuple[CommandKind, str], int] = {}
+        self._order: list[Command] = []
+        self._pending: dict[str, Command] = {}
+        self._fatal: BaseException | None = None
+        self._closing: _Closing | None = None
+        self._main: asyncio.Task[Any] | None = None
+        self._recorded_hash: dict[str, str | None] = {}
+        for entry in self.journal:
+            if entry.command is not None and entry.command not in self._recorded_hash:
+                self._recorded_hash[entry.command] = _args_hash_of(entry)
+
+    # --- driving (worker side) -------------------------------------------------------
+    def start(self) -> None:
+        """Run the workflow from the top and replay the whole journal.
+
+        Raises :class:`NondeterminismError` if code and journal disagree.
+        """
+        while self.cursor < len(self.journal) and self.journal[self.cursor].type in RUN_EVENTS:
+            self.cursor += 1  # run_started: not a command
+        ctx = contextvars.copy_context()
+        ctx.run(_current.set, self)
+        self._main = self._loop.create_task(self._run_main(), context=ctx)
+        self._settle()
+        while self.cursor < len(self.journal):
+            entry = self.journal[self.cursor]
+            if entry.type in RUN_EVENTS:
+                self.cursor += 1
+                continue
+            cmd = self._pending.get(entry.command or "")
+            if cmd is None:
+                raise self._mismatch(entry)
+            self.cursor += 1
+            self._apply(cmd, entry)
+            self._settle()
+
+    @property
+    def next_seq(self) -> int:
+        return len(self.journal)
+
+    @property
+    def replaying(self) -> bool:
+        return self.cursor < len(self.journal)
+
+    def pending(self) -> list[Command]:
+        """Unresolved commands, in issue order."""
+        return [c for c in self._order if c.key in self._pending]
+
+    def record(self, type_: EventType, cmd: Command | None, data: bytes) -> JournalEntry:
+        """Journal a live event (into :attr:`outbox`) and feed it to the workflow."""
+        entry = JournalEntry(self.next_seq, type_, cmd.key if cmd else None, data)
+        self.journal.append(entry)
+        self.outbox.append(entry)
+        self.cursor += 1
+        if cmd is not None:
+            self._apply(cmd, entry)
+            self._settle()
+        return entry
+
+    def take_outbox(self) -> list[JournalEntry]:
+        out, self.outbox = self.outbox, []
+        return out
+
+    def cancel(self) -> None:
+        """Throw :class:`WorkflowCancelled` into the workflow at its awaits."""
+        self.cancel_requested = True
+        self._close_with(WorkflowCancelled)
+
+    def evict(self) -> bool:
+        """Unwind the workflow code before dropping this execution.
+
+        Returns ``False`` if the code swallowed the :class:`WorkflowSuspended`.
+        """
+        if self.outcome is not None or self._main is None:
+            return True
+        self._close_with(WorkflowSuspended)
+        closing = self._closing
+        ok = closing is not None and not closing.swallowed
+        self._loop.close()
+        return ok
+
+    # --- used by the workflow-facing API ------------------------------------------------
+    def issue(
+        self,
+        kind: CommandKind,
+        name: str,
+        *,
+        result_type: Any = Any,
+        target: Any = None,
+        args: bytes | None = None,
+        duration: float | None = None,
+        timeout: float | None = None,
+    ) -> Command:
+        """Register a command that resolves later (step, sleep, signal, side effect)."""
+        cid = self._next_id(kind, name)
+        args_hash = codec.args_hash(args) if args is not None else None
+        key = str(cid)
+        mismatch = None
+        if key in self._recorded_hash:
+            recorded = self._recorded_hash[key]
+            if args_hash is not None and recorded is not None and recorded != args_hash:
+                # Reported when the journal reaches this command, so that a
+                # reordering is reported as such rather than as changed arguments.
+                mismatch = recorded
+        cmd = Command(
+            id=cid,
+            index=len(self._order),
+            future=self._loop.create_future(),
+            result_type=result_type,
+            target=target,
+            args=args,
+            args_hash=args_hash,
+            duration=duration,
+            timeout=timeout,
+            known=key in self._recorded_hash,
+            recorded_hash_mismatch=mismatch,
+        )
+        self._order.append(cmd)
+        self._pending[key] = cmd
+        return cmd
+
+    def immediate(self, kind: CommandKind, result_type: Any, produce: Callable[[], Any]) -> Any:
+        """A value produced on the spot and journaled (``now``, ``uuid4``, ``random``)."""
+        cid = self._next_id(kind, kind.value)
+        key = str(cid)
+        if self.cursor < len(self.journal):
+            entry = self.journal[self.cursor]
+            if entry.command != key or entry.type is not EventType.SIDE_EFFECT:
+                self._abort(self._mismatch(entry, requested=cid.describe()))
+            self.cursor += 1
+            return codec.decode(jr.raw_field(entry.data, "value"), result_type, what=key)
+        value_json = codec.encode(produce(), what=key)
+        entry = JournalEntry(
+            self.next_seq, EventType.SIDE_EFFECT, key, jr.envelope(value=jr.raw(value_json))
+        )
+        self.journal.append(entry)
+        self.outbox.append(entry)
+        self.cursor += 1
+        return codec.decode(value_json, result_type, what=key)
+
+    @property
+    def live(self) -> LiveSource:
+        return self._live
+
+    # --- internals --------------------------------------------------------------------
+    def _next_id(self, kind: CommandKind, name: str) -> CommandId:
+        if self._closing is not None:
+            # Workflow code caught our control exception and went on issuing commands.
+            self._closing.swallowed = True
+            raise self._closing.exc_type()
+        if self._fatal is not None:
+            raise _Abort()
+        ordinal = self._counters.get((kind, name), 0)
+        self._counters[(kind, name)] = ordinal + 1
+        return CommandId(kind, name, ordinal)
+
+    async def _run_main(self) -> Any:
+        return await self._fn(*self._args, **self._kwargs)
+
+    def _settle(self) -> None:
+        """Run the loop to quiescence; surface fatal errors; note how main ended."""
+        self._loop.run_until_quiescent()
+        if self._fatal is not None:
+            raise self._fatal
+        main = self._main
+        if main is None or not main.done() or self.outcome is not None:
+            return
+        if self._closing is not None and self._closing.exc_type is WorkflowSuspended:
+            exc = main.exception() if not main.cancelled() else None
+            if not isinstance(exc, WorkflowSuspended):
+                self._closing.swallowed = True
+            return
+        self.outcome = self._outcome_of(main)
+        if self.replaying and self.outcome.status != "cancelled":
+            rest = [e for e in self.journal[self.cursor :] if e.type not in RUN_EVENTS]
+            if rest:
+                raise self._mismatch(rest[0], requested="the workflow to return")
+
+    def _outcome_of(self, main: asyncio.Task[Any]) -> Outcome:
+        if main.cancelled():
+            return Outcome("failed", error=WorkflowError("the workflow's main task was cancelled"))
+        exc = main.exception()
+        if self.cancel_requested:
+            if isinstance(exc, WorkflowCancelled):
+                return Outcome("cancelled", error=exc)
+            return Outcome(
+                "failed",
+                error=ControlFlowSwallowedError(
+                    "the workflow caught keel.WorkflowCancelled and did not re-raise it; "
+                    "cleanup code must let cancellation through"
+                ),
+            )
+        if exc is None:
+            try:
+                data = codec.encode(main.result(), what=f"result of workflow {self.workflow_name!r}")
+            except Exception as enc_exc:
+                return Outcome("failed", error=enc_exc)
+            return Outcome("completed", result=data)
+        if isinstance(exc, WorkflowCancelled):
+            return Outcome("cancelled", error=exc)
+        if isinstance(exc, KeelControl):
+            return Outcome(
+                "failed", error=ControlFlowSwallowedError(f"stray control exception {exc!r}")
+            )
+        return Outcome("failed", error=exc)
+
+    def _close_with(self, exc_type: type[KeelControl]) -> None:
+        if self.outcome is not None:
+            return
+        self._closing = _Closing(exc_type)
+        for cmd in list(self._pending.values()):
+            if not cmd.future.done():
+                cmd.future.set_exception(exc_type())
+        self._loop.run_until_quiescent()
+        if exc_type is WorkflowCancelled:
+            main = self._main
+            if main is not None and main.done() and self.outcome is None:
+                self.outcome = self._outcome_of(main)
+                if self._closing.swallowed and self.outcome.status == "cancelled":
+                    self.outcome = Outcome(
+                        "failed",
+                        error=ControlFlowSwallowedError(
+                            "the workflow issued a new command after it was cancelled"
+                        ),
+                    )
+        else:
+            self._settle()
+
+    def _apply(self, cmd: Command, entry: JournalEntry) -> None:
+        if entry.type not in _ALLOWED[cmd.id.kind]:
+            raise self._mismatch(entry, requested=cmd.id.describe())
+        if cmd.recorded_hash_mismatch is not None:
+            raise NondeterminismError(
+                self.run_id,
+                entry.seq,
+                f"{cmd.id.describe()} with arguments hash {cmd.recorded_hash_mismatch}",
+                f"{cmd.id.describe()} with different arguments (hash {cmd.args_hash})",
+            )
+        t, data = entry.type, entry.data
+        fut = cmd.future
+        if t is EventType.STEP_COMPLETED or t is EventType.SIDE_EFFECT:
+            name = "result" if t is EventType.STEP_COMPLETED else "value"
+            self._resolve(cmd)
+            try:
+                value = codec.decode(
+                    jr.raw_field(data, name), cmd.result_type, what=f"result of {cmd.id.describe()}"
+                )
+            except Exception as exc:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(value)
+        elif t is EventType.STEP_ATTEMPT_FAILED:
+            cmd.attempts = int(jr.field(data, "attempt", cmd.attempts + 1))
+            cmd.retry_at = jr.field(data, "retry_at")
+        elif t is EventType.STEP_FAILED:
+            self._resolve(cmd)
+            err = jr.field(data, "error", {}) or {}
+            cmd.attempts = int(jr.field(data, "attempts", cmd.attempts))
+            fut.set_exception(
+                StepFailedError(
+                    cmd.id.name, cmd.attempts, str(err.get("type", "")), str(err.get("message", ""))
+                )
+            )
+        elif t is EventType.TIMER_STARTED:
+            cmd.fire_at = jr.field(data, "fire_at")
+        elif t is EventType.TIMER_FIRED:
+            self._resolve(cmd)
+            fut.set_result(None)
+        elif t is EventType.SIGNAL_AWAITED:
+            cmd.awaited = True
+            cmd.deadline = jr.field(data, "deadline")
+        elif t is EventType.SIGNAL_RECEIVED:
+            self._resolve(cmd)
+            try:
+                value = codec.decode(
+                    jr.raw_field(data, "payload"), cmd.result_type, what=f"signal {cmd.id.name!r}"
+                )
+            except Exception as exc:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(value)
+        elif t is EventType.SIGNAL_TIMED_OUT:
+            self._resolve(cmd)
+            fut.set_exception(SignalTimeoutError(cmd.id.name, float(cmd.timeout or 0.0)))
+
+    def _resolve(self, cmd: Command) -> None:
+        del self._pending[cmd.key]
+        if cmd.future.done():  # cancelled by the workflow itself; the outcome is moot
+            cmd.future = self._loop.create_future()
+
+    def _abort(self, err: BaseException) -> None:
+        if self._fatal is None:
+            self._fatal = err
+        raise _Abort()
+
+    def _position_of(self, key: str) -> int | None:
+        for entry in self.journal:
+            if entry.command == key:
+                return entry.seq
+        return None
+
+    def _mismatch(self, entry: JournalEntry, requested: str | None = None) -> NondeterminismError:
+        recorded = f"{entry.type.value} of {_describe_key(entry.command)}"
+        if requested is None:
+            waiting = [c.id.describe() for c in self.pending()]
+            if waiting:
+                requested = ", ".join(waiting)
+            elif self._main is not None and self._main.done():
+                requested = "the workflow to return"
+            else:
+                requested = "nothing (it is blocked on something that is not a Keel command)"
+        return NondeterminismError(self.run_id, entry.seq, recorded, requested)
+
+
+def _describe_key(key: str | None) -> str:
+    if key is None:
+        return "the run"
+    try:
+        return CommandId.parse(key).describe()
+    except ValueError:
+        return repr(key)
+
+
+def _args_hash_of(entry: JournalEntry) -> str | None:
+    if entry.type not in (
+        EventType.STEP_COMPLETED,
+        EventType.STEP_FAILED,
+        EventType.STEP_ATTEMPT_FAILED,
+    ):
+        return None
+    value = jr.field(entry.data, "args_hash")
+    return str(value) if value is not None else None

@@ -1,0 +1,54 @@
+"""Run states and the one table of allowed transitions."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RunState(StrEnum):
+    """Lifecycle of a run."""
+
+    PENDING = "pending"  # created, never claimed
+    RUNNING = "running"  # a worker holds its lease and executes it
+    SUSPENDED = "suspended"  # waiting for a timer, signal or retry; no lease held
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({RunState.COMPLETED, RunState.FAILED, RunState.CANCELLED})
+
+#: Every allowed transition. ``running -> running`` is a lease taken over from an
+#: expired holder; ``pending/suspended -> cancelled`` is a cancel with no worker.
+TRANSITIONS: dict[RunState, frozenset[RunState]] = {
+    RunState.PENDING: frozenset({RunState.RUNNING, RunState.CANCELLED}),
+    RunState.RUNNING: frozenset(
+        {
+            RunState.RUNNING,
+            RunState.SUSPENDED,
+            RunState.PENDING,  # lease released on drain before the first turn finished
+            RunState.COMPLETED,
+            RunState.FAILED,
+            RunState.CANCELLED,
+        }
+    ),
+    RunState.SUSPENDED: frozenset({RunState.RUNNING, RunState.CANCELLED}),
+    RunState.COMPLETED: frozenset(),
+    RunState.FAILED: frozenset(),
+    RunState.CANCELLED: frozenset(),
+}
+
+
+def can_transition(src: RunState, dst: RunState) -> bool:
+    """Whether a run may move from ``src`` to ``dst``."""
+    return dst in TRANSITIONS[src]
+
+
+def check_transition(src: RunState, dst: RunState) -> None:
+    """Raise ``ValueError`` if ``src -> dst`` is not in :data:`TRANSITIONS`."""
+    if not can_transition(src, dst):
+        raise ValueError(f"illegal run state transition {src.value} -> {dst.value}")

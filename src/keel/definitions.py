@@ -1,0 +1,226 @@
+"""The ``@workflow`` and ``@step`` decorators and the registry of workflows."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from keel.core import codec
+from keel.core.events import CommandKind
+from keel.core.replay import current_execution
+from keel.core.retry import RetryPolicy
+from keel.errors import ConfigurationError, WorkflowNotFoundError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class WorkflowDef(Generic[P, R]):
+    """A registered workflow: an ``async def`` made durable.
+
+    Calling it directly runs the function as plain async code; start it through
+    a :class:`keel.Client` to make it durable.
+    """
+
+    def __init__(
+        self, fn: Callable[P, Coroutine[Any, Any, R]], name: str, version: str | None
+    ) -> None:
+        self.fn = fn
+        self.name = name
+        self.version = version or _code_hash(fn)
+        self.result_type = codec.return_type(fn)
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<keel workflow {self.name!r} version {self.version!r}>"
+
+
+class StepDef(Generic[P, R]):
+    """A step: a function whose result is journaled once when called in a workflow.
+
+    Inside a workflow, ``await my_step(...)`` runs it under its retry policy and
+    journals the result; outside a workflow it is a plain function call.
+    """
+
+    def __init__(self, fn: Callable[P, Any], name: str, retry: RetryPolicy) -> None:
+        self.fn = fn
+        self.name = name
+        self.retry = retry
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.result_type = codec.return_type(fn)
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+        execution = current_execution()
+        if execution is None:
+            return self.fn(*args, **kwargs)
+        return self._issue(execution, args, kwargs)
+
+    def aio(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[R]:
+        """Typed form of a call inside a workflow: ``await charge.aio(order)``.
+
+        Outside a workflow it runs the function (on a thread if it is sync).
+        """
+        execution = current_execution()
+        if execution is None:
+            if self.is_async:
+                return self.fn(*args, **kwargs)  # type: ignore[no-any-return]
+            import asyncio
+
+            return asyncio.to_thread(self.fn, *args, **kwargs)
+        return self._issue(execution, args, kwargs)
+
+    def _issue(self, execution: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        data = codec.encode_args(self.fn, args, kwargs, what=f"step {self.name!r}")
+        cmd = execution.issue(
+            CommandKind.STEP, self.name, result_type=self.result_type, target=self, args=data
+        )
+        return cmd.future
+
+    def __repr__(self) -> str:
+        return f"<keel step {self.name!r}>"
+
+
+class Registry:
+    """Workflows known to this process, by name."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._workflows: dict[str, WorkflowDef[Any, Any]] = {}
+
+    def add(self, wf: WorkflowDef[Any, Any]) -> None:
+        with self._lock:
+            old = self._workflows.get(wf.name)
+            if old is not None and _origin(old.fn) != _origin(wf.fn):
+                raise ConfigurationError(
+                    f"workflow name {wf.name!r} is already used by {_origin(old.fn)}; "
+                    f"give {_origin(wf.fn)} another name with @workflow(name=...)"
+                )
+            self._workflows[wf.name] = wf
+
+    def get(self, name: str) -> WorkflowDef[Any, Any]:
+        try:
+            return self._workflows[name]
+        except KeyError:
+            known = ", ".join(sorted(self._workflows)) or "none"
+            raise WorkflowNotFoundError(
+                f"no workflow named {name!r} is registered (known: {known})"
+            ) from None
+
+    def find(self, name: str) -> WorkflowDef[Any, Any] | None:
+        return self._workflows.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._workflows)
+
+
+#: The registry the decorators add to, and workers use by default.
+default_registry = Registry()
+
+
+@overload
+def workflow(
+    fn: Callable[P, Coroutine[Any, Any, R]], /
+) -> WorkflowDef[P, R]: ...
+
+
+@overload
+def workflow(
+    *, name: str | None = None, version: str | None = None, registry: Registry | None = None
+) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], WorkflowDef[P, R]]: ...
+
+
+def workflow(
+    fn: Callable[P, Coroutine[Any, Any, R]] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    version: str | None = None,
+    registry: Registry | None = None,
+) -> Any:
+    """Declare an ``async def`` function as a durable workflow.
+
+    ``name`` defaults to the function's qualified name; ``version`` defaults to
+    a hash of the function's source.
+    """
+
+    def wrap(f: Callable[P, Coroutine[Any, Any, R]]) -> WorkflowDef[P, R]:
+        if not inspect.iscoroutinefunction(f):
+            raise ConfigurationError(
+                f"@workflow needs an 'async def' function; {_origin(f)} is not one"
+            )
+        wf_name = _check_name(name if name is not None else f.__qualname__, "workflow")
+        if version is not None and (not isinstance(version, str) or not version):
+            raise ConfigurationError(f"workflow version must be a non-empty string, not {version!r}")
+        wf = WorkflowDef(f, wf_name, version)
+        (registry or default_registry).add(wf)
+        return wf
+
+    return wrap(fn) if fn is not None else wrap
+
+
+@overload
+def step(fn: Callable[P, R], /) -> StepDef[P, R]: ...
+
+
+@overload
+def step(
+    *, name: str | None = None, retry: RetryPolicy | None = None, timeout: float | None = None
+) -> Callable[[Callable[P, R]], StepDef[P, R]]: ...
+
+
+def step(
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    retry: RetryPolicy | None = None,
+    timeout: float | None = None,
+) -> Any:
+    """Declare a sync or async function as a step.
+
+    ``retry`` is its :class:`RetryPolicy` (default: 3 attempts, exponential
+    backoff from 1 s); ``timeout`` overrides the policy's per-attempt timeout.
+    """
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise ConfigurationError(f"retry must be a keel.RetryPolicy, not {type(retry).__name__}")
+    policy = retry or RetryPolicy()
+    if timeout is not None:
+        import dataclasses
+
+        policy = dataclasses.replace(policy, timeout=timeout)
+
+    def wrap(f: Callable[P, Any]) -> StepDef[P, Any]:
+        if not callable(f):
+            raise ConfigurationError(f"@step needs a function, not {f!r}")
+        return StepDef(f, _check_name(name if name is not None else f.__qualname__, "step"), policy)
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def _check_name(name: object, what: str) -> str:
+    if not isinstance(name, str) or not name or "#" in name or len(name) > 200:
+        raise ConfigurationError(
+            f"{what} name must be a non-empty string without '#' (at most 200 chars): {name!r}"
+        )
+    return name
+
+
+def _origin(fn: Callable[..., Any]) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def _code_hash(fn: Callable[..., Any]) -> str:
+    try:
+        source = inspect.getsource(fn)
+    except (OSError, TypeError):
+        code = getattr(fn, "__code__", None)
+        source = repr(code.co_code if code is not None else fn)
+    return hashlib.sha256(source.encode()).hexdigest()[:16]

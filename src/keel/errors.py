@@ -1,0 +1,186 @@
+"""Keel's one exception tree.
+
+Everything Keel raises on purpose derives from :class:`KeelError` (ordinary
+errors a caller may catch) or :class:`KeelControl` (control flow that workflow
+code must never swallow)::
+
+    Exception
+    └── KeelError
+        ├── ConfigurationError          bad decorator options, retry policy, URL
+        ├── WorkflowNotFoundError       unknown workflow name
+        ├── SerializationError          a payload cannot be encoded / decoded
+        ├── RunNotFoundError            unknown run id
+        ├── RunFinishedError            signal / cancel to a run that has ended
+        ├── RunFailedError              result() of a failed run
+        ├── RunCancelledError           result() of a cancelled run
+        ├── ResultTimeoutError          result() did not finish in time (also TimeoutError)
+        ├── NondeterminismError         code and journal disagree on replay
+        ├── ControlFlowSwallowedError   workflow code swallowed a KeelControl
+        ├── WorkflowError               misuse inside a workflow (asyncio.sleep, I/O, ...)
+        ├── StepFailedError             a step exhausted its retries (raised in the workflow)
+        ├── StepTimeoutError            one step attempt exceeded its timeout
+        ├── SignalTimeoutError          wait_for_signal() timed out (raised in the workflow)
+        └── StoreError                  storage-level failures
+            ├── LeaseLostError          stale fencing token: the write changed nothing
+            └── DatabaseError           corrupted, foreign or too-new database file
+    BaseException
+    └── KeelControl
+        ├── WorkflowSuspended           the worker is evicting this execution
+        └── WorkflowCancelled           the run was cancelled
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class KeelError(Exception):
+    """Base class of every error Keel raises on purpose."""
+
+
+class ConfigurationError(KeelError):
+    """Invalid configuration: decorator options, retry policy, database URL."""
+
+
+class WorkflowNotFoundError(KeelError):
+    """No workflow with this name is registered."""
+
+
+class SerializationError(KeelError, TypeError):
+    """A value cannot be encoded to (or decoded from) Keel's JSON payload format."""
+
+
+class RunNotFoundError(KeelError, LookupError):
+    """No run with this id exists."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"no run with id {run_id!r}")
+        self.run_id = run_id
+
+
+class RunFinishedError(KeelError):
+    """The run has already finished, so it cannot take this request."""
+
+    def __init__(self, run_id: str, state: str, action: str) -> None:
+        super().__init__(f"cannot {action} run {run_id!r}: it is already {state}")
+        self.run_id = run_id
+        self.state = state
+
+
+class RunFailedError(KeelError):
+    """The run ended in failure; ``error_type``/``message``/``traceback`` say why."""
+
+    def __init__(self, run_id: str, error_type: str, message: str, traceback: str = "") -> None:
+        super().__init__(f"run {run_id!r} failed: {error_type}: {message}")
+        self.run_id = run_id
+        self.error_type = error_type
+        self.message = message
+        self.traceback = traceback
+
+
+class RunCancelledError(KeelError):
+    """The run was cancelled before it produced a result."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id!r} was cancelled")
+        self.run_id = run_id
+
+
+class ResultTimeoutError(KeelError, TimeoutError):
+    """Waiting for a run's result took longer than the caller allowed."""
+
+
+class NondeterminismError(KeelError):
+    """Replay found the workflow code asking for something other than the journal holds."""
+
+    def __init__(self, run_id: str, position: int | None, recorded: str, requested: str) -> None:
+        where = f"at journal position {position}" if position is not None else "at the end"
+        super().__init__(
+            f"nondeterminism in run {run_id!r} {where}: the journal recorded {recorded}, "
+            f"but the workflow code asked for {requested}"
+        )
+        self.run_id = run_id
+        self.position = position
+        self.recorded = recorded
+        self.requested = requested
+
+
+class ControlFlowSwallowedError(KeelError):
+    """Workflow code caught a Keel control exception and carried on."""
+
+
+class WorkflowError(KeelError):
+    """Something was done inside a workflow that a workflow may not do."""
+
+
+class StepFailedError(KeelError):
+    """A step failed for good (retries exhausted or a non-retryable error).
+
+    Raised inside the workflow at the ``await``; the workflow may catch it.
+    """
+
+    def __init__(self, step: str, attempts: int, error_type: str, message: str) -> None:
+        super().__init__(
+            f"step {step!r} failed after {attempts} attempt(s): {error_type}: {message}"
+        )
+        self.step = step
+        self.attempts = attempts
+        self.error_type = error_type
+        self.message = message
+
+
+class StepTimeoutError(KeelError, TimeoutError):
+    """One attempt of a step ran longer than its per-attempt timeout."""
+
+
+class SignalTimeoutError(KeelError, TimeoutError):
+    """``wait_for_signal`` reached its timeout before a signal arrived."""
+
+    def __init__(self, name: str, timeout: float) -> None:
+        super().__init__(f"no signal {name!r} arrived within {timeout:g}s")
+        self.name = name
+        self.timeout = timeout
+
+
+class StoreError(KeelError):
+    """A storage backend failed or refused an operation."""
+
+
+class LeaseLostError(StoreError):
+    """The caller's fencing token is stale: another worker owns the run now.
+
+    The rejected write changed nothing.
+    """
+
+    def __init__(self, run_id: str, token: int, detail: str = "") -> None:
+        msg = f"lease on run {run_id!r} with token {token} is no longer held"
+        super().__init__(f"{msg}: {detail}" if detail else msg)
+        self.run_id = run_id
+        self.token = token
+
+
+class DatabaseError(StoreError):
+    """The database is unreadable, not a Keel database, or from a newer Keel."""
+
+
+class KeelControl(BaseException):  # noqa: N818 - control flow, not an error
+    """Control flow that workflow code must let through (never catch and ignore)."""
+
+
+class WorkflowSuspended(KeelControl):
+    """Thrown into a workflow execution that the worker is evicting from memory."""
+
+
+class WorkflowCancelled(KeelControl):
+    """Thrown into a workflow whose run was cancelled; clean up and re-raise."""
+
+
+def error_info(exc: BaseException) -> dict[str, Any]:
+    """Type, message and traceback of ``exc`` as a JSON-friendly dict."""
+    import traceback
+
+    return {
+        "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)),
+    }

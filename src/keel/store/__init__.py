@@ -1,0 +1,86 @@
+"""Storage: the :class:`Store` protocol, its records and the backends.
+
+:func:`open_store` maps a URL to a backend (without opening it)::
+
+    memory://                      MemoryStore (this process only)
+    sqlite:///abs/path/keel.db     SQLiteStore on /abs/path/keel.db
+    sqlite://rel/path/keel.db      SQLiteStore on a path relative to the working directory
+    keel.db  ./x.sqlite  ~/y.sqlite3   a bare path ending .db/.sqlite/.sqlite3
+
+SQLite URLs accept ``?synchronous=NORMAL`` (see :class:`SQLiteStore`).
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import parse_qs
+
+from keel.errors import ConfigurationError
+from keel.store.base import (
+    Claimed,
+    EventRecord,
+    Lease,
+    NewEvent,
+    NewRun,
+    RenewOutcome,
+    RunPage,
+    RunRecord,
+    SignalRecord,
+    Store,
+)
+from keel.store.memory import MemoryStore
+from keel.store.sqlite import SQLiteStore
+
+__all__ = [
+    "Claimed",
+    "EventRecord",
+    "Lease",
+    "MemoryStore",
+    "NewEvent",
+    "NewRun",
+    "RenewOutcome",
+    "RunPage",
+    "RunRecord",
+    "SQLiteStore",
+    "SignalRecord",
+    "Store",
+    "open_store",
+]
+
+_SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+_SQLITE_OPTIONS = frozenset({"synchronous"})
+
+
+def open_store(url: str) -> Store:
+    """The store a URL names (not yet opened); ``ConfigurationError`` if none does."""
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigurationError(f"store URL must be a non-empty string, not {url!r}")
+    url = url.strip()
+    if url == "memory://":
+        return MemoryStore()
+    if url.startswith("sqlite://"):
+        path, _, query = url.removeprefix("sqlite://").partition("?")
+        return _sqlite(url, path, query)
+    if "://" not in url and url.lower().endswith(_SQLITE_SUFFIXES):
+        return SQLiteStore(os.path.expanduser(url))
+    raise ConfigurationError(
+        f"unsupported store URL {url!r}: use 'memory://', 'sqlite:///absolute/path.db', "
+        "'sqlite://relative/path.db' or a file path ending in .db, .sqlite or .sqlite3"
+    )
+
+
+def _sqlite(url: str, path: str, query: str) -> SQLiteStore:
+    if not path or path in (":memory:", "/:memory:"):
+        raise ConfigurationError(
+            f"store URL {url!r} names no database file (an in-memory SQLite database "
+            "cannot be shared by Keel's connections; use 'memory://')"
+        )
+    options = parse_qs(query, keep_blank_values=True, strict_parsing=False)
+    unknown = sorted(set(options) - _SQLITE_OPTIONS)
+    if unknown:
+        raise ConfigurationError(
+            f"unknown option(s) {', '.join(unknown)} in store URL {url!r}; "
+            f"known: {', '.join(sorted(_SQLITE_OPTIONS))}"
+        )
+    synchronous = options.get("synchronous", ["FULL"])[-1]
+    return SQLiteStore(os.path.expanduser(path), synchronous=synchronous)

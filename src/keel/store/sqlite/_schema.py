@@ -1,0 +1,126 @@
+"""Opening a SQLite file safely: refuse foreign or too-new files, then migrate.
+
+Checks run before anything is written (switching to WAL rewrites the file
+header), and migration re-checks the version inside ``BEGIN IMMEDIATE`` so
+several processes may open a new file at once.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from keel.errors import DatabaseError
+from keel.store.sqlite import _sql
+
+_HEADER = b"SQLite format 3\x00"
+MARKER_KEY = "application"
+MARKER_VALUE = "keel"
+
+
+def check_header(path: Path) -> None:
+    """Refuse a file that exists, is not empty and is not SQLite, before SQLite touches it."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(_HEADER))
+    except FileNotFoundError:
+        return
+    except IsADirectoryError:
+        raise DatabaseError(f"{path} is a directory, not a SQLite database file") from None
+    except OSError as exc:
+        raise DatabaseError(f"cannot read {path}: {exc}") from exc
+    if head and head != _HEADER:
+        raise DatabaseError(f"{path} is not a SQLite database (unrecognised file header)")
+
+
+def connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    """A connection in autocommit mode: Keel issues BEGIN/COMMIT itself."""
+    try:
+        return sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise DatabaseError(f"cannot open SQLite database {path}: {exc}") from exc
+
+
+def schema_version(conn: sqlite3.Connection, path: Path) -> int:
+    """The Keel schema version of the file (0 if empty); raise if it is not ours."""
+    try:
+        rows = conn.execute(
+            "SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+        ).fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseError(f"{path} is not a SQLite database or is corrupted: {exc}") from exc
+    if not rows:
+        return 0
+    tables = sorted(name for kind, name in rows if kind == "table")
+    if "keel_meta" not in tables:
+        shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+        raise DatabaseError(
+            f"{path} is not a Keel database (it holds other tables: {shown or 'none'}); "
+            "refusing to modify it"
+        )
+    try:
+        meta = dict(conn.execute("SELECT key, value FROM keel_meta").fetchall())
+    except sqlite3.Error as exc:
+        raise DatabaseError(f"{path} is not a Keel database (bad keel_meta: {exc})") from exc
+    if meta.get(MARKER_KEY) != MARKER_VALUE:
+        raise DatabaseError(f"{path} is not a Keel database (keel_meta has no Keel marker)")
+    try:
+        version = int(meta.get("schema_version", "0"))
+    except ValueError:
+        raise DatabaseError(
+            f"{path} has a malformed schema_version {meta['schema_version']!r}"
+        ) from None
+    latest = _sql.latest_version()
+    if version > latest:
+        raise DatabaseError(
+            f"{path} has Keel schema version {version}, but this Keel knows versions up to "
+            f"{latest}; upgrade Keel to open it"
+        )
+    return version
+
+
+def prepare_writer(path: Path, busy_timeout: float, synchronous: str) -> sqlite3.Connection:
+    """Open the writer connection: check the file, set pragmas, apply migrations."""
+    check_header(path)
+    conn = connect(path, busy_timeout)
+    try:
+        version = schema_version(conn, path)  # read-only: nothing written yet
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        if version < _sql.latest_version():
+            migrate(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Apply the missing migrations in one transaction and record the new version."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = schema_version(conn, path)  # another process may have migrated meanwhile
+        latest = _sql.latest_version()
+        for number, script in _sql.migrations():
+            if number > version:
+                for statement in _sql.split_script(script):
+                    conn.execute(statement)
+        if version < latest:
+            conn.execute(
+                "INSERT INTO keel_meta (key, value) VALUES ('schema_version', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(latest),),
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def prepare_reader(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    """A read-only connection (opened after the writer made the schema)."""
+    conn = connect(path, busy_timeout)
+    conn.execute("PRAGMA query_only=ON")
+    return conn

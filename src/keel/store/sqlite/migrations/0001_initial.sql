@@ -1,0 +1,62 @@
+-- Keel schema version 1: runs, their journals and mailboxes.
+-- Applied inside one BEGIN IMMEDIATE transaction by the migration runner, which
+-- also records schema_version in keel_meta.
+
+CREATE TABLE keel_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+
+-- Marks the file as a Keel database; opening refuses files without it.
+INSERT INTO keel_meta (key, value) VALUES ('application', 'keel');
+
+-- One row per run. Hot columns first; the payload blobs last, so that the
+-- fenced per-step UPDATE (next_seq, updated_at) only rewrites the row's head.
+CREATE TABLE runs (
+    run_id           TEXT PRIMARY KEY,
+    workflow         TEXT NOT NULL,
+    version          TEXT NOT NULL,
+    state            TEXT NOT NULL CHECK (state IN
+                        ('pending', 'running', 'suspended', 'completed', 'failed', 'cancelled')),
+    created_at       REAL NOT NULL,
+    updated_at       REAL NOT NULL,
+    wake_at          REAL,
+    lease_owner      TEXT,
+    lease_token      INTEGER NOT NULL DEFAULT 0,
+    lease_expires_at REAL,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    next_seq         INTEGER NOT NULL DEFAULT 0,
+    input            BLOB NOT NULL,
+    result           BLOB,
+    error            BLOB
+);
+
+-- Claims: due pending/suspended runs by wake_at, and running runs by lease expiry.
+CREATE INDEX runs_due ON runs (wake_at) WHERE state IN ('pending', 'suspended');
+CREATE INDEX runs_lease ON runs (lease_expires_at) WHERE state = 'running';
+-- list_runs keyset pagination, newest first.
+CREATE INDEX runs_created ON runs (created_at, run_id);
+CREATE INDEX runs_workflow ON runs (workflow, created_at, run_id);
+
+-- The journal: contiguous seq per run, starting at 0 (the started event).
+CREATE TABLE events (
+    run_id     TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    seq        INTEGER NOT NULL,
+    type       TEXT NOT NULL,
+    command    TEXT,
+    data       BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
+
+-- Mailbox. AUTOINCREMENT: ids are never reused, so id order is delivery order.
+CREATE TABLE signals (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id       TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    name         TEXT NOT NULL,
+    payload      BLOB NOT NULL,
+    created_at   REAL NOT NULL,
+    consumed_seq INTEGER  -- seq of the journal write that consumed it; NULL while buffered
+);
+
+CREATE INDEX signals_pending ON signals (run_id, name, id) WHERE consumed_seq IS NULL;

@@ -1,0 +1,144 @@
+-- Named queries of the SQLite store, loaded by keel.store.sqlite._sql.
+-- Each starts at a "-- name: <name>" line. Run rows are always selected in
+-- RunRecord field order (see _sql.run_record).
+
+-- name: get_run
+SELECT run_id, workflow, version, state, input, result, error, created_at, updated_at,
+       wake_at, lease_owner, lease_token, lease_expires_at, cancel_requested, next_seq
+FROM runs WHERE run_id = ?;
+
+-- name: insert_run
+-- Idempotent on run_id: returns the row only when it was inserted.
+INSERT INTO runs (run_id, workflow, version, state, created_at, updated_at, wake_at,
+                  lease_owner, lease_token, lease_expires_at, next_seq, input)
+VALUES (:run_id, :workflow, :version, :state, :now, :now, :wake_at,
+        :lease_owner, :lease_token, :lease_expires_at, 1, :input)
+ON CONFLICT (run_id) DO NOTHING
+RETURNING run_id, workflow, version, state, input, result, error, created_at, updated_at,
+          wake_at, lease_owner, lease_token, lease_expires_at, cancel_requested, next_seq;
+
+-- name: insert_event
+INSERT INTO events (run_id, seq, type, command, data, created_at) VALUES (?, ?, ?, ?, ?, ?);
+
+-- name: load_events
+SELECT run_id, seq, type, command, data, created_at
+FROM events WHERE run_id = ? AND seq > ? ORDER BY seq;
+
+-- name: list_runs
+SELECT run_id, workflow, version, state, input, result, error, created_at, updated_at,
+       wake_at, lease_owner, lease_token, lease_expires_at, cancel_requested, next_seq
+FROM runs
+WHERE (:state IS NULL OR state = :state)
+  AND (created_at, run_id) < (:before_created, :before_run_id)
+ORDER BY created_at DESC, run_id DESC
+LIMIT :limit;
+
+-- name: list_runs_by_workflow
+SELECT run_id, workflow, version, state, input, result, error, created_at, updated_at,
+       wake_at, lease_owner, lease_token, lease_expires_at, cancel_requested, next_seq
+FROM runs
+WHERE workflow = :workflow
+  AND (:state IS NULL OR state = :state)
+  AND (created_at, run_id) < (:before_created, :before_run_id)
+ORDER BY created_at DESC, run_id DESC
+LIMIT :limit;
+
+-- name: claim_candidates
+-- Due runs and runs whose lease expired, each branch walking its partial index.
+SELECT run_id, due FROM (
+    SELECT run_id, wake_at AS due FROM runs
+    WHERE state IN ('pending', 'suspended') AND wake_at <= :now
+    ORDER BY wake_at LIMIT :limit)
+UNION ALL
+SELECT run_id, due FROM (
+    SELECT run_id, lease_expires_at AS due FROM runs
+    WHERE state = 'running' AND lease_expires_at < :now
+    ORDER BY lease_expires_at LIMIT :limit)
+ORDER BY due, run_id
+LIMIT :limit;
+
+-- name: claim_run
+-- Every claim increments the fencing token; wake_at is meaningless while running.
+UPDATE runs
+SET state = 'running', lease_owner = :owner, lease_token = lease_token + 1,
+    lease_expires_at = :expires_at, wake_at = NULL, updated_at = :now
+WHERE run_id = :run_id
+RETURNING run_id, workflow, version, state, input, result, error, created_at, updated_at,
+          wake_at, lease_owner, lease_token, lease_expires_at, cancel_requested, next_seq;
+
+-- name: renew_lease
+-- An expired lease cannot be renewed: another worker may already have claimed the run.
+UPDATE runs SET lease_expires_at = :expires_at
+WHERE run_id = :run_id AND lease_token = :token AND lease_owner = :owner
+  AND state = 'running' AND lease_expires_at >= :now
+RETURNING cancel_requested;
+
+-- name: fenced_append
+-- The fence and the seq check in one statement; zero rows means one of them failed.
+UPDATE runs SET next_seq = next_seq + :n, updated_at = :now
+WHERE run_id = :run_id AND lease_token = :token AND lease_owner = :owner
+  AND state = 'running' AND lease_expires_at >= :now AND next_seq = :first_seq;
+
+-- name: fenced_suspend
+-- A buffered signal the run waits for, or a cancel request, makes it due at once.
+UPDATE runs
+SET next_seq = next_seq + :n, updated_at = :now, state = 'suspended',
+    lease_owner = NULL, lease_expires_at = NULL,
+    wake_at = CASE
+        WHEN cancel_requested OR EXISTS (
+            SELECT 1 FROM signals s
+            WHERE s.run_id = runs.run_id AND s.consumed_seq IS NULL
+              AND s.name IN (SELECT value FROM json_each(:signal_names)))
+        THEN min(coalesce(:wake_at, :now), :now)
+        ELSE :wake_at
+    END
+WHERE run_id = :run_id AND lease_token = :token AND lease_owner = :owner
+  AND state = 'running' AND lease_expires_at >= :now AND next_seq = :first_seq;
+
+-- name: fenced_finish
+UPDATE runs
+SET next_seq = next_seq + :n, updated_at = :now, state = :state, result = :result,
+    error = :error, lease_owner = NULL, lease_expires_at = NULL, wake_at = NULL
+WHERE run_id = :run_id AND lease_token = :token AND lease_owner = :owner
+  AND state = 'running' AND lease_expires_at >= :now AND next_seq = :first_seq;
+
+-- name: fence_row
+-- Read only after a fenced write matched nothing, to say why.
+SELECT state, lease_owner, lease_token, lease_expires_at, next_seq FROM runs WHERE run_id = ?;
+
+-- name: consume_signal
+UPDATE signals SET consumed_seq = :seq
+WHERE id = :id AND run_id = :run_id AND consumed_seq IS NULL;
+
+-- name: wake_for_signal
+-- Commit before wake: the run becomes due in the same transaction as the signal.
+UPDATE runs SET wake_at = min(coalesce(wake_at, :now), :now), updated_at = :now
+WHERE run_id = :run_id AND state IN ('pending', 'running', 'suspended');
+
+-- name: run_state
+SELECT state FROM runs WHERE run_id = ?;
+
+-- name: insert_signal
+INSERT INTO signals (run_id, name, payload, created_at) VALUES (?, ?, ?, ?);
+
+-- name: next_signal
+SELECT id, run_id, name, payload, created_at FROM signals
+WHERE run_id = ? AND name = ? AND consumed_seq IS NULL
+ORDER BY id LIMIT 1;
+
+-- name: cancel_row
+SELECT state, lease_expires_at, next_seq FROM runs WHERE run_id = ?;
+
+-- name: cancel_now
+UPDATE runs
+SET state = 'cancelled', next_seq = next_seq + 1, cancel_requested = 1, wake_at = NULL,
+    lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
+WHERE run_id = :run_id;
+
+-- name: cancel_request
+UPDATE runs
+SET cancel_requested = 1, wake_at = min(coalesce(wake_at, :now), :now), updated_at = :now
+WHERE run_id = :run_id;
+
+-- name: data_version
+PRAGMA data_version;

@@ -1,0 +1,531 @@
+"""The SQLite store: an embedded Keel database that several processes on one machine share.
+
+One writer thread owns the write connection and commits every write queued
+at that moment in one transaction (group commit); a reader thread serves reads
+from a WAL snapshot; a watcher thread notices commits by other processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import math
+import os
+import sqlite3
+import time
+from collections.abc import Collection, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from keel.core.states import RunState
+from keel.errors import (
+    ConfigurationError,
+    LeaseLostError,
+    RunFinishedError,
+    RunNotFoundError,
+    StoreError,
+)
+from keel.store.base import (
+    Claimed,
+    EventRecord,
+    Lease,
+    NewEvent,
+    NewRun,
+    RenewOutcome,
+    RunPage,
+    RunRecord,
+    SignalRecord,
+)
+from keel.store.sqlite import _schema, _sql
+from keel.store.sqlite._threads import ChangeWaiters, DbThread, Watcher
+
+T = TypeVar("T")
+Q = _sql.queries()
+
+MAX_PAGE = 1000
+_SYNCHRONOUS = ("FULL", "NORMAL")
+
+
+class SQLiteStore:
+    """Keel store on one SQLite file (WAL mode).
+
+    ``synchronous="FULL"`` (default) makes every commit survive power loss.
+    ``"NORMAL"`` is faster; on power loss (not on a process crash) the last
+    commits may be lost, but the database is never corrupted.
+    ``busy_timeout`` is how long a write waits for another process's lock.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "FULL",
+        busy_timeout: float = 10.0,
+        poll_interval: float = 0.015,
+    ) -> None:
+        sync = synchronous.upper()
+        if sync not in _SYNCHRONOUS:
+            raise ConfigurationError(f"synchronous must be 'FULL' or 'NORMAL', not {synchronous!r}")
+        if busy_timeout <= 0 or poll_interval <= 0:
+            raise ConfigurationError("busy_timeout and poll_interval must be positive")
+        self.path = Path(path)
+        self.url = f"sqlite://{self.path}"
+        self.synchronous = sync
+        self._busy_timeout = busy_timeout
+        self._poll_interval = poll_interval
+        self._writer: DbThread | None = None
+        self._reader: DbThread | None = None
+        self._watcher: Watcher | None = None
+        self._waiters = ChangeWaiters()
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self.path)!r}, synchronous={self.synchronous!r})"
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Check the file, migrate it and start the connection threads. Idempotent."""
+        if self._writer is not None:
+            await asyncio.wrap_future(self._writer.ready)
+            return
+        path, timeout = self.path, self._busy_timeout
+        writer = DbThread(
+            "keel-sqlite-writer",
+            lambda: _schema.prepare_writer(path, timeout, self.synchronous),
+            writer=True,
+            on_commit=self._waiters.notify,
+        )
+        self._writer = writer
+        try:
+            await asyncio.wrap_future(writer.ready)
+        except BaseException:
+            self._writer = None
+            await writer.stop()
+            raise
+        self._reader = DbThread(
+            "keel-sqlite-reader", lambda: _schema.prepare_reader(path, timeout), writer=False
+        )
+        self._watcher = Watcher(
+            "keel-sqlite-watcher",
+            lambda: _schema.prepare_reader(path, timeout),
+            self._waiters,
+            self._poll_interval,
+        )
+
+    async def close(self) -> None:
+        """Finish queued writes, close every connection and stop the threads. Idempotent."""
+        writer, reader, watcher = self._writer, self._reader, self._watcher
+        self._writer = self._reader = self._watcher = None
+        if watcher is not None:
+            await watcher.stop()
+        if reader is not None:
+            await reader.stop()
+        if writer is not None:
+            await writer.stop()
+
+    async def now(self) -> float:
+        # One machine shares this clock with every process using the file.
+        return time.time()
+
+    async def _write(self, op: Any) -> Any:
+        if self._writer is None:
+            raise StoreError(f"{self!r} is not open")
+        return await self._writer.call(op)
+
+    async def _read(self, op: Any) -> Any:
+        if self._reader is None:
+            raise StoreError(f"{self!r} is not open")
+        return await self._reader.call(op)
+
+    # -- runs ----------------------------------------------------------------------
+
+    async def create_run(
+        self, run: NewRun, *, lease_owner: str | None = None, lease_ttl: float = 30.0
+    ) -> tuple[RunRecord, Lease | None, bool]:
+        if lease_owner is not None:
+            _check_ttl(lease_ttl)
+
+        def op(conn: sqlite3.Connection) -> tuple[RunRecord, Lease | None, bool]:
+            now = time.time()
+            expires = None if lease_owner is None else now + lease_ttl
+            rows = conn.execute(
+                Q["insert_run"],
+                {
+                    "run_id": run.run_id,
+                    "workflow": run.workflow,
+                    "version": run.version,
+                    "state": "pending" if lease_owner is None else "running",
+                    "now": now,
+                    "wake_at": now if lease_owner is None else None,
+                    "lease_owner": lease_owner,
+                    "lease_token": 0 if lease_owner is None else 1,
+                    "lease_expires_at": expires,
+                    "input": run.input,
+                },
+            ).fetchall()
+            if not rows:  # it exists: write nothing
+                existing = conn.execute(Q["get_run"], (run.run_id,)).fetchone()
+                return _sql.run_record(existing), None, False
+            started = run.started
+            conn.execute(
+                Q["insert_event"],
+                (run.run_id, 0, started.type, started.command, started.data, now),
+            )
+            lease = None
+            if lease_owner is not None and expires is not None:
+                lease = Lease(run.run_id, lease_owner, 1, expires)
+            return _sql.run_record(rows[0]), lease, True
+
+        result: tuple[RunRecord, Lease | None, bool] = await self._write(op)
+        return result
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        def op(conn: sqlite3.Connection) -> RunRecord | None:
+            row = conn.execute(Q["get_run"], (run_id,)).fetchone()
+            return None if row is None else _sql.run_record(row)
+
+        result: RunRecord | None = await self._read(op)
+        return result
+
+    async def list_runs(
+        self,
+        *,
+        workflow: str | None = None,
+        state: RunState | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunPage:
+        _check_limit(limit)
+        before = _decode_cursor(cursor) if cursor else (math.inf, "")
+        params = {
+            "workflow": workflow,
+            "state": None if state is None else str(state),
+            "before_created": before[0],
+            "before_run_id": before[1],
+            "limit": limit + 1,  # one more tells whether another page exists
+        }
+        query = Q["list_runs"] if workflow is None else Q["list_runs_by_workflow"]
+
+        def op(conn: sqlite3.Connection) -> list[RunRecord]:
+            return [_sql.run_record(r) for r in conn.execute(query, params)]
+
+        runs: list[RunRecord] = await self._read(op)
+        return _page_of(runs, limit)
+
+    async def load_events(self, run_id: str, *, after_seq: int = -1) -> list[EventRecord]:
+        def op(conn: sqlite3.Connection) -> list[EventRecord]:
+            return [
+                _sql.event_record(r) for r in conn.execute(Q["load_events"], (run_id, after_seq))
+            ]
+
+        result: list[EventRecord] = await self._read(op)
+        return result
+
+    # -- leases --------------------------------------------------------------------
+
+    async def claim_runs(self, owner: str, *, limit: int, ttl: float) -> list[Claimed]:
+        if limit < 1:
+            raise ValueError(f"claim limit must be at least 1, not {limit}")
+        _check_ttl(ttl)
+
+        def candidates(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(Q["claim_candidates"], {"now": time.time(), "limit": 1}).fetchone()
+            return row is not None
+
+        # Idle workers poll often: look on the reader first so that an empty
+        # claim never takes the file's write lock.
+        if not await self._read(candidates):
+            return []
+
+        def op(conn: sqlite3.Connection) -> list[Claimed]:
+            now = time.time()
+            expires = now + ttl
+            found = conn.execute(Q["claim_candidates"], {"now": now, "limit": limit}).fetchall()
+            claimed = []
+            for run_id, _due in found:
+                row = conn.execute(
+                    Q["claim_run"],
+                    {"owner": owner, "expires_at": expires, "now": now, "run_id": run_id},
+                ).fetchall()[0]
+                record = _sql.run_record(row)
+                claimed.append(Claimed(Lease(run_id, owner, record.lease_token, expires), record))
+            return claimed
+
+        result: list[Claimed] = await self._write(op)
+        return result
+
+    async def renew_leases(self, owner: str, leases: Sequence[Lease], ttl: float) -> RenewOutcome:
+        _check_ttl(ttl)
+        if not leases:
+            return RenewOutcome(time.time() + ttl, frozenset(), frozenset())
+
+        def op(conn: sqlite3.Connection) -> RenewOutcome:
+            now = time.time()
+            expires = now + ttl
+            lost: set[str] = set()
+            cancel: set[str] = set()
+            for lease in leases:
+                rows = []
+                if lease.owner == owner:
+                    rows = conn.execute(
+                        Q["renew_lease"],
+                        {
+                            "expires_at": expires,
+                            "run_id": lease.run_id,
+                            "token": lease.token,
+                            "owner": owner,
+                            "now": now,
+                        },
+                    ).fetchall()
+                if not rows:
+                    lost.add(lease.run_id)
+                elif rows[0][0]:
+                    cancel.add(lease.run_id)
+            return RenewOutcome(expires, frozenset(lost), frozenset(cancel))
+
+        result: RenewOutcome = await self._write(op)
+        return result
+
+    # -- fenced journal writes -------------------------------------------------------
+
+    async def append_events(
+        self,
+        lease: Lease,
+        first_seq: int,
+        events: Sequence[NewEvent],
+        *,
+        consume_signal: int | None = None,
+    ) -> None:
+        events = tuple(events)
+
+        def op(conn: sqlite3.Connection) -> None:
+            now = time.time()
+            params = _fence_params(lease, first_seq, len(events), now)
+            _fenced(conn, Q["fenced_append"], params, lease, first_seq, events, now)
+            if consume_signal is not None:
+                cur = conn.execute(
+                    Q["consume_signal"],
+                    {"seq": first_seq, "id": consume_signal, "run_id": lease.run_id},
+                )
+                if cur.rowcount != 1:
+                    raise StoreError(
+                        f"signal {consume_signal} is not an unconsumed signal of run "
+                        f"{lease.run_id!r}"
+                    )
+
+        await self._write(op)
+
+    async def suspend_run(
+        self,
+        lease: Lease,
+        first_seq: int,
+        events: Sequence[NewEvent],
+        *,
+        wake_at: float | None,
+        wake_on_signals: Collection[str] = (),
+    ) -> None:
+        events = tuple(events)
+        names = json.dumps(sorted(wake_on_signals))
+
+        def op(conn: sqlite3.Connection) -> None:
+            now = time.time()
+            params = _fence_params(lease, first_seq, len(events), now)
+            params["wake_at"] = wake_at
+            params["signal_names"] = names
+            _fenced(conn, Q["fenced_suspend"], params, lease, first_seq, events, now)
+
+        await self._write(op)
+
+    async def finish_run(
+        self,
+        lease: Lease,
+        first_seq: int,
+        events: Sequence[NewEvent],
+        *,
+        state: RunState,
+        result: bytes | None = None,
+        error: bytes | None = None,
+    ) -> None:
+        _check_terminal(state)
+        events = tuple(events)
+
+        def op(conn: sqlite3.Connection) -> None:
+            now = time.time()
+            params = _fence_params(lease, first_seq, len(events), now)
+            params.update(state=str(state), result=result, error=error)
+            _fenced(conn, Q["fenced_finish"], params, lease, first_seq, events, now)
+
+        await self._write(op)
+
+    # -- signals and cancellation ------------------------------------------------------
+
+    async def send_signal(self, run_id: str, name: str, payload: bytes) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            now = time.time()
+            if conn.execute(Q["wake_for_signal"], {"now": now, "run_id": run_id}).rowcount == 0:
+                row = conn.execute(Q["run_state"], (run_id,)).fetchone()
+                if row is None:
+                    raise RunNotFoundError(run_id)
+                raise RunFinishedError(run_id, row[0], "signal")
+            cur = conn.execute(Q["insert_signal"], (run_id, name, payload, now))
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+        result: int = await self._write(op)
+        return result
+
+    async def next_signal(self, run_id: str, name: str) -> SignalRecord | None:
+        def op(conn: sqlite3.Connection) -> SignalRecord | None:
+            row = conn.execute(Q["next_signal"], (run_id, name)).fetchone()
+            return None if row is None else _sql.signal_record(row)
+
+        result: SignalRecord | None = await self._read(op)
+        return result
+
+    async def request_cancel(self, run_id: str, cancelled_event: NewEvent) -> RunState:
+        ev = cancelled_event
+
+        def op(conn: sqlite3.Connection) -> RunState:
+            now = time.time()
+            row = conn.execute(Q["cancel_row"], (run_id,)).fetchone()
+            if row is None:
+                raise RunNotFoundError(run_id)
+            state, expires, next_seq = RunState(row[0]), row[1], row[2]
+            if state.is_terminal:
+                raise RunFinishedError(run_id, state.value, "cancel")
+            if state is RunState.RUNNING and expires is not None and expires >= now:
+                conn.execute(Q["cancel_request"], {"now": now, "run_id": run_id})
+                return RunState.RUNNING
+            conn.execute(Q["insert_event"], (run_id, next_seq, ev.type, ev.command, ev.data, now))
+            conn.execute(Q["cancel_now"], {"now": now, "run_id": run_id})
+            return RunState.CANCELLED
+
+        result: RunState = await self._write(op)
+        return result
+
+    # -- notifications -------------------------------------------------------------------
+
+    async def wait_for_change(self, timeout: float) -> None:  # noqa: ASYNC109 - protocol
+        """Return after a commit by this store or (polled) by another process, or on timeout."""
+        if timeout <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._waiters.add(loop, fut)
+        try:
+            await asyncio.wait([fut], timeout=timeout)
+        finally:
+            self._waiters.discard(fut)
+
+
+def _check_ttl(ttl: float) -> None:
+    if not ttl > 0:
+        raise ValueError(f"lease ttl must be positive, not {ttl!r}")
+
+
+def _check_limit(limit: int) -> None:
+    """``list_runs`` page sizes are 1..1000."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValueError(f"list_runs limit must be between 1 and {MAX_PAGE}, not {limit!r}")
+
+
+def _check_terminal(state: RunState) -> None:
+    """``finish_run`` only ends runs in a terminal state."""
+    if not RunState(state).is_terminal:
+        raise ValueError(f"finish_run needs a terminal state, not {state!s}")
+
+
+def _encode_cursor(run: RunRecord) -> str:
+    """Opaque keyset cursor: the (created_at, run_id) of the last run of a page."""
+    raw = json.dumps([run.created_at, run.run_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode("ascii")
+
+
+def _decode_cursor(cursor: str) -> tuple[float, str]:
+    """Inverse of :func:`encode_cursor`; ``ValueError`` on anything else."""
+    try:
+        created_at, run_id = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
+    except (ValueError, TypeError, binascii.Error, UnicodeEncodeError):
+        raise ValueError(f"invalid list_runs cursor {cursor!r}") from None
+    if not isinstance(created_at, int | float) or not isinstance(run_id, str):
+        raise ValueError(f"invalid list_runs cursor {cursor!r}")
+    return float(created_at), run_id
+
+
+def _page_of(runs: list[RunRecord], limit: int) -> RunPage:
+    """A page from up to ``limit + 1`` runs (the extra one only says there is more)."""
+    if len(runs) > limit:
+        runs = runs[:limit]
+        return RunPage(runs, _encode_cursor(runs[-1]))
+    return RunPage(runs, None)
+
+
+def _fence_params(lease: Lease, first_seq: int, n: int, now: float) -> dict[str, Any]:
+    return {
+        "n": n,
+        "now": now,
+        "run_id": lease.run_id,
+        "token": lease.token,
+        "owner": lease.owner,
+        "first_seq": first_seq,
+    }
+
+
+def _fenced(
+    conn: sqlite3.Connection,
+    query: str,
+    params: dict[str, Any],
+    lease: Lease,
+    first_seq: int,
+    events: Sequence[NewEvent],
+    now: float,
+) -> None:
+    """Run the fenced UPDATE, then insert ``events``; raise if the fence held nothing."""
+    if conn.execute(query, params).rowcount != 1:
+        _diagnose(conn, lease, first_seq, now)
+    run_id = lease.run_id
+    if len(events) == 1:
+        e = events[0]
+        conn.execute(Q["insert_event"], (run_id, first_seq, e.type, e.command, e.data, now))
+    elif events:
+        conn.executemany(
+            Q["insert_event"],
+            [(run_id, first_seq + i, e.type, e.command, e.data, now) for i, e in enumerate(events)],
+        )
+
+
+def _diagnose(conn: sqlite3.Connection, lease: Lease, first_seq: int, now: float) -> None:
+    """Say why a fenced write matched no row: a lost lease, or a seq mismatch."""
+    row = conn.execute(Q["fence_row"], (lease.run_id,)).fetchone()
+    if row is None:
+        raise LeaseLostError(lease.run_id, lease.token, "the run does not exist")
+    raise _fence_error(lease, first_seq, now, *row)
+
+
+def _fence_error(
+    lease: Lease,
+    first_seq: int,
+    now: float,
+    state: str,
+    owner: str | None,
+    token: int,
+    expires_at: float | None,
+    next_seq: int,
+) -> StoreError:
+    """The error for a fenced write that matched no row of a run in this state."""
+    if state != RunState.RUNNING:
+        detail = f"the run is {state}"
+    elif owner != lease.owner or token != lease.token:
+        detail = f"the run is now leased to {owner!r} with token {token}"
+    elif expires_at is None or expires_at < now:
+        detail = "the lease expired"
+    elif next_seq != first_seq:
+        return StoreError(
+            f"journal of run {lease.run_id!r} continues at seq {next_seq}, "
+            f"but the write starts at seq {first_seq}"
+        )
+    else:  # pragma: no cover - the fenced UPDATE would have matched
+        return StoreError(f"fenced write to run {lease.run_id!r} matched no row")
+    return LeaseLostError(lease.run_id, lease.token, detail)

@@ -1,0 +1,456 @@
+"""Drives one claimed run: replay, carry out the live tail, suspend or finish.
+
+Durability rule: events produced by the workflow are buffered in the
+execution's outbox and flushed (one fenced transaction) before anything
+external happens next: before a step attempt starts, and together with the
+suspend or finish write. So a step's result and the run's completion commit
+together, and no step ever runs on a value that is not durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from keel.context import StepInfo
+from keel.core import codec
+from keel.core import journal as jr
+from keel.core.events import CommandKind, EventType
+from keel.core.journal import JournalEntry
+from keel.core.replay import Command, Execution
+from keel.core.states import RunState
+from keel.errors import (
+    ControlFlowSwallowedError,
+    KeelError,
+    LeaseLostError,
+    NondeterminismError,
+    SerializationError,
+    error_info,
+)
+from keel.store.base import Claimed, NewEvent
+from keel.worker.executor import run_attempt
+
+if TYPE_CHECKING:
+    from keel.worker.worker import Worker
+
+log = logging.getLogger("keel.worker")
+
+
+@dataclass
+class _Inflight:
+    key: str
+    what: str  # "attempt" | "timer" | "retry"
+    attempt: int
+    task: asyncio.Task[Any]
+
+
+@dataclass
+class _Plan:
+    progressed: bool = False
+    start: list[tuple[Command, int]] = field(default_factory=list)  # (command, attempt)
+    waits: list[tuple[Command, str, float]] = field(default_factory=list)  # in-worker waits
+    wake: list[float] = field(default_factory=list)  # durable wake-ups if we suspend
+    signals: set[str] = field(default_factory=set)
+
+
+class RunDriver:
+    """Executes one run while this worker holds its lease."""
+
+    def __init__(self, worker: Worker, claimed: Claimed) -> None:
+        self.worker = worker
+        self.store = worker.store
+        self.lease = claimed.lease
+        self.run = claimed.run
+        self.cancel_requested = claimed.run.cancel_requested
+        self.inflight: dict[str, _Inflight] = {}
+        self.poke = asyncio.Event()
+        self.lost = False
+        self.task: asyncio.Task[None] | None = None
+        self._execution: Execution | None = None
+
+    @property
+    def run_id(self) -> str:
+        return self.run.run_id
+
+    # --- notifications from the worker ------------------------------------------------
+    def request_cancel(self) -> None:
+        self.cancel_requested = True
+        self.poke.set()
+
+    def lease_lost(self) -> None:
+        self.lost = True
+        if self.task is not None:
+            self.task.cancel()
+
+    # --- main loop --------------------------------------------------------------------
+    async def drive(self) -> None:
+        try:
+            await self._drive()
+        except LeaseLostError as exc:
+            log.warning("run %s: lease lost, stopping: %s", self.run_id, exc)
+        except asyncio.CancelledError:
+            if not self.lost:
+                await self._release_quietly()
+            raise
+        except Exception:
+            log.exception("run %s: worker error; releasing the run", self.run_id)
+            await self._release_quietly(delay=1.0)
+        finally:
+            for item in self.inflight.values():
+                item.task.cancel()
+            if self._execution is not None:
+                self._execution.evict()
+
+    async def _drive(self) -> None:
+        ex = await self._build()
+        if ex is None:
+            return
+        while True:
+            if self.cancel_requested and not ex.cancel_requested:
+                ex.cancel()
+            if ex.outcome is not None:
+                await self._finish(ex)
+                return
+            now = await self.store.now()
+            plan = await self._plan(ex, now)
+            if plan.progressed:
+                continue
+            if ex.outbox:
+                await self._flush(ex)
+                if not self.worker.cache:
+                    ex = await self._rebuild(ex)
+                    if ex is None:
+                        return
+                    continue
+            if self.worker.draining:
+                await self._drain(ex, plan, now)
+                return
+            for cmd, attempt in plan.start:
+                self._start_attempt(cmd, attempt)
+            for cmd, what, at in plan.waits:
+                self._start_wait(cmd, what, at - now)
+            if not self.inflight:
+                await self._suspend(ex, plan)
+                return
+            await self._wait_and_record(ex)
+
+    # --- building the execution ---------------------------------------------------------
+    async def _build(self) -> Execution | None:
+        wf = self.worker.registry.find(self.run.workflow)
+        if wf is None:
+            # Another worker may have this workflow: park the run, do not fail it.
+            log.warning("run %s: workflow %r is not registered here; parking it",
+                        self.run_id, self.run.workflow)
+            await self.store.suspend_run(
+                self.lease, self.run.next_seq, [], wake_at=await self.store.now() + 5.0
+            )
+            return None
+        if self.run.next_seq == 1:
+            entries = [JournalEntry(0, EventType.RUN_STARTED, None, b"{}")]
+        else:
+            records = await self.store.load_events(self.run_id)
+            entries = [JournalEntry(r.seq, EventType(r.type), r.command, r.data) for r in records]
+        try:
+            args, kwargs = codec.decode_args(
+                wf.fn, self.run.input, what=f"input of workflow {wf.name!r}"
+            )
+            ex = Execution(
+                self.run_id, wf.fn, args, kwargs, entries, self.worker.live, workflow_name=wf.name
+            )
+            self._execution = ex
+            ex.start()
+        except (NondeterminismError, SerializationError) as exc:
+            log.error("run %s: %s", self.run_id, exc)
+            await self._fail_early(len(entries), exc)
+            return None
+        return ex
+
+    async def _rebuild(self, old: Execution) -> Execution | None:
+        """No-cache mode: drop the in-memory execution and replay from the store."""
+        old.evict()
+        self._execution = None
+        record = await self.store.get_run(self.run_id)
+        if record is None:
+            return None
+        self.run = record
+        return await self._build()
+
+    # --- planning the live tail ------------------------------------------------------------
+    async def _plan(self, ex: Execution, now: float) -> _Plan:
+        """Decide what to do about each pending command; record what is due now."""
+        plan = _Plan()
+        for cmd in ex.pending():
+            if ex.outcome is not None:
+                break
+            if cmd.key in self.inflight:
+                continue
+            kind = cmd.id.kind
+            if kind in (CommandKind.STEP, CommandKind.SIDE_EFFECT):
+                attempt = cmd.attempts + 1
+                if cmd.retry_at is not None and cmd.retry_at > now:
+                    if cmd.retry_at - now <= self.worker.inline_wait:
+                        plan.waits.append((cmd, "retry", cmd.retry_at))
+                    else:
+                        plan.wake.append(cmd.retry_at)
+                else:
+                    plan.start.append((cmd, attempt))
+            elif kind is CommandKind.SLEEP:
+                if cmd.fire_at is None:
+                    fire_at = now + float(cmd.duration or 0.0)
+                    ex.record(
+                        EventType.TIMER_STARTED,
+                        cmd,
+                        jr.envelope(duration=cmd.duration, fire_at=fire_at),
+                    )
+                if cmd.fire_at is not None and cmd.fire_at <= now:
+                    ex.record(EventType.TIMER_FIRED, cmd, jr.envelope())
+                    plan.progressed = True
+                    return plan
+                assert cmd.fire_at is not None
+                if cmd.fire_at - now <= self.worker.inline_wait:
+                    plan.waits.append((cmd, "timer", cmd.fire_at))
+                else:
+                    plan.wake.append(cmd.fire_at)
+            elif kind is CommandKind.SIGNAL:
+                if await self._plan_signal(ex, cmd, now, plan):
+                    plan.progressed = True
+                    return plan
+        return plan
+
+    async def _plan_signal(self, ex: Execution, cmd: Command, now: float, plan: _Plan) -> bool:
+        signal = await self.store.next_signal(self.run_id, cmd.id.name)
+        if signal is not None:
+            ex.record(
+                EventType.SIGNAL_RECEIVED,
+                cmd,
+                jr.envelope(name=cmd.id.name, payload=jr.raw(signal.payload), signal_id=signal.id),
+            )
+            await self._flush(ex, consume_signal=signal.id)
+            return True
+        if not cmd.awaited:
+            deadline = None if cmd.timeout is None else now + cmd.timeout
+            ex.record(
+                EventType.SIGNAL_AWAITED,
+                cmd,
+                jr.envelope(name=cmd.id.name, timeout=cmd.timeout, deadline=deadline),
+            )
+        if cmd.deadline is not None and cmd.deadline <= now:
+            ex.record(
+                EventType.SIGNAL_TIMED_OUT, cmd, jr.envelope(name=cmd.id.name, timeout=cmd.timeout)
+            )
+            return True
+        plan.signals.add(cmd.id.name)
+        if cmd.deadline is not None:
+            plan.wake.append(cmd.deadline)
+        return False
+
+    # --- in-flight work --------------------------------------------------------------------
+    def _start_attempt(self, cmd: Command, attempt: int) -> None:
+        info = StepInfo(
+            run_id=self.run_id,
+            step=cmd.id.name,
+            attempt=attempt,
+            idempotency_key=f"{self.run_id}:{cmd.key}",
+        )
+        task = asyncio.get_running_loop().create_task(
+            run_attempt(cmd.target, cmd.args, info, self.worker.step_pool)
+        )
+        self.inflight[cmd.key] = _Inflight(cmd.key, "attempt", attempt, task)
+
+    def _start_wait(self, cmd: Command, what: str, delay: float) -> None:
+        task = asyncio.get_running_loop().create_task(asyncio.sleep(max(0.0, delay)))
+        self.inflight[cmd.key] = _Inflight(cmd.key, what, cmd.attempts + 1, task)
+
+    async def _wait_and_record(self, ex: Execution) -> None:
+        tasks = {item.task for item in self.inflight.values()}
+        poke = asyncio.get_running_loop().create_task(self.poke.wait())
+        try:
+            await asyncio.wait({*tasks, poke}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            poke.cancel()
+        self.poke.clear()
+        by_key = {c.key: c for c in ex.pending()}
+        for key, item in list(self.inflight.items()):
+            if not item.task.done():
+                continue
+            del self.inflight[key]
+            cmd = by_key.get(key)
+            if cmd is None or ex.outcome is not None:
+                continue  # resolved meanwhile (e.g. cancelled); the outcome is moot
+            if item.what == "timer":
+                ex.record(EventType.TIMER_FIRED, cmd, jr.envelope())
+            elif item.what == "retry":
+                pass  # the retry is due: the next plan starts the attempt
+            else:
+                self._record_attempt(ex, cmd, item)
+            by_key = {c.key: c for c in ex.pending()}
+
+    def _record_attempt(self, ex: Execution, cmd: Command, item: _Inflight) -> None:
+        task = item.task
+        exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
+        completed = EventType.STEP_COMPLETED if cmd.id.kind is CommandKind.STEP else (
+            EventType.SIDE_EFFECT
+        )
+        field_name = "result" if completed is EventType.STEP_COMPLETED else "value"
+        if exc is None:
+            try:
+                data = codec.encode(task.result(), what=f"result of {cmd.id.describe()}")
+            except SerializationError as enc_exc:
+                ex.record(
+                    EventType.STEP_FAILED,
+                    cmd,
+                    jr.envelope(
+                        attempts=item.attempt, error=error_info(enc_exc), args_hash=cmd.args_hash
+                    ),
+                )
+                return
+            ex.record(
+                completed,
+                cmd,
+                jr.envelope(
+                    **{field_name: jr.raw(data)}, args_hash=cmd.args_hash, attempt=item.attempt
+                ),
+            )
+            return
+        policy = cmd.target.retry
+        if isinstance(exc, Exception) and policy.should_retry(item.attempt, exc):
+            delay = policy.delay(item.attempt, random.random())
+            retry_at = self._clock_now() + delay
+            ex.record(
+                EventType.STEP_ATTEMPT_FAILED,
+                cmd,
+                jr.envelope(
+                    attempt=item.attempt,
+                    error=error_info(exc),
+                    retry_at=retry_at,
+                    args_hash=cmd.args_hash,
+                ),
+            )
+        else:
+            ex.record(
+                EventType.STEP_FAILED,
+                cmd,
+                jr.envelope(attempts=item.attempt, error=error_info(exc), args_hash=cmd.args_hash),
+            )
+
+    def _clock_now(self) -> float:
+        return self.worker.clock_now()
+
+    # --- durable writes ---------------------------------------------------------------------
+    async def _flush(self, ex: Execution, consume_signal: int | None = None) -> None:
+        entries = ex.take_outbox()
+        if not entries:
+            return
+        await self.store.append_events(
+            self.lease, entries[0].seq, _new_events(entries), consume_signal=consume_signal
+        )
+
+    async def _suspend(self, ex: Execution, plan: _Plan, *, now: float | None = None) -> None:
+        entries = ex.take_outbox()
+        first = entries[0].seq if entries else ex.next_seq
+        self._execution = None
+        if not ex.evict():
+            # The code caught WorkflowSuspended and carried on: its state would not
+            # survive replay, so the run fails instead of suspending.
+            exc = ControlFlowSwallowedError(
+                "the workflow caught keel.WorkflowSuspended (e.g. with 'except BaseException') "
+                "and did not re-raise it; let Keel's control exceptions through"
+            )
+            error = jr.envelope(**error_info(exc))
+            failed = NewEvent(EventType.RUN_FAILED.value, None, jr.envelope(error=jr.raw(error)))
+            await self.store.finish_run(
+                self.lease,
+                first,
+                [*_new_events(entries), failed],
+                state=RunState.FAILED,
+                error=error,
+            )
+            self.worker.notify_finished(self.run_id)
+            return
+        wake = [w for w in plan.wake if math.isfinite(w)]
+        if now is not None:
+            wake.append(now)
+        await self.store.suspend_run(
+            self.lease,
+            first,
+            _new_events(entries),
+            wake_at=min(wake) if wake else None,
+            wake_on_signals=plan.signals,
+        )
+
+    async def _drain(self, ex: Execution, plan: _Plan, now: float) -> None:
+        """Worker is stopping: let running attempts finish, then release the run."""
+        for item in list(self.inflight.values()):
+            if item.what != "attempt":
+                item.task.cancel()
+                self.inflight.pop(item.key)
+        while self.inflight and ex.outcome is None:
+            await self._wait_and_record(ex)
+        if ex.outcome is not None:
+            await self._finish(ex)
+            return
+        runnable_now = bool(plan.start) or any(w[1] != "attempt" for w in plan.waits)
+        await self._suspend(ex, _Plan(wake=plan.wake + [w[2] for w in plan.waits],
+                                      signals=plan.signals),
+                            now=now if (runnable_now or ex.pending()) else None)
+
+    async def _finish(self, ex: Execution) -> None:
+        outcome = ex.outcome
+        assert outcome is not None
+        result: bytes | None = None
+        error: bytes | None = None
+        if outcome.status == "completed":
+            result = outcome.result
+            ex.record(EventType.RUN_COMPLETED, None, jr.envelope(result=jr.raw(result or b"null")))
+            state = RunState.COMPLETED
+        elif outcome.status == "cancelled":
+            ex.record(EventType.RUN_CANCELLED, None, jr.envelope(reason="cancel requested"))
+            state = RunState.CANCELLED
+        else:
+            info = error_info(outcome.error or KeelError("unknown failure"))
+            error = jr.envelope(**info)
+            ex.record(EventType.RUN_FAILED, None, jr.envelope(error=jr.raw(error)))
+            state = RunState.FAILED
+        entries = ex.take_outbox()
+        for item in self.inflight.values():
+            item.task.cancel()
+        await self.store.finish_run(
+            self.lease, entries[0].seq, _new_events(entries), state=state, result=result, error=error
+        )
+        self.worker.notify_finished(self.run_id)
+
+    async def _fail_early(self, next_seq: int, exc: BaseException) -> None:
+        error = jr.envelope(**error_info(exc))
+        event = NewEvent(EventType.RUN_FAILED.value, None, jr.envelope(error=jr.raw(error)))
+        await self.store.finish_run(
+            self.lease, next_seq, [event], state=RunState.FAILED, error=error
+        )
+        self.worker.notify_finished(self.run_id)
+
+    async def _release_quietly(self, delay: float = 0.0) -> None:
+        """Hand the run back (flushing what is journaled) so another worker continues."""
+        ex = self._execution
+        try:
+            entries = ex.take_outbox() if ex is not None else []
+            first = entries[0].seq if entries else (ex.next_seq if ex else self.run.next_seq)
+            await asyncio.shield(
+                self.store.suspend_run(
+                    self.lease,
+                    first,
+                    _new_events(entries),
+                    wake_at=await self.store.now() + delay,
+                )
+            )
+        except (LeaseLostError, asyncio.CancelledError):
+            pass
+        except Exception:
+            log.exception("run %s: could not release the lease", self.run_id)
+
+
+def _new_events(entries: Sequence[JournalEntry]) -> list[NewEvent]:
+    return [NewEvent(e.type.value, e.command, e.data) for e in entries]

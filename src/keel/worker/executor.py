@@ -1,0 +1,49 @@
+"""Runs one attempt of a step: async on the worker loop, sync on a thread pool."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from keel.context import StepInfo, _step_info
+from keel.core import codec
+from keel.errors import StepTimeoutError
+
+
+async def run_attempt(
+    target: Any,
+    args: bytes | None,
+    info: StepInfo,
+    pool: ThreadPoolExecutor,
+) -> Any:
+    """Call the step once with its decoded arguments; return its raw result.
+
+    A per-attempt timeout raises :class:`StepTimeoutError`. A sync step that
+    times out keeps running on its thread (Python cannot stop a thread); its
+    result is discarded.
+    """
+    fn = target.fn
+    if args is not None:
+        call_args, call_kwargs = codec.decode_args(fn, args, what=f"step {info.step!r}")
+    else:
+        call_args, call_kwargs = (), {}
+    timeout = getattr(target.retry, "timeout", None)
+    ctx = contextvars.copy_context()
+    ctx.run(_step_info.set, info)
+    if target.is_async:
+        coro = fn(*call_args, **call_kwargs)
+        task = asyncio.get_running_loop().create_task(coro, context=ctx)
+        awaitable: asyncio.Future[Any] = task
+    else:
+        loop = asyncio.get_running_loop()
+        awaitable = loop.run_in_executor(pool, lambda: ctx.run(fn, *call_args, **call_kwargs))
+    if timeout is None:
+        return await awaitable
+    try:
+        return await asyncio.wait_for(awaitable, timeout)
+    except TimeoutError:
+        raise StepTimeoutError(
+            f"step {info.step!r} attempt {info.attempt} timed out after {timeout:g}s"
+        ) from None

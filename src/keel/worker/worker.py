@@ -1,0 +1,238 @@
+"""The worker: claims runnable runs under leases, drives them, heartbeats, drains."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from keel.definitions import Registry, default_registry
+from keel.errors import ConfigurationError
+from keel.store import open_store
+from keel.store.base import Claimed, Store
+from keel.worker.driver import RunDriver
+from keel.worker.live import SystemLiveSource
+
+log = logging.getLogger("keel.worker")
+
+
+class Worker:
+    """Executes runs of the registered workflows from one store.
+
+    Use it in-process (``async with Worker(store):``) or through ``keel worker``.
+
+    ``cache=False`` drops each execution after every journal write and replays
+    it from the store for the next turn: slower, and what tests should use to
+    prove every turn survives a replay.
+    """
+
+    def __init__(
+        self,
+        store: Store | str,
+        *,
+        registry: Registry | None = None,
+        concurrency: int = 100,
+        lease_ttl: float = 30.0,
+        poll_interval: float = 0.5,
+        inline_wait: float = 1.0,
+        step_threads: int = 32,
+        cache: bool = True,
+        owner: str | None = None,
+    ) -> None:
+        for name, value in (
+            ("concurrency", concurrency),
+            ("step_threads", step_threads),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"{name} must be a positive integer, not {value!r}")
+        for name, fvalue in (
+            ("lease_ttl", lease_ttl),
+            ("poll_interval", poll_interval),
+        ):
+            if not isinstance(fvalue, int | float) or not fvalue > 0:
+                raise ConfigurationError(f"{name} must be a positive number, not {fvalue!r}")
+        if not isinstance(inline_wait, int | float) or inline_wait < 0:
+            raise ConfigurationError(f"inline_wait must be >= 0, not {inline_wait!r}")
+        self.store: Store = open_store(store) if isinstance(store, str) else store
+        self.registry = registry or default_registry
+        self.concurrency = concurrency
+        self.lease_ttl = float(lease_ttl)
+        self.poll_interval = float(poll_interval)
+        self.inline_wait = float(inline_wait)
+        self.cache = cache
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.live = SystemLiveSource()
+        self.step_pool = ThreadPoolExecutor(max_workers=step_threads, thread_name_prefix="keel-step")
+        self.draining = False
+        self._drivers: dict[str, RunDriver] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wake = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._started = False
+        self._finished_waiters: dict[str, list[asyncio.Future[None]]] = {}
+
+    # --- lifecycle --------------------------------------------------------------------
+    async def start(self) -> None:
+        """Open the store and start claiming in the background."""
+        if self._started:
+            return
+        self._started = True
+        await self.store.open()
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._claim_loop(), name="keel-claim"),
+            loop.create_task(self._heartbeat_loop(), name="keel-heartbeat"),
+        ]
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Drain: stop claiming, let running step attempts finish (up to
+        ``timeout``), release every lease still held, then close the store."""
+        if not self._started or self._stopped.is_set():
+            return
+        self.draining = True
+        self._wake.set()
+        for driver in self._drivers.values():
+            driver.poke.set()
+        pending = [d.task for d in self._drivers.values() if d.task is not None]
+        if pending:
+            _done, late = await asyncio.wait(pending, timeout=timeout)
+            for task in late:  # past the deadline: release what is still held
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=5.0)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.step_pool.shutdown(wait=False, cancel_futures=True)
+        await self.store.close()
+        self._stopped.set()
+
+    async def run(self) -> None:
+        """Start and work until :meth:`stop` is called (e.g. from a signal handler)."""
+        await self.start()
+        await self._stopped.wait()
+
+    async def __aenter__(self) -> Worker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # --- used by clients in the same process ------------------------------------------
+    def client(self) -> Any:
+        """A :class:`keel.Client` on this worker's store that hands new runs to this worker."""
+        from keel.client import Client
+
+        return Client(self.store, worker=self)
+
+    def has_capacity(self) -> bool:
+        return self._started and not self.draining and len(self._drivers) < self.concurrency
+
+    def adopt(self, claimed: Claimed) -> None:
+        """Drive a run this worker already holds the lease of (a local start)."""
+        self._spawn(claimed)
+
+    def poke_cancel(self, run_id: str) -> None:
+        """A cancel was requested for a run: tell its driver now, not at the next heartbeat."""
+        driver = self._drivers.get(run_id)
+        if driver is not None:
+            driver.request_cancel()
+
+    def notify_finished(self, run_id: str) -> None:
+        for fut in self._finished_waiters.pop(run_id, []):
+            if not fut.done():
+                fut.set_result(None)
+
+    def finished_waiter(self, run_id: str) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._finished_waiters.setdefault(run_id, []).append(fut)
+        return fut
+
+    def clock_now(self) -> float:
+        # Retry times are computed right after an attempt fails; the store's
+        # clock for SQLite/memory is this machine's clock.
+        return time.time()
+
+    @property
+    def active_runs(self) -> list[str]:
+        return sorted(self._drivers)
+
+    # --- internals ----------------------------------------------------------------------
+    def _spawn(self, claimed: Claimed) -> None:
+        driver = RunDriver(self, claimed)
+        self._drivers[claimed.run.run_id] = driver
+        driver.task = asyncio.get_running_loop().create_task(
+            self._drive(driver), name=f"keel-run-{claimed.run.run_id}"
+        )
+
+    async def _drive(self, driver: RunDriver) -> None:
+        try:
+            await driver.drive()
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._drivers.pop(driver.run_id, None)
+            self._wake.set()  # capacity freed
+
+    async def _claim_loop(self) -> None:
+        batch = min(self.concurrency, 32)
+        while not self.draining:
+            got = 0
+            try:
+                capacity = self.concurrency - len(self._drivers)
+                if capacity > 0:
+                    claimed = await self.store.claim_runs(
+                        self.owner, limit=min(capacity, batch), ttl=self.lease_ttl
+                    )
+                    got = len(claimed)
+                    for c in claimed:
+                        if self.draining:
+                            break
+                        self._spawn(c)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("claiming runs failed; retrying")
+                await asyncio.sleep(self.poll_interval)
+                continue
+            if got and got == batch:
+                continue
+            self._wake.clear()
+            waiter = asyncio.get_running_loop().create_task(self._wake.wait())
+            changed = asyncio.get_running_loop().create_task(
+                self.store.wait_for_change(self.poll_interval)
+            )
+            try:
+                await asyncio.wait({waiter, changed}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+                changed.cancel()
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.lease_ttl / 3
+        while True:
+            await asyncio.sleep(interval)
+            drivers = list(self._drivers.values())
+            if not drivers:
+                continue
+            try:
+                outcome = await self.store.renew_leases(
+                    self.owner, [d.lease for d in drivers], self.lease_ttl
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("heartbeat failed")
+                continue
+            for driver in drivers:
+                if driver.run_id in outcome.lost:
+                    log.warning("run %s: lease lost (heartbeat)", driver.run_id)
+                    driver.lease_lost()
+                elif driver.run_id in outcome.cancel_requested:
+                    driver.request_cancel()

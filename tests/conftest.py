@@ -1,0 +1,59 @@
+"""Shared fixtures: stores of every backend, in-process workers and clients."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import keel
+from keel.store.memory import MemoryStore
+from keel.store.sqlite import SQLiteStore
+
+pytest_plugins = ["keel.testing.pytest_plugin"]
+
+BACKENDS = ["memory", "sqlite"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make_store(backend: str, tmp_path: Path) -> Callable[[], Any]:
+    """A factory of fresh (unopened) stores of the parametrised backend.
+
+    For SQLite every store made by one test shares one file, so several
+    stores act like several processes on one database.
+    """
+    shared_memory: list[MemoryStore] = []
+
+    def make() -> Any:
+        if backend == "memory":
+            if not shared_memory:
+                shared_memory.append(MemoryStore())
+            return shared_memory[0]
+        return SQLiteStore(tmp_path / "keel.db")
+
+    return make
+
+
+@pytest.fixture
+def env(make_store: Callable[[], Any]) -> Callable[..., Any]:
+    """``async with env(**worker_options) as (client, worker):`` — a worker with
+    caching OFF (every turn replays from the store) unless ``cache=True`` is given."""
+
+    @asynccontextmanager
+    async def run(**options: Any) -> AsyncIterator[tuple[keel.Client, keel.Worker]]:
+        options.setdefault("cache", False)
+        options.setdefault("poll_interval", 0.05)
+        options.setdefault("lease_ttl", 5.0)
+        worker = keel.Worker(make_store(), **options)
+        async with worker:
+            yield worker.client(), worker
+
+    return run
