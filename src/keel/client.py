@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
+import contextlib
 import time
 import uuid
 from dataclasses import dataclass
@@ -176,7 +178,9 @@ class Client:
         if run_id is None:
             run_id = str(uuid.uuid4())
         elif not isinstance(run_id, str) or not run_id or len(run_id) > 200:
-            raise ConfigurationError(f"run_id must be a non-empty string (<= 200 chars): {run_id!r}")
+            raise ConfigurationError(
+                f"run_id must be a non-empty string (<= 200 chars): {run_id!r}"
+            )
         try:
             data = codec.encode_args(wf.fn, args, kwargs, what=f"workflow {wf.name!r}")
         except TypeError as exc:
@@ -227,10 +231,8 @@ class Client:
             wait = poll if remaining is None else min(poll, remaining)
             if self.worker is not None:
                 fut = self.worker.finished_waiter(run_id)
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(fut, timeout=max(wait, 0.05))
-                except TimeoutError:
-                    pass
             else:
                 await self.store.wait_for_change(wait)
             poll = min(poll * 2, 0.25)
@@ -259,7 +261,9 @@ class Client:
         Raises :class:`RunNotFoundError` and :class:`RunFinishedError`.
         """
         if not isinstance(name, str) or not name or "#" in name:
-            raise ConfigurationError(f"signal name must be a non-empty string without '#': {name!r}")
+            raise ConfigurationError(
+                f"signal name must be a non-empty string without '#': {name!r}"
+            )
         data = codec.encode(payload, what=f"payload of signal {name!r}")
         await self.open()
         await self.store.send_signal(run_id, name, data)
@@ -305,7 +309,7 @@ class Client:
         page = await self.store.list_runs(workflow=workflow, state=st, limit=limit, cursor=cursor)
         return RunList([RunInfo.from_record(r) for r in page.runs], page.next_cursor)
 
-    async def history(self, run_id: str) -> list[HistoryEvent]:
+    async def history(self, run_id: str) -> builtins.list[HistoryEvent]:
         """The run's journal, decoded; raises :class:`RunNotFoundError`."""
         await self.open()
         if await self.store.get_run(run_id) is None:

@@ -62,7 +62,9 @@ def _seconds(duration: float | timedelta, what: str) -> float:
         or not math.isfinite(seconds)
         or seconds < 0
     ):
-        raise ConfigurationError(f"{what} must be a finite number of seconds >= 0, not {duration!r}")
+        raise ConfigurationError(
+            f"{what} must be a finite number of seconds >= 0, not {duration!r}"
+        )
     return float(seconds)
 
 
@@ -147,15 +149,14 @@ def side_effect(fn: Callable[[], T | Awaitable[T]], *, name: str | None = None) 
         async def direct() -> T:
             value = fn()
             if asyncio.iscoroutine(value) or isinstance(value, Awaitable):
-                return await value  # type: ignore[no-any-return]
+                return await value
             return value
 
         return direct()
     from keel.core import codec
     from keel.core.retry import RetryPolicy
 
-    label = name or getattr(fn, "__qualname__", "side_effect")
-    label = label.replace("#", "_")
+    label = str(name or getattr(fn, "__qualname__", None) or "side_effect").replace("#", "_")
     if "<lambda>" in label:
         label = "side_effect"
     cmd = execution.issue(

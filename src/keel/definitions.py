@@ -32,7 +32,10 @@ class WorkflowDef(Generic[P, R]):
         self.fn = fn
         self.name = name
         self.version = version or _code_hash(fn)
-        self.result_type = codec.return_type(fn)
+        # Builds (and validates) the argument codec now, so a type Keel cannot
+        # decode is an error at import time, not at the first run.
+        self.codec = codec.function_codec(fn)
+        self.result_type = self.codec.result_type
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
@@ -54,7 +57,8 @@ class StepDef(Generic[P, R]):
         self.name = name
         self.retry = retry
         self.is_async = inspect.iscoroutinefunction(fn)
-        self.result_type = codec.return_type(fn)
+        self.codec = codec.function_codec(fn)
+        self.result_type = self.codec.result_type
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
@@ -75,7 +79,8 @@ class StepDef(Generic[P, R]):
             import asyncio
 
             return asyncio.to_thread(self.fn, *args, **kwargs)
-        return self._issue(execution, args, kwargs)
+        awaitable: Awaitable[R] = self._issue(execution, args, kwargs)
+        return awaitable
 
     def _issue(self, execution: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         data = codec.encode_args(self.fn, args, kwargs, what=f"step {self.name!r}")
@@ -126,9 +131,7 @@ default_registry = Registry()
 
 
 @overload
-def workflow(
-    fn: Callable[P, Coroutine[Any, Any, R]], /
-) -> WorkflowDef[P, R]: ...
+def workflow(fn: Callable[P, Coroutine[Any, Any, R]], /) -> WorkflowDef[P, R]: ...
 
 
 @overload
@@ -158,7 +161,9 @@ def workflow(
             )
         wf_name = _check_name(name if name is not None else f.__qualname__, "workflow")
         if version is not None and (not isinstance(version, str) or not version):
-            raise ConfigurationError(f"workflow version must be a non-empty string, not {version!r}")
+            raise ConfigurationError(
+                f"workflow version must be a non-empty string, not {version!r}"
+            )
         wf = WorkflowDef(f, wf_name, version)
         (registry or default_registry).add(wf)
         return wf

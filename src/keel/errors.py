@@ -163,7 +163,7 @@ class DatabaseError(StoreError):
     """The database is unreadable, not a Keel database, or from a newer Keel."""
 
 
-class KeelControl(BaseException):  # noqa: N818 - control flow, not an error
+class KeelControl(BaseException):
     """Control flow that workflow code must let through (never catch and ignore)."""
 
 

@@ -112,7 +112,9 @@ class PaymentDeclined(Exception):
     pass
 
 
-@keel.step(retry=RetryPolicy(max_attempts=5, initial_interval=0.01, non_retryable=(PaymentDeclined,)))
+@keel.step(
+    retry=RetryPolicy(max_attempts=5, initial_interval=0.01, non_retryable=(PaymentDeclined,))
+)
 def decline() -> None:
     count("decline")
     raise PaymentDeclined("card declined")
@@ -197,7 +199,7 @@ async def fails() -> None:
 async def swallow_suspend() -> str:
     try:
         await keel.wait_for_signal("never")
-    except BaseException:  # noqa: BLE001 - this is the mistake under test
+    except BaseException:
         return "swallowed"
     return "?"
 

@@ -82,10 +82,6 @@ def test_parse_rejects_malformed_input(text: str) -> None:
         CommandId.parse(text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="CommandId.parse relies on int(), which accepts signs, spaces and '_'",
-)
 @pytest.mark.parametrize("text", ["step:charge#-1", "step:charge# 1", "step:charge#1_0"])
 def test_parse_rejects_non_canonical_ordinals(text: str) -> None:
     with pytest.raises(ValueError):

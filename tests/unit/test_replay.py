@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
@@ -66,7 +67,9 @@ def run_live(
     return ex, list(ex.journal)
 
 
-def replay(fn: Callable[..., Coroutine[Any, Any, Any]], journal: list[JournalEntry], *args: Any) -> Execution:
+def replay(
+    fn: Callable[..., Coroutine[Any, Any, Any]], journal: list[JournalEntry], *args: Any
+) -> Execution:
     ex = Execution("run-1", fn, args, {}, journal, FixedLive())
     ex.start()
     return ex

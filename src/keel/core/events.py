@@ -93,6 +93,6 @@ class CommandId:
         """Inverse of ``str()``; raises ``ValueError`` on malformed input."""
         kind, sep, rest = text.partition(":")
         name, sep2, ordinal = rest.rpartition("#")
-        if not sep or not sep2:
+        if not sep or not sep2 or not ordinal.isascii() or not ordinal.isdigit():
             raise ValueError(f"malformed command id {text!r}")
         return cls(CommandKind(kind), name, int(ordinal))

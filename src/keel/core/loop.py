@@ -31,7 +31,7 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
         self.unhandled: list[dict[str, Any]] = []
 
     # --- what tasks and futures use -------------------------------------------------
-    def call_soon(
+    def call_soon(  # type: ignore[override]
         self,
         callback: Callable[..., object],
         *args: Any,
@@ -41,7 +41,7 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
         self._ready.append(handle)
         return handle
 
-    def call_soon_threadsafe(
+    def call_soon_threadsafe(  # type: ignore[override]
         self,
         callback: Callable[..., object],
         *args: Any,
@@ -49,10 +49,10 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
     ) -> asyncio.Handle:
         self._forbidden("threads")
 
-    def call_later(self, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+    def call_later(self, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:  # type: ignore[override]
         self._forbidden("asyncio timers (asyncio.sleep, wait_for)")
 
-    def call_at(self, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+    def call_at(self, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:  # type: ignore[override]
         self._forbidden("asyncio timers (asyncio.sleep, wait_for)")
 
     def time(self) -> float:
@@ -62,7 +62,7 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
     def create_future(self) -> asyncio.Future[Any]:
         return asyncio.Future(loop=self)
 
-    def create_task(  # type: ignore[override]
+    def create_task(
         self,
         coro: Coroutine[Any, Any, T] | Generator[Any, None, T],
         *,

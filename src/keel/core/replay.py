@@ -147,7 +147,7 @@ class Execution:
         self._args = tuple(args)
         self._kwargs = dict(kwargs)
         self._live = live
-        self._loop = DeterministicLoop()
+        self._loop = DeterministicLoop()  # type: ignore[abstract]  # only what tasks use
         self._counters: dict[tuple[CommandKind, str], int] = {}
         self._order: list[Command] = []
         self._pending: dict[str, Command] = {}
@@ -341,7 +341,9 @@ class Execution:
             )
         if exc is None:
             try:
-                data = codec.encode(main.result(), what=f"result of workflow {self.workflow_name!r}")
+                data = codec.encode(
+                    main.result(), what=f"result of workflow {self.workflow_name!r}"
+                )
             except Exception as enc_exc:
                 return Outcome("failed", error=enc_exc)
             return Outcome("completed", result=data)

@@ -171,9 +171,7 @@ class Store(Protocol):
         ``lease_token`` incremented. Runs are taken in ``wake_at`` order.
         """
 
-    async def renew_leases(
-        self, owner: str, leases: Sequence[Lease], ttl: float
-    ) -> RenewOutcome:
+    async def renew_leases(self, owner: str, leases: Sequence[Lease], ttl: float) -> RenewOutcome:
         """Extend every lease still held by ``owner`` to ``now + ttl``."""
 
     async def append_events(

@@ -157,9 +157,7 @@ class StoreConformance:
 
         run_with_store(store_factory, body)
 
-    def test_create_run_is_idempotent_and_writes_nothing(
-        self, store_factory: StoreFactory
-    ) -> None:
+    def test_create_run_is_idempotent_and_writes_nothing(self, store_factory: StoreFactory) -> None:
         async def body(store: Store) -> None:
             first, _, _ = await store.create_run(new_run("r1", "wf", b'{"v":1}'))
             again, lease, created = await store.create_run(
@@ -470,13 +468,15 @@ class StoreConformance:
             lease = await leased(store, "r1")
             await store.append_events(lease, 1, [event(1)])
             for wrong in (1, 3, 0):
-                with pytest.raises(StoreError) as info:
-                    await store.append_events(lease, wrong, [event(9)])
-                assert not isinstance(info.value, LeaseLostError)
-                with pytest.raises(StoreError):
-                    await store.suspend_run(lease, wrong, [event(9)], wake_at=None)
-                with pytest.raises(StoreError):
-                    await store.finish_run(lease, wrong, [event(9)], state=RunState.COMPLETED)
+                writes = [
+                    store.append_events(lease, wrong, [event(9)]),
+                    store.suspend_run(lease, wrong, [event(9)], wake_at=None),
+                    store.finish_run(lease, wrong, [event(9)], state=RunState.COMPLETED),
+                ]
+                for write in writes:
+                    with pytest.raises(StoreError) as info:
+                        await write
+                    assert not isinstance(info.value, LeaseLostError), info.value
             run = await get(store, "r1")
             assert run.next_seq == 2 and run.state is RunState.RUNNING
             assert [e.seq for e in await store.load_events("r1")] == [0, 1]
@@ -509,7 +509,9 @@ class StoreConformance:
             first = await store.next_signal("r1", "a")
             assert first is not None
             assert (first.id, first.run_id, first.name, first.payload) == (a1, "r1", "a", b"1")
-            [claimed] = [c for c in await store.claim_runs("w", limit=5, ttl=30) if c.run.run_id == "r1"]
+            [claimed] = [
+                c for c in await store.claim_runs("w", limit=5, ttl=30) if c.run.run_id == "r1"
+            ]
             lease = claimed.lease
             await store.append_events(lease, 1, [event(1, "signal_received")], consume_signal=a1)
             second = await store.next_signal("r1", "a")
@@ -724,11 +726,13 @@ class StoreConformance:
             for run_id in ("r1", "r3"):
                 await store.request_cancel(run_id, CANCELLED)
 
-            async def ids(**kw: object) -> list[str]:
+            async def ids(workflow: str | None = None, state: RunState | None = None) -> list[str]:
                 out: list[str] = []
                 cursor = None
                 while True:
-                    page = await store.list_runs(limit=2, cursor=cursor, **kw)  # type: ignore[arg-type]
+                    page = await store.list_runs(
+                        workflow=workflow, state=state, limit=2, cursor=cursor
+                    )
                     out.extend(r.run_id for r in page.runs)
                     if (cursor := page.next_cursor) is None:
                         return sorted(out)
@@ -753,9 +757,7 @@ class StoreConformance:
 
     # -- notifications ---------------------------------------------------------------
 
-    def test_wait_for_change_returns_early_after_a_write(
-        self, store_factory: StoreFactory
-    ) -> None:
+    def test_wait_for_change_returns_early_after_a_write(self, store_factory: StoreFactory) -> None:
         async def body(store: Store) -> None:
             loop = asyncio.get_running_loop()
             start = loop.time()
@@ -764,13 +766,11 @@ class StoreConformance:
             assert not waiter.done()
             await store.create_run(new_run("r1"))
             await asyncio.wait_for(waiter, 5)
-            assert loop.time() - start < 5
+            assert loop.time() - start < 2
 
         run_with_store(store_factory, body)
 
-    def test_wait_for_change_waits_while_nothing_changes(
-        self, store_factory: StoreFactory
-    ) -> None:
+    def test_wait_for_change_waits_while_nothing_changes(self, store_factory: StoreFactory) -> None:
         async def body(store: Store) -> None:
             loop = asyncio.get_running_loop()
             await store.create_run(new_run("r1"))

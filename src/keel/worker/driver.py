@@ -144,8 +144,11 @@ class RunDriver:
         wf = self.worker.registry.find(self.run.workflow)
         if wf is None:
             # Another worker may have this workflow: park the run, do not fail it.
-            log.warning("run %s: workflow %r is not registered here; parking it",
-                        self.run_id, self.run.workflow)
+            log.warning(
+                "run %s: workflow %r is not registered here; parking it",
+                self.run_id,
+                self.run.workflow,
+            )
             await self.store.suspend_run(
                 self.lease, self.run.next_seq, [], wake_at=await self.store.now() + 5.0
             )
@@ -216,10 +219,9 @@ class RunDriver:
                     plan.waits.append((cmd, "timer", cmd.fire_at))
                 else:
                     plan.wake.append(cmd.fire_at)
-            elif kind is CommandKind.SIGNAL:
-                if await self._plan_signal(ex, cmd, now, plan):
-                    plan.progressed = True
-                    return plan
+            elif kind is CommandKind.SIGNAL and await self._plan_signal(ex, cmd, now, plan):
+                plan.progressed = True
+                return plan
         return plan
 
     async def _plan_signal(self, ex: Execution, cmd: Command, now: float, plan: _Plan) -> bool:
@@ -293,8 +295,8 @@ class RunDriver:
     def _record_attempt(self, ex: Execution, cmd: Command, item: _Inflight) -> None:
         task = item.task
         exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
-        completed = EventType.STEP_COMPLETED if cmd.id.kind is CommandKind.STEP else (
-            EventType.SIDE_EFFECT
+        completed = (
+            EventType.STEP_COMPLETED if cmd.id.kind is CommandKind.STEP else (EventType.SIDE_EFFECT)
         )
         field_name = "result" if completed is EventType.STEP_COMPLETED else "value"
         if exc is None:
@@ -395,9 +397,11 @@ class RunDriver:
             await self._finish(ex)
             return
         runnable_now = bool(plan.start) or any(w[1] != "attempt" for w in plan.waits)
-        await self._suspend(ex, _Plan(wake=plan.wake + [w[2] for w in plan.waits],
-                                      signals=plan.signals),
-                            now=now if (runnable_now or ex.pending()) else None)
+        await self._suspend(
+            ex,
+            _Plan(wake=plan.wake + [w[2] for w in plan.waits], signals=plan.signals),
+            now=now if (runnable_now or ex.pending()) else None,
+        )
 
     async def _finish(self, ex: Execution) -> None:
         outcome = ex.outcome
@@ -420,7 +424,12 @@ class RunDriver:
         for item in self.inflight.values():
             item.task.cancel()
         await self.store.finish_run(
-            self.lease, entries[0].seq, _new_events(entries), state=state, result=result, error=error
+            self.lease,
+            entries[0].seq,
+            _new_events(entries),
+            state=state,
+            result=result,
+            error=error,
         )
         self.worker.notify_finished(self.run_id)
 

@@ -67,7 +67,9 @@ class Worker:
         self.cache = cache
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.live = SystemLiveSource()
-        self.step_pool = ThreadPoolExecutor(max_workers=step_threads, thread_name_prefix="keel-step")
+        self.step_pool = ThreadPoolExecutor(
+            max_workers=step_threads, thread_name_prefix="keel-step"
+        )
         self.draining = False
         self._drivers: dict[str, RunDriver] = {}
         self._tasks: list[asyncio.Task[None]] = []

@@ -1,0 +1,140 @@
+"""Shared CLI plumbing: clean errors, the ``--db`` option, app imports, JSON arguments."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import IO, Any, TypeVar
+
+import click
+
+from keel.client import Client
+from keel.errors import KeelError
+from keel.store import SQLiteStore, Store, open_store
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+DB_ENV = "KEEL_DATABASE_URL"
+DEFAULT_DB_FILE = "keel.db"
+
+
+class CliError(click.ClickException):
+    """A user-facing failure: one red ``error: ...`` line on stderr, exit code 1."""
+
+    exit_code = 1
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.secho(f"error: {self.message}", fg="red", err=True, color=self.show_color)
+
+
+class CliUsageError(CliError):
+    """A malformed invocation (bad JSON text, unknown module): exit code 2."""
+
+    exit_code = 2
+
+
+class KeelGroup(click.Group):
+    """A click group that turns every :class:`KeelError` into a clean :class:`CliError`."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeelError as exc:
+            raise CliError(str(exc)) from None
+
+
+@dataclass
+class Settings:
+    """Options given before the command name (``keel --db URL runs list``)."""
+
+    db: str | None = None
+
+
+def db_option(fn: F) -> F:
+    """The per-command ``--db URL`` option (overrides the global one)."""
+    return click.option(
+        "--db",
+        "db",
+        metavar="URL",
+        default=None,
+        help=f"Database URL or .db path [default: ${DB_ENV}, else ./{DEFAULT_DB_FILE}].",
+    )(fn)
+
+
+def json_option(fn: F) -> F:
+    """The ``--json`` flag of read commands."""
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print machine-readable JSON only."
+    )(fn)
+
+
+def resolve_db(db: str | None, *, fallback: str | None = None) -> str:
+    """The database URL: command option, global option, then ``fallback`` or env/default."""
+    if db:
+        return db
+    ctx = click.get_current_context(silent=True)
+    settings = ctx.find_object(Settings) if ctx is not None else None
+    if settings is not None and settings.db:
+        return settings.db
+    if fallback is not None:
+        return fallback
+    env = os.environ.get(DB_ENV, "").strip()
+    if env:
+        return env
+    # An absolute path: "sqlite:///keel.db" would mean /keel.db.
+    return f"sqlite:///{os.path.abspath(DEFAULT_DB_FILE)}"
+
+
+def open_existing(url: str) -> Store:
+    """The store for ``url``; a SQLite file must already exist (reads never create one)."""
+    store = open_store(url)
+    if isinstance(store, SQLiteStore) and not store.path.exists():
+        raise CliError(f"no Keel database at {str(store.path)!r} (pass --db or set ${DB_ENV})")
+    return store
+
+
+def with_client(url: str, action: Callable[[Client], Awaitable[T]], *, existing: bool = True) -> T:
+    """Run ``action`` with a client on ``url`` in a fresh event loop, then close the store."""
+
+    async def go() -> T:
+        store = open_existing(url) if existing else open_store(url)
+        async with Client(store) as client:
+            return await action(client)
+
+    return asyncio.run(go())
+
+
+def import_apps(modules: tuple[str, ...] | list[str]) -> None:
+    """Import app modules so their ``@workflow`` decorators register (cwd first on the path)."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            missing = exc.name or ""
+            if missing and (name == missing or name.startswith(missing + ".")):
+                raise CliUsageError(f"cannot import module {name!r}: no module named {missing!r}")
+            raise CliError(f"importing module {name!r} failed: {exc}") from None
+        except KeelError as exc:
+            raise CliError(f"importing module {name!r} failed: {exc}") from None
+        except ImportError as exc:
+            raise CliError(f"importing module {name!r} failed: {exc}") from None
+
+
+def parse_json(text: str, what: str) -> Any:
+    """Decode one JSON command-line value; a clean usage error names ``what``."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        hint = ""
+        if text and text[0] not in "{[\"-0123456789" and text not in ("true", "false", "null"):
+            hint = f" (a string must be quoted, e.g. '\"{text}\"')"
+        raise CliUsageError(f"{what} is not valid JSON: {exc.msg}: {text!r}{hint}") from None
