@@ -7,6 +7,7 @@ import importlib
 import json
 import os
 import sys
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import IO, Any, TypeVar
@@ -121,12 +122,29 @@ def import_apps(modules: tuple[str, ...] | list[str]) -> None:
         except ModuleNotFoundError as exc:
             missing = exc.name or ""
             if missing and (name == missing or name.startswith(missing + ".")):
-                raise CliUsageError(f"cannot import module {name!r}: no module named {missing!r}")
+                raise CliUsageError(
+                    f"cannot import module {name!r}: no module named {missing!r}"
+                ) from None
             raise CliError(f"importing module {name!r} failed: {exc}") from None
-        except KeelError as exc:
+        except (ImportError, KeelError) as exc:
             raise CliError(f"importing module {name!r} failed: {exc}") from None
-        except ImportError as exc:
-            raise CliError(f"importing module {name!r} failed: {exc}") from None
+        except Exception as exc:
+            # A bug in the module's own code: show its frames (not ours), then one line.
+            click.echo(_user_traceback(exc), err=True, nl=False)
+            raise CliError(
+                f"importing module {name!r} failed: {type(exc).__name__}: {exc}"
+            ) from None
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """``exc``'s traceback without the import machinery frames above the user's code."""
+    tb = exc.__traceback__
+    while tb is not None and (
+        tb.tb_frame.f_code.co_filename.startswith("<frozen")
+        or tb.tb_frame.f_globals.get("__name__") in (__name__, "importlib")
+    ):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
 def parse_json(text: str, what: str) -> Any:
@@ -135,6 +153,6 @@ def parse_json(text: str, what: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         hint = ""
-        if text and text[0] not in "{[\"-0123456789" and text not in ("true", "false", "null"):
+        if text and text[0] not in '{["-0123456789' and text not in ("true", "false", "null"):
             hint = f" (a string must be quoted, e.g. '\"{text}\"')"
         raise CliUsageError(f"{what} is not valid JSON: {exc.msg}: {text!r}{hint}") from None

@@ -386,21 +386,27 @@ class RunDriver:
         )
 
     async def _drain(self, ex: Execution, plan: _Plan, now: float) -> None:
-        """Worker is stopping: let running attempts finish, then release the run."""
+        """Worker is stopping: let running attempts finish, then release the run
+        with the wake-up time it needs, so another worker takes over at once."""
         for item in list(self.inflight.values()):
             if item.what != "attempt":
                 item.task.cancel()
                 self.inflight.pop(item.key)
         while self.inflight and ex.outcome is None:
             await self._wait_and_record(ex)
+        while ex.outcome is None:
+            now = await self.store.now()
+            plan = await self._plan(ex, now)
+            if not plan.progressed:
+                break
         if ex.outcome is not None:
             await self._finish(ex)
             return
-        runnable_now = bool(plan.start) or any(w[1] != "attempt" for w in plan.waits)
+        wake = plan.wake + [at for _cmd, _what, at in plan.waits]
         await self._suspend(
             ex,
-            _Plan(wake=plan.wake + [w[2] for w in plan.waits], signals=plan.signals),
-            now=now if (runnable_now or ex.pending()) else None,
+            _Plan(wake=wake, signals=plan.signals),
+            now=now if plan.start else None,
         )
 
     async def _finish(self, ex: Execution) -> None:

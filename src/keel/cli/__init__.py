@@ -1,0 +1,1 @@
+"""The ``keel`` command line (click + rich); the entry point is :func:`keel.cli.main.main`."""

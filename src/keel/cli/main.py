@@ -1,0 +1,305 @@
+"""The ``keel`` command: run workers, start and control runs, inspect them, run the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import sys
+from typing import Any
+
+import click
+
+from keel.cli import render
+from keel.cli.common import (
+    DB_ENV,
+    CliError,
+    CliUsageError,
+    KeelGroup,
+    Settings,
+    db_option,
+    import_apps,
+    json_option,
+    parse_json,
+    resolve_db,
+    with_client,
+)
+from keel.cli.runs import runs
+from keel.client import Client
+from keel.core import codec
+from keel.definitions import WorkflowDef, default_registry
+from keel.errors import SerializationError
+
+
+@click.group(cls=KeelGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--db",
+    metavar="URL",
+    default=None,
+    help=f"Database URL for every command [default: ${DB_ENV}, else ./keel.db].",
+)
+@click.version_option(package_name="keel", prog_name="keel")
+@click.pass_context
+def cli(ctx: click.Context, db: str | None) -> None:
+    """Keel: durable workflows for Python.
+
+    Database URLs: sqlite:///abs/path.db, a path ending .db, or memory://.
+    """
+    ctx.obj = Settings(db=db)
+
+
+cli.add_command(runs)
+
+
+# --- worker ----------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("modules", nargs=-1, required=True, metavar="MODULE...")
+@db_option
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Runs driven at once.",
+)
+@click.option(
+    "--lease-ttl",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Seconds a claimed run stays leased without a heartbeat.",
+)
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=0.5,
+    show_default=True,
+    help="Seconds between looks for due runs.",
+)
+@click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Replay every turn from the store instead of keeping runs in memory.",
+)
+@click.option(
+    "--drain-timeout",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="On SIGTERM/SIGINT, seconds running steps get to finish.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="INFO",
+    show_default=True,
+)
+def worker(
+    modules: tuple[str, ...],
+    db: str | None,
+    concurrency: int,
+    lease_ttl: float,
+    poll_interval: float,
+    no_cache: bool,
+    drain_timeout: float,
+    log_level: str,
+) -> None:
+    """Import MODULEs (registering their workflows) and execute runs until stopped.
+
+    SIGTERM or SIGINT drains: claiming stops, running steps get --drain-timeout
+    seconds to finish, leases are released, and the exit code is 0.
+    """
+    from keel.cli.serve import WorkerOptions, serve
+
+    logging.basicConfig(
+        level=log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    import_apps(modules)
+    opts = WorkerOptions(
+        url=resolve_db(db),
+        modules=modules,
+        concurrency=concurrency,
+        lease_ttl=lease_ttl,
+        poll_interval=poll_interval,
+        cache=not no_cache,
+        drain_timeout=drain_timeout,
+    )
+    asyncio.run(serve(opts))
+
+
+# --- start / signal / cancel -----------------------------------------------------------
+
+
+@cli.command()
+@click.argument("workflow")
+@click.argument("args", nargs=-1, metavar="[ARG_JSON]...")
+@click.option(
+    "--app",
+    "apps",
+    multiple=True,
+    required=True,
+    metavar="MODULE",
+    help="Module defining the workflow (repeatable).",
+)
+@click.option(
+    "--kwarg",
+    "kwargs",
+    multiple=True,
+    metavar="NAME=JSON",
+    help="A keyword argument as JSON (repeatable).",
+)
+@click.option("--run-id", metavar="ID", help="Idempotency key: reuse the run if it exists.")
+@click.option("--wait", is_flag=True, help="Wait for the result (a worker must be running).")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="With --wait: give up after this many seconds.",
+)
+@db_option
+@json_option
+def start(
+    workflow: str,
+    args: tuple[str, ...],
+    apps: tuple[str, ...],
+    kwargs: tuple[str, ...],
+    run_id: str | None,
+    wait: bool,
+    timeout: float | None,
+    db: str | None,
+    as_json: bool,
+) -> None:
+    """Start a run of WORKFLOW; each ARG_JSON is one positional argument.
+
+    Prints the run id on stdout (so RUN=$(keel start ...) works); with --wait,
+    then the result as JSON.
+    """
+    if timeout is not None and not wait:
+        raise click.UsageError("--timeout only applies with --wait")
+    import_apps(apps)
+    wf = default_registry.get(workflow)
+    call_args, call_kwargs = _checked_arguments(wf, args, kwargs)
+
+    async def go(client: Client) -> tuple[str, bool, Any]:
+        handle = await client.start(wf, *call_args, run_id=run_id, **call_kwargs)
+        result = await client.result(handle.run_id, timeout=timeout) if wait else None
+        return handle.run_id, handle.created, result
+
+    started_id, created, result = with_client(resolve_db(db), go, existing=False)
+    plain = _plain(result) if wait else None
+    if as_json:
+        doc: dict[str, Any] = {"run_id": started_id, "workflow": wf.name, "created": created}
+        if wait:
+            doc["result"] = plain
+        render.print_json(doc)
+        return
+    click.echo(started_id)
+    if not created:
+        click.secho(
+            f"run {started_id} already existed: nothing new was started", err=True, fg="yellow"
+        )
+    if wait:
+        render.print_json(plain)
+
+
+def _checked_arguments(
+    wf: WorkflowDef[Any, Any], args: tuple[str, ...], kwargs: tuple[str, ...]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Parse JSON arguments and check them against the workflow's annotations.
+
+    Encoding and decoding them exactly as a worker will means a bad shape fails
+    here, before anything is written.
+    """
+    names = [
+        p.name
+        for p in inspect.signature(wf.fn).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    values = [
+        parse_json(text, f"argument {i + 1}" + (f" ({names[i]!r})" if i < len(names) else ""))
+        for i, text in enumerate(args)
+    ]
+    named: dict[str, Any] = {}
+    for item in kwargs:
+        name, sep, text = item.partition("=")
+        if not sep or not name.isidentifier():
+            raise CliUsageError(f"--kwarg must look like NAME=JSON, not {item!r}")
+        if name in named:
+            raise CliUsageError(f"--kwarg {name} given twice")
+        named[name] = parse_json(text, f"--kwarg {name}")
+    what = f"workflow {wf.name!r}"
+    try:
+        data = codec.encode_args(wf.fn, tuple(values), named, what=what)
+        return codec.decode_args(wf.fn, data, what=what)
+    except SerializationError:
+        raise
+    except TypeError as exc:
+        raise CliError(f"bad arguments for {what}: {exc}") from None
+
+
+def _plain(value: Any) -> Any:
+    """A workflow result as plain JSON values, encoded the way Keel stores it."""
+    return codec.decode(codec.encode(value, what="the result"))
+
+
+@cli.command()
+@click.argument("run_id")
+@click.argument("name")
+@click.argument("payload", required=False, metavar="[PAYLOAD_JSON]")
+@db_option
+def signal(run_id: str, name: str, payload: str | None, db: str | None) -> None:
+    """Send signal NAME (with an optional JSON payload) to a run."""
+    value = None if payload is None else parse_json(payload, "PAYLOAD_JSON")
+
+    async def go(client: Client) -> None:
+        await client.signal(run_id, name, value)
+
+    with_client(resolve_db(db), go)
+    click.echo(f"sent signal {name!r} to run {run_id}")
+
+
+@cli.command()
+@click.argument("run_id")
+@db_option
+def cancel(run_id: str, db: str | None) -> None:
+    """Cancel a run (a worker holding it ends it at its next await)."""
+
+    async def go(client: Client) -> str:
+        return str(await client.cancel(run_id))
+
+    state = with_client(resolve_db(db), go)
+    if state == "cancelled":
+        click.echo(f"run {run_id} cancelled")
+    else:
+        click.echo(f"cancel requested: run {run_id} is {state}; its worker will end it")
+
+
+# --- demo ---------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--db", metavar="PATH", default=None, help="Database for the demo [default: ./keel-demo.db]."
+)
+@click.option("--fast", is_flag=True, help="Shorter waits (about 2 s instead of 4 s).")
+def demo(db: str | None, fast: bool) -> None:
+    """Run an example order workflow in-process and watch it live.
+
+    Shows steps, a flaky step's retries, a durable sleep that suspends the run,
+    and a signal, then the run's journal as `keel runs history` prints it.
+    """
+    from keel.cli.demo import run_demo
+
+    url = resolve_db(db, fallback="keel-demo.db")
+    asyncio.run(run_demo(url, url, fast=fast, console=render.make_console()))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``keel`` script."""
+    cli.main(args=argv, prog_name="keel")
+
+
+__all__ = ["CliError", "cli", "main"]

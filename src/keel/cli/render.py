@@ -1,0 +1,283 @@
+"""Rendering for the CLI: JSON output, run tables, run details and the history timeline."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+import msgspec
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from keel.client import HistoryEvent, RunInfo
+from keel.core.events import EventType
+
+STATE_STYLES = {
+    "pending": "cyan",
+    "running": "bold blue",
+    "suspended": "yellow",
+    "completed": "green",
+    "failed": "bold red",
+    "cancelled": "magenta",
+}
+
+# kind -> (symbol, style)
+_SYMBOLS: dict[str, tuple[str, str]] = {
+    EventType.RUN_STARTED: ("▶", "cyan"),
+    EventType.STEP_COMPLETED: ("✓", "green"),
+    EventType.STEP_ATTEMPT_FAILED: ("✗", "yellow"),
+    EventType.STEP_FAILED: ("✗", "bold red"),
+    EventType.TIMER_STARTED: ("⏱", "blue"),
+    EventType.TIMER_FIRED: ("⏱", "blue"),
+    EventType.SIGNAL_AWAITED: ("✉", "magenta"),
+    EventType.SIGNAL_RECEIVED: ("✉", "magenta"),
+    EventType.SIGNAL_TIMED_OUT: ("✉", "red"),
+    EventType.SIDE_EFFECT: ("●", "white"),
+    EventType.RUN_COMPLETED: ("■", "bold green"),
+    EventType.RUN_FAILED: ("■", "bold red"),
+    EventType.RUN_CANCELLED: ("■", "magenta"),
+}
+
+SUMMARY_LIMIT = 72
+
+
+# --- JSON -------------------------------------------------------------------------------
+
+
+def to_builtins(value: Any) -> Any:
+    """Plain JSON values (datetimes as ISO-8601 strings, enums as values)."""
+    return msgspec.to_builtins(value)
+
+
+def print_json(value: Any) -> None:
+    """Write ``value`` as indented JSON to stdout, and nothing else."""
+    encoded = msgspec.json.encode(to_builtins(value))
+    click.echo(msgspec.json.format(encoded, indent=2).decode())
+
+
+def compact(value: Any, limit: int = SUMMARY_LIMIT) -> str:
+    """One-line JSON of ``value``, cut to ``limit`` characters."""
+    try:
+        text = msgspec.json.encode(to_builtins(value)).decode()
+    except (TypeError, ValueError, msgspec.MsgspecError):
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --- runs --------------------------------------------------------------------------------
+
+
+def local_time(dt: datetime | None) -> str:
+    return "-" if dt is None else dt.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def state_text(state: str) -> Text:
+    return Text(state, style=STATE_STYLES.get(state, ""))
+
+
+def runs_table(runs: Sequence[RunInfo]) -> Table:
+    """The table of ``keel runs list``."""
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for title in ("RUN ID", "WORKFLOW", "STATE", "CREATED", "UPDATED"):
+        table.add_column(title, no_wrap=title != "WORKFLOW")
+    for run in runs:
+        table.add_row(
+            run.run_id,
+            run.workflow,
+            state_text(run.state.value),
+            local_time(run.created_at),
+            local_time(run.updated_at),
+        )
+    return table
+
+
+def error_summary(error: Any) -> str:
+    """``Type: message`` of a journaled error dict (type without its module)."""
+    if not isinstance(error, dict):
+        return compact(error)
+    kind = str(error.get("type", "error")).rsplit(".", 1)[-1]
+    message = str(error.get("message", ""))
+    return f"{kind}: {message}" if message else kind
+
+
+def run_details(
+    console: Console, info: RunInfo, *, input_: Any, result: Any, has_result: bool
+) -> None:
+    """The body of ``keel runs show``: fields, then input, result or error in full."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column()
+    wake = local_time(info.wake_at)
+    if info.wake_at is not None and not info.state.is_terminal:
+        delta = (info.wake_at - datetime.now(UTC)).total_seconds()
+        wake += f"  (in {delta:.1f}s)" if delta >= 0.05 else "  (due)"
+    rows: list[tuple[str, Text | str]] = [
+        ("run id", info.run_id),
+        ("workflow", info.workflow),
+        ("version", info.version),
+        ("state", state_text(info.state.value)),
+        ("created", local_time(info.created_at)),
+        ("updated", local_time(info.updated_at)),
+        ("wake at", wake),
+        ("lease owner", info.lease_owner or "-"),
+        ("cancel requested", "yes" if info.cancel_requested else "no"),
+    ]
+    if info.error:
+        rows.append(("error", Text(error_summary(info.error), style="red")))
+    for key, value in rows:
+        grid.add_row(key, value)
+    console.print(grid)
+    _json_section(console, "input", input_)
+    if has_result:
+        _json_section(console, "result", result)
+    traceback = (info.error or {}).get("traceback")
+    if traceback:
+        console.print(Text("\ntraceback:", style="bold"))
+        console.print(Text(str(traceback).rstrip(), style="dim"))
+
+
+def _json_section(console: Console, title: str, value: Any) -> None:
+    console.print(Text(f"\n{title}:", style="bold"))
+    console.print_json(msgspec.json.encode(to_builtins(value)).decode())
+
+
+# --- the timeline ------------------------------------------------------------------------
+
+
+def command_label(event: HistoryEvent) -> str:
+    """Short name of the command an event belongs to (``run`` for run events)."""
+    if event.kind is None or event.name is None:
+        return "run" if event.command is None else event.command
+    label = event.name if event.kind in ("step", event.name) else f"{event.kind}:{event.name}"
+    ordinal = (event.command or "").rpartition("#")[2]
+    return f"{label}#{ordinal}" if ordinal not in ("", "0") else label
+
+
+class Timeline:
+    """Renders journal events one row each, times relative to the first event.
+
+    Stateful so the demo can feed events as they land and still show, e.g.,
+    how long a timer slept. Rows are fixed-width grids, so rows printed one at
+    a time line up, and long summaries wrap under their own column.
+    """
+
+    def __init__(self, *, name_width: int = 18) -> None:
+        self.name_width = name_width
+        self.t0: datetime | None = None
+        self._timer_started: dict[str, datetime] = {}
+
+    def grid(self) -> Table:
+        """An empty grid with the timeline's columns."""
+        grid = Table.grid(padding=(0, 2, 0, 0))
+        grid.add_column(justify="right", width=10, no_wrap=True, style="dim")
+        grid.add_column(width=1, no_wrap=True)
+        grid.add_column(width=self.name_width, no_wrap=True, overflow="ellipsis", style="bold")
+        grid.add_column()
+        return grid
+
+    def add(self, grid: Table, event: HistoryEvent) -> None:
+        """Append the row of ``event`` to ``grid``."""
+        if self.t0 is None:
+            self.t0 = event.created_at
+        rel = (event.created_at - self.t0).total_seconds()
+        symbol, style = _SYMBOLS.get(event.type, ("·", "dim"))
+        grid.add_row(
+            f"+{rel:.3f}s", Text(symbol, style=style), command_label(event), self.summary(event)
+        )
+
+    def row(self, event: HistoryEvent) -> Table:
+        """A one-row grid for ``event`` (for printing events as they land)."""
+        grid = self.grid()
+        self.add(grid, event)
+        return grid
+
+    def note(self, text: str, *, symbol: str = "·", style: str = "dim") -> Table:
+        """A one-row grid with a remark in the summary column (the demo's narration)."""
+        grid = self.grid()
+        grid.add_row("", Text(symbol, style=style), "", Text(text, style=style))
+        return grid
+
+    def relative(self, when: datetime) -> str:
+        """``when`` as ``+1.234s`` from the first event."""
+        t0 = self.t0 or when
+        return f"+{(when - t0).total_seconds():.3f}s"
+
+    def summary(self, event: HistoryEvent) -> str:
+        """What happened, in a few words."""
+        d, t = event.data, event.type
+        if t == EventType.RUN_STARTED:
+            version = str(d.get("version", ""))[:8]
+            return f"started {d.get('workflow')} (version {version}) with {compact(d.get('input'))}"
+        if t == EventType.STEP_COMPLETED:
+            attempt = d.get("attempt")
+            suffix = f"  (attempt {attempt})" if isinstance(attempt, int) and attempt > 1 else ""
+            return f"→ {compact(d.get('result'))}{suffix}"
+        if t == EventType.STEP_ATTEMPT_FAILED:
+            retry = ""
+            retry_at = d.get("retry_at")
+            if isinstance(retry_at, int | float):
+                retry = f"; retry in {max(0.0, retry_at - event.created_at.timestamp()):.2f}s"
+            return (
+                f"attempt {d.get('attempt')} failed: {_cut(error_summary(d.get('error')))}{retry}"
+            )
+        if t == EventType.STEP_FAILED:
+            err = _cut(error_summary(d.get("error")))
+            return f"failed after {d.get('attempts')} attempt(s): {err}"
+        if t == EventType.TIMER_STARTED:
+            self._timer_started[event.command or ""] = event.created_at
+            duration = d.get("duration")
+            return f"sleep {float(duration)}s" if isinstance(duration, int | float) else "sleep"
+        if t == EventType.TIMER_FIRED:
+            started = self._timer_started.get(event.command or "")
+            if started is None:
+                return "timer fired"
+            return f"timer fired (slept {(event.created_at - started).total_seconds():.2f}s)"
+        if t == EventType.SIGNAL_AWAITED:
+            timeout = d.get("timeout")
+            limit = f" (timeout {timeout:g}s)" if isinstance(timeout, int | float) else ""
+            return f"waiting for signal {d.get('name')!r}{limit}"
+        if t == EventType.SIGNAL_RECEIVED:
+            return f"received {compact(d.get('payload'))}"
+        if t == EventType.SIGNAL_TIMED_OUT:
+            timeout = d.get("timeout")
+            return (
+                f"timed out after {timeout:g}s" if isinstance(timeout, int | float) else "timed out"
+            )
+        if t == EventType.SIDE_EFFECT:
+            return f"→ {compact(d.get('value'))}"
+        if t == EventType.RUN_COMPLETED:
+            return f"completed → {compact(d.get('result'))}"
+        if t == EventType.RUN_FAILED:
+            return f"failed: {_cut(error_summary(d.get('error')))}"
+        if t == EventType.RUN_CANCELLED:
+            return f"cancelled ({d.get('reason', 'no reason given')})"
+        return f"{t} {compact(d)}"
+
+
+def _cut(text: str, limit: int = SUMMARY_LIMIT) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def name_width(events: Sequence[HistoryEvent]) -> int:
+    """Column width that fits every command label (within reason)."""
+    return min(max((len(command_label(e)) for e in events), default=3), 28)
+
+
+def print_timeline(console: Console, events: Sequence[HistoryEvent]) -> None:
+    """The body of ``keel runs history``: one fixed-width row per event."""
+    timeline = Timeline(name_width=name_width(events))
+    for event in events:
+        console.print(timeline.row(event))
+
+
+def make_console() -> Console:
+    """A console on stdout; when that is not a terminal, wide enough not to break lines."""
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=200)
+    return console

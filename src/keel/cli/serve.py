@@ -1,0 +1,99 @@
+"""``keel worker``: run a Worker until SIGTERM/SIGINT, then drain and exit cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from keel.definitions import default_registry
+from keel.worker import Worker
+
+log = logging.getLogger("keel.cli.worker")
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+Callback = Callable[[signal.Signals], None]
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """What ``keel worker`` was asked for."""
+
+    url: str
+    modules: Sequence[str]
+    concurrency: int
+    lease_ttl: float
+    poll_interval: float
+    cache: bool
+    drain_timeout: float
+
+
+async def serve(opts: WorkerOptions) -> None:
+    """Work until a stop signal arrives; then stop claiming, drain and release leases."""
+    worker = Worker(
+        opts.url,
+        concurrency=opts.concurrency,
+        lease_ttl=opts.lease_ttl,
+        poll_interval=opts.poll_interval,
+        cache=opts.cache,
+    )
+    stop = asyncio.Event()
+    received: list[str] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():
+            log.warning("received %s while draining; still draining", sig.name)
+            return
+        received.append(sig.name)
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    installed = _install(loop, on_signal)
+    try:
+        await worker.start()
+        names = default_registry.names()
+        log.info(
+            "keel worker %s started: db=%s modules=%s workflows=[%s] concurrency=%d",
+            worker.owner,
+            worker.store.url,
+            ",".join(opts.modules),
+            ", ".join(names),
+            opts.concurrency,
+        )
+        if not names:
+            log.warning("no workflows are registered: did the modules define any @keel.workflow?")
+        await stop.wait()
+        held = len(worker.active_runs)
+        log.info(
+            "received %s: draining %d run(s) (up to %gs)",
+            received[0],
+            held,
+            opts.drain_timeout,
+        )
+        started = time.monotonic()
+        await worker.stop(timeout=opts.drain_timeout)
+        log.info(
+            "keel worker %s stopped: drained in %.2fs, leases released",
+            worker.owner,
+            time.monotonic() - started,
+        )
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        await worker.stop(timeout=opts.drain_timeout)  # no-op after a clean stop
+
+
+def _install(loop: asyncio.AbstractEventLoop, handler: Callback) -> list[signal.Signals]:
+    """Route SIGTERM/SIGINT to ``handler`` on the loop (no KeyboardInterrupt mid-step)."""
+    installed = []
+    for sig in STOP_SIGNALS:
+        try:
+            loop.add_signal_handler(sig, handler, sig)
+        except (NotImplementedError, RuntimeError):  # e.g. Windows, or not the main thread
+            continue
+        installed.append(sig)
+    return installed
