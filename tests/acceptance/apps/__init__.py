@@ -1,0 +1,1 @@
+"""Workflow modules the acceptance tests load into real ``keel worker`` processes."""
