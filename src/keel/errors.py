@@ -38,8 +38,8 @@ class KeelError(Exception):
     """Base class of every error Keel raises on purpose."""
 
 
-class ConfigurationError(KeelError):
-    """Invalid configuration: decorator options, retry policy, database URL."""
+class ConfigurationError(KeelError, ValueError):
+    """Invalid configuration or arguments: decorator options, retry policy, URL, cursor."""
 
 
 class WorkflowNotFoundError(KeelError):

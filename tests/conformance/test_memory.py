@@ -7,13 +7,17 @@ import asyncio
 import pytest
 
 from keel.store import MemoryStore, NewEvent, NewRun
-from keel.testing.conformance import StoreConformance, StoreFactory
+from keel.testing.conformance import ClockedStoreFactory, StoreConformance, StoreFactory
 
 
 class TestMemoryStore(StoreConformance):
     @pytest.fixture
     def store_factory(self) -> StoreFactory:
         return MemoryStore
+
+    @pytest.fixture
+    def clocked_store_factory(self) -> ClockedStoreFactory:
+        return lambda clock: MemoryStore(clock=clock)
 
 
 def test_injected_clock_drives_wake_ups_and_leases() -> None:

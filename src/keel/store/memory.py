@@ -19,7 +19,13 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from keel.core.states import RunState
-from keel.errors import LeaseLostError, RunFinishedError, RunNotFoundError, StoreError
+from keel.errors import (
+    ConfigurationError,
+    LeaseLostError,
+    RunFinishedError,
+    RunNotFoundError,
+    StoreError,
+)
 from keel.store.base import (
     Claimed,
     EventRecord,
@@ -140,7 +146,9 @@ class MemoryStore:
         cursor: str | None = None,
     ) -> RunPage:
         if not 1 <= limit <= MAX_PAGE:
-            raise ValueError(f"list_runs limit must be between 1 and {MAX_PAGE}, not {limit!r}")
+            raise ConfigurationError(
+                f"list_runs limit must be between 1 and {MAX_PAGE}, not {limit!r}"
+            )
         before = _decode_cursor(cursor) if cursor else None
         with self._lock:
             self._check_open()
@@ -377,7 +385,7 @@ class MemoryStore:
             if (
                 run.state is RunState.RUNNING
                 and run.lease_expires_at is not None
-                and True
+                and run.lease_expires_at >= now
             ):
                 wake = now if run.wake_at is None else min(run.wake_at, now)
                 self._runs[run_id] = dataclasses.replace(
@@ -401,7 +409,7 @@ class MemoryStore:
 
     # -- notifications -------------------------------------------------------------------
 
-    async def wait_for_change(self, timeout: float) -> None:  # noqa: ASYNC109 - protocol
+    async def wait_for_change(self, timeout: float) -> None:
         if timeout <= 0:
             return
         loop = asyncio.get_running_loop()
@@ -445,7 +453,7 @@ def _decode_cursor(cursor: str) -> tuple[float, str]:
     try:
         created_at, run_id = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
     except (ValueError, TypeError, binascii.Error, UnicodeEncodeError):
-        raise ValueError(f"invalid list_runs cursor {cursor!r}") from None
+        raise ConfigurationError(f"invalid list_runs cursor {cursor!r}") from None
     if not isinstance(created_at, int | float) or not isinstance(run_id, str):
-        raise ValueError(f"invalid list_runs cursor {cursor!r}")
+        raise ConfigurationError(f"invalid list_runs cursor {cursor!r}")
     return float(created_at), run_id

@@ -9,7 +9,7 @@ import socket
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING
 
 from keel.definitions import Registry, default_registry
 from keel.errors import ConfigurationError
@@ -17,6 +17,9 @@ from keel.store import open_store
 from keel.store.base import Claimed, Store
 from keel.worker.driver import RunDriver
 from keel.worker.live import SystemLiveSource
+
+if TYPE_CHECKING:
+    from keel.client import Client
 
 log = logging.getLogger("keel.worker")
 
@@ -127,7 +130,7 @@ class Worker:
         await self.stop()
 
     # --- used by clients in the same process ------------------------------------------
-    def client(self) -> Any:
+    def client(self) -> Client:
         """A :class:`keel.Client` on this worker's store that hands new runs to this worker."""
         from keel.client import Client
 

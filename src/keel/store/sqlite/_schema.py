@@ -8,6 +8,7 @@ several processes may open a new file at once.
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 from keel.errors import DatabaseError
@@ -85,15 +86,36 @@ def prepare_writer(path: Path, busy_timeout: float, synchronous: str) -> sqlite3
     conn = connect(path, busy_timeout)
     try:
         version = schema_version(conn, path)  # read-only: nothing written yet
-        conn.execute("PRAGMA journal_mode=WAL")
+        _use_wal(conn, busy_timeout)
         conn.execute(f"PRAGMA synchronous={synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
         if version < _sql.latest_version():
             migrate(conn, path)
+        # From here on the writer retries BEGIN IMMEDIATE itself (DbThread._begin).
+        conn.execute("PRAGMA busy_timeout=0")
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _use_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
+    """Switch the file to WAL (persistent; a no-op once done).
+
+    The switch upgrades a shared lock, and SQLite answers BUSY at once instead
+    of calling the busy handler (deadlock avoidance) when several processes
+    open a new file together, so retry until ``busy_timeout``.
+    """
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
 
 
 def migrate(conn: sqlite3.Connection, path: Path) -> None:

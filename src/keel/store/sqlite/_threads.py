@@ -11,8 +11,10 @@ import asyncio
 import concurrent.futures
 import contextlib
 import queue
+import random
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -65,6 +67,15 @@ def _deliver(outcomes: Iterable[_Outcome]) -> None:
             loop.call_soon_threadsafe(_resolve_all, items)
 
 
+def _settle(fut: concurrent.futures.Future[None], error: BaseException | None) -> None:
+    """Resolve ``fut`` unless it is already resolved or was cancelled by its waiter."""
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        if error is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(error)
+
+
 class ChangeWaiters:
     """Futures of coroutines inside ``wait_for_change``, woken from any thread."""
 
@@ -109,14 +120,18 @@ class DbThread:
         writer: bool,
         on_commit: Callable[[], None] | None = None,
         max_batch: int = 256,
+        busy_timeout: float = 10.0,
     ) -> None:
         self._connect = connect
+        self._busy_timeout = busy_timeout
         self._writer = writer
         self._on_commit = on_commit
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Item | _Stop] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._closed = False
+        #: Write transactions committed (one per group of operations).
+        self.commits = 0
         #: Resolved once the connection is made (or failed to be made).
         self.ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
@@ -137,7 +152,7 @@ class DbThread:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         with self._lock:
-            if self._closed:
+            if self._closed:  # already stopped, or the thread has ended
                 return
             self._closed = True
             self._queue.put(_Stop(loop, fut))
@@ -148,15 +163,13 @@ class DbThread:
     def _main(self) -> None:
         conn: sqlite3.Connection | None = None
         failure: BaseException | None = None
-        try:
-            conn = self._connect()
-        except Exception as exc:
-            failure = wrap_error(exc)
-            self.ready.set_exception(failure)
-        else:
-            self.ready.set_result(None)
         stop: _Stop | None = None
         try:
+            try:
+                conn = self._connect()
+            except Exception as exc:
+                failure = wrap_error(exc)
+            _settle(self.ready, failure)
             while stop is None:
                 batch: list[_Item] = []
                 item = self._queue.get()
@@ -183,8 +196,25 @@ class DbThread:
         finally:
             if conn is not None:
                 conn.close()
+            # Normally the queue is empty now; if this thread died of a bug, fail
+            # what is left rather than leave callers waiting forever.
+            with self._lock:
+                self._closed = True
+            _settle(self.ready, StoreError("the SQLite connection thread stopped"))
+            leftovers: list[_Outcome] = []
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(item, _Stop):
+                    leftovers.append((item.loop, item.future, None, None))
+                else:
+                    err = StoreError("the store was closed before this operation ran")
+                    leftovers.append((item[1], item[2], None, err))
             if stop is not None:
-                _deliver([(stop.loop, stop.future, None, None)])
+                leftovers.append((stop.loop, stop.future, None, None))
+            _deliver(leftovers)
 
     @staticmethod
     def _read(conn: sqlite3.Connection, batch: list[_Item]) -> None:
@@ -196,11 +226,35 @@ class DbThread:
                 outcomes.append((loop, fut, None, wrap_error(exc)))
         _deliver(outcomes)
 
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        """``BEGIN IMMEDIATE``, retrying while another process holds the write lock.
+
+        SQLite's own busy handler backs off to 100 ms sleeps, so a busy process
+        that re-takes the lock right after each commit starves the others; short
+        jittered retries catch the gaps between its transactions. (The writer
+        connection's busy_timeout is 0 for this reason.)
+        """
+        deadline = 0.0
+        delay = 0.0002
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                    raise
+                now = time.monotonic()
+                deadline = deadline or now + self._busy_timeout
+                if now >= deadline:
+                    raise
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 1.5, 0.002)
+
     def _write(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
         before = conn.total_changes
         outcomes: list[_Outcome] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin(conn)
             if len(batch) == 1:
                 # The common case: no savepoint; a failure rolls back the transaction.
                 fn, loop, fut = batch[0]
@@ -226,6 +280,7 @@ class DbThread:
                         conn.execute("RELEASE op")
                         outcomes.append((loop, fut, result, None))
             conn.execute("COMMIT")
+            self.commits += 1
         except sqlite3.Error as exc:
             # The transaction as a whole failed, so none of it is durable.
             if conn.in_transaction:

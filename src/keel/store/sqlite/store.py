@@ -15,7 +15,7 @@ import math
 import os
 import sqlite3
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,6 +55,8 @@ class SQLiteStore:
     ``"NORMAL"`` is faster; on power loss (not on a process crash) the last
     commits may be lost, but the database is never corrupted.
     ``busy_timeout`` is how long a write waits for another process's lock.
+    ``clock`` is the store clock; replace it only in tests, since every process
+    sharing the file must agree on it.
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class SQLiteStore:
         synchronous: str = "FULL",
         busy_timeout: float = 10.0,
         poll_interval: float = 0.015,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         sync = synchronous.upper()
         if sync not in _SYNCHRONOUS:
@@ -75,6 +78,7 @@ class SQLiteStore:
         self.synchronous = sync
         self._busy_timeout = busy_timeout
         self._poll_interval = poll_interval
+        self._clock = clock
         self._writer: DbThread | None = None
         self._reader: DbThread | None = None
         self._watcher: Watcher | None = None
@@ -88,7 +92,7 @@ class SQLiteStore:
     async def open(self) -> None:
         """Check the file, migrate it and start the connection threads. Idempotent."""
         if self._writer is not None:
-            await asyncio.wrap_future(self._writer.ready)
+            await asyncio.shield(asyncio.wrap_future(self._writer.ready))
             return
         path, timeout = self.path, self._busy_timeout
         writer = DbThread(
@@ -96,10 +100,12 @@ class SQLiteStore:
             lambda: _schema.prepare_writer(path, timeout, self.synchronous),
             writer=True,
             on_commit=self._waiters.notify,
+            busy_timeout=timeout,
         )
         self._writer = writer
         try:
-            await asyncio.wrap_future(writer.ready)
+            # Shielded: cancelling open() must not cancel the thread's own future.
+            await asyncio.shield(asyncio.wrap_future(writer.ready))
         except BaseException:
             self._writer = None
             await writer.stop()
@@ -118,6 +124,7 @@ class SQLiteStore:
         """Finish queued writes, close every connection and stop the threads. Idempotent."""
         writer, reader, watcher = self._writer, self._reader, self._watcher
         self._writer = self._reader = self._watcher = None
+        self._waiters.notify()  # nobody should sit out a timeout on a closed store
         if watcher is not None:
             await watcher.stop()
         if reader is not None:
@@ -127,14 +134,15 @@ class SQLiteStore:
 
     async def now(self) -> float:
         # One machine shares this clock with every process using the file.
-        return time.time()
+        return self._clock()
 
-    async def _write(self, op: Any) -> Any:
+    async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``op`` in the writer's next group transaction; resolved after COMMIT."""
         if self._writer is None:
             raise StoreError(f"{self!r} is not open")
         return await self._writer.call(op)
 
-    async def _read(self, op: Any) -> Any:
+    async def _read(self, op: Callable[[sqlite3.Connection], T]) -> T:
         if self._reader is None:
             raise StoreError(f"{self!r} is not open")
         return await self._reader.call(op)
@@ -148,7 +156,7 @@ class SQLiteStore:
             _check_ttl(lease_ttl)
 
         def op(conn: sqlite3.Connection) -> tuple[RunRecord, Lease | None, bool]:
-            now = time.time()
+            now = self._clock()
             expires = None if lease_owner is None else now + lease_ttl
             rows = conn.execute(
                 Q["insert_run"],
@@ -178,16 +186,14 @@ class SQLiteStore:
                 lease = Lease(run.run_id, lease_owner, 1, expires)
             return _sql.run_record(rows[0]), lease, True
 
-        result: tuple[RunRecord, Lease | None, bool] = await self._write(op)
-        return result
+        return await self._write(op)
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         def op(conn: sqlite3.Connection) -> RunRecord | None:
             row = conn.execute(Q["get_run"], (run_id,)).fetchone()
             return None if row is None else _sql.run_record(row)
 
-        result: RunRecord | None = await self._read(op)
-        return result
+        return await self._read(op)
 
     async def list_runs(
         self,
@@ -220,8 +226,7 @@ class SQLiteStore:
                 _sql.event_record(r) for r in conn.execute(Q["load_events"], (run_id, after_seq))
             ]
 
-        result: list[EventRecord] = await self._read(op)
-        return result
+        return await self._read(op)
 
     # -- leases --------------------------------------------------------------------
 
@@ -231,7 +236,7 @@ class SQLiteStore:
         _check_ttl(ttl)
 
         def candidates(conn: sqlite3.Connection) -> bool:
-            row = conn.execute(Q["claim_candidates"], {"now": time.time(), "limit": 1}).fetchone()
+            row = conn.execute(Q["claim_candidates"], {"now": self._clock(), "limit": 1}).fetchone()
             return row is not None
 
         # Idle workers poll often: look on the reader first so that an empty
@@ -240,7 +245,7 @@ class SQLiteStore:
             return []
 
         def op(conn: sqlite3.Connection) -> list[Claimed]:
-            now = time.time()
+            now = self._clock()
             expires = now + ttl
             found = conn.execute(Q["claim_candidates"], {"now": now, "limit": limit}).fetchall()
             claimed = []
@@ -253,16 +258,17 @@ class SQLiteStore:
                 claimed.append(Claimed(Lease(run_id, owner, record.lease_token, expires), record))
             return claimed
 
-        result: list[Claimed] = await self._write(op)
-        return result
+        return await self._write(op)
 
     async def renew_leases(self, owner: str, leases: Sequence[Lease], ttl: float) -> RenewOutcome:
         _check_ttl(ttl)
+        if self._writer is None:
+            raise StoreError(f"{self!r} is not open")
         if not leases:
-            return RenewOutcome(time.time() + ttl, frozenset(), frozenset())
+            return RenewOutcome(self._clock() + ttl, frozenset(), frozenset())
 
         def op(conn: sqlite3.Connection) -> RenewOutcome:
-            now = time.time()
+            now = self._clock()
             expires = now + ttl
             lost: set[str] = set()
             cancel: set[str] = set()
@@ -285,8 +291,7 @@ class SQLiteStore:
                     cancel.add(lease.run_id)
             return RenewOutcome(expires, frozenset(lost), frozenset(cancel))
 
-        result: RenewOutcome = await self._write(op)
-        return result
+        return await self._write(op)
 
     # -- fenced journal writes -------------------------------------------------------
 
@@ -301,7 +306,7 @@ class SQLiteStore:
         events = tuple(events)
 
         def op(conn: sqlite3.Connection) -> None:
-            now = time.time()
+            now = self._clock()
             params = _fence_params(lease, first_seq, len(events), now)
             _fenced(conn, Q["fenced_append"], params, lease, first_seq, events, now)
             if consume_signal is not None:
@@ -330,7 +335,7 @@ class SQLiteStore:
         names = json.dumps(sorted(wake_on_signals))
 
         def op(conn: sqlite3.Connection) -> None:
-            now = time.time()
+            now = self._clock()
             params = _fence_params(lease, first_seq, len(events), now)
             params["wake_at"] = wake_at
             params["signal_names"] = names
@@ -352,7 +357,7 @@ class SQLiteStore:
         events = tuple(events)
 
         def op(conn: sqlite3.Connection) -> None:
-            now = time.time()
+            now = self._clock()
             params = _fence_params(lease, first_seq, len(events), now)
             params.update(state=str(state), result=result, error=error)
             _fenced(conn, Q["fenced_finish"], params, lease, first_seq, events, now)
@@ -363,7 +368,7 @@ class SQLiteStore:
 
     async def send_signal(self, run_id: str, name: str, payload: bytes) -> int:
         def op(conn: sqlite3.Connection) -> int:
-            now = time.time()
+            now = self._clock()
             if conn.execute(Q["wake_for_signal"], {"now": now, "run_id": run_id}).rowcount == 0:
                 row = conn.execute(Q["run_state"], (run_id,)).fetchone()
                 if row is None:
@@ -373,22 +378,20 @@ class SQLiteStore:
             assert cur.lastrowid is not None
             return cur.lastrowid
 
-        result: int = await self._write(op)
-        return result
+        return await self._write(op)
 
     async def next_signal(self, run_id: str, name: str) -> SignalRecord | None:
         def op(conn: sqlite3.Connection) -> SignalRecord | None:
             row = conn.execute(Q["next_signal"], (run_id, name)).fetchone()
             return None if row is None else _sql.signal_record(row)
 
-        result: SignalRecord | None = await self._read(op)
-        return result
+        return await self._read(op)
 
     async def request_cancel(self, run_id: str, cancelled_event: NewEvent) -> RunState:
         ev = cancelled_event
 
         def op(conn: sqlite3.Connection) -> RunState:
-            now = time.time()
+            now = self._clock()
             row = conn.execute(Q["cancel_row"], (run_id,)).fetchone()
             if row is None:
                 raise RunNotFoundError(run_id)
@@ -402,12 +405,11 @@ class SQLiteStore:
             conn.execute(Q["cancel_now"], {"now": now, "run_id": run_id})
             return RunState.CANCELLED
 
-        result: RunState = await self._write(op)
-        return result
+        return await self._write(op)
 
     # -- notifications -------------------------------------------------------------------
 
-    async def wait_for_change(self, timeout: float) -> None:  # noqa: ASYNC109 - protocol
+    async def wait_for_change(self, timeout: float) -> None:
         """Return after a commit by this store or (polled) by another process, or on timeout."""
         if timeout <= 0:
             return
@@ -428,7 +430,7 @@ def _check_ttl(ttl: float) -> None:
 def _check_limit(limit: int) -> None:
     """``list_runs`` page sizes are 1..1000."""
     if not 1 <= limit <= MAX_PAGE:
-        raise ValueError(f"list_runs limit must be between 1 and {MAX_PAGE}, not {limit!r}")
+        raise ConfigurationError(f"list_runs limit must be between 1 and {MAX_PAGE}, not {limit!r}")
 
 
 def _check_terminal(state: RunState) -> None:
@@ -448,9 +450,9 @@ def _decode_cursor(cursor: str) -> tuple[float, str]:
     try:
         created_at, run_id = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
     except (ValueError, TypeError, binascii.Error, UnicodeEncodeError):
-        raise ValueError(f"invalid list_runs cursor {cursor!r}") from None
+        raise ConfigurationError(f"invalid list_runs cursor {cursor!r}") from None
     if not isinstance(created_at, int | float) or not isinstance(run_id, str):
-        raise ValueError(f"invalid list_runs cursor {cursor!r}")
+        raise ConfigurationError(f"invalid list_runs cursor {cursor!r}")
     return float(created_at), run_id
 
 
