@@ -1,0 +1,117 @@
+"""The critical path of one sequential 3-step workflow: median time between its events.
+
+    .venv/bin/python benchmarks/timeline_sqlite.py [--n 800] [--synchronous FULL]
+
+Marks the client's store calls, the writer thread's transactions and the
+driver's step starts/results (by wrapping them from outside), runs ``n``
+workflows one at a time, and prints the median gap before each event over the
+workflows whose events came in the most common order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import SYNCHRONOUS, scratch_db
+from bench_sqlite import three_async
+
+import keel
+from keel.store.sqlite import SQLiteStore, _threads
+from keel.worker import driver as _driver
+
+_log: list[tuple[float, str]] = []
+
+
+def _mark(what: str) -> None:
+    _log.append((time.perf_counter(), what))
+
+
+def _instrument() -> None:
+    for name in ("create_run", "append_events", "finish_run", "get_run"):
+        original = getattr(SQLiteStore, name)
+
+        def wrap(original: Any = original, name: str = name) -> Any:
+            async def timed(*args: Any, **kwargs: Any) -> Any:
+                _mark(f"{name} called")
+                result = await original(*args, **kwargs)
+                _mark(f"{name} returned")
+                return result
+
+            return timed
+
+        setattr(SQLiteStore, name, wrap())
+    write = _threads.DbThread._write
+
+    def _write(self: Any, conn: Any, batch: Any) -> None:
+        _mark("  writer thread: BEGIN")
+        write(self, conn, batch)
+        _mark("  writer thread: COMMITted, results handed to the loop")
+
+    _threads.DbThread._write = _write  # type: ignore[method-assign]
+    start = _driver.RunDriver._start_attempt
+
+    def _start_attempt(self: Any, cmd: Any, attempt: int) -> None:
+        _mark("step task created")
+        start(self, cmd, attempt)
+
+    _driver.RunDriver._start_attempt = _start_attempt  # type: ignore[method-assign]
+    record = _driver.RunDriver._record_attempt
+
+    def _record_attempt(self: Any, ex: Any, cmd: Any, item: Any) -> None:
+        _mark("step result recorded")
+        record(self, ex, cmd, item)
+
+    _driver.RunDriver._record_attempt = _record_attempt  # type: ignore[method-assign]
+
+
+async def _run(path: Path, n: int, synchronous: str) -> list[list[tuple[float, str]]]:
+    runs = []
+    async with keel.Worker(SQLiteStore(path, synchronous=synchronous)) as worker:
+        client = worker.client()
+        for i in range(50):  # warm-up
+            await (await client.start(three_async, i)).result()
+        for i in range(n):
+            _log.clear()
+            _mark("client.start()")
+            handle = await client.start(three_async, i)
+            await handle.result()
+            _mark("result() returned")
+            runs.append(list(_log))
+    return runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=800)
+    p.add_argument("--synchronous", default="FULL", type=str.upper, choices=SYNCHRONOUS)
+    p.add_argument("--db-dir", default=None)
+    args = p.parse_args(argv)
+    _instrument()
+    with scratch_db(args.db_dir, "timeline") as path:
+        runs = asyncio.run(_run(path, args.n, args.synchronous))
+    shapes = collections.Counter(tuple(what for _, what in run) for run in runs)
+    shape, count = shapes.most_common(1)[0]
+    rows = [run for run in runs if tuple(what for _, what in run) == shape]
+    print(
+        f"{count} of {len(runs)} workflows had this order of events "
+        f"(synchronous={args.synchronous}); median gap before each event:"
+    )
+    for i in range(1, len(shape)):
+        gap = statistics.median(row[i][0] - row[i - 1][0] for row in rows)
+        print(f"  +{gap * 1e6:6.0f} us  {shape[i]}")
+    total = statistics.median(row[-1][0] - row[0][0] for row in rows)
+    print(f"median start->result: {total * 1e3:.2f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
