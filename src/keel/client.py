@@ -216,39 +216,57 @@ class Client:
         """
         await self.open()
         deadline = None if timeout is None else time.monotonic() + timeout
+        local = self.worker.finished_waiter(run_id) if self.worker is not None else None
+        if local is not None:
+            # Our own worker is driving the run: it hands over the outcome, no reads.
+            try:
+                finished = await asyncio.wait_for(local, timeout)
+            except TimeoutError:
+                raise ResultTimeoutError(
+                    f"run {run_id!r} did not finish within {timeout:g}s"
+                ) from None
+            if finished is not None:
+                return self._outcome(
+                    run_id, finished.workflow, finished.state, finished.result, finished.error
+                )
         poll = 0.005
         while True:
             rec = await self.store.get_run(run_id)
             if rec is None:
                 raise RunNotFoundError(run_id)
             if rec.state.is_terminal:
-                return self._outcome(rec)
+                return self._outcome(rec.run_id, rec.workflow, rec.state, rec.result, rec.error)
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise ResultTimeoutError(
                     f"run {run_id!r} did not finish within {timeout:g}s (state: {rec.state})"
                 )
             wait = poll if remaining is None else min(poll, remaining)
-            if self.worker is not None:
-                fut = self.worker.finished_waiter(run_id)
+            fut = self.worker.finished_waiter(run_id) if self.worker is not None else None
+            if fut is not None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(fut, timeout=max(wait, 0.05))
             else:
                 await self.store.wait_for_change(wait)
             poll = min(poll * 2, 0.25)
 
-    def _outcome(self, rec: RunRecord) -> Any:
-        if rec.state is RunState.COMPLETED:
-            wf = self.registry.find(rec.workflow)
+    def _outcome(
+        self,
+        run_id: str,
+        workflow: str,
+        state: RunState,
+        result: bytes | None,
+        error: bytes | None,
+    ) -> Any:
+        if state is RunState.COMPLETED:
+            wf = self.registry.find(workflow)
             result_type = wf.result_type if wf is not None else Any
-            return codec.decode(
-                rec.result or b"null", result_type, what=f"result of run {rec.run_id!r}"
-            )
-        if rec.state is RunState.CANCELLED:
-            raise RunCancelledError(rec.run_id)
-        err = jr.decode_plain(rec.error) if rec.error else {}
+            return codec.decode(result or b"null", result_type, what=f"result of run {run_id!r}")
+        if state is RunState.CANCELLED:
+            raise RunCancelledError(run_id)
+        err = jr.decode_plain(error) if error else {}
         raise RunFailedError(
-            rec.run_id,
+            run_id,
             str(err.get("type", "unknown")),
             str(err.get("message", "")),
             str(err.get("traceback", "")),

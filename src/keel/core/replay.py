@@ -101,9 +101,10 @@ class Command:
     awaited: bool = False  # signal wait journaled
     deadline: float | None = None  # signal wait deadline
 
-    @property
-    def key(self) -> str:
-        return str(self.id)
+    key: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.key = str(self.id)
 
 
 @dataclass
@@ -193,7 +194,7 @@ class Execution:
 
     def pending(self) -> list[Command]:
         """Unresolved commands, in issue order."""
-        return [c for c in self._order if c.key in self._pending]
+        return list(self._pending.values())  # dicts keep insertion (= issue) order
 
     def record(self, type_: EventType, cmd: Command | None, data: bytes) -> JournalEntry:
         """Journal a live event (into :attr:`outbox`) and feed it to the workflow."""

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -33,12 +33,22 @@ from keel.errors import (
     error_info,
 )
 from keel.store.base import Claimed, NewEvent
-from keel.worker.executor import run_attempt
+from keel.worker.executor import start_attempt
 
 if TYPE_CHECKING:
     from keel.worker.worker import Worker
 
 log = logging.getLogger("keel.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """How a run ended, handed to waiting clients in this process."""
+
+    workflow: str
+    state: RunState
+    result: bytes | None
+    error: bytes | None
 
 
 @dataclass
@@ -72,6 +82,7 @@ class RunDriver:
         self.lost = False
         self.task: asyncio.Task[None] | None = None
         self._execution: Execution | None = None
+        self._on_poke: Callable[[], None] | None = None
 
     @property
     def run_id(self) -> str:
@@ -80,7 +91,13 @@ class RunDriver:
     # --- notifications from the worker ------------------------------------------------
     def request_cancel(self) -> None:
         self.cancel_requested = True
+        self.wake()
+
+    def wake(self) -> None:
+        """Interrupt a wait for in-flight work (cancel request, drain)."""
         self.poke.set()
+        if self._on_poke is not None:
+            self._on_poke()
 
     def lease_lost(self) -> None:
         self.lost = True
@@ -259,9 +276,7 @@ class RunDriver:
             attempt=attempt,
             idempotency_key=f"{self.run_id}:{cmd.key}",
         )
-        task = asyncio.get_running_loop().create_task(
-            run_attempt(cmd.target, cmd.args, info, self.worker.step_pool)
-        )
+        task = start_attempt(cmd.target, cmd.args, info, self.worker.step_pool)
         self.inflight[cmd.key] = _Inflight(cmd.key, "attempt", attempt, task)
 
     def _start_wait(self, cmd: Command, what: str, delay: float) -> None:
@@ -269,12 +284,24 @@ class RunDriver:
         self.inflight[cmd.key] = _Inflight(cmd.key, what, cmd.attempts + 1, task)
 
     async def _wait_and_record(self, ex: Execution) -> None:
-        tasks = {item.task for item in self.inflight.values()}
-        poke = asyncio.get_running_loop().create_task(self.poke.wait())
-        try:
-            await asyncio.wait({*tasks, poke}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            poke.cancel()
+        tasks = [item.task for item in self.inflight.values()]
+        if not self.poke.is_set() and not any(t.done() for t in tasks):
+            # One future woken by whichever comes first: a finished task or a poke.
+            wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+            def wake_up(_: object = None) -> None:
+                if not wake.done():
+                    wake.set_result(None)
+
+            for t in tasks:
+                t.add_done_callback(wake_up)
+            self._on_poke = wake_up
+            try:
+                await wake
+            finally:
+                self._on_poke = None
+                for t in tasks:
+                    t.remove_done_callback(wake_up)
         self.poke.clear()
         by_key = {c.key: c for c in ex.pending()}
         for key, item in list(self.inflight.items()):
@@ -372,7 +399,9 @@ class RunDriver:
                 state=RunState.FAILED,
                 error=error,
             )
-            self.worker.notify_finished(self.run_id)
+            self.worker.notify_finished(
+                self.run_id, Finished(self.run.workflow, RunState.FAILED, None, error)
+            )
             return
         wake = [w for w in plan.wake if math.isfinite(w)]
         if now is not None:
@@ -437,7 +466,7 @@ class RunDriver:
             result=result,
             error=error,
         )
-        self.worker.notify_finished(self.run_id)
+        self.worker.notify_finished(self.run_id, Finished(self.run.workflow, state, result, error))
 
     async def _fail_early(self, next_seq: int, exc: BaseException) -> None:
         error = jr.envelope(**error_info(exc))
@@ -445,7 +474,9 @@ class RunDriver:
         await self.store.finish_run(
             self.lease, next_seq, [event], state=RunState.FAILED, error=error
         )
-        self.worker.notify_finished(self.run_id)
+        self.worker.notify_finished(
+            self.run_id, Finished(self.run.workflow, RunState.FAILED, None, error)
+        )
 
     async def _release_quietly(self, delay: float = 0.0) -> None:
         """Hand the run back (flushing what is journaled) so another worker continues."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -20,6 +21,9 @@ async def run_attempt(
 ) -> Any:
     """Call the step once with its decoded arguments; return its raw result.
 
+    Run it as a task whose context holds the step's :class:`StepInfo` (see
+    :func:`start_attempt`), so ``keel.current_step()`` works in the step.
+
     A per-attempt timeout raises :class:`StepTimeoutError`. A sync step that
     times out keeps running on its thread (Python cannot stop a thread); its
     result is discarded.
@@ -30,13 +34,11 @@ async def run_attempt(
     else:
         call_args, call_kwargs = (), {}
     timeout = getattr(target.retry, "timeout", None)
-    ctx = contextvars.copy_context()
-    ctx.run(_step_info.set, info)
+    awaitable: Awaitable[Any]
     if target.is_async:
-        coro = fn(*call_args, **call_kwargs)
-        task = asyncio.get_running_loop().create_task(coro, context=ctx)
-        awaitable: asyncio.Future[Any] = task
+        awaitable = fn(*call_args, **call_kwargs)
     else:
+        ctx = contextvars.copy_context()  # carries the step info onto the thread
         loop = asyncio.get_running_loop()
         awaitable = loop.run_in_executor(pool, lambda: ctx.run(fn, *call_args, **call_kwargs))
     if timeout is None:
@@ -47,3 +49,14 @@ async def run_attempt(
         raise StepTimeoutError(
             f"step {info.step!r} attempt {info.attempt} timed out after {timeout:g}s"
         ) from None
+
+
+def start_attempt(
+    target: Any, args: bytes | None, info: StepInfo, pool: ThreadPoolExecutor
+) -> asyncio.Task[Any]:
+    """Start one attempt as a task on the running loop, with ``info`` in its context."""
+    ctx = contextvars.copy_context()
+    ctx.run(_step_info.set, info)
+    return asyncio.get_running_loop().create_task(
+        run_attempt(target, args, info, pool), context=ctx
+    )

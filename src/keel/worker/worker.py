@@ -15,7 +15,7 @@ from keel.definitions import Registry, default_registry
 from keel.errors import ConfigurationError
 from keel.store import open_store
 from keel.store.base import Claimed, Store
-from keel.worker.driver import RunDriver
+from keel.worker.driver import Finished, RunDriver
 from keel.worker.live import SystemLiveSource
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._started = False
-        self._finished_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._finished_waiters: dict[str, list[asyncio.Future[Finished | None]]] = {}
 
     # --- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
@@ -102,7 +102,7 @@ class Worker:
         self.draining = True
         self._wake.set()
         for driver in self._drivers.values():
-            driver.poke.set()
+            driver.wake()
         pending = [d.task for d in self._drivers.values() if d.task is not None]
         if pending:
             _done, late = await asyncio.wait(pending, timeout=timeout)
@@ -149,13 +149,18 @@ class Worker:
         if driver is not None:
             driver.request_cancel()
 
-    def notify_finished(self, run_id: str) -> None:
+    def notify_finished(self, run_id: str, outcome: Finished | None = None) -> None:
+        """Tell local waiters a run ended (``None``: it left this worker; re-read it)."""
         for fut in self._finished_waiters.pop(run_id, []):
             if not fut.done():
-                fut.set_result(None)
+                fut.set_result(outcome)
 
-    def finished_waiter(self, run_id: str) -> asyncio.Future[None]:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def finished_waiter(self, run_id: str) -> asyncio.Future[Finished | None] | None:
+        """A future resolved when this worker finishes ``run_id``; ``None`` if it
+        is not driving that run."""
+        if run_id not in self._drivers:
+            return None
+        fut: asyncio.Future[Finished | None] = asyncio.get_running_loop().create_future()
         self._finished_waiters.setdefault(run_id, []).append(fut)
         return fut
 
@@ -182,8 +187,11 @@ class Worker:
         except asyncio.CancelledError:
             pass
         finally:
+            was_full = len(self._drivers) >= self.concurrency
             self._drivers.pop(driver.run_id, None)
-            self._wake.set()  # capacity freed
+            self.notify_finished(driver.run_id)  # anyone still waiting re-reads the store
+            if was_full:
+                self._wake.set()  # capacity freed: claim more
 
     async def _claim_loop(self) -> None:
         batch = min(self.concurrency, 32)

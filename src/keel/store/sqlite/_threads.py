@@ -118,14 +118,12 @@ class DbThread:
         connect: Callable[[], sqlite3.Connection],
         *,
         writer: bool,
-        on_commit: Callable[[], None] | None = None,
         max_batch: int = 256,
         busy_timeout: float = 10.0,
     ) -> None:
         self._connect = connect
         self._busy_timeout = busy_timeout
         self._writer = writer
-        self._on_commit = on_commit
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Item | _Stop] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -251,7 +249,6 @@ class DbThread:
             delay = min(delay * 1.5, 0.002)
 
     def _write(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
-        before = conn.total_changes
         outcomes: list[_Outcome] = []
         try:
             self._begin(conn)
@@ -290,8 +287,6 @@ class DbThread:
             _deliver((loop, fut, None, err) for _, loop, fut in batch)
             return
         _deliver(outcomes)
-        if self._on_commit is not None and conn.total_changes != before:
-            self._on_commit()
 
 
 class Watcher:
@@ -327,15 +322,22 @@ class Watcher:
             return  # only a latency hint: waiters still time out, the writer still notifies
         try:
             last = conn.execute("PRAGMA data_version").fetchone()[0]
+            checked = time.monotonic()
             while not self._stopping.is_set():
                 if not self._waiters:
                     self._waiters.added.wait()
                     self._waiters.added.clear()
                     # A commit made while nobody waited is reported too (a spurious
                     # early return is allowed; a missed one only costs latency).
+                    # Still poll at most once per interval: a claim loop re-adds
+                    # itself right after every wake-up.
+                    rest = checked + self._interval - time.monotonic()
+                    if rest > 0:
+                        self._stopping.wait(rest)
                 else:
                     self._stopping.wait(self._interval)
                 version = conn.execute("PRAGMA data_version").fetchone()[0]
+                checked = time.monotonic()
                 if version != last:
                     last = version
                     self._waiters.notify()

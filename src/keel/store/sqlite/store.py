@@ -99,7 +99,6 @@ class SQLiteStore:
             "keel-sqlite-writer",
             lambda: _schema.prepare_writer(path, timeout, self.synchronous),
             writer=True,
-            on_commit=self._waiters.notify,
             busy_timeout=timeout,
         )
         self._writer = writer
@@ -136,11 +135,19 @@ class SQLiteStore:
         # One machine shares this clock with every process using the file.
         return self._clock()
 
-    async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``op`` in the writer's next group transaction; resolved after COMMIT."""
+    async def _write(self, op: Callable[[sqlite3.Connection], T], *, notify: bool = False) -> T:
+        """Run ``op`` in the writer's next group transaction; resolved after COMMIT.
+
+        ``notify`` wakes this process's ``wait_for_change`` callers: only for
+        writes that can make a run claimable or finished. A worker's own journal
+        appends do not, so they do not wake its claim loop for nothing.
+        """
         if self._writer is None:
             raise StoreError(f"{self!r} is not open")
-        return await self._writer.call(op)
+        result = await self._writer.call(op)
+        if notify:
+            self._waiters.notify()
+        return result
 
     async def _read(self, op: Callable[[sqlite3.Connection], T]) -> T:
         if self._reader is None:
@@ -186,7 +193,7 @@ class SQLiteStore:
                 lease = Lease(run.run_id, lease_owner, 1, expires)
             return _sql.run_record(rows[0]), lease, True
 
-        return await self._write(op)
+        return await self._write(op, notify=lease_owner is None)
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         def op(conn: sqlite3.Connection) -> RunRecord | None:
@@ -341,7 +348,7 @@ class SQLiteStore:
             params["signal_names"] = names
             _fenced(conn, Q["fenced_suspend"], params, lease, first_seq, events, now)
 
-        await self._write(op)
+        await self._write(op, notify=True)
 
     async def finish_run(
         self,
@@ -362,7 +369,7 @@ class SQLiteStore:
             params.update(state=str(state), result=result, error=error)
             _fenced(conn, Q["fenced_finish"], params, lease, first_seq, events, now)
 
-        await self._write(op)
+        await self._write(op, notify=True)
 
     # -- signals and cancellation ------------------------------------------------------
 
@@ -378,7 +385,7 @@ class SQLiteStore:
             assert cur.lastrowid is not None
             return cur.lastrowid
 
-        return await self._write(op)
+        return await self._write(op, notify=True)
 
     async def next_signal(self, run_id: str, name: str) -> SignalRecord | None:
         def op(conn: sqlite3.Connection) -> SignalRecord | None:
@@ -405,7 +412,7 @@ class SQLiteStore:
             conn.execute(Q["cancel_now"], {"now": now, "run_id": run_id})
             return RunState.CANCELLED
 
-        return await self._write(op)
+        return await self._write(op, notify=True)
 
     # -- notifications -------------------------------------------------------------------
 
