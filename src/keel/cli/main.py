@@ -24,6 +24,7 @@ from keel.cli.common import (
     resolve_db,
     with_client,
 )
+from keel.cli.db import db
 from keel.cli.runs import runs
 from keel.client import Client
 from keel.core import codec
@@ -49,6 +50,7 @@ def cli(ctx: click.Context, db: str | None) -> None:
 
 
 cli.add_command(runs)
+cli.add_command(db)
 
 
 # --- worker ----------------------------------------------------------------------------
