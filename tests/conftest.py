@@ -11,15 +11,19 @@ import pytest
 
 import keel
 from keel.store.memory import MemoryStore
+from keel.store.postgres import PostgresStore
 from keel.store.sqlite import SQLiteStore
+from tests import pg
 
 pytest_plugins = ["keel.testing.pytest_plugin"]
 
-BACKENDS = ["memory", "sqlite"]
+BACKENDS = ["memory", "sqlite", "postgres"]
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
+    if request.param == "postgres":
+        pg.require_postgres()  # skips loudly, or fails under CI=true
     return str(request.param)
 
 
@@ -27,16 +31,22 @@ def backend(request: pytest.FixtureRequest) -> str:
 def make_store(backend: str, tmp_path: Path) -> Callable[[], Any]:
     """A factory of fresh (unopened) stores of the parametrised backend.
 
-    For SQLite every store made by one test shares one file, so several
-    stores act like several processes on one database.
+    Every store made by one test shares one database (the memory store
+    object, the SQLite file, the PostgreSQL database), so several stores act
+    like several processes on one database.
     """
     shared_memory: list[MemoryStore] = []
+    pg_url: list[str] = []
 
     def make() -> Any:
         if backend == "memory":
             if not shared_memory:
                 shared_memory.append(MemoryStore())
             return shared_memory[0]
+        if backend == "postgres":
+            if not pg_url:
+                pg_url.append(pg.fresh_database_url())
+            return PostgresStore(pg_url[0])
         return SQLiteStore(tmp_path / "keel.db")
 
     return make

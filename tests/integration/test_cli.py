@@ -170,7 +170,7 @@ def test_reads_never_create_a_database(cwd: Path) -> None:
     result = keel_cli("runs", "list")
     assert_clean_error(result, 1, "no Keel database", "keel.db")
     assert not (cwd / "keel.db").exists()
-    assert_clean_error(keel_cli("--db", "postgres://x", "runs", "list"), 1, "unsupported store URL")
+    assert_clean_error(keel_cli("--db", "mysql://x", "runs", "list"), 1, "unsupported store URL")
 
 
 def test_signal_and_cancel(cwd: Path) -> None:

@@ -436,7 +436,7 @@ def test_open_store_maps_urls_to_backends(tmp_path: Path) -> None:
     "url",
     [
         "",
-        "postgres://localhost/keel",
+        "mysql://localhost/keel",
         "keel.txt",
         "memory",
         "sqlite://",

@@ -6,13 +6,16 @@
     sqlite:///abs/path/keel.db     SQLiteStore on /abs/path/keel.db
     sqlite://rel/path/keel.db      SQLiteStore on a path relative to the working directory
     keel.db  ./x.sqlite  ~/y.sqlite3   a bare path ending .db/.sqlite/.sqlite3
+    postgresql://user@host/db      PostgresStore (also postgres://; needs keel[postgres])
 
 SQLite URLs accept ``?synchronous=NORMAL`` (see :class:`SQLiteStore`).
+PostgreSQL URLs are libpq URLs, passed on as they are.
 """
 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 from keel.errors import ConfigurationError
@@ -31,6 +34,9 @@ from keel.store.base import (
 from keel.store.memory import MemoryStore
 from keel.store.sqlite import SQLiteStore
 
+if TYPE_CHECKING:
+    from keel.store.postgres import PostgresStore
+
 __all__ = [
     "Claimed",
     "EventRecord",
@@ -48,6 +54,7 @@ __all__ = [
 ]
 
 _SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+_POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 _SQLITE_OPTIONS = frozenset({"synchronous"})
 
 
@@ -63,10 +70,24 @@ def open_store(url: str) -> Store:
         return _sqlite(url, path, query)
     if "://" not in url and url.lower().endswith(_SQLITE_SUFFIXES):
         return SQLiteStore(os.path.expanduser(url))
+    if url.lower().startswith(_POSTGRES_SCHEMES):
+        return _postgres(url)
     raise ConfigurationError(
         f"unsupported store URL {url!r}: use 'memory://', 'sqlite:///absolute/path.db', "
-        "'sqlite://relative/path.db' or a file path ending in .db, .sqlite or .sqlite3"
+        "'sqlite://relative/path.db', a file path ending in .db, .sqlite or .sqlite3, "
+        "or 'postgresql://user@host/database'"
     )
+
+
+def _postgres(url: str) -> PostgresStore:
+    # Imported here: psycopg is an optional dependency, unneeded for SQLite.
+    try:
+        from keel.store.postgres import PostgresStore
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"store URL {url!r} needs the PostgreSQL extra: pip install 'keel[postgres]' ({exc})"
+        ) from None
+    return PostgresStore(url)
 
 
 def _sqlite(url: str, path: str, query: str) -> SQLiteStore:

@@ -1,0 +1,356 @@
+-- Named queries of the PostgreSQL store, loaded by keel.store.postgres._sql.
+-- Each starts at a "-- name: <name>" line. Tables are unqualified: every
+-- connection's search_path is Keel's schema. Run rows are selected in
+-- RunRecord field order (see _sql.run_record).
+--
+-- Every write is ONE statement run in autocommit mode (one round trip, one
+-- transaction): data-modifying CTEs hang the dependent writes off the fenced
+-- UPDATE, so when the fence matches nothing, nothing at all is written.
+-- "clock" reads the database clock once per statement (a CTE calling a
+-- volatile function is evaluated exactly once); all time comparisons use it.
+-- Writes that can make a run claimable or finished call pg_notify, which
+-- PostgreSQL delivers on commit (commit before wake).
+
+-- name: now
+SELECT extract(epoch FROM clock_timestamp())::float8;
+
+-- name: get_run
+SELECT r.run_id, r.workflow, r.version, r.state, p.input, p.result, p.error,
+       r.created_at, r.updated_at, r.wake_at, r.lease_owner, r.lease_token,
+       r.lease_expires_at, r.cancel_requested, r.next_seq
+FROM runs r JOIN run_payloads p ON p.run_id = r.run_id
+WHERE r.run_id = %(run_id)s::text;
+
+-- name: create_run
+-- Idempotent on run_id: a row comes back only when this call inserted the run.
+-- The payload row and the started event (seq 0) go in with it. The new run is
+-- claimable at once, so listeners are woken.
+WITH clock AS MATERIALIZED (
+    SELECT extract(epoch FROM clock_timestamp())::float8 AS now
+), inserted AS (
+    INSERT INTO runs (run_id, workflow, version, state, created_at, updated_at, wake_at,
+                      next_seq)
+    SELECT %(run_id)s::text, %(workflow)s::text, %(version)s::text, 'pending',
+           clock.now, clock.now, clock.now, 1
+    FROM clock
+    ON CONFLICT (run_id) DO NOTHING
+    RETURNING run_id, created_at
+), payload AS (
+    INSERT INTO run_payloads (run_id, input)
+    SELECT run_id, %(input)s::bytea FROM inserted
+), started AS (
+    INSERT INTO events (run_id, seq, type, command, data, created_at)
+    SELECT run_id, 0, %(type)s::text, %(command)s::text, %(data)s::bytea, created_at
+    FROM inserted
+), notified AS (
+    SELECT count(pg_notify(%(channel)s::text, 'created')) FROM inserted
+)
+SELECT inserted.created_at FROM inserted, notified;
+
+-- name: create_leased_run
+-- Like create_run, but the run starts running under a new lease held by the
+-- caller, so no other worker can claim it first (and nobody needs waking).
+WITH clock AS MATERIALIZED (
+    SELECT extract(epoch FROM clock_timestamp())::float8 AS now
+), inserted AS (
+    INSERT INTO runs (run_id, workflow, version, state, created_at, updated_at,
+                      lease_owner, lease_token, lease_expires_at, next_seq)
+    SELECT %(run_id)s::text, %(workflow)s::text, %(version)s::text, 'running',
+           clock.now, clock.now, %(owner)s::text, nextval('lease_tokens'),
+           clock.now + %(ttl)s::float8, 1
+    FROM clock
+    ON CONFLICT (run_id) DO NOTHING
+    RETURNING run_id, created_at, lease_token, lease_expires_at
+), payload AS (
+    INSERT INTO run_payloads (run_id, input)
+    SELECT run_id, %(input)s::bytea FROM inserted
+), started AS (
+    INSERT INTO events (run_id, seq, type, command, data, created_at)
+    SELECT run_id, 0, %(type)s::text, %(command)s::text, %(data)s::bytea, created_at
+    FROM inserted
+)
+SELECT created_at, lease_token, lease_expires_at FROM inserted;
+
+-- name: list_runs
+SELECT r.run_id, r.workflow, r.version, r.state, p.input, p.result, p.error,
+       r.created_at, r.updated_at, r.wake_at, r.lease_owner, r.lease_token,
+       r.lease_expires_at, r.cancel_requested, r.next_seq
+FROM runs r JOIN run_payloads p ON p.run_id = r.run_id
+WHERE (%(state)s::text IS NULL OR r.state = %(state)s::text)
+  AND (r.created_at, r.run_id) < (%(before_created)s::float8, %(before_run_id)s::text)
+ORDER BY r.created_at DESC, r.run_id DESC
+LIMIT %(limit)s::bigint;
+
+-- name: list_runs_by_workflow
+SELECT r.run_id, r.workflow, r.version, r.state, p.input, p.result, p.error,
+       r.created_at, r.updated_at, r.wake_at, r.lease_owner, r.lease_token,
+       r.lease_expires_at, r.cancel_requested, r.next_seq
+FROM runs r JOIN run_payloads p ON p.run_id = r.run_id
+WHERE r.workflow = %(workflow)s::text
+  AND (%(state)s::text IS NULL OR r.state = %(state)s::text)
+  AND (r.created_at, r.run_id) < (%(before_created)s::float8, %(before_run_id)s::text)
+ORDER BY r.created_at DESC, r.run_id DESC
+LIMIT %(limit)s::bigint;
+
+-- name: load_events
+SELECT run_id, seq, type, command, data, created_at
+FROM events WHERE run_id = %(run_id)s::text AND seq > %(after_seq)s::bigint
+ORDER BY seq;
+
+-- name: claim_runs
+-- Due runs and runs whose lease expired, each walking its partial index in due
+-- order and skipping rows another claimer holds locked (rows locked but not
+-- chosen are released at commit); the earliest `limit` of both are taken,
+-- each under a new token from the sequence.
+-- Exactly one row comes back when nothing was claimed (run_id NULL): the
+-- database clock, which the store uses to track its offset from ours.
+WITH clock AS MATERIALIZED (
+    SELECT extract(epoch FROM clock_timestamp())::float8 AS now
+), due_runs AS (
+    SELECT runs.run_id, runs.wake_at AS due
+    FROM runs, clock
+    WHERE runs.state IN ('pending', 'suspended') AND runs.wake_at <= clock.now
+    ORDER BY runs.wake_at
+    LIMIT %(limit)s::bigint
+    FOR UPDATE OF runs SKIP LOCKED
+), expired_leases AS (
+    SELECT runs.run_id, runs.lease_expires_at AS due
+    FROM runs, clock
+    WHERE runs.state = 'running' AND runs.lease_expires_at < clock.now
+    ORDER BY runs.lease_expires_at
+    LIMIT %(limit)s::bigint
+    FOR UPDATE OF runs SKIP LOCKED
+), chosen AS (
+    SELECT run_id, due FROM due_runs
+    UNION ALL
+    SELECT run_id, due FROM expired_leases
+    ORDER BY due, run_id
+    LIMIT %(limit)s::bigint
+), claimed AS (
+    UPDATE runs
+    SET state = 'running', lease_owner = %(owner)s::text,
+        lease_token = nextval('lease_tokens'), lease_expires_at = clock.now + %(ttl)s::float8,
+        wake_at = NULL, updated_at = clock.now
+    FROM chosen, clock
+    WHERE runs.run_id = chosen.run_id
+    RETURNING runs.run_id, runs.workflow, runs.version, runs.state, runs.created_at,
+              runs.updated_at, runs.wake_at, runs.lease_owner, runs.lease_token,
+              runs.lease_expires_at, runs.cancel_requested, runs.next_seq, chosen.due
+)
+SELECT clock.now,
+       c.run_id, c.workflow, c.version, c.state, p.input, p.result, p.error,
+       c.created_at, c.updated_at, c.wake_at, c.lease_owner, c.lease_token,
+       c.lease_expires_at, c.cancel_requested, c.next_seq
+FROM clock
+LEFT JOIN (claimed c JOIN run_payloads p ON p.run_id = c.run_id) ON true
+ORDER BY c.due, c.run_id;
+
+-- name: renew_leases
+-- An expired lease cannot be renewed: another worker may already have claimed
+-- the run. Returns the clock, the new expiry, and which runs were renewed and
+-- which of those have a cancel request.
+WITH clock AS MATERIALIZED (
+    SELECT extract(epoch FROM clock_timestamp())::float8 AS now
+), renewed AS (
+    UPDATE runs SET lease_expires_at = clock.now + %(ttl)s::float8
+    FROM clock, unnest(%(run_ids)s::text[], %(tokens)s::bigint[]) AS held (run_id, token)
+    WHERE runs.run_id = held.run_id AND runs.lease_token = held.token
+      AND runs.lease_owner = %(owner)s::text AND runs.state = 'running'
+      AND runs.lease_expires_at >= clock.now
+    RETURNING runs.run_id, runs.cancel_requested
+)
+SELECT clock.now, clock.now + %(ttl)s::float8,
+       array(SELECT run_id FROM renewed),
+       array(SELECT run_id FROM renewed WHERE cancel_requested)
+FROM clock;
+
+-- name: append_events
+-- The hot path, one round trip per step. The fence: the lease's token and
+-- owner, state running, the lease unexpired on the database clock, the journal
+-- continuing at first_seq, and (if one is consumed) the signal unconsumed and
+-- the run's. Only rows it returns get events; no row back means nothing was
+-- written and the caller asks fence_row why.
+WITH clock AS MATERIALIZED (
+    SELECT extract(epoch FROM clock_timestamp())::float8 AS now
+), fenced AS (
+    UPDATE runs SET next_seq = next_seq + %(n)s::bigint, updated_at = clock.now
+    FROM clock
+    WHERE runs.run_id = %(run_id)s::text AND runs.lease_token = %(token)s::bigint
+      AND runs.lease_owner = %(owner)s::text AND runs.state = 'running'
+      AND runs.lease_expires_at >= clock.now AND runs.next_seq = %(first_seq)s::bigint
+      AND (%(signal_id)s::bigint IS NULL OR EXISTS (
+          SELECT 1 FROM signals s
+          WHERE s.id = %(signal_id)s::bigint AND s.run_id = runs.run_id
+            AND s.consumed_seq IS NULL))
+    RETURNING runs.run_id, clock.now
+), consumed AS (
+    UPDATE signals SET consumed_seq = %(first_seq)s::bigint
+    FROM fenced
+    WHERE signals.id = %(signal_id)s::bigint AND signals.run_id = fenced.run_id
+), appended AS (
+    INSERT INTO events (run_id, seq, type, command, data, created_at)
+    SELECT fenced.run_id, %(first_seq)s::bigint + e.i - 1, e.type, e.command, e.data, fenced.now
+    FROM fenced,
+         unnest(%(types)s::text[], %(commands)s::text[], %(datas)s::bytea[])
+             WITH ORDINALITY AS e (type, command, data, i)
+)
+SELECT 1 FROM fenced;
+
+-- name: suspend_run
+-- Fenced like append_events; the run drops its lease and sleeps until wake_at.
+-- A cancel request, or a buffered unconsumed signal it waits for, makes it due
+-- at once (no lost wake-up). A sender commits its signal after locking this
+-- row; if it did so after this statement's snapshot was taken (we waited for
+-- the row lock), the EXISTS cannot see the signal, but the row version we
+-- update is then newer than the snapshot's: that also wakes the run (at worst
+-- one spurious wake-up, never a lost one).
+WITH clock AS MATERIALIZED (
+    SELECT extract(epoch FROM clock_timestamp())::float8 AS now
+), fenced AS (
+    UPDATE runs
+    SET next_seq = next_seq + %(n)s::bigint, updated_at = clock.now, state = 'suspended',
+        lease_owner = NULL, lease_expires_at = NULL,
+        wake_at = CASE
+            WHEN runs.cancel_requested
+              OR (cardinality(%(signal_names)s::text[]) > 0 AND (
+                  EXISTS (
+                      SELECT 1 FROM signals s
+                      WHERE s.run_id = runs.run_id AND s.consumed_seq IS NULL
+                        AND s.name = ANY (%(signal_names)s::text[]))
+                  OR (runs.wake_at IS NOT NULL AND runs.xmin <> (
+                      SELECT seen.xmin FROM runs seen WHERE seen.run_id = runs.run_id))))
+            THEN least(coalesce(%(wake_at)s::float8, clock.now), clock.now)
+            ELSE %(wake_at)s::float8
+        END
+    FROM clock
+    WHERE runs.run_id = %(run_id)s::text AND runs.lease_token = %(token)s::bigint
+      AND runs.lease_owner = %(owner)s::text AND runs.state = 'running'
+      AND runs.lease_expires_at >= clock.now AND runs.next_seq = %(first_seq)s::bigint
+    RETURNING runs.run_id, clock.now
+), appended AS (
+    INSERT INTO events (run_id, seq, type, command, data, created_at)
+    SELECT fenced.run_id, %(first_seq)s::bigint + e.i - 1, e.type, e.command, e.data, fenced.now
+    FROM fenced,
+         unnest(%(types)s::text[], %(commands)s::text[], %(datas)s::bytea[])
+             WITH ORDINALITY AS e (type, command, data, i)
+), notified AS (
+    SELECT count(pg_notify(%(channel)s::text, 'suspended')) FROM fenced
+)
+SELECT 1 FROM fenced, notified;
+
+-- name: finish_run
+-- Fenced like append_events; the run ends, its outcome goes to run_payloads.
+WITH clock AS MATERIALIZED (
+    SELECT extract(epoch FROM clock_timestamp())::float8 AS now
+), fenced AS (
+    UPDATE runs
+    SET next_seq = next_seq + %(n)s::bigint, updated_at = clock.now, state = %(state)s::text,
+        lease_owner = NULL, lease_expires_at = NULL, wake_at = NULL
+    FROM clock
+    WHERE runs.run_id = %(run_id)s::text AND runs.lease_token = %(token)s::bigint
+      AND runs.lease_owner = %(owner)s::text AND runs.state = 'running'
+      AND runs.lease_expires_at >= clock.now AND runs.next_seq = %(first_seq)s::bigint
+    RETURNING runs.run_id, clock.now
+), outcome AS (
+    UPDATE run_payloads SET result = %(result)s::bytea, error = %(error)s::bytea
+    FROM fenced
+    WHERE run_payloads.run_id = fenced.run_id
+), appended AS (
+    INSERT INTO events (run_id, seq, type, command, data, created_at)
+    SELECT fenced.run_id, %(first_seq)s::bigint + e.i - 1, e.type, e.command, e.data, fenced.now
+    FROM fenced,
+         unnest(%(types)s::text[], %(commands)s::text[], %(datas)s::bytea[])
+             WITH ORDINALITY AS e (type, command, data, i)
+), notified AS (
+    SELECT count(pg_notify(%(channel)s::text, 'finished')) FROM fenced
+)
+SELECT 1 FROM fenced, notified;
+
+-- name: fence_row
+-- Read only after a fenced write matched nothing, to say why.
+SELECT state, lease_owner, lease_token, lease_expires_at, next_seq,
+       extract(epoch FROM clock_timestamp())::float8,
+       EXISTS (
+           SELECT 1 FROM signals s
+           WHERE s.id = %(signal_id)s::bigint AND s.run_id = runs.run_id
+             AND s.consumed_seq IS NULL)
+FROM runs WHERE run_id = %(run_id)s::text;
+
+-- name: send_signal
+-- Commit before wake: the run becomes due in the statement that buffers the
+-- signal. The UPDATE locks the run row before the INSERT takes an id, so the
+-- senders of one run are serialised (id order is delivery order) and ordered
+-- against suspend_run.
+WITH clock AS MATERIALIZED (
+    SELECT extract(epoch FROM clock_timestamp())::float8 AS now
+), woken AS (
+    UPDATE runs
+    SET wake_at = least(coalesce(wake_at, clock.now), clock.now), updated_at = clock.now
+    FROM clock
+    WHERE runs.run_id = %(run_id)s::text AND runs.state IN ('pending', 'running', 'suspended')
+    RETURNING runs.run_id, clock.now
+), inserted AS (
+    INSERT INTO signals (run_id, name, payload, created_at)
+    SELECT run_id, %(name)s::text, %(payload)s::bytea, now FROM woken
+    RETURNING id
+), notified AS (
+    SELECT count(pg_notify(%(channel)s::text, 'signal')) FROM woken
+)
+SELECT inserted.id FROM inserted, notified;
+
+-- name: run_state
+SELECT state FROM runs WHERE run_id = %(run_id)s::text;
+
+-- name: next_signal
+SELECT id, run_id, name, payload, created_at FROM signals
+WHERE run_id = %(run_id)s::text AND name = %(name)s::text AND consumed_seq IS NULL
+ORDER BY id LIMIT 1;
+
+-- name: request_cancel
+-- A run with a live lease gets cancel_requested and is made due; its holder
+-- ends it. Any other unfinished run is cancelled at once: the cancelled event
+-- is journaled at its next seq and the lease (if expired) is dropped. The SET
+-- expressions read the row as it was; RETURNING gives it as it is now.
+WITH clock AS MATERIALIZED (
+    SELECT extract(epoch FROM clock_timestamp())::float8 AS now
+), updated AS (
+    UPDATE runs
+    SET cancel_requested = true,
+        updated_at = clock.now,
+        state = CASE WHEN state = 'running' AND lease_expires_at >= clock.now
+                     THEN state ELSE 'cancelled' END,
+        next_seq = CASE WHEN state = 'running' AND lease_expires_at >= clock.now
+                        THEN next_seq ELSE next_seq + 1 END,
+        wake_at = CASE WHEN state = 'running' AND lease_expires_at >= clock.now
+                       THEN least(coalesce(wake_at, clock.now), clock.now) END,
+        lease_owner = CASE WHEN state = 'running' AND lease_expires_at >= clock.now
+                           THEN lease_owner END,
+        lease_expires_at = CASE WHEN state = 'running' AND lease_expires_at >= clock.now
+                                THEN lease_expires_at END
+    FROM clock
+    WHERE runs.run_id = %(run_id)s::text AND runs.state IN ('pending', 'running', 'suspended')
+    RETURNING runs.run_id, runs.state, runs.next_seq, clock.now
+), cancelled AS (
+    INSERT INTO events (run_id, seq, type, command, data, created_at)
+    SELECT run_id, next_seq - 1, %(type)s::text, %(command)s::text, %(data)s::bytea, now
+    FROM updated WHERE state = 'cancelled'
+), notified AS (
+    SELECT count(pg_notify(%(channel)s::text, 'cancel')) FROM updated
+)
+SELECT updated.state FROM updated, notified;
+
+-- name: migration_lock
+-- Held until the migrating transaction ends; concurrent openers queue here.
+SELECT pg_advisory_xact_lock(%(key1)s::int4, %(key2)s::int4);
+
+-- name: schema_tables
+-- Tables already in Keel's schema (none: a new database).
+SELECT table_name FROM information_schema.tables
+WHERE table_schema = %(schema)s::text ORDER BY table_name;
+
+-- name: schema_meta
+SELECT key, value FROM keel_meta;
+
+-- name: set_schema_version
+INSERT INTO keel_meta (key, value) VALUES ('schema_version', %(version)s::text)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value;

@@ -1,0 +1,77 @@
+-- The full current Keel PostgreSQL schema (version 1), for reading. Databases are
+-- built by applying migrations/ in order inside Keel's schema (default "keel");
+-- a test checks that both give the same catalog.
+
+CREATE TABLE keel_meta (
+    key   text PRIMARY KEY,
+    value text NOT NULL
+);
+-- rows: ('application', 'keel'), ('schema_version', '1')
+
+-- Fencing tokens: every claim takes nextval, so a token is larger than every
+-- token handed out before it, on any run. CACHE 1 (the default) keeps values
+-- in call order across sessions; a larger cache would break that.
+CREATE SEQUENCE lease_tokens AS bigint CACHE 1;
+
+-- One narrow row per run: state, times, lease and counters only, so the
+-- per-step fenced UPDATE (next_seq, updated_at) stays small. Neither column is
+-- indexed and fillfactor leaves room on the page, so that UPDATE is HOT.
+-- Times are seconds since the epoch on the database clock, stored as float8
+-- so that values round-trip exactly to Python floats.
+CREATE TABLE runs (
+    run_id           text COLLATE "C" PRIMARY KEY,
+    workflow         text NOT NULL,
+    version          text NOT NULL,
+    state            text NOT NULL CHECK (state IN
+                        ('pending', 'running', 'suspended', 'completed', 'failed', 'cancelled')),
+    created_at       float8 NOT NULL,
+    updated_at       float8 NOT NULL,
+    wake_at          float8,
+    lease_owner      text,
+    lease_token      bigint NOT NULL DEFAULT 0,
+    lease_expires_at float8,
+    cancel_requested boolean NOT NULL DEFAULT false,
+    next_seq         bigint NOT NULL DEFAULT 0
+) WITH (fillfactor = 70);
+
+-- Claims walk one of these partial indexes each: due runs by wake_at, and
+-- leased runs by lease expiry (to take over from dead workers).
+CREATE INDEX runs_due ON runs (wake_at) WHERE state IN ('pending', 'suspended');
+CREATE INDEX runs_leased ON runs (lease_expires_at) WHERE state = 'running';
+-- list_runs keyset pagination, newest first.
+CREATE INDEX runs_created ON runs (created_at, run_id);
+CREATE INDEX runs_workflow ON runs (workflow, created_at, run_id);
+
+-- Inputs and outcomes, written at creation and at the end, read on claim.
+CREATE TABLE run_payloads (
+    run_id text COLLATE "C" PRIMARY KEY REFERENCES runs (run_id) ON DELETE CASCADE,
+    input  bytea NOT NULL,
+    result bytea,
+    error  bytea
+);
+
+-- The journal: contiguous seq per run, starting at 0 (the started event).
+CREATE TABLE events (
+    run_id     text COLLATE "C" NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    seq        bigint NOT NULL,
+    type       text NOT NULL,
+    command    text,
+    data       bytea NOT NULL,
+    created_at float8 NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+
+-- Mailbox. Senders lock the run row before inserting, so id order is commit
+-- order per run: delivery order.
+CREATE TABLE signals (
+    id           bigserial PRIMARY KEY,
+    run_id       text COLLATE "C" NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    name         text NOT NULL,
+    payload      bytea NOT NULL,
+    created_at   float8 NOT NULL,
+    consumed_seq bigint  -- seq of the journal write that consumed it; NULL while buffered
+);
+
+CREATE INDEX signals_pending ON signals (run_id, name, id) WHERE consumed_seq IS NULL;
+-- Deleting a run (retention) cascades here.
+CREATE INDEX signals_run ON signals (run_id);

@@ -1,0 +1,546 @@
+"""The PostgreSQL store: one database shared by many workers on many machines.
+
+Every operation is one statement on a pooled connection in autocommit mode:
+one round trip, one transaction. Fenced writes put the fence in the statement
+itself (see queries.sql), so a stale write changes nothing; only when it
+matches nothing does a second query find out why. All time comparisons use the
+database clock; :meth:`PostgresStore.now` estimates it without a round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import math
+import time
+from collections.abc import AsyncIterator, Collection, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from keel.core.states import RunState
+from keel.errors import (
+    ConfigurationError,
+    LeaseLostError,
+    RunFinishedError,
+    RunNotFoundError,
+    StoreError,
+)
+from keel.store.base import (
+    Claimed,
+    EventRecord,
+    Lease,
+    NewEvent,
+    NewRun,
+    RenewOutcome,
+    RunPage,
+    RunRecord,
+    SignalRecord,
+)
+from keel.store.postgres import _conn, _schema, _sql
+from keel.store.postgres._listener import ChangeWaiters, Listener
+
+Q = _sql.queries()
+MAX_PAGE = 1000
+_Conn = psycopg.AsyncConnection[Any]
+_Row = tuple[Any, ...]
+
+
+class PostgresStore:
+    """Keel store in a PostgreSQL database, in its own schema (default ``keel``).
+
+    ``min_size``/``max_size`` bound the connection pool (one more connection
+    LISTENs for wake-ups). Migrations run on :meth:`open` unless
+    ``auto_migrate=False`` (then use :meth:`migrate`, or
+    :meth:`migration_sql` for a DBA). A connection attempt gives up after
+    ``connect_timeout`` seconds and an operation waits at most ``pool_timeout``
+    seconds for a free connection; either raises :class:`StoreError`.
+    The store belongs to the event loop that opened it.
+    """
+
+    #: The schema version this code creates and understands.
+    LATEST_SCHEMA = _sql.latest_version()
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str = "keel",
+        min_size: int = 1,
+        max_size: int = 10,
+        auto_migrate: bool = True,
+        connect_timeout: float = 5.0,
+        pool_timeout: float = 10.0,
+        application_name: str = "keel",
+    ) -> None:
+        if not isinstance(url, str) or not url.strip():
+            raise ConfigurationError(f"PostgreSQL URL must be a non-empty string, not {url!r}")
+        if not 1 <= min_size <= max_size:
+            raise ConfigurationError(
+                f"need 1 <= min_size <= max_size, not min_size={min_size}, max_size={max_size}"
+            )
+        if not (connect_timeout > 0 and pool_timeout > 0):
+            raise ConfigurationError("connect_timeout and pool_timeout must be positive")
+        self.url = url
+        self.schema = _conn.check_schema(schema)
+        self.channel = f"{schema}.changes"  # NOTIFY channel of every Keel write worth waking for
+        self.auto_migrate = auto_migrate
+        self._kwargs, self._target = _conn.connection_params(
+            url, schema=schema, connect_timeout=connect_timeout, application_name=application_name
+        )
+        self._min_size, self._max_size = min_size, max_size
+        self._connect_timeout = connect_timeout
+        self._pool_timeout = pool_timeout
+        self._clock = _conn.ClockOffset()
+        self._waiters = ChangeWaiters()
+        self._opening: asyncio.Task[None] | None = None
+        self._pool: AsyncConnectionPool[_Conn] | None = None
+        self._listener: Listener | None = None
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self._target!r}, schema={self.schema!r})"
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect, check (and migrate) the schema, start the pool and the listener. Idempotent."""
+        if self._opening is None:
+            self._opening = asyncio.get_running_loop().create_task(self._open())
+        opening = self._opening
+        try:
+            # Shielded: one caller giving up must not cancel the others' open.
+            await asyncio.shield(opening)
+        except BaseException:
+            if opening.done() and self._opening is opening:
+                self._opening = None  # a later open() tries again
+            raise
+
+    async def _open(self) -> None:
+        conn = await self._connect()
+        listener = Listener(self._connect, self.channel, self._waiters)
+        try:
+            with self._errors():
+                await _schema.prepare(
+                    conn, self.schema, self._target, auto_migrate=self.auto_migrate
+                )
+                for _ in range(3):
+                    await self._sample_clock(conn)
+                await listener.start(conn)  # the listener owns conn from here on
+        except BaseException:
+            await conn.close()
+            raise
+        pool: AsyncConnectionPool[_Conn] = AsyncConnectionPool(
+            self.url,
+            kwargs=self._kwargs,
+            min_size=self._min_size,
+            max_size=self._max_size,
+            open=False,
+            timeout=self._pool_timeout,
+            name=f"keel-{self.schema}",
+            # No check callback: a per-checkout ping would double the round trips
+            # of every step. _connection() spots dead connections locally instead.
+        )
+        try:
+            with self._errors():
+                await pool.open(wait=True, timeout=self._connect_timeout + self._pool_timeout)
+        except BaseException:
+            await listener.stop()
+            await pool.close()
+            raise
+        self._pool, self._listener = pool, listener
+
+    async def close(self) -> None:
+        """Stop the listener and close every connection. Idempotent."""
+        opening, self._opening = self._opening, None
+        if opening is not None and not opening.done():
+            opening.cancel()
+        if opening is not None:
+            await asyncio.gather(opening, return_exceptions=True)
+        pool, listener = self._pool, self._listener
+        self._pool = self._listener = None
+        self._waiters.wake_all()  # nobody should sit out a timeout on a closed store
+        if listener is not None:
+            await listener.stop()
+        if pool is not None:
+            await pool.close()
+
+    async def now(self) -> float:
+        # No round trip: the offset is refreshed by the claims and renewals that happen anyway.
+        return self._clock.now()
+
+    async def migrate(self) -> list[int]:
+        """Apply pending migrations (the store need not be open); return the versions applied."""
+        conn = await self._connect()
+        try:
+            with self._errors():
+                return await _schema.migrate(conn, self.schema, self._target)
+        finally:
+            await conn.close()
+
+    async def schema_version(self) -> int:
+        """The database's Keel schema version (0: none yet); see also :attr:`LATEST_SCHEMA`."""
+        conn = await self._connect()
+        try:
+            with self._errors():
+                return await _schema.schema_version(conn, self.schema, self._target)
+        finally:
+            await conn.close()
+
+    async def migration_sql(self, pending_only: bool = True) -> str:
+        """The SQL of the pending (or all) migrations, for ``keel db migrate --print``."""
+        version = await self.schema_version() if pending_only else 0
+        return _schema.migration_script(self.schema, version)
+
+    # -- connections ---------------------------------------------------------------
+
+    async def _connect(self) -> _Conn:
+        """A new connection outside the pool (schema work, the listener)."""
+        with self._errors():
+            return await psycopg.AsyncConnection.connect(self.url, **self._kwargs)
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[_Conn]:
+        pool = self._pool
+        if pool is None:
+            raise StoreError(f"{self!r} is not open")
+        with self._errors():
+            for _ in range(self._max_size + 1):
+                conn = await pool.getconn()
+                if not _conn.is_dead(conn):
+                    break
+                # Killed while idle (server restart): closed, the pool replaces it.
+                await conn.close()
+                await pool.putconn(conn)
+            else:
+                raise StoreError(f"every pooled connection to {self._target} is broken")
+            try:
+                yield conn
+            finally:
+                await pool.putconn(conn)
+
+    def _errors(self) -> _ErrorMapper:
+        return _ErrorMapper(self._target)
+
+    async def _fetch(self, query: str, params: dict[str, Any]) -> list[_Row]:
+        async with self._connection() as conn:
+            cur = await conn.execute(Q[query], params, binary=True)
+            return await cur.fetchall()
+
+    async def _sample_clock(self, conn: _Conn) -> None:
+        sent = time.time()
+        cur = await conn.execute(Q["now"], prepare=False)
+        row = await cur.fetchone()
+        assert row is not None
+        self._clock.observe(row[0], sent, time.time())
+
+    # -- runs ----------------------------------------------------------------------
+
+    async def create_run(
+        self, run: NewRun, *, lease_owner: str | None = None, lease_ttl: float = 30.0
+    ) -> tuple[RunRecord, Lease | None, bool]:
+        started = run.started
+        params: dict[str, Any] = {
+            "run_id": run.run_id,
+            "workflow": run.workflow,
+            "version": run.version,
+            "input": run.input,
+            "type": started.type,
+            "command": started.command,
+            "data": started.data,
+        }
+        record: RunRecord | None = None
+        lease: Lease | None = None
+        if lease_owner is None:
+            rows = await self._fetch("create_run", params | {"channel": self.channel})
+            if rows:
+                now = rows[0][0]
+                record = _new_record(run, RunState.PENDING, now, wake_at=now)
+        else:
+            _check_ttl(lease_ttl)
+            params |= {"owner": lease_owner, "ttl": lease_ttl}
+            rows = await self._fetch("create_leased_run", params)
+            if rows:
+                now, token, expires = rows[0]
+                lease = Lease(run.run_id, lease_owner, token, expires)
+                record = _new_record(run, RunState.RUNNING, now, lease=lease)
+        if record is not None:
+            return record, lease, True
+        # It exists (perhaps committed by a concurrent create a moment ago): write nothing.
+        existing = await self.get_run(run.run_id)
+        if existing is None:
+            raise StoreError(f"run {run.run_id!r} exists but could not be read back")
+        return existing, None, False
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        rows = await self._fetch("get_run", {"run_id": run_id})
+        return _sql.run_record(rows[0]) if rows else None
+
+    async def list_runs(
+        self,
+        *,
+        workflow: str | None = None,
+        state: RunState | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunPage:
+        if not 1 <= limit <= MAX_PAGE:
+            raise ConfigurationError(
+                f"list_runs limit must be between 1 and {MAX_PAGE}, not {limit!r}"
+            )
+        before = _decode_cursor(cursor) if cursor else (math.inf, "")
+        params = {
+            "workflow": workflow,
+            "state": None if state is None else str(state),
+            "before_created": before[0],
+            "before_run_id": before[1],
+            "limit": limit + 1,  # one more tells whether another page exists
+        }
+        query = "list_runs" if workflow is None else "list_runs_by_workflow"
+        runs = [_sql.run_record(r) for r in await self._fetch(query, params)]
+        if len(runs) > limit:
+            runs = runs[:limit]
+            return RunPage(runs, _encode_cursor(runs[-1]))
+        return RunPage(runs, None)
+
+    async def load_events(self, run_id: str, *, after_seq: int = -1) -> list[EventRecord]:
+        rows = await self._fetch("load_events", {"run_id": run_id, "after_seq": after_seq})
+        return [_sql.event_record(r) for r in rows]
+
+    # -- leases --------------------------------------------------------------------
+
+    async def claim_runs(self, owner: str, *, limit: int, ttl: float) -> list[Claimed]:
+        if limit < 1:
+            raise ValueError(f"claim limit must be at least 1, not {limit}")
+        _check_ttl(ttl)
+        sent = time.time()
+        rows = await self._fetch("claim_runs", {"owner": owner, "limit": limit, "ttl": ttl})
+        self._clock.observe(rows[0][0], sent, time.time())
+        claimed = []
+        for row in rows:
+            if row[1] is None:  # the clock-only row: nothing was claimable
+                continue
+            run = _sql.run_record(row, offset=1)
+            assert run.lease_expires_at is not None
+            claimed.append(
+                Claimed(Lease(run.run_id, owner, run.lease_token, run.lease_expires_at), run)
+            )
+        return claimed
+
+    async def renew_leases(self, owner: str, leases: Sequence[Lease], ttl: float) -> RenewOutcome:
+        _check_ttl(ttl)
+        if self._pool is None:
+            raise StoreError(f"{self!r} is not open")
+        if not leases:
+            return RenewOutcome(self._clock.now() + ttl, frozenset(), frozenset())
+        mine = [lease for lease in leases if lease.owner == owner]
+        params = {
+            "owner": owner,
+            "ttl": ttl,
+            "run_ids": [lease.run_id for lease in mine],
+            "tokens": [lease.token for lease in mine],
+        }
+        sent = time.time()
+        [(db_now, expires, renewed, cancel)] = await self._fetch("renew_leases", params)
+        self._clock.observe(db_now, sent, time.time())
+        lost = {lease.run_id for lease in leases} - set(renewed)
+        return RenewOutcome(expires, frozenset(lost), frozenset(cancel))
+
+    # -- fenced journal writes -------------------------------------------------------
+
+    def _fence(self, lease: Lease, first_seq: int, events: Sequence[NewEvent]) -> dict[str, Any]:
+        return {
+            "run_id": lease.run_id,
+            "token": lease.token,
+            "owner": lease.owner,
+            "first_seq": first_seq,
+            "n": len(events),
+            "types": [e.type for e in events],
+            "commands": [e.command for e in events],
+            "datas": [e.data for e in events],
+            "channel": self.channel,
+        }
+
+    async def append_events(
+        self,
+        lease: Lease,
+        first_seq: int,
+        events: Sequence[NewEvent],
+        *,
+        consume_signal: int | None = None,
+    ) -> None:
+        params = self._fence(lease, first_seq, events) | {"signal_id": consume_signal}
+        if not await self._fetch("append_events", params):
+            raise await self._fence_error(lease, first_seq, consume_signal)
+
+    async def suspend_run(
+        self,
+        lease: Lease,
+        first_seq: int,
+        events: Sequence[NewEvent],
+        *,
+        wake_at: float | None,
+        wake_on_signals: Collection[str] = (),
+    ) -> None:
+        params = self._fence(lease, first_seq, events)
+        params |= {"wake_at": wake_at, "signal_names": sorted(wake_on_signals)}
+        if not await self._fetch("suspend_run", params):
+            raise await self._fence_error(lease, first_seq, None)
+
+    async def finish_run(
+        self,
+        lease: Lease,
+        first_seq: int,
+        events: Sequence[NewEvent],
+        *,
+        state: RunState,
+        result: bytes | None = None,
+        error: bytes | None = None,
+    ) -> None:
+        if not RunState(state).is_terminal:
+            raise ValueError(f"finish_run needs a terminal state, not {state!s}")
+        params = self._fence(lease, first_seq, events)
+        params |= {"state": str(state), "result": result, "error": error}
+        if not await self._fetch("finish_run", params):
+            raise await self._fence_error(lease, first_seq, None)
+
+    async def _fence_error(self, lease: Lease, first_seq: int, signal: int | None) -> StoreError:
+        """Why a fenced write matched no row: a lost lease, a seq mismatch or a used signal."""
+        rows = await self._fetch("fence_row", {"run_id": lease.run_id, "signal_id": signal})
+        if not rows:
+            return LeaseLostError(lease.run_id, lease.token, "the run does not exist")
+        state, owner, token, expires_at, next_seq, now, signal_ok = rows[0]
+        if state != RunState.RUNNING:
+            detail = f"the run is {state}"
+        elif owner != lease.owner or token != lease.token:
+            detail = f"the run is now leased to {owner!r} with token {token}"
+        elif expires_at is None or expires_at < now:
+            detail = "the lease expired"
+        elif next_seq != first_seq:
+            return StoreError(
+                f"journal of run {lease.run_id!r} continues at seq {next_seq}, "
+                f"but the write starts at seq {first_seq}"
+            )
+        elif signal is not None and not signal_ok:
+            return StoreError(
+                f"signal {signal} is not an unconsumed signal of run {lease.run_id!r}"
+            )
+        else:  # it changed back between the two queries (renewed at the last moment?)
+            return StoreError(f"fenced write to run {lease.run_id!r} matched no row; retry it")
+        return LeaseLostError(lease.run_id, lease.token, detail)
+
+    # -- signals and cancellation ------------------------------------------------------
+
+    async def send_signal(self, run_id: str, name: str, payload: bytes) -> int:
+        params = {"run_id": run_id, "name": name, "payload": payload, "channel": self.channel}
+        for _ in range(3):
+            rows = await self._fetch("send_signal", params)
+            if rows:
+                return int(rows[0][0])
+            await self._refuse(run_id, "signal")  # raises unless the run appeared meanwhile
+        raise StoreError(f"could not signal run {run_id!r}: it keeps changing")
+
+    async def next_signal(self, run_id: str, name: str) -> SignalRecord | None:
+        rows = await self._fetch("next_signal", {"run_id": run_id, "name": name})
+        return _sql.signal_record(rows[0]) if rows else None
+
+    async def request_cancel(self, run_id: str, cancelled_event: NewEvent) -> RunState:
+        ev = cancelled_event
+        params = {
+            "run_id": run_id,
+            "type": ev.type,
+            "command": ev.command,
+            "data": ev.data,
+            "channel": self.channel,
+        }
+        for _ in range(3):
+            rows = await self._fetch("request_cancel", params)
+            if rows:
+                return RunState(rows[0][0])
+            await self._refuse(run_id, "cancel")
+        raise StoreError(f"could not cancel run {run_id!r}: it keeps changing")
+
+    async def _refuse(self, run_id: str, action: str) -> None:
+        """Raise why a write to an unfinished run matched nothing (missing or finished)."""
+        rows = await self._fetch("run_state", {"run_id": run_id})
+        if not rows:
+            raise RunNotFoundError(run_id)
+        if RunState(rows[0][0]).is_terminal:
+            raise RunFinishedError(run_id, rows[0][0], action)
+        # Created between the two queries: the caller tries again.
+
+    # -- notifications -------------------------------------------------------------------
+
+    async def wait_for_change(self, timeout: float) -> None:
+        """Return on a NOTIFY from any Keel write to this schema, or after ``timeout``."""
+        if timeout <= 0:
+            return
+        await self._waiters.wait(timeout)
+
+
+class _ErrorMapper:
+    """``with``-block turning psycopg errors into :class:`StoreError` (Keel's pass through)."""
+
+    __slots__ = ("_target",)
+
+    def __init__(self, target: str) -> None:
+        self._target = target
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if isinstance(exc, psycopg.Error):
+            raise _conn.store_error(exc, self._target) from exc
+
+
+def _new_record(
+    run: NewRun,
+    state: RunState,
+    now: float,
+    *,
+    wake_at: float | None = None,
+    lease: Lease | None = None,
+) -> RunRecord:
+    """The row create_run just inserted, without reading it back."""
+    return RunRecord(
+        run_id=run.run_id,
+        workflow=run.workflow,
+        version=run.version,
+        state=state,
+        input=run.input,
+        result=None,
+        error=None,
+        created_at=now,
+        updated_at=now,
+        wake_at=wake_at,
+        lease_owner=None if lease is None else lease.owner,
+        lease_token=0 if lease is None else lease.token,
+        lease_expires_at=None if lease is None else lease.expires_at,
+        cancel_requested=False,
+        next_seq=1,
+    )
+
+
+def _check_ttl(ttl: float) -> None:
+    if not ttl > 0:
+        raise ValueError(f"lease ttl must be positive, not {ttl!r}")
+
+
+def _encode_cursor(run: RunRecord) -> str:
+    """Opaque keyset cursor: the (created_at, run_id) of the last run of a page."""
+    raw = json.dumps([run.created_at, run.run_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode("ascii")
+
+
+def _decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        created_at, run_id = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
+    except (ValueError, TypeError, binascii.Error, UnicodeEncodeError):
+        raise ConfigurationError(f"invalid list_runs cursor {cursor!r}") from None
+    if not isinstance(created_at, int | float) or not isinstance(run_id, str):
+        raise ConfigurationError(f"invalid list_runs cursor {cursor!r}")
+    return float(created_at), run_id

@@ -1,0 +1,235 @@
+"""The PostgreSQL store passes the store conformance suite, and survives lost connections."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import psycopg
+import pytest
+
+from keel.errors import ConfigurationError, StoreError
+from keel.store import open_store
+from keel.store.postgres import PostgresStore
+from keel.store.postgres._conn import ClockOffset
+from keel.store.postgres.store import Q
+from keel.testing.conformance import StoreConformance, StoreFactory, new_run
+from tests.pg import pg_url, postgres_server  # noqa: F401  (fixtures)
+
+T = TypeVar("T")
+
+
+class TestPostgresStore(StoreConformance):
+    @pytest.fixture
+    def store_factory(self, pg_url: str) -> StoreFactory:  # noqa: F811
+        # Every store of one test shares the database, like processes sharing it.
+        return lambda: PostgresStore(pg_url)
+
+
+def test_open_store_maps_postgres_urls() -> None:
+    for url in ("postgresql://u@h/db", "postgres://u@h:5433/db?sslmode=disable"):
+        store = open_store(url)
+        assert isinstance(store, PostgresStore) and store.url == url
+    with pytest.raises(ConfigurationError):
+        PostgresStore("postgresql://u@h/db", schema="Bad-Name")
+    with pytest.raises(ConfigurationError):
+        PostgresStore("postgresql://u@h/db", min_size=3, max_size=2)
+
+
+def test_unreachable_server_is_a_store_error_not_a_hang() -> None:
+    async def main() -> None:
+        store = PostgresStore("postgresql://postgres@127.0.0.1:1/none", connect_timeout=1)
+        start = time.monotonic()
+        with pytest.raises(StoreError, match=r"127\.0\.0\.1:1/"):
+            await store.open()
+        assert time.monotonic() - start < 5
+        with pytest.raises(StoreError, match="not open"):
+            await store.get_run("r")
+
+    asyncio.run(main())
+
+
+def _kill_other_backends(url: str) -> int:
+    """Terminate every other connection to the database of ``url`` (a server restart, locally)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return len(rows)
+
+
+async def _eventually(op: Callable[[], Awaitable[T]], within: float = 5.0) -> T:
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return await op()
+        except StoreError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
+def test_store_recovers_after_its_connections_are_killed(pg_url: str) -> None:  # noqa: F811
+    async def main() -> None:
+        store = PostgresStore(pg_url, min_size=2, max_size=4)
+        other = PostgresStore(pg_url)
+        await store.open()
+        await other.open()
+        try:
+            await store.create_run(new_run("before"))
+            listener = store._listener
+            assert listener is not None and listener.connected.is_set()
+            assert _kill_other_backends(pg_url) >= 3  # pool connections and the listeners
+            await asyncio.sleep(0.3)  # termination is asynchronous
+
+            # Idle pooled connections killed by the server are spotted and replaced
+            # before use: no operation fails.
+            run = await store.get_run("before")
+            assert run is not None and run.run_id == "before"
+            await store.create_run(new_run("after"))
+            await other.create_run(new_run("other"))
+
+            # The listener reconnects in the background and wakes waiters on return.
+            await _until(lambda: listener.reconnects >= 1)
+            waiter = asyncio.create_task(store.wait_for_change(10))
+            await asyncio.sleep(0.05)
+            await _eventually(lambda: other.create_run(new_run("wakes")))
+            start = time.monotonic()
+            await asyncio.wait_for(waiter, 5)
+            assert time.monotonic() - start < 2
+        finally:
+            await other.close()
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_a_connection_lost_mid_query_is_a_store_error(pg_url: str) -> None:  # noqa: F811
+    async def main() -> None:
+        store = PostgresStore(pg_url, min_size=1, max_size=2)
+        await store.open()
+        try:
+
+            async def slow() -> None:
+                async with store._connection() as conn:
+                    await conn.execute("SELECT pg_sleep(10)")
+
+            task = asyncio.create_task(slow())
+            await asyncio.sleep(0.2)
+            _kill_other_backends(pg_url)
+            with pytest.raises(StoreError, match="failed or was lost"):
+                await asyncio.wait_for(task, 5)
+            # The broken connection went back to the pool, which discarded it.
+            assert await _eventually(lambda: store.get_run("nope")) is None
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+async def _until(cond: Callable[[], bool], within: float = 10.0) -> None:
+    for _ in range(int(within / 0.02)):
+        if cond():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+def test_clock_offset_is_zero_for_a_local_server(pg_url: str) -> None:  # noqa: F811
+    async def main() -> None:
+        store = PostgresStore(pg_url)
+        await store.open()
+        try:
+            assert abs(await store.now() - time.time()) < 0.01
+            await store.claim_runs("w", limit=1, ttl=1)  # refreshes the offset
+            assert store._clock.offset == 0.0  # same machine, same clock
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_signal_committed_while_suspend_waits_for_the_row_still_wakes(
+    pg_url: str,  # noqa: F811
+) -> None:
+    """A sender holding the run row when suspend_run's snapshot is taken: the
+    mailbox check cannot see its signal, yet the run must not sleep through it."""
+
+    async def main() -> None:
+        store = PostgresStore(pg_url)
+        await store.open()
+        sender = await psycopg.AsyncConnection.connect(pg_url, options="-csearch_path=keel")
+        try:
+            _, lease, _ = await store.create_run(new_run("r1"), lease_owner="w1")
+            assert lease is not None
+            params = {"run_id": "r1", "name": "go", "payload": b"1", "channel": store.channel}
+            await sender.execute(Q["send_signal"], params)  # row locked, not committed
+            suspend = asyncio.create_task(
+                store.suspend_run(lease, 1, [], wake_at=None, wake_on_signals=["go"])
+            )
+            await _until_blocked_on_a_lock(pg_url)
+            await sender.commit()
+            await asyncio.wait_for(suspend, 5)
+            run = await store.get_run("r1")
+            assert run is not None and run.wake_at is not None
+            assert run.wake_at <= await store.now()
+        finally:
+            await sender.close()
+            await store.close()
+
+    asyncio.run(main())
+
+
+async def _until_blocked_on_a_lock(url: str) -> None:
+    query = (
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        for _ in range(250):
+            cur = await conn.execute(query)
+            if (await cur.fetchone()) == (1,):
+                return
+            await asyncio.sleep(0.02)
+    raise AssertionError("suspend_run never waited for the row lock")
+
+
+def test_racing_claimers_take_each_run_exactly_once(pg_url: str) -> None:  # noqa: F811
+    async def main() -> None:
+        stores = [PostgresStore(pg_url, max_size=3) for _ in range(4)]
+        await asyncio.gather(*(s.open() for s in stores))
+        try:
+            for i in range(60):
+                await stores[0].create_run(new_run(f"r{i:02d}"))
+
+            async def claimer(store: PostgresStore, owner: str) -> list[str]:
+                got: list[str] = []
+                for _ in range(40):
+                    got += [c.lease.run_id for c in await store.claim_runs(owner, limit=3, ttl=30)]
+                return got
+
+            results = await asyncio.gather(
+                *(claimer(s, f"w{i}.{j}") for i, s in enumerate(stores) for j in range(3))
+            )
+            claimed = [run_id for got in results for run_id in got]
+            assert sorted(claimed) == [f"r{i:02d}" for i in range(60)]
+        finally:
+            await asyncio.gather(*(s.close() for s in stores))
+
+    asyncio.run(main())
+
+
+def test_clock_offset_moves_only_as_far_as_a_sample_proves() -> None:
+    clock = ClockOffset()
+    clock.observe(db_now=100.0005, sent=100.0, received=100.001)  # consistent with 0
+    assert clock.offset == 0.0
+    clock.observe(db_now=105.0, sent=100.0, received=100.001)  # db is ~5s ahead
+    assert clock.offset == pytest.approx(4.999)
+    clock.observe(db_now=104.9995, sent=100.0, received=100.001)  # still consistent
+    assert clock.offset == pytest.approx(4.999)
+    clock.observe(db_now=90.0, sent=100.0, received=100.001)  # the db clock stepped back
+    assert clock.offset == pytest.approx(-10.0, abs=2e-6)
+    assert abs(clock.now() - (time.time() - 10.0)) < 0.01
