@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -50,6 +50,8 @@ class Execution:
     attempt: int
     pid: int
     phase: str
+    #: ``time.time()`` when the line was written, if the step body logged it.
+    at: float | None = None
 
 
 class WorkerProcess:
@@ -91,12 +93,13 @@ class WorkerProcess:
 
 
 class Harness:
-    """One test's database file, execution log, processes and helpers."""
+    """One test's database (a SQLite file, or ``db_url``), execution log,
+    processes and helpers."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, db_url: str | None = None) -> None:
         self.root = root
         self.db_path = root / "keel.db"
-        self.db_url = f"sqlite:///{self.db_path}"
+        self.db_url = db_url or f"sqlite:///{self.db_path}"
         self.log_path = root / LOG_NAME
         self.workers: list[WorkerProcess] = []
         env = dict(os.environ)
@@ -179,8 +182,9 @@ class Harness:
             return []
         rows = []
         for line in self.log_path.read_text().splitlines():
-            run_id, step, attempt, pid, phase = line.split()
-            rows.append(Execution(run_id, step, int(attempt), int(pid), phase))
+            run_id, step, attempt, pid, phase, *at = line.split()
+            stamp = float(at[0]) if at else None
+            rows.append(Execution(run_id, step, int(attempt), int(pid), phase, stamp))
         return rows
 
     def started(self) -> Counter[tuple[str, str]]:
@@ -193,6 +197,15 @@ class Harness:
     # --- the store ------------------------------------------------------------------------
     def client(self) -> keel.Client:
         return keel.Client(self.db_url)
+
+    async def sql(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
+        """Run one statement (autocommit) on a PostgreSQL ``db_url``, on a new
+        connection, and return its rows: to look at or tamper with rows directly."""
+        import psycopg  # only the PostgreSQL tests come here
+
+        async with await psycopg.AsyncConnection.connect(self.db_url, autocommit=True) as conn:
+            cur = await conn.execute(query, params)
+            return await cur.fetchall() if cur.description else []
 
     async def wait_for(
         self,
