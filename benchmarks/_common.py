@@ -149,7 +149,8 @@ class StoreCounters:
     """Counts the SQLite store's transactions by wrapping its connection threads.
 
     ``DbThread._write`` runs one transaction per call (one COMMIT: the group
-    commit of every write queued at that moment); ``DbThread._read`` serves one
+    commit of every write queued at that moment, or one write run inline on
+    the event loop); ``DbThread._read`` serves one
     batch of reads. With ``trace_sql`` the writer connection also gets a
     ``set_trace_callback`` that counts the COMMIT statements SQLite executes,
     an independent check of the first count (costs a little).
@@ -174,26 +175,25 @@ class StoreCounters:
         static_read = isinstance(orig_read, staticmethod)
         read_fn = orig_read.__func__ if static_read else orig_read
 
-        def _write(self: Any, conn: sqlite3.Connection, batch: list[Any]) -> None:
-            # Counted before the call: results are delivered inside it, so a
-            # caller may look at the counts before it returns.
+        def _write(self: Any, conn: sqlite3.Connection, batch: list[Any], **kw: Any) -> Any:
+            # Results are delivered by the caller once this returns, so counting
+            # here comes before any caller can look. A call that raises (an
+            # inline write finding another process's write lock) ran nothing.
+            t0 = time.perf_counter()
+            outcomes = orig_write(self, conn, batch, **kw)
+            dt = time.perf_counter() - t0
             with lock:
                 counts.write_txns += 1
                 counts.write_ops += len(batch)
                 counts.batch_sizes[len(batch)] = counts.batch_sizes.get(len(batch), 0) + 1
-            t0 = time.perf_counter()
-            try:
-                orig_write(self, conn, batch)
-            finally:
-                dt = time.perf_counter() - t0
-                with lock:
-                    counts.write_busy += dt
+                counts.write_busy += dt
+            return outcomes
 
-        def _read(*args: Any) -> None:  # (conn, batch), or (self, conn, batch)
+        def _read(*args: Any) -> Any:  # (conn, batch), or (self, conn, batch)
             with lock:  # counted first, like writes
                 counts.read_batches += 1
                 counts.read_ops += len(args[-1])
-            read_fn(*args)
+            return read_fn(*args)
 
         self._undo.append((_threads.DbThread, "_write", orig_write))
         self._undo.append((_threads.DbThread, "_read", orig_read))

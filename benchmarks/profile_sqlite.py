@@ -52,6 +52,7 @@ _STORE_CALLS = (
     "claim_runs",
     "load_events",
     "wait_for_change",
+    "wait_for_work",
 )
 
 
@@ -103,9 +104,13 @@ def commit_timing(out: list[float]) -> Iterator[None]:
 
     original = _schema.connect
 
-    def connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    def connect(path: Path, busy_timeout: float, *, any_thread: bool = False) -> sqlite3.Connection:
         conn = sqlite3.connect(
-            path, timeout=busy_timeout, isolation_level=None, factory=_TimedConnection
+            path,
+            timeout=busy_timeout,
+            isolation_level=None,
+            factory=_TimedConnection,
+            check_same_thread=not any_thread,
         )
         conn.commit_times = out
         return conn

@@ -15,6 +15,7 @@ import asyncio
 import collections
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import SYNCHRONOUS, scratch_db
-from bench_sqlite import three_async
+from bench_sqlite import WORKFLOWS
 
 import keel
 from keel.store.sqlite import SQLiteStore, _threads
@@ -51,10 +52,13 @@ def _instrument() -> None:
         setattr(SQLiteStore, name, wrap())
     write = _threads.DbThread._write
 
-    def _write(self: Any, conn: Any, batch: Any) -> None:
-        _mark("  writer thread: BEGIN")
-        write(self, conn, batch)
-        _mark("  writer thread: COMMITted, results handed to the loop")
+    def _write(self: Any, conn: Any, batch: Any, **kw: Any) -> Any:
+        inline = threading.current_thread() is threading.main_thread()
+        where = "inline" if inline else "writer thread"
+        _mark(f"  {where}: BEGIN")
+        outcomes = write(self, conn, batch, **kw)
+        _mark(f"  {where}: COMMITted")
+        return outcomes
 
     _threads.DbThread._write = _write  # type: ignore[method-assign]
     start = _driver.RunDriver._start_attempt
@@ -73,16 +77,17 @@ def _instrument() -> None:
     _driver.RunDriver._record_attempt = _record_attempt  # type: ignore[method-assign]
 
 
-async def _run(path: Path, n: int, synchronous: str) -> list[list[tuple[float, str]]]:
+async def _run(path: Path, n: int, synchronous: str, steps: str) -> list[list[tuple[float, str]]]:
+    wf = WORKFLOWS[steps]
     runs = []
     async with keel.Worker(SQLiteStore(path, synchronous=synchronous)) as worker:
         client = worker.client()
         for i in range(50):  # warm-up
-            await (await client.start(three_async, i)).result()
+            await (await client.start(wf, i)).result()
         for i in range(n):
             _log.clear()
             _mark("client.start()")
-            handle = await client.start(three_async, i)
+            handle = await client.start(wf, i)
             await handle.result()
             _mark("result() returned")
             runs.append(list(_log))
@@ -94,16 +99,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=800)
     p.add_argument("--synchronous", default="FULL", type=str.upper, choices=SYNCHRONOUS)
     p.add_argument("--db-dir", default=None)
+    p.add_argument("--steps", default="async", choices=("async", "sync"))
     args = p.parse_args(argv)
     _instrument()
     with scratch_db(args.db_dir, "timeline") as path:
-        runs = asyncio.run(_run(path, args.n, args.synchronous))
+        runs = asyncio.run(_run(path, args.n, args.synchronous, args.steps))
     shapes = collections.Counter(tuple(what for _, what in run) for run in runs)
     shape, count = shapes.most_common(1)[0]
     rows = [run for run in runs if tuple(what for _, what in run) == shape]
     print(
         f"{count} of {len(runs)} workflows had this order of events "
-        f"(synchronous={args.synchronous}); median gap before each event:"
+        f"(steps={args.steps}, synchronous={args.synchronous}); median gap before each event:"
     )
     for i in range(1, len(shape)):
         gap = statistics.median(row[i][0] - row[i - 1][0] for row in rows)

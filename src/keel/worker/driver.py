@@ -33,7 +33,7 @@ from keel.errors import (
     error_info,
 )
 from keel.store.base import Claimed, NewEvent
-from keel.worker.executor import start_attempt
+from keel.worker.executor import StoredResult, start_attempt
 
 if TYPE_CHECKING:
     from keel.worker.worker import Worker
@@ -276,8 +276,25 @@ class RunDriver:
             attempt=attempt,
             idempotency_key=f"{self.run_id}:{cmd.key}",
         )
-        task = start_attempt(cmd.target, cmd.args, info, self.worker.step_pool)
+        keyed = (
+            (self.store, cmd.id.name, cmd.idempotency_key)
+            if cmd.idempotency_key is not None
+            else None
+        )
+        task = start_attempt(
+            cmd.target,
+            cmd.args,
+            info,
+            self.worker.step_pool,
+            on_done=self._attempt_done,
+            keyed=keyed,
+        )
         self.inflight[cmd.key] = _Inflight(cmd.key, "attempt", attempt, task)
+
+    def _attempt_done(self) -> None:
+        """An attempt's task is ending: wake ``_wait_and_record`` if it waits."""
+        if self._on_poke is not None:
+            self._on_poke()
 
     def _start_wait(self, cmd: Command, what: str, delay: float) -> None:
         task = asyncio.get_running_loop().create_task(asyncio.sleep(max(0.0, delay)))
@@ -287,20 +304,23 @@ class RunDriver:
         tasks = [item.task for item in self.inflight.values()]
         if not self.poke.is_set() and not any(t.done() for t in tasks):
             # One future woken by whichever comes first: a finished task or a poke.
+            # Attempt tasks call it themselves as they end (_attempt_done);
+            # timer and retry waits through a done-callback.
             wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
             def wake_up(_: object = None) -> None:
                 if not wake.done():
                     wake.set_result(None)
 
-            for t in tasks:
+            waits = [item.task for item in self.inflight.values() if item.what != "attempt"]
+            for t in waits:
                 t.add_done_callback(wake_up)
             self._on_poke = wake_up
             try:
                 await wake
             finally:
                 self._on_poke = None
-                for t in tasks:
+                for t in waits:
                     t.remove_done_callback(wake_up)
         self.poke.clear()
         by_key = {c.key: c for c in ex.pending()}
@@ -326,9 +346,14 @@ class RunDriver:
             EventType.STEP_COMPLETED if cmd.id.kind is CommandKind.STEP else (EventType.SIDE_EFFECT)
         )
         field_name = "result" if completed is EventType.STEP_COMPLETED else "value"
+        reused = False
         if exc is None:
             try:
-                data = codec.encode(task.result(), what=f"result of {cmd.id.describe()}")
+                value = task.result()
+                if isinstance(value, StoredResult):
+                    data, reused = value.data, value.reused
+                else:
+                    data = codec.encode(value, what=f"result of {cmd.id.describe()}")
             except SerializationError as enc_exc:
                 ex.record(
                     EventType.STEP_FAILED,
@@ -338,12 +363,23 @@ class RunDriver:
                     ),
                 )
                 return
+            extra = {"reused": True, "idempotency_key": cmd.idempotency_key} if reused else {}
             ex.record(
                 completed,
                 cmd,
                 jr.envelope(
-                    **{field_name: jr.raw(data)}, args_hash=cmd.args_hash, attempt=item.attempt
+                    **{field_name: jr.raw(data)},
+                    args_hash=cmd.args_hash,
+                    attempt=item.attempt,
+                    **extra,
                 ),
+            )
+            return
+        if isinstance(exc, SerializationError):  # a result that cannot be stored: no retry
+            ex.record(
+                EventType.STEP_FAILED,
+                cmd,
+                jr.envelope(attempts=item.attempt, error=error_info(exc), args_hash=cmd.args_hash),
             )
             return
         policy = cmd.target.retry

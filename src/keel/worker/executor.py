@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from keel.context import StepInfo, _step_info
 from keel.core import codec
 from keel.errors import StepTimeoutError
+from keel.store.base import Store
 
 
 async def run_attempt(
@@ -51,12 +53,69 @@ async def run_attempt(
         ) from None
 
 
+@dataclass(frozen=True, slots=True)
+class StoredResult:
+    """An encoded step result kept under a user idempotency key."""
+
+    data: bytes
+    reused: bool  # True: an earlier completion's result; this attempt did not produce it
+
+
+async def run_keyed_attempt(
+    target: Any,
+    args: bytes | None,
+    info: StepInfo,
+    pool: ThreadPoolExecutor,
+    keyed: tuple[Store, str, str],
+) -> StoredResult:
+    """An attempt of a step called with an idempotency key.
+
+    A result stored under ``(scope, key)`` by any earlier completion is reused
+    without running the body; otherwise the body runs and its result is stored,
+    unless a concurrent completion stored one first, whose result then wins.
+    Stored before it is journaled: a crash in between reuses it next time.
+    """
+    store, scope, key = keyed
+    stored = await store.get_idempotent(scope, key)
+    if stored is not None:
+        return StoredResult(stored, reused=True)
+    value = await run_attempt(target, args, info, pool)
+    data = codec.encode(value, what=f"result of step {info.step!r}")
+    winner = await store.put_idempotent(scope, key, data)
+    return StoredResult(winner, reused=winner != data)
+
+
+async def _attempt_then(
+    target: Any,
+    args: bytes | None,
+    info: StepInfo,
+    pool: ThreadPoolExecutor,
+    on_done: Callable[[], None],
+    keyed: tuple[Store, str, str] | None,
+) -> Any:
+    try:
+        if keyed is not None:
+            return await run_keyed_attempt(target, args, info, pool, keyed)
+        return await run_attempt(target, args, info, pool)
+    finally:
+        on_done()
+
+
 def start_attempt(
-    target: Any, args: bytes | None, info: StepInfo, pool: ThreadPoolExecutor
+    target: Any,
+    args: bytes | None,
+    info: StepInfo,
+    pool: ThreadPoolExecutor,
+    on_done: Callable[[], None] | None = None,
+    keyed: tuple[Store, str, str] | None = None,
 ) -> asyncio.Task[Any]:
-    """Start one attempt as a task on the running loop, with ``info`` in its context."""
+    """Start one attempt as a task on the running loop, with ``info`` in its context.
+
+    ``on_done`` is called by the task itself as its last act, however it ends:
+    the task is done by the time any callback it schedules runs. That wakes a
+    waiter one event-loop iteration sooner than a done-callback would.
+    """
     ctx = contextvars.copy_context()
     ctx.run(_step_info.set, info)
-    return asyncio.get_running_loop().create_task(
-        run_attempt(target, args, info, pool), context=ctx
-    )
+    coro = _attempt_then(target, args, info, pool, on_done or (lambda: None), keyed)
+    return asyncio.get_running_loop().create_task(coro, context=ctx)

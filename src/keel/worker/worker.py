@@ -8,8 +8,9 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from keel.definitions import Registry, default_registry
 from keel.errors import ConfigurationError
@@ -188,13 +189,20 @@ class Worker:
             pass
         finally:
             was_full = len(self._drivers) >= self.concurrency
-            self._drivers.pop(driver.run_id, None)
-            self.notify_finished(driver.run_id)  # anyone still waiting re-reads the store
+            if self._drivers.get(driver.run_id) is driver:
+                del self._drivers[driver.run_id]
+                self.notify_finished(driver.run_id)  # anyone still waiting re-reads the store
             if was_full:
                 self._wake.set()  # capacity freed: claim more
 
     async def _claim_loop(self) -> None:
         batch = min(self.concurrency, 32)
+        # A store may offer wait_for_work (not in the Store protocol): like
+        # wait_for_change, but runs finishing do not wake it, so a sequential
+        # stream of runs does not cost a claim read per run.
+        wait_for_work: Callable[[float], Coroutine[Any, Any, None]] = getattr(
+            self.store, "wait_for_work", self.store.wait_for_change
+        )
         while not self.draining:
             got = 0
             try:
@@ -207,6 +215,17 @@ class Worker:
                     for c in claimed:
                         if self.draining:
                             break
+                        running = self._drivers.get(c.run.run_id)
+                        if running is not None:
+                            # Our own lease expired (heartbeats stalled) and we claimed
+                            # the run again: the driver still running it adopts the new
+                            # token; only it has written, so its journal view is right.
+                            log.warning(
+                                "run %s: re-claimed while still driving it; adopting the new lease",
+                                c.run.run_id,
+                            )
+                            running.lease = c.lease
+                            continue
                         self._spawn(c)
             except asyncio.CancelledError:
                 raise
@@ -218,9 +237,7 @@ class Worker:
                 continue
             self._wake.clear()
             waiter = asyncio.get_running_loop().create_task(self._wake.wait())
-            changed = asyncio.get_running_loop().create_task(
-                self.store.wait_for_change(self.poll_interval)
-            )
+            changed = asyncio.get_running_loop().create_task(wait_for_work(self.poll_interval))
             try:
                 await asyncio.wait({waiter, changed}, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -235,15 +252,16 @@ class Worker:
             if not drivers:
                 continue
             try:
-                outcome = await self.store.renew_leases(
-                    self.owner, [d.lease for d in drivers], self.lease_ttl
-                )
+                sent = [d.lease for d in drivers]
+                outcome = await self.store.renew_leases(self.owner, sent, self.lease_ttl)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("heartbeat failed")
                 continue
-            for driver in drivers:
+            for driver, lease in zip(drivers, sent, strict=True):
+                if self._drivers.get(driver.run_id) is not driver or driver.lease is not lease:
+                    continue  # finished or re-claimed while the renewal was in flight
                 if driver.run_id in outcome.lost:
                     log.warning("run %s: lease lost (heartbeat)", driver.run_id)
                     driver.lease_lost()

@@ -34,10 +34,16 @@ def check_header(path: Path) -> None:
         raise DatabaseError(f"{path} is not a SQLite database (unrecognised file header)")
 
 
-def connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
-    """A connection in autocommit mode: Keel issues BEGIN/COMMIT itself."""
+def connect(path: Path, busy_timeout: float, *, any_thread: bool = False) -> sqlite3.Connection:
+    """A connection in autocommit mode: Keel issues BEGIN/COMMIT itself.
+
+    ``any_thread``: usable from threads other than the one that made it (the
+    caller serialises its use; see ``DbThread``'s inline writes).
+    """
     try:
-        return sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+        return sqlite3.connect(
+            path, timeout=busy_timeout, isolation_level=None, check_same_thread=not any_thread
+        )
     except sqlite3.Error as exc:
         raise DatabaseError(f"cannot open SQLite database {path}: {exc}") from exc
 
@@ -83,7 +89,7 @@ def schema_version(conn: sqlite3.Connection, path: Path) -> int:
 def prepare_writer(path: Path, busy_timeout: float, synchronous: str) -> sqlite3.Connection:
     """Open the writer connection: check the file, set pragmas, apply migrations."""
     check_header(path)
-    conn = connect(path, busy_timeout)
+    conn = connect(path, busy_timeout, any_thread=True)
     try:
         version = schema_version(conn, path)  # read-only: nothing written yet
         _use_wal(conn, busy_timeout)

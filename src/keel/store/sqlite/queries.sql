@@ -142,3 +142,11 @@ WHERE run_id = :run_id;
 
 -- name: data_version
 PRAGMA data_version;
+
+-- name: get_idempotent
+SELECT result FROM idempotency_keys WHERE scope = ? AND key = ?;
+
+-- name: put_idempotent
+-- Keeps the first committed result; the caller then reads what is stored.
+INSERT INTO idempotency_keys (scope, key, result, created_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (scope, key) DO NOTHING;

@@ -1,11 +1,11 @@
--- The full current Keel schema (version 1), for reading. Databases are built by
+-- The full current Keel schema (version 2), for reading. Databases are built by
 -- applying migrations/ in order; a test checks both give the same schema.
 
 CREATE TABLE keel_meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
--- rows: ('application', 'keel'), ('schema_version', '1')
+-- rows: ('application', 'keel'), ('schema_version', '2')
 
 CREATE TABLE runs (
     run_id           TEXT PRIMARY KEY,
@@ -51,3 +51,12 @@ CREATE TABLE signals (
 );
 
 CREATE INDEX signals_pending ON signals (run_id, name, id) WHERE consumed_seq IS NULL;
+
+-- Cross-run idempotency keys (version 2): the first committed result per (step, key).
+CREATE TABLE idempotency_keys (
+    scope      TEXT NOT NULL,  -- the step's name
+    key        TEXT NOT NULL,
+    result     BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (scope, key)
+) WITHOUT ROWID;

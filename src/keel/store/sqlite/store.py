@@ -99,6 +99,7 @@ class SQLiteStore:
             "keel-sqlite-writer",
             lambda: _schema.prepare_writer(path, timeout, self.synchronous),
             writer=True,
+            inline=True,
             busy_timeout=timeout,
         )
         self._writer = writer
@@ -113,10 +114,7 @@ class SQLiteStore:
             "keel-sqlite-reader", lambda: _schema.prepare_reader(path, timeout), writer=False
         )
         self._watcher = Watcher(
-            "keel-sqlite-watcher",
-            lambda: _schema.prepare_reader(path, timeout),
-            self._waiters,
-            self._poll_interval,
+            "keel-sqlite-watcher", writer.data_version, self._waiters, self._poll_interval
         )
 
     async def close(self) -> None:
@@ -135,18 +133,26 @@ class SQLiteStore:
         # One machine shares this clock with every process using the file.
         return self._clock()
 
-    async def _write(self, op: Callable[[sqlite3.Connection], T], *, notify: bool = False) -> T:
+    async def _write(
+        self,
+        op: Callable[[sqlite3.Connection], T],
+        *,
+        notify: bool = False,
+        work: bool = True,
+    ) -> T:
         """Run ``op`` in the writer's next group transaction; resolved after COMMIT.
 
         ``notify`` wakes this process's ``wait_for_change`` callers: only for
         writes that can make a run claimable or finished. A worker's own journal
         appends do not, so they do not wake its claim loop for nothing.
+        ``work=False``: the write cannot make a run claimable (a run finished),
+        so ``wait_for_work`` callers (claim loops) sleep on.
         """
         if self._writer is None:
             raise StoreError(f"{self!r} is not open")
         result = await self._writer.call(op)
         if notify:
-            self._waiters.notify()
+            self._waiters.notify(work=work)
         return result
 
     async def _read(self, op: Callable[[sqlite3.Connection], T]) -> T:
@@ -369,7 +375,7 @@ class SQLiteStore:
             params.update(state=str(state), result=result, error=error)
             _fenced(conn, Q["fenced_finish"], params, lease, first_seq, events, now)
 
-        await self._write(op, notify=True)
+        await self._write(op, notify=True, work=False)
 
     # -- signals and cancellation ------------------------------------------------------
 
@@ -393,6 +399,21 @@ class SQLiteStore:
             return None if row is None else _sql.signal_record(row)
 
         return await self._read(op)
+
+    async def get_idempotent(self, scope: str, key: str) -> bytes | None:
+        def op(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute(Q["get_idempotent"], (scope, key)).fetchone()
+            return None if row is None else bytes(row[0])
+
+        return await self._read(op)
+
+    async def put_idempotent(self, scope: str, key: str, result: bytes) -> bytes:
+        def op(conn: sqlite3.Connection) -> bytes:
+            conn.execute(Q["put_idempotent"], (scope, key, result, self._clock()))
+            row = conn.execute(Q["get_idempotent"], (scope, key)).fetchone()
+            return bytes(row[0])
+
+        return await self._write(op)
 
     async def request_cancel(self, run_id: str, cancelled_event: NewEvent) -> RunState:
         ev = cancelled_event
@@ -418,11 +439,21 @@ class SQLiteStore:
 
     async def wait_for_change(self, timeout: float) -> None:
         """Return after a commit by this store or (polled) by another process, or on timeout."""
+        await self._wait(timeout, work=False)
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Like :meth:`wait_for_change`, but a run finishing in this process does not
+        wake it: only writes that can make a run claimable, and commits by other
+        processes. The worker's claim loop waits here when the store offers it
+        (not part of the Store protocol)."""
+        await self._wait(timeout, work=True)
+
+    async def _wait(self, timeout: float, *, work: bool) -> None:
         if timeout <= 0:
             return
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        self._waiters.add(loop, fut)
+        self._waiters.add(loop, fut, work=work)
         try:
             await asyncio.wait([fut], timeout=timeout)
         finally:
