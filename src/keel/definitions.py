@@ -17,6 +17,7 @@ from keel.errors import ConfigurationError, WorkflowNotFoundError
 
 P = ParamSpec("P")
 R = TypeVar("R")
+KeyFunc = Callable[..., "str | None"]
 
 
 class WorkflowDef(Generic[P, R]):
@@ -52,14 +53,56 @@ class StepDef(Generic[P, R]):
     journals the result; outside a workflow it is a plain function call.
     """
 
-    def __init__(self, fn: Callable[P, Any], name: str, retry: RetryPolicy) -> None:
+    def __init__(
+        self,
+        fn: Callable[P, Any],
+        name: str,
+        retry: RetryPolicy,
+        idempotency_key: KeyFunc | str | None = None,
+    ) -> None:
         self.fn = fn
         self.name = name
         self.retry = retry
+        self.idempotency_key = idempotency_key
         self.is_async = inspect.iscoroutinefunction(fn)
         self.codec = codec.function_codec(fn)
         self.result_type = self.codec.result_type
         functools.update_wrapper(self, fn)
+
+    def options(
+        self,
+        *,
+        idempotency_key: str | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+    ) -> StepDef[P, R]:
+        """This step with other options for one call: ``await charge.options(
+        idempotency_key=f"charge-{order.id}")(order)``.
+
+        A step called with an idempotency key reuses the result stored by an
+        earlier completion with the same key (in any run) without running again.
+        """
+        if idempotency_key is not None and (
+            not isinstance(idempotency_key, str) or not idempotency_key
+        ):
+            raise ConfigurationError(
+                f"idempotency_key must be a non-empty string: {idempotency_key!r}"
+            )
+        policy = _policy(retry or self.retry, timeout)
+        return StepDef(self.fn, self.name, policy, idempotency_key or self.idempotency_key)
+
+    def key_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+        """The idempotency key of a call, if this step has one."""
+        key = self.idempotency_key
+        if key is None or isinstance(key, str):
+            return key
+        value = key(*args, **kwargs)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigurationError(
+                f"idempotency_key of step {self.name!r} must return a non-empty str or None, "
+                f"not {value!r}"
+            )
+        return value
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
         execution = current_execution()
@@ -85,7 +128,12 @@ class StepDef(Generic[P, R]):
     def _issue(self, execution: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         data = codec.encode_args(self.fn, args, kwargs, what=f"step {self.name!r}")
         cmd = execution.issue(
-            CommandKind.STEP, self.name, result_type=self.result_type, target=self, args=data
+            CommandKind.STEP,
+            self.name,
+            result_type=self.result_type,
+            target=self,
+            args=data,
+            idempotency_key=self.key_for(args, kwargs),
         )
         return cmd.future
 
@@ -188,26 +236,35 @@ def step(
     name: str | None = None,
     retry: RetryPolicy | None = None,
     timeout: float | None = None,
+    idempotency_key: KeyFunc | None = None,
 ) -> Any:
     """Declare a sync or async function as a step.
 
     ``retry`` is its :class:`RetryPolicy` (default: 3 attempts, exponential
     backoff from 1 s); ``timeout`` overrides the policy's per-attempt timeout.
+    ``idempotency_key`` maps the call's arguments to a key (or ``None``): a
+    call whose key was completed before, in any run, reuses that result.
     """
-    if retry is not None and not isinstance(retry, RetryPolicy):
-        raise ConfigurationError(f"retry must be a keel.RetryPolicy, not {type(retry).__name__}")
-    policy = retry or RetryPolicy()
-    if timeout is not None:
-        import dataclasses
-
-        policy = dataclasses.replace(policy, timeout=timeout)
+    policy = _policy(retry or RetryPolicy(), timeout)
+    if idempotency_key is not None and not callable(idempotency_key):
+        raise ConfigurationError(
+            "@step(idempotency_key=...) takes a function of the step's arguments; "
+            "for a fixed key use my_step.options(idempotency_key='...')"
+        )
 
     def wrap(f: Callable[P, Any]) -> StepDef[P, Any]:
         if not callable(f):
             raise ConfigurationError(f"@step needs a function, not {f!r}")
-        return StepDef(f, _check_name(name if name is not None else f.__qualname__, "step"), policy)
+        step_name = _check_name(name if name is not None else f.__qualname__, "step")
+        return StepDef(f, step_name, policy, idempotency_key)
 
     return wrap(fn) if fn is not None else wrap
+
+
+def _policy(retry: object, timeout: float | None) -> RetryPolicy:
+    if not isinstance(retry, RetryPolicy):
+        raise ConfigurationError(f"retry must be a keel.RetryPolicy, not {type(retry).__name__}")
+    return retry if timeout is None else retry.with_(timeout=timeout)
 
 
 def _check_name(name: object, what: str) -> str:

@@ -92,6 +92,7 @@ class Command:
     args_hash: str | None = None
     duration: float | None = None  # sleep
     timeout: float | None = None  # signal wait
+    idempotency_key: str | None = None  # user key: reuse a result stored by any run
     known: bool = False  # the journal already holds events of this command
     recorded_hash_mismatch: str | None = None  # journaled args hash when it differs
     # progress recovered from the journal
@@ -240,6 +241,7 @@ class Execution:
         args: bytes | None = None,
         duration: float | None = None,
         timeout: float | None = None,
+        idempotency_key: str | None = None,
     ) -> Command:
         """Register a command that resolves later (step, sleep, signal, side effect)."""
         cid = self._next_id(kind, name)
@@ -262,6 +264,7 @@ class Execution:
             args_hash=args_hash,
             duration=duration,
             timeout=timeout,
+            idempotency_key=idempotency_key,
             known=key in self._recorded_hash,
             recorded_hash_mismatch=mismatch,
         )

@@ -235,6 +235,15 @@ class Store(Protocol):
         ``RunNotFoundError`` / ``RunFinishedError``.
         """
 
+    async def get_idempotent(self, scope: str, key: str) -> bytes | None:
+        """The result stored under a user idempotency key (``scope`` is the step name)."""
+
+    async def put_idempotent(self, scope: str, key: str, result: bytes) -> bytes:
+        """Store ``result`` under the key unless one is stored; return the stored one.
+
+        Concurrent puts converge on the first committed result.
+        """
+
     async def wait_for_change(self, timeout: float) -> None:
         """Return when the store may have new work or results, or after ``timeout``.
 

@@ -58,6 +58,7 @@ class MemoryStore:
         self._runs: dict[str, RunRecord] = {}
         self._events: dict[str, list[EventRecord]] = {}
         self._signals: dict[int, _Signal] = {}
+        self._idempotent: dict[tuple[str, str], bytes] = {}
         self._mailbox: dict[str, list[int]] = {}  # run id -> its signal ids, oldest first
         self._last_signal_id = 0
         self._waiters: dict[asyncio.Future[None], asyncio.AbstractEventLoop] = {}
@@ -372,6 +373,16 @@ class MemoryStore:
                 if signal.consumed_seq is None and signal.record.name == name:
                     return signal.record
             return None
+
+    async def get_idempotent(self, scope: str, key: str) -> bytes | None:
+        with self._lock:
+            self._check_open()
+            return self._idempotent.get((scope, key))
+
+    async def put_idempotent(self, scope: str, key: str, result: bytes) -> bytes:
+        with self._lock:
+            self._check_open()
+            return self._idempotent.setdefault((scope, key), result)
 
     async def request_cancel(self, run_id: str, cancelled_event: NewEvent) -> RunState:
         with self._lock:

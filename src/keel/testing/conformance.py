@@ -26,6 +26,7 @@ import pytest
 from keel.core.states import RunState
 from keel.errors import LeaseLostError, RunFinishedError, RunNotFoundError, StoreError
 from keel.store.base import Lease, NewEvent, NewRun, RunRecord, Store
+from keel.testing.conformance_keys import IdempotencyConformance
 
 StoreFactory = Callable[[], Store]
 ClockedStoreFactory = Callable[[Callable[[], float]], Store]
@@ -105,7 +106,7 @@ async def get(store: Store, run_id: str) -> RunRecord:
     return run
 
 
-class StoreConformance:
+class StoreConformance(IdempotencyConformance):
     """Behaviour shared by every backend; subclasses supply ``store_factory``."""
 
     @pytest.fixture

@@ -354,3 +354,13 @@ SELECT key, value FROM keel_meta;
 -- name: set_schema_version
 INSERT INTO keel_meta (key, value) VALUES ('schema_version', %(version)s::text)
 ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+
+-- name: get_idempotent
+SELECT result FROM idempotency_keys WHERE scope = %(scope)s::text AND key = %(key)s::text;
+
+-- name: put_idempotent
+-- Returns the row only when this call stored it; the loser reads the winner's.
+INSERT INTO idempotency_keys (scope, key, result, created_at)
+VALUES (%(scope)s::text, %(key)s::text, %(result)s::bytea, extract(epoch FROM clock_timestamp()))
+ON CONFLICT (scope, key) DO NOTHING
+RETURNING result;

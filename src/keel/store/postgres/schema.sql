@@ -1,4 +1,4 @@
--- The full current Keel PostgreSQL schema (version 1), for reading. Databases are
+-- The full current Keel PostgreSQL schema (version 2), for reading. Databases are
 -- built by applying migrations/ in order inside Keel's schema (default "keel");
 -- a test checks that both give the same catalog.
 
@@ -6,7 +6,7 @@ CREATE TABLE keel_meta (
     key   text PRIMARY KEY,
     value text NOT NULL
 );
--- rows: ('application', 'keel'), ('schema_version', '1')
+-- rows: ('application', 'keel'), ('schema_version', '2')
 
 -- Fencing tokens: every claim takes nextval, so a token is larger than every
 -- token handed out before it, on any run. CACHE 1 (the default) keeps values
@@ -75,3 +75,12 @@ CREATE TABLE signals (
 CREATE INDEX signals_pending ON signals (run_id, name, id) WHERE consumed_seq IS NULL;
 -- Deleting a run (retention) cascades here.
 CREATE INDEX signals_run ON signals (run_id);
+
+-- Cross-run idempotency keys (version 2): the first committed result per (step, key).
+CREATE TABLE idempotency_keys (
+    scope      text COLLATE "C" NOT NULL,  -- the step's name
+    key        text COLLATE "C" NOT NULL,
+    result     bytea NOT NULL,
+    created_at float8 NOT NULL,
+    PRIMARY KEY (scope, key)
+);

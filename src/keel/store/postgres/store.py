@@ -447,6 +447,20 @@ class PostgresStore:
         rows = await self._fetch("next_signal", {"run_id": run_id, "name": name})
         return _sql.signal_record(rows[0]) if rows else None
 
+    async def get_idempotent(self, scope: str, key: str) -> bytes | None:
+        rows = await self._fetch("get_idempotent", {"scope": scope, "key": key})
+        return bytes(rows[0][0]) if rows else None
+
+    async def put_idempotent(self, scope: str, key: str, result: bytes) -> bytes:
+        rows = await self._fetch("put_idempotent", {"scope": scope, "key": key, "result": result})
+        if rows:
+            return bytes(rows[0][0])
+        # Lost the race: a new statement (new snapshot) sees the winner's row.
+        stored = await self.get_idempotent(scope, key)
+        if stored is None:
+            raise StoreError(f"idempotency key {key!r} of {scope!r} vanished")
+        return stored
+
     async def request_cancel(self, run_id: str, cancelled_event: NewEvent) -> RunState:
         ev = cancelled_event
         params = {
