@@ -420,14 +420,14 @@ def test_two_processes_never_claim_the_same_run(tmp_path: Path) -> None:
 
 def test_open_store_maps_urls_to_backends(tmp_path: Path) -> None:
     assert isinstance(open_store("memory://"), MemoryStore)
-    absolute = open_store(f"sqlite://{tmp_path}/a.db")
+    absolute = open_store(f"sqlite:///{tmp_path}/a.db")
     assert isinstance(absolute, SQLiteStore) and absolute.path == tmp_path / "a.db"
-    relative = open_store("sqlite://data/b.db")
+    relative = open_store("sqlite:///data/b.db")
     assert isinstance(relative, SQLiteStore) and relative.path == Path("data/b.db")
     for bare in ("keel.db", "x/y.sqlite", "z.SQLITE3"):
         store = open_store(bare)
         assert isinstance(store, SQLiteStore) and store.path == Path(bare)
-    normal = open_store(f"sqlite://{tmp_path}/c.db?synchronous=normal")
+    normal = open_store(f"sqlite:///{tmp_path}/c.db?synchronous=normal")
     assert isinstance(normal, SQLiteStore) and normal.synchronous == "NORMAL"
     assert open_store(absolute.url).path == absolute.path  # url round-trips
 
@@ -441,6 +441,8 @@ def test_open_store_maps_urls_to_backends(tmp_path: Path) -> None:
         "memory",
         "sqlite://",
         "sqlite://:memory:",
+        "sqlite:///:memory:",
+        "sqlite://relative.db",
         "sqlite:///tmp/x.db?journal=off",
         "sqlite:///tmp/x.db?synchronous=OFF",
     ],

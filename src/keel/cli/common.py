@@ -88,7 +88,7 @@ def resolve_db(db: str | None, *, fallback: str | None = None) -> str:
     env = os.environ.get(DB_ENV, "").strip()
     if env:
         return env
-    # An absolute path: "sqlite:///keel.db" would mean /keel.db.
+    # Absolute, so the URL means the same file whatever the working directory.
     return f"sqlite:///{os.path.abspath(DEFAULT_DB_FILE)}"
 
 

@@ -44,7 +44,8 @@ from keel.errors import SerializationError
 def cli(ctx: click.Context, db: str | None) -> None:
     """Keel: durable workflows for Python.
 
-    Database URLs: sqlite:///abs/path.db, a path ending .db, or memory://.
+    Database URLs: a path ending .db, sqlite:///rel/path.db, sqlite:////abs/path.db,
+    postgresql://user@host/db, or memory://.
     """
     ctx.obj = Settings(db=db)
 

@@ -3,8 +3,8 @@
 :func:`open_store` maps a URL to a backend (without opening it)::
 
     memory://                      MemoryStore (this process only)
-    sqlite:///abs/path/keel.db     SQLiteStore on /abs/path/keel.db
-    sqlite://rel/path/keel.db      SQLiteStore on a path relative to the working directory
+    sqlite:///rel/path/keel.db     SQLiteStore on a path relative to the working directory
+    sqlite:////abs/path/keel.db    SQLiteStore on /abs/path/keel.db (SQLAlchemy's convention)
     keel.db  ./x.sqlite  ~/y.sqlite3   a bare path ending .db/.sqlite/.sqlite3
     postgresql://user@host/db      PostgresStore (also postgres://; needs keel[postgres])
 
@@ -66,15 +66,20 @@ def open_store(url: str) -> Store:
     if url == "memory://":
         return MemoryStore()
     if url.startswith("sqlite://"):
-        path, _, query = url.removeprefix("sqlite://").partition("?")
+        if not url.startswith("sqlite:///"):
+            raise ConfigurationError(
+                f"store URL {url!r}: write 'sqlite:///relative/path.db' or "
+                "'sqlite:////absolute/path.db' (three slashes, then the path)"
+            )
+        path, _, query = url.removeprefix("sqlite:///").partition("?")
         return _sqlite(url, path, query)
     if "://" not in url and url.lower().endswith(_SQLITE_SUFFIXES):
         return SQLiteStore(os.path.expanduser(url))
     if url.lower().startswith(_POSTGRES_SCHEMES):
         return _postgres(url)
     raise ConfigurationError(
-        f"unsupported store URL {url!r}: use 'memory://', 'sqlite:///absolute/path.db', "
-        "'sqlite://relative/path.db', a file path ending in .db, .sqlite or .sqlite3, "
+        f"unsupported store URL {url!r}: use 'memory://', 'sqlite:///relative/path.db', "
+        "'sqlite:////absolute/path.db', a file path ending in .db, .sqlite or .sqlite3, "
         "or 'postgresql://user@host/database'"
     )
 

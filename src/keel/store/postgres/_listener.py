@@ -42,8 +42,14 @@ class ChangeWaiters:
                 fut.set_result(None)
 
 
+#: NOTIFY payloads that cannot make work claimable: they wake ``wait_for_change``
+#: callers (result pollers) but not ``wait_for_work`` callers (claim loops).
+NOT_WORK = frozenset({"finished"})
+
+
 class Listener:
-    """Keeps one connection LISTENing on ``channel``; every notification wakes all waiters.
+    """Keeps one connection LISTENing on ``channel``; a notification wakes ``waiters``,
+    and also ``work_waiters`` unless its payload is in :data:`NOT_WORK`.
 
     ``idle_check`` is how long the connection may stay silent before a
     ``SELECT 1`` makes sure it is still alive (TCP keepalives cover the rest).
@@ -54,6 +60,7 @@ class Listener:
         connect: Callable[[], Awaitable[psycopg.AsyncConnection[Any]]],
         channel: str,
         waiters: ChangeWaiters,
+        work_waiters: ChangeWaiters | None = None,
         *,
         idle_check: float = 30.0,
         max_backoff: float = 2.0,
@@ -61,6 +68,7 @@ class Listener:
         self._connect_fn = connect
         self._channel = channel
         self._waiters = waiters
+        self._work_waiters = work_waiters or ChangeWaiters()
         self._idle_check = idle_check
         self._max_backoff = max_backoff
         self._task: asyncio.Task[None] | None = None
@@ -81,6 +89,11 @@ class Listener:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    def _wake(self, payload: str | None) -> None:
+        self._waiters.wake_all()
+        if payload not in NOT_WORK:
+            self._work_waiters.wake_all()
 
     async def _listen(self, conn: psycopg.AsyncConnection[Any]) -> None:
         await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
@@ -105,9 +118,9 @@ class Listener:
                         self.connected.set()
                         delay = 0.05
                         log.info("LISTEN connection on %r re-established", self._channel)
-                        self._waiters.wake_all()  # catch up on what was missed meanwhile
-                    async for _ in conn.notifies(timeout=self._idle_check):
-                        self._waiters.wake_all()
+                        self._wake(None)  # catch up on what was missed meanwhile
+                    async for notify in conn.notifies(timeout=self._idle_check):
+                        self._wake(notify.payload)
                     await conn.execute("SELECT 1")
                 except Exception as exc:  # never let the listener die: it only cuts latency
                     self.connected.clear()

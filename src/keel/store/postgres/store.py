@@ -46,6 +46,8 @@ from keel.store.postgres._listener import ChangeWaiters, Listener
 
 Q = _sql.queries()
 MAX_PAGE = 1000
+_FLUSHERS = 1  # group-commit batches in flight at once
+_MAX_BATCH = 64  # statements per batch
 _Conn = psycopg.AsyncConnection[Any]
 _Row = tuple[Any, ...]
 
@@ -96,10 +98,15 @@ class PostgresStore:
         self._connect_timeout = connect_timeout
         self._pool_timeout = pool_timeout
         self._clock = _conn.ClockOffset()
-        self._waiters = ChangeWaiters()
+        self._waiters = ChangeWaiters()  # wait_for_change: woken by every notification
+        self._work_waiters = ChangeWaiters()  # wait_for_work: not by runs finishing
         self._opening: asyncio.Task[None] | None = None
         self._pool: AsyncConnectionPool[_Conn] | None = None
         self._listener: Listener | None = None
+        # Group commit: writes queued here while a batch is in flight go out
+        # together in the next one (see _write).
+        self._queue: list[tuple[str, dict[str, Any], asyncio.Future[list[_Row]]]] = []
+        self._flushers: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._target!r}, schema={self.schema!r})"
@@ -121,7 +128,7 @@ class PostgresStore:
 
     async def _open(self) -> None:
         conn = await self._connect()
-        listener = Listener(self._connect, self.channel, self._waiters)
+        listener = Listener(self._connect, self.channel, self._waiters, self._work_waiters)
         try:
             with self._errors():
                 await _schema.prepare(
@@ -160,9 +167,12 @@ class PostgresStore:
             opening.cancel()
         if opening is not None:
             await asyncio.gather(opening, return_exceptions=True)
+        if self._flushers:  # let batches in flight finish: their callers await them
+            await asyncio.gather(*self._flushers, return_exceptions=True)
         pool, listener = self._pool, self._listener
         self._pool = self._listener = None
         self._waiters.wake_all()  # nobody should sit out a timeout on a closed store
+        self._work_waiters.wake_all()
         if listener is not None:
             await listener.stop()
         if pool is not None:
@@ -230,6 +240,75 @@ class PostgresStore:
             cur = await conn.execute(Q[query], params, binary=True)
             return await cur.fetchall()
 
+    async def _write(self, query: str, params: dict[str, Any]) -> list[_Row]:
+        """Run a single-statement write, group-committed with concurrent ones.
+
+        Writes that arrive while a batch is in flight queue up and go out as the
+        next batch: one pipeline on one pooled connection, one round trip, and
+        (the statements between two pipeline syncs form one implicit
+        transaction) one commit. Callers get their rows only after that commit,
+        so commit-before-wake and durability hold as for a lone statement. A
+        batch whose transaction failed wrote nothing at all; its statements are
+        then run again one by one, so one bad write fails only its caller.
+        """
+        if self._pool is None:
+            raise StoreError(f"{self!r} is not open")
+        fut: asyncio.Future[list[_Row]] = asyncio.get_running_loop().create_future()
+        self._queue.append((query, params, fut))
+        if len(self._flushers) < _FLUSHERS:
+            task = asyncio.get_running_loop().create_task(self._flush())
+            self._flushers.add(task)
+            task.add_done_callback(self._flushers.discard)
+        return await fut
+
+    async def _flush(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[:_MAX_BATCH], self._queue[_MAX_BATCH:]
+            try:
+                if len(batch) == 1:
+                    results = [await self._fetch(batch[0][0], batch[0][1])]
+                else:
+                    results = await self._pipeline(batch)
+            except BaseException as exc:
+                err = exc if isinstance(exc, Exception) else StoreError(f"{self!r}: {exc!r}")
+                for _, _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(err)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for (_, _, fut), result in zip(batch, results, strict=True):
+                if fut.done():
+                    continue
+                if isinstance(result, BaseException):
+                    fut.set_exception(result)
+                else:
+                    fut.set_result(result)
+
+    async def _pipeline(
+        self, batch: list[tuple[str, dict[str, Any], asyncio.Future[list[_Row]]]]
+    ) -> list[list[_Row] | BaseException]:
+        async with self._connection() as conn:
+            try:
+                async with conn.pipeline() as pipe:
+                    cursors = [
+                        await conn.execute(Q[query], params, binary=True)
+                        for query, params, _ in batch
+                    ]
+                    await pipe.sync()
+                    return [await cur.fetchall() for cur in cursors]
+            except psycopg.Error:
+                if conn.broken or conn.closed:
+                    raise  # whether the batch committed is unknown: like a lone statement
+                # Otherwise its transaction was rolled back: nothing was written.
+        results: list[list[_Row] | BaseException] = []
+        for query, params, _ in batch:
+            try:
+                results.append(await self._fetch(query, params))
+            except Exception as exc:
+                results.append(exc)
+        return results
+
     async def _sample_clock(self, conn: _Conn) -> None:
         sent = time.time()
         cur = await conn.execute(Q["now"], prepare=False)
@@ -255,14 +334,14 @@ class PostgresStore:
         record: RunRecord | None = None
         lease: Lease | None = None
         if lease_owner is None:
-            rows = await self._fetch("create_run", params | {"channel": self.channel})
+            rows = await self._write("create_run", params | {"channel": self.channel})
             if rows:
                 now = rows[0][0]
                 record = _new_record(run, RunState.PENDING, now, wake_at=now)
         else:
             _check_ttl(lease_ttl)
             params |= {"owner": lease_owner, "ttl": lease_ttl}
-            rows = await self._fetch("create_leased_run", params)
+            rows = await self._write("create_leased_run", params)
             if rows:
                 now, token, expires = rows[0]
                 lease = Lease(run.run_id, lease_owner, token, expires)
@@ -373,7 +452,7 @@ class PostgresStore:
         consume_signal: int | None = None,
     ) -> None:
         params = self._fence(lease, first_seq, events) | {"signal_id": consume_signal}
-        if not await self._fetch("append_events", params):
+        if not await self._write("append_events", params):
             raise await self._fence_error(lease, first_seq, consume_signal)
 
     async def suspend_run(
@@ -387,7 +466,7 @@ class PostgresStore:
     ) -> None:
         params = self._fence(lease, first_seq, events)
         params |= {"wake_at": wake_at, "signal_names": sorted(wake_on_signals)}
-        if not await self._fetch("suspend_run", params):
+        if not await self._write("suspend_run", params):
             raise await self._fence_error(lease, first_seq, None)
 
     async def finish_run(
@@ -404,7 +483,7 @@ class PostgresStore:
             raise ValueError(f"finish_run needs a terminal state, not {state!s}")
         params = self._fence(lease, first_seq, events)
         params |= {"state": str(state), "result": result, "error": error}
-        if not await self._fetch("finish_run", params):
+        if not await self._write("finish_run", params):
             raise await self._fence_error(lease, first_seq, None)
 
     async def _fence_error(self, lease: Lease, first_seq: int, signal: int | None) -> StoreError:
@@ -493,6 +572,14 @@ class PostgresStore:
         if timeout <= 0:
             return
         await self._waiters.wait(timeout)
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Like :meth:`wait_for_change`, but runs finishing do not wake it (claim loops
+        wait here: a finished run makes nothing claimable; capacity freed in this
+        process wakes the worker's claim loop directly)."""
+        if timeout <= 0:
+            return
+        await self._work_waiters.wait(timeout)
 
 
 class _ErrorMapper:

@@ -74,7 +74,7 @@ class SQLiteStore:
         if busy_timeout <= 0 or poll_interval <= 0:
             raise ConfigurationError("busy_timeout and poll_interval must be positive")
         self.path = Path(path)
-        self.url = f"sqlite://{self.path}"
+        self.url = f"sqlite:///{self.path}"  # an absolute path gives four slashes
         self.synchronous = sync
         self._busy_timeout = busy_timeout
         self._poll_interval = poll_interval
