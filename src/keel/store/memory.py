@@ -8,11 +8,8 @@ also makes it safe to share between event loops on different threads.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import dataclasses
-import json
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -26,6 +23,7 @@ from keel.errors import (
     RunNotFoundError,
     StoreError,
 )
+from keel.store._checks import MAX_PAGE, check_ttl, decode_cursor, encode_cursor
 from keel.store.base import (
     Claimed,
     EventRecord,
@@ -37,8 +35,6 @@ from keel.store.base import (
     RunRecord,
     SignalRecord,
 )
-
-MAX_PAGE = 1000
 
 
 @dataclass(slots=True)
@@ -99,7 +95,7 @@ class MemoryStore:
         self, run: NewRun, *, lease_owner: str | None = None, lease_ttl: float = 30.0
     ) -> tuple[RunRecord, Lease | None, bool]:
         if lease_owner is not None:
-            _check_ttl(lease_ttl)
+            check_ttl(lease_ttl)
         with self._lock:
             self._check_open()
             existing = self._runs.get(run.run_id)
@@ -150,7 +146,7 @@ class MemoryStore:
             raise ConfigurationError(
                 f"list_runs limit must be between 1 and {MAX_PAGE}, not {limit!r}"
             )
-        before = _decode_cursor(cursor) if cursor else None
+        before = decode_cursor(cursor) if cursor else None
         with self._lock:
             self._check_open()
             runs = [
@@ -162,7 +158,7 @@ class MemoryStore:
             ]
         runs.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
         if len(runs) > limit:
-            return RunPage(runs[:limit], _encode_cursor(runs[limit - 1]))
+            return RunPage(runs[:limit], encode_cursor(runs[limit - 1]))
         return RunPage(runs, None)
 
     async def load_events(self, run_id: str, *, after_seq: int = -1) -> list[EventRecord]:
@@ -175,7 +171,7 @@ class MemoryStore:
     async def claim_runs(self, owner: str, *, limit: int, ttl: float) -> list[Claimed]:
         if limit < 1:
             raise ValueError(f"claim limit must be at least 1, not {limit}")
-        _check_ttl(ttl)
+        check_ttl(ttl)
         with self._lock:
             self._check_open()
             now = self._clock()
@@ -209,7 +205,7 @@ class MemoryStore:
             return claimed
 
     async def renew_leases(self, owner: str, leases: Sequence[Lease], ttl: float) -> RenewOutcome:
-        _check_ttl(ttl)
+        check_ttl(ttl)
         with self._lock:
             self._check_open()
             now = self._clock()
@@ -448,23 +444,3 @@ def _holds(run: RunRecord, lease: Lease, now: float) -> bool:
         and run.lease_expires_at is not None
         and run.lease_expires_at >= now
     )
-
-
-def _check_ttl(ttl: float) -> None:
-    if not ttl > 0:
-        raise ValueError(f"lease ttl must be positive, not {ttl!r}")
-
-
-def _encode_cursor(run: RunRecord) -> str:
-    raw = json.dumps([run.created_at, run.run_id], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode("ascii")
-
-
-def _decode_cursor(cursor: str) -> tuple[float, str]:
-    try:
-        created_at, run_id = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
-    except (ValueError, TypeError, binascii.Error, UnicodeEncodeError):
-        raise ConfigurationError(f"invalid list_runs cursor {cursor!r}") from None
-    if not isinstance(created_at, int | float) or not isinstance(run_id, str):
-        raise ConfigurationError(f"invalid list_runs cursor {cursor!r}")
-    return float(created_at), run_id

@@ -8,8 +8,6 @@ from a WAL snapshot; a watcher thread notices commits by other processes.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import math
 import os
@@ -27,6 +25,7 @@ from keel.errors import (
     RunNotFoundError,
     StoreError,
 )
+from keel.store._checks import check_limit, check_terminal, check_ttl, decode_cursor, page_of
 from keel.store.base import (
     Claimed,
     EventRecord,
@@ -44,7 +43,6 @@ from keel.store.sqlite._threads import ChangeWaiters, DbThread, Watcher
 T = TypeVar("T")
 Q = _sql.queries()
 
-MAX_PAGE = 1000
 _SYNCHRONOUS = ("FULL", "NORMAL")
 
 
@@ -166,7 +164,7 @@ class SQLiteStore:
         self, run: NewRun, *, lease_owner: str | None = None, lease_ttl: float = 30.0
     ) -> tuple[RunRecord, Lease | None, bool]:
         if lease_owner is not None:
-            _check_ttl(lease_ttl)
+            check_ttl(lease_ttl)
 
         def op(conn: sqlite3.Connection) -> tuple[RunRecord, Lease | None, bool]:
             now = self._clock()
@@ -216,8 +214,8 @@ class SQLiteStore:
         limit: int = 50,
         cursor: str | None = None,
     ) -> RunPage:
-        _check_limit(limit)
-        before = _decode_cursor(cursor) if cursor else (math.inf, "")
+        check_limit(limit)
+        before = decode_cursor(cursor) if cursor else (math.inf, "")
         params = {
             "workflow": workflow,
             "state": None if state is None else str(state),
@@ -231,7 +229,7 @@ class SQLiteStore:
             return [_sql.run_record(r) for r in conn.execute(query, params)]
 
         runs: list[RunRecord] = await self._read(op)
-        return _page_of(runs, limit)
+        return page_of(runs, limit)
 
     async def load_events(self, run_id: str, *, after_seq: int = -1) -> list[EventRecord]:
         def op(conn: sqlite3.Connection) -> list[EventRecord]:
@@ -246,7 +244,7 @@ class SQLiteStore:
     async def claim_runs(self, owner: str, *, limit: int, ttl: float) -> list[Claimed]:
         if limit < 1:
             raise ValueError(f"claim limit must be at least 1, not {limit}")
-        _check_ttl(ttl)
+        check_ttl(ttl)
 
         def candidates(conn: sqlite3.Connection) -> bool:
             row = conn.execute(Q["claim_candidates"], {"now": self._clock(), "limit": 1}).fetchone()
@@ -274,7 +272,7 @@ class SQLiteStore:
         return await self._write(op)
 
     async def renew_leases(self, owner: str, leases: Sequence[Lease], ttl: float) -> RenewOutcome:
-        _check_ttl(ttl)
+        check_ttl(ttl)
         if self._writer is None:
             raise StoreError(f"{self!r} is not open")
         if not leases:
@@ -366,7 +364,7 @@ class SQLiteStore:
         result: bytes | None = None,
         error: bytes | None = None,
     ) -> None:
-        _check_terminal(state)
+        check_terminal(state)
         events = tuple(events)
 
         def op(conn: sqlite3.Connection) -> None:
@@ -458,48 +456,6 @@ class SQLiteStore:
             await asyncio.wait([fut], timeout=timeout)
         finally:
             self._waiters.discard(fut)
-
-
-def _check_ttl(ttl: float) -> None:
-    if not ttl > 0:
-        raise ValueError(f"lease ttl must be positive, not {ttl!r}")
-
-
-def _check_limit(limit: int) -> None:
-    """``list_runs`` page sizes are 1..1000."""
-    if not 1 <= limit <= MAX_PAGE:
-        raise ConfigurationError(f"list_runs limit must be between 1 and {MAX_PAGE}, not {limit!r}")
-
-
-def _check_terminal(state: RunState) -> None:
-    """``finish_run`` only ends runs in a terminal state."""
-    if not RunState(state).is_terminal:
-        raise ValueError(f"finish_run needs a terminal state, not {state!s}")
-
-
-def _encode_cursor(run: RunRecord) -> str:
-    """Opaque keyset cursor: the (created_at, run_id) of the last run of a page."""
-    raw = json.dumps([run.created_at, run.run_id], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode("ascii")
-
-
-def _decode_cursor(cursor: str) -> tuple[float, str]:
-    """Inverse of :func:`encode_cursor`; ``ValueError`` on anything else."""
-    try:
-        created_at, run_id = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
-    except (ValueError, TypeError, binascii.Error, UnicodeEncodeError):
-        raise ConfigurationError(f"invalid list_runs cursor {cursor!r}") from None
-    if not isinstance(created_at, int | float) or not isinstance(run_id, str):
-        raise ConfigurationError(f"invalid list_runs cursor {cursor!r}")
-    return float(created_at), run_id
-
-
-def _page_of(runs: list[RunRecord], limit: int) -> RunPage:
-    """A page from up to ``limit + 1`` runs (the extra one only says there is more)."""
-    if len(runs) > limit:
-        runs = runs[:limit]
-        return RunPage(runs, _encode_cursor(runs[-1]))
-    return RunPage(runs, None)
 
 
 def _fence_params(lease: Lease, first_seq: int, n: int, now: float) -> dict[str, Any]:
