@@ -17,6 +17,7 @@ run on the same server. A fresh database is created and dropped.
 
     .venv/bin/python benchmarks/bench_postgres.py
     .venv/bin/python benchmarks/bench_postgres.py --n 2000 --concurrency 50 --json
+    .venv/bin/python benchmarks/bench_postgres.py --mode concurrent --recover 0 --pool 4
 """
 
 from __future__ import annotations
@@ -80,6 +81,16 @@ def _admin(statement: sql.Composable) -> None:
         conn.execute(statement)
 
 
+def server_settings(url: str) -> dict[str, str]:
+    """The durability settings in force (Keel never changes them)."""
+    settings = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        for name in ("synchronous_commit", "fsync", "wal_sync_method"):
+            row = conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(name))).fetchone()
+            settings[name] = "?" if row is None else str(row[0])
+    return settings
+
+
 def raw_commit_rate(url: str, n: int = 2000) -> float:
     """Single-row INSERT + commit per statement (autocommit), one connection."""
     with psycopg.connect(url, autocommit=True) as conn:
@@ -99,11 +110,10 @@ async def _timed(client: keel.Client, x: int, latencies: list[float]) -> None:
     latencies.append(time.perf_counter() - t0)
 
 
-async def throughput(url: str, n: int, concurrency: int) -> dict[str, float]:
+async def throughput(url: str, n: int, concurrency: int, pool: int) -> dict[str, float]:
     latencies: list[float] = []
-    worker = keel.Worker(
-        PostgresStore(url, max_size=max(4, min(concurrency, 20))), concurrency=max(concurrency, 1)
-    )
+    # Capacity as in bench_sqlite.py: every run is adopted locally, none is claimed.
+    worker = keel.Worker(PostgresStore(url, max_size=pool), concurrency=max(100, concurrency))
     async with worker:
         client = worker.client()
         for i in range(20):  # warm-up: connections, prepared statements
@@ -195,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=3, help="repetitions (medians printed)")
     parser.add_argument("--recover", type=int, default=1000, help="runs in the recovery case")
     parser.add_argument("--lease-ttl", type=float, default=5.0)
+    parser.add_argument("--pool", type=int, default=10, help="PostgresStore max_size")
+    parser.add_argument("--mode", choices=("sequential", "concurrent", "both"), default="both")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
@@ -203,15 +215,19 @@ def main(argv: list[str] | None = None) -> int:
     url = _db_url(name)
     report: dict[str, Any] = {"server": urlsplit(SERVER).netloc, "cases": {}}
     try:
+        report["settings"] = server_settings(url)
         raws, seq, conc = [], [], []
         for _ in range(args.reps):
             raws.append(raw_commit_rate(url))
-            seq.append(asyncio.run(throughput(url, args.n, 1)))
-            conc.append(asyncio.run(throughput(url, args.n, args.concurrency)))
+            if args.mode != "concurrent":
+                seq.append(asyncio.run(throughput(url, args.n, 1, args.pool)))
+            if args.mode != "sequential":
+                conc.append(asyncio.run(throughput(url, args.n, args.concurrency, args.pool)))
             raws.append(raw_commit_rate(url))
         report["raw_commits_per_s"] = median(raws)
         for label, rows in (("sequential", seq), (f"concurrent C={args.concurrency}", conc)):
-            report["cases"][label] = {k: median([r[k] for r in rows]) for k in rows[0]}
+            if rows:
+                report["cases"][label] = {k: median([r[k] for r in rows]) for k in rows[0]}
         if args.recover:
             report["recovery"] = asyncio.run(recovery(url, args.recover, args.lease_ttl))
     finally:
@@ -223,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     raw = report["raw_commits_per_s"]
     print(
         f"PostgreSQL at {report['server']}: raw single-row INSERT+commit from Python "
-        f"{raw:,.0f}/s (median of {len(raws)} probes, same run)"
+        f"{raw:,.0f}/s (median of {len(raws)} probes, same run); "
+        + ", ".join(f"{k}={v}" for k, v in report["settings"].items())
     )
     print(f"{'case':<18}{'wf/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'x raw/4':>9}")
     for label, row in report["cases"].items():

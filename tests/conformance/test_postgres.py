@@ -10,12 +10,14 @@ from typing import TypeVar
 import psycopg
 import pytest
 
+from keel.core.states import RunState
 from keel.errors import ConfigurationError, StoreError
 from keel.store import open_store
+from keel.store.base import NewEvent
 from keel.store.postgres import PostgresStore
 from keel.store.postgres._conn import ClockOffset
 from keel.store.postgres.store import Q
-from keel.testing.conformance import StoreConformance, StoreFactory, new_run
+from keel.testing.conformance import StoreConformance, StoreFactory, event, leased, new_run
 from tests.pg import pg_url, postgres_server  # noqa: F401  (fixtures)
 
 T = TypeVar("T")
@@ -233,3 +235,57 @@ def test_clock_offset_moves_only_as_far_as_a_sample_proves() -> None:
     clock.observe(db_now=90.0, sent=100.0, received=100.001)  # the db clock stepped back
     assert clock.offset == pytest.approx(-10.0, abs=2e-6)
     assert abs(clock.now() - (time.time() - 10.0)) < 0.01
+
+
+def test_wait_for_work_is_not_woken_by_runs_finishing(pg_url: str) -> None:  # noqa: F811
+    async def main() -> None:
+        store, other = PostgresStore(pg_url), PostgresStore(pg_url)
+        await store.open()
+        await other.open()
+        try:
+            _, lease, _ = await other.create_run(new_run("done"), lease_owner="w")
+            assert lease is not None
+            await store.wait_for_change(0.1)  # absorb any late notice of that write
+            work = asyncio.create_task(store.wait_for_work(10))
+            change = asyncio.create_task(store.wait_for_change(10))
+            await asyncio.sleep(0.05)
+            end = NewEvent("run_completed", None, b"{}")
+            await other.finish_run(lease, 1, [end], state=RunState.COMPLETED, result=b"1")
+            await asyncio.wait_for(change, 5)  # result pollers are woken
+            await asyncio.sleep(0.2)
+            assert not work.done()  # claim loops are not: nothing became claimable
+            await other.create_run(new_run("new"))
+            await asyncio.wait_for(work, 5)
+        finally:
+            await other.close()
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_a_failing_write_in_a_group_commit_fails_alone(pg_url: str) -> None:  # noqa: F811
+    """Concurrent writes share one transaction; when one statement fails, the
+    batch is rolled back and rerun one by one: the others still commit."""
+
+    async def main() -> None:
+        store = PostgresStore(pg_url)
+        await store.open()
+        try:
+            leases = [await leased(store, f"g{i}") for i in range(4)]
+            bad = NewEvent(None, None, b"{}")  # type: ignore[arg-type]  # NOT NULL violation
+            results = await asyncio.gather(
+                *(
+                    store.append_events(lease, 1, [bad if i == 2 else event(1)])
+                    for i, lease in enumerate(leases)
+                ),
+                return_exceptions=True,
+            )
+            assert [isinstance(r, StoreError) for r in results] == [False, False, True, False]
+            for i in range(4):
+                run = await store.get_run(f"g{i}")
+                assert run is not None and run.next_seq == (1 if i == 2 else 2)
+                assert len(await store.load_events(f"g{i}")) == (1 if i == 2 else 2)
+        finally:
+            await store.close()
+
+    asyncio.run(main())

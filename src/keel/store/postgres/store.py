@@ -1,10 +1,13 @@
 """The PostgreSQL store: one database shared by many workers on many machines.
 
 Every operation is one statement on a pooled connection in autocommit mode:
-one round trip, one transaction. Fenced writes put the fence in the statement
-itself (see queries.sql), so a stale write changes nothing; only when it
-matches nothing does a second query find out why. All time comparisons use the
-database clock; :meth:`PostgresStore.now` estimates it without a round trip.
+one round trip, one transaction. Run writes that arrive while another batch of
+them is in flight are group-committed: sent together in one pipeline, one
+transaction, one WAL flush (see :meth:`PostgresStore._write`). Fenced writes
+put the fence in the statement itself (see queries.sql), so a stale write
+changes nothing; only when it matches nothing does a second query find out
+why. All time comparisons use the database clock; :meth:`PostgresStore.now`
+estimates it without a round trip.
 """
 
 from __future__ import annotations
@@ -107,6 +110,7 @@ class PostgresStore:
         # together in the next one (see _write).
         self._queue: list[tuple[str, dict[str, Any], asyncio.Future[list[_Row]]]] = []
         self._flushers: set[asyncio.Task[None]] = set()
+        self._inline = False  # a lone write runs in its caller's task
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._target!r}, schema={self.schema!r})"
@@ -253,17 +257,35 @@ class PostgresStore:
         """
         if self._pool is None:
             raise StoreError(f"{self!r} is not open")
+        if not (self._inline or self._flushers):
+            # Alone (the sequential case): run it here, saving the hand-off to a
+            # flusher task. Writes arriving meanwhile queue for a flusher.
+            self._inline = True
+            try:
+                return await self._fetch(query, params)
+            finally:
+                self._inline = False
         fut: asyncio.Future[list[_Row]] = asyncio.get_running_loop().create_future()
         self._queue.append((query, params, fut))
         if len(self._flushers) < _FLUSHERS:
             task = asyncio.get_running_loop().create_task(self._flush())
             self._flushers.add(task)
-            task.add_done_callback(self._flushers.discard)
         return await fut
 
     async def _flush(self) -> None:
+        try:
+            await self._flush_queue()
+        finally:
+            # Not in a done-callback: that runs a loop turn late, and a write
+            # queued meanwhile would wait for a flusher that has already ended.
+            task = asyncio.current_task()
+            assert task is not None
+            self._flushers.discard(task)
+
+    async def _flush_queue(self) -> None:
         while self._queue:
             batch, self._queue = self._queue[:_MAX_BATCH], self._queue[_MAX_BATCH:]
+            results: list[list[_Row] | BaseException]
             try:
                 if len(batch) == 1:
                     results = [await self._fetch(batch[0][0], batch[0][1])]
