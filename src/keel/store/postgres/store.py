@@ -13,9 +13,6 @@ estimates it without a round trip.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import json
 import math
 import time
 from collections.abc import AsyncIterator, Collection, Sequence
@@ -33,6 +30,7 @@ from keel.errors import (
     RunNotFoundError,
     StoreError,
 )
+from keel.store._checks import check_limit, check_ttl, decode_cursor, page_of
 from keel.store.base import (
     Claimed,
     EventRecord,
@@ -48,7 +46,6 @@ from keel.store.postgres import _conn, _schema, _sql
 from keel.store.postgres._listener import ChangeWaiters, Listener
 
 Q = _sql.queries()
-MAX_PAGE = 1000
 _FLUSHERS = 1  # group-commit batches in flight at once
 _MAX_BATCH = 64  # statements per batch
 _Conn = psycopg.AsyncConnection[Any]
@@ -361,7 +358,7 @@ class PostgresStore:
                 now = rows[0][0]
                 record = _new_record(run, RunState.PENDING, now, wake_at=now)
         else:
-            _check_ttl(lease_ttl)
+            check_ttl(lease_ttl)
             params |= {"owner": lease_owner, "ttl": lease_ttl}
             rows = await self._write("create_leased_run", params)
             if rows:
@@ -388,11 +385,8 @@ class PostgresStore:
         limit: int = 50,
         cursor: str | None = None,
     ) -> RunPage:
-        if not 1 <= limit <= MAX_PAGE:
-            raise ConfigurationError(
-                f"list_runs limit must be between 1 and {MAX_PAGE}, not {limit!r}"
-            )
-        before = _decode_cursor(cursor) if cursor else (math.inf, "")
+        check_limit(limit)
+        before = decode_cursor(cursor) if cursor else (math.inf, "")
         params = {
             "workflow": workflow,
             "state": None if state is None else str(state),
@@ -401,11 +395,7 @@ class PostgresStore:
             "limit": limit + 1,  # one more tells whether another page exists
         }
         query = "list_runs" if workflow is None else "list_runs_by_workflow"
-        runs = [_sql.run_record(r) for r in await self._fetch(query, params)]
-        if len(runs) > limit:
-            runs = runs[:limit]
-            return RunPage(runs, _encode_cursor(runs[-1]))
-        return RunPage(runs, None)
+        return page_of([_sql.run_record(r) for r in await self._fetch(query, params)], limit)
 
     async def load_events(self, run_id: str, *, after_seq: int = -1) -> list[EventRecord]:
         rows = await self._fetch("load_events", {"run_id": run_id, "after_seq": after_seq})
@@ -416,7 +406,7 @@ class PostgresStore:
     async def claim_runs(self, owner: str, *, limit: int, ttl: float) -> list[Claimed]:
         if limit < 1:
             raise ValueError(f"claim limit must be at least 1, not {limit}")
-        _check_ttl(ttl)
+        check_ttl(ttl)
         sent = time.time()
         rows = await self._fetch("claim_runs", {"owner": owner, "limit": limit, "ttl": ttl})
         self._clock.observe(rows[0][0], sent, time.time())
@@ -432,7 +422,7 @@ class PostgresStore:
         return claimed
 
     async def renew_leases(self, owner: str, leases: Sequence[Lease], ttl: float) -> RenewOutcome:
-        _check_ttl(ttl)
+        check_ttl(ttl)
         if self._pool is None:
             raise StoreError(f"{self!r} is not open")
         if not leases:
@@ -646,24 +636,3 @@ def _new_record(
         cancel_requested=False,
         next_seq=1,
     )
-
-
-def _check_ttl(ttl: float) -> None:
-    if not ttl > 0:
-        raise ValueError(f"lease ttl must be positive, not {ttl!r}")
-
-
-def _encode_cursor(run: RunRecord) -> str:
-    """Opaque keyset cursor: the (created_at, run_id) of the last run of a page."""
-    raw = json.dumps([run.created_at, run.run_id], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode("ascii")
-
-
-def _decode_cursor(cursor: str) -> tuple[float, str]:
-    try:
-        created_at, run_id = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
-    except (ValueError, TypeError, binascii.Error, UnicodeEncodeError):
-        raise ConfigurationError(f"invalid list_runs cursor {cursor!r}") from None
-    if not isinstance(created_at, int | float) or not isinstance(run_id, str):
-        raise ConfigurationError(f"invalid list_runs cursor {cursor!r}")
-    return float(created_at), run_id
