@@ -19,6 +19,7 @@ import pytest
 from keel.core.states import RunState
 from keel.errors import ConfigurationError, DatabaseError, LeaseLostError, StoreError
 from keel.store import MemoryStore, NewEvent, NewRun, SQLiteStore, open_store
+from keel.store._sqlfiles import parse_named
 from keel.store.sqlite import _sql
 from keel.testing.conformance import event, new_run, wait_until_past
 
@@ -267,10 +268,10 @@ def test_sql_files_load_as_package_resources() -> None:
 
 
 def test_named_query_parser_and_script_splitter() -> None:
-    parsed = _sql.parse_named("-- header\n-- name: a\nSELECT 1;\n\n-- name: b\nSELECT 2;\n")
+    parsed = parse_named("-- header\n-- name: a\nSELECT 1;\n\n-- name: b\nSELECT 2;\n")
     assert parsed == {"a": "SELECT 1;", "b": "SELECT 2;"}
     with pytest.raises(ValueError):
-        _sql.parse_named("-- name: a\nSELECT 1;\n-- name: a\nSELECT 2;\n")
+        parse_named("-- name: a\nSELECT 1;\n-- name: a\nSELECT 2;\n")
     script = "CREATE TABLE t (x); -- note\nINSERT INTO t VALUES (';');\n-- trailing comment\n"
     assert _sql.split_script(script) == [
         "CREATE TABLE t (x); -- note",
