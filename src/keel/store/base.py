@@ -121,6 +121,50 @@ class RunPage:
     next_cursor: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    """A step dispatched to a named queue, inserted with the journal write that records it."""
+
+    command: str  # the step command's id in the run, e.g. "step:render#0"
+    step: str  # the step's registered name
+    queue: str
+    priority: int  # higher first
+    args: bytes  # encoded arguments
+    max_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """A dispatched step as stored."""
+
+    task_id: int
+    run_id: str
+    command: str
+    step: str
+    queue: str
+    priority: int
+    args: bytes
+    attempt: int  # the attempt number currently allowed to run (1-based)
+    max_attempts: int
+    state: str  # "available" | "leased" | "completed" | "failed"
+    available_at: float
+    lease_owner: str | None
+    lease_expires_at: float | None
+    result: bytes | None  # encoded result when completed
+    error: bytes | None  # encoded error info of the last failure
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TaskLease:
+    """Write authority over one attempt of one task."""
+
+    task_id: int
+    owner: str
+    attempt: int
+    expires_at: float
+
+
 @runtime_checkable
 class Store(Protocol):
     """Durable storage of runs, journals, leases and signals."""
@@ -234,6 +278,61 @@ class Store(Protocol):
         and ``wake_at = now``, and its holder ends it. Raises
         ``RunNotFoundError`` / ``RunFinishedError``.
         """
+
+    # --- dispatched steps -------------------------------------------------------------
+    async def dispatch_tasks(
+        self,
+        lease: Lease,
+        first_seq: int,
+        events: Sequence[NewEvent],
+        tasks: Sequence[NewTask],
+    ) -> list[int]:
+        """Fenced like :meth:`append_events`: append ``events`` and insert ``tasks``
+        (state ``available``, attempt 1, ``available_at = now``) in ONE transaction;
+        return the new task ids in order. A ``(run_id, command)`` pair has at most
+        one task (a duplicate is a ``StoreError`` and nothing is written).
+        """
+
+    async def claim_tasks(
+        self, owner: str, queues: Collection[str], *, limit: int, ttl: float
+    ) -> list[tuple[TaskLease, TaskRecord]]:
+        """Lease up to ``limit`` due tasks of ``queues``.
+
+        First, every ``leased`` task (of any queue) whose lease expired on the
+        store clock loses it and consumes an attempt: ``attempt + 1``; if that
+        exceeds ``max_attempts`` the task becomes ``failed`` (error: attempts
+        exhausted after a lost lease) and its run is woken (``wake_at = now``
+        when pending/suspended), else it is ``available`` again at once.
+        Then ``available`` tasks with ``available_at <= now`` are taken in
+        ``priority`` desc, ``available_at``, ``task_id`` order, each exactly once
+        among concurrent claimers (SKIP LOCKED on PostgreSQL), and become
+        ``leased`` to ``owner`` until ``now + ttl`` at their current attempt.
+        """
+
+    async def renew_task_leases(
+        self, owner: str, leases: Sequence[TaskLease], ttl: float
+    ) -> frozenset[int]:
+        """Extend the task leases ``owner`` still holds; return the ids it lost."""
+
+    async def complete_task(self, lease: TaskLease, result: bytes) -> None:
+        """Store the result of a leased attempt and wake the task's run.
+
+        Fenced: the task must be ``leased`` to ``lease.owner`` at
+        ``lease.attempt`` with an unexpired lease, else ``LeaseLostError`` and
+        nothing changes (another owner, an older attempt, an expired lease).
+        In the same transaction: ``state = completed``, and the run gets
+        ``wake_at = now`` if it is pending/suspended (commit before wake; notify).
+        """
+
+    async def fail_task(self, lease: TaskLease, error: bytes, retry_at: float | None) -> None:
+        """Record a failed attempt (fenced as :meth:`complete_task`).
+
+        With ``retry_at``: ``available`` again at ``attempt + 1`` from
+        ``retry_at``. Without: ``failed`` for good, and the run is woken.
+        """
+
+    async def get_task(self, run_id: str, command: str) -> TaskRecord | None:
+        """The task of one step command of a run, if it was dispatched."""
 
     async def get_idempotent(self, scope: str, key: str) -> bytes | None:
         """The result stored under a user idempotency key (``scope`` is the step name)."""
