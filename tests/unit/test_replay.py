@@ -242,3 +242,33 @@ def test_cancel_ends_cancelled_and_swallowing_cancel_fails() -> None:
     ex.cancel()
     assert ex.outcome is not None and ex.outcome.status == "failed"
     assert isinstance(ex.outcome.error, keel.ControlFlowSwallowedError)
+
+
+def _with_dispatch(journal: list[JournalEntry], command: str) -> list[JournalEntry]:
+    """``journal`` as if ``command`` had been dispatched to a queue before completing."""
+    out: list[JournalEntry] = []
+    for entry in journal:
+        if entry.command == command and entry.type is EventType.STEP_COMPLETED:
+            data = jr.envelope(queue="gpu", priority=0, args_hash=jr.field(entry.data, "args_hash"))
+            out.append(JournalEntry(len(out), EventType.STEP_DISPATCHED, command, data))
+        out.append(JournalEntry(len(out), entry.type, entry.command, entry.data))
+    return out
+
+
+def test_dispatched_steps_replay() -> None:
+    _, journal = run_live(a_then_b, 1)
+    dispatched = _with_dispatch(journal, "step:b#0")
+    again = replay(a_then_b, dispatched, 1)
+    assert again.outcome is not None and again.outcome.result == b"20"
+    # Waiting for the task: the command is pending and known to be dispatched.
+    waiting = replay(a_then_b, dispatched[:3], 1)
+    [cmd] = waiting.pending()
+    assert cmd.key == "step:b#0" and cmd.dispatched and cmd.task_id is None
+
+
+def test_dispatched_step_with_changed_arguments_is_detected() -> None:
+    _, journal = run_live(a_then_b, 1)
+    dispatched = _with_dispatch(journal, "step:a#0")
+    with pytest.raises(NondeterminismError, match="different arguments") as info:
+        replay(a_then_b, dispatched[:2], 2)
+    assert info.value.position == 1

@@ -31,6 +31,7 @@ _SYMBOLS: dict[str, tuple[str, str]] = {
     EventType.STEP_COMPLETED: ("✓", "green"),
     EventType.STEP_ATTEMPT_FAILED: ("✗", "yellow"),
     EventType.STEP_FAILED: ("✗", "bold red"),
+    EventType.STEP_DISPATCHED: ("⇢", "cyan"),
     EventType.TIMER_STARTED: ("⏱", "blue"),
     EventType.TIMER_FIRED: ("⏱", "blue"),
     EventType.SIGNAL_AWAITED: ("✉", "magenta"),
@@ -224,6 +225,8 @@ class Timeline:
             return (
                 f"attempt {d.get('attempt')} failed: {_cut(error_summary(d.get('error')))}{retry}"
             )
+        if t == EventType.STEP_DISPATCHED:
+            return f"dispatched to queue {d.get('queue')!r} (priority {d.get('priority')})"
         if t == EventType.STEP_FAILED:
             err = _cut(error_summary(d.get("error")))
             return f"failed after {d.get('attempts')} attempt(s): {err}"

@@ -18,6 +18,7 @@ class EventType(StrEnum):
     STEP_COMPLETED = "step_completed"
     STEP_ATTEMPT_FAILED = "step_attempt_failed"  # one attempt failed; a retry is due at retry_at
     STEP_FAILED = "step_failed"  # failed for good
+    STEP_DISPATCHED = "step_dispatched"  # handed to a queue as a task; a task worker runs it
     TIMER_STARTED = "timer_started"
     TIMER_FIRED = "timer_fired"
     SIGNAL_AWAITED = "signal_awaited"
@@ -43,7 +44,12 @@ RESOLVING = frozenset(
 
 #: Events that record progress of a pending command without resolving it.
 PROGRESS = frozenset(
-    {EventType.STEP_ATTEMPT_FAILED, EventType.TIMER_STARTED, EventType.SIGNAL_AWAITED}
+    {
+        EventType.STEP_ATTEMPT_FAILED,
+        EventType.STEP_DISPATCHED,
+        EventType.TIMER_STARTED,
+        EventType.SIGNAL_AWAITED,
+    }
 )
 
 #: Events that describe the run itself, not a command.

@@ -45,7 +45,12 @@ _current: contextvars.ContextVar[Execution | None] = contextvars.ContextVar(
 #: Which event types may belong to which command kind.
 _ALLOWED: dict[CommandKind, frozenset[EventType]] = {
     CommandKind.STEP: frozenset(
-        {EventType.STEP_COMPLETED, EventType.STEP_ATTEMPT_FAILED, EventType.STEP_FAILED}
+        {
+            EventType.STEP_COMPLETED,
+            EventType.STEP_ATTEMPT_FAILED,
+            EventType.STEP_FAILED,
+            EventType.STEP_DISPATCHED,
+        }
     ),
     CommandKind.SIDE_EFFECT: frozenset(
         {EventType.SIDE_EFFECT, EventType.STEP_ATTEMPT_FAILED, EventType.STEP_FAILED}
@@ -98,6 +103,8 @@ class Command:
     # progress recovered from the journal
     attempts: int = 0  # failed attempts so far
     retry_at: float | None = None
+    dispatched: bool = False  # handed to a task queue (step_dispatched journaled)
+    task_id: int | None = None  # the store's task id, when known
     fire_at: float | None = None  # timer
     awaited: bool = False  # signal wait journaled
     deadline: float | None = None  # signal wait deadline
@@ -407,6 +414,10 @@ class Execution:
         elif t is EventType.STEP_ATTEMPT_FAILED:
             cmd.attempts = int(jr.field(data, "attempt", cmd.attempts + 1))
             cmd.retry_at = jr.field(data, "retry_at")
+        elif t is EventType.STEP_DISPATCHED:
+            cmd.dispatched = True
+            task_id = jr.field(data, "task_id")
+            cmd.task_id = int(task_id) if task_id is not None else None
         elif t is EventType.STEP_FAILED:
             self._resolve(cmd)
             err = jr.field(data, "error", {}) or {}
@@ -481,6 +492,7 @@ def _args_hash_of(entry: JournalEntry) -> str | None:
         EventType.STEP_COMPLETED,
         EventType.STEP_FAILED,
         EventType.STEP_ATTEMPT_FAILED,
+        EventType.STEP_DISPATCHED,
     ):
         return None
     value = jr.field(entry.data, "args_hash")
