@@ -59,11 +59,20 @@ class StepDef(Generic[P, R]):
         name: str,
         retry: RetryPolicy,
         idempotency_key: KeyFunc | str | None = None,
+        queue: str | None = None,
+        priority: int = 0,
     ) -> None:
         self.fn = fn
         self.name = name
         self.retry = retry
         self.idempotency_key = idempotency_key
+        self.queue = _check_queue(queue)
+        self.priority = _check_priority(priority)
+        if self.queue is not None and idempotency_key is not None:
+            raise ConfigurationError(
+                f"step {name!r}: idempotency keys are not supported on dispatched steps "
+                f"(queue {self.queue!r}) yet"
+            )
         self.is_async = inspect.iscoroutinefunction(fn)
         self.codec = codec.function_codec(fn)
         self.result_type = self.codec.result_type
@@ -75,12 +84,16 @@ class StepDef(Generic[P, R]):
         idempotency_key: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
     ) -> StepDef[P, R]:
         """This step with other options for one call: ``await charge.options(
         idempotency_key=f"charge-{order.id}")(order)``.
 
         A step called with an idempotency key reuses the result stored by an
         earlier completion with the same key (in any run) without running again.
+        With a ``queue`` the call is dispatched to that queue (see :func:`step`);
+        ``priority`` orders it among the queue's due tasks (higher first).
         """
         if idempotency_key is not None and (
             not isinstance(idempotency_key, str) or not idempotency_key
@@ -89,7 +102,14 @@ class StepDef(Generic[P, R]):
                 f"idempotency_key must be a non-empty string: {idempotency_key!r}"
             )
         policy = _policy(retry or self.retry, timeout)
-        return StepDef(self.fn, self.name, policy, idempotency_key or self.idempotency_key)
+        return StepDef(
+            self.fn,
+            self.name,
+            policy,
+            idempotency_key or self.idempotency_key,
+            queue=self.queue if queue is None else queue,
+            priority=self.priority if priority is None else priority,
+        )
 
     def key_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
         """The idempotency key of a call, if this step has one."""
@@ -142,11 +162,16 @@ class StepDef(Generic[P, R]):
 
 
 class Registry:
-    """Workflows known to this process, by name."""
+    """Workflows and steps known to this process, by name.
+
+    Steps are registered so that a worker serving a task queue can find the
+    function of a dispatched step by the name stored with the task.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._workflows: dict[str, WorkflowDef[Any, Any]] = {}
+        self._steps: dict[str, StepDef[Any, Any]] = {}
 
     def add(self, wf: WorkflowDef[Any, Any]) -> None:
         with self._lock:
@@ -172,6 +197,33 @@ class Registry:
 
     def names(self) -> list[str]:
         return sorted(self._workflows)
+
+    def add_step(self, st: StepDef[Any, Any]) -> None:
+        """Register a step by name; the same function defined again replaces it."""
+        with self._lock:
+            old = self._steps.get(st.name)
+            if old is not None and _origin(old.fn) != _origin(st.fn):
+                raise ConfigurationError(
+                    f"step name {st.name!r} is already used by {_origin(old.fn)}; "
+                    f"give {_origin(st.fn)} another name with @step(name=...)"
+                )
+            self._steps[st.name] = st
+
+    def get_step(self, name: str) -> StepDef[Any, Any]:
+        """The step registered under ``name``; ``ConfigurationError`` if there is none."""
+        try:
+            return self._steps[name]
+        except KeyError:
+            known = ", ".join(sorted(self._steps)) or "none"
+            raise ConfigurationError(
+                f"no step named {name!r} is registered (known: {known})"
+            ) from None
+
+    def find_step(self, name: str) -> StepDef[Any, Any] | None:
+        return self._steps.get(name)
+
+    def step_names(self) -> list[str]:
+        return sorted(self._steps)
 
 
 #: The registry the decorators add to, and workers use by default.
@@ -225,7 +277,14 @@ def step(fn: Callable[P, R], /) -> StepDef[P, R]: ...
 
 @overload
 def step(
-    *, name: str | None = None, retry: RetryPolicy | None = None, timeout: float | None = None
+    *,
+    name: str | None = None,
+    retry: RetryPolicy | None = None,
+    timeout: float | None = None,
+    idempotency_key: KeyFunc | None = None,
+    queue: str | None = None,
+    priority: int = 0,
+    registry: Registry | None = None,
 ) -> Callable[[Callable[P, R]], StepDef[P, R]]: ...
 
 
@@ -237,6 +296,9 @@ def step(
     retry: RetryPolicy | None = None,
     timeout: float | None = None,
     idempotency_key: KeyFunc | None = None,
+    queue: str | None = None,
+    priority: int = 0,
+    registry: Registry | None = None,
 ) -> Any:
     """Declare a sync or async function as a step.
 
@@ -244,6 +306,13 @@ def step(
     backoff from 1 s); ``timeout`` overrides the policy's per-attempt timeout.
     ``idempotency_key`` maps the call's arguments to a key (or ``None``): a
     call whose key was completed before, in any run, reuses that result.
+
+    With a ``queue`` the step is *dispatched*: the run's worker does not run it
+    but stores it as a task of that queue, and a worker serving the queue
+    (``Worker(queues=...)``, ``keel worker --queue``) runs it; the run waits
+    without holding its lease. ``priority`` orders due tasks of a queue (higher
+    first). Steps are registered by name (in ``registry``, default the global
+    one) so task workers can find them.
     """
     policy = _policy(retry or RetryPolicy(), timeout)
     if idempotency_key is not None and not callable(idempotency_key):
@@ -251,12 +320,18 @@ def step(
             "@step(idempotency_key=...) takes a function of the step's arguments; "
             "for a fixed key use my_step.options(idempotency_key='...')"
         )
+    _check_queue(queue)
+    _check_priority(priority)
 
     def wrap(f: Callable[P, Any]) -> StepDef[P, Any]:
         if not callable(f):
             raise ConfigurationError(f"@step needs a function, not {f!r}")
         step_name = _check_name(name if name is not None else f.__qualname__, "step")
-        return StepDef(f, step_name, policy, idempotency_key)
+        st: StepDef[P, Any] = StepDef(
+            f, step_name, policy, idempotency_key, queue=queue, priority=priority
+        )
+        (registry or default_registry).add_step(st)
+        return st
 
     return wrap(fn) if fn is not None else wrap
 
@@ -265,6 +340,24 @@ def _policy(retry: object, timeout: float | None) -> RetryPolicy:
     if not isinstance(retry, RetryPolicy):
         raise ConfigurationError(f"retry must be a keel.RetryPolicy, not {type(retry).__name__}")
     return retry if timeout is None else retry.with_(timeout=timeout)
+
+
+def _check_queue(queue: object) -> str | None:
+    if queue is None:
+        return None
+    if not isinstance(queue, str) or not queue or "#" in queue or len(queue) > 200:
+        raise ConfigurationError(
+            f"queue must be a non-empty string without '#' (at most 200 chars): {queue!r}"
+        )
+    return queue
+
+
+def _check_priority(priority: object) -> int:
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise ConfigurationError(f"priority must be an int, not {priority!r}")
+    if not -(2**31) <= priority < 2**31:  # stored in a 32-bit column
+        raise ConfigurationError(f"priority must fit in 32 bits, not {priority!r}")
+    return priority
 
 
 def _check_name(name: object, what: str) -> str:

@@ -14,7 +14,7 @@ import keel
 executions: Counter[str] = Counter()
 
 
-@keel.step(idempotency_key=lambda order_id, amount: f"charge-{order_id}")
+@keel.step(name="keys.charge", idempotency_key=lambda order_id, amount: f"charge-{order_id}")
 def charge(order_id: str, amount: int) -> str:
     executions[order_id] += 1
     return f"charged {amount} for {order_id} (#{executions[order_id]})"
@@ -25,7 +25,7 @@ async def pay(order_id: str, amount: int) -> str:
     return str(await charge(order_id, amount))
 
 
-@keel.step
+@keel.step(name="keys.ship")
 def ship(order_id: str) -> str:
     executions[f"ship-{order_id}"] += 1
     return f"shipped {order_id}"

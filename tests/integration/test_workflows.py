@@ -79,7 +79,7 @@ async def three_steps(x: int) -> int:
     return await add(z, 0)
 
 
-@keel.step
+@keel.step(name="workflows.charge")
 def charge(order: Order) -> Receipt:
     count("charge")
     return Receipt(order.id, order.amount, order.tier)
