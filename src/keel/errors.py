@@ -149,14 +149,21 @@ class StoreError(KeelError):
 class LeaseLostError(StoreError):
     """The caller's fencing token is stale: another worker owns the run now.
 
-    The rejected write changed nothing.
+    The rejected write changed nothing. For a dispatched step's task lease,
+    ``task_id`` is set and ``token`` is the attempt the caller held.
     """
 
-    def __init__(self, run_id: str, token: int, detail: str = "") -> None:
-        msg = f"lease on run {run_id!r} with token {token} is no longer held"
+    def __init__(
+        self, run_id: str, token: int, detail: str = "", *, task_id: int | None = None
+    ) -> None:
+        if task_id is None:
+            msg = f"lease on run {run_id!r} with token {token} is no longer held"
+        else:  # a dispatched step's task lease: ``token`` is the attempt number
+            msg = f"lease on task {task_id} of run {run_id!r} at attempt {token} is no longer held"
         super().__init__(f"{msg}: {detail}" if detail else msg)
         self.run_id = run_id
         self.token = token
+        self.task_id = task_id
 
 
 class DatabaseError(StoreError):

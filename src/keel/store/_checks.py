@@ -9,10 +9,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Collection, Sequence
 
 from keel.core.states import RunState
-from keel.errors import ConfigurationError
-from keel.store.base import RunPage, RunRecord
+from keel.errors import ConfigurationError, LeaseLostError, StoreError
+from keel.store.base import NewTask, RunPage, RunRecord, TaskLease
 
 MAX_PAGE = 1000
 
@@ -58,3 +59,77 @@ def page_of(runs: list[RunRecord], limit: int) -> RunPage:
         runs = runs[:limit]
         return RunPage(runs, encode_cursor(runs[-1]))
     return RunPage(runs, None)
+
+
+# -- dispatched steps ----------------------------------------------------------------
+
+#: ``TaskRecord.error`` of an attempt whose task lease expired (the SQL backends
+#: build the same JSON object in SQL; see their claim_tasks queries).
+LEASE_EXPIRED_TYPE = "keel.errors.StepTimeoutError"
+
+
+def lease_expired_error(attempt: int, *, final: bool) -> bytes:
+    """Encoded error info of a task attempt lost to an expired lease."""
+    message = f"task lease expired on attempt {attempt}"
+    if final:
+        message += " and no attempts are left"
+    return json.dumps(
+        {"type": LEASE_EXPIRED_TYPE, "message": message, "traceback": ""},
+        separators=(",", ":"),
+    ).encode()
+
+
+def check_queues(queues: Collection[str]) -> list[str]:
+    """The queue names to claim from, deduplicated and sorted (a bare str is a mistake)."""
+    if isinstance(queues, str | bytes):
+        raise TypeError(f"queues must be a collection of queue names, not {queues!r}")
+    return sorted(set(queues))
+
+
+def check_claim_limit(limit: int) -> None:
+    if limit < 1:
+        raise ValueError(f"claim limit must be at least 1, not {limit}")
+
+
+def check_tasks(run_id: str, tasks: Sequence[NewTask]) -> None:
+    """Refuse a dispatch that could only half succeed: bad attempts or a repeated command."""
+    seen: set[str] = set()
+    for task in tasks:
+        if task.max_attempts < 1:
+            raise ValueError(
+                f"task {task.command!r} needs max_attempts of at least 1, not {task.max_attempts}"
+            )
+        if task.command in seen:
+            raise StoreError(f"run {run_id!r} dispatches command {task.command!r} twice")
+        seen.add(task.command)
+
+
+def duplicate_task(run_id: str, commands: Collection[str]) -> StoreError:
+    return StoreError(
+        f"run {run_id!r} already has a task for one of the commands {sorted(commands)}"
+    )
+
+
+def task_fence_error(
+    lease: TaskLease,
+    now: float,
+    row: tuple[str, str, str | None, int, float | None] | None,
+) -> StoreError:
+    """Why a fenced task write matched nothing; ``row`` is (run_id, state, lease_owner,
+    attempt, lease_expires_at) of the task, or ``None`` if it does not exist."""
+    if row is None:
+        return LeaseLostError(
+            "<unknown>", lease.attempt, "the task does not exist", task_id=lease.task_id
+        )
+    run_id, state, owner, attempt, expires_at = row
+    if attempt != lease.attempt:
+        detail = f"the task is at attempt {attempt} now ({state})"
+    elif state != "leased":
+        detail = f"the task is {state}"
+    elif owner != lease.owner:
+        detail = f"the task is leased to {owner!r}"
+    elif expires_at is None or expires_at < now:
+        detail = "the task lease expired"
+    else:  # it changed back between the two queries
+        return StoreError(f"fenced write to task {lease.task_id} matched no row; retry it")
+    return LeaseLostError(run_id, lease.attempt, detail, task_id=lease.task_id)

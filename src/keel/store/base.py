@@ -300,9 +300,12 @@ class Store(Protocol):
 
         First, every ``leased`` task (of any queue) whose lease expired on the
         store clock loses it and consumes an attempt: ``attempt + 1``; if that
-        exceeds ``max_attempts`` the task becomes ``failed`` (error: attempts
-        exhausted after a lost lease) and its run is woken (``wake_at = now``
-        when pending/suspended), else it is ``available`` again at once.
+        exceeds ``max_attempts`` the task becomes ``failed`` (``attempt`` stays
+        at the lost one) and its run is woken (``wake_at = now`` when
+        pending/suspended), else it is ``available`` again at once. Either way
+        ``error`` becomes ``{"type": "keel.errors.StepTimeoutError", "message":
+        "task lease expired on attempt N[ and no attempts are left]",
+        "traceback": ""}`` (encoded JSON).
         Then ``available`` tasks with ``available_at <= now`` are taken in
         ``priority`` desc, ``available_at``, ``task_id`` order, each exactly once
         among concurrent claimers (SKIP LOCKED on PostgreSQL), and become
@@ -318,8 +321,9 @@ class Store(Protocol):
         """Store the result of a leased attempt and wake the task's run.
 
         Fenced: the task must be ``leased`` to ``lease.owner`` at
-        ``lease.attempt`` with an unexpired lease, else ``LeaseLostError`` and
-        nothing changes (another owner, an older attempt, an expired lease).
+        ``lease.attempt`` with an unexpired lease, else ``LeaseLostError``
+        (with ``task_id`` set) and nothing changes (another owner, an older
+        attempt, an expired lease).
         In the same transaction: ``state = completed``, and the run gets
         ``wake_at = now`` if it is pending/suspended (commit before wake; notify).
         """
@@ -328,7 +332,8 @@ class Store(Protocol):
         """Record a failed attempt (fenced as :meth:`complete_task`).
 
         With ``retry_at``: ``available`` again at ``attempt + 1`` from
-        ``retry_at``. Without: ``failed`` for good, and the run is woken.
+        ``retry_at``. Without, or when ``attempt`` is already ``max_attempts``:
+        ``failed`` for good (``attempt`` unchanged), and the run is woken.
         """
 
     async def get_task(self, run_id: str, command: str) -> TaskRecord | None:

@@ -27,6 +27,7 @@ from keel.core.states import RunState
 from keel.errors import LeaseLostError, RunFinishedError, RunNotFoundError, StoreError
 from keel.store.base import Lease, NewEvent, NewRun, RunRecord, Store
 from keel.testing.conformance_keys import IdempotencyConformance
+from keel.testing.conformance_tasks import TaskConformance
 
 StoreFactory = Callable[[], Store]
 ClockedStoreFactory = Callable[[Callable[[], float]], Store]
@@ -106,7 +107,7 @@ async def get(store: Store, run_id: str) -> RunRecord:
     return run
 
 
-class StoreConformance(IdempotencyConformance):
+class StoreConformance(IdempotencyConformance, TaskConformance):
     """Behaviour shared by every backend; subclasses supply ``store_factory``."""
 
     @pytest.fixture
