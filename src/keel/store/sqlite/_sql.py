@@ -7,7 +7,7 @@ from typing import Any
 
 from keel.core.states import RunState
 from keel.store._sqlfiles import SqlFiles
-from keel.store.base import EventRecord, RunRecord, SignalRecord
+from keel.store.base import EventRecord, RunRecord, SignalRecord, TaskRecord
 
 FILES = SqlFiles("keel.store.sqlite", "SQLite")
 
@@ -79,3 +79,8 @@ def event_record(row: Any) -> EventRecord:
 
 def signal_record(row: Any) -> SignalRecord:
     return SignalRecord(row[0], row[1], row[2], row[3], row[4])
+
+
+def task_record(row: Any) -> TaskRecord:
+    """A ``tasks`` row selected in TaskRecord field order."""
+    return TaskRecord(*row)

@@ -150,3 +150,92 @@ SELECT result FROM idempotency_keys WHERE scope = ? AND key = ?;
 -- Keeps the first committed result; the caller then reads what is stored.
 INSERT INTO idempotency_keys (scope, key, result, created_at) VALUES (?, ?, ?, ?)
 ON CONFLICT (scope, key) DO NOTHING;
+
+-- Dispatched steps. Task rows are always selected in TaskRecord field order
+-- (see _sql.task_record). Task fences: the task leased to the owner at the
+-- attempt, its lease unexpired; zero rows means the fence failed.
+
+-- name: insert_task
+INSERT INTO tasks (run_id, command, step, queue, priority, args, attempt, max_attempts, state,
+                   available_at, created_at)
+VALUES (:run_id, :command, :step, :queue, :priority, :args, 1, :max_attempts, 'available',
+        :now, :now)
+RETURNING task_id;
+
+-- name: get_task
+SELECT task_id, run_id, command, step, queue, priority, args, attempt, max_attempts, state,
+       available_at, lease_owner, lease_expires_at, result, error, created_at
+FROM tasks WHERE run_id = ? AND command = ?;
+
+-- name: task_candidates
+-- Read first, on the reader: whether a claim has anything to do at all.
+SELECT EXISTS (SELECT 1 FROM tasks WHERE state = 'leased' AND lease_expires_at < :now)
+    OR EXISTS (SELECT 1 FROM tasks
+               WHERE state = 'available' AND available_at <= :now
+                 AND queue IN (SELECT value FROM json_each(:queues)));
+
+-- name: sweep_tasks
+-- An expired task lease consumes its attempt: available again at once at the
+-- next attempt, or failed for good when none is left. The error is the JSON of
+-- _checks.lease_expired_error. SET expressions read the row as it was.
+UPDATE tasks
+SET state = CASE WHEN attempt >= max_attempts THEN 'failed' ELSE 'available' END,
+    available_at = CASE WHEN attempt >= max_attempts THEN available_at ELSE :now END,
+    attempt = CASE WHEN attempt >= max_attempts THEN attempt ELSE attempt + 1 END,
+    error = CAST(json_object(
+        'type', 'keel.errors.StepTimeoutError',
+        'message', 'task lease expired on attempt ' || attempt
+                   || CASE WHEN attempt >= max_attempts
+                           THEN ' and no attempts are left' ELSE '' END,
+        'traceback', '') AS BLOB),
+    lease_owner = NULL, lease_expires_at = NULL
+WHERE state = 'leased' AND lease_expires_at < :now
+RETURNING run_id, state;
+
+-- name: wake_for_task
+-- Commit before wake: a task outcome makes its waiting run due in the same transaction.
+UPDATE runs SET wake_at = min(coalesce(wake_at, :now), :now), updated_at = :now
+WHERE run_id = :run_id AND state IN ('pending', 'suspended');
+
+-- name: claim_tasks
+-- RETURNING order is unspecified: the caller sorts the rows in claim order.
+UPDATE tasks SET state = 'leased', lease_owner = :owner, lease_expires_at = :expires_at
+WHERE task_id IN (
+    SELECT task_id FROM tasks
+    WHERE state = 'available' AND available_at <= :now
+      AND queue IN (SELECT value FROM json_each(:queues))
+    ORDER BY priority DESC, available_at, task_id
+    LIMIT :limit)
+RETURNING task_id, run_id, command, step, queue, priority, args, attempt, max_attempts, state,
+          available_at, lease_owner, lease_expires_at, result, error, created_at;
+
+-- name: renew_task_lease
+UPDATE tasks SET lease_expires_at = :expires_at
+WHERE task_id = :task_id AND lease_owner = :owner AND attempt = :attempt
+  AND state = 'leased' AND lease_expires_at >= :now
+RETURNING task_id;
+
+-- name: complete_task
+UPDATE tasks SET state = 'completed', result = :result, lease_owner = NULL, lease_expires_at = NULL
+WHERE task_id = :task_id AND lease_owner = :owner AND attempt = :attempt
+  AND state = 'leased' AND lease_expires_at >= :now
+RETURNING run_id;
+
+-- name: fail_task
+-- With retry_at and an attempt left: available again from retry_at at the
+-- next attempt; otherwise failed for good. SET expressions read the row as it was.
+UPDATE tasks
+SET state = CASE WHEN :retry_at IS NOT NULL AND attempt < max_attempts
+                 THEN 'available' ELSE 'failed' END,
+    available_at = CASE WHEN :retry_at IS NOT NULL AND attempt < max_attempts
+                        THEN :retry_at ELSE available_at END,
+    attempt = CASE WHEN :retry_at IS NOT NULL AND attempt < max_attempts
+                   THEN attempt + 1 ELSE attempt END,
+    error = :error, lease_owner = NULL, lease_expires_at = NULL
+WHERE task_id = :task_id AND lease_owner = :owner AND attempt = :attempt
+  AND state = 'leased' AND lease_expires_at >= :now
+RETURNING run_id, state;
+
+-- name: task_fence_row
+-- Read only after a fenced task write matched nothing, to say why.
+SELECT run_id, state, lease_owner, attempt, lease_expires_at FROM tasks WHERE task_id = ?;

@@ -1,11 +1,11 @@
--- The full current Keel schema (version 2), for reading. Databases are built by
+-- The full current Keel schema (version 3), for reading. Databases are built by
 -- applying migrations/ in order; a test checks both give the same schema.
 
 CREATE TABLE keel_meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
--- rows: ('application', 'keel'), ('schema_version', '2')
+-- rows: ('application', 'keel'), ('schema_version', '3')
 
 CREATE TABLE runs (
     run_id           TEXT PRIMARY KEY,
@@ -60,3 +60,30 @@ CREATE TABLE idempotency_keys (
     created_at REAL NOT NULL,
     PRIMARY KEY (scope, key)
 ) WITHOUT ROWID;
+
+-- Dispatched steps (version 3): a step routed to a named queue, claimed by the
+-- workers serving that queue. The claim walks tasks_due; the sweep of expired
+-- task leases walks tasks_leased.
+CREATE TABLE tasks (
+    task_id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id           TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    command          TEXT NOT NULL,  -- the step command's id in the run
+    step             TEXT NOT NULL,  -- the step's registered name
+    queue            TEXT NOT NULL,
+    priority         INTEGER NOT NULL,  -- higher first
+    args             BLOB NOT NULL,
+    attempt          INTEGER NOT NULL,  -- the attempt allowed to run (1-based)
+    max_attempts     INTEGER NOT NULL CHECK (max_attempts >= 1),
+    state            TEXT NOT NULL CHECK (state IN ('available', 'leased', 'completed', 'failed')),
+    available_at     REAL NOT NULL,
+    lease_owner      TEXT,
+    lease_expires_at REAL,
+    result           BLOB,
+    error            BLOB,
+    created_at       REAL NOT NULL,
+    UNIQUE (run_id, command)
+);
+
+CREATE INDEX tasks_due ON tasks (queue, priority DESC, available_at, task_id)
+    WHERE state = 'available';
+CREATE INDEX tasks_leased ON tasks (lease_expires_at) WHERE state = 'leased';
