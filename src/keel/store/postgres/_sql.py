@@ -6,7 +6,7 @@ from typing import Any
 
 from keel.core.states import RunState
 from keel.store._sqlfiles import SqlFiles
-from keel.store.base import EventRecord, RunRecord, SignalRecord
+from keel.store.base import EventRecord, RunRecord, SignalRecord, TaskRecord
 
 FILES = SqlFiles("keel.store.postgres", "PostgreSQL", strip_semicolon=True)
 
@@ -59,3 +59,8 @@ def event_record(row: Any) -> EventRecord:
 
 def signal_record(row: Any) -> SignalRecord:
     return SignalRecord(row[0], row[1], row[2], row[3], row[4])
+
+
+def task_record(row: Any, offset: int = 0) -> TaskRecord:
+    """A task selected in TaskRecord field order, starting at column ``offset``."""
+    return TaskRecord(*row[offset : offset + 16])

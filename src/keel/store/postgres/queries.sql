@@ -364,3 +364,191 @@ INSERT INTO idempotency_keys (scope, key, result, created_at)
 VALUES (%(scope)s::text, %(key)s::text, %(result)s::bytea, extract(epoch FROM clock_timestamp()))
 ON CONFLICT (scope, key) DO NOTHING
 RETURNING result;
+
+-- Dispatched steps. Task rows are selected in TaskRecord field order (see
+-- _sql.task_record). Task fences: the task leased to the owner at the attempt,
+-- its lease unexpired on the database clock; no row back means the fence
+-- failed and nothing was written. Task outcomes that wake a run notify in the
+-- same statement (delivered on commit).
+
+-- name: dispatch_tasks
+-- append_events (without a signal) plus the task rows, in one statement: a
+-- failed fence inserts neither, and a duplicate (run_id, command) fails the
+-- whole statement, events included.
+WITH clock AS MATERIALIZED (
+    SELECT extract(epoch FROM clock_timestamp())::float8 AS now
+), fenced AS (
+    UPDATE runs SET next_seq = next_seq + %(n)s::bigint, updated_at = clock.now
+    FROM clock
+    WHERE runs.run_id = %(run_id)s::text AND runs.lease_token = %(token)s::bigint
+      AND runs.lease_owner = %(owner)s::text AND runs.state = 'running'
+      AND runs.lease_expires_at >= clock.now AND runs.next_seq = %(first_seq)s::bigint
+    RETURNING runs.run_id, clock.now
+), appended AS (
+    INSERT INTO events (run_id, seq, type, command, data, created_at)
+    SELECT fenced.run_id, %(first_seq)s::bigint + e.i - 1, e.type, e.command, e.data, fenced.now
+    FROM fenced,
+         unnest(%(types)s::text[], %(commands)s::text[], %(datas)s::bytea[])
+             WITH ORDINALITY AS e (type, command, data, i)
+), dispatched AS (
+    INSERT INTO tasks (run_id, command, step, queue, priority, args, attempt, max_attempts,
+                       state, available_at, created_at)
+    SELECT fenced.run_id, t.command, t.step, t.queue, t.priority, t.args, 1, t.max_attempts,
+           'available', fenced.now, fenced.now
+    FROM fenced,
+         unnest(%(task_commands)s::text[], %(steps)s::text[], %(queues)s::text[],
+                %(priorities)s::bigint[], %(args)s::bytea[], %(max_attempts)s::bigint[])
+             WITH ORDINALITY AS t (command, step, queue, priority, args, max_attempts, i)
+    ORDER BY t.i
+    RETURNING task_id, command
+), notified AS (
+    SELECT count(pg_notify(%(channel)s::text, 'dispatched')) FROM fenced
+    WHERE cardinality(%(task_commands)s::text[]) > 0
+)
+SELECT fenced.run_id, dispatched.task_id, dispatched.command
+FROM fenced CROSS JOIN notified LEFT JOIN dispatched ON true;
+
+-- name: sweep_tasks
+-- An expired task lease consumes its attempt: available again at once at the
+-- next attempt, or failed for good when none is left (error: the JSON of
+-- _checks.lease_expired_error), which wakes its run. Run by claim_tasks in
+-- the transaction of its claim, just before it. Rows another sweeper holds
+-- are skipped. SET expressions read the row as it was.
+WITH clock AS MATERIALIZED (
+    SELECT extract(epoch FROM clock_timestamp())::float8 AS now
+), expired AS (
+    SELECT tasks.task_id FROM tasks, clock
+    WHERE tasks.state = 'leased' AND tasks.lease_expires_at < clock.now
+    FOR UPDATE OF tasks SKIP LOCKED
+), swept AS (
+    UPDATE tasks
+    SET state = CASE WHEN attempt >= max_attempts THEN 'failed' ELSE 'available' END,
+        available_at = CASE WHEN attempt >= max_attempts THEN available_at ELSE clock.now END,
+        attempt = CASE WHEN attempt >= max_attempts THEN attempt ELSE attempt + 1 END,
+        error = convert_to(jsonb_build_object(
+            'type', 'keel.errors.StepTimeoutError',
+            'message', 'task lease expired on attempt ' || attempt
+                       || CASE WHEN attempt >= max_attempts
+                               THEN ' and no attempts are left' ELSE '' END,
+            'traceback', '')::text, 'UTF8'),
+        lease_owner = NULL, lease_expires_at = NULL
+    FROM expired, clock
+    WHERE tasks.task_id = expired.task_id
+    RETURNING tasks.run_id, tasks.state
+), woken AS (
+    UPDATE runs
+    SET wake_at = least(coalesce(runs.wake_at, clock.now), clock.now), updated_at = clock.now
+    FROM clock
+    WHERE runs.run_id IN (SELECT run_id FROM swept WHERE state = 'failed')
+      AND runs.state IN ('pending', 'suspended')
+), notified AS (
+    SELECT count(pg_notify(%(channel)s::text, 'task'))
+    FROM (SELECT 1 FROM swept LIMIT 1) AS any_swept
+)
+SELECT count(*) FROM swept, notified;
+
+-- name: claim_tasks
+-- Due tasks of the queues in claim order, skipping rows another claimer holds,
+-- leased at their current attempt. Exactly one row comes back when nothing
+-- was claimed (task_id NULL): the database clock, as in claim_runs.
+WITH clock AS MATERIALIZED (
+    SELECT extract(epoch FROM clock_timestamp())::float8 AS now
+), due AS (
+    SELECT tasks.task_id FROM tasks, clock
+    WHERE tasks.state = 'available' AND tasks.available_at <= clock.now
+      AND tasks.queue = ANY (%(queues)s::text[])
+    ORDER BY tasks.priority DESC, tasks.available_at, tasks.task_id
+    LIMIT %(limit)s::bigint
+    FOR UPDATE OF tasks SKIP LOCKED
+), claimed AS (
+    UPDATE tasks
+    SET state = 'leased', lease_owner = %(owner)s::text,
+        lease_expires_at = clock.now + %(ttl)s::float8
+    FROM due, clock
+    WHERE tasks.task_id = due.task_id
+    RETURNING tasks.task_id, tasks.run_id, tasks.command, tasks.step, tasks.queue,
+              tasks.priority, tasks.args, tasks.attempt, tasks.max_attempts, tasks.state,
+              tasks.available_at, tasks.lease_owner, tasks.lease_expires_at, tasks.result,
+              tasks.error, tasks.created_at
+)
+SELECT clock.now, c.*
+FROM clock LEFT JOIN claimed c ON true
+ORDER BY c.priority DESC, c.available_at, c.task_id;
+
+-- name: renew_task_leases
+-- An expired task lease cannot be renewed: its attempt may already be consumed.
+WITH clock AS MATERIALIZED (
+    SELECT extract(epoch FROM clock_timestamp())::float8 AS now
+), renewed AS (
+    UPDATE tasks SET lease_expires_at = clock.now + %(ttl)s::float8
+    FROM clock, unnest(%(task_ids)s::bigint[], %(attempts)s::bigint[]) AS held (task_id, attempt)
+    WHERE tasks.task_id = held.task_id AND tasks.attempt = held.attempt
+      AND tasks.lease_owner = %(owner)s::text AND tasks.state = 'leased'
+      AND tasks.lease_expires_at >= clock.now
+    RETURNING tasks.task_id
+)
+SELECT clock.now, array(SELECT task_id FROM renewed) FROM clock;
+
+-- name: complete_task
+-- Commit before wake: a waiting run is due in the statement storing the result.
+WITH clock AS MATERIALIZED (
+    SELECT extract(epoch FROM clock_timestamp())::float8 AS now
+), done AS (
+    UPDATE tasks
+    SET state = 'completed', result = %(result)s::bytea,
+        lease_owner = NULL, lease_expires_at = NULL
+    FROM clock
+    WHERE tasks.task_id = %(task_id)s::bigint AND tasks.lease_owner = %(owner)s::text
+      AND tasks.attempt = %(attempt)s::bigint AND tasks.state = 'leased'
+      AND tasks.lease_expires_at >= clock.now
+    RETURNING tasks.run_id
+), woken AS (
+    UPDATE runs
+    SET wake_at = least(coalesce(runs.wake_at, clock.now), clock.now), updated_at = clock.now
+    FROM done, clock
+    WHERE runs.run_id = done.run_id AND runs.state IN ('pending', 'suspended')
+), notified AS (
+    SELECT count(pg_notify(%(channel)s::text, 'task')) FROM done
+)
+SELECT 1 FROM done, notified;
+
+-- name: fail_task
+-- With retry_at and an attempt left: available again from retry_at at the next
+-- attempt. Otherwise failed for good, and a waiting run is due at once.
+WITH clock AS MATERIALIZED (
+    SELECT extract(epoch FROM clock_timestamp())::float8 AS now
+), failed AS (
+    UPDATE tasks
+    SET state = CASE WHEN %(retry_at)s::float8 IS NOT NULL AND attempt < max_attempts
+                     THEN 'available' ELSE 'failed' END,
+        available_at = CASE WHEN %(retry_at)s::float8 IS NOT NULL AND attempt < max_attempts
+                            THEN %(retry_at)s::float8 ELSE available_at END,
+        attempt = CASE WHEN %(retry_at)s::float8 IS NOT NULL AND attempt < max_attempts
+                       THEN attempt + 1 ELSE attempt END,
+        error = %(error)s::bytea, lease_owner = NULL, lease_expires_at = NULL
+    FROM clock
+    WHERE tasks.task_id = %(task_id)s::bigint AND tasks.lease_owner = %(owner)s::text
+      AND tasks.attempt = %(attempt)s::bigint AND tasks.state = 'leased'
+      AND tasks.lease_expires_at >= clock.now
+    RETURNING tasks.run_id, tasks.state
+), woken AS (
+    UPDATE runs
+    SET wake_at = least(coalesce(runs.wake_at, clock.now), clock.now), updated_at = clock.now
+    FROM failed, clock
+    WHERE runs.run_id = failed.run_id AND failed.state = 'failed'
+      AND runs.state IN ('pending', 'suspended')
+), notified AS (
+    SELECT count(pg_notify(%(channel)s::text, 'task')) FROM failed
+)
+SELECT 1 FROM failed, notified;
+
+-- name: task_fence_row
+-- Read only after a fenced task write matched nothing, to say why.
+SELECT run_id, state, lease_owner, attempt, lease_expires_at,
+       extract(epoch FROM clock_timestamp())::float8
+FROM tasks WHERE task_id = %(task_id)s::bigint;
+
+-- name: get_task
+SELECT task_id, run_id, command, step, queue, priority, args, attempt, max_attempts, state,
+       available_at, lease_owner, lease_expires_at, result, error, created_at
+FROM tasks WHERE run_id = %(run_id)s::text AND command = %(command)s::text;

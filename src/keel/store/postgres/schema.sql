@@ -1,4 +1,4 @@
--- The full current Keel PostgreSQL schema (version 2), for reading. Databases are
+-- The full current Keel PostgreSQL schema (version 3), for reading. Databases are
 -- built by applying migrations/ in order inside Keel's schema (default "keel");
 -- a test checks that both give the same catalog.
 
@@ -6,7 +6,7 @@ CREATE TABLE keel_meta (
     key   text PRIMARY KEY,
     value text NOT NULL
 );
--- rows: ('application', 'keel'), ('schema_version', '2')
+-- rows: ('application', 'keel'), ('schema_version', '3')
 
 -- Fencing tokens: every claim takes nextval, so a token is larger than every
 -- token handed out before it, on any run. CACHE 1 (the default) keeps values
@@ -84,3 +84,32 @@ CREATE TABLE idempotency_keys (
     created_at float8 NOT NULL,
     PRIMARY KEY (scope, key)
 );
+
+-- Dispatched steps (version 3): a step routed to a named queue, inserted in the
+-- statement that journals the dispatch and claimed (FOR UPDATE SKIP LOCKED) by
+-- the workers serving that queue. The claim walks tasks_due; the sweep of
+-- expired task leases walks tasks_leased. The (run_id, command) constraint's
+-- index also serves get_task and the cascade from runs.
+CREATE TABLE tasks (
+    task_id          bigserial PRIMARY KEY,
+    run_id           text COLLATE "C" NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    command          text COLLATE "C" NOT NULL,  -- the step command's id in the run
+    step             text NOT NULL,  -- the step's registered name
+    queue            text COLLATE "C" NOT NULL,
+    priority         integer NOT NULL,  -- higher first
+    args             bytea NOT NULL,
+    attempt          integer NOT NULL,  -- the attempt allowed to run (1-based)
+    max_attempts     integer NOT NULL CHECK (max_attempts >= 1),
+    state            text NOT NULL CHECK (state IN ('available', 'leased', 'completed', 'failed')),
+    available_at     float8 NOT NULL,
+    lease_owner      text,
+    lease_expires_at float8,
+    result           bytea,
+    error            bytea,
+    created_at       float8 NOT NULL,
+    UNIQUE (run_id, command)
+);
+
+CREATE INDEX tasks_due ON tasks (queue, priority DESC, available_at, task_id)
+    WHERE state = 'available';
+CREATE INDEX tasks_leased ON tasks (lease_expires_at) WHERE state = 'leased';
