@@ -94,6 +94,21 @@ cli.add_command(db)
     help="On SIGTERM/SIGINT, seconds running steps get to finish.",
 )
 @click.option(
+    "--queue",
+    "queues",
+    multiple=True,
+    metavar="NAME[=LIMIT]",
+    help="Run dispatched steps of queue NAME, at most LIMIT at once "
+    "[default LIMIT: --task-concurrency] (repeatable).",
+)
+@click.option(
+    "--task-concurrency",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Dispatched-step attempts run at once, over all --queue queues.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     default="INFO",
@@ -107,13 +122,19 @@ def worker(
     poll_interval: float,
     no_cache: bool,
     drain_timeout: float,
+    queues: tuple[str, ...],
+    task_concurrency: int,
     log_level: str,
 ) -> None:
     """Import MODULEs (registering their workflows) and execute runs until stopped.
 
+    With --queue the worker also runs dispatched steps (@keel.step(queue=...))
+    of those queues: `--queue gpu=2 --queue default`.
+
     SIGTERM or SIGINT drains: claiming stops, running steps get --drain-timeout
     seconds to finish, leases are released, and the exit code is 0.
     """
+    limits = _queue_limits(queues, task_concurrency)
     from keel.cli.serve import WorkerOptions, serve
 
     logging.basicConfig(
@@ -130,8 +151,36 @@ def worker(
         poll_interval=poll_interval,
         cache=not no_cache,
         drain_timeout=drain_timeout,
+        queues=limits,
+        task_concurrency=task_concurrency,
     )
     asyncio.run(serve(opts))
+
+
+def _queue_limits(specs: tuple[str, ...], default: int) -> dict[str, int]:
+    """Parse ``--queue NAME[=LIMIT]`` options into queue name -> limit."""
+    limits: dict[str, int] = {}
+    for spec in specs:
+        name, sep, text = spec.partition("=")
+        if not name or "#" in name:
+            raise click.BadParameter(
+                f"{spec!r}: the queue name must be non-empty and without '#'",
+                param_hint="--queue",
+            )
+        limit = default
+        if sep:
+            try:
+                limit = int(text)
+            except ValueError:
+                limit = 0
+            if limit < 1:
+                raise click.BadParameter(
+                    f"{spec!r}: LIMIT must be a positive integer", param_hint="--queue"
+                )
+        if name in limits:
+            raise click.BadParameter(f"queue {name!r} is given twice", param_hint="--queue")
+        limits[name] = limit
+    return limits
 
 
 # --- start / signal / cancel -----------------------------------------------------------

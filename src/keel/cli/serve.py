@@ -6,8 +6,8 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from keel.definitions import default_registry
 from keel.worker import Worker
@@ -30,6 +30,8 @@ class WorkerOptions:
     poll_interval: float
     cache: bool
     drain_timeout: float
+    queues: Mapping[str, int] = field(default_factory=dict)  # queue -> limit
+    task_concurrency: int = 10
 
 
 async def serve(opts: WorkerOptions) -> None:
@@ -40,6 +42,8 @@ async def serve(opts: WorkerOptions) -> None:
         lease_ttl=opts.lease_ttl,
         poll_interval=opts.poll_interval,
         cache=opts.cache,
+        queues=dict(opts.queues) or None,
+        task_concurrency=opts.task_concurrency,
     )
     stop = asyncio.Event()
     received: list[str] = []
@@ -57,12 +61,13 @@ async def serve(opts: WorkerOptions) -> None:
         await worker.start()
         names = default_registry.names()
         log.info(
-            "keel worker %s started: db=%s modules=%s workflows=[%s] concurrency=%d",
+            "keel worker %s started: db=%s modules=%s workflows=[%s] concurrency=%d queues=[%s]",
             worker.owner,
             worker.store.url,
             ",".join(opts.modules),
             ", ".join(names),
             opts.concurrency,
+            ", ".join(f"{q}={n}" for q, n in opts.queues.items()),
         )
         if not names:
             log.warning("no workflows are registered: did the modules define any @keel.workflow?")

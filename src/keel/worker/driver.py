@@ -32,7 +32,7 @@ from keel.errors import (
     SerializationError,
     error_info,
 )
-from keel.store.base import Claimed, NewEvent
+from keel.store.base import Claimed, NewEvent, NewTask, TaskRecord
 from keel.worker.executor import StoredResult, start_attempt
 
 if TYPE_CHECKING:
@@ -66,6 +66,7 @@ class _Plan:
     waits: list[tuple[Command, str, float]] = field(default_factory=list)  # in-worker waits
     wake: list[float] = field(default_factory=list)  # durable wake-ups if we suspend
     signals: set[str] = field(default_factory=set)
+    dispatch: list[NewTask] = field(default_factory=list)  # step_dispatched recorded, to insert
 
 
 class RunDriver:
@@ -135,6 +136,14 @@ class RunDriver:
                 return
             now = await self.store.now()
             plan = await self._plan(ex, now)
+            if plan.dispatch:
+                # The step_dispatched events and their tasks commit together.
+                await self._dispatch(ex, plan.dispatch)
+                if not self.worker.cache:
+                    ex = await self._rebuild(ex)
+                    if ex is None:
+                        return
+                continue
             if plan.progressed:
                 continue
             if ex.outbox:
@@ -204,13 +213,20 @@ class RunDriver:
     async def _plan(self, ex: Execution, now: float) -> _Plan:
         """Decide what to do about each pending command; record what is due now."""
         plan = _Plan()
+        to_dispatch: list[Command] = []
         for cmd in ex.pending():
             if ex.outcome is not None:
                 break
             if cmd.key in self.inflight:
                 continue
             kind = cmd.id.kind
-            if kind in (CommandKind.STEP, CommandKind.SIDE_EFFECT):
+            if kind is CommandKind.STEP and cmd.dispatched:
+                if await self._plan_task(ex, cmd, now, plan):
+                    plan.progressed = True
+                    return plan
+            elif kind is CommandKind.STEP and getattr(cmd.target, "queue", None) is not None:
+                to_dispatch.append(cmd)
+            elif kind in (CommandKind.STEP, CommandKind.SIDE_EFFECT):
                 attempt = cmd.attempts + 1
                 if cmd.retry_at is not None and cmd.retry_at > now:
                     if cmd.retry_at - now <= self.worker.inline_wait:
@@ -239,7 +255,75 @@ class RunDriver:
             elif kind is CommandKind.SIGNAL and await self._plan_signal(ex, cmd, now, plan):
                 plan.progressed = True
                 return plan
+        # Recorded last, so that no other write of this plan (a signal's flush)
+        # can carry a step_dispatched event without its task.
+        for cmd in to_dispatch:
+            plan.dispatch.append(self._record_dispatch(ex, cmd))
         return plan
+
+    # --- dispatched steps ---------------------------------------------------------------
+    def _record_dispatch(self, ex: Execution, cmd: Command) -> NewTask:
+        target = cmd.target
+        assert cmd.args is not None  # steps always carry their encoded arguments
+        ex.record(
+            EventType.STEP_DISPATCHED,
+            cmd,
+            jr.envelope(queue=target.queue, priority=target.priority, args_hash=cmd.args_hash),
+        )
+        return NewTask(
+            command=cmd.key,
+            step=cmd.id.name,
+            queue=target.queue,
+            priority=target.priority,
+            args=cmd.args,
+            max_attempts=target.retry.max_attempts,
+        )
+
+    async def _dispatch(self, ex: Execution, tasks: list[NewTask]) -> None:
+        entries = ex.take_outbox()
+        assert entries, "step_dispatched events are recorded with their tasks"
+        await self.store.dispatch_tasks(self.lease, entries[0].seq, _new_events(entries), tasks)
+
+    async def _plan_task(self, ex: Execution, cmd: Command, now: float, plan: _Plan) -> bool:
+        """A dispatched step: journal its task's outcome if it has one, else wait for it."""
+        task = await self.store.get_task(self.run_id, cmd.key)
+        if task is None:
+            # The journal says dispatched but the task is gone (deleted by hand?):
+            # fail the step rather than wait forever.
+            exc = KeelError(f"the task of {cmd.id.describe()} is missing from the store")
+            ex.record(
+                EventType.STEP_FAILED,
+                cmd,
+                jr.envelope(attempts=cmd.attempts, error=error_info(exc), args_hash=cmd.args_hash),
+            )
+            return True
+        cmd.task_id = task.task_id
+        if task.state == "completed":
+            ex.record(
+                EventType.STEP_COMPLETED,
+                cmd,
+                jr.envelope(
+                    result=jr.raw(task.result if task.result is not None else b"null"),
+                    args_hash=cmd.args_hash,
+                    attempt=task.attempt,
+                    task_id=task.task_id,
+                ),
+            )
+            return True
+        if task.state == "failed":
+            ex.record(
+                EventType.STEP_FAILED,
+                cmd,
+                jr.envelope(
+                    attempts=min(task.attempt, task.max_attempts),
+                    error=_task_error(task),
+                    args_hash=cmd.args_hash,
+                    task_id=task.task_id,
+                ),
+            )
+            return True
+        plan.wake.append(now + _recheck_after(task, now))
+        return False
 
     async def _plan_signal(self, ex: Execution, cmd: Command, now: float, plan: _Plan) -> bool:
         signal = await self.store.next_signal(self.run_id, cmd.id.name)
@@ -462,6 +546,10 @@ class RunDriver:
         while ex.outcome is None:
             now = await self.store.now()
             plan = await self._plan(ex, now)
+            if plan.dispatch:
+                await self._dispatch(ex, plan.dispatch)
+                plan.dispatch = []
+                continue
             if not plan.progressed:
                 break
         if ex.outcome is not None:
@@ -536,3 +624,26 @@ class RunDriver:
 
 def _new_events(entries: Sequence[JournalEntry]) -> list[NewEvent]:
     return [NewEvent(e.type.value, e.command, e.data) for e in entries]
+
+
+def _task_error(task: TaskRecord) -> Any:
+    """The error info a task worker stored (``type``/``message``/``traceback``)."""
+    fallback = {"type": "keel.errors.KeelError", "message": "the dispatched step failed"}
+    if task.error is None:
+        return fallback
+    try:
+        info = codec.decode(task.error)
+    except Exception:
+        return {**fallback, "message": task.error.decode("utf-8", "replace")}
+    return info if isinstance(info, dict) else {**fallback, "message": str(info)}
+
+
+def _recheck_after(task: TaskRecord, now: float) -> float:
+    """Seconds until a run waiting for ``task`` looks at it again on its own.
+
+    Task completion wakes a suspended run, but a completion committed while
+    the run still holds its lease (between reading the task and suspending)
+    finds nothing to wake: this bounded re-check is the safety net. It backs
+    off with the task's age, so long tasks cost few replays.
+    """
+    return min(60.0, max(1.0, (now - task.created_at) / 2))

@@ -8,7 +8,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +18,7 @@ from keel.store import open_store
 from keel.store.base import Claimed, Store
 from keel.worker.driver import Finished, RunDriver
 from keel.worker.live import SystemLiveSource
+from keel.worker.tasks import TaskRunner, queue_limits
 
 if TYPE_CHECKING:
     from keel.client import Client
@@ -33,6 +34,12 @@ class Worker:
     ``cache=False`` drops each execution after every journal write and replays
     it from the store for the next turn: slower, and what tests should use to
     prove every turn survives a replay.
+
+    ``queues`` makes the worker run dispatched steps (``@step(queue=...)``) of
+    those queues: a mapping of queue name to this worker's limit of concurrent
+    attempts of that queue, or a list of names (limit ``task_concurrency``
+    each); ``task_concurrency`` bounds all its task attempts together. With
+    ``queues=None`` it runs no dispatched steps (it still drives runs).
     """
 
     def __init__(
@@ -47,10 +54,13 @@ class Worker:
         step_threads: int = 32,
         cache: bool = True,
         owner: str | None = None,
+        queues: Mapping[str, int] | Sequence[str] | None = None,
+        task_concurrency: int = 10,
     ) -> None:
         for name, value in (
             ("concurrency", concurrency),
             ("step_threads", step_threads),
+            ("task_concurrency", task_concurrency),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigurationError(f"{name} must be a positive integer, not {value!r}")
@@ -62,6 +72,7 @@ class Worker:
                 raise ConfigurationError(f"{name} must be a positive number, not {fvalue!r}")
         if not isinstance(inline_wait, int | float) or inline_wait < 0:
             raise ConfigurationError(f"inline_wait must be >= 0, not {inline_wait!r}")
+        limits = queue_limits(queues, task_concurrency)
         self.store: Store = open_store(store) if isinstance(store, str) else store
         self.registry = registry or default_registry
         self.concurrency = concurrency
@@ -81,6 +92,7 @@ class Worker:
         self._stopped = asyncio.Event()
         self._started = False
         self._finished_waiters: dict[str, list[asyncio.Future[Finished | None]]] = {}
+        self.tasks = TaskRunner(self, limits, task_concurrency)
 
     # --- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
@@ -94,17 +106,25 @@ class Worker:
             loop.create_task(self._claim_loop(), name="keel-claim"),
             loop.create_task(self._heartbeat_loop(), name="keel-heartbeat"),
         ]
+        if self.tasks.serves:
+            self._tasks.append(loop.create_task(self.tasks.loop(), name="keel-task-claim"))
 
     async def stop(self, timeout: float = 30.0) -> None:
-        """Drain: stop claiming, let running step attempts finish (up to
-        ``timeout``), release every lease still held, then close the store."""
+        """Drain: stop claiming, let running step attempts (and dispatched-step
+        attempts) finish (up to ``timeout``), release every lease still held,
+        then close the store. A task attempt cut off at the deadline is not
+        reported: its task lease expires, which consumes that attempt."""
         if not self._started or self._stopped.is_set():
             return
         self.draining = True
         self._wake.set()
+        self.tasks.wake()
         for driver in self._drivers.values():
             driver.wake()
-        pending = [d.task for d in self._drivers.values() if d.task is not None]
+        pending: list[asyncio.Task[None]] = [
+            d.task for d in self._drivers.values() if d.task is not None
+        ]
+        pending += self.tasks.jobs()
         if pending:
             _done, late = await asyncio.wait(pending, timeout=timeout)
             for task in late:  # past the deadline: release what is still held
@@ -248,6 +268,12 @@ class Worker:
         interval = self.lease_ttl / 3
         while True:
             await asyncio.sleep(interval)
+            try:
+                await self.tasks.renew()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("task heartbeat failed")
             drivers = list(self._drivers.values())
             if not drivers:
                 continue
