@@ -18,12 +18,13 @@ def test_sqlite_migrate_creates_schema_and_print_shows_sql(tmp_path: Path) -> No
     assert printed.exit_code == 0
     assert "-- migration 0001" in printed.output and "CREATE TABLE runs" in printed.output
     assert "-- migration 0002" in printed.output and "idempotency_keys" in printed.output
+    assert "-- migration 0003" in printed.output and "tasks" in printed.output
     assert not db.exists()  # printing writes nothing
     applied = keel_cli("db", "migrate", "--db", str(db))
-    assert applied.exit_code == 0 and "version 2" in applied.output
+    assert applied.exit_code == 0 and "version 3" in applied.output
     with sqlite3.connect(db) as conn:
         version = conn.execute("SELECT value FROM keel_meta WHERE key = 'schema_version'")
-        assert version.fetchone() == ("2",)
+        assert version.fetchone() == ("3",)
 
 
 def test_postgres_migrate_print_then_apply() -> None:
@@ -37,7 +38,7 @@ def test_postgres_migrate_print_then_apply() -> None:
         row = conn.execute("SELECT to_regclass('keel.runs')").fetchone()
         assert row == (None,)
     applied = keel_cli("db", "migrate", "--db", url)
-    assert applied.exit_code == 0 and "applied migration(s) 1, 2" in applied.output
+    assert applied.exit_code == 0 and "applied migration(s) 1, 2, 3" in applied.output
     again = keel_cli("db", "migrate", "--db", url)
     assert "up to date" in again.output
     pending = keel_cli("db", "migrate", "--print", "--db", url)
