@@ -241,11 +241,15 @@ class Store(Protocol):
         *,
         wake_at: float | None,
         wake_on_signals: Collection[str] = (),
+        wake_on_tasks: Collection[str] = (),
     ) -> None:
         """Fenced: append ``events``, set ``suspended`` and ``wake_at``, drop the lease.
 
         If an unconsumed signal with a name in ``wake_on_signals`` is already
-        in the mailbox, ``wake_at`` becomes ``now`` (no lost wake-up).
+        in the mailbox, or a task of one of the step commands in
+        ``wake_on_tasks`` is already ``completed``/``failed`` (it finished while
+        the run was held, so its completion found nothing to wake), ``wake_at``
+        becomes ``now`` (no lost wake-up).
         A pending cancel request also sets ``wake_at = now``.
         """
 

@@ -302,8 +302,10 @@ class MemoryStore:
         *,
         wake_at: float | None,
         wake_on_signals: Collection[str] = (),
+        wake_on_tasks: Collection[str] = (),
     ) -> None:
         names = frozenset(wake_on_signals)
+        commands = frozenset(wake_on_tasks)
         with self._lock:
             self._check_open()
             now = self._clock()
@@ -313,6 +315,7 @@ class MemoryStore:
                 self._signals[i].consumed_seq is None and self._signals[i].record.name in names
                 for i in self._mailbox[run.run_id]
             )
+            waiting = waiting or self._task_done(run.run_id, commands)
             if waiting or run.cancel_requested:
                 wake_at = now if wake_at is None else min(wake_at, now)
             self._append(run.run_id, first_seq, events, now)
@@ -552,6 +555,13 @@ class MemoryStore:
                     continue
                 self._tasks[task.task_id] = dataclasses.replace(task, lease_expires_at=now + ttl)
             return frozenset(lost)
+
+    def _task_done(self, run_id: str, commands: frozenset[str]) -> bool:
+        """Whether a task of one of ``commands`` of the run has finished."""
+        return bool(commands) and any(
+            t.run_id == run_id and t.command in commands and t.state in ("completed", "failed")
+            for t in self._tasks.values()
+        )
 
     def _task_fence(self, lease: TaskLease, now: float) -> TaskRecord:
         task = self._tasks.get(lease.task_id)

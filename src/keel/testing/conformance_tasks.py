@@ -69,6 +69,24 @@ async def run_ids_claimable(store: Store) -> list[str]:
 class TaskConformance:
     """Every backend dispatches, leases, expires, completes and fails tasks alike."""
 
+    def test_task_finished_while_run_held_wakes_it_at_suspend(
+        self, store_factory: StoreFactory
+    ) -> None:
+        async def body(store: Store) -> None:
+            # The task completes while its run is still leased: nothing to wake then,
+            # so suspend_run(wake_on_tasks=...) must leave the run due at once.
+            lease, _ = await dispatched(store, "r1", [new_task("step:a#0")])
+            await store.complete_task(await claim_one(store), b'"A"')
+            await store.suspend_run(lease, 2, [], wake_at=None, wake_on_tasks=["step:a#0"])
+            assert await run_ids_claimable(store) == ["r1"]
+            # Without naming the task (or naming another), the run stays asleep.
+            lease2, _ = await dispatched(store, "r2", [new_task("step:b#0")])
+            await store.complete_task(await claim_one(store), b'"B"')
+            await store.suspend_run(lease2, 2, [], wake_at=None, wake_on_tasks=["step:x#0"])
+            assert await run_ids_claimable(store) == []
+
+        _run(store_factory, body)
+
     # -- dispatch ----------------------------------------------------------------------
 
     def test_dispatch_appends_events_and_inserts_tasks(self, store_factory: StoreFactory) -> None:

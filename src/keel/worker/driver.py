@@ -66,6 +66,7 @@ class _Plan:
     waits: list[tuple[Command, str, float]] = field(default_factory=list)  # in-worker waits
     wake: list[float] = field(default_factory=list)  # durable wake-ups if we suspend
     signals: set[str] = field(default_factory=set)
+    tasks: set[str] = field(default_factory=set)  # commands of dispatched steps waited on
     dispatch: list[NewTask] = field(default_factory=list)  # step_dispatched recorded, to insert
 
 
@@ -322,7 +323,7 @@ class RunDriver:
                 ),
             )
             return True
-        plan.wake.append(now + _recheck_after(task, now))
+        plan.tasks.add(cmd.key)  # suspend_run wakes us if it finished meanwhile
         return False
 
     async def _plan_signal(self, ex: Execution, cmd: Command, now: float, plan: _Plan) -> bool:
@@ -532,6 +533,7 @@ class RunDriver:
             _new_events(entries),
             wake_at=min(wake) if wake else None,
             wake_on_signals=plan.signals,
+            wake_on_tasks=plan.tasks,
         )
 
     async def _drain(self, ex: Execution, plan: _Plan, now: float) -> None:
@@ -558,7 +560,7 @@ class RunDriver:
         wake = plan.wake + [at for _cmd, _what, at in plan.waits]
         await self._suspend(
             ex,
-            _Plan(wake=wake, signals=plan.signals),
+            _Plan(wake=wake, signals=plan.signals, tasks=plan.tasks),
             now=now if plan.start else None,
         )
 
@@ -636,14 +638,3 @@ def _task_error(task: TaskRecord) -> Any:
     except Exception:
         return {**fallback, "message": task.error.decode("utf-8", "replace")}
     return info if isinstance(info, dict) else {**fallback, "message": str(info)}
-
-
-def _recheck_after(task: TaskRecord, now: float) -> float:
-    """Seconds until a run waiting for ``task`` looks at it again on its own.
-
-    Task completion wakes a suspended run, but a completion committed while
-    the run still holds its lease (between reading the task and suspending)
-    finds nothing to wake: this bounded re-check is the safety net. It backs
-    off with the task's age, so long tasks cost few replays.
-    """
-    return min(60.0, max(1.0, (now - task.created_at) / 2))

@@ -219,6 +219,14 @@ WITH clock AS MATERIALIZED (
                         AND s.name = ANY (%(signal_names)s::text[]))
                   OR (runs.wake_at IS NOT NULL AND runs.xmin <> (
                       SELECT seen.xmin FROM runs seen WHERE seen.run_id = runs.run_id))))
+              OR (cardinality(%(task_commands)s::text[]) > 0 AND (
+                  EXISTS (
+                      SELECT 1 FROM tasks t
+                      WHERE t.run_id = runs.run_id AND t.state IN ('completed', 'failed')
+                        AND t.command = ANY (%(task_commands)s::text[]))
+                  -- a task that finished after our snapshot touched this row (below)
+                  OR runs.xmin <> (
+                      SELECT seen.xmin FROM runs seen WHERE seen.run_id = runs.run_id)))
             THEN least(coalesce(%(wake_at)s::float8, clock.now), clock.now)
             ELSE %(wake_at)s::float8
         END
@@ -440,7 +448,8 @@ WITH clock AS MATERIALIZED (
     SET wake_at = least(coalesce(runs.wake_at, clock.now), clock.now), updated_at = clock.now
     FROM clock
     WHERE runs.run_id IN (SELECT run_id FROM swept WHERE state = 'failed')
-      AND runs.state IN ('pending', 'suspended')
+      -- a running row too: its holder's suspend_run then sees the row changed
+      AND runs.state IN ('pending', 'running', 'suspended')
 ), notified AS (
     SELECT count(pg_notify(%(channel)s::text, 'task'))
     FROM (SELECT 1 FROM swept LIMIT 1) AS any_swept
@@ -506,7 +515,8 @@ WITH clock AS MATERIALIZED (
     UPDATE runs
     SET wake_at = least(coalesce(runs.wake_at, clock.now), clock.now), updated_at = clock.now
     FROM done, clock
-    WHERE runs.run_id = done.run_id AND runs.state IN ('pending', 'suspended')
+    -- a running row too: its holder's suspend_run then sees the row changed
+    WHERE runs.run_id = done.run_id AND runs.state IN ('pending', 'running', 'suspended')
 ), notified AS (
     SELECT count(pg_notify(%(channel)s::text, 'task')) FROM done
 )
@@ -536,7 +546,7 @@ WITH clock AS MATERIALIZED (
     SET wake_at = least(coalesce(runs.wake_at, clock.now), clock.now), updated_at = clock.now
     FROM failed, clock
     WHERE runs.run_id = failed.run_id AND failed.state = 'failed'
-      AND runs.state IN ('pending', 'suspended')
+      AND runs.state IN ('pending', 'running', 'suspended')  -- running: see complete_task
 ), notified AS (
     SELECT count(pg_notify(%(channel)s::text, 'task')) FROM failed
 )

@@ -487,9 +487,14 @@ class PostgresStore:
         *,
         wake_at: float | None,
         wake_on_signals: Collection[str] = (),
+        wake_on_tasks: Collection[str] = (),
     ) -> None:
         params = self._fence(lease, first_seq, events)
-        params |= {"wake_at": wake_at, "signal_names": sorted(wake_on_signals)}
+        params |= {
+            "wake_at": wake_at,
+            "signal_names": sorted(wake_on_signals),
+            "task_commands": sorted(wake_on_tasks),
+        }
         if not await self._write("suspend_run", params):
             raise await self._fence_error(lease, first_seq, None)
 

@@ -80,7 +80,8 @@ WHERE run_id = :run_id AND lease_token = :token AND lease_owner = :owner
   AND state = 'running' AND lease_expires_at >= :now AND next_seq = :first_seq;
 
 -- name: fenced_suspend
--- A buffered signal the run waits for, or a cancel request, makes it due at once.
+-- A buffered signal the run waits for, a task it waits for that already
+-- finished, or a cancel request, makes it due at once.
 UPDATE runs
 SET next_seq = next_seq + :n, updated_at = :now, state = 'suspended',
     lease_owner = NULL, lease_expires_at = NULL,
@@ -89,6 +90,10 @@ SET next_seq = next_seq + :n, updated_at = :now, state = 'suspended',
             SELECT 1 FROM signals s
             WHERE s.run_id = runs.run_id AND s.consumed_seq IS NULL
               AND s.name IN (SELECT value FROM json_each(:signal_names)))
+          OR EXISTS (
+            SELECT 1 FROM tasks t
+            WHERE t.run_id = runs.run_id AND t.state IN ('completed', 'failed')
+              AND t.command IN (SELECT value FROM json_each(:task_commands)))
         THEN min(coalesce(:wake_at, :now), :now)
         ELSE :wake_at
     END

@@ -355,15 +355,18 @@ class SQLiteStore:
         *,
         wake_at: float | None,
         wake_on_signals: Collection[str] = (),
+        wake_on_tasks: Collection[str] = (),
     ) -> None:
         events = tuple(events)
         names = json.dumps(sorted(wake_on_signals))
+        commands = json.dumps(sorted(wake_on_tasks))
 
         def op(conn: sqlite3.Connection) -> None:
             now = self._clock()
             params = _fence_params(lease, first_seq, len(events), now)
             params["wake_at"] = wake_at
             params["signal_names"] = names
+            params["task_commands"] = commands
             _fenced(conn, Q["fenced_suspend"], params, lease, first_seq, events, now)
 
         await self._write(op, notify=True)
