@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from keel.core.states import RunState
@@ -11,9 +12,31 @@ from keel.store.base import EventRecord, RunRecord, SignalRecord, TaskRecord
 FILES = SqlFiles("keel.store.postgres", "PostgreSQL", strip_semicolon=True)
 
 
+# The events of a fenced journal write, passed as arrays ...
+_UNNEST_EVENTS = re.compile(
+    r"unnest\(%\(types\)s::text\[\], %\(commands\)s::text\[\], %\(datas\)s::bytea\[\]\)"
+    r"\s+WITH ORDINALITY AS e \(type, command, data, i\)"
+)
+# ... or, for a single event, as scalars (cheaper to send than three one-element arrays).
+_ONE_EVENT = (
+    "(VALUES (%(type)s::text, %(command)s::text, %(data)s::bytea, 1::bigint))"
+    " AS e (type, command, data, i)"
+)
+#: Fenced journal writes that have a one-event variant, named ``<query>.1``.
+ONE_EVENT_QUERIES = ("append_events", "suspend_run", "finish_run", "dispatch_tasks")
+
+
 def queries() -> dict[str, str]:
-    """The named queries of ``queries.sql``."""
-    return FILES.queries
+    """The named queries of ``queries.sql``, plus the ``<query>.1`` variants of
+    :data:`ONE_EVENT_QUERIES` that take one event's ``type``, ``command`` and
+    ``data`` as scalars instead of the ``types``, ``commands`` and ``datas`` arrays."""
+    named = dict(FILES.queries)
+    for name in ONE_EVENT_QUERIES:
+        one, found = _UNNEST_EVENTS.subn(_ONE_EVENT, named[name])
+        if found != 1:
+            raise RuntimeError(f"queries.sql: {name} does not unnest its events as expected")
+        named[f"{name}.1"] = one
+    return named
 
 
 def migrations() -> tuple[tuple[int, str], ...]:

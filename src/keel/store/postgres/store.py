@@ -1,7 +1,8 @@
 """The PostgreSQL store: one database shared by many workers on many machines.
 
 Every operation is one statement on a pooled connection in autocommit mode:
-one round trip, one transaction. Run writes that arrive while another batch of
+one round trip, one transaction (a lone write uses a connection of its own,
+sparing the pool checkout). Run writes that arrive while another batch of
 them is in flight are group-committed: sent together in one pipeline, one
 transaction, one WAL flush (see :meth:`PostgresStore._write`). Fenced writes
 put the fence in the statement itself (see queries.sql), so a stale write
@@ -20,6 +21,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
 
 from keel.core.states import RunState
@@ -68,9 +70,9 @@ class PostgresStore:
     """Keel store in a PostgreSQL database, in its own schema (default ``keel``).
 
     ``min_size``/``max_size`` bound the connection pool (one more connection
-    LISTENs for wake-ups). Migrations run on :meth:`open` unless
-    ``auto_migrate=False`` (then use :meth:`migrate`, or
-    :meth:`migration_sql` for a DBA). A connection attempt gives up after
+    LISTENs for wake-ups, and one runs writes that arrive alone). Migrations
+    run on :meth:`open` unless ``auto_migrate=False`` (then use
+    :meth:`migrate`, or :meth:`migration_sql` for a DBA). A connection attempt gives up after
     ``connect_timeout`` seconds and an operation waits at most ``pool_timeout``
     seconds for a free connection; either raises :class:`StoreError`.
     The store belongs to the event loop that opened it.
@@ -119,7 +121,8 @@ class PostgresStore:
         # together in the next one (see _write).
         self._queue: list[tuple[str, dict[str, Any], asyncio.Future[list[_Row]]]] = []
         self._flushers: set[asyncio.Task[None]] = set()
-        self._inline = False  # a lone write runs in its caller's task
+        self._inline = False  # a lone write runs in its caller's task...
+        self._solo: _Conn | None = None  # ...on this connection (see _solo_write)
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._target!r}, schema={self.schema!r})"
@@ -186,6 +189,9 @@ class PostgresStore:
         self._pool = self._listener = None
         self._waiters.wake_all()  # nobody should sit out a timeout on a closed store
         self._work_waiters.wake_all()
+        solo, self._solo = self._solo, None
+        if solo is not None:
+            await solo.close()
         if listener is not None:
             await listener.stop()
         if pool is not None:
@@ -271,7 +277,7 @@ class PostgresStore:
             # flusher task. Writes arriving meanwhile queue for a flusher.
             self._inline = True
             try:
-                return await self._fetch(query, params)
+                return await self._solo_write(query, params)
             finally:
                 self._inline = False
         fut: asyncio.Future[list[_Row]] = asyncio.get_running_loop().create_future()
@@ -280,6 +286,42 @@ class PostgresStore:
             task = asyncio.get_running_loop().create_task(self._flush())
             self._flushers.add(task)
         return await fut
+
+    async def _solo_write(self, query: str, params: dict[str, Any]) -> list[_Row]:
+        """Run a lone write on the store's own connection for them, sparing the pool
+        checkout. Only one runs at a time (``_inline``); batches use the pool.
+        As for a pooled connection, a dead one is spotted (and replaced) before
+        use, and one left unfit (cancelled mid-query, broken) is closed after it;
+        the next lone write then opens another."""
+        conn = self._solo
+        if conn is not None and _conn.is_dead(conn):  # killed while idle
+            self._solo = None
+            await conn.close()
+            conn = None
+        if conn is None:
+            conn = await self._connect()
+            if self._pool is None:  # closed meanwhile
+                await conn.close()
+                raise StoreError(f"{self!r} is not open")
+            self._solo = conn
+        idle = False
+        try:
+            try:
+                with self._errors():
+                    cur = await conn.execute(Q[query], params, binary=True)
+                    rows = await cur.fetchall()
+            except Exception:  # a failed statement (autocommit) leaves a healthy one idle
+                idle = _idle(conn)
+                raise
+            idle = _idle(conn)
+            return rows
+        finally:
+            # Cancelled (perhaps mid-query), broken or in a transaction: as the pool
+            # would, close it rather than reuse it.
+            if not idle:
+                if self._solo is conn:
+                    self._solo = None
+                await conn.close()
 
     async def _flush(self) -> None:
         try:
@@ -455,17 +497,29 @@ class PostgresStore:
     # -- fenced journal writes -------------------------------------------------------
 
     def _fence(self, lease: Lease, first_seq: int, events: Sequence[NewEvent]) -> dict[str, Any]:
-        return {
+        params: dict[str, Any] = {
             "run_id": lease.run_id,
             "token": lease.token,
             "owner": lease.owner,
             "first_seq": first_seq,
             "n": len(events),
-            "types": [e.type for e in events],
-            "commands": [e.command for e in events],
-            "datas": [e.data for e in events],
             "channel": self.channel,
         }
+        if len(events) == 1:  # the common case: scalars, for the "<query>.1" variant
+            [event] = events
+            params |= {"type": event.type, "command": event.command, "data": event.data}
+        else:
+            params |= {
+                "types": [e.type for e in events],
+                "commands": [e.command for e in events],
+                "datas": [e.data for e in events],
+            }
+        return params
+
+    @staticmethod
+    def _journal_query(name: str, events: Sequence[NewEvent]) -> str:
+        """``name``, or its one-event variant (see _sql.queries) matching :meth:`_fence`."""
+        return f"{name}.1" if len(events) == 1 else name
 
     async def append_events(
         self,
@@ -476,7 +530,7 @@ class PostgresStore:
         consume_signal: int | None = None,
     ) -> None:
         params = self._fence(lease, first_seq, events) | {"signal_id": consume_signal}
-        if not await self._write("append_events", params):
+        if not await self._write(self._journal_query("append_events", events), params):
             raise await self._fence_error(lease, first_seq, consume_signal)
 
     async def suspend_run(
@@ -495,7 +549,7 @@ class PostgresStore:
             "signal_names": sorted(wake_on_signals),
             "task_commands": sorted(wake_on_tasks),
         }
-        if not await self._write("suspend_run", params):
+        if not await self._write(self._journal_query("suspend_run", events), params):
             raise await self._fence_error(lease, first_seq, None)
 
     async def finish_run(
@@ -512,7 +566,7 @@ class PostgresStore:
             raise ValueError(f"finish_run needs a terminal state, not {state!s}")
         params = self._fence(lease, first_seq, events)
         params |= {"state": str(state), "result": result, "error": error}
-        if not await self._write("finish_run", params):
+        if not await self._write(self._journal_query("finish_run", events), params):
             raise await self._fence_error(lease, first_seq, None)
 
     async def _fence_error(self, lease: Lease, first_seq: int, signal: int | None) -> StoreError:
@@ -612,7 +666,7 @@ class PostgresStore:
             "args": [t.args for t in tasks],
             "max_attempts": [t.max_attempts for t in tasks],
         }
-        rows = await self._write("dispatch_tasks", params)
+        rows = await self._write(self._journal_query("dispatch_tasks", events), params)
         if not rows:
             raise await self._fence_error(lease, first_seq, None)
         ids = {command: task_id for _, task_id, command in rows if task_id is not None}
@@ -720,6 +774,11 @@ class PostgresStore:
         if timeout <= 0:
             return
         await self._work_waiters.wait(timeout)
+
+
+def _idle(conn: _Conn) -> bool:
+    """Whether ``conn`` is fit for another statement (what the pool checks on return)."""
+    return not conn.broken and conn.pgconn.transaction_status == TransactionStatus.IDLE
 
 
 class _ErrorMapper:
