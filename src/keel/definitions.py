@@ -174,14 +174,8 @@ class Registry:
         self._steps: dict[str, StepDef[Any, Any]] = {}
 
     def add(self, wf: WorkflowDef[Any, Any]) -> None:
-        with self._lock:
-            old = self._workflows.get(wf.name)
-            if old is not None and _origin(old.fn) != _origin(wf.fn):
-                raise ConfigurationError(
-                    f"workflow name {wf.name!r} is already used by {_origin(old.fn)}; "
-                    f"give {_origin(wf.fn)} another name with @workflow(name=...)"
-                )
-            self._workflows[wf.name] = wf
+        """Register a workflow by name; the same function defined again replaces it."""
+        self._put(self._workflows, wf, "workflow")
 
     def get(self, name: str) -> WorkflowDef[Any, Any]:
         try:
@@ -200,14 +194,21 @@ class Registry:
 
     def add_step(self, st: StepDef[Any, Any]) -> None:
         """Register a step by name; the same function defined again replaces it."""
+        self._put(self._steps, st, "step")
+
+    def _put(
+        self, table: dict[str, Any], item: WorkflowDef[Any, Any] | StepDef[Any, Any], what: str
+    ) -> None:
+        # One name, one function: re-importing a module replaces its definitions,
+        # but two different functions under one name would make replay ambiguous.
         with self._lock:
-            old = self._steps.get(st.name)
-            if old is not None and _origin(old.fn) != _origin(st.fn):
+            old = table.get(item.name)
+            if old is not None and _origin(old.fn) != _origin(item.fn):
                 raise ConfigurationError(
-                    f"step name {st.name!r} is already used by {_origin(old.fn)}; "
-                    f"give {_origin(st.fn)} another name with @step(name=...)"
+                    f"{what} name {item.name!r} is already used by {_origin(old.fn)}; "
+                    f"give {_origin(item.fn)} another name with @{what}(name=...)"
                 )
-            self._steps[st.name] = st
+            table[item.name] = item
 
     def get_step(self, name: str) -> StepDef[Any, Any]:
         """The step registered under ``name``; ``ConfigurationError`` if there is none."""

@@ -32,7 +32,8 @@ from keel.errors import (
     SerializationError,
     error_info,
 )
-from keel.store.base import Claimed, NewEvent, NewTask, TaskRecord
+from keel.store.base import Claimed, NewEvent, NewTask
+from keel.worker.dispatch import record_dispatch, record_task_outcome
 from keel.worker.executor import StoredResult, start_attempt
 
 if TYPE_CHECKING:
@@ -259,27 +260,10 @@ class RunDriver:
         # Recorded last, so that no other write of this plan (a signal's flush)
         # can carry a step_dispatched event without its task.
         for cmd in to_dispatch:
-            plan.dispatch.append(self._record_dispatch(ex, cmd))
+            plan.dispatch.append(record_dispatch(ex, cmd))
         return plan
 
     # --- dispatched steps ---------------------------------------------------------------
-    def _record_dispatch(self, ex: Execution, cmd: Command) -> NewTask:
-        target = cmd.target
-        assert cmd.args is not None  # steps always carry their encoded arguments
-        ex.record(
-            EventType.STEP_DISPATCHED,
-            cmd,
-            jr.envelope(queue=target.queue, priority=target.priority, args_hash=cmd.args_hash),
-        )
-        return NewTask(
-            command=cmd.key,
-            step=cmd.id.name,
-            queue=target.queue,
-            priority=target.priority,
-            args=cmd.args,
-            max_attempts=target.retry.max_attempts,
-        )
-
     async def _dispatch(self, ex: Execution, tasks: list[NewTask]) -> None:
         entries = ex.take_outbox()
         assert entries, "step_dispatched events are recorded with their tasks"
@@ -287,41 +271,7 @@ class RunDriver:
 
     async def _plan_task(self, ex: Execution, cmd: Command, now: float, plan: _Plan) -> bool:
         """A dispatched step: journal its task's outcome if it has one, else wait for it."""
-        task = await self.store.get_task(self.run_id, cmd.key)
-        if task is None:
-            # The journal says dispatched but the task is gone (deleted by hand?):
-            # fail the step rather than wait forever.
-            exc = KeelError(f"the task of {cmd.id.describe()} is missing from the store")
-            ex.record(
-                EventType.STEP_FAILED,
-                cmd,
-                jr.envelope(attempts=cmd.attempts, error=error_info(exc), args_hash=cmd.args_hash),
-            )
-            return True
-        cmd.task_id = task.task_id
-        if task.state == "completed":
-            ex.record(
-                EventType.STEP_COMPLETED,
-                cmd,
-                jr.envelope(
-                    result=jr.raw(task.result if task.result is not None else b"null"),
-                    args_hash=cmd.args_hash,
-                    attempt=task.attempt,
-                    task_id=task.task_id,
-                ),
-            )
-            return True
-        if task.state == "failed":
-            ex.record(
-                EventType.STEP_FAILED,
-                cmd,
-                jr.envelope(
-                    attempts=min(task.attempt, task.max_attempts),
-                    error=_task_error(task),
-                    args_hash=cmd.args_hash,
-                    task_id=task.task_id,
-                ),
-            )
+        if record_task_outcome(ex, cmd, await self.store.get_task(self.run_id, cmd.key)):
             return True
         plan.tasks.add(cmd.key)  # suspend_run wakes us if it finished meanwhile
         return False
@@ -626,15 +576,3 @@ class RunDriver:
 
 def _new_events(entries: Sequence[JournalEntry]) -> list[NewEvent]:
     return [NewEvent(e.type.value, e.command, e.data) for e in entries]
-
-
-def _task_error(task: TaskRecord) -> Any:
-    """The error info a task worker stored (``type``/``message``/``traceback``)."""
-    fallback = {"type": "keel.errors.KeelError", "message": "the dispatched step failed"}
-    if task.error is None:
-        return fallback
-    try:
-        info = codec.decode(task.error)
-    except Exception:
-        return {**fallback, "message": task.error.decode("utf-8", "replace")}
-    return info if isinstance(info, dict) else {**fallback, "message": str(info)}

@@ -1,0 +1,84 @@
+"""Dispatched steps, as the run's driver sees them: record the dispatch, then
+journal the outcome a task worker stored on the task row."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from keel.core import codec
+from keel.core import journal as jr
+from keel.core.events import EventType
+from keel.core.replay import Command, Execution
+from keel.errors import KeelError, error_info
+from keel.store.base import NewTask, TaskRecord
+
+
+def record_dispatch(ex: Execution, cmd: Command) -> NewTask:
+    """Journal ``step_dispatched`` for ``cmd``; return the task to insert with it."""
+    target = cmd.target
+    assert cmd.args is not None  # steps always carry their encoded arguments
+    ex.record(
+        EventType.STEP_DISPATCHED,
+        cmd,
+        jr.envelope(queue=target.queue, priority=target.priority, args_hash=cmd.args_hash),
+    )
+    return NewTask(
+        command=cmd.key,
+        step=cmd.id.name,
+        queue=target.queue,
+        priority=target.priority,
+        args=cmd.args,
+        max_attempts=target.retry.max_attempts,
+    )
+
+
+def record_task_outcome(ex: Execution, cmd: Command, task: TaskRecord | None) -> bool:
+    """Journal the task's result or failure if it has one; ``False`` while it runs."""
+    if task is None:
+        # The journal says dispatched but the task is gone (deleted by hand?):
+        # fail the step rather than wait forever.
+        exc = KeelError(f"the task of {cmd.id.describe()} is missing from the store")
+        ex.record(
+            EventType.STEP_FAILED,
+            cmd,
+            jr.envelope(attempts=cmd.attempts, error=error_info(exc), args_hash=cmd.args_hash),
+        )
+        return True
+    cmd.task_id = task.task_id
+    if task.state == "completed":
+        ex.record(
+            EventType.STEP_COMPLETED,
+            cmd,
+            jr.envelope(
+                result=jr.raw(task.result if task.result is not None else b"null"),
+                args_hash=cmd.args_hash,
+                attempt=task.attempt,
+                task_id=task.task_id,
+            ),
+        )
+        return True
+    if task.state == "failed":
+        ex.record(
+            EventType.STEP_FAILED,
+            cmd,
+            jr.envelope(
+                attempts=min(task.attempt, task.max_attempts),
+                error=_task_error(task),
+                args_hash=cmd.args_hash,
+                task_id=task.task_id,
+            ),
+        )
+        return True
+    return False
+
+
+def _task_error(task: TaskRecord) -> Any:
+    """The error info a task worker stored (``type``/``message``/``traceback``)."""
+    fallback = {"type": "keel.errors.KeelError", "message": "the dispatched step failed"}
+    if task.error is None:
+        return fallback
+    try:
+        info = codec.decode(task.error)
+    except Exception:
+        return {**fallback, "message": task.error.decode("utf-8", "replace")}
+    return info if isinstance(info, dict) else {**fallback, "message": str(info)}
