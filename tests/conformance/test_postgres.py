@@ -54,13 +54,24 @@ def test_unreachable_server_is_a_store_error_not_a_hang() -> None:
 
 
 def _kill_other_backends(url: str) -> int:
-    """Terminate every other connection to the database of ``url`` (a server restart, locally)."""
+    """Terminate every other connection to the database of ``url`` (a server restart,
+    locally) and wait until they are gone: termination is asynchronous."""
     with psycopg.connect(url, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        ).fetchall()
-    return len(rows)
+        pids = [
+            row[0]
+            for row in conn.execute(
+                "SELECT pid FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchall()
+        ]
+        conn.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (pids,))
+        deadline = time.monotonic() + 10
+        while conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY (%s::int[])", (pids,)
+        ).fetchone() != (0,):
+            assert time.monotonic() < deadline, "terminated backends did not go away"
+            time.sleep(0.01)
+    return len(pids)
 
 
 async def _eventually(op: Callable[[], Awaitable[T]], within: float = 5.0) -> T:
@@ -85,7 +96,6 @@ def test_store_recovers_after_its_connections_are_killed(pg_url: str) -> None:  
             listener = store._listener
             assert listener is not None and listener.connected.is_set()
             assert _kill_other_backends(pg_url) >= 3  # pool connections and the listeners
-            await asyncio.sleep(0.3)  # termination is asynchronous
 
             # Idle pooled connections killed by the server are spotted and replaced
             # before use: no operation fails.
