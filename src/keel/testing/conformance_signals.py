@@ -1,0 +1,246 @@
+"""Conformance tests for signals, cancellation and change notifications
+(mixed into StoreConformance)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from keel.core.states import RunState
+from keel.errors import LeaseLostError, RunFinishedError, RunNotFoundError, StoreError
+from keel.store.base import Store
+from keel.testing.conformance_helpers import (
+    CANCELLED,
+    StoreFactory,
+    claim_ids,
+    event,
+    expired_lease,
+    finished,
+    get,
+    leased,
+    new_run,
+    run_with_store,
+    suspended,
+)
+
+
+class SignalConformance:
+    """Every backend buffers signals, cancels runs and reports changes."""
+
+    # -- signals ---------------------------------------------------------------------
+
+    def test_signals_are_buffered_and_fifo_per_name(self, store_factory: StoreFactory) -> None:
+        async def body(store: Store) -> None:
+            await store.create_run(new_run("r1"))
+            await store.create_run(new_run("r2"))
+            a1 = await store.send_signal("r1", "a", b"1")
+            b1 = await store.send_signal("r1", "b", b"2")
+            a2 = await store.send_signal("r1", "a", b"3")
+            await store.send_signal("r2", "a", b"other run")
+            assert a1 < b1 < a2
+            first = await store.next_signal("r1", "a")
+            assert first is not None
+            assert (first.id, first.run_id, first.name, first.payload) == (a1, "r1", "a", b"1")
+            [claimed] = [
+                c for c in await store.claim_runs("w", limit=5, ttl=30) if c.run.run_id == "r1"
+            ]
+            lease = claimed.lease
+            await store.append_events(lease, 1, [event(1, "signal_received")], consume_signal=a1)
+            second = await store.next_signal("r1", "a")
+            assert second is not None and (second.id, second.payload) == (a2, b"3")
+            b = await store.next_signal("r1", "b")
+            assert b is not None and b.id == b1
+            await store.append_events(lease, 2, [event(2, "signal_received")], consume_signal=a2)
+            assert await store.next_signal("r1", "a") is None
+            assert await store.next_signal("r1", "missing") is None
+
+        run_with_store(store_factory, body)
+
+    def test_a_signal_is_consumed_once(self, store_factory: StoreFactory) -> None:
+        async def body(store: Store) -> None:
+            lease = await leased(store, "r1")
+            other = await leased(store, "r2")
+            sid = await store.send_signal("r1", "go", b"x")
+            theirs = await store.send_signal("r2", "go", b"y")
+            await store.append_events(lease, 1, [event(1)], consume_signal=sid)
+            with pytest.raises(StoreError) as info:
+                await store.append_events(lease, 2, [event(2)], consume_signal=sid)
+            assert not isinstance(info.value, LeaseLostError)
+            with pytest.raises(StoreError):
+                await store.append_events(lease, 2, [event(2)], consume_signal=theirs)
+            with pytest.raises(StoreError):
+                await store.append_events(lease, 2, [event(2)], consume_signal=10**9)
+            assert [e.seq for e in await store.load_events("r1")] == [0, 1]
+            assert (await get(store, "r1")).next_seq == 2
+            mine = await store.next_signal("r2", "go")
+            assert mine is not None and mine.id == theirs
+            await store.append_events(other, 1, [event(1)], consume_signal=theirs)
+
+        run_with_store(store_factory, body)
+
+    def test_signal_to_unknown_or_finished_run_is_refused(
+        self, store_factory: StoreFactory
+    ) -> None:
+        async def body(store: Store) -> None:
+            with pytest.raises(RunNotFoundError):
+                await store.send_signal("missing", "go", b"1")
+            await finished(store, "done")
+            with pytest.raises(RunFinishedError) as info:
+                await store.send_signal("done", "go", b"1")
+            assert info.value.state == "completed"
+            assert await store.next_signal("done", "go") is None
+
+        run_with_store(store_factory, body)
+
+    def test_signal_wakes_a_suspended_run(self, store_factory: StoreFactory) -> None:
+        async def body(store: Store) -> None:
+            await suspended(store, "r1", None)
+            await suspended(store, "r2", await store.now() + 3600)
+            assert await claim_ids(store) == []
+            await store.send_signal("r1", "go", b"1")
+            await store.send_signal("r2", "go", b"1")
+            assert (await get(store, "r1")).wake_at is not None
+            assert sorted(await claim_ids(store)) == ["r1", "r2"]
+
+        run_with_store(store_factory, body)
+
+    def test_suspend_with_buffered_awaited_signal_wakes_now(
+        self, store_factory: StoreFactory
+    ) -> None:
+        async def body(store: Store) -> None:
+            a = await leased(store, "a")
+            b = await leased(store, "b")
+            await store.send_signal("a", "go", b"1")  # arrives while the holder runs
+            await store.send_signal("b", "other", b"1")
+            later = await store.now() + 3600
+            await store.suspend_run(a, 1, [event(1)], wake_at=None, wake_on_signals={"go"})
+            await store.suspend_run(b, 1, [event(1)], wake_at=later, wake_on_signals=["go"])
+            woken = await get(store, "a")
+            assert woken.state is RunState.SUSPENDED
+            assert woken.wake_at is not None and woken.wake_at <= await store.now()
+            assert (await get(store, "b")).wake_at == later
+            assert await claim_ids(store) == ["a"]
+
+        run_with_store(store_factory, body)
+
+    def test_suspend_ignores_consumed_signals(self, store_factory: StoreFactory) -> None:
+        async def body(store: Store) -> None:
+            lease = await leased(store, "r1")
+            sid = await store.send_signal("r1", "go", b"1")
+            await store.append_events(lease, 1, [event(1)], consume_signal=sid)
+            await store.suspend_run(lease, 2, [], wake_at=None, wake_on_signals=["go"])
+            assert (await get(store, "r1")).wake_at is None
+            assert await claim_ids(store) == []
+
+        run_with_store(store_factory, body)
+
+    # -- cancellation ----------------------------------------------------------------
+
+    def test_cancel_unleased_run_cancels_at_once(self, store_factory: StoreFactory) -> None:
+        async def body(store: Store) -> None:
+            await store.create_run(new_run("pending"))
+            await suspended(store, "suspended", None)
+            for run_id in ("pending", "suspended"):
+                next_seq = (await get(store, run_id)).next_seq
+                assert await store.request_cancel(run_id, CANCELLED) is RunState.CANCELLED
+                run = await get(store, run_id)
+                assert run.state is RunState.CANCELLED and run.next_seq == next_seq + 1
+                assert run.wake_at is None and run.lease_owner is None
+                last = (await store.load_events(run_id))[-1]
+                assert (last.seq, last.type) == (next_seq, "run_cancelled")
+            assert await claim_ids(store) == []
+
+        run_with_store(store_factory, body)
+
+    def test_cancel_leased_run_asks_the_holder(self, store_factory: StoreFactory) -> None:
+        async def body(store: Store) -> None:
+            lease = await leased(store, "r1")
+            assert await store.request_cancel("r1", CANCELLED) is RunState.RUNNING
+            run = await get(store, "r1")
+            assert run.cancel_requested and run.state is RunState.RUNNING
+            assert run.lease_token == lease.token and len(await store.load_events("r1")) == 1
+            await store.finish_run(lease, 1, [CANCELLED], state=RunState.CANCELLED)
+            assert (await get(store, "r1")).state is RunState.CANCELLED
+
+        run_with_store(store_factory, body)
+
+    def test_cancel_requested_run_wakes_when_suspending(self, store_factory: StoreFactory) -> None:
+        async def body(store: Store) -> None:
+            lease = await leased(store, "r1")
+            await store.request_cancel("r1", CANCELLED)
+            await store.suspend_run(lease, 1, [], wake_at=await store.now() + 3600)
+            run = await get(store, "r1")
+            assert run.wake_at is not None and run.wake_at <= await store.now()
+            [claimed] = await store.claim_runs("w2", limit=1, ttl=30)
+            assert claimed.run.cancel_requested
+
+        run_with_store(store_factory, body)
+
+    def test_cancel_with_expired_lease_cancels_at_once(self, store_factory: StoreFactory) -> None:
+        async def body(store: Store) -> None:
+            stale = await expired_lease(store, "r1")
+            assert await store.request_cancel("r1", CANCELLED) is RunState.CANCELLED
+            with pytest.raises(LeaseLostError):
+                await store.append_events(stale, 1, [event(1)])
+            assert [e.type for e in await store.load_events("r1")] == [
+                "run_started",
+                "run_cancelled",
+            ]
+            assert await claim_ids(store) == []
+
+        run_with_store(store_factory, body)
+
+    def test_cancel_unknown_or_finished_run_is_refused(self, store_factory: StoreFactory) -> None:
+        async def body(store: Store) -> None:
+            with pytest.raises(RunNotFoundError):
+                await store.request_cancel("missing", CANCELLED)
+            await finished(store, "done")
+            with pytest.raises(RunFinishedError):
+                await store.request_cancel("done", CANCELLED)
+            await store.create_run(new_run("c"))
+            await store.request_cancel("c", CANCELLED)
+            with pytest.raises(RunFinishedError) as info:
+                await store.request_cancel("c", CANCELLED)
+            assert info.value.state == "cancelled"
+            assert len(await store.load_events("c")) == 2
+
+        run_with_store(store_factory, body)
+
+    # -- notifications ---------------------------------------------------------------
+
+    def test_wait_for_change_returns_early_after_a_write(self, store_factory: StoreFactory) -> None:
+        async def body(store: Store) -> None:
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            waiter = asyncio.create_task(store.wait_for_change(10))
+            await asyncio.sleep(0.05)
+            assert not waiter.done()
+            await store.create_run(new_run("r1"))
+            await asyncio.wait_for(waiter, 5)
+            assert loop.time() - start < 2
+            await store.wait_for_change(0.05)  # absorb any late notice of that write
+            waiter = asyncio.create_task(store.wait_for_change(10))
+            await asyncio.sleep(0.05)
+            start = loop.time()
+            await store.send_signal("r1", "go", b"1")
+            await asyncio.wait_for(waiter, 5)
+            assert loop.time() - start < 2
+
+        run_with_store(store_factory, body)
+
+    def test_wait_for_change_waits_while_nothing_changes(self, store_factory: StoreFactory) -> None:
+        async def body(store: Store) -> None:
+            loop = asyncio.get_running_loop()
+            await store.create_run(new_run("r1"))
+            early = 0
+            for _ in range(5):
+                start = loop.time()
+                await store.wait_for_change(0.15)
+                early += loop.time() - start < 0.12
+            # A write may be reported more than once (the hint is allowed to be
+            # early), but an idle store must not keep waking its waiters.
+            assert early <= 2
+            await store.wait_for_change(0)
+
+        run_with_store(store_factory, body)
