@@ -15,27 +15,21 @@ import sqlite3
 import time
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from keel.core.states import RunState
 from keel.errors import (
     ConfigurationError,
-    LeaseLostError,
     RunFinishedError,
     RunNotFoundError,
     StoreError,
 )
 from keel.store._checks import (
-    check_claim_limit,
     check_limit,
-    check_queues,
-    check_tasks,
     check_terminal,
     check_ttl,
     decode_cursor,
-    duplicate_task,
     page_of,
-    task_fence_error,
 )
 from keel.store.base import (
     Claimed,
@@ -43,16 +37,15 @@ from keel.store.base import (
     Lease,
     NewEvent,
     NewRun,
-    NewTask,
     RenewOutcome,
     RunPage,
     RunRecord,
     SignalRecord,
-    TaskLease,
-    TaskRecord,
 )
 from keel.store.sqlite import _schema, _sql
+from keel.store.sqlite._fence import fence_params, fenced
 from keel.store.sqlite._threads import ChangeWaiters, DbThread, Watcher
+from keel.store.sqlite.tasks import SQLiteTasks
 
 T = TypeVar("T")
 Q = _sql.queries()
@@ -60,7 +53,7 @@ Q = _sql.queries()
 _SYNCHRONOUS = ("FULL", "NORMAL")
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteTasks):
     """Keel store on one SQLite file (WAL mode).
 
     ``synchronous="FULL"`` (default) makes every commit survive power loss.
@@ -69,6 +62,8 @@ class SQLiteStore:
     ``busy_timeout`` is how long a write waits for another process's lock.
     ``clock`` is the store clock; replace it only in tests, since every process
     sharing the file must agree on it.
+
+    The dispatched-step (task) methods are in :class:`~keel.store.sqlite.tasks.SQLiteTasks`.
     """
 
     def __init__(
@@ -332,8 +327,8 @@ class SQLiteStore:
 
         def op(conn: sqlite3.Connection) -> None:
             now = self._clock()
-            params = _fence_params(lease, first_seq, len(events), now)
-            _fenced(conn, Q["fenced_append"], params, lease, first_seq, events, now)
+            params = fence_params(lease, first_seq, len(events), now)
+            fenced(conn, Q["fenced_append"], params, lease, first_seq, events, now)
             if consume_signal is not None:
                 cur = conn.execute(
                     Q["consume_signal"],
@@ -363,11 +358,11 @@ class SQLiteStore:
 
         def op(conn: sqlite3.Connection) -> None:
             now = self._clock()
-            params = _fence_params(lease, first_seq, len(events), now)
+            params = fence_params(lease, first_seq, len(events), now)
             params["wake_at"] = wake_at
             params["signal_names"] = names
             params["task_commands"] = commands
-            _fenced(conn, Q["fenced_suspend"], params, lease, first_seq, events, now)
+            fenced(conn, Q["fenced_suspend"], params, lease, first_seq, events, now)
 
         await self._write(op, notify=True)
 
@@ -386,9 +381,9 @@ class SQLiteStore:
 
         def op(conn: sqlite3.Connection) -> None:
             now = self._clock()
-            params = _fence_params(lease, first_seq, len(events), now)
+            params = fence_params(lease, first_seq, len(events), now)
             params.update(state=str(state), result=result, error=error)
-            _fenced(conn, Q["fenced_finish"], params, lease, first_seq, events, now)
+            fenced(conn, Q["fenced_finish"], params, lease, first_seq, events, now)
 
         await self._write(op, notify=True, work=False)
 
@@ -450,153 +445,6 @@ class SQLiteStore:
 
         return await self._write(op, notify=True)
 
-    # -- dispatched steps ----------------------------------------------------------------
-
-    async def dispatch_tasks(
-        self,
-        lease: Lease,
-        first_seq: int,
-        events: Sequence[NewEvent],
-        tasks: Sequence[NewTask],
-    ) -> list[int]:
-        check_tasks(lease.run_id, tasks)
-        events, tasks = tuple(events), tuple(tasks)
-
-        def op(conn: sqlite3.Connection) -> list[int]:
-            # The fenced append and the task rows in one transaction: a failure
-            # of either (a lost lease, a duplicate task) rolls back both.
-            now = self._clock()
-            params = _fence_params(lease, first_seq, len(events), now)
-            _fenced(conn, Q["fenced_append"], params, lease, first_seq, events, now)
-            ids = []
-            for t in tasks:
-                try:
-                    [(task_id,)] = conn.execute(
-                        Q["insert_task"],
-                        {
-                            "run_id": lease.run_id,
-                            "command": t.command,
-                            "step": t.step,
-                            "queue": t.queue,
-                            "priority": t.priority,
-                            "args": t.args,
-                            "max_attempts": t.max_attempts,
-                            "now": now,
-                        },
-                    ).fetchall()
-                except sqlite3.IntegrityError as exc:
-                    raise duplicate_task(lease.run_id, [t.command]) from exc
-                ids.append(task_id)
-            return ids
-
-        return await self._write(op, notify=bool(tasks))
-
-    async def claim_tasks(
-        self, owner: str, queues: Collection[str], *, limit: int, ttl: float
-    ) -> list[tuple[TaskLease, TaskRecord]]:
-        check_claim_limit(limit)
-        check_ttl(ttl)
-        names = json.dumps(check_queues(queues))
-
-        def candidates(conn: sqlite3.Connection) -> bool:
-            row = conn.execute(Q["task_candidates"], {"now": self._clock(), "queues": names})
-            return bool(row.fetchone()[0])
-
-        # As claim_runs: an idle claim never takes the file's write lock.
-        if not await self._read(candidates):
-            return []
-
-        def op(conn: sqlite3.Connection) -> tuple[list[tuple[TaskLease, TaskRecord]], bool]:
-            now = self._clock()
-            swept = conn.execute(Q["sweep_tasks"], {"now": now}).fetchall()
-            for run_id, state in swept:
-                if state == "failed":
-                    conn.execute(Q["wake_for_task"], {"now": now, "run_id": run_id})
-            expires = now + ttl
-            params = {
-                "owner": owner,
-                "expires_at": expires,
-                "now": now,
-                "queues": names,
-                "limit": limit,
-            }
-            records = [_sql.task_record(r) for r in conn.execute(Q["claim_tasks"], params)]
-            records.sort(key=lambda t: (-t.priority, t.available_at, t.task_id))
-            claimed = [(TaskLease(t.task_id, owner, t.attempt, expires), t) for t in records]
-            return claimed, bool(swept)
-
-        claimed, swept = await self._write(op)
-        if swept:  # tasks available again, or runs woken by failed ones
-            self._waiters.notify()
-        return claimed
-
-    async def renew_task_leases(
-        self, owner: str, leases: Sequence[TaskLease], ttl: float
-    ) -> frozenset[int]:
-        check_ttl(ttl)
-        if self._writer is None:
-            raise StoreError(f"{self!r} is not open")
-        mine = [lease for lease in leases if lease.owner == owner]
-        if not mine:
-            return frozenset(lease.task_id for lease in leases)
-
-        def op(conn: sqlite3.Connection) -> set[int]:
-            now = self._clock()
-            renewed: set[int] = set()
-            for lease in mine:
-                params = {
-                    "expires_at": now + ttl,
-                    "task_id": lease.task_id,
-                    "owner": owner,
-                    "attempt": lease.attempt,
-                    "now": now,
-                }
-                if conn.execute(Q["renew_task_lease"], params).fetchall():
-                    renewed.add(lease.task_id)
-            return renewed
-
-        renewed = await self._write(op)
-        return frozenset(lease.task_id for lease in leases) - renewed
-
-    def _task_fence(self, lease: TaskLease, now: float) -> dict[str, Any]:
-        return {
-            "task_id": lease.task_id,
-            "owner": lease.owner,
-            "attempt": lease.attempt,
-            "now": now,
-        }
-
-    async def complete_task(self, lease: TaskLease, result: bytes) -> None:
-        def op(conn: sqlite3.Connection) -> None:
-            now = self._clock()
-            params = self._task_fence(lease, now) | {"result": result}
-            rows = conn.execute(Q["complete_task"], params).fetchall()
-            if not rows:
-                raise _task_fence_error(conn, lease, now)
-            conn.execute(Q["wake_for_task"], {"now": now, "run_id": rows[0][0]})
-
-        await self._write(op, notify=True)
-
-    async def fail_task(self, lease: TaskLease, error: bytes, retry_at: float | None) -> None:
-        def op(conn: sqlite3.Connection) -> None:
-            now = self._clock()
-            params = self._task_fence(lease, now) | {"error": error, "retry_at": retry_at}
-            rows = conn.execute(Q["fail_task"], params).fetchall()
-            if not rows:
-                raise _task_fence_error(conn, lease, now)
-            run_id, state = rows[0]
-            if state == "failed":
-                conn.execute(Q["wake_for_task"], {"now": now, "run_id": run_id})
-
-        await self._write(op, notify=True)
-
-    async def get_task(self, run_id: str, command: str) -> TaskRecord | None:
-        def op(conn: sqlite3.Connection) -> TaskRecord | None:
-            row = conn.execute(Q["get_task"], (run_id, command)).fetchone()
-            return None if row is None else _sql.task_record(row)
-
-        return await self._read(op)
-
     # -- notifications -------------------------------------------------------------------
 
     async def wait_for_change(self, timeout: float) -> None:
@@ -620,78 +468,3 @@ class SQLiteStore:
             await asyncio.wait([fut], timeout=timeout)
         finally:
             self._waiters.discard(fut)
-
-
-def _fence_params(lease: Lease, first_seq: int, n: int, now: float) -> dict[str, Any]:
-    return {
-        "n": n,
-        "now": now,
-        "run_id": lease.run_id,
-        "token": lease.token,
-        "owner": lease.owner,
-        "first_seq": first_seq,
-    }
-
-
-def _fenced(
-    conn: sqlite3.Connection,
-    query: str,
-    params: dict[str, Any],
-    lease: Lease,
-    first_seq: int,
-    events: Sequence[NewEvent],
-    now: float,
-) -> None:
-    """Run the fenced UPDATE, then insert ``events``; raise if the fence held nothing."""
-    if conn.execute(query, params).rowcount != 1:
-        _diagnose(conn, lease, first_seq, now)
-    run_id = lease.run_id
-    if len(events) == 1:
-        e = events[0]
-        conn.execute(Q["insert_event"], (run_id, first_seq, e.type, e.command, e.data, now))
-    elif events:
-        conn.executemany(
-            Q["insert_event"],
-            [(run_id, first_seq + i, e.type, e.command, e.data, now) for i, e in enumerate(events)],
-        )
-
-
-def _diagnose(conn: sqlite3.Connection, lease: Lease, first_seq: int, now: float) -> None:
-    """Say why a fenced write matched no row: a lost lease, or a seq mismatch."""
-    row = conn.execute(Q["fence_row"], (lease.run_id,)).fetchone()
-    if row is None:
-        raise LeaseLostError(lease.run_id, lease.token, "the run does not exist")
-    raise _fence_error(lease, first_seq, now, *row)
-
-
-def _fence_error(
-    lease: Lease,
-    first_seq: int,
-    now: float,
-    state: str,
-    owner: str | None,
-    token: int,
-    expires_at: float | None,
-    next_seq: int,
-) -> StoreError:
-    """The error for a fenced write that matched no row of a run in this state."""
-    if state != RunState.RUNNING:
-        detail = f"the run is {state}"
-    elif owner != lease.owner or token != lease.token:
-        detail = f"the run is now leased to {owner!r} with token {token}"
-    elif expires_at is None or expires_at < now:
-        detail = "the lease expired"
-    elif next_seq != first_seq:
-        return StoreError(
-            f"journal of run {lease.run_id!r} continues at seq {next_seq}, "
-            f"but the write starts at seq {first_seq}"
-        )
-    else:  # pragma: no cover - the fenced UPDATE would have matched
-        return StoreError(f"fenced write to run {lease.run_id!r} matched no row")
-    return LeaseLostError(lease.run_id, lease.token, detail)
-
-
-def _task_fence_error(conn: sqlite3.Connection, lease: TaskLease, now: float) -> StoreError:
-    """Why a fenced task write matched no row."""
-    row = conn.execute(Q["task_fence_row"], (lease.task_id,)).fetchone()
-    return task_fence_error(lease, now, None if row is None else tuple(row))
