@@ -4,8 +4,8 @@ Every operation is one statement on a pooled connection in autocommit mode:
 one round trip, one transaction (a lone write uses a connection of its own,
 sparing the pool checkout). Run writes that arrive while another batch of
 them is in flight are group-committed: sent together in one pipeline, one
-transaction, one WAL flush (see :meth:`PostgresStore._write`). Fenced writes
-put the fence in the statement itself (see queries.sql), so a stale write
+transaction, one WAL flush (see :mod:`keel.store.postgres._writes`). Fenced
+writes put the fence in the statement itself (see queries.sql), so a stale write
 changes nothing; only when it matches nothing does a second query find out
 why. All time comparisons use the database clock; :meth:`PostgresStore.now`
 estimates it without a round trip.
@@ -21,7 +21,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
-from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
 
 from keel.core.states import RunState
@@ -33,14 +32,10 @@ from keel.errors import (
     StoreError,
 )
 from keel.store._checks import (
-    check_claim_limit,
     check_limit,
-    check_queues,
-    check_tasks,
     check_ttl,
     decode_cursor,
     page_of,
-    task_fence_error,
 )
 from keel.store.base import (
     Claimed,
@@ -48,25 +43,18 @@ from keel.store.base import (
     Lease,
     NewEvent,
     NewRun,
-    NewTask,
     RenewOutcome,
     RunPage,
     RunRecord,
     SignalRecord,
-    TaskLease,
-    TaskRecord,
 )
 from keel.store.postgres import _conn, _schema, _sql
 from keel.store.postgres._listener import ChangeWaiters, Listener
-
-Q = _sql.queries()
-_FLUSHERS = 1  # group-commit batches in flight at once
-_MAX_BATCH = 64  # statements per batch
-_Conn = psycopg.AsyncConnection[Any]
-_Row = tuple[Any, ...]
+from keel.store.postgres._writes import GroupCommitMixin, Q, _Conn, _Queued, _Row
+from keel.store.postgres.tasks import TasksMixin
 
 
-class PostgresStore:
+class PostgresStore(TasksMixin, GroupCommitMixin):
     """Keel store in a PostgreSQL database, in its own schema (default ``keel``).
 
     ``min_size``/``max_size`` bound the connection pool (one more connection
@@ -118,8 +106,8 @@ class PostgresStore:
         self._pool: AsyncConnectionPool[_Conn] | None = None
         self._listener: Listener | None = None
         # Group commit: writes queued here while a batch is in flight go out
-        # together in the next one (see _write).
-        self._queue: list[tuple[str, dict[str, Any], asyncio.Future[list[_Row]]]] = []
+        # together in the next one (see GroupCommitMixin._write).
+        self._queue: list[_Queued] = []
         self._flushers: set[asyncio.Task[None]] = set()
         self._inline = False  # a lone write runs in its caller's task...
         self._solo: _Conn | None = None  # ...on this connection (see _solo_write)
@@ -258,129 +246,6 @@ class PostgresStore:
         async with self._connection() as conn:
             cur = await conn.execute(Q[query], params, binary=True)
             return await cur.fetchall()
-
-    async def _write(self, query: str, params: dict[str, Any]) -> list[_Row]:
-        """Run a single-statement write, group-committed with concurrent ones.
-
-        Writes that arrive while a batch is in flight queue up and go out as the
-        next batch: one pipeline on one pooled connection, one round trip, and
-        (the statements between two pipeline syncs form one implicit
-        transaction) one commit. Callers get their rows only after that commit,
-        so commit-before-wake and durability hold as for a lone statement. A
-        batch whose transaction failed wrote nothing at all; its statements are
-        then run again one by one, so one bad write fails only its caller.
-        """
-        if self._pool is None:
-            raise StoreError(f"{self!r} is not open")
-        if not (self._inline or self._flushers):
-            # Alone (the sequential case): run it here, saving the hand-off to a
-            # flusher task. Writes arriving meanwhile queue for a flusher.
-            self._inline = True
-            try:
-                return await self._solo_write(query, params)
-            finally:
-                self._inline = False
-        fut: asyncio.Future[list[_Row]] = asyncio.get_running_loop().create_future()
-        self._queue.append((query, params, fut))
-        if len(self._flushers) < _FLUSHERS:
-            task = asyncio.get_running_loop().create_task(self._flush())
-            self._flushers.add(task)
-        return await fut
-
-    async def _solo_write(self, query: str, params: dict[str, Any]) -> list[_Row]:
-        """Run a lone write on the store's own connection for them, sparing the pool
-        checkout. Only one runs at a time (``_inline``); batches use the pool.
-        As for a pooled connection, a dead one is spotted (and replaced) before
-        use, and one left unfit (cancelled mid-query, broken) is closed after it;
-        the next lone write then opens another."""
-        conn = self._solo
-        if conn is not None and _conn.is_dead(conn):  # killed while idle
-            self._solo = None
-            await conn.close()
-            conn = None
-        if conn is None:
-            conn = await self._connect()
-            if self._pool is None:  # closed meanwhile
-                await conn.close()
-                raise StoreError(f"{self!r} is not open")
-            self._solo = conn
-        idle = False
-        try:
-            try:
-                with self._errors():
-                    cur = await conn.execute(Q[query], params, binary=True)
-                    rows = await cur.fetchall()
-            except Exception:  # a failed statement (autocommit) leaves a healthy one idle
-                idle = _idle(conn)
-                raise
-            idle = _idle(conn)
-            return rows
-        finally:
-            # Cancelled (perhaps mid-query), broken or in a transaction: as the pool
-            # would, close it rather than reuse it.
-            if not idle:
-                if self._solo is conn:
-                    self._solo = None
-                await conn.close()
-
-    async def _flush(self) -> None:
-        try:
-            await self._flush_queue()
-        finally:
-            # Not in a done-callback: that runs a loop turn late, and a write
-            # queued meanwhile would wait for a flusher that has already ended.
-            task = asyncio.current_task()
-            assert task is not None
-            self._flushers.discard(task)
-
-    async def _flush_queue(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue[:_MAX_BATCH], self._queue[_MAX_BATCH:]
-            results: list[list[_Row] | BaseException]
-            try:
-                if len(batch) == 1:
-                    results = [await self._fetch(batch[0][0], batch[0][1])]
-                else:
-                    results = await self._pipeline(batch)
-            except BaseException as exc:
-                err = exc if isinstance(exc, Exception) else StoreError(f"{self!r}: {exc!r}")
-                for _, _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(err)
-                if not isinstance(exc, Exception):
-                    raise
-                continue
-            for (_, _, fut), result in zip(batch, results, strict=True):
-                if fut.done():
-                    continue
-                if isinstance(result, BaseException):
-                    fut.set_exception(result)
-                else:
-                    fut.set_result(result)
-
-    async def _pipeline(
-        self, batch: list[tuple[str, dict[str, Any], asyncio.Future[list[_Row]]]]
-    ) -> list[list[_Row] | BaseException]:
-        async with self._connection() as conn:
-            try:
-                async with conn.pipeline() as pipe:
-                    cursors = [
-                        await conn.execute(Q[query], params, binary=True)
-                        for query, params, _ in batch
-                    ]
-                    await pipe.sync()
-                    return [await cur.fetchall() for cur in cursors]
-            except psycopg.Error:
-                if conn.broken or conn.closed:
-                    raise  # whether the batch committed is unknown: like a lone statement
-                # Otherwise its transaction was rolled back: nothing was written.
-        results: list[list[_Row] | BaseException] = []
-        for query, params, _ in batch:
-            try:
-                results.append(await self._fetch(query, params))
-            except Exception as exc:
-                results.append(exc)
-        return results
 
     async def _sample_clock(self, conn: _Conn) -> None:
         sent = time.time()
@@ -609,20 +474,6 @@ class PostgresStore:
         rows = await self._fetch("next_signal", {"run_id": run_id, "name": name})
         return _sql.signal_record(rows[0]) if rows else None
 
-    async def get_idempotent(self, scope: str, key: str) -> bytes | None:
-        rows = await self._fetch("get_idempotent", {"scope": scope, "key": key})
-        return bytes(rows[0][0]) if rows else None
-
-    async def put_idempotent(self, scope: str, key: str, result: bytes) -> bytes:
-        rows = await self._fetch("put_idempotent", {"scope": scope, "key": key, "result": result})
-        if rows:
-            return bytes(rows[0][0])
-        # Lost the race: a new statement (new snapshot) sees the winner's row.
-        stored = await self.get_idempotent(scope, key)
-        if stored is None:
-            raise StoreError(f"idempotency key {key!r} of {scope!r} vanished")
-        return stored
-
     async def request_cancel(self, run_id: str, cancelled_event: NewEvent) -> RunState:
         ev = cancelled_event
         params = {
@@ -648,117 +499,6 @@ class PostgresStore:
             raise RunFinishedError(run_id, rows[0][0], action)
         # Created between the two queries: the caller tries again.
 
-    # -- dispatched steps ----------------------------------------------------------------
-
-    async def dispatch_tasks(
-        self,
-        lease: Lease,
-        first_seq: int,
-        events: Sequence[NewEvent],
-        tasks: Sequence[NewTask],
-    ) -> list[int]:
-        check_tasks(lease.run_id, tasks)
-        params = self._fence(lease, first_seq, events) | {
-            "task_commands": [t.command for t in tasks],
-            "steps": [t.step for t in tasks],
-            "queues": [t.queue for t in tasks],
-            "priorities": [t.priority for t in tasks],
-            "args": [t.args for t in tasks],
-            "max_attempts": [t.max_attempts for t in tasks],
-        }
-        rows = await self._write(self._journal_query("dispatch_tasks", events), params)
-        if not rows:
-            raise await self._fence_error(lease, first_seq, None)
-        ids = {command: task_id for _, task_id, command in rows if task_id is not None}
-        return [ids[t.command] for t in tasks]
-
-    async def claim_tasks(
-        self, owner: str, queues: Collection[str], *, limit: int, ttl: float
-    ) -> list[tuple[TaskLease, TaskRecord]]:
-        check_claim_limit(limit)
-        check_ttl(ttl)
-        params = {
-            "owner": owner,
-            "queues": check_queues(queues),
-            "limit": limit,
-            "ttl": ttl,
-            "channel": self.channel,
-        }
-        sent = time.time()
-        # The sweep and the claim: one pipeline, one round trip, one transaction.
-        # The claim is a statement of its own so that its snapshot sees the
-        # tasks the sweep made available again.
-        _, rows = await self._transaction(
-            [("sweep_tasks", {"channel": self.channel}), ("claim_tasks", params)]
-        )
-        self._clock.observe(rows[0][0], sent, time.time())
-        claimed = []
-        for row in rows:
-            if row[1] is None:  # the clock-only row: nothing was claimable
-                continue
-            task = _sql.task_record(row, offset=1)
-            assert task.lease_expires_at is not None
-            claimed.append(
-                (TaskLease(task.task_id, owner, task.attempt, task.lease_expires_at), task)
-            )
-        return claimed
-
-    async def _transaction(self, statements: list[tuple[str, dict[str, Any]]]) -> list[list[_Row]]:
-        """Run ``statements`` in one pipeline: one round trip, one implicit transaction
-        (if any fails, none of them is committed)."""
-        async with self._connection() as conn, conn.pipeline() as pipe:
-            cursors = [await conn.execute(Q[q], params, binary=True) for q, params in statements]
-            await pipe.sync()
-            return [await cur.fetchall() for cur in cursors]
-
-    async def renew_task_leases(
-        self, owner: str, leases: Sequence[TaskLease], ttl: float
-    ) -> frozenset[int]:
-        check_ttl(ttl)
-        if self._pool is None:
-            raise StoreError(f"{self!r} is not open")
-        mine = [lease for lease in leases if lease.owner == owner]
-        if not mine:
-            return frozenset(lease.task_id for lease in leases)
-        params = {
-            "owner": owner,
-            "ttl": ttl,
-            "task_ids": [lease.task_id for lease in mine],
-            "attempts": [lease.attempt for lease in mine],
-        }
-        sent = time.time()
-        [(db_now, renewed)] = await self._fetch("renew_task_leases", params)
-        self._clock.observe(db_now, sent, time.time())
-        return frozenset(lease.task_id for lease in leases) - set(renewed)
-
-    def _task_fence(self, lease: TaskLease) -> dict[str, Any]:
-        return {
-            "task_id": lease.task_id,
-            "owner": lease.owner,
-            "attempt": lease.attempt,
-            "channel": self.channel,
-        }
-
-    async def complete_task(self, lease: TaskLease, result: bytes) -> None:
-        if not await self._write("complete_task", self._task_fence(lease) | {"result": result}):
-            raise await self._task_fence_error(lease)
-
-    async def fail_task(self, lease: TaskLease, error: bytes, retry_at: float | None) -> None:
-        params = self._task_fence(lease) | {"error": error, "retry_at": retry_at}
-        if not await self._write("fail_task", params):
-            raise await self._task_fence_error(lease)
-
-    async def _task_fence_error(self, lease: TaskLease) -> StoreError:
-        rows = await self._fetch("task_fence_row", {"task_id": lease.task_id})
-        if not rows:
-            return task_fence_error(lease, self._clock.now(), None)
-        run_id, state, owner, attempt, expires_at, now = rows[0]
-        return task_fence_error(lease, now, (run_id, state, owner, attempt, expires_at))
-
-    async def get_task(self, run_id: str, command: str) -> TaskRecord | None:
-        rows = await self._fetch("get_task", {"run_id": run_id, "command": command})
-        return _sql.task_record(rows[0]) if rows else None
-
     # -- notifications -------------------------------------------------------------------
 
     async def wait_for_change(self, timeout: float) -> None:
@@ -774,11 +514,6 @@ class PostgresStore:
         if timeout <= 0:
             return
         await self._work_waiters.wait(timeout)
-
-
-def _idle(conn: _Conn) -> bool:
-    """Whether ``conn`` is fit for another statement (what the pool checks on return)."""
-    return not conn.broken and conn.pgconn.transaction_status == TransactionStatus.IDLE
 
 
 class _ErrorMapper:
