@@ -44,6 +44,7 @@ from keel.errors import (
     WorkflowSuspended,
 )
 from keel.store import open_store
+from keel.store.base import QueueInfo
 from keel.worker import Worker
 
 __version__ = "0.1.0"
@@ -58,6 +59,7 @@ __all__ = [
     "KeelError",
     "LeaseLostError",
     "NondeterminismError",
+    "QueueInfo",
     "Registry",
     "ResultTimeoutError",
     "RetryPolicy",

@@ -25,7 +25,7 @@ from keel.errors import (
     SerializationError,
 )
 from keel.store import open_store
-from keel.store.base import Claimed, NewEvent, NewRun, RunRecord, Store
+from keel.store.base import Claimed, NewEvent, NewRun, QueueInfo, RunRecord, Store
 
 if TYPE_CHECKING:
     from keel.worker.worker import Worker
@@ -295,6 +295,23 @@ class Client:
         if self.worker is not None:
             self.worker.poke_cancel(run_id)
         return state
+
+    # --- queues ---------------------------------------------------------------------------------
+    async def set_queue_limit(self, queue: str, concurrency: int | None) -> None:
+        """Run at most ``concurrency`` dispatched steps of ``queue`` at once over all
+        workers on this database (``None`` removes the limit).
+
+        Stored in the database, so it holds for every worker, including ones
+        started later; each worker's own ``--queue NAME=LIMIT`` applies as well.
+        Steps already running are not stopped when the limit is lowered.
+        """
+        await self.open()
+        await self.store.set_queue_limit(queue, concurrency)
+
+    async def queues(self) -> builtins.list[QueueInfo]:
+        """Queues with a limit or with dispatched steps waiting or running."""
+        await self.open()
+        return await self.store.list_queues()
 
     # --- inspection -----------------------------------------------------------------------------
     async def get(self, run_id: str) -> RunInfo:

@@ -121,9 +121,13 @@ class Harness:
         drain_timeout: float | None = None,
         no_cache: bool = False,
         db: str | None = None,
+        queues: tuple[str, ...] = (),
     ) -> WorkerProcess:
-        """Start ``keel worker MODULE... --db ...`` in the background."""
+        """Start ``keel worker MODULE... --db ...`` in the background (serving the
+        dispatched-step ``queues``, each ``NAME[=LIMIT]``, if any)."""
         args = [*(modules or (FLOWS,)), "--db", db or self.db_url]
+        for queue in queues:
+            args += ["--queue", queue]
         args += ["--lease-ttl", str(lease_ttl), "--poll-interval", str(poll_interval)]
         if concurrency is not None:
             args += ["--concurrency", str(concurrency)]

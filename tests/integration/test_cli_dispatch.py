@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -85,3 +86,34 @@ def test_worker_with_queue_runs_dispatched_steps(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
     assert "Traceback" not in log_path.read_text()
+
+
+def test_queues_limit_and_list(tmp_path: Path) -> None:
+    db = str(tmp_path / "q.db")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--db", db, "queues", "limit", "gpu", "3"])
+    assert result.exit_code == 0 and "at most 3" in result.output, result.output
+    result = runner.invoke(cli, ["--db", db, "queues", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == [
+        {"queue": "gpu", "concurrency": 3, "available": 0, "leased": 0}
+    ]
+    table = runner.invoke(cli, ["--db", db, "queues", "list"]).output
+    assert table.split("\n")[1].split() == ["gpu", "3", "0", "0"]
+    result = runner.invoke(cli, ["--db", db, "queues", "limit", "gpu", "none"])
+    assert result.exit_code == 0 and "no limit" in result.output
+    assert "no queues" in runner.invoke(cli, ["--db", db, "queues", "list"]).output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["gpu", "0"], "positive integer"), (["gpu", "many"], "positive integer"),
+     (["a#b", "2"], "queue name"), (["", "2"], "queue name")],
+)  # fmt: skip
+def test_bad_queue_limit_is_a_usage_error(tmp_path: Path, args: list[str], message: str) -> None:
+    db = str(tmp_path / "q.db")
+    result = CliRunner().invoke(cli, ["--db", db, "queues", "limit", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    listed = CliRunner().invoke(cli, ["--db", db, "queues", "list"])
+    assert "no queues" in listed.output or "no Keel database" in listed.output

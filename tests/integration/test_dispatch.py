@@ -228,6 +228,21 @@ async def test_per_queue_limit_is_respected(env: Any) -> None:
     assert peak["busy"] == 2
 
 
+async def test_cluster_wide_queue_limit_holds_over_several_workers(
+    env: Any, make_store: Callable[[], Store]
+) -> None:
+    # Two task workers would run 4 + 4 at once; the database-wide limit says 2.
+    async with env(queues={"limited": 4}, task_concurrency=4) as (client, _):
+        await client.set_queue_limit("limited", 2)
+        async with _task_worker(make_store(), queues={"limited": 4}, owner="second"):
+            run = await client.start(fan_out, 10)
+            assert await run.result(timeout=20) == list(range(10))
+            assert [(q.queue, q.concurrency, q.leased) for q in await client.queues()] == [
+                ("limited", 2, 0)
+            ]
+    assert peak["busy"] == 2
+
+
 async def test_task_concurrency_bounds_all_queues(env: Any) -> None:
     async with env(queues=["limited"], task_concurrency=3) as (client, _):
         run = await client.start(fan_out, 7)

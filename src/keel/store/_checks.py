@@ -86,6 +86,26 @@ def check_queues(queues: Collection[str]) -> list[str]:
     return sorted(set(queues))
 
 
+def check_queue_name(queue: object) -> str:
+    """A queue name as stored with tasks: non-empty, at most 200 chars, no '#'."""
+    if not isinstance(queue, str) or not queue or "#" in queue or len(queue) > 200:
+        raise ConfigurationError(
+            f"queue name must be a non-empty string without '#' (at most 200 chars): {queue!r}"
+        )
+    return queue
+
+
+def check_queue_limit(queue: str, concurrency: int | None) -> None:
+    check_queue_name(queue)
+    if concurrency is not None and (
+        isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+    ):
+        raise ConfigurationError(
+            f"concurrency of queue {queue!r} must be a positive integer or None, "
+            f"not {concurrency!r}"
+        )
+
+
 def check_claim_limit(limit: int) -> None:
     if limit < 1:
         raise ValueError(f"claim limit must be at least 1, not {limit}")

@@ -165,6 +165,16 @@ class TaskLease:
     expires_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    """A task queue as :meth:`Store.list_queues` reports it."""
+
+    queue: str
+    concurrency: int | None  # the cluster-wide limit on leased tasks; None: no limit
+    available: int  # tasks waiting for a worker (including retries not yet due)
+    leased: int  # tasks being run now
+
+
 @runtime_checkable
 class Store(Protocol):
     """Durable storage of runs, journals, leases and signals."""
@@ -314,7 +324,19 @@ class Store(Protocol):
         ``priority`` desc, ``available_at``, ``task_id`` order, each exactly once
         among concurrent claimers (SKIP LOCKED on PostgreSQL), and become
         ``leased`` to ``owner`` until ``now + ttl`` at their current attempt.
+        A queue with a limit (:meth:`set_queue_limit`) never has more than that
+        many tasks ``leased`` at once because of a claim, however many workers
+        claim concurrently: its tasks are skipped once the limit is reached.
         """
+
+    async def set_queue_limit(self, queue: str, concurrency: int | None) -> None:
+        """Cap the tasks of ``queue`` leased at once over all workers (``None``: no cap).
+
+        Applies to claims from now on; leases already held are not revoked.
+        """
+
+    async def list_queues(self) -> list[QueueInfo]:
+        """Queues with a limit or with tasks available or leased, by name."""
 
     async def renew_task_leases(
         self, owner: str, leases: Sequence[TaskLease], ttl: float

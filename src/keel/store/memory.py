@@ -70,6 +70,7 @@ class MemoryStore(MemoryTasks):
         self._tasks: dict[int, TaskRecord] = {}
         self._task_ids: dict[tuple[str, str], int] = {}  # (run id, command) -> task id
         self._last_task_id = 0
+        self._queue_limits: dict[str, int] = {}  # queue -> cluster-wide lease limit
         self._waiters: dict[asyncio.Future[None], asyncio.AbstractEventLoop] = {}
 
     def __repr__(self) -> str:

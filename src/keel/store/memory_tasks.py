@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from keel.core.states import RunState
 from keel.store._checks import (
     check_claim_limit,
+    check_queue_limit,
     check_queues,
     check_tasks,
     check_ttl,
@@ -25,6 +26,7 @@ from keel.store.base import (
     Lease,
     NewEvent,
     NewTask,
+    QueueInfo,
     RunRecord,
     TaskLease,
     TaskRecord,
@@ -40,6 +42,7 @@ class MemoryTasks:
     _tasks: dict[int, TaskRecord]
     _task_ids: dict[tuple[str, str], int]  # (run id, command) -> task id
     _last_task_id: int
+    _queue_limits: dict[str, int]
 
     if TYPE_CHECKING:  # defined by MemoryStore
 
@@ -113,9 +116,16 @@ class MemoryTasks:
                     if t.state == "available" and t.available_at <= now and t.queue in names
                 ),
                 key=lambda t: (-t.priority, t.available_at, t.task_id),
-            )[:limit]
-            claimed = []
+            )
+            room = self._queue_room(names)
+            claimed: list[tuple[TaskLease, TaskRecord]] = []
             for t in due:
+                if len(claimed) == limit:
+                    break
+                if t.queue in room:
+                    if room[t.queue] <= 0:
+                        continue
+                    room[t.queue] -= 1
                 task = dataclasses.replace(
                     t, state="leased", lease_owner=owner, lease_expires_at=now + ttl
                 )
@@ -124,6 +134,36 @@ class MemoryTasks:
             if changed:
                 self._notify()
             return claimed
+
+    def _queue_room(self, names: Collection[str]) -> dict[str, int]:
+        """Tasks each capped queue of ``names`` may still lease."""
+        room = {q: self._queue_limits[q] for q in names if q in self._queue_limits}
+        for t in self._tasks.values():
+            if t.state == "leased" and t.queue in room:
+                room[t.queue] -= 1
+        return room
+
+    async def set_queue_limit(self, queue: str, concurrency: int | None) -> None:
+        check_queue_limit(queue, concurrency)
+        with self._lock:
+            self._check_open()
+            if concurrency is None:
+                self._queue_limits.pop(queue, None)
+            else:
+                self._queue_limits[queue] = concurrency
+            self._notify()  # a raised limit lets waiting claimers take more
+
+    async def list_queues(self) -> list[QueueInfo]:
+        with self._lock:
+            self._check_open()
+            counts: dict[str, list[int]] = {q: [0, 0] for q in self._queue_limits}
+            for t in self._tasks.values():
+                if t.state in ("available", "leased"):
+                    counts.setdefault(t.queue, [0, 0])[t.state == "leased"] += 1
+            return [
+                QueueInfo(q, self._queue_limits.get(q), available, leased)
+                for q, (available, leased) in sorted(counts.items())
+            ]
 
     def _sweep_tasks(self, now: float) -> bool:
         """Expired task leases consume their attempt; return whether any did."""

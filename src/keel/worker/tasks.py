@@ -22,6 +22,7 @@ from keel.core import codec
 from keel.core import journal as jr
 from keel.definitions import StepDef, default_registry
 from keel.errors import ConfigurationError, LeaseLostError, SerializationError, error_info
+from keel.store._checks import check_queue_name
 from keel.store.base import TaskLease, TaskRecord
 from keel.worker.executor import run_attempt
 
@@ -51,10 +52,7 @@ def queue_limits(
         items = [(name, task_concurrency) for name in queues]
     limits: dict[str, int] = {}
     for name, limit in items:
-        if not isinstance(name, str) or not name or "#" in name or len(name) > 200:
-            raise ConfigurationError(
-                f"queue name must be a non-empty string without '#' (at most 200 chars): {name!r}"
-            )
+        name = check_queue_name(name)
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ConfigurationError(
                 f"limit of queue {name!r} must be a positive integer, not {limit!r}"

@@ -8,6 +8,7 @@ the journal kept.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import time
@@ -115,3 +116,23 @@ async def steal(gate: str) -> dict[str, int]:
     held_by = await held(gate)
     pids = await after(held_by)
     return {"held_by": pids[0], "after_by": pids[1]}
+
+
+# --- dispatched steps: frames rendered by the workers serving queue "render" ----------------
+
+
+@keel.step(name="accpg.render", queue="render")
+def render(run: int, frame: int, pause_ms: int, gate: str) -> str:
+    """A dispatched step; with a ``gate``, frame 0 waits for ``gate-<gate>-<pid>``."""
+    _work(pause_ms)
+    if gate and frame == 0:
+        wait_gate(f"{gate}-{os.getpid()}")
+    stamp("end")
+    return f"{run}.{frame}@{os.getpid()}"
+
+
+@keel.workflow(name="accpg.film")
+async def film(run: int, frames: int, pause_ms: int = 0, gate: str = "") -> list[str]:
+    """Render ``frames`` frames at once on the render queue; c1 runs locally first."""
+    base = await c1(run, 0)
+    return list(await asyncio.gather(*(render(base, f, pause_ms, gate) for f in range(frames))))

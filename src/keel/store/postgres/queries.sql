@@ -456,25 +456,49 @@ WITH clock AS MATERIALIZED (
 )
 SELECT count(*) FROM swept, notified;
 
+-- name: lock_queues
+-- Before claim_tasks, in its transaction: lock the limit rows of the capped
+-- queues being claimed, in queue order (no deadlock between claimers). Claims
+-- of one capped queue so take turns, and the claim statement that follows,
+-- with a snapshot of its own, counts the leases of every claim before it.
+SELECT queue FROM queues
+WHERE queue = ANY (%(queues)s::text[])
+ORDER BY queue
+FOR UPDATE;
+
 -- name: claim_tasks
 -- Due tasks of the queues in claim order, skipping rows another claimer holds,
--- leased at their current attempt. Exactly one row comes back when nothing
--- was claimed (task_id NULL): the database clock, as in claim_runs.
+-- leased at their current attempt; for a capped queue at most its room (limit
+-- minus leased tasks). A queue with no room is left out before the LIMIT so it
+-- cannot crowd out the others. Exactly one row comes back when nothing was
+-- claimed (task_id NULL): the database clock, as in claim_runs.
 WITH clock AS MATERIALIZED (
     SELECT extract(epoch FROM clock_timestamp())::float8 AS now
+), room AS MATERIALIZED (
+    SELECT q.queue,
+           q.concurrency - (SELECT count(*) FROM tasks l
+                            WHERE l.queue = q.queue AND l.state = 'leased') AS free
+    FROM queues q
+    WHERE q.queue = ANY (%(queues)s::text[])
 ), due AS (
-    SELECT tasks.task_id FROM tasks, clock
+    SELECT tasks.task_id, tasks.queue, tasks.priority, tasks.available_at FROM tasks, clock
     WHERE tasks.state = 'available' AND tasks.available_at <= clock.now
       AND tasks.queue = ANY (%(queues)s::text[])
+      AND NOT EXISTS (SELECT 1 FROM room WHERE room.queue = tasks.queue AND room.free <= 0)
     ORDER BY tasks.priority DESC, tasks.available_at, tasks.task_id
     LIMIT %(limit)s::bigint
     FOR UPDATE OF tasks SKIP LOCKED
+), ranked AS (
+    SELECT due.task_id, room.free,
+           row_number() OVER (PARTITION BY due.queue
+                              ORDER BY due.priority DESC, due.available_at, due.task_id) AS n
+    FROM due LEFT JOIN room ON room.queue = due.queue
 ), claimed AS (
     UPDATE tasks
     SET state = 'leased', lease_owner = %(owner)s::text,
         lease_expires_at = clock.now + %(ttl)s::float8
-    FROM due, clock
-    WHERE tasks.task_id = due.task_id
+    FROM ranked, clock
+    WHERE tasks.task_id = ranked.task_id AND (ranked.free IS NULL OR ranked.n <= ranked.free)
     RETURNING tasks.task_id, tasks.run_id, tasks.command, tasks.step, tasks.queue,
               tasks.priority, tasks.args, tasks.attempt, tasks.max_attempts, tasks.state,
               tasks.available_at, tasks.lease_owner, tasks.lease_expires_at, tasks.result,
@@ -483,6 +507,35 @@ WITH clock AS MATERIALIZED (
 SELECT clock.now, c.*
 FROM clock LEFT JOIN claimed c ON true
 ORDER BY c.priority DESC, c.available_at, c.task_id;
+
+-- name: set_queue_limit
+-- Notify: a raised limit lets waiting claimers take more at once.
+WITH upserted AS (
+    INSERT INTO queues (queue, concurrency) VALUES (%(queue)s::text, %(concurrency)s::integer)
+    ON CONFLICT (queue) DO UPDATE SET concurrency = excluded.concurrency
+    RETURNING queue
+)
+SELECT pg_notify(%(channel)s::text, 'task') FROM upserted;
+
+-- name: clear_queue_limit
+WITH deleted AS (
+    DELETE FROM queues WHERE queue = %(queue)s::text RETURNING queue
+)
+SELECT pg_notify(%(channel)s::text, 'task') FROM deleted;
+
+-- name: list_queues
+-- Queues with a limit or with open tasks; the counts walk the partial indexes.
+WITH open AS (
+    SELECT queue,
+           count(*) FILTER (WHERE state = 'available') AS available,
+           count(*) FILTER (WHERE state = 'leased') AS leased
+    FROM tasks WHERE state IN ('available', 'leased')
+    GROUP BY queue
+)
+SELECT coalesce(q.queue, o.queue), q.concurrency,
+       coalesce(o.available, 0), coalesce(o.leased, 0)
+FROM queues q FULL JOIN open o ON o.queue = q.queue
+ORDER BY 1;
 
 -- name: renew_task_leases
 -- An expired task lease cannot be renewed: its attempt may already be consumed.

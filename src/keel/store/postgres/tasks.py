@@ -11,12 +11,13 @@ from psycopg_pool import AsyncConnectionPool
 from keel.errors import StoreError
 from keel.store._checks import (
     check_claim_limit,
+    check_queue_limit,
     check_queues,
     check_tasks,
     check_ttl,
     task_fence_error,
 )
-from keel.store.base import Lease, NewEvent, NewTask, TaskLease, TaskRecord
+from keel.store.base import Lease, NewEvent, NewTask, QueueInfo, TaskLease, TaskRecord
 from keel.store.postgres import _conn, _sql
 from keel.store.postgres._writes import _Conn, _Row
 
@@ -104,11 +105,16 @@ class TasksMixin:
             "channel": self.channel,
         }
         sent = time.time()
-        # The sweep and the claim: one pipeline, one round trip, one transaction.
-        # The claim is a statement of its own so that its snapshot sees the
-        # tasks the sweep made available again.
-        _, rows = await self._transaction(
-            [("sweep_tasks", {"channel": self.channel}), ("claim_tasks", params)]
+        # The sweep, the lock of capped queues and the claim: one pipeline, one
+        # round trip, one transaction. The claim is a statement of its own so
+        # that its snapshot sees what the sweep freed and what claims that held
+        # the queue locks before it committed.
+        _, _, rows = await self._transaction(
+            [
+                ("sweep_tasks", {"channel": self.channel}),
+                ("lock_queues", {"queues": params["queues"]}),
+                ("claim_tasks", params),
+            ]
         )
         self._clock.observe(rows[0][0], sent, time.time())
         claimed = []
@@ -121,6 +127,18 @@ class TasksMixin:
                 (TaskLease(task.task_id, owner, task.attempt, task.lease_expires_at), task)
             )
         return claimed
+
+    async def set_queue_limit(self, queue: str, concurrency: int | None) -> None:
+        check_queue_limit(queue, concurrency)
+        params: dict[str, Any] = {"queue": queue, "channel": self.channel}
+        if concurrency is None:
+            await self._write("clear_queue_limit", params)
+        else:
+            await self._write("set_queue_limit", params | {"concurrency": concurrency})
+
+    async def list_queues(self) -> list[QueueInfo]:
+        rows = await self._fetch("list_queues", {})
+        return [QueueInfo(q, limit, int(free), int(leased)) for q, limit, free, leased in rows]
 
     async def renew_task_leases(
         self, owner: str, leases: Sequence[TaskLease], ttl: float

@@ -173,11 +173,16 @@ SELECT task_id, run_id, command, step, queue, priority, args, attempt, max_attem
 FROM tasks WHERE run_id = ? AND command = ?;
 
 -- name: task_candidates
--- Read first, on the reader: whether a claim has anything to do at all.
+-- Read first, on the reader: whether a claim has anything to do at all (a
+-- queue at its limit has nothing to claim).
 SELECT EXISTS (SELECT 1 FROM tasks WHERE state = 'leased' AND lease_expires_at < :now)
     OR EXISTS (SELECT 1 FROM tasks
                WHERE state = 'available' AND available_at <= :now
-                 AND queue IN (SELECT value FROM json_each(:queues)));
+                 AND queue IN (SELECT value FROM json_each(:queues))
+                 AND queue NOT IN (
+                     SELECT q.queue FROM queues q
+                     WHERE q.concurrency <= (SELECT count(*) FROM tasks l
+                                             WHERE l.queue = q.queue AND l.state = 'leased')));
 
 -- name: sweep_tasks
 -- An expired task lease consumes its attempt: available again at once at the
@@ -203,16 +208,57 @@ UPDATE runs SET wake_at = min(coalesce(wake_at, :now), :now), updated_at = :now
 WHERE run_id = :run_id AND state IN ('pending', 'suspended');
 
 -- name: claim_tasks
--- RETURNING order is unspecified: the caller sorts the rows in claim order.
-UPDATE tasks SET state = 'leased', lease_owner = :owner, lease_expires_at = :expires_at
-WHERE task_id IN (
-    SELECT task_id FROM tasks
+-- Due tasks in claim order, at most :limit, and for a queue with a limit at
+-- most its room (limit minus its leased tasks; the write lock of this
+-- transaction keeps the count true). A queue with no room is left out before
+-- the LIMIT so that it cannot crowd out the others. RETURNING order is
+-- unspecified: the caller sorts the rows in claim order.
+WITH room AS (
+    SELECT q.queue,
+           q.concurrency - (SELECT count(*) FROM tasks l
+                            WHERE l.queue = q.queue AND l.state = 'leased') AS free
+    FROM queues q
+    WHERE q.queue IN (SELECT value FROM json_each(:queues))
+), due AS (
+    SELECT task_id, queue, priority, available_at FROM tasks
     WHERE state = 'available' AND available_at <= :now
       AND queue IN (SELECT value FROM json_each(:queues))
+      AND queue NOT IN (SELECT queue FROM room WHERE free <= 0)
     ORDER BY priority DESC, available_at, task_id
-    LIMIT :limit)
+    LIMIT :limit
+), ranked AS (
+    SELECT due.task_id, room.free,
+           row_number() OVER (PARTITION BY due.queue
+                              ORDER BY due.priority DESC, due.available_at, due.task_id) AS n
+    FROM due LEFT JOIN room ON room.queue = due.queue
+)
+UPDATE tasks SET state = 'leased', lease_owner = :owner, lease_expires_at = :expires_at
+WHERE task_id IN (SELECT task_id FROM ranked WHERE free IS NULL OR n <= free)
 RETURNING task_id, run_id, command, step, queue, priority, args, attempt, max_attempts, state,
           available_at, lease_owner, lease_expires_at, result, error, created_at;
+
+-- name: set_queue_limit
+INSERT INTO queues (queue, concurrency) VALUES (:queue, :concurrency)
+ON CONFLICT (queue) DO UPDATE SET concurrency = excluded.concurrency;
+
+-- name: clear_queue_limit
+DELETE FROM queues WHERE queue = :queue;
+
+-- name: list_queues
+-- Queues with a limit or with open tasks; the counts walk the partial indexes.
+WITH open AS (
+    SELECT queue,
+           sum(state = 'available') AS available,
+           sum(state = 'leased') AS leased
+    FROM tasks WHERE state IN ('available', 'leased')
+    GROUP BY queue
+)
+SELECT q.queue, q.concurrency, coalesce(o.available, 0), coalesce(o.leased, 0)
+FROM queues q LEFT JOIN open o ON o.queue = q.queue
+UNION ALL
+SELECT o.queue, NULL, o.available, o.leased
+FROM open o WHERE o.queue NOT IN (SELECT queue FROM queues)
+ORDER BY 1;
 
 -- name: renew_task_lease
 UPDATE tasks SET lease_expires_at = :expires_at

@@ -1,11 +1,11 @@
--- The full current Keel schema (version 3), for reading. Databases are built by
+-- The full current Keel schema (version 4), for reading. Databases are built by
 -- applying migrations/ in order; a test checks both give the same schema.
 
 CREATE TABLE keel_meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
--- rows: ('application', 'keel'), ('schema_version', '3')
+-- rows: ('application', 'keel'), ('schema_version', '4')
 
 CREATE TABLE runs (
     run_id           TEXT PRIMARY KEY,
@@ -87,3 +87,11 @@ CREATE TABLE tasks (
 CREATE INDEX tasks_due ON tasks (queue, priority DESC, available_at, task_id)
     WHERE state = 'available';
 CREATE INDEX tasks_leased ON tasks (lease_expires_at) WHERE state = 'leased';
+CREATE INDEX tasks_leased_queue ON tasks (queue) WHERE state = 'leased';
+
+-- Cluster-wide queue limits (version 4): at most `concurrency` tasks of the
+-- queue leased at once over all workers; a queue without a row is uncapped.
+CREATE TABLE queues (
+    queue       TEXT PRIMARY KEY,
+    concurrency INTEGER NOT NULL CHECK (concurrency >= 1)
+) WITHOUT ROWID;

@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from keel.errors import StoreError
 from keel.store._checks import (
     check_claim_limit,
+    check_queue_limit,
     check_queues,
     check_tasks,
     check_ttl,
     duplicate_task,
     task_fence_error,
 )
-from keel.store.base import Lease, NewEvent, NewTask, TaskLease, TaskRecord
+from keel.store.base import Lease, NewEvent, NewTask, QueueInfo, TaskLease, TaskRecord
 from keel.store.sqlite import _sql
 from keel.store.sqlite._fence import fence_params, fenced
 from keel.store.sqlite._threads import ChangeWaiters, DbThread
@@ -120,6 +121,24 @@ class SQLiteTasks:
         if swept:  # tasks available again, or runs woken by failed ones
             self._waiters.notify()
         return claimed
+
+    async def set_queue_limit(self, queue: str, concurrency: int | None) -> None:
+        check_queue_limit(queue, concurrency)
+
+        def op(conn: sqlite3.Connection) -> None:
+            if concurrency is None:
+                conn.execute(Q["clear_queue_limit"], {"queue": queue})
+            else:
+                conn.execute(Q["set_queue_limit"], {"queue": queue, "concurrency": concurrency})
+
+        # Notify: a raised limit lets waiting claimers take more at once.
+        await self._write(op, notify=True)
+
+    async def list_queues(self) -> list[QueueInfo]:
+        def op(conn: sqlite3.Connection) -> list[QueueInfo]:
+            return [QueueInfo(*row) for row in conn.execute(Q["list_queues"])]
+
+        return await self._read(op)
 
     async def renew_task_leases(
         self, owner: str, leases: Sequence[TaskLease], ttl: float
