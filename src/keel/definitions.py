@@ -68,11 +68,6 @@ class StepDef(Generic[P, R]):
         self.idempotency_key = idempotency_key
         self.queue = _check_queue(queue)
         self.priority = _check_priority(priority)
-        if self.queue is not None and idempotency_key is not None:
-            raise ConfigurationError(
-                f"step {name!r}: idempotency keys are not supported on dispatched steps "
-                f"(queue {self.queue!r}) yet"
-            )
         self.is_async = inspect.iscoroutinefunction(fn)
         self.codec = codec.function_codec(fn)
         self.result_type = self.codec.result_type

@@ -141,6 +141,22 @@ async def mixed(x: int) -> list[Any]:
     return [a, str(q.price), b, got, str(c.price)]
 
 
+@keel.step(name="dispatch.charge", queue="gpu", idempotency_key=lambda order: f"charge-{order}")
+def charge(order: str) -> str:
+    n = count("charge")
+    return f"charged {order} (execution {n})"
+
+
+@keel.workflow(name="dispatch.checkout")
+async def checkout(order: str) -> str:
+    return str(await charge(order))
+
+
+@keel.workflow(name="dispatch.refund")
+async def refund(order: str, key: str) -> str:
+    return str(await price.options(idempotency_key=key)(order, 1))
+
+
 # --- helpers ---------------------------------------------------------------------------
 
 
@@ -241,6 +257,44 @@ async def test_cluster_wide_queue_limit_holds_over_several_workers(
                 ("limited", 2, 0)
             ]
     assert peak["busy"] == 2
+
+
+async def test_keyed_dispatched_step_reuses_the_stored_result(env: Any) -> None:
+    async with env(queues=["gpu"]) as (client, _):
+        first = await client.start(checkout, "o-1")
+        assert await first.result(timeout=10) == "charged o-1 (execution 1)"
+        second = await client.start(checkout, "o-1")
+        assert await second.result(timeout=10) == "charged o-1 (execution 1)"
+        other = await client.start(checkout, "o-2")
+        assert await other.result(timeout=10) == "charged o-2 (execution 2)"
+        again = await client.history(second.run_id)
+        # .options(idempotency_key=...) on a queued step: the key, not the
+        # arguments, decides (different quantity, same stored result).
+        a = await client.start(refund, "bolt", "refund-7")
+        stored = await a.result(timeout=10)
+        b = await client.start(refund, "nut", "refund-7")
+        assert await b.result(timeout=10) == stored
+    assert calls == {"charge": 2, "price": 1}
+    # The second run dispatched nothing: it journaled the stored result.
+    assert [e.type for e in again] == ["run_started", "step_completed", "run_completed"]
+    assert again[1].data["reused"] is True
+    assert again[1].data["idempotency_key"] == "charge-o-1"
+
+
+async def test_concurrent_keyed_dispatches_converge_on_the_first_result(
+    env: Any, make_store: Callable[[], Store]
+) -> None:
+    async with env() as (client, _):
+        runs = [await client.start(checkout, "o-9") for _ in range(3)]
+        for run in runs:  # all three dispatched before any task worker runs one
+            await _wait_for_state(client, run.run_id, keel.RunState.SUSPENDED)
+        async with _task_worker(make_store(), queues={"gpu": 1}, owner="gpu"):
+            results = [await run.result(timeout=10) for run in runs]
+            histories = [await client.history(run.run_id) for run in runs]
+    assert calls["charge"] == 3  # each dispatched task ran its body ...
+    assert len(set(results)) == 1  # ... and every run kept the first stored result
+    reused = [h[2].data.get("reused", False) for h in histories]
+    assert sorted(reused) == [False, True, True]
 
 
 async def test_task_concurrency_bounds_all_queues(env: Any) -> None:

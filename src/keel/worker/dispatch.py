@@ -32,8 +32,30 @@ def record_dispatch(ex: Execution, cmd: Command) -> NewTask:
     )
 
 
-def record_task_outcome(ex: Execution, cmd: Command, task: TaskRecord | None) -> bool:
-    """Journal the task's result or failure if it has one; ``False`` while it runs."""
+def record_reused(ex: Execution, cmd: Command, stored: bytes) -> None:
+    """Journal a keyed step's result stored by an earlier completion: not dispatched."""
+    ex.record(
+        EventType.STEP_COMPLETED,
+        cmd,
+        jr.envelope(
+            result=jr.raw(stored),
+            args_hash=cmd.args_hash,
+            attempt=1,
+            reused=True,
+            idempotency_key=cmd.idempotency_key,
+        ),
+    )
+
+
+def record_task_outcome(
+    ex: Execution, cmd: Command, task: TaskRecord | None, stored: bytes | None = None
+) -> bool:
+    """Journal the task's result or failure if it has one; ``False`` while it runs.
+
+    ``stored``: for a step called with an idempotency key, the result stored
+    under the key once the task completed (the task's own, or a concurrent
+    completion's that was stored first).
+    """
     if task is None:
         # The journal says dispatched but the task is gone (deleted by hand?):
         # fail the step rather than wait forever.
@@ -46,14 +68,20 @@ def record_task_outcome(ex: Execution, cmd: Command, task: TaskRecord | None) ->
         return True
     cmd.task_id = task.task_id
     if task.state == "completed":
+        result = task.result if task.result is not None else b"null"
+        extra: dict[str, Any] = {}
+        if stored is not None and stored != result:
+            result = stored
+            extra = {"reused": True, "idempotency_key": cmd.idempotency_key}
         ex.record(
             EventType.STEP_COMPLETED,
             cmd,
             jr.envelope(
-                result=jr.raw(task.result if task.result is not None else b"null"),
+                result=jr.raw(result),
                 args_hash=cmd.args_hash,
                 attempt=task.attempt,
                 task_id=task.task_id,
+                **extra,
             ),
         )
         return True

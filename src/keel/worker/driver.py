@@ -33,7 +33,7 @@ from keel.errors import (
     error_info,
 )
 from keel.store.base import Claimed, NewEvent, NewTask
-from keel.worker.dispatch import record_dispatch, record_task_outcome
+from keel.worker.dispatch import record_dispatch, record_reused, record_task_outcome
 from keel.worker.executor import StoredResult, start_attempt
 
 if TYPE_CHECKING:
@@ -227,6 +227,14 @@ class RunDriver:
                     plan.progressed = True
                     return plan
             elif kind is CommandKind.STEP and getattr(cmd.target, "queue", None) is not None:
+                if cmd.idempotency_key is not None:
+                    # As a local keyed step: an earlier completion's stored
+                    # result is reused, and nothing is dispatched.
+                    stored = await self.store.get_idempotent(cmd.id.name, cmd.idempotency_key)
+                    if stored is not None:
+                        record_reused(ex, cmd, stored)
+                        plan.progressed = True
+                        return plan
                 to_dispatch.append(cmd)
             elif kind in (CommandKind.STEP, CommandKind.SIDE_EFFECT):
                 attempt = cmd.attempts + 1
@@ -271,7 +279,14 @@ class RunDriver:
 
     async def _plan_task(self, ex: Execution, cmd: Command, now: float, plan: _Plan) -> bool:
         """A dispatched step: journal its task's outcome if it has one, else wait for it."""
-        if record_task_outcome(ex, cmd, await self.store.get_task(self.run_id, cmd.key)):
+        task = await self.store.get_task(self.run_id, cmd.key)
+        stored = None
+        if task is not None and task.state == "completed" and cmd.idempotency_key is not None:
+            # Stored before it is journaled, as for local keyed steps: concurrent
+            # completions with one key converge on the first stored result.
+            result = task.result if task.result is not None else b"null"
+            stored = await self.store.put_idempotent(cmd.id.name, cmd.idempotency_key, result)
+        if record_task_outcome(ex, cmd, task, stored):
             return True
         plan.tasks.add(cmd.key)  # suspend_run wakes us if it finished meanwhile
         return False
