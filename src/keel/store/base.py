@@ -312,8 +312,9 @@ class Store(Protocol):
     ) -> list[tuple[TaskLease, TaskRecord]]:
         """Lease up to ``limit`` due tasks of ``queues``.
 
-        First, every ``leased`` task (of any queue) whose lease expired on the
-        store clock loses it and consumes an attempt: ``attempt + 1``; if that
+        First, ``leased`` tasks (of any queue) whose lease expired on the
+        store clock, at most 500 per call and the oldest expiry first, lose it
+        and consume an attempt: ``attempt + 1``; if that
         exceeds ``max_attempts`` the task becomes ``failed`` (``attempt`` stays
         at the lost one) and its run is woken (``wake_at = now`` when
         pending/suspended), else it is ``available`` again at once. Either way

@@ -32,6 +32,9 @@ from keel.store.base import (
     TaskRecord,
 )
 
+#: Expired task leases swept per claim, as the SQL stores do.
+SWEEP_BATCH = 500
+
 
 class MemoryTasks:
     """The task methods of :class:`~keel.store.memory.MemoryStore`, which sets the state."""
@@ -167,11 +170,16 @@ class MemoryTasks:
 
     def _sweep_tasks(self, now: float) -> bool:
         """Expired task leases consume their attempt; return whether any did."""
-        expired = [
-            t
-            for t in self._tasks.values()
-            if t.state == "leased" and t.lease_expires_at is not None and t.lease_expires_at < now
-        ]
+        expired = sorted(
+            (
+                t
+                for t in self._tasks.values()
+                if t.state == "leased"
+                and t.lease_expires_at is not None
+                and t.lease_expires_at < now
+            ),
+            key=lambda t: t.lease_expires_at or 0.0,
+        )[:SWEEP_BATCH]
         for t in expired:
             final = t.attempt + 1 > t.max_attempts
             self._tasks[t.task_id] = dataclasses.replace(

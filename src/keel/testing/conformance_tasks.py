@@ -253,6 +253,24 @@ class TaskConformance:
 
         _run(store_factory, body)
 
+    def test_expired_leases_are_swept_in_batches_of_500(self, store_factory: StoreFactory) -> None:
+        async def body(store: Store) -> None:
+            from keel.testing.conformance import wait_until_past
+
+            await dispatched(store, "r1", [new_task(f"step:s#{i}") for i in range(501)])
+            leases = await store.claim_tasks("t1", ["q"], limit=501, ttl=SHORT_TTL)
+            assert len(leases) == 501
+            await wait_until_past(store, max(lease.expires_at for lease, _ in leases))
+            # Claims of another queue take nothing but sweep: 500, then the rest.
+            assert await store.claim_tasks("t2", ["other"], limit=1, ttl=30) == []
+            [info] = await store.list_queues()
+            assert (info.available, info.leased) == (500, 1)
+            await store.claim_tasks("t2", ["other"], limit=1, ttl=30)
+            [info] = await store.list_queues()
+            assert (info.available, info.leased) == (501, 0)
+
+        _run(store_factory, body)
+
     def test_expired_last_attempt_fails_the_task_and_wakes_the_run(
         self, store_factory: StoreFactory
     ) -> None:

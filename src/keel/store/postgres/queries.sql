@@ -421,12 +421,16 @@ FROM fenced CROSS JOIN notified LEFT JOIN dispatched ON true;
 -- next attempt, or failed for good when none is left (error: the JSON of
 -- _checks.lease_expired_error), which wakes its run. Run by claim_tasks in
 -- the transaction of its claim, just before it. Rows another sweeper holds
--- are skipped. SET expressions read the row as it was.
+-- are skipped. At most 500 per claim, oldest expiry first, so that a mass
+-- expiry (a fleet of task workers lost) is worked off in short transactions.
+-- SET expressions read the row as it was.
 WITH clock AS MATERIALIZED (
     SELECT extract(epoch FROM clock_timestamp())::float8 AS now
 ), expired AS (
     SELECT tasks.task_id FROM tasks, clock
     WHERE tasks.state = 'leased' AND tasks.lease_expires_at < clock.now
+    ORDER BY tasks.lease_expires_at
+    LIMIT 500
     FOR UPDATE OF tasks SKIP LOCKED
 ), swept AS (
     UPDATE tasks

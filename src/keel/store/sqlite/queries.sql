@@ -187,7 +187,9 @@ SELECT EXISTS (SELECT 1 FROM tasks WHERE state = 'leased' AND lease_expires_at <
 -- name: sweep_tasks
 -- An expired task lease consumes its attempt: available again at once at the
 -- next attempt, or failed for good when none is left. The error is the JSON of
--- _checks.lease_expired_error. SET expressions read the row as it was.
+-- _checks.lease_expired_error. At most 500 per claim, oldest expiry first, so
+-- that a mass expiry is worked off in short write transactions. SET
+-- expressions read the row as it was.
 UPDATE tasks
 SET state = CASE WHEN attempt >= max_attempts THEN 'failed' ELSE 'available' END,
     available_at = CASE WHEN attempt >= max_attempts THEN available_at ELSE :now END,
@@ -199,7 +201,10 @@ SET state = CASE WHEN attempt >= max_attempts THEN 'failed' ELSE 'available' END
                            THEN ' and no attempts are left' ELSE '' END,
         'traceback', '') AS BLOB),
     lease_owner = NULL, lease_expires_at = NULL
-WHERE state = 'leased' AND lease_expires_at < :now
+WHERE task_id IN (SELECT task_id FROM tasks
+                  WHERE state = 'leased' AND lease_expires_at < :now
+                  ORDER BY lease_expires_at
+                  LIMIT 500)
 RETURNING run_id, state;
 
 -- name: wake_for_task
