@@ -25,6 +25,7 @@ from keel.cli.common import (
     with_client,
 )
 from keel.cli.db import db
+from keel.cli.replay import replay
 from keel.cli.runs import runs
 from keel.client import Client
 from keel.core import codec
@@ -52,6 +53,7 @@ def cli(ctx: click.Context, db: str | None) -> None:
 
 cli.add_command(runs)
 cli.add_command(db)
+cli.add_command(replay)
 
 
 # --- worker ----------------------------------------------------------------------------
