@@ -44,10 +44,12 @@ async def iter_runs(
             if head is not None:
                 heads[i] = head
         count = 0
-        while heads and (limit is None or count < limit):
+        while heads:
             i = max(heads, key=lambda k: (heads[k].created_at, heads[k].run_id))
             yield heads[i]
             count += 1
+            if count == limit:
+                return  # before reading on: the next head may need another page
             head = await anext(streams[i], None)
             if head is None:
                 del heads[i]
