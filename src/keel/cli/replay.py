@@ -45,7 +45,12 @@ _STYLES = {"ok": "green", "diverged": "bold red", "skipped": "yellow"}
     help="Module defining the workflows: the code to check (repeatable).",
 )
 @click.option(
-    "--workflow", "-w", "workflows", multiple=True, metavar="NAME", help="Only runs of NAME."
+    "--workflow",
+    "-w",
+    "workflows",
+    multiple=True,
+    metavar="NAME",
+    help="Only runs of NAME (repeatable).",
 )
 @since_option
 @click.option(

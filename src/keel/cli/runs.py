@@ -132,7 +132,12 @@ def run_history(run_id: str, db: str | None, as_json: bool) -> None:
     help="Directory to write <run id>.json files to (created if missing).",
 )
 @click.option(
-    "--workflow", "-w", "workflows", multiple=True, metavar="NAME", help="Only runs of NAME."
+    "--workflow",
+    "-w",
+    "workflows",
+    multiple=True,
+    metavar="NAME",
+    help="Only runs of NAME (repeatable).",
 )
 @since_option
 @click.option(
