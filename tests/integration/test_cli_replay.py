@@ -10,9 +10,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 
+from keel.cli.common import parse_since
 from keel.cli.main import cli
 from tests import pg
 from tests.replay.shop import record, recording
@@ -185,6 +187,32 @@ def test_bad_inputs_are_usage_errors(tmp_path: Path) -> None:
         keel("runs", "export", "r-1", "-w", "x", "--db", good_db, "-o", str(tmp_path)),
         "give RUN_IDs or filters",
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("45s", timedelta(seconds=45)),
+        ("30m", timedelta(minutes=30)),
+        ("1.5h", timedelta(minutes=90)),
+        ("7d", timedelta(days=7)),
+        ("2w", timedelta(days=14)),
+        ("2026-05-01T10:00:00+02:00", datetime(2026, 5, 1, 8, tzinfo=UTC)),
+        ("2026-05-01T08:00:00Z", datetime(2026, 5, 1, 8, tzinfo=UTC)),
+        ("2026-05-01T10:00", datetime(2026, 5, 1, 10).astimezone()),  # local time
+    ],
+)
+def test_since_takes_an_age_or_a_time(text: str, expected: datetime | timedelta) -> None:
+    value = parse_since(text)
+    assert value == expected
+    if isinstance(value, datetime):
+        assert value.tzinfo is not None
+
+
+@pytest.mark.parametrize("text", ["", "7", "7 days", "0d", "-1d", "1y", "yesterday"])
+def test_since_rejects_anything_else(text: str) -> None:
+    with pytest.raises(click.BadParameter, match="positive age"):
+        parse_since(text)
 
 
 def test_replay_never_creates_a_database(tmp_path: Path) -> None:
