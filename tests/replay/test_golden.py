@@ -8,11 +8,23 @@ from pathlib import Path
 import pytest
 
 import keel
-from keel.testing.replay import check_replay, load_journal
+from keel.testing.replay import check_files, check_replay, journal_filename, load_journal
 
 from .golden_app import Order, Shipment, charge, golden_order, label, reserve
+from .record_golden import SCENARIOS, golden_registry
 
 GOLDEN = Path(__file__).parent / "golden"
+
+
+def test_every_golden_journal_replays_against_the_current_code() -> None:
+    files = sorted(GOLDEN.glob("*.json"))
+    assert {f.name for f in files} >= {journal_filename(name) for name in SCENARIOS}
+    report = check_files([GOLDEN], golden_registry())
+    report.assert_passed(strict=True)  # a journal of an unknown workflow fails too
+    outcomes = {Path(v.source).stem: v.outcome for v in report.results}
+    assert len(outcomes) == len(files)
+    assert outcomes["demo_waiting"] == "suspended"  # a run in flight when recorded
+    assert {outcomes[n] for n in SCENARIOS if n != "demo_waiting"} == {"completed"}
 
 
 def test_golden_order_journal_replays() -> None:

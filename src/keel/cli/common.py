@@ -6,10 +6,12 @@ import asyncio
 import importlib
 import json
 import os
+import re
 import sys
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import IO, Any, TypeVar
 
 import click
@@ -156,3 +158,40 @@ def parse_json(text: str, what: str) -> Any:
         if text and text[0] not in '{["-0123456789' and text not in ("true", "false", "null"):
             hint = f" (a string must be quoted, e.g. '\"{text}\"')"
         raise CliUsageError(f"{what} is not valid JSON: {exc.msg}: {text!r}{hint}") from None
+
+
+_AGE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(text: str) -> datetime | timedelta:
+    """``--since``: an age back from now (``30m``, ``12h``, ``7d``, ``2w``) or an ISO 8601 time.
+
+    A time without a zone is local time, as a person typing it means it.
+    """
+    match = _AGE.fullmatch(text.strip())
+    if match:
+        age = timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
+        if age > timedelta(0):
+            return age
+    else:
+        try:
+            when = datetime.fromisoformat(text.strip())
+        except ValueError:
+            pass
+        else:
+            return when if when.tzinfo is not None else when.astimezone()
+    raise click.BadParameter(
+        f"expected a positive age like 30m, 12h, 7d, 2w or an ISO 8601 time, not {text!r}",
+        param_hint="--since",
+    )
+
+
+def since_option(fn: F) -> F:
+    """The ``--since AGE|TIME`` filter (runs started at or after it)."""
+    return click.option(
+        "--since",
+        metavar="AGE|TIME",
+        callback=lambda _ctx, _param, value: None if value is None else parse_since(value),
+        help="Only runs started within AGE (30m, 12h, 7d, 2w) or since TIME (ISO 8601).",
+    )(fn)

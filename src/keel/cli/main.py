@@ -26,6 +26,7 @@ from keel.cli.common import (
 )
 from keel.cli.db import db
 from keel.cli.queues import queues
+from keel.cli.replay import replay
 from keel.cli.runs import runs
 from keel.client import Client
 from keel.core import codec
@@ -54,6 +55,7 @@ def cli(ctx: click.Context, db: str | None) -> None:
 cli.add_command(runs)
 cli.add_command(db)
 cli.add_command(queues)
+cli.add_command(replay)
 
 
 # --- worker ----------------------------------------------------------------------------

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import click
 
 from keel.cli import render
-from keel.cli.common import CliUsageError, db_option, json_option, resolve_db, with_client
+from keel.cli.common import (
+    CliUsageError,
+    db_option,
+    json_option,
+    resolve_db,
+    since_option,
+    with_client,
+)
 from keel.client import Client, HistoryEvent, RunInfo, RunList
 from keel.core import codec
 from keel.core.states import RunState
 from keel.errors import RunNotFoundError
+from keel.testing.replay import export_runs
 
 
 @click.group("runs")
 def runs() -> None:
-    """Inspect runs: list them, show one, print its history."""
+    """Inspect runs: list them, show one, print its history, export journals."""
 
 
 @runs.command("list")
@@ -110,3 +120,64 @@ def run_history(run_id: str, db: str | None, as_json: bool) -> None:
         render.print_json({"run_id": run_id, "events": events})
         return
     render.print_timeline(render.make_console(), events)
+
+
+@runs.command("export")
+@click.argument("run_ids", nargs=-1, metavar="[RUN_ID]...")
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory to write <run id>.json files to (created if missing).",
+)
+@click.option(
+    "--workflow",
+    "-w",
+    "workflows",
+    multiple=True,
+    metavar="NAME",
+    help="Only runs of NAME (repeatable).",
+)
+@since_option
+@click.option(
+    "--state",
+    "-s",
+    "states",
+    multiple=True,
+    type=click.Choice([s.value for s in RunState]),
+    help="Only runs in this state (repeatable).",
+)
+@click.option("--limit", "-n", type=click.IntRange(min=1), help="At most N runs, newest first.")
+@db_option
+def export(
+    run_ids: tuple[str, ...],
+    output: Path,
+    workflows: tuple[str, ...],
+    since: datetime | timedelta | None,
+    states: tuple[str, ...],
+    limit: int | None,
+    db: str | None,
+) -> None:
+    """Write journals as JSON files that `keel replay FILE_OR_DIR` checks.
+
+    The runs named by RUN_IDs, or those the filters select (all runs when none
+    is given). Commit them as golden journals to replay in tests and CI.
+    """
+    if run_ids and (workflows or since or states or limit):
+        raise click.UsageError("give RUN_IDs or filters (--workflow, --since, --state, --limit)")
+
+    async def go(client: Client) -> list[Path]:
+        return await export_runs(
+            client,
+            output,
+            run_ids=run_ids,
+            workflow=workflows,
+            state=states,
+            since=since,
+            limit=limit,
+        )
+
+    written = with_client(resolve_db(db), go)
+    n = len(written)
+    click.echo(f"exported {n} journal{'s' if n != 1 else ''} to {output}")
