@@ -47,6 +47,7 @@ class Finished:
     """How a run ended, handed to waiting clients in this process."""
 
     workflow: str
+    version: str
     state: RunState
     result: bytes | None
     error: bytes | None
@@ -169,17 +170,9 @@ class RunDriver:
 
     # --- building the execution ---------------------------------------------------------
     async def _build(self) -> Execution | None:
-        wf = self.worker.registry.find(self.run.workflow)
+        wf = self.worker.registry.find(self.run.workflow, self.run.version)
         if wf is None:
-            # Another worker may have this workflow: park the run, do not fail it.
-            log.warning(
-                "run %s: workflow %r is not registered here; parking it",
-                self.run_id,
-                self.run.workflow,
-            )
-            await self.store.suspend_run(
-                self.lease, self.run.next_seq, [], wake_at=await self.store.now() + 5.0
-            )
+            await self._park()
             return None
         if self.run.next_seq == 1:
             entries = [JournalEntry(0, EventType.RUN_STARTED, None, b"{}")]
@@ -200,6 +193,34 @@ class RunDriver:
             await self._fail_early(len(entries), exc)
             return None
         return ex
+
+    async def _park(self) -> None:
+        """This worker lacks the run's workflow version; another one (or a later
+        deploy) may have it. Release the run untouched, to be retried later."""
+        await self.store.suspend_run(
+            self.lease,
+            self.run.next_seq,
+            [],
+            wake_at=await self.store.now() + self.worker.park_delay,
+        )
+        name, version = self.run.workflow, self.run.version
+        loaded = [wf.version for wf in self.worker.registry.versions(name)]
+        if loaded:
+            why = f"workflow {name!r} version {version!r} is not loaded here (loaded: "
+            why += ", ".join(loaded) + ")"
+        else:
+            why = f"workflow {name!r} is not registered here"
+        # Warned once per missing version and worker: a parked run comes back
+        # every park_delay seconds.
+        seen = (name, version) in self.worker.missing_versions
+        self.worker.missing_versions.add((name, version))
+        log.log(
+            logging.DEBUG if seen else logging.WARNING,
+            "run %s: %s; parked it (lease released, retried in %gs)",
+            self.run_id,
+            why,
+            self.worker.park_delay,
+        )
 
     async def _rebuild(self, old: Execution) -> Execution | None:
         """No-cache mode: drop the in-memory execution and replay from the store."""
@@ -471,7 +492,8 @@ class RunDriver:
                 error=error,
             )
             self.worker.notify_finished(
-                self.run_id, Finished(self.run.workflow, RunState.FAILED, None, error)
+                self.run_id,
+                Finished(self.run.workflow, self.run.version, RunState.FAILED, None, error),
             )
             return
         wake = [w for w in plan.wake if math.isfinite(w)]
@@ -542,7 +564,9 @@ class RunDriver:
             result=result,
             error=error,
         )
-        self.worker.notify_finished(self.run_id, Finished(self.run.workflow, state, result, error))
+        self.worker.notify_finished(
+            self.run_id, Finished(self.run.workflow, self.run.version, state, result, error)
+        )
 
     async def _fail_early(self, next_seq: int, exc: BaseException) -> None:
         error = jr.envelope(**error_info(exc))
@@ -551,7 +575,7 @@ class RunDriver:
             self.lease, next_seq, [event], state=RunState.FAILED, error=error
         )
         self.worker.notify_finished(
-            self.run_id, Finished(self.run.workflow, RunState.FAILED, None, error)
+            self.run_id, Finished(self.run.workflow, self.run.version, RunState.FAILED, None, error)
         )
 
     async def _release_quietly(self, delay: float = 0.0) -> None:
