@@ -238,9 +238,12 @@ class Execution:
         """
         if self.outcome is not None or self._main is None:
             return True
+        # A replay error was raised by start() already: unwind quietly, without
+        # raising it again (the driver evicts in a ``finally``).
+        failed, self._fatal = self._fatal is not None, None
         self._close_with(WorkflowSuspended)
         closing = self._closing
-        ok = closing is not None and not closing.swallowed
+        ok = failed or (closing is not None and not closing.swallowed)
         self._loop.close()
         return ok
 
