@@ -197,29 +197,23 @@ class RunDriver:
     async def _park(self) -> None:
         """This worker lacks the run's workflow version; another one (or a later
         deploy) may have it. Release the run untouched, to be retried later."""
+        delay = self.worker.park_delay
         await self.store.suspend_run(
-            self.lease,
-            self.run.next_seq,
-            [],
-            wake_at=await self.store.now() + self.worker.park_delay,
+            self.lease, self.run.next_seq, [], wake_at=await self.store.now() + delay
         )
         name, version = self.run.workflow, self.run.version
-        loaded = [wf.version for wf in self.worker.registry.versions(name)]
-        if loaded:
-            why = f"workflow {name!r} version {version!r} is not loaded here (loaded: "
-            why += ", ".join(loaded) + ")"
-        else:
-            why = f"workflow {name!r} is not registered here"
-        # Warned once per missing version and worker: a parked run comes back
-        # every park_delay seconds.
+        loaded = ", ".join(wf.version for wf in self.worker.registry.versions(name))
+        why = (
+            f"workflow {name!r} version {version!r} is not loaded here (loaded: {loaded})"
+            if loaded
+            else f"workflow {name!r} is not registered here"
+        )
+        # Warned once per missing version and worker: a parked run comes back.
         seen = (name, version) in self.worker.missing_versions
         self.worker.missing_versions.add((name, version))
+        level = logging.DEBUG if seen else logging.WARNING
         log.log(
-            logging.DEBUG if seen else logging.WARNING,
-            "run %s: %s; parked it (lease released, retried in %gs)",
-            self.run_id,
-            why,
-            self.worker.park_delay,
+            level, "run %s: %s; parked it (lease released, retried in %gs)", self.run_id, why, delay
         )
 
     async def _rebuild(self, old: Execution) -> Execution | None:
