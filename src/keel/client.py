@@ -167,9 +167,12 @@ class Client:
     ) -> RunHandle[Any]:
         """Start a run of ``workflow`` with these arguments.
 
-        ``run_id`` is an idempotency key: if a run with that id exists, its
-        handle is returned (``handle.created`` is ``False``) and nothing runs
-        twice. Arguments are checked for serializability here.
+        A name starts the current version of that workflow (a
+        :class:`WorkflowDef` starts its own version); the run records it and
+        is resumed only by that version. ``run_id`` is an idempotency key: if
+        a run with that id exists, its handle is returned (``handle.created``
+        is ``False``) and nothing runs twice. Arguments are checked for
+        serializability here.
         """
         await self.open()
         wf = self.registry.get(workflow) if isinstance(workflow, str) else workflow
@@ -225,7 +228,12 @@ class Client:
                 ) from None
             if finished is not None:
                 return self._outcome(
-                    run_id, finished.workflow, finished.state, finished.result, finished.error
+                    run_id,
+                    finished.workflow,
+                    finished.version,
+                    finished.state,
+                    finished.result,
+                    finished.error,
                 )
         poll = 0.005
         while True:
@@ -233,7 +241,9 @@ class Client:
             if rec is None:
                 raise RunNotFoundError(run_id)
             if rec.state.is_terminal:
-                return self._outcome(rec.run_id, rec.workflow, rec.state, rec.result, rec.error)
+                return self._outcome(
+                    rec.run_id, rec.workflow, rec.version, rec.state, rec.result, rec.error
+                )
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise ResultTimeoutError(
@@ -252,12 +262,14 @@ class Client:
         self,
         run_id: str,
         workflow: str,
+        version: str,
         state: RunState,
         result: bytes | None,
         error: bytes | None,
     ) -> Any:
         if state is RunState.COMPLETED:
-            wf = self.registry.find(workflow)
+            # Decoded with the result type of the version that ran, if known here.
+            wf = self.registry.find(workflow, version) or self.registry.find(workflow)
             result_type = wf.result_type if wf is not None else Any
             return codec.decode(result or b"null", result_type, what=f"result of run {run_id!r}")
         if state is RunState.CANCELLED:

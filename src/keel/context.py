@@ -136,6 +136,50 @@ def random() -> float:
     return value
 
 
+def patched(name: str) -> bool:
+    """Whether this run takes the new code path of the change called ``name``.
+
+    Change workflow code in place without breaking runs in flight::
+
+        if keel.patched("tax-v2"):
+            total = await add_tax_v2(order)   # new runs
+        else:
+            total = await add_tax(order)      # runs recorded before the change
+
+    The first call in a run decides: live it journals a marker and returns
+    True; on replay it returns True where the run recorded the marker and
+    False for runs recorded before the patch. Later calls with the same name
+    return the same answer, so one change may be checked at several places.
+    A name marks one change: reusing it for another (earlier) change is caught
+    on replay with :class:`keel.PatchMismatchError`. Outside a workflow: True.
+    """
+    _check_patch_name(name)
+    execution = current_execution()
+    if execution is None:
+        return True
+    return execution.patch(name)
+
+
+def deprecate_patch(name: str) -> None:
+    """Retire patch ``name`` once no run still needs its old code path.
+
+    Replaces ``patched(name)`` after the old branch is deleted: runs that
+    recorded the marker still replay, and new runs record nothing. Remove the
+    call when the runs that carry the marker have finished.
+    """
+    _check_patch_name(name)
+    execution = current_execution()
+    if execution is not None:
+        execution.patch(name, deprecated=True)
+
+
+def _check_patch_name(name: object) -> None:
+    if not isinstance(name, str) or not name or "#" in name or len(name) > 200:
+        raise ConfigurationError(
+            f"patch name must be a non-empty string without '#' (at most 200 chars): {name!r}"
+        )
+
+
 def side_effect(fn: Callable[[], T | Awaitable[T]], *, name: str | None = None) -> Awaitable[T]:
     """Run ``fn`` once and journal its result; replay returns the journaled value.
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import inspect
+import re
+import textwrap
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, ParamSpec, TypeVar, overload
@@ -24,15 +27,22 @@ class WorkflowDef(Generic[P, R]):
     """A registered workflow: an ``async def`` made durable.
 
     Calling it directly runs the function as plain async code; start it through
-    a :class:`keel.Client` to make it durable.
+    a :class:`keel.Client` to make it durable. ``current`` is False for a version
+    kept only to finish the runs that started on it.
     """
 
     def __init__(
-        self, fn: Callable[P, Coroutine[Any, Any, R]], name: str, version: str | None
+        self,
+        fn: Callable[P, Coroutine[Any, Any, R]],
+        name: str,
+        version: str | None,
+        *,
+        current: bool = True,
     ) -> None:
         self.fn = fn
         self.name = name
         self.version = version or _code_hash(fn)
+        self.current = current
         # Builds (and validates) the argument codec now, so a type Keel cannot
         # decode is an error at import time, not at the first run.
         self.codec = codec.function_codec(fn)
@@ -43,7 +53,8 @@ class WorkflowDef(Generic[P, R]):
         return self.fn(*args, **kwargs)
 
     def __repr__(self) -> str:
-        return f"<keel workflow {self.name!r} version {self.version!r}>"
+        old = "" if self.current else " (not current)"
+        return f"<keel workflow {self.name!r} version {self.version!r}{old}>"
 
 
 class StepDef(Generic[P, R]):
@@ -157,53 +168,97 @@ class StepDef(Generic[P, R]):
 
 
 class Registry:
-    """Workflows and steps known to this process, by name.
+    """Workflows (by name and version) and steps (by name) known to this process.
 
-    Steps are registered so that a worker serving a task queue can find the
-    function of a dispatched step by the name stored with the task.
+    Several versions of one workflow may be registered side by side: a run is
+    resumed only by the version it started on, and new runs start on the
+    *current* one. Steps are registered so that a worker serving a task queue
+    can find the function of a dispatched step by the name stored with the task.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._workflows: dict[str, WorkflowDef[Any, Any]] = {}
+        self._workflows: dict[str, dict[str, WorkflowDef[Any, Any]]] = {}  # name -> version
+        self._current: dict[str, WorkflowDef[Any, Any]] = {}
         self._steps: dict[str, StepDef[Any, Any]] = {}
 
     def add(self, wf: WorkflowDef[Any, Any]) -> None:
-        """Register a workflow by name; the same function defined again replaces it."""
-        self._put(self._workflows, wf, "workflow")
+        """Register a workflow version.
+
+        The same function defined again replaces its entry (a re-import); when
+        its version changed, the old one stays registered but is no longer
+        current (so runs started on it can finish). Two functions may not
+        share a name and version, and two functions may not both be current.
+        """
+        with self._lock:
+            versions = self._workflows.get(wf.name, {})
+            old = versions.get(wf.version)
+            if old is not None and _origin(old.fn) != _origin(wf.fn):
+                raise ConfigurationError(
+                    f"workflow {wf.name!r} version {wf.version!r} is already registered by "
+                    f"{_origin(old.fn)}; give {_origin(wf.fn)} another version (or name) "
+                    "with @workflow(version=...)"
+                )
+            current = self._current.get(wf.name)
+            if (
+                wf.current
+                and current is not None
+                and current.version != wf.version
+                and _origin(current.fn) != _origin(wf.fn)
+            ):
+                raise ConfigurationError(
+                    f"workflow {wf.name!r} has two current versions: {current.version!r} "
+                    f"({_origin(current.fn)}) and {wf.version!r} ({_origin(wf.fn)}); "
+                    "register the one kept for older runs with @workflow(current=False)"
+                )
+            self._workflows[wf.name] = {**versions, wf.version: wf}
+            if wf.current:
+                self._current[wf.name] = wf
+            elif current is not None and current.version == wf.version:
+                del self._current[wf.name]
 
     def get(self, name: str) -> WorkflowDef[Any, Any]:
-        try:
-            return self._workflows[name]
-        except KeyError:
-            known = ", ".join(sorted(self._workflows)) or "none"
+        """The current version of workflow ``name``; :class:`WorkflowNotFoundError`
+        if it is not registered or has no current version."""
+        found = self._current.get(name)
+        if found is not None:
+            return found
+        kept = self._workflows.get(name)
+        if kept:
+            listed = ", ".join(sorted(kept))
             raise WorkflowNotFoundError(
-                f"no workflow named {name!r} is registered (known: {known})"
-            ) from None
+                f"workflow {name!r} has no current version (registered with current=False: "
+                f"{listed}); new runs need one registered as current"
+            )
+        known = ", ".join(self.names()) or "none"
+        raise WorkflowNotFoundError(f"no workflow named {name!r} is registered (known: {known})")
 
-    def find(self, name: str) -> WorkflowDef[Any, Any] | None:
-        return self._workflows.get(name)
+    def find(self, name: str, version: str | None = None) -> WorkflowDef[Any, Any] | None:
+        """Workflow ``name`` at ``version`` (default: its current version), or None."""
+        if version is None:
+            return self._current.get(name)
+        return self._workflows.get(name, {}).get(version)
+
+    def versions(self, name: str) -> list[WorkflowDef[Any, Any]]:
+        """Every registered version of workflow ``name``, in registration order."""
+        return list(self._workflows.get(name, {}).values())
 
     def names(self) -> list[str]:
-        return sorted(self._workflows)
+        """Names of the registered workflows, sorted."""
+        return sorted(name for name, versions in self._workflows.items() if versions)
 
     def add_step(self, st: StepDef[Any, Any]) -> None:
         """Register a step by name; the same function defined again replaces it."""
-        self._put(self._steps, st, "step")
-
-    def _put(
-        self, table: dict[str, Any], item: WorkflowDef[Any, Any] | StepDef[Any, Any], what: str
-    ) -> None:
         # One name, one function: re-importing a module replaces its definitions,
         # but two different functions under one name would make replay ambiguous.
         with self._lock:
-            old = table.get(item.name)
-            if old is not None and _origin(old.fn) != _origin(item.fn):
+            old = self._steps.get(st.name)
+            if old is not None and _origin(old.fn) != _origin(st.fn):
                 raise ConfigurationError(
-                    f"{what} name {item.name!r} is already used by {_origin(old.fn)}; "
-                    f"give {_origin(item.fn)} another name with @{what}(name=...)"
+                    f"step name {st.name!r} is already used by {_origin(old.fn)}; "
+                    f"give {_origin(st.fn)} another name with @step(name=...)"
                 )
-            table[item.name] = item
+            self._steps[st.name] = st
 
     def get_step(self, name: str) -> StepDef[Any, Any]:
         """The step registered under ``name``; ``ConfigurationError`` if there is none."""
@@ -232,7 +287,11 @@ def workflow(fn: Callable[P, Coroutine[Any, Any, R]], /) -> WorkflowDef[P, R]: .
 
 @overload
 def workflow(
-    *, name: str | None = None, version: str | None = None, registry: Registry | None = None
+    *,
+    name: str | None = None,
+    version: str | None = None,
+    current: bool = True,
+    registry: Registry | None = None,
 ) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], WorkflowDef[P, R]]: ...
 
 
@@ -242,12 +301,16 @@ def workflow(
     *,
     name: str | None = None,
     version: str | None = None,
+    current: bool = True,
     registry: Registry | None = None,
 ) -> Any:
     """Declare an ``async def`` function as a durable workflow.
 
     ``name`` defaults to the function's qualified name; ``version`` defaults to
-    a hash of the function's source.
+    a hash of the function's source (without its decorators and name). A run
+    is resumed only by the version it started on. To keep an old version for
+    the runs started on it, register it under the same ``name`` with its
+    ``version`` and ``current=False``; new runs start on the current one.
     """
 
     def wrap(f: Callable[P, Coroutine[Any, Any, R]]) -> WorkflowDef[P, R]:
@@ -260,7 +323,9 @@ def workflow(
             raise ConfigurationError(
                 f"workflow version must be a non-empty string, not {version!r}"
             )
-        wf = WorkflowDef(f, wf_name, version)
+        if not isinstance(current, bool):
+            raise ConfigurationError(f"workflow current= must be True or False, not {current!r}")
+        wf = WorkflowDef(f, wf_name, version, current=current)
         (registry or default_registry).add(wf)
         return wf
 
@@ -369,9 +434,26 @@ def _origin(fn: Callable[..., Any]) -> str:
 
 
 def _code_hash(fn: Callable[..., Any]) -> str:
+    """A hash of the function's source text from ``def`` on, with the name blanked.
+
+    Decorators and the function's own name are left out, so an old version
+    copied unchanged into another module (renamed, registered with
+    ``current=False``) keeps its version.
+    """
     try:
-        source = inspect.getsource(fn)
+        source = _without_decorators_and_name(textwrap.dedent(inspect.getsource(fn)))
     except (OSError, TypeError):
         code = getattr(fn, "__code__", None)
         source = repr(code.co_code if code is not None else fn)
     return hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
+def _without_decorators_and_name(source: str) -> str:
+    try:
+        node = ast.parse(source).body[0]
+    except (SyntaxError, IndexError):
+        return source
+    if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+        return source
+    text = "\n".join(source.splitlines()[node.lineno - 1 :])  # lineno is the ``def`` line
+    return re.sub(rf"\bdef\s+{re.escape(node.name)}\b", "def _", text, count=1)

@@ -15,6 +15,7 @@ code must never swallow)::
         ├── RunCancelledError           result() of a cancelled run
         ├── ResultTimeoutError          result() did not finish in time (also TimeoutError)
         ├── NondeterminismError         code and journal disagree on replay
+        │   └── PatchMismatchError      a patch name now marks another place in the code
         ├── ControlFlowSwallowedError   workflow code swallowed a KeelControl
         ├── WorkflowError               misuse inside a workflow (asyncio.sleep, I/O, ...)
         ├── StepFailedError             a step exhausted its retries (raised in the workflow)
@@ -103,6 +104,22 @@ class NondeterminismError(KeelError):
         self.position = position
         self.recorded = recorded
         self.requested = requested
+
+
+class PatchMismatchError(NondeterminismError):
+    """The code first asks for patch ``patch`` at another place than where the run
+    recorded it: the name was reused for another change, or the call moved."""
+
+    def __init__(self, run_id: str, position: int, patch: str, recorded_at: int) -> None:
+        super().__init__(
+            run_id,
+            position,
+            f"patch {patch!r} first at journal position {recorded_at}",
+            f"patch {patch!r} here (a patch name marks one change; "
+            "give a new change a new name, and do not move a patch call)",
+        )
+        self.patch = patch
+        self.recorded_at = recorded_at
 
 
 class ControlFlowSwallowedError(KeelError):

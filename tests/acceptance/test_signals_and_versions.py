@@ -96,3 +96,63 @@ async def test_changed_code_fails_with_nondeterminism_error(harness: Harness) ->
     assert [e["seq"] for e in after] == list(range(after[0]["seq"], after[0]["seq"] + len(after)))
     # Nothing of the new code ran against the old journal.
     assert harness.started() == Counter({(run_id, "acc.v.a"): 1})
+
+
+DEPLOY1 = f"{APPS}.orders_deploy1"
+DEPLOY2 = f"{APPS}.orders_deploy2"
+KEPT_V1 = f"{APPS}.orders_kept_v1"
+
+
+async def test_deploy_without_the_old_version_parks_its_runs_until_it_returns(
+    harness: Harness,
+) -> None:
+    """A run waits on deploy 1's code; deploy 2 changed the code: its worker
+    parks the run (never fails it); deploy 2 with deploy 1's function kept in
+    another module (renamed, ``current=False``) finishes it on the old code."""
+    run_id = "ord-1"
+    db = ("--db", harness.db_url)
+    harness.cli_ok("start", "acc.orders", '"o-1"', "--app", DEPLOY1, "--run-id", run_id, *db)
+    async with harness.client() as client:
+        w1 = harness.worker(DEPLOY1)
+
+        async def waiting() -> bool:
+            history = await client.history(run_id)
+            return any(e.type == "signal_awaited" for e in history)
+
+        await harness.wait_for(waiting, "deploy 1 to wait for the signal", alive=(w1,))
+        w1.terminate()
+        assert w1.wait(timeout=15) == 0, w1.output()
+        before = history_json(harness, run_id)
+        version = (await client.get(run_id)).version
+
+        w2 = harness.worker(DEPLOY2)
+        harness.cli_ok("signal", run_id, "approve", '"ana"', *db)
+        parked = f"run {run_id}: workflow 'acc.orders' version '{version}' is not loaded here"
+        await harness.wait_for(
+            lambda: parked in w2.err.read_text(), "deploy 2 to park the run", alive=(w2,)
+        )
+        harness.cli_ok("start", "acc.orders", '"o-2"', "--app", DEPLOY2, "--run-id", "ord-2", *db)
+        harness.cli_ok("signal", "ord-2", "approve", '"bo"', *db)
+        await harness.wait_finished(client, ["ord-2"], alive=(w2,))
+        assert await client.result("ord-2") == "shipped (prepared o-2, wrapped, approved by bo)"
+        w2.terminate()
+        assert w2.wait(timeout=15) == 0, w2.output()
+        info = await client.get(run_id)
+        assert info.state == "suspended" and info.lease_owner is None, info
+        assert history_json(harness, run_id) == before  # nothing journaled while parked
+
+        w3 = harness.worker(DEPLOY2, KEPT_V1)
+        infos = await harness.wait_finished(client, [run_id], alive=(w3,))
+        assert infos[run_id].state == "completed", infos[run_id]
+        assert await client.result(run_id) == "shipped (prepared o-1, approved by ana)"
+        assert infos[run_id].version == version
+    assert "workflows=[acc.orders (2 versions)]" in w3.err.read_text()
+    assert harness.started() == Counter(
+        {
+            (run_id, "acc.o.prepare"): 1,
+            (run_id, "acc.o.ship"): 1,
+            ("ord-2", "acc.o.prepare"): 1,
+            ("ord-2", "acc.o.gift_wrap"): 1,
+            ("ord-2", "acc.o.ship"): 1,
+        }
+    )

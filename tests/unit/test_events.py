@@ -22,7 +22,8 @@ def test_event_groups_partition_the_event_types() -> None:
 
 
 def test_immediate_kinds() -> None:
-    assert {CommandKind.NOW, CommandKind.UUID4, CommandKind.RANDOM} == IMMEDIATE_KINDS
+    immediate = {CommandKind.NOW, CommandKind.UUID4, CommandKind.RANDOM, CommandKind.PATCH}
+    assert immediate == IMMEDIATE_KINDS
 
 
 @pytest.mark.parametrize(

@@ -195,6 +195,20 @@ def test_immediate_values_are_journaled_and_replayed() -> None:
     assert again.outcome is not None and again.outcome.result == ex.outcome.result  # type: ignore[union-attr]
 
 
+def test_evicting_after_a_replay_error_does_not_raise_it_again() -> None:
+    async def values() -> str:
+        return str(keel.now())
+
+    async def other_value() -> str:
+        return str(keel.uuid4())  # asks for another immediate value than recorded
+
+    _, journal = run_live(values)
+    ex = Execution("run-1", other_value, (), {}, journal, FixedLive())
+    with pytest.raises(NondeterminismError, match="uuid4"):
+        ex.start()
+    assert ex.evict() is True  # the code is unwound quietly; the error was reported once
+
+
 def test_asyncio_sleep_in_workflow_is_a_clear_error() -> None:
     async def bad() -> None:
         await asyncio.sleep(1)

@@ -65,7 +65,7 @@ async def serve(opts: WorkerOptions) -> None:
             worker.owner,
             worker.store.url,
             ",".join(opts.modules),
-            ", ".join(names),
+            ", ".join(_with_versions(names)),
             opts.concurrency,
             ", ".join(f"{q}={n}" for q, n in opts.queues.items()),
         )
@@ -90,6 +90,12 @@ async def serve(opts: WorkerOptions) -> None:
         for sig in installed:
             loop.remove_signal_handler(sig)
         await worker.stop(timeout=opts.drain_timeout)  # no-op after a clean stop
+
+
+def _with_versions(names: list[str]) -> list[str]:
+    """Workflow names, with a count where several versions are registered side by side."""
+    counts = {name: len(default_registry.versions(name)) for name in names}
+    return [name if counts[name] == 1 else f"{name} ({counts[name]} versions)" for name in names]
 
 
 def _install(loop: asyncio.AbstractEventLoop, handler: Callback) -> list[signal.Signals]:

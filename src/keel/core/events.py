@@ -25,6 +25,7 @@ class EventType(StrEnum):
     SIGNAL_RECEIVED = "signal_received"
     SIGNAL_TIMED_OUT = "signal_timed_out"
     SIDE_EFFECT = "side_effect"  # now(), uuid4(), random(), side_effect(fn)
+    PATCHED = "patched"  # patched(name) took the new code path: the run carries the patch
     RUN_COMPLETED = "run_completed"
     RUN_FAILED = "run_failed"
     RUN_CANCELLED = "run_cancelled"
@@ -39,6 +40,7 @@ RESOLVING = frozenset(
         EventType.SIGNAL_RECEIVED,
         EventType.SIGNAL_TIMED_OUT,
         EventType.SIDE_EFFECT,
+        EventType.PATCHED,
     }
 )
 
@@ -73,10 +75,13 @@ class CommandKind(StrEnum):
     UUID4 = "uuid4"
     RANDOM = "random"
     SIDE_EFFECT = "side_effect"
+    PATCH = "patch"
 
 
 #: Commands whose value is produced on the spot (journaled, returned synchronously).
-IMMEDIATE_KINDS = frozenset({CommandKind.NOW, CommandKind.UUID4, CommandKind.RANDOM})
+IMMEDIATE_KINDS = frozenset(
+    {CommandKind.NOW, CommandKind.UUID4, CommandKind.RANDOM, CommandKind.PATCH}
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from keel.errors import (
     ControlFlowSwallowedError,
     KeelControl,
     NondeterminismError,
+    PatchMismatchError,
     SignalTimeoutError,
     StepFailedError,
     WorkflowCancelled,
@@ -62,6 +63,7 @@ _ALLOWED: dict[CommandKind, frozenset[EventType]] = {
     CommandKind.NOW: frozenset({EventType.SIDE_EFFECT}),
     CommandKind.UUID4: frozenset({EventType.SIDE_EFFECT}),
     CommandKind.RANDOM: frozenset({EventType.SIDE_EFFECT}),
+    CommandKind.PATCH: frozenset({EventType.PATCHED}),
 }
 
 
@@ -164,9 +166,14 @@ class Execution:
         self._closing: _Closing | None = None
         self._main: asyncio.Task[Any] | None = None
         self._recorded_hash: dict[str, str | None] = {}
+        # Patch decisions of this execution: True/False, None once deprecated.
+        self._patches: dict[str, bool | None] = {}
+        self._markers: dict[str, int] = {}  # patch marker command -> its journal position
         for entry in self.journal:
             if entry.command is not None and entry.command not in self._recorded_hash:
                 self._recorded_hash[entry.command] = _args_hash_of(entry)
+                if entry.type is EventType.PATCHED:
+                    self._markers[entry.command] = entry.seq
 
     # --- driving (worker side) -------------------------------------------------------
     def start(self) -> None:
@@ -231,9 +238,12 @@ class Execution:
         """
         if self.outcome is not None or self._main is None:
             return True
+        # A replay error was raised by start() already: unwind quietly, without
+        # raising it again (the driver evicts in a ``finally``).
+        failed, self._fatal = self._fatal is not None, None
         self._close_with(WorkflowSuspended)
         closing = self._closing
-        ok = closing is not None and not closing.swallowed
+        ok = failed or (closing is not None and not closing.swallowed)
         self._loop.close()
         return ok
 
@@ -297,6 +307,43 @@ class Execution:
         self.outbox.append(entry)
         self.cursor += 1
         return codec.decode(value_json, result_type, what=key)
+
+    def patch(self, name: str, *, deprecated: bool = False) -> bool:
+        """Decide patch ``name`` for this run (``patched()``, ``deprecate_patch()``).
+
+        The first call decides and later calls repeat it. Live, it journals a
+        marker and is True. In replay it is True only when that marker is the
+        next event; a run recorded before the patch has none there, so it is
+        False and consumes nothing, and the commands after it still match. A
+        deprecated patch consumes a marker that is there and journals none.
+        """
+        if name in self._patches:
+            decided = self._patches[name]
+            if decided is None and not deprecated:
+                raise WorkflowError(
+                    f"patch {name!r} was deprecated with deprecate_patch() in this workflow; "
+                    "it cannot also be checked with patched()"
+                )
+            return bool(decided)
+        key = str(self._next_id(CommandKind.PATCH, name))  # ordinal 0: one marker per name
+        found = False
+        if self.cursor < len(self.journal):
+            entry = self.journal[self.cursor]
+            if entry.type is EventType.PATCHED and entry.command == key:
+                found = True
+                self.cursor += 1
+            elif key in self._markers:
+                # The recorded run first asked for this patch later on: the name
+                # now marks another place, and the decisions would disagree.
+                self._abort(PatchMismatchError(self.run_id, entry.seq, name, self._markers[key]))
+        elif not deprecated:
+            entry = JournalEntry(self.next_seq, EventType.PATCHED, key, jr.envelope(patch=name))
+            self.journal.append(entry)
+            self.outbox.append(entry)
+            self.cursor += 1
+            found = True
+        self._patches[name] = None if deprecated else found
+        return found
 
     @property
     def live(self) -> LiveSource:
@@ -467,6 +514,11 @@ class Execution:
 
     def _mismatch(self, entry: JournalEntry, requested: str | None = None) -> NondeterminismError:
         recorded = f"{entry.type.value} of {_describe_key(entry.command)}"
+        if entry.type is EventType.PATCHED:
+            recorded += (
+                " (a removed patched() call? keep deprecate_patch() with its name "
+                "until the runs that carry the patch have finished)"
+            )
         if requested is None:
             waiting = [c.id.describe() for c in self.pending()]
             if waiting:

@@ -287,11 +287,19 @@ def _ending(
 def _workflow_for(
     registry: Registry, name: str, version: str | None
 ) -> WorkflowDef[Any, Any] | None:
-    """The code a worker would replay a run of workflow ``name`` recorded at ``version`` with.
+    """The code to replay a run of workflow ``name`` recorded at ``version`` with.
 
-    The checker's one registry lookup. Workflows are registered by name and
-    versions are not enforced yet, so ``version`` is unused today.
+    The checker's one registry lookup. A worker resumes a run only on its
+    recorded version, so that one is checked when it is registered (an old
+    version kept beside the new). Otherwise the current version is: the
+    question is then whether the new code could take the run over, which is
+    what a deploy that drops the old version (or pins one version and uses
+    ``patched()``) relies on.
     """
+    if version is not None:
+        exact = registry.find(name, version)
+        if exact is not None:
+            return exact
     return registry.find(name)
 
 

@@ -47,6 +47,7 @@ class Finished:
     """How a run ended, handed to waiting clients in this process."""
 
     workflow: str
+    version: str
     state: RunState
     result: bytes | None
     error: bytes | None
@@ -169,17 +170,9 @@ class RunDriver:
 
     # --- building the execution ---------------------------------------------------------
     async def _build(self) -> Execution | None:
-        wf = self.worker.registry.find(self.run.workflow)
+        wf = self.worker.registry.find(self.run.workflow, self.run.version)
         if wf is None:
-            # Another worker may have this workflow: park the run, do not fail it.
-            log.warning(
-                "run %s: workflow %r is not registered here; parking it",
-                self.run_id,
-                self.run.workflow,
-            )
-            await self.store.suspend_run(
-                self.lease, self.run.next_seq, [], wake_at=await self.store.now() + 5.0
-            )
+            await self._park()
             return None
         if self.run.next_seq == 1:
             entries = [JournalEntry(0, EventType.RUN_STARTED, None, b"{}")]
@@ -200,6 +193,28 @@ class RunDriver:
             await self._fail_early(len(entries), exc)
             return None
         return ex
+
+    async def _park(self) -> None:
+        """This worker lacks the run's workflow version; another one (or a later
+        deploy) may have it. Release the run untouched, to be retried later."""
+        delay = self.worker.park_delay
+        await self.store.suspend_run(
+            self.lease, self.run.next_seq, [], wake_at=await self.store.now() + delay
+        )
+        name, version = self.run.workflow, self.run.version
+        loaded = ", ".join(wf.version for wf in self.worker.registry.versions(name))
+        why = (
+            f"workflow {name!r} version {version!r} is not loaded here (loaded: {loaded})"
+            if loaded
+            else f"workflow {name!r} is not registered here"
+        )
+        # Warned once per missing version and worker: a parked run comes back.
+        seen = (name, version) in self.worker.missing_versions
+        self.worker.missing_versions.add((name, version))
+        level = logging.DEBUG if seen else logging.WARNING
+        log.log(
+            level, "run %s: %s; parked it (lease released, retried in %gs)", self.run_id, why, delay
+        )
 
     async def _rebuild(self, old: Execution) -> Execution | None:
         """No-cache mode: drop the in-memory execution and replay from the store."""
@@ -486,7 +501,8 @@ class RunDriver:
                 error=error,
             )
             self.worker.notify_finished(
-                self.run_id, Finished(self.run.workflow, RunState.FAILED, None, error)
+                self.run_id,
+                Finished(self.run.workflow, self.run.version, RunState.FAILED, None, error),
             )
             return
         wake = [w for w in plan.wake if math.isfinite(w)]
@@ -557,7 +573,9 @@ class RunDriver:
             result=result,
             error=error,
         )
-        self.worker.notify_finished(self.run_id, Finished(self.run.workflow, state, result, error))
+        self.worker.notify_finished(
+            self.run_id, Finished(self.run.workflow, self.run.version, state, result, error)
+        )
 
     async def _fail_early(self, next_seq: int, exc: BaseException) -> None:
         error = jr.envelope(**error_info(exc))
@@ -566,7 +584,7 @@ class RunDriver:
             self.lease, next_seq, [event], state=RunState.FAILED, error=error
         )
         self.worker.notify_finished(
-            self.run_id, Finished(self.run.workflow, RunState.FAILED, None, error)
+            self.run_id, Finished(self.run.workflow, self.run.version, RunState.FAILED, None, error)
         )
 
     async def _release_quietly(self, delay: float = 0.0) -> None:

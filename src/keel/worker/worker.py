@@ -40,6 +40,9 @@ class Worker:
     attempts of that queue, or a list of names (limit ``task_concurrency``
     each); ``task_concurrency`` bounds all its task attempts together. With
     ``queues=None`` it runs no dispatched steps (it still drives runs).
+
+    A run whose workflow version is not registered here is *parked*: its lease
+    is released and any worker may try it again ``park_delay`` seconds later.
     """
 
     def __init__(
@@ -56,6 +59,7 @@ class Worker:
         owner: str | None = None,
         queues: Mapping[str, int] | Sequence[str] | None = None,
         task_concurrency: int = 10,
+        park_delay: float = 5.0,
     ) -> None:
         for name, value in (
             ("concurrency", concurrency),
@@ -67,6 +71,7 @@ class Worker:
         for name, fvalue in (
             ("lease_ttl", lease_ttl),
             ("poll_interval", poll_interval),
+            ("park_delay", park_delay),
         ):
             if not isinstance(fvalue, int | float) or not fvalue > 0:
                 raise ConfigurationError(f"{name} must be a positive number, not {fvalue!r}")
@@ -79,6 +84,8 @@ class Worker:
         self.lease_ttl = float(lease_ttl)
         self.poll_interval = float(poll_interval)
         self.inline_wait = float(inline_wait)
+        self.park_delay = float(park_delay)
+        self.missing_versions: set[tuple[str, str]] = set()  # parked for; logged once each
         self.cache = cache
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.live = SystemLiveSource()
@@ -155,7 +162,7 @@ class Worker:
         """A :class:`keel.Client` on this worker's store that hands new runs to this worker."""
         from keel.client import Client
 
-        return Client(self.store, worker=self)
+        return Client(self.store, registry=self.registry, worker=self)
 
     def has_capacity(self) -> bool:
         return self._started and not self.draining and len(self._drivers) < self.concurrency
