@@ -8,6 +8,7 @@ timer and signal is journaled, so runs survive crashes and restarts.
 from keel.client import Client, HistoryEvent, RunHandle, RunInfo, RunList
 from keel.context import (
     StepInfo,
+    cancel_requested,
     current_step,
     in_workflow,
     now,
@@ -84,6 +85,7 @@ __all__ = [
     "WorkflowError",
     "WorkflowNotFoundError",
     "WorkflowSuspended",
+    "cancel_requested",
     "current_step",
     "in_workflow",
     "now",

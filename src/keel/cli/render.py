@@ -38,6 +38,7 @@ _SYMBOLS: dict[str, tuple[str, str]] = {
     EventType.SIGNAL_RECEIVED: ("✉", "magenta"),
     EventType.SIGNAL_TIMED_OUT: ("✉", "red"),
     EventType.SIDE_EFFECT: ("●", "white"),
+    EventType.CANCEL_REQUESTED: ("⊘", "magenta"),
     EventType.RUN_COMPLETED: ("■", "bold green"),
     EventType.RUN_FAILED: ("■", "bold red"),
     EventType.RUN_CANCELLED: ("■", "magenta"),
@@ -252,6 +253,8 @@ class Timeline:
             )
         if t == EventType.SIDE_EFFECT:
             return f"→ {compact(d.get('value'))}"
+        if t == EventType.CANCEL_REQUESTED:
+            return "cancel requested: pending work discarded, cleanup may run"
         if t == EventType.RUN_COMPLETED:
             return f"completed → {compact(d.get('result'))}"
         if t == EventType.RUN_FAILED:

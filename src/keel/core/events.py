@@ -25,6 +25,9 @@ class EventType(StrEnum):
     SIGNAL_RECEIVED = "signal_received"
     SIGNAL_TIMED_OUT = "signal_timed_out"
     SIDE_EFFECT = "side_effect"  # now(), uuid4(), random(), side_effect(fn)
+    # The run's cancel request reached the workflow here: replay raises
+    # WorkflowCancelled at the same point, so cleanup code replays identically.
+    CANCEL_REQUESTED = "cancel_requested"
     RUN_COMPLETED = "run_completed"
     RUN_FAILED = "run_failed"
     RUN_CANCELLED = "run_cancelled"
@@ -61,6 +64,11 @@ RUN_EVENTS = frozenset(
         EventType.RUN_CANCELLED,
     }
 )
+
+
+#: Events that change the workflow's course without belonging to a command:
+#: replay acts on them at their journal position.
+CONTROL_EVENTS = frozenset({EventType.CANCEL_REQUESTED})
 
 
 class CommandKind(StrEnum):

@@ -104,7 +104,11 @@ def check_replay(workflow: WorkflowDef[Any, Any], journal: Sequence[JournalEntry
                 "more commands (the code did not finish)",
             )
         ex.evict()
-        return ReplayReport("suspended", None, len(journal))
+        # run_cancelled without cancel_requested: cancelled before the workflow
+        # saw the request (nothing had run yet, or a journal from before Keel
+        # journaled the request).
+        status = "cancelled" if ended is EventType.RUN_CANCELLED else "suspended"
+        return ReplayReport(status, None, len(journal))
     outcome = ex.outcome
     if ended is EventType.RUN_COMPLETED:
         recorded = jr.raw_field(journal[-1].data, "result")
@@ -117,6 +121,8 @@ def check_replay(workflow: WorkflowDef[Any, Any], journal: Sequence[JournalEntry
             )
     elif ended is EventType.RUN_FAILED and outcome.status != "failed":
         raise AssertionError(f"recorded run failed, replay ended {outcome.status}")
+    elif ended is EventType.RUN_CANCELLED and outcome.status != "cancelled":
+        raise AssertionError(f"recorded run was cancelled, replay ended {outcome.status}")
     result = (
         codec.decode(outcome.result, workflow.result_type)
         if outcome.status == "completed" and outcome.result is not None
