@@ -44,6 +44,7 @@ from keel.errors import (
     WorkflowNotFoundError,
     WorkflowSuspended,
 )
+from keel.saga import Saga, saga
 from keel.store import open_store
 from keel.store.base import QueueInfo
 from keel.worker import Worker
@@ -72,6 +73,7 @@ __all__ = [
     "RunList",
     "RunNotFoundError",
     "RunState",
+    "Saga",
     "SerializationError",
     "SignalTimeoutError",
     "StepDef",
@@ -91,6 +93,7 @@ __all__ = [
     "now",
     "open_store",
     "random",
+    "saga",
     "side_effect",
     "sleep",
     "step",

@@ -19,6 +19,30 @@ from tests.unit.test_replay import STARTED, FixedLive
 calls: list[str] = []
 
 
+@keel.step(name="u.release")
+def release(item: str, result: str) -> None:
+    calls.append(f"release {result}")
+
+
+@keel.step(name="u.reserve", compensate=release)
+def reserve(item: str) -> str:
+    calls.append(f"reserve {item}")
+    return f"hold-{item}"
+
+
+@keel.step(name="u.refund")
+def refund(amount: int) -> None:
+    calls.append(f"refund {amount}")
+    if amount == 13:
+        raise RuntimeError("refund rejected")
+
+
+@keel.step(name="u.charge", compensate=refund)
+def charge(amount: int, card: str = "visa") -> str:
+    calls.append(f"charge {amount}")
+    return f"receipt-{amount}"
+
+
 @keel.step(name="u.boom")
 def boom() -> None:
     calls.append("boom")
