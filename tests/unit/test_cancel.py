@@ -137,3 +137,17 @@ def test_cancel_waits_for_shielded_work_then_surfaces_at_the_next_command() -> N
     ex.cancel()
     drive(ex)
     assert ex.outcome is not None and ex.outcome.status == "completed"
+
+
+def test_code_that_no_longer_cleans_up_is_nondeterminism() -> None:
+    async def no_cleanup() -> str:
+        await asyncio.gather(keel.wait_for_signal("go"), keel.sleep(60))
+        return "done"
+
+    seen.clear()
+    ex = start(cleans_up)
+    ex.cancel()
+    drive(ex)
+    with pytest.raises(keel.NondeterminismError, match="to return") as info:
+        replay(no_cleanup, list(ex.journal))
+    assert info.value.position == 2  # the cleanup step the new code no longer runs
