@@ -11,7 +11,7 @@ import keel
 from keel.store.sqlite import SQLiteStore
 from keel.testing.replay import dump_journal
 
-from .golden_app import Order, golden_order, registry
+from .golden_app import Order, golden_order, golden_saga_cancelled, registry
 
 HERE = Path(__file__).parent / "golden"
 
@@ -27,6 +27,19 @@ async def main() -> None:
             await client.signal(run.run_id, "approve", "ana")
             print(await run.result(timeout=30))
             dump_journal(await worker.store.load_events(run.run_id), HERE / "golden_order.json")
+
+            saga = await client.start(golden_saga_cancelled, "rome", run_id="golden-2")
+            for _ in range(3000):  # until it waits for the signal (30 s at most)
+                if any(e.type == "signal_awaited" for e in await client.history(saga.run_id)):
+                    break
+                await asyncio.sleep(0.01)
+            await client.cancel(saga.run_id)
+            try:
+                await saga.result(timeout=30)
+            except keel.RunCancelledError:
+                print("golden-2 cancelled")
+            path = HERE / "golden_saga_cancelled.json"
+            dump_journal(await worker.store.load_events(saga.run_id), path)
 
 
 if __name__ == "__main__":
