@@ -171,7 +171,12 @@ class RunDriver:
             await self._wait_and_record(ex)
 
     def _deliver_cancel(self, ex: Execution) -> None:
-        """Journal the cancel request into the workflow; stop the work it discarded."""
+        """Journal the cancel request into the workflow; stop the work it discarded.
+
+        Hook for child runs (not built yet): cancelling descendants belongs
+        here, by requesting cancellation of the children whose commands
+        ``ex.cancel()`` discarded, in the same turn.
+        """
         ex.cancel()
         pending = {c.key for c in ex.pending()}
         for key, item in list(self.inflight.items()):
