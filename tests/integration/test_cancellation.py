@@ -135,3 +135,29 @@ async def test_long_step_sees_the_request_and_stops_early(env: Any, cache: bool)
     assert calls == {"long started": 1, "cleanup after long step": 1}
     # The long step's result was discarded, not journaled.
     assert [e.command for e in history if e.type == "step_completed"] == ["step:ci.cleanup#0"]
+
+
+async def test_cancel_waits_for_a_worker_that_has_the_workflow(env: Any) -> None:
+    """No worker at all, then only workers without the workflow: the request is
+    kept, the run is parked (not claimed again and again), and the first worker
+    that has the workflow runs the cleanup."""
+    async with env() as (client, _):
+        run = await client.start(waits_then_cleans_up, 0.0)
+        await wait_state(client, run.run_id, keel.RunState.SUSPENDED)
+    async with env(registry=keel.Registry()) as (client, worker):
+        token = (await worker.store.get_run(run.run_id)).lease_token
+        assert await client.cancel(run.run_id) is keel.RunState.SUSPENDED
+
+        async def parked() -> bool:
+            record = await worker.store.get_run(run.run_id)
+            return record.lease_token > token and record.state is keel.RunState.SUSPENDED
+
+        await wait_until(parked, "a worker without the workflow to park the run")
+        info = await client.get(run.run_id)
+        assert info.cancel_requested and info.wake_at is not None
+        assert info.wake_at.timestamp() > await worker.store.now() + 2  # parked, not spinning
+    async with env() as (client, _):
+        await client.cancel(run.run_id)  # due now rather than after the parking delay
+        with pytest.raises(keel.RunCancelledError):
+            await client.result(run.run_id, timeout=10)
+    assert calls == {"cleanup first": 1, "cleanup second": 1}

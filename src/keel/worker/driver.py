@@ -196,8 +196,14 @@ class RunDriver:
                 self.run_id,
                 self.run.workflow,
             )
+            # cancel_delivered: this worker cannot deliver a pending cancel
+            # request either, so it must not make the run due at once again.
             await self.store.suspend_run(
-                self.lease, self.run.next_seq, [], wake_at=await self.store.now() + 5.0
+                self.lease,
+                self.run.next_seq,
+                [],
+                wake_at=await self.store.now() + 5.0,
+                cancel_delivered=True,
             )
             return None
         if self.run.next_seq == 1:
@@ -539,6 +545,7 @@ class RunDriver:
                     first,
                     _new_events(entries),
                     wake_at=await self.store.now() + delay,
+                    cancel_delivered=delay > 0,  # a retry after an error keeps its delay
                 )
             )
         except (LeaseLostError, asyncio.CancelledError):
