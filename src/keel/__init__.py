@@ -8,6 +8,7 @@ timer and signal is journaled, so runs survive crashes and restarts.
 from keel.client import Client, HistoryEvent, RunHandle, RunInfo, RunList
 from keel.context import (
     StepInfo,
+    cancel_requested,
     current_step,
     deprecate_patch,
     in_workflow,
@@ -46,6 +47,7 @@ from keel.errors import (
     WorkflowNotFoundError,
     WorkflowSuspended,
 )
+from keel.saga import Saga, saga
 from keel.store import open_store
 from keel.store.base import QueueInfo
 from keel.worker import Worker
@@ -75,6 +77,7 @@ __all__ = [
     "RunList",
     "RunNotFoundError",
     "RunState",
+    "Saga",
     "SerializationError",
     "SignalTimeoutError",
     "StepDef",
@@ -88,6 +91,7 @@ __all__ = [
     "WorkflowError",
     "WorkflowNotFoundError",
     "WorkflowSuspended",
+    "cancel_requested",
     "current_step",
     "deprecate_patch",
     "in_workflow",
@@ -95,6 +99,7 @@ __all__ = [
     "open_store",
     "patched",
     "random",
+    "saga",
     "side_effect",
     "sleep",
     "step",

@@ -297,8 +297,14 @@ class Client:
         await self.store.send_signal(run_id, name, data)
 
     async def cancel(self, run_id: str) -> RunState:
-        """Cancel a run; returns its state afterwards (``cancelled`` or, if a
-        worker holds it, still ``running`` until that worker ends it)."""
+        """Cancel a run; returns its state afterwards.
+
+        A run that has not started any work is ``cancelled`` at once. Otherwise
+        the request is stored and the state is unchanged: the worker holding
+        the run (or the next one to claim it) raises :class:`keel.WorkflowCancelled`
+        in the workflow, lets its cleanup and compensations run, and ends it
+        ``cancelled``.
+        """
         await self.open()
         event = NewEvent(
             EventType.RUN_CANCELLED.value, None, jr.envelope(reason="cancelled by client")

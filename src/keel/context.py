@@ -12,9 +12,10 @@ import asyncio
 import contextvars
 import math
 import random as _random
+import threading
 import uuid as _uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, overload
 
@@ -31,12 +32,25 @@ class StepInfo:
 
     ``idempotency_key`` is stable across retries and crashes of this step in
     this run: hand it to external systems so a repeated attempt is recognised.
+    ``cancel_requested`` turns true when the run's cancellation discards this
+    attempt (its result will not be used): a long step may check it and stop.
     """
 
     run_id: str
     step: str
     attempt: int
     idempotency_key: str
+    # A threading.Event so that sync steps on the thread pool see it too.
+    _cancel: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel.is_set()
+
+
+def discard_attempt(info: StepInfo) -> None:
+    """Tell a running attempt that cancellation discarded it (worker side)."""
+    info._cancel.set()
 
 
 _step_info: contextvars.ContextVar[StepInfo | None] = contextvars.ContextVar(
@@ -47,6 +61,21 @@ _step_info: contextvars.ContextVar[StepInfo | None] = contextvars.ContextVar(
 def current_step() -> StepInfo | None:
     """The :class:`StepInfo` of the step running in this context, if any."""
     return _step_info.get()
+
+
+def cancel_requested() -> bool:
+    """Whether the code calling it is being cancelled.
+
+    In a step: the run's cancellation discarded this attempt (stop early; the
+    result will not be used). In workflow code: the run's cancel request has
+    reached the workflow (replay-stable, so it may steer cleanup). Elsewhere
+    ``False``.
+    """
+    info = _step_info.get()
+    if info is not None:
+        return info.cancel_requested
+    execution = current_execution()
+    return execution is not None and execution.cancel_requested
 
 
 def in_workflow() -> bool:

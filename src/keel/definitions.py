@@ -72,6 +72,7 @@ class StepDef(Generic[P, R]):
         idempotency_key: KeyFunc | str | None = None,
         queue: str | None = None,
         priority: int = 0,
+        compensate: StepDef[..., Any] | None = None,
     ) -> None:
         self.fn = fn
         self.name = name
@@ -82,6 +83,8 @@ class StepDef(Generic[P, R]):
         self.is_async = inspect.iscoroutinefunction(fn)
         self.codec = codec.function_codec(fn)
         self.result_type = self.codec.result_type
+        #: The step that undoes this one inside a ``keel.saga()`` block.
+        self.compensate = compensate
         functools.update_wrapper(self, fn)
 
     def options(
@@ -115,6 +118,7 @@ class StepDef(Generic[P, R]):
             idempotency_key or self.idempotency_key,
             queue=self.queue if queue is None else queue,
             priority=self.priority if priority is None else priority,
+            compensate=self.compensate,
         )
 
     def key_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
@@ -161,6 +165,10 @@ class StepDef(Generic[P, R]):
             args=data,
             idempotency_key=self.key_for(args, kwargs),
         )
+        if self.compensate is not None:
+            from keel.saga import track  # keel.saga builds on this module
+
+            track(self, cmd.future, args, kwargs)
         return cmd.future
 
     def __repr__(self) -> str:
@@ -345,6 +353,7 @@ def step(
     idempotency_key: KeyFunc | None = None,
     queue: str | None = None,
     priority: int = 0,
+    compensate: StepDef[..., Any] | None = None,
     registry: Registry | None = None,
 ) -> Callable[[Callable[P, R]], StepDef[P, R]]: ...
 
@@ -359,6 +368,7 @@ def step(
     idempotency_key: KeyFunc | None = None,
     queue: str | None = None,
     priority: int = 0,
+    compensate: StepDef[..., Any] | None = None,
     registry: Registry | None = None,
 ) -> Any:
     """Declare a sync or async function as a step.
@@ -374,7 +384,16 @@ def step(
     without holding its lease. ``priority`` orders due tasks of a queue (higher
     first). Steps are registered by name (in ``registry``, default the global
     one) so task workers can find them.
+
+    ``compensate`` is the step that undoes this one when a ``keel.saga()``
+    block it completed in fails or is cancelled. The compensation receives, by
+    name, those of this step's arguments that it declares as parameters, and
+    this step's result as ``result`` if it declares that parameter.
     """
+    if compensate is not None and not isinstance(compensate, StepDef):
+        raise ConfigurationError(
+            f"compensate= takes a @keel.step (the step that undoes this one), not {compensate!r}"
+        )
     policy = _policy(retry or RetryPolicy(), timeout)
     if idempotency_key is not None and not callable(idempotency_key):
         raise ConfigurationError(
@@ -388,8 +407,16 @@ def step(
         if not callable(f):
             raise ConfigurationError(f"@step needs a function, not {f!r}")
         step_name = _check_name(name if name is not None else f.__qualname__, "step")
+        if compensate is not None:
+            _check_compensation(f, step_name, compensate)
         st: StepDef[P, Any] = StepDef(
-            f, step_name, policy, idempotency_key, queue=queue, priority=priority
+            f,
+            step_name,
+            policy,
+            idempotency_key,
+            queue=queue,
+            priority=priority,
+            compensate=compensate,
         )
         (registry or default_registry).add_step(st)
         return st
@@ -401,6 +428,38 @@ def _policy(retry: object, timeout: float | None) -> RetryPolicy:
     if not isinstance(retry, RetryPolicy):
         raise ConfigurationError(f"retry must be a keel.RetryPolicy, not {type(retry).__name__}")
     return retry if timeout is None else retry.with_(timeout=timeout)
+
+
+def by_name_params(fn: Callable[..., Any]) -> frozenset[str]:
+    """Parameters of ``fn`` that can be passed by name (what a compensation receives)."""
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    params = codec.function_codec(fn).signature.parameters  # cached per function
+    return frozenset(name for name, p in params.items() if p.kind in kinds)
+
+
+def _check_compensation(fn: Callable[..., Any], name: str, undo: StepDef[..., Any]) -> None:
+    """Every parameter the compensation needs must be one it will receive."""
+    given = set(inspect.signature(fn).parameters)
+    if "result" in given and "result" in by_name_params(undo.fn):
+        raise ConfigurationError(
+            f"step {name!r} has a parameter named 'result', so its compensation "
+            f"{undo.name!r} cannot tell it from the step's result: rename one of them"
+        )
+    for pname, param in inspect.signature(undo.fn).parameters.items():
+        required = param.default is inspect.Parameter.empty
+        if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            continue
+        if param.kind is inspect.Parameter.POSITIONAL_ONLY and required:
+            raise ConfigurationError(
+                f"compensation {undo.name!r} of step {name!r}: parameter {pname!r} is "
+                "positional-only, but a compensation receives its arguments by name"
+            )
+        if required and pname not in given and pname != "result":
+            raise ConfigurationError(
+                f"compensation {undo.name!r} of step {name!r} needs {pname!r}, which it would "
+                f"not receive: a compensation gets, by name, the step's arguments "
+                f"({', '.join(sorted(given)) or 'none'}) and the step's result as 'result'"
+            )
 
 
 def _check_queue(queue: object) -> str | None:

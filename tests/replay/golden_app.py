@@ -60,3 +60,34 @@ async def golden_order(order: Order) -> Shipment:
     approver = await keel.wait_for_signal("approve", timeout=30)
     tracking = f"{keel.uuid4().hex[:8]}-{len(labels)}"
     return Shipment(order.order_id, tracking, str(approver))
+
+
+# --- a saga cancelled while it waits: cleanup and compensations ---------------------------
+
+
+@keel.step(name="golden.unbook")
+def unbook(result: str) -> None:
+    return None
+
+
+@keel.step(name="golden.book", compensate=unbook)
+def book(what: str) -> str:
+    return f"booking-{what}"
+
+
+@keel.step(name="golden.notify")
+def notify(message: str) -> str:
+    return message
+
+
+@keel.workflow(name="golden_saga_cancelled", registry=registry)
+async def golden_saga_cancelled(trip: str) -> str:
+    try:
+        async with keel.saga():
+            await book(f"{trip}-hotel")
+            await book(f"{trip}-flight")
+            await keel.wait_for_signal("confirm")  # cancelled here when recorded
+    except keel.WorkflowCancelled:
+        await notify(f"{trip} cancelled")
+        raise
+    return "confirmed"

@@ -30,6 +30,7 @@ def golden_registry() -> keel.Registry:
     """Every workflow that has golden journals."""
     registry = keel.Registry()
     registry.add(golden_app.golden_order)
+    registry.add(golden_app.golden_saga_cancelled)
     registry.add(demo_app.process_order)
     return registry
 
@@ -82,12 +83,28 @@ async def demo_waiting(client: keel.Client, run_id: str) -> None:
     raise RuntimeError(f"run {run_id} did not start waiting for its approval")
 
 
+async def golden_saga_cancelled(client: keel.Client, run_id: str) -> None:
+    """A saga cancelled while it waits: cleanup steps and compensations run."""
+    saga = await client.start(golden_app.golden_saga_cancelled, "rome", run_id=run_id)
+    for _ in range(3000):  # until it waits for the signal (30 s at most)
+        if any(e.type == "signal_awaited" for e in await client.history(saga.run_id)):
+            break
+        await asyncio.sleep(0.01)
+    await client.cancel(saga.run_id)
+    try:
+        await saga.result(timeout=30)
+    except keel.RunCancelledError:
+        return
+    raise RuntimeError(f"run {run_id} was not cancelled")
+
+
 SCENARIOS: dict[str, Scenario] = {
     "golden_order": golden_order,
     "demo_shipped": demo_shipped,
     "demo_rejected": demo_rejected,
     "demo_not_approved": demo_not_approved,
     "demo_waiting": demo_waiting,
+    "golden_saga_cancelled": golden_saga_cancelled,
 }
 
 
@@ -108,6 +125,19 @@ async def main(force: bool) -> None:
                 await scenario(client, run_id)
                 dump_journal(await worker.store.load_events(run_id), path)
                 print(f"recorded {path.relative_to(HERE.parent)}")
+
+            saga = await client.start(golden_saga_cancelled, "rome", run_id="golden-2")
+            for _ in range(3000):  # until it waits for the signal (30 s at most)
+                if any(e.type == "signal_awaited" for e in await client.history(saga.run_id)):
+                    break
+                await asyncio.sleep(0.01)
+            await client.cancel(saga.run_id)
+            try:
+                await saga.result(timeout=30)
+            except keel.RunCancelledError:
+                print("golden-2 cancelled")
+            path = HERE / "golden_saga_cancelled.json"
+            dump_journal(await worker.store.load_events(saga.run_id), path)
 
 
 if __name__ == "__main__":

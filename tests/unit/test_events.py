@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from keel.core.events import (
+    CONTROL_EVENTS,
     IMMEDIATE_KINDS,
     PROGRESS,
     RESOLVING,
@@ -16,7 +17,7 @@ from keel.core.events import (
 
 
 def test_event_groups_partition_the_event_types() -> None:
-    groups = [RESOLVING, PROGRESS, RUN_EVENTS]
+    groups = [RESOLVING, PROGRESS, RUN_EVENTS, CONTROL_EVENTS]
     assert set().union(*groups) == set(EventType)
     assert sum(len(g) for g in groups) == len(EventType)  # no event in two groups
 

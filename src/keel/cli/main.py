@@ -321,7 +321,7 @@ def signal(run_id: str, name: str, payload: str | None, db: str | None) -> None:
 @click.argument("run_id")
 @db_option
 def cancel(run_id: str, db: str | None) -> None:
-    """Cancel a run (a worker holding it ends it at its next await)."""
+    """Cancel a run (a worker delivers the request; its cleanup runs, then it ends)."""
 
     async def go(client: Client) -> str:
         return str(await client.cancel(run_id))
@@ -330,7 +330,9 @@ def cancel(run_id: str, db: str | None) -> None:
     if state == "cancelled":
         click.echo(f"run {run_id} cancelled")
     else:
-        click.echo(f"cancel requested: run {run_id} is {state}; its worker will end it")
+        click.echo(
+            f"cancel requested: run {run_id} is {state}; a worker ends it once its cleanup has run"
+        )
 
 
 # --- demo ---------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ _SYMBOLS: dict[str, tuple[str, str]] = {
     EventType.SIGNAL_TIMED_OUT: ("✉", "red"),
     EventType.SIDE_EFFECT: ("●", "white"),
     EventType.PATCHED: ("⚑", "cyan"),
+    EventType.CANCEL_REQUESTED: ("⊘", "magenta"),
     EventType.RUN_COMPLETED: ("■", "bold green"),
     EventType.RUN_FAILED: ("■", "bold red"),
     EventType.RUN_CANCELLED: ("■", "magenta"),
@@ -255,6 +256,8 @@ class Timeline:
             return f"→ {compact(d.get('value'))}"
         if t == EventType.PATCHED:
             return f"patch {d.get('patch')!r}: new code path"
+        if t == EventType.CANCEL_REQUESTED:
+            return "cancel requested: pending work discarded, cleanup may run"
         if t == EventType.RUN_COMPLETED:
             return f"completed → {compact(d.get('result'))}"
         if t == EventType.RUN_FAILED:

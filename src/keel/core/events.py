@@ -26,6 +26,9 @@ class EventType(StrEnum):
     SIGNAL_TIMED_OUT = "signal_timed_out"
     SIDE_EFFECT = "side_effect"  # now(), uuid4(), random(), side_effect(fn)
     PATCHED = "patched"  # patched(name) took the new code path: the run carries the patch
+    # The run's cancel request reached the workflow here: replay raises
+    # WorkflowCancelled at the same point, so cleanup code replays identically.
+    CANCEL_REQUESTED = "cancel_requested"
     RUN_COMPLETED = "run_completed"
     RUN_FAILED = "run_failed"
     RUN_CANCELLED = "run_cancelled"
@@ -63,6 +66,11 @@ RUN_EVENTS = frozenset(
         EventType.RUN_CANCELLED,
     }
 )
+
+
+#: Events that change the workflow's course without belonging to a command:
+#: replay acts on them at their journal position.
+CONTROL_EVENTS = frozenset({EventType.CANCEL_REQUESTED})
 
 
 class CommandKind(StrEnum):

@@ -12,13 +12,21 @@ When the journal is exhausted the execution is *live*: the worker reads
 :meth:`Execution.pending`, carries the commands out, and reports each outcome
 with :meth:`Execution.record`, which journals it (into :attr:`outbox`) and
 feeds it through the same path replay uses.
+
+Cancellation is journaled too (``cancel_requested``, where it reached the
+workflow): the workflow's pending commands are discarded and their awaits raise
+:class:`WorkflowCancelled`; cleanup code may then issue new commands, which
+replay like any others. Commands issued under :func:`shielded` (compensations)
+are not discarded; a cancel that finds nothing else to interrupt is *deferred*
+to the end of the shielded work (see :meth:`Execution.take_deferred_cancel`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -42,6 +50,7 @@ from keel.errors import (
 _current: contextvars.ContextVar[Execution | None] = contextvars.ContextVar(
     "keel_execution", default=None
 )
+_shielded: contextvars.ContextVar[bool] = contextvars.ContextVar("keel_shielded", default=False)
 
 #: Which event types may belong to which command kind.
 _ALLOWED: dict[CommandKind, frozenset[EventType]] = {
@@ -72,6 +81,25 @@ def current_execution() -> Execution | None:
     return _current.get()
 
 
+@contextlib.contextmanager
+def shielded() -> Iterator[None]:
+    """Commands issued inside (by this task, and tasks it creates) survive a
+    cancel request: a saga's compensations must run to their end."""
+    token = _shielded.set(True)
+    try:
+        yield
+    finally:
+        reset_var(_shielded, token)
+
+
+def reset_var(var: contextvars.ContextVar[Any], token: contextvars.Token[Any]) -> None:
+    """``var.reset(token)``, unless the workflow coroutine is being closed from
+    outside its task (an abandoned execution garbage-collected): then the
+    current context is not the workflow's and there is nothing to restore."""
+    with contextlib.suppress(ValueError):
+        var.reset(token)
+
+
 class LiveSource(Protocol):
     """Where live values of ``now()``, ``uuid4()`` and ``random()`` come from."""
 
@@ -100,6 +128,7 @@ class Command:
     duration: float | None = None  # sleep
     timeout: float | None = None  # signal wait
     idempotency_key: str | None = None  # user key: reuse a result stored by any run
+    shielded: bool = False  # not discarded by a cancel request (a compensation)
     known: bool = False  # the journal already holds events of this command
     recorded_hash_mismatch: str | None = None  # journaled args hash when it differs
     # progress recovered from the journal
@@ -153,7 +182,9 @@ class Execution:
         self.cursor = 0
         self.outbox: list[JournalEntry] = []
         self.outcome: Outcome | None = None
+        #: The run's cancel request has reached the workflow (journaled, so replay-stable).
         self.cancel_requested = False
+        self._cancel_deferred = False  # requested, but nothing was there to interrupt yet
         self._fn = fn
         self._args = tuple(args)
         self._kwargs = dict(kwargs)
@@ -192,6 +223,11 @@ class Execution:
             if entry.type in RUN_EVENTS:
                 self.cursor += 1
                 continue
+            if entry.type is EventType.CANCEL_REQUESTED:
+                self.cursor += 1
+                if not self.cancel_requested:
+                    self._deliver_cancel()
+                continue
             cmd = self._pending.get(entry.command or "")
             if cmd is None:
                 raise self._mismatch(entry)
@@ -227,9 +263,28 @@ class Execution:
         return out
 
     def cancel(self) -> None:
-        """Throw :class:`WorkflowCancelled` into the workflow at its awaits."""
-        self.cancel_requested = True
-        self._close_with(WorkflowCancelled)
+        """Deliver the run's cancel request at the live tail.
+
+        Journals ``cancel_requested`` (into :attr:`outbox`), discards the
+        pending commands that are not shielded and raises
+        :class:`WorkflowCancelled` at their awaits. A second call does nothing:
+        cleanup code is never interrupted by a later request.
+        """
+        if self.outcome is not None or self.cancel_requested:
+            return
+        assert not self.replaying, "cancel() is for the live tail"
+        entry = JournalEntry(self.next_seq, EventType.CANCEL_REQUESTED, None, jr.envelope())
+        self.journal.append(entry)
+        self.outbox.append(entry)
+        self.cursor += 1
+        self._deliver_cancel()
+
+    def take_deferred_cancel(self) -> bool:
+        """Whether a cancel request is waiting for shielded work to end; the
+        caller then raises :class:`WorkflowCancelled` (and this returns ``False``
+        from now on)."""
+        deferred, self._cancel_deferred = self._cancel_deferred, False
+        return deferred
 
     def evict(self) -> bool:
         """Unwind the workflow code before dropping this execution.
@@ -260,7 +315,15 @@ class Execution:
         timeout: float | None = None,
         idempotency_key: str | None = None,
     ) -> Command:
-        """Register a command that resolves later (step, sleep, signal, side effect)."""
+        """Register a command that resolves later (step, sleep, signal, side effect).
+
+        Raises :class:`WorkflowCancelled` instead if a deferred cancel request
+        is waiting and this command is not shielded.
+        """
+        shield = _shielded.get()
+        if self._cancel_deferred and self._closing is None and not shield:
+            self._cancel_deferred = False
+            raise WorkflowCancelled()
         cid = self._next_id(kind, name)
         args_hash = codec.args_hash(args) if args is not None else None
         key = str(cid)
@@ -282,6 +345,7 @@ class Execution:
             duration=duration,
             timeout=timeout,
             idempotency_key=idempotency_key,
+            shielded=shield,
             known=key in self._recorded_hash,
             recorded_hash_mismatch=mismatch,
         )
@@ -378,7 +442,7 @@ class Execution:
                 self._closing.swallowed = True
             return
         self.outcome = self._outcome_of(main)
-        if self.replaying and self.outcome.status != "cancelled":
+        if self.replaying:
             rest = [e for e in self.journal[self.cursor :] if e.type not in RUN_EVENTS]
             if rest:
                 raise self._mismatch(rest[0], requested="the workflow to return")
@@ -387,9 +451,8 @@ class Execution:
         if main.cancelled():
             return Outcome("failed", error=WorkflowError("the workflow's main task was cancelled"))
         exc = main.exception()
-        if self.cancel_requested:
-            if isinstance(exc, WorkflowCancelled):
-                return Outcome("cancelled", error=exc)
+        if exc is None and self.cancel_requested and not self._cancel_deferred:
+            # Cleanup may run steps, but the run ends only by re-raising.
             return Outcome(
                 "failed",
                 error=ControlFlowSwallowedError(
@@ -420,20 +483,20 @@ class Execution:
         for cmd in list(self._pending.values()):
             if not cmd.future.done():
                 cmd.future.set_exception(exc_type())
-        self._loop.run_until_quiescent()
-        if exc_type is WorkflowCancelled:
-            main = self._main
-            if main is not None and main.done() and self.outcome is None:
-                self.outcome = self._outcome_of(main)
-                if self._closing.swallowed and self.outcome.status == "cancelled":
-                    self.outcome = Outcome(
-                        "failed",
-                        error=ControlFlowSwallowedError(
-                            "the workflow issued a new command after it was cancelled"
-                        ),
-                    )
-        else:
-            self._settle()
+        self._settle()
+
+    def _deliver_cancel(self) -> None:
+        """Discard the unshielded pending commands; their awaits raise WorkflowCancelled."""
+        self.cancel_requested = True
+        interrupted = False
+        for cmd in [c for c in self._pending.values() if not c.shielded]:
+            del self._pending[cmd.key]
+            if not cmd.future.done():
+                cmd.future.set_exception(WorkflowCancelled())
+                interrupted = True
+        # Only shielded work (compensations) in progress: the request waits for it.
+        self._cancel_deferred = not interrupted
+        self._settle()
 
     def _apply(self, cmd: Command, entry: JournalEntry) -> None:
         if entry.type not in _ALLOWED[cmd.id.kind]:

@@ -252,6 +252,7 @@ class Store(Protocol):
         wake_at: float | None,
         wake_on_signals: Collection[str] = (),
         wake_on_tasks: Collection[str] = (),
+        cancel_delivered: bool = False,
     ) -> None:
         """Fenced: append ``events``, set ``suspended`` and ``wake_at``, drop the lease.
 
@@ -260,7 +261,9 @@ class Store(Protocol):
         ``wake_on_tasks`` is already ``completed``/``failed`` (it finished while
         the run was held, so its completion found nothing to wake), ``wake_at``
         becomes ``now`` (no lost wake-up).
-        A pending cancel request also sets ``wake_at = now``.
+        A cancel request also sets ``wake_at = now``, unless
+        ``cancel_delivered`` says the holder already handed it to the workflow
+        (whose cleanup may be sleeping).
         """
 
     async def finish_run(
@@ -287,10 +290,13 @@ class Store(Protocol):
     async def request_cancel(self, run_id: str, cancelled_event: NewEvent) -> RunState:
         """Durably ask for a run to be cancelled; return its state afterwards.
 
-        A run no live lease holds is cancelled at once (``cancelled_event``
-        appended, state ``cancelled``); a leased run gets ``cancel_requested``
-        and ``wake_at = now``, and its holder ends it. Raises
-        ``RunNotFoundError`` / ``RunFinishedError``.
+        A run that journaled nothing but its start and that no live lease
+        holds is cancelled at once (``cancelled_event`` appended, state
+        ``cancelled``): no workflow code has had an effect to clean up. Any
+        other unfinished run gets ``cancel_requested`` and ``wake_at = now``
+        and keeps its state: its holder, or the next worker to claim it,
+        delivers the request to the workflow, whose cleanup runs before the run
+        ends. Raises ``RunNotFoundError`` / ``RunFinishedError``.
         """
 
     # --- dispatched steps -------------------------------------------------------------

@@ -300,6 +300,7 @@ class MemoryStore(MemoryTasks):
         wake_at: float | None,
         wake_on_signals: Collection[str] = (),
         wake_on_tasks: Collection[str] = (),
+        cancel_delivered: bool = False,
     ) -> None:
         names = frozenset(wake_on_signals)
         commands = frozenset(wake_on_tasks)
@@ -313,7 +314,7 @@ class MemoryStore(MemoryTasks):
                 for i in self._mailbox[run.run_id]
             )
             waiting = waiting or self._task_done(run.run_id, commands)
-            if waiting or run.cancel_requested:
+            if waiting or (run.cancel_requested and not cancel_delivered):
                 wake_at = now if wake_at is None else min(wake_at, now)
             self._append(run.run_id, first_seq, events, now)
             self._runs[run.run_id] = dataclasses.replace(
@@ -406,17 +407,18 @@ class MemoryStore(MemoryTasks):
             if run.state.is_terminal:
                 raise RunFinishedError(run_id, run.state.value, "cancel")
             now = self._clock()
-            if (
+            held = (
                 run.state is RunState.RUNNING
                 and run.lease_expires_at is not None
                 and run.lease_expires_at >= now
-            ):
+            )
+            if held or run.next_seq > 1:  # a worker delivers it; cleanup may run
                 wake = now if run.wake_at is None else min(run.wake_at, now)
                 self._runs[run_id] = dataclasses.replace(
                     run, cancel_requested=True, wake_at=wake, updated_at=now
                 )
                 self._notify()
-                return RunState.RUNNING
+                return run.state
             self._append(run_id, run.next_seq, [cancelled_event], now)
             self._runs[run_id] = dataclasses.replace(
                 run,

@@ -22,6 +22,7 @@ from keel.testing.conformance_helpers import (
     new_run,
     run_with_store,
     suspended,
+    wait_until_past,
 )
 
 
@@ -188,6 +189,58 @@ class SignalConformance:
                 "run_cancelled",
             ]
             assert await claim_ids(store) == []
+
+        run_with_store(store_factory, body)
+
+    def test_cancel_run_with_a_journal_asks_the_next_worker(
+        self, store_factory: StoreFactory
+    ) -> None:
+        """Workflow code ran (events beyond run_started): the request is left for
+        a worker to deliver, so cleanup can run; nothing is journaled."""
+
+        async def body(store: Store) -> None:
+            lease = await leased(store, "sus")
+            await store.suspend_run(lease, 1, [event(1)], wake_at=await store.now() + 3600)
+            stale = await leased(store, "exp", ttl=0.5)
+            await store.append_events(stale, 1, [event(1)])
+            await wait_until_past(store, stale.expires_at)
+            await expired_lease(store, "bare")  # nothing journaled: cancelled at once
+            assert await store.request_cancel("sus", CANCELLED) is RunState.SUSPENDED
+            assert await store.request_cancel("exp", CANCELLED) is RunState.RUNNING
+            assert await store.request_cancel("bare", CANCELLED) is RunState.CANCELLED
+            for run_id in ("sus", "exp"):
+                run = await get(store, run_id)
+                assert run.cancel_requested and run.next_seq == 2
+                assert [e.type for e in await store.load_events(run_id)] == [
+                    "run_started",
+                    "step_completed",
+                ]
+            now = await store.now()
+            assert (await get(store, "sus")).wake_at <= now  # type: ignore[operator]
+            claimed = await store.claim_runs("w2", limit=10, ttl=30)
+            assert {c.run.run_id for c in claimed} == {"sus", "exp"}
+            assert all(c.run.cancel_requested for c in claimed)
+            with pytest.raises(LeaseLostError):
+                await store.append_events(stale, 2, [event(2)])
+
+        run_with_store(store_factory, body)
+
+    def test_delivered_cancel_request_does_not_wake_a_suspending_run(
+        self, store_factory: StoreFactory
+    ) -> None:
+        """Cleanup code that sleeps: the request it already got must not make
+        the run due at once; a new request does."""
+
+        async def body(store: Store) -> None:
+            lease = await leased(store, "r1")
+            await store.request_cancel("r1", CANCELLED)
+            later = await store.now() + 3600
+            await store.suspend_run(lease, 1, [event(1)], wake_at=later, cancel_delivered=True)
+            run = await get(store, "r1")
+            assert run.wake_at == later and run.cancel_requested
+            assert await claim_ids(store) == []
+            assert await store.request_cancel("r1", CANCELLED) is RunState.SUSPENDED
+            assert await claim_ids(store) == ["r1"]
 
         run_with_store(store_factory, body)
 

@@ -251,8 +251,6 @@ def _ending(
     """Compare how the code ends after the whole journal with how the run ended."""
     last = journal[-1]
     ended = last.type
-    if ex.outcome is None and ended is EventType.RUN_CANCELLED:
-        ex.cancel()  # the request is on the run row, not in the journal: apply it as a worker does
     outcome = ex.outcome
     if outcome is None:
         if ended in (EventType.RUN_COMPLETED, EventType.RUN_FAILED):
@@ -262,7 +260,11 @@ def _ending(
                 f"the run ending with {ended.value}",
                 "more commands (the code did not finish)",
             )
-        return ReplayReport("suspended", None, len(journal))
+        # run_cancelled without cancel_requested: cancelled before the workflow
+        # saw the request (nothing had run yet, or a journal from before Keel
+        # journaled the request).
+        status = "cancelled" if ended is EventType.RUN_CANCELLED else "suspended"
+        return ReplayReport(status, None, len(journal))
     if ended is EventType.RUN_COMPLETED:
         recorded = jr.raw_field(last.data, "result")
         if outcome.status != "completed" or msgspec.json.decode(recorded) != msgspec.json.decode(

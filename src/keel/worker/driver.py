@@ -12,12 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from keel.context import StepInfo
+from keel.context import StepInfo, discard_attempt
 from keel.core import codec
 from keel.core import journal as jr
 from keel.core.events import CommandKind, EventType
@@ -33,8 +32,9 @@ from keel.errors import (
     error_info,
 )
 from keel.store.base import Claimed, NewEvent, NewTask
+from keel.worker.attempts import record_attempt
 from keel.worker.dispatch import record_dispatch, record_reused, record_task_outcome
-from keel.worker.executor import StoredResult, start_attempt
+from keel.worker.executor import start_attempt
 
 if TYPE_CHECKING:
     from keel.worker.worker import Worker
@@ -59,6 +59,7 @@ class _Inflight:
     what: str  # "attempt" | "timer" | "retry"
     attempt: int
     task: asyncio.Task[Any]
+    info: StepInfo | None = None  # attempts: what the running step sees
 
 
 @dataclass
@@ -94,6 +95,8 @@ class RunDriver:
 
     # --- notifications from the worker ------------------------------------------------
     def request_cancel(self) -> None:
+        if self.cancel_requested:
+            return  # heartbeats repeat it; the workflow gets it once
         self.cancel_requested = True
         self.wake()
 
@@ -133,7 +136,7 @@ class RunDriver:
             return
         while True:
             if self.cancel_requested and not ex.cancel_requested:
-                ex.cancel()
+                self._deliver_cancel(ex)
             if ex.outcome is not None:
                 await self._finish(ex)
                 return
@@ -168,6 +171,22 @@ class RunDriver:
                 return
             await self._wait_and_record(ex)
 
+    def _deliver_cancel(self, ex: Execution) -> None:
+        """Journal the cancel request into the workflow; stop the work it discarded.
+
+        Hook for child runs (not built yet): cancelling descendants belongs
+        here, by requesting cancellation of the children whose commands
+        ``ex.cancel()`` discarded, in the same turn.
+        """
+        ex.cancel()
+        pending = {c.key for c in ex.pending()}
+        for key, item in list(self.inflight.items()):
+            if key not in pending:
+                del self.inflight[key]
+                if item.info is not None:
+                    discard_attempt(item.info)  # a sync step can see it and stop
+                item.task.cancel()
+
     # --- building the execution ---------------------------------------------------------
     async def _build(self) -> Execution | None:
         wf = self.worker.registry.find(self.run.workflow, self.run.version)
@@ -198,8 +217,14 @@ class RunDriver:
         """This worker lacks the run's workflow version; another one (or a later
         deploy) may have it. Release the run untouched, to be retried later."""
         delay = self.worker.park_delay
+        # cancel_delivered: this worker cannot deliver a pending cancel request
+        # either, so it must not make the run due at once again.
         await self.store.suspend_run(
-            self.lease, self.run.next_seq, [], wake_at=await self.store.now() + delay
+            self.lease,
+            self.run.next_seq,
+            [],
+            wake_at=await self.store.now() + delay,
+            cancel_delivered=True,
         )
         name, version = self.run.workflow, self.run.version
         loaded = ", ".join(wf.version for wf in self.worker.registry.versions(name))
@@ -354,7 +379,7 @@ class RunDriver:
             on_done=self._attempt_done,
             keyed=keyed,
         )
-        self.inflight[cmd.key] = _Inflight(cmd.key, "attempt", attempt, task)
+        self.inflight[cmd.key] = _Inflight(cmd.key, "attempt", attempt, task, info)
 
     def _attempt_done(self) -> None:
         """An attempt's task is ending: wake ``_wait_and_record`` if it waits."""
@@ -401,72 +426,8 @@ class RunDriver:
             elif item.what == "retry":
                 pass  # the retry is due: the next plan starts the attempt
             else:
-                self._record_attempt(ex, cmd, item)
+                record_attempt(ex, cmd, item.task, item.attempt, self._clock_now)
             by_key = {c.key: c for c in ex.pending()}
-
-    def _record_attempt(self, ex: Execution, cmd: Command, item: _Inflight) -> None:
-        task = item.task
-        exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
-        completed = (
-            EventType.STEP_COMPLETED if cmd.id.kind is CommandKind.STEP else (EventType.SIDE_EFFECT)
-        )
-        field_name = "result" if completed is EventType.STEP_COMPLETED else "value"
-        reused = False
-        if exc is None:
-            try:
-                value = task.result()
-                if isinstance(value, StoredResult):
-                    data, reused = value.data, value.reused
-                else:
-                    data = codec.encode(value, what=f"result of {cmd.id.describe()}")
-            except SerializationError as enc_exc:
-                ex.record(
-                    EventType.STEP_FAILED,
-                    cmd,
-                    jr.envelope(
-                        attempts=item.attempt, error=error_info(enc_exc), args_hash=cmd.args_hash
-                    ),
-                )
-                return
-            extra = {"reused": True, "idempotency_key": cmd.idempotency_key} if reused else {}
-            ex.record(
-                completed,
-                cmd,
-                jr.envelope(
-                    **{field_name: jr.raw(data)},
-                    args_hash=cmd.args_hash,
-                    attempt=item.attempt,
-                    **extra,
-                ),
-            )
-            return
-        if isinstance(exc, SerializationError):  # a result that cannot be stored: no retry
-            ex.record(
-                EventType.STEP_FAILED,
-                cmd,
-                jr.envelope(attempts=item.attempt, error=error_info(exc), args_hash=cmd.args_hash),
-            )
-            return
-        policy = cmd.target.retry
-        if isinstance(exc, Exception) and policy.should_retry(item.attempt, exc):
-            delay = policy.delay(item.attempt, random.random())
-            retry_at = self._clock_now() + delay
-            ex.record(
-                EventType.STEP_ATTEMPT_FAILED,
-                cmd,
-                jr.envelope(
-                    attempt=item.attempt,
-                    error=error_info(exc),
-                    retry_at=retry_at,
-                    args_hash=cmd.args_hash,
-                ),
-            )
-        else:
-            ex.record(
-                EventType.STEP_FAILED,
-                cmd,
-                jr.envelope(attempts=item.attempt, error=error_info(exc), args_hash=cmd.args_hash),
-            )
 
     def _clock_now(self) -> float:
         return self.worker.clock_now()
@@ -515,6 +476,9 @@ class RunDriver:
             wake_at=min(wake) if wake else None,
             wake_on_signals=plan.signals,
             wake_on_tasks=plan.tasks,
+            # A request the workflow already got must not keep waking the run
+            # while its cleanup sleeps or waits.
+            cancel_delivered=ex.cancel_requested,
         )
 
     async def _drain(self, ex: Execution, plan: _Plan, now: float) -> None:
@@ -599,6 +563,7 @@ class RunDriver:
                     first,
                     _new_events(entries),
                     wake_at=await self.store.now() + delay,
+                    cancel_delivered=delay > 0,  # a retry after an error keeps its delay
                 )
             )
         except (LeaseLostError, asyncio.CancelledError):

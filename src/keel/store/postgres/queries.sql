@@ -198,8 +198,8 @@ SELECT 1 FROM fenced;
 
 -- name: suspend_run
 -- Fenced like append_events; the run drops its lease and sleeps until wake_at.
--- A cancel request, or a buffered unconsumed signal it waits for, makes it due
--- at once (no lost wake-up). A sender commits its signal after locking this
+-- A cancel request not yet delivered to the workflow, or a buffered unconsumed
+-- signal it waits for, makes it due at once (no lost wake-up). A sender commits its signal after locking this
 -- row; if it did so after this statement's snapshot was taken (we waited for
 -- the row lock), the EXISTS cannot see the signal, but the row version we
 -- update is then newer than the snapshot's: that also wakes the run (at worst
@@ -211,7 +211,7 @@ WITH clock AS MATERIALIZED (
     SET next_seq = next_seq + %(n)s::bigint, updated_at = clock.now, state = 'suspended',
         lease_owner = NULL, lease_expires_at = NULL,
         wake_at = CASE
-            WHEN runs.cancel_requested
+            WHEN (runs.cancel_requested AND NOT %(cancel_delivered)s::boolean)
               OR (cardinality(%(signal_names)s::text[]) > 0 AND (
                   EXISTS (
                       SELECT 1 FROM signals s
@@ -315,28 +315,33 @@ WHERE run_id = %(run_id)s::text AND name = %(name)s::text AND consumed_seq IS NU
 ORDER BY id LIMIT 1;
 
 -- name: request_cancel
--- A run with a live lease gets cancel_requested and is made due; its holder
--- ends it. Any other unfinished run is cancelled at once: the cancelled event
--- is journaled at its next seq and the lease (if expired) is dropped. The SET
--- expressions read the row as it was; RETURNING gives it as it is now.
+-- A run that journaled nothing but its start (next_seq = 1) and that no live
+-- lease holds is cancelled at once: the cancelled event is journaled at its
+-- next seq and an expired lease is dropped. Any other unfinished run gets
+-- cancel_requested and is made due; its holder, or the next worker to claim
+-- it, delivers the request to the workflow. FOR UPDATE makes the test read the
+-- latest row version (a claim may commit meanwhile) and hold it until the UPDATE.
 WITH clock AS MATERIALIZED (
     SELECT extract(epoch FROM clock_timestamp())::float8 AS now
+), target AS (
+    SELECT runs.run_id,
+           NOT coalesce(runs.state = 'running' AND runs.lease_expires_at >= clock.now, false)
+               AND runs.next_seq <= 1 AS at_once
+    FROM runs, clock
+    WHERE runs.run_id = %(run_id)s::text AND runs.state IN ('pending', 'running', 'suspended')
+    FOR UPDATE OF runs
 ), updated AS (
     UPDATE runs
     SET cancel_requested = true,
         updated_at = clock.now,
-        state = CASE WHEN state = 'running' AND lease_expires_at >= clock.now
-                     THEN state ELSE 'cancelled' END,
-        next_seq = CASE WHEN state = 'running' AND lease_expires_at >= clock.now
-                        THEN next_seq ELSE next_seq + 1 END,
-        wake_at = CASE WHEN state = 'running' AND lease_expires_at >= clock.now
-                       THEN least(coalesce(wake_at, clock.now), clock.now) END,
-        lease_owner = CASE WHEN state = 'running' AND lease_expires_at >= clock.now
-                           THEN lease_owner END,
-        lease_expires_at = CASE WHEN state = 'running' AND lease_expires_at >= clock.now
-                                THEN lease_expires_at END
-    FROM clock
-    WHERE runs.run_id = %(run_id)s::text AND runs.state IN ('pending', 'running', 'suspended')
+        state = CASE WHEN target.at_once THEN 'cancelled' ELSE runs.state END,
+        next_seq = CASE WHEN target.at_once THEN runs.next_seq + 1 ELSE runs.next_seq END,
+        wake_at = CASE WHEN NOT target.at_once
+                       THEN least(coalesce(runs.wake_at, clock.now), clock.now) END,
+        lease_owner = CASE WHEN NOT target.at_once THEN runs.lease_owner END,
+        lease_expires_at = CASE WHEN NOT target.at_once THEN runs.lease_expires_at END
+    FROM clock, target
+    WHERE runs.run_id = target.run_id
     RETURNING runs.run_id, runs.state, runs.next_seq, clock.now
 ), cancelled AS (
     INSERT INTO events (run_id, seq, type, command, data, created_at)

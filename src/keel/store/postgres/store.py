@@ -407,12 +407,14 @@ class PostgresStore(TasksMixin, GroupCommitMixin):
         wake_at: float | None,
         wake_on_signals: Collection[str] = (),
         wake_on_tasks: Collection[str] = (),
+        cancel_delivered: bool = False,
     ) -> None:
         params = self._fence(lease, first_seq, events)
         params |= {
             "wake_at": wake_at,
             "signal_names": sorted(wake_on_signals),
             "task_commands": sorted(wake_on_tasks),
+            "cancel_delivered": cancel_delivered,
         }
         if not await self._write(self._journal_query("suspend_run", events), params):
             raise await self._fence_error(lease, first_seq, None)

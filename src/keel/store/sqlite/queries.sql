@@ -81,12 +81,13 @@ WHERE run_id = :run_id AND lease_token = :token AND lease_owner = :owner
 
 -- name: fenced_suspend
 -- A buffered signal the run waits for, a task it waits for that already
--- finished, or a cancel request, makes it due at once.
+-- finished, or a cancel request not yet delivered to the workflow, makes it
+-- due at once.
 UPDATE runs
 SET next_seq = next_seq + :n, updated_at = :now, state = 'suspended',
     lease_owner = NULL, lease_expires_at = NULL,
     wake_at = CASE
-        WHEN cancel_requested OR EXISTS (
+        WHEN (cancel_requested AND NOT :cancel_delivered) OR EXISTS (
             SELECT 1 FROM signals s
             WHERE s.run_id = runs.run_id AND s.consumed_seq IS NULL
               AND s.name IN (SELECT value FROM json_each(:signal_names)))

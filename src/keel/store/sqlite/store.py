@@ -351,6 +351,7 @@ class SQLiteStore(SQLiteTasks):
         wake_at: float | None,
         wake_on_signals: Collection[str] = (),
         wake_on_tasks: Collection[str] = (),
+        cancel_delivered: bool = False,
     ) -> None:
         events = tuple(events)
         names = json.dumps(sorted(wake_on_signals))
@@ -362,6 +363,7 @@ class SQLiteStore(SQLiteTasks):
             params["wake_at"] = wake_at
             params["signal_names"] = names
             params["task_commands"] = commands
+            params["cancel_delivered"] = cancel_delivered
             fenced(conn, Q["fenced_suspend"], params, lease, first_seq, events, now)
 
         await self._write(op, notify=True)
@@ -436,9 +438,10 @@ class SQLiteStore(SQLiteTasks):
             state, expires, next_seq = RunState(row[0]), row[1], row[2]
             if state.is_terminal:
                 raise RunFinishedError(run_id, state.value, "cancel")
-            if state is RunState.RUNNING and expires is not None and expires >= now:
+            held = state is RunState.RUNNING and expires is not None and expires >= now
+            if held or next_seq > 1:  # a worker delivers it; cleanup may run
                 conn.execute(Q["cancel_request"], {"now": now, "run_id": run_id})
-                return RunState.RUNNING
+                return state
             conn.execute(Q["insert_event"], (run_id, next_seq, ev.type, ev.command, ev.data, now))
             conn.execute(Q["cancel_now"], {"now": now, "run_id": run_id})
             return RunState.CANCELLED
