@@ -39,6 +39,7 @@ from keel.testing.conformance_helpers import (
 from keel.testing.conformance_keys import IdempotencyConformance
 from keel.testing.conformance_leases import LeaseConformance
 from keel.testing.conformance_runs import RunConformance
+from keel.testing.conformance_schedules import ScheduleConformance
 from keel.testing.conformance_signals import SignalConformance
 from keel.testing.conformance_tasks import TaskConformance
 
@@ -63,7 +64,12 @@ __all__ = [
 
 
 class StoreConformance(
-    RunConformance, LeaseConformance, SignalConformance, IdempotencyConformance, TaskConformance
+    RunConformance,
+    LeaseConformance,
+    SignalConformance,
+    IdempotencyConformance,
+    TaskConformance,
+    ScheduleConformance,
 ):
     """Behaviour shared by every backend; subclasses supply ``store_factory``."""
 
