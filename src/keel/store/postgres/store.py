@@ -51,10 +51,11 @@ from keel.store.base import (
 from keel.store.postgres import _conn, _schema, _sql
 from keel.store.postgres._listener import ChangeWaiters, Listener
 from keel.store.postgres._writes import GroupCommitMixin, Q, _Conn, _Queued, _Row
+from keel.store.postgres.schedules import SchedulesMixin
 from keel.store.postgres.tasks import TasksMixin
 
 
-class PostgresStore(TasksMixin, GroupCommitMixin):
+class PostgresStore(TasksMixin, SchedulesMixin, GroupCommitMixin):
     """Keel store in a PostgreSQL database, in its own schema (default ``keel``).
 
     ``min_size``/``max_size`` bound the connection pool (one more connection
