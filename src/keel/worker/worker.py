@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from keel.definitions import Registry, default_registry
-from keel.errors import ConfigurationError
+from keel.errors import ConfigurationError, LeaseLostError
 from keel.store import open_store
 from keel.store.base import Claimed, Store
 from keel.worker.driver import Finished, RunDriver
@@ -119,6 +119,12 @@ class Worker:
         self.draining = True
         self._wake.set()
         self.tasks.wake()
+        # The run claim loop ends at its next look; one in the middle of a claim
+        # finishes it first, handing back what it took (see _claim_loop), so no
+        # run stays leased to a stopped worker until its lease expires.
+        looking = [t for t in self._tasks if t.get_name() == "keel-claim"]
+        if looking:
+            await asyncio.wait(looking, timeout=timeout)
         for driver in self._drivers.values():
             driver.wake()
         pending: list[asyncio.Task[None]] = [
@@ -232,8 +238,9 @@ class Worker:
                         self.owner, limit=min(capacity, batch), ttl=self.lease_ttl
                     )
                     got = len(claimed)
-                    for c in claimed:
-                        if self.draining:
+                    for i, c in enumerate(claimed):
+                        if self.draining:  # stopping meanwhile: hand the rest back now
+                            await self._release(claimed[i:])
                             break
                         running = self._drivers.get(c.run.run_id)
                         if running is not None:
@@ -263,6 +270,24 @@ class Worker:
             finally:
                 waiter.cancel()
                 changed.cancel()
+
+    async def _release(self, claimed: Sequence[Claimed]) -> None:
+        """Give back runs claimed but not driven (due at once, for another worker)."""
+        for c in claimed:
+            running = self._drivers.get(c.run.run_id)
+            if running is not None:  # our own expired lease re-claimed: as in _claim_loop
+                running.lease = c.lease
+                continue
+            try:
+                await asyncio.shield(
+                    self.store.suspend_run(
+                        c.lease, c.run.next_seq, [], wake_at=await self.store.now()
+                    )
+                )
+            except LeaseLostError:
+                pass
+            except Exception:
+                log.exception("run %s: could not release the lease", c.run.run_id)
 
     async def _heartbeat_loop(self) -> None:
         interval = self.lease_ttl / 3
