@@ -24,6 +24,7 @@ from keel.errors import (
     ConfigurationError,
     ControlFlowSwallowedError,
     DatabaseError,
+    InvalidScheduleError,
     KeelControl,
     KeelError,
     LeaseLostError,
@@ -33,6 +34,8 @@ from keel.errors import (
     RunFailedError,
     RunFinishedError,
     RunNotFoundError,
+    ScheduleExistsError,
+    ScheduleNotFoundError,
     SerializationError,
     SignalTimeoutError,
     StepFailedError,
@@ -43,6 +46,7 @@ from keel.errors import (
     WorkflowNotFoundError,
     WorkflowSuspended,
 )
+from keel.schedules import ScheduleInfo
 from keel.store import open_store
 from keel.worker import Worker
 
@@ -54,6 +58,7 @@ __all__ = [
     "ControlFlowSwallowedError",
     "DatabaseError",
     "HistoryEvent",
+    "InvalidScheduleError",
     "KeelControl",
     "KeelError",
     "LeaseLostError",
@@ -69,6 +74,9 @@ __all__ = [
     "RunList",
     "RunNotFoundError",
     "RunState",
+    "ScheduleExistsError",
+    "ScheduleInfo",
+    "ScheduleNotFoundError",
     "SerializationError",
     "SignalTimeoutError",
     "StepDef",

@@ -18,6 +18,7 @@ from keel.store import open_store
 from keel.store.base import Claimed, Store
 from keel.worker.driver import Finished, RunDriver
 from keel.worker.live import SystemLiveSource
+from keel.worker.schedules import ScheduleRunner
 from keel.worker.tasks import TaskRunner, queue_limits
 
 if TYPE_CHECKING:
@@ -40,6 +41,10 @@ class Worker:
     attempts of that queue, or a list of names (limit ``task_concurrency``
     each); ``task_concurrency`` bounds all its task attempts together. With
     ``queues=None`` it runs no dispatched steps (it still drives runs).
+
+    ``schedules=True`` (default) makes it fire the due ticks of schedules whose
+    workflow it has registered; any number of workers may, each tick starts
+    one run.
     """
 
     def __init__(
@@ -56,6 +61,7 @@ class Worker:
         owner: str | None = None,
         queues: Mapping[str, int] | Sequence[str] | None = None,
         task_concurrency: int = 10,
+        schedules: bool = True,
     ) -> None:
         for name, value in (
             ("concurrency", concurrency),
@@ -93,6 +99,7 @@ class Worker:
         self._started = False
         self._finished_waiters: dict[str, list[asyncio.Future[Finished | None]]] = {}
         self.tasks = TaskRunner(self, limits, task_concurrency)
+        self.schedules = ScheduleRunner(self) if schedules else None
 
     # --- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
@@ -108,6 +115,8 @@ class Worker:
         ]
         if self.tasks.serves:
             self._tasks.append(loop.create_task(self.tasks.loop(), name="keel-task-claim"))
+        if self.schedules is not None:
+            self._tasks.append(loop.create_task(self.schedules.loop(), name="keel-schedules"))
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Drain: stop claiming, let running step attempts (and dispatched-step
@@ -119,10 +128,12 @@ class Worker:
         self.draining = True
         self._wake.set()
         self.tasks.wake()
-        # The run claim loop ends at its next look; one in the middle of a claim
-        # finishes it first, handing back what it took (see _claim_loop), so no
-        # run stays leased to a stopped worker until its lease expires.
-        looking = [t for t in self._tasks if t.get_name() == "keel-claim"]
+        if self.schedules is not None:
+            self.schedules.wake()
+        # The run claim loop and the schedule loop end at their next look; one in
+        # the middle of a claim finishes it first, handing back what it took (see
+        # _claim_loop), so no run stays leased to a stopped worker until expiry.
+        looking = [t for t in self._tasks if t.get_name() in ("keel-claim", "keel-schedules")]
         if looking:
             await asyncio.wait(looking, timeout=timeout)
         for driver in self._drivers.values():
