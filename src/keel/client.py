@@ -329,10 +329,10 @@ class Client:
         :class:`SerializationError`, and :class:`ScheduleExistsError` when
         ``schedule_id`` (default: a new UUIDv7) is taken.
         """
-        await self.open()
         wf = self.registry.get(workflow) if isinstance(workflow, str) else workflow
         if not isinstance(wf, WorkflowDef):
             raise ConfigurationError(f"schedule() needs a @keel.workflow or its name, not {wf!r}")
+        # Checked before the store is opened: bad input creates nothing, not even a file.
         new = schedules.new_schedule(
             wf,
             args,
@@ -343,8 +343,10 @@ class Client:
             timezone=timezone,
             overlap=overlap,
             catchup_window=catchup_window,
-            now=await self.store.now(),
+            now=time.time(),
         )
+        await self.open()
+        new = schedules.on_store_clock(new, await self.store.now())
         return ScheduleInfo.from_record(await self.store.create_schedule(new))
 
     async def get_schedule(self, schedule_id: str) -> ScheduleInfo:

@@ -8,6 +8,7 @@ once at a given time. The client checks everything when the schedule is made
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -144,6 +145,17 @@ def new_schedule(
         overlap=overlap,
         catchup_window=None if catchup_window is None else float(catchup_window),
     )
+
+
+def on_store_clock(new: NewSchedule, now: float) -> NewSchedule:
+    """``new`` with a cron schedule's first tick taken after ``now`` on the store clock
+    (:func:`new_schedule` may have used another clock to check it)."""
+    if new.cron is None:
+        return new
+    first = cron.next_tick(new.cron, new.timezone, now)
+    if first is None:
+        raise InvalidScheduleError("cron", f"cron expression {new.cron!r} never fires after now")
+    return dataclasses.replace(new, next_fire_at=first)
 
 
 def resume_time(rec: ScheduleRecord, now: float) -> float | None:
