@@ -110,3 +110,5 @@ def test_a_schedule_created_by_the_cli_is_fired_by_a_worker(cwd: Path) -> None:
     assert asyncio.run(work()) == "hello eve!"
     doc = json.loads(keel_cli("schedules", "show", "soon", "--json", "--db", url).stdout)
     assert doc["state"] == "done" and doc["last_run_id"] == run_id
+    history = keel_cli("runs", "history", run_id, "--db", url)
+    assert history.exit_code == 0 and "by schedule soon" in history.stdout

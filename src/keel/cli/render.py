@@ -268,7 +268,10 @@ class Timeline:
         d, t = event.data, event.type
         if t == EventType.RUN_STARTED:
             version = str(d.get("version", ""))[:8]
-            return f"started {d.get('workflow')} (version {version}) with {compact(d.get('input'))}"
+            text = f"started {d.get('workflow')} (version {version}) with {compact(d.get('input'))}"
+            if d.get("schedule") is not None:
+                text += f" by schedule {d['schedule']}"
+            return text
         if t == EventType.STEP_COMPLETED:
             attempt = d.get("attempt")
             suffix = f"  (attempt {attempt})" if isinstance(attempt, int) and attempt > 1 else ""
