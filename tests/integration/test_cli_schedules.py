@@ -27,7 +27,7 @@ def create(url: str, *args: str) -> str:
     return result.stdout.strip()
 
 
-def test_create_list_show_pause_resume_delete(cwd: Path) -> None:
+def test_create_list_show_pause_resume_delete(cwd: Path) -> None:  # noqa: F811
     url = db_url(cwd / "s.db")
     made = create(url, '"ada"', "--cron", "0 9 * * MON-FRI", "--tz", "Europe/Paris", "--id", "am")
     assert made == "am"
@@ -61,7 +61,7 @@ def test_create_list_show_pause_resume_delete(cwd: Path) -> None:
     assert keel_cli("schedules", "list", "-w", "none", "--db", url).stdout == "no schedules match\n"
 
 
-def test_bad_schedules_are_clean_errors(cwd: Path) -> None:
+def test_bad_schedules_are_clean_errors(cwd: Path) -> None:  # noqa: F811
     url = db_url(cwd / "bad.db")
 
     def attempt(*args: str) -> object:
@@ -91,7 +91,7 @@ def test_bad_schedules_are_clean_errors(cwd: Path) -> None:
     assert_clean_error(keel_cli("schedules", "list"), 1, "no Keel database")
 
 
-def test_a_schedule_created_by_the_cli_is_fired_by_a_worker(cwd: Path) -> None:
+def test_a_schedule_created_by_the_cli_is_fired_by_a_worker(cwd: Path) -> None:  # noqa: F811
     url = db_url(cwd / "fire.db")
     at = datetime.now(UTC) + timedelta(seconds=0.2)
     create(url, '"eve"', "--at", at.isoformat(), "--id", "soon")
