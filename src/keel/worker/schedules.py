@@ -24,7 +24,7 @@ log = logging.getLogger("keel.worker")
 
 BATCH = 32  # due schedules read per look
 #: Seconds between looks at least, when other writes wake the loop before a tick
-#: is due: a busy store notifies often, and those notices are rarely schedules.
+#: is due: a busy SQLite or memory store notifies often, and rarely of schedules.
 MIN_GAP = 0.1
 #: Longest sleep: notifications only cut latency, this catches any they miss.
 BACKSTOP = 1.0
@@ -45,8 +45,12 @@ class ScheduleRunner:
     async def loop(self) -> None:
         loop = asyncio.get_running_loop()
         backstop = max(self.worker.poll_interval, BACKSTOP)
+        # The narrowest wake-up the store offers (none is in the Store protocol):
+        # PostgreSQL's wakes for schedule changes only; the others for any work.
         wait_for_work: Callable[[float], Coroutine[Any, Any, None]] = getattr(
-            self.store, "wait_for_work", self.store.wait_for_change
+            self.store,
+            "wait_for_schedules",
+            getattr(self.store, "wait_for_work", self.store.wait_for_change),
         )
         while not self.worker.draining:
             # Cleared before looking, not before sleeping: a wake-up that arrives
