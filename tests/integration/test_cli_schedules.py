@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import pytest
 
 import keel
 from keel.core.cron import tick_run_id
 from tests.integration.test_cli import (  # noqa: F401  (fixtures)
     APP,
+    _keel_command,
+    _wait_for,
     app_dir,
     assert_clean_error,
     cwd,
@@ -112,3 +119,36 @@ def test_a_schedule_created_by_the_cli_is_fired_by_a_worker(cwd: Path) -> None: 
     assert doc["state"] == "done" and doc["last_run_id"] == run_id
     history = keel_cli("runs", "history", run_id, "--db", url)
     assert history.exit_code == 0 and "by schedule soon" in history.stdout
+
+
+@pytest.mark.acceptance
+def test_keel_worker_fires_a_cron_schedule(cwd: Path, app_dir: Path) -> None:  # noqa: F811
+    url = db_url(cwd / "cron.db")
+    create(url, '"cron"', "--cron", "* * * * * *", "--id", "each-second")
+    env = {k: v for k, v in os.environ.items() if k != "KEEL_DATABASE_URL"}
+    env["PYTHONPATH"] = os.pathsep.join([str(app_dir), env.get("PYTHONPATH", "")])
+    log_path = cwd / "worker.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [*_keel_command(), "worker", APP, "--db", url, "--poll-interval", "0.05"],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    try:
+
+        def completed() -> int:
+            runs = json.loads(keel_cli("runs", "list", "--json", "--db", url).stdout)["runs"]
+            return sum(r["state"] == "completed" for r in runs)
+
+        _wait_for(lambda: completed() >= 2, 20, "two ticks to run")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log_path.read_text()
+    assert "schedule each-second: started run each-second@" in text
+    assert "Traceback" not in text

@@ -109,6 +109,11 @@ cli.add_command(db)
     help="Dispatched-step attempts run at once, over all --queue queues.",
 )
 @click.option(
+    "--no-schedules",
+    is_flag=True,
+    help="Do not fire schedules (by default every worker fires those of its workflows).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     default="INFO",
@@ -124,6 +129,7 @@ def worker(
     drain_timeout: float,
     queues: tuple[str, ...],
     task_concurrency: int,
+    no_schedules: bool,
     log_level: str,
 ) -> None:
     """Import MODULEs (registering their workflows) and execute runs until stopped.
@@ -153,6 +159,7 @@ def worker(
         drain_timeout=drain_timeout,
         queues=limits,
         task_concurrency=task_concurrency,
+        schedules=not no_schedules,
     )
     asyncio.run(serve(opts))
 
