@@ -21,6 +21,7 @@ import pytest
 import keel
 from keel.core.cron import tick_run_id
 from keel.store import MemoryStore, SQLiteStore, Store
+from keel.store.base import NewSchedule
 
 calls: list[str] = []
 
@@ -361,3 +362,22 @@ async def test_a_schedule_in_a_time_zone_fires_at_local_time(
         assert (await _schedule_of(client, "tz")).next_fire_at == datetime(
             2030, 1, 2, 8, tzinfo=UTC
         )
+
+
+async def test_a_schedule_that_cannot_be_fired_does_not_hold_up_the_others() -> None:
+    store = MemoryStore()
+    await store.open()
+    now = await store.now()
+    # Written behind the client's back: a cron expression the worker cannot evaluate.
+    broken = NewSchedule(
+        "broken", "sched_echo", b'{"label":"b"}', "not a cron", None, "UTC", now - 2
+    )
+    await store.create_schedule(broken)
+    async with keel.Worker(store, poll_interval=0.05, cache=False) as worker:
+        client = worker.client()
+        at = datetime.fromtimestamp(now - 1, UTC)
+        await client.schedule(echo, "fine", at=at, schedule_id="fine")
+        run_id = tick_run_id("fine", now - 1)
+        await until(lambda: _exists(client, run_id))
+        assert await client.result(run_id, timeout=10) == "hello fine"
+        assert (await client.get_schedule("broken")).next_fire_at == at - timedelta(seconds=1)

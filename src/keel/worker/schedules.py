@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from keel.schedules import plan_tick, tick_run
@@ -47,7 +48,7 @@ class ScheduleRunner:
         backstop = max(self.worker.poll_interval, BACKSTOP)
         # The narrowest wake-up the store offers (none is in the Store protocol):
         # PostgreSQL's wakes for schedule changes only; the others for any work.
-        wait_for_work: Callable[[float], Coroutine[Any, Any, None]] = getattr(
+        wait: Callable[[float], Coroutine[Any, Any, None]] = getattr(
             self.store,
             "wait_for_schedules",
             getattr(self.store, "wait_for_work", self.store.wait_for_change),
@@ -56,24 +57,30 @@ class ScheduleRunner:
             # Cleared before looking, not before sleeping: a wake-up that arrives
             # while we look must cut the next sleep short, not be lost.
             self._wake.clear()
+            delay = backstop
             try:
                 found = await self.store.due_schedules(self.worker.registry.names(), limit=BATCH)
+                failed = False
                 for rec in found.due:
                     if self.worker.draining:
                         return
-                    await self.fire(rec, found.now)
-                if found.due:
+                    try:
+                        await self.fire(rec, found.now)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:  # one bad schedule must not hold up the others
+                        log.exception("schedule %s: firing failed; retrying", rec.schedule_id)
+                        failed = True
+                if found.due and not failed:
                     continue  # look again at once: the fired ones have moved on
-                delay = backstop
-                if found.next_fire_at is not None:
+                if found.next_fire_at is not None and not failed:
                     delay = min(backstop, max(found.next_fire_at - found.now, 0.0))
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("firing schedules failed; retrying")
-                delay = backstop
+                log.exception("looking for due schedules failed; retrying")
             started = loop.time()
-            await self._sleep(wait_for_work, delay)
+            await self._sleep(wait, delay)
             early = delay - (loop.time() - started)
             if early > 0 and not self.worker.draining:
                 # Woken by some write before the tick: keep a gap between looks.
@@ -116,7 +123,8 @@ class ScheduleRunner:
             self.fired += 1
             log.info("schedule %s: started run %s", rec.schedule_id, run.run_id)
         elif fired:
-            log.info("schedule %s: skipped the tick at %s (%s)", rec.schedule_id, tick, skipped)
+            when = datetime.fromtimestamp(tick, UTC).isoformat()
+            log.info("schedule %s: skipped the tick of %s (%s)", rec.schedule_id, when, skipped)
         return fired
 
     async def _skip_reason(self, rec: ScheduleRecord, tick: float, now: float) -> str:
