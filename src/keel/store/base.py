@@ -211,7 +211,7 @@ class DueSchedules:
 
 @runtime_checkable
 class Store(Protocol):
-    """Durable storage of runs, journals, leases and signals."""
+    """Durable storage of runs, journals, leases, signals, dispatched steps and schedules."""
 
     url: str
 
