@@ -27,6 +27,7 @@ from keel.errors import (
     ConfigurationError,
     ControlFlowSwallowedError,
     DatabaseError,
+    InvalidScheduleError,
     KeelControl,
     KeelError,
     LeaseLostError,
@@ -37,6 +38,8 @@ from keel.errors import (
     RunFailedError,
     RunFinishedError,
     RunNotFoundError,
+    ScheduleExistsError,
+    ScheduleNotFoundError,
     SerializationError,
     SignalTimeoutError,
     StepFailedError,
@@ -48,6 +51,7 @@ from keel.errors import (
     WorkflowSuspended,
 )
 from keel.saga import Saga, saga
+from keel.schedules import ScheduleInfo
 from keel.store import open_store
 from keel.store.base import QueueInfo
 from keel.worker import Worker
@@ -60,6 +64,7 @@ __all__ = [
     "ControlFlowSwallowedError",
     "DatabaseError",
     "HistoryEvent",
+    "InvalidScheduleError",
     "KeelControl",
     "KeelError",
     "LeaseLostError",
@@ -78,6 +83,9 @@ __all__ = [
     "RunNotFoundError",
     "RunState",
     "Saga",
+    "ScheduleExistsError",
+    "ScheduleInfo",
+    "ScheduleNotFoundError",
     "SerializationError",
     "SignalTimeoutError",
     "StepDef",

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
+from keel import schedules
 from keel.core import codec
 from keel.core import journal as jr
 from keel.core.events import CommandId, EventType
@@ -22,8 +23,10 @@ from keel.errors import (
     RunCancelledError,
     RunFailedError,
     RunNotFoundError,
+    ScheduleNotFoundError,
     SerializationError,
 )
+from keel.schedules import ScheduleInfo
 from keel.store import open_store
 from keel.store.base import Claimed, NewEvent, NewRun, QueueInfo, RunRecord, Store
 
@@ -330,6 +333,91 @@ class Client:
         """Queues with a limit or with dispatched steps waiting or running."""
         await self.open()
         return await self.store.list_queues()
+
+    # --- schedules ------------------------------------------------------------------------------
+    async def schedule(
+        self,
+        workflow: WorkflowDef[Any, Any] | str,
+        *args: Any,
+        cron: str | None = None,
+        at: datetime | str | None = None,
+        timezone: str | None = None,
+        schedule_id: str | None = None,
+        overlap: str = "allow",
+        catchup_window: float | None = None,
+        **kwargs: Any,
+    ) -> ScheduleInfo:
+        """Start runs of ``workflow`` with these arguments on a schedule.
+
+        ``cron="0 9 * * MON-FRI"`` (five fields, or six with seconds first, or
+        ``@daily``...) read in ``timezone`` (an IANA name, default UTC) starts
+        a run at every tick; ``at=`` (an aware datetime or ISO-8601 string; a
+        naive one is read in ``timezone``) starts one run once (at once if
+        that time is past). Exactly one run per tick, whichever workers fire it;
+        its run id is ``<schedule_id>@<tick in UTC>``. After downtime only the
+        latest missed tick runs; with ``catchup_window`` (seconds) not even that
+        if it is older. ``overlap="skip"`` skips a tick while the schedule's
+        last run is unfinished.
+
+        Everything is checked here: :class:`InvalidScheduleError` (cron, time
+        zone, time, options), :class:`WorkflowNotFoundError`,
+        :class:`SerializationError`, and :class:`ScheduleExistsError` when
+        ``schedule_id`` (default: a new UUIDv7) is taken.
+        """
+        wf = self.registry.get(workflow) if isinstance(workflow, str) else workflow
+        if not isinstance(wf, WorkflowDef):
+            raise ConfigurationError(f"schedule() needs a @keel.workflow or its name, not {wf!r}")
+        # Checked before the store is opened: bad input creates nothing, not even a file.
+        new = schedules.new_schedule(
+            wf,
+            args,
+            kwargs,
+            schedule_id=new_run_id() if schedule_id is None else schedule_id,
+            cron_expr=cron,
+            at=at,
+            timezone=timezone,
+            overlap=overlap,
+            catchup_window=catchup_window,
+            now=time.time(),
+        )
+        await self.open()
+        new = schedules.on_store_clock(new, await self.store.now())
+        return ScheduleInfo.from_record(await self.store.create_schedule(new))
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleInfo:
+        """One schedule; raises :class:`ScheduleNotFoundError`."""
+        await self.open()
+        rec = await self.store.get_schedule(schedule_id)
+        if rec is None:
+            raise ScheduleNotFoundError(schedule_id)
+        return ScheduleInfo.from_record(rec)
+
+    async def list_schedules(self, *, workflow: str | None = None) -> builtins.list[ScheduleInfo]:
+        """Every schedule (of ``workflow``), by id."""
+        await self.open()
+        return [
+            ScheduleInfo.from_record(r) for r in await self.store.list_schedules(workflow=workflow)
+        ]
+
+    async def pause_schedule(self, schedule_id: str) -> ScheduleInfo:
+        """Stop starting runs until resumed (runs already started go on)."""
+        await self.open()
+        return ScheduleInfo.from_record(await self.store.pause_schedule(schedule_id))
+
+    async def resume_schedule(self, schedule_id: str) -> ScheduleInfo:
+        """Start runs again: a cron schedule from its next tick (ticks missed while
+        paused are skipped), a one-shot at its time (at once if that has passed)."""
+        await self.open()
+        rec = await self.store.get_schedule(schedule_id)
+        if rec is None:
+            raise ScheduleNotFoundError(schedule_id)
+        next_fire_at = schedules.resume_time(rec, await self.store.now())
+        return ScheduleInfo.from_record(await self.store.resume_schedule(schedule_id, next_fire_at))
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        """Delete a schedule; the runs it started are kept."""
+        await self.open()
+        await self.store.delete_schedule(schedule_id)
 
     # --- inspection -----------------------------------------------------------------------------
     async def get(self, run_id: str) -> RunInfo:

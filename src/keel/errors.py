@@ -7,12 +7,15 @@ code must never swallow)::
     Exception
     └── KeelError
         ├── ConfigurationError          bad decorator options, retry policy, URL
+        │   └── InvalidScheduleError    bad cron expression, time zone or one-shot time
         ├── WorkflowNotFoundError       unknown workflow name
         ├── SerializationError          a payload cannot be encoded / decoded
         ├── RunNotFoundError            unknown run id
         ├── RunFinishedError            signal / cancel to a run that has ended
         ├── RunFailedError              result() of a failed run
         ├── RunCancelledError           result() of a cancelled run
+        ├── ScheduleNotFoundError       unknown schedule id
+        ├── ScheduleExistsError         a schedule with this id exists already
         ├── ResultTimeoutError          result() did not finish in time (also TimeoutError)
         ├── NondeterminismError         code and journal disagree on replay
         │   └── PatchMismatchError      a patch name now marks another place in the code
@@ -41,6 +44,18 @@ class KeelError(Exception):
 
 class ConfigurationError(KeelError, ValueError):
     """Invalid configuration or arguments: decorator options, retry policy, URL, cursor."""
+
+
+class InvalidScheduleError(ConfigurationError):
+    """A schedule's cron expression, time zone or one-shot time is invalid.
+
+    ``field`` names the culprit: ``"cron"``, ``"timezone"``, ``"at"`` or another
+    argument of :meth:`keel.Client.schedule`.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class WorkflowNotFoundError(KeelError):
@@ -85,6 +100,22 @@ class RunCancelledError(KeelError):
     def __init__(self, run_id: str) -> None:
         super().__init__(f"run {run_id!r} was cancelled")
         self.run_id = run_id
+
+
+class ScheduleNotFoundError(KeelError, LookupError):
+    """No schedule with this id exists."""
+
+    def __init__(self, schedule_id: str) -> None:
+        super().__init__(f"no schedule with id {schedule_id!r}")
+        self.schedule_id = schedule_id
+
+
+class ScheduleExistsError(KeelError):
+    """A schedule with this id exists already (delete it first to replace it)."""
+
+    def __init__(self, schedule_id: str) -> None:
+        super().__init__(f"a schedule with id {schedule_id!r} exists already")
+        self.schedule_id = schedule_id
 
 
 class ResultTimeoutError(KeelError, TimeoutError):

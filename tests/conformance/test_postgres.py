@@ -18,6 +18,7 @@ from keel.store.postgres import PostgresStore
 from keel.store.postgres._conn import ClockOffset
 from keel.store.postgres.store import Q
 from keel.testing.conformance import StoreConformance, StoreFactory, event, leased, new_run
+from keel.testing.conformance_schedules import new_schedule
 from tests.pg import pg_url, postgres_server  # noqa: F401  (fixtures)
 
 T = TypeVar("T")
@@ -296,6 +297,35 @@ def test_a_failing_write_in_a_group_commit_fails_alone(pg_url: str) -> None:  # 
                 assert run is not None and run.next_seq == (1 if i == 2 else 2)
                 assert len(await store.load_events(f"g{i}")) == (1 if i == 2 else 2)
         finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_wait_for_schedules_is_woken_only_by_schedule_changes(pg_url: str) -> None:  # noqa: F811
+    async def main() -> None:
+        store, other = PostgresStore(pg_url), PostgresStore(pg_url)
+        await store.open()
+        await other.open()
+        try:
+            await store.wait_for_change(0.1)
+            schedules = asyncio.create_task(store.wait_for_schedules(10))
+            work = asyncio.create_task(store.wait_for_work(10))
+            await asyncio.sleep(0.05)
+            await other.create_run(new_run("busy"))  # work, not a schedule
+            await asyncio.wait_for(work, 5)
+            await asyncio.sleep(0.2)
+            assert not schedules.done()  # schedule loops sleep on through busy traffic
+            now = await other.now()
+            await other.create_schedule(new_schedule("s", now + 3600))
+            await asyncio.wait_for(schedules, 5)
+            resumed = asyncio.create_task(store.wait_for_schedules(10))
+            await asyncio.sleep(0.05)
+            await other.pause_schedule("s")
+            await other.resume_schedule("s", now + 60)
+            await asyncio.wait_for(resumed, 5)
+        finally:
+            await other.close()
             await store.close()
 
     asyncio.run(main())

@@ -1,4 +1,5 @@
-"""Cross-run idempotency keys, and a worker re-claiming a run it still drives."""
+"""Cross-run idempotency keys, a worker re-claiming a run it still drives, and a
+worker stopping in the middle of a claim."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 import keel
+from keel.store import MemoryStore
 
 executions: Counter[str] = Counter()
 
@@ -100,3 +102,39 @@ async def test_worker_adopts_a_run_it_reclaims_while_driving_it(env: Any) -> Non
         gate.set()
         assert await run.result(timeout=10) == "done"
     assert started["r"] == 1  # the re-claim did not start the step again
+
+
+class _SlowClaims(MemoryStore):
+    """A memory store whose claims wait for a gate, so a stop can begin mid-claim."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.claiming = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def claim_runs(self, owner: str, *, limit: int, ttl: float) -> list[Any]:
+        claimed = await super().claim_runs(owner, limit=limit, ttl=ttl)
+        if claimed:
+            self.claiming.set()
+            await self.gate.wait()
+        return claimed
+
+
+async def test_a_run_claimed_while_the_worker_stops_is_handed_back() -> None:
+    # A run that becomes due just as a worker stops (a schedule's tick, say) may be
+    # claimed by its last claim: it must be released, not stay leased until expiry.
+    store = _SlowClaims()
+    worker = keel.Worker(store, poll_interval=0.05, cache=False, lease_ttl=30.0)
+    await worker.start()
+    run = await keel.Client(store).start(ship_once, "late")  # not local: claimed
+    await asyncio.wait_for(store.claiming.wait(), 10)
+    stopping = asyncio.create_task(worker.stop())
+    await asyncio.sleep(0)  # stop() runs up to its first await: draining is set
+    assert worker.draining
+    store.gate.set()
+    await asyncio.wait_for(stopping, 10)
+    await store.open()  # stop() closed it; the data stays
+    after = await store.get_run(run.run_id)
+    assert after is not None and after.state is keel.RunState.SUSPENDED
+    assert after.lease_owner is None and after.wake_at is not None
+    assert after.wake_at <= await store.now()  # due at once for another worker

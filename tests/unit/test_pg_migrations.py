@@ -147,7 +147,7 @@ def test_without_auto_migrate_an_old_schema_is_an_error_until_migrated(empty_url
     async def main() -> None:
         store = PostgresStore(empty_url, auto_migrate=False)
         assert await store.schema_version() == 0
-        assert await store.migrate() == list(range(1, store.LATEST_SCHEMA + 1))
+        assert await store.migrate() == [n for n, _ in _sql.migrations()]
         assert await store.schema_version() == store.LATEST_SCHEMA
         assert await store.migrate() == []
         await store.open()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import inspect
 import json
 import os
 import re
@@ -17,7 +18,9 @@ from typing import IO, Any, TypeVar
 import click
 
 from keel.client import Client
-from keel.errors import KeelError
+from keel.core import codec
+from keel.definitions import WorkflowDef
+from keel.errors import KeelError, SerializationError
 from keel.store import SQLiteStore, Store, open_store
 
 T = TypeVar("T")
@@ -195,3 +198,38 @@ def since_option(fn: F) -> F:
         callback=lambda _ctx, _param, value: None if value is None else parse_since(value),
         help="Only runs started within AGE (30m, 12h, 7d, 2w) or since TIME (ISO 8601).",
     )(fn)
+
+
+def checked_arguments(
+    wf: WorkflowDef[Any, Any], args: tuple[str, ...], kwargs: tuple[str, ...]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Parse JSON arguments and check them against the workflow's annotations.
+
+    Encoding and decoding them exactly as a worker will means a bad shape fails
+    here, before anything is written.
+    """
+    names = [
+        p.name
+        for p in inspect.signature(wf.fn).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    values = [
+        parse_json(text, f"argument {i + 1}" + (f" ({names[i]!r})" if i < len(names) else ""))
+        for i, text in enumerate(args)
+    ]
+    named: dict[str, Any] = {}
+    for item in kwargs:
+        name, sep, text = item.partition("=")
+        if not sep or not name.isidentifier():
+            raise CliUsageError(f"--kwarg must look like NAME=JSON, not {item!r}")
+        if name in named:
+            raise CliUsageError(f"--kwarg {name} given twice")
+        named[name] = parse_json(text, f"--kwarg {name}")
+    what = f"workflow {wf.name!r}"
+    try:
+        data = codec.encode_args(wf.fn, tuple(values), named, what=what)
+        return codec.decode_args(wf.fn, data, what=what)
+    except SerializationError:
+        raise
+    except TypeError as exc:
+        raise CliError(f"bad arguments for {what}: {exc}") from None

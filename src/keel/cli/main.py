@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import sys
 from typing import Any
@@ -14,9 +13,9 @@ from keel.cli import render
 from keel.cli.common import (
     DB_ENV,
     CliError,
-    CliUsageError,
     KeelGroup,
     Settings,
+    checked_arguments,
     db_option,
     import_apps,
     json_option,
@@ -28,10 +27,10 @@ from keel.cli.db import db
 from keel.cli.queues import queues
 from keel.cli.replay import replay
 from keel.cli.runs import runs
+from keel.cli.schedules import schedules
 from keel.client import Client
 from keel.core import codec
-from keel.definitions import WorkflowDef, default_registry
-from keel.errors import SerializationError
+from keel.definitions import default_registry
 
 
 @click.group(cls=KeelGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -53,6 +52,7 @@ def cli(ctx: click.Context, db: str | None) -> None:
 
 
 cli.add_command(runs)
+cli.add_command(schedules)
 cli.add_command(db)
 cli.add_command(queues)
 cli.add_command(replay)
@@ -113,6 +113,11 @@ cli.add_command(replay)
     help="Dispatched-step attempts run at once, over all --queue queues.",
 )
 @click.option(
+    "--no-schedules",
+    is_flag=True,
+    help="Do not fire schedules (by default every worker fires those of its workflows).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     default="INFO",
@@ -128,6 +133,7 @@ def worker(
     drain_timeout: float,
     queues: tuple[str, ...],
     task_concurrency: int,
+    no_schedules: bool,
     log_level: str,
 ) -> None:
     """Import MODULEs (registering their workflows) and execute runs until stopped.
@@ -157,6 +163,7 @@ def worker(
         drain_timeout=drain_timeout,
         queues=limits,
         task_concurrency=task_concurrency,
+        schedules=not no_schedules,
     )
     asyncio.run(serve(opts))
 
@@ -237,7 +244,7 @@ def start(
         raise click.UsageError("--timeout only applies with --wait")
     import_apps(apps)
     wf = default_registry.get(workflow)
-    call_args, call_kwargs = _checked_arguments(wf, args, kwargs)
+    call_args, call_kwargs = checked_arguments(wf, args, kwargs)
 
     async def go(client: Client) -> tuple[str, bool, Any]:
         handle = await client.start(wf, *call_args, run_id=run_id, **call_kwargs)
@@ -259,41 +266,6 @@ def start(
         )
     if wait:
         render.print_json(plain)
-
-
-def _checked_arguments(
-    wf: WorkflowDef[Any, Any], args: tuple[str, ...], kwargs: tuple[str, ...]
-) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """Parse JSON arguments and check them against the workflow's annotations.
-
-    Encoding and decoding them exactly as a worker will means a bad shape fails
-    here, before anything is written.
-    """
-    names = [
-        p.name
-        for p in inspect.signature(wf.fn).parameters.values()
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
-    values = [
-        parse_json(text, f"argument {i + 1}" + (f" ({names[i]!r})" if i < len(names) else ""))
-        for i, text in enumerate(args)
-    ]
-    named: dict[str, Any] = {}
-    for item in kwargs:
-        name, sep, text = item.partition("=")
-        if not sep or not name.isidentifier():
-            raise CliUsageError(f"--kwarg must look like NAME=JSON, not {item!r}")
-        if name in named:
-            raise CliUsageError(f"--kwarg {name} given twice")
-        named[name] = parse_json(text, f"--kwarg {name}")
-    what = f"workflow {wf.name!r}"
-    try:
-        data = codec.encode_args(wf.fn, tuple(values), named, what=what)
-        return codec.decode_args(wf.fn, data, what=what)
-    except SerializationError:
-        raise
-    except TypeError as exc:
-        raise CliError(f"bad arguments for {what}: {exc}") from None
 
 
 def _plain(value: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Rendering for the CLI: JSON output, run tables, run details and the history timeline."""
+"""Rendering for the CLI: JSON output, run and schedule tables and details, the timeline."""
 
 from __future__ import annotations
 
@@ -15,8 +15,12 @@ from rich.text import Text
 
 from keel.client import HistoryEvent, RunInfo
 from keel.core.events import EventType
+from keel.schedules import ScheduleInfo
 
 STATE_STYLES = {
+    "active": "green",
+    "paused": "yellow",
+    "done": "dim",
     "pending": "cyan",
     "running": "bold blue",
     "suspended": "yellow",
@@ -148,6 +152,58 @@ def _json_section(console: Console, title: str, value: Any) -> None:
     console.print_json(msgspec.json.encode(to_builtins(value)).decode())
 
 
+# --- schedules -----------------------------------------------------------------------------
+
+
+def schedule_when(info: ScheduleInfo) -> str:
+    """``0 9 * * MON-FRI (Europe/Paris)`` or ``once at <local time>``."""
+    if info.cron is not None:
+        return f"{info.cron} ({info.timezone})"
+    return f"once at {local_time(info.at)}"
+
+
+def schedules_table(found: Sequence[ScheduleInfo]) -> Table:
+    """The table of ``keel schedules list``."""
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for title in ("SCHEDULE ID", "WORKFLOW", "STATE", "WHEN", "NEXT RUN", "LAST RUN"):
+        table.add_column(title, no_wrap=title not in ("WORKFLOW", "WHEN"))
+    for info in found:
+        table.add_row(
+            info.schedule_id,
+            info.workflow,
+            state_text(info.state),
+            schedule_when(info),
+            local_time(info.next_fire_at),
+            info.last_run_id or "-",
+        )
+    return table
+
+
+def schedule_details(console: Console, info: ScheduleInfo) -> None:
+    """The body of ``keel schedules show``."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column()
+    window = "-" if info.catchup_window is None else f"{info.catchup_window:g}s"
+    rows: list[tuple[str, Text | str]] = [
+        ("schedule id", info.schedule_id),
+        ("workflow", info.workflow),
+        ("state", state_text(info.state)),
+        ("when", schedule_when(info)),
+        ("next run", local_time(info.next_fire_at)),
+        ("last tick", local_time(info.last_fire_at)),
+        ("last run", info.last_run_id or "-"),
+        ("overlap", info.overlap),
+        ("catch-up window", window),
+        ("created", local_time(info.created_at)),
+        ("updated", local_time(info.updated_at)),
+    ]
+    for key, value in rows:
+        grid.add_row(key, value)
+    console.print(grid)
+    _json_section(console, "input", info.input)
+
+
 # --- the timeline ------------------------------------------------------------------------
 
 
@@ -214,7 +270,10 @@ class Timeline:
         d, t = event.data, event.type
         if t == EventType.RUN_STARTED:
             version = str(d.get("version", ""))[:8]
-            return f"started {d.get('workflow')} (version {version}) with {compact(d.get('input'))}"
+            text = f"started {d.get('workflow')} (version {version}) with {compact(d.get('input'))}"
+            if d.get("schedule") is not None:
+                text += f" by schedule {d['schedule']}"
+            return text
         if t == EventType.STEP_COMPLETED:
             attempt = d.get("attempt")
             suffix = f"  (attempt {attempt})" if isinstance(attempt, int) and attempt > 1 else ""

@@ -32,6 +32,7 @@ class WorkerOptions:
     drain_timeout: float
     queues: Mapping[str, int] = field(default_factory=dict)  # queue -> limit
     task_concurrency: int = 10
+    schedules: bool = True  # fire due schedules of the imported workflows
 
 
 async def serve(opts: WorkerOptions) -> None:
@@ -44,6 +45,7 @@ async def serve(opts: WorkerOptions) -> None:
         cache=opts.cache,
         queues=dict(opts.queues) or None,
         task_concurrency=opts.task_concurrency,
+        schedules=opts.schedules,
     )
     stop = asyncio.Event()
     received: list[str] = []

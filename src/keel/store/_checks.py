@@ -13,7 +13,7 @@ from collections.abc import Collection, Sequence
 
 from keel.core.states import RunState
 from keel.errors import ConfigurationError, LeaseLostError, StoreError
-from keel.store.base import NewTask, RunPage, RunRecord, TaskLease
+from keel.store.base import NewSchedule, NewTask, RunPage, RunRecord, TaskLease
 
 MAX_PAGE = 1000
 
@@ -153,3 +153,26 @@ def task_fence_error(
     else:  # it changed back between the two queries
         return StoreError(f"fenced write to task {lease.task_id} matched no row; retry it")
     return LeaseLostError(run_id, lease.attempt, detail, task_id=lease.task_id)
+
+
+# -- schedules -----------------------------------------------------------------------
+
+OVERLAP_POLICIES = ("allow", "skip")
+
+
+def check_schedule(schedule: NewSchedule) -> None:
+    """Refuse a schedule the store could not fire: the client checks these for users."""
+    if not schedule.schedule_id:
+        raise ValueError("a schedule needs a non-empty schedule_id")
+    if (schedule.cron is None) == (schedule.at is None):
+        raise ValueError(f"schedule {schedule.schedule_id!r} needs exactly one of cron and at")
+    if schedule.overlap not in OVERLAP_POLICIES:
+        raise ValueError(f"overlap must be one of {OVERLAP_POLICIES}, not {schedule.overlap!r}")
+    if schedule.catchup_window is not None and not schedule.catchup_window > 0:
+        raise ValueError(f"catchup_window must be positive, not {schedule.catchup_window!r}")
+
+
+def check_fire(expected: float, tick: float) -> None:
+    """A tick fired for a due ``next_fire_at`` is that time or a later missed tick."""
+    if tick < expected:
+        raise ValueError(f"tick {tick!r} is before the due time {expected!r}")

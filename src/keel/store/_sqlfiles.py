@@ -54,13 +54,17 @@ class SqlFiles:
                 found.append((int(m.group(1)), entry.read_text(encoding="utf-8")))
         found.sort()
         versions = [v for v, _ in found]
-        if versions != list(range(1, len(versions) + 1)):
-            raise RuntimeError(f"Keel {self._label} migrations are not numbered 1..n: {versions}")
+        # Unique and ascending from 1. A gap is tolerated so that work done in
+        # parallel can reserve its number (0005 may be written before 0004 lands).
+        if len(set(versions)) != len(versions) or (versions and versions[0] != 1):
+            raise RuntimeError(
+                f"Keel {self._label} migrations must be numbered uniquely from 1: {versions}"
+            )
         return tuple(found)
 
     def latest_version(self) -> int:
-        """The schema version this code creates and understands."""
-        return len(self.migrations)
+        """The schema version this code creates and understands: the highest migration."""
+        return self.migrations[-1][0] if self.migrations else 0
 
     def schema_script(self) -> str:
         """The full current schema (``schema.sql``), for reference and tests."""

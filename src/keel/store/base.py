@@ -175,9 +175,53 @@ class QueueInfo:
     leased: int  # tasks being run now
 
 
+@dataclass(frozen=True, slots=True)
+class NewSchedule:
+    """What a client supplies to create a schedule; the times are already computed."""
+
+    schedule_id: str
+    workflow: str
+    input: bytes  # encoded arguments, as NewRun.input
+    cron: str | None  # a cron schedule's expression; None for a one-shot
+    at: float | None  # a one-shot's time; None for a cron schedule
+    timezone: str  # IANA name the cron expression (or a naive ``at``) is read in
+    next_fire_at: float  # the first tick: the cron's first after now, or ``at``
+    overlap: str = "allow"  # "allow", or "skip": no new run while the last one runs
+    catchup_window: float | None = None  # a tick later than this (seconds) is skipped
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRecord:
+    """A schedule as stored."""
+
+    schedule_id: str
+    workflow: str
+    input: bytes
+    cron: str | None
+    at: float | None
+    timezone: str
+    next_fire_at: float | None  # None once a one-shot has fired
+    paused: bool
+    overlap: str
+    catchup_window: float | None
+    last_fire_at: float | None  # tick of the last run started
+    last_run_id: str | None
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DueSchedules:
+    """What :meth:`Store.due_schedules` found: the due ones and when to look again."""
+
+    now: float  # the store clock when it looked
+    due: list[ScheduleRecord]  # next_fire_at <= now, earliest first
+    next_fire_at: float | None  # earliest next_fire_at of every active schedule looked at
+
+
 @runtime_checkable
 class Store(Protocol):
-    """Durable storage of runs, journals, leases and signals."""
+    """Durable storage of runs, journals, leases, signals, dispatched steps and schedules."""
 
     url: str
 
@@ -379,6 +423,53 @@ class Store(Protocol):
         """Store ``result`` under the key unless one is stored; return the stored one.
 
         Concurrent puts converge on the first committed result.
+        """
+
+    # --- schedules ------------------------------------------------------------------
+    async def create_schedule(self, schedule: NewSchedule) -> ScheduleRecord:
+        """Insert an active schedule; ``ScheduleExistsError`` if the id is taken.
+
+        Wakes ``wait_for_change``/``wait_for_work`` callers (schedule loops) on commit.
+        """
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        """The schedule, or ``None``."""
+
+    async def list_schedules(self, *, workflow: str | None = None) -> list[ScheduleRecord]:
+        """Every schedule (of ``workflow``), by ``schedule_id``."""
+
+    async def pause_schedule(self, schedule_id: str) -> ScheduleRecord:
+        """Stop firing until resumed; ``ScheduleNotFoundError`` if missing."""
+
+    async def resume_schedule(self, schedule_id: str, next_fire_at: float | None) -> ScheduleRecord:
+        """A paused schedule fires again from ``next_fire_at`` (a schedule that is not
+        paused is left as it is); ``ScheduleNotFoundError`` if missing. Wakes as
+        :meth:`create_schedule`."""
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        """Delete the schedule (runs it started stay); ``ScheduleNotFoundError`` if missing."""
+
+    async def due_schedules(self, workflows: Collection[str], *, limit: int) -> DueSchedules:
+        """Active (not paused) schedules of ``workflows`` with ``next_fire_at <= now``."""
+
+    async def fire_schedule(
+        self,
+        schedule_id: str,
+        *,
+        expected: float,
+        tick: float,
+        next_fire_at: float | None,
+        run: NewRun | None,
+    ) -> bool:
+        """Handle one due tick, exactly once among concurrent callers; return whether
+        this call did.
+
+        Compare-and-set in ONE transaction: only if the schedule exists, is not
+        paused, its ``next_fire_at`` is still ``expected`` and ``tick <= now`` on
+        the store clock, set ``next_fire_at`` and, with a ``run``, create it as
+        :meth:`create_run` does (an existing run id is left alone: a tick's run id
+        is derived from the tick) and record ``last_fire_at = tick`` and
+        ``last_run_id``. ``run=None`` skips the tick. Otherwise nothing changes.
         """
 
     async def wait_for_change(self, timeout: float) -> None:

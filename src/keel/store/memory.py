@@ -38,9 +38,11 @@ from keel.store.base import (
     RenewOutcome,
     RunPage,
     RunRecord,
+    ScheduleRecord,
     SignalRecord,
     TaskRecord,
 )
+from keel.store.memory_schedules import MemorySchedules
 from keel.store.memory_tasks import MemoryTasks
 
 
@@ -50,10 +52,11 @@ class _Signal:
     consumed_seq: int | None = None
 
 
-class MemoryStore(MemoryTasks):
+class MemoryStore(MemoryTasks, MemorySchedules):
     """A store in a Python dict. ``clock`` is the store's clock (default ``time.time``).
 
-    The dispatched-step (task) methods are in :class:`~keel.store.memory_tasks.MemoryTasks`.
+    The dispatched-step (task) methods are in :class:`~keel.store.memory_tasks.MemoryTasks`,
+    the schedule methods in :class:`~keel.store.memory_schedules.MemorySchedules`.
     """
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
@@ -71,6 +74,7 @@ class MemoryStore(MemoryTasks):
         self._task_ids: dict[tuple[str, str], int] = {}  # (run id, command) -> task id
         self._last_task_id = 0
         self._queue_limits: dict[str, int] = {}  # queue -> cluster-wide lease limit
+        self._schedules: dict[str, ScheduleRecord] = {}
         self._waiters: dict[asyncio.Future[None], asyncio.AbstractEventLoop] = {}
 
     def __repr__(self) -> str:
@@ -115,33 +119,39 @@ class MemoryStore(MemoryTasks):
             existing = self._runs.get(run.run_id)
             if existing is not None:
                 return existing, None, False
-            now = self._clock()
-            lease = None
-            if lease_owner is not None:
-                lease = Lease(run.run_id, lease_owner, 1, now + lease_ttl)
-            record = RunRecord(
-                run_id=run.run_id,
-                workflow=run.workflow,
-                version=run.version,
-                state=RunState.PENDING if lease is None else RunState.RUNNING,
-                input=run.input,
-                result=None,
-                error=None,
-                created_at=now,
-                updated_at=now,
-                wake_at=now if lease is None else None,
-                lease_owner=lease_owner,
-                lease_token=0 if lease is None else 1,
-                lease_expires_at=None if lease is None else lease.expires_at,
-                cancel_requested=False,
-                next_seq=1,
-            )
-            self._runs[run.run_id] = record
-            self._events[run.run_id] = []
-            self._mailbox[run.run_id] = []
-            self._append(run.run_id, 0, [run.started], now)
+            record, lease = self._insert_run(run, self._clock(), lease_owner, lease_ttl)
             self._notify()
             return record, lease, True
+
+    def _insert_run(
+        self, run: NewRun, now: float, lease_owner: str | None = None, lease_ttl: float = 30.0
+    ) -> tuple[RunRecord, Lease | None]:
+        """Insert a new run and its started event (the caller holds the lock)."""
+        lease = None
+        if lease_owner is not None:
+            lease = Lease(run.run_id, lease_owner, 1, now + lease_ttl)
+        record = RunRecord(
+            run_id=run.run_id,
+            workflow=run.workflow,
+            version=run.version,
+            state=RunState.PENDING if lease is None else RunState.RUNNING,
+            input=run.input,
+            result=None,
+            error=None,
+            created_at=now,
+            updated_at=now,
+            wake_at=now if lease is None else None,
+            lease_owner=lease_owner,
+            lease_token=0 if lease is None else 1,
+            lease_expires_at=None if lease is None else lease.expires_at,
+            cancel_requested=False,
+            next_seq=1,
+        )
+        self._runs[run.run_id] = record
+        self._events[run.run_id] = []
+        self._mailbox[run.run_id] = []
+        self._append(run.run_id, 0, [run.started], now)
+        return record, lease
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         with self._lock:

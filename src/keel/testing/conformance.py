@@ -40,6 +40,7 @@ from keel.testing.conformance_keys import IdempotencyConformance
 from keel.testing.conformance_leases import LeaseConformance
 from keel.testing.conformance_queues import QueueLimitConformance
 from keel.testing.conformance_runs import RunConformance
+from keel.testing.conformance_schedules import ScheduleConformance
 from keel.testing.conformance_signals import SignalConformance
 from keel.testing.conformance_tasks import TaskConformance
 
@@ -70,6 +71,7 @@ class StoreConformance(
     IdempotencyConformance,
     TaskConformance,
     QueueLimitConformance,
+    ScheduleConformance,
 ):
     """Behaviour shared by every backend; subclasses supply ``store_factory``."""
 

@@ -13,11 +13,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from keel.definitions import Registry, default_registry
-from keel.errors import ConfigurationError
+from keel.errors import ConfigurationError, LeaseLostError
 from keel.store import open_store
 from keel.store.base import Claimed, Store
 from keel.worker.driver import Finished, RunDriver
 from keel.worker.live import SystemLiveSource
+from keel.worker.schedules import ScheduleRunner
 from keel.worker.tasks import TaskRunner, queue_limits
 
 if TYPE_CHECKING:
@@ -43,6 +44,9 @@ class Worker:
 
     A run whose workflow version is not registered here is *parked*: its lease
     is released and any worker may try it again ``park_delay`` seconds later.
+    ``schedules=True`` (default) makes it fire the due ticks of schedules whose
+    workflow it has registered; any number of workers may, each tick starts
+    one run.
     """
 
     def __init__(
@@ -60,6 +64,7 @@ class Worker:
         queues: Mapping[str, int] | Sequence[str] | None = None,
         task_concurrency: int = 10,
         park_delay: float = 5.0,
+        schedules: bool = True,
     ) -> None:
         for name, value in (
             ("concurrency", concurrency),
@@ -100,6 +105,7 @@ class Worker:
         self._started = False
         self._finished_waiters: dict[str, list[asyncio.Future[Finished | None]]] = {}
         self.tasks = TaskRunner(self, limits, task_concurrency)
+        self.schedules = ScheduleRunner(self) if schedules else None
 
     # --- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
@@ -115,6 +121,8 @@ class Worker:
         ]
         if self.tasks.serves:
             self._tasks.append(loop.create_task(self.tasks.loop(), name="keel-task-claim"))
+        if self.schedules is not None:
+            self._tasks.append(loop.create_task(self.schedules.loop(), name="keel-schedules"))
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Drain: stop claiming, let running step attempts (and dispatched-step
@@ -126,6 +134,14 @@ class Worker:
         self.draining = True
         self._wake.set()
         self.tasks.wake()
+        if self.schedules is not None:
+            self.schedules.wake()
+        # The run claim loop and the schedule loop end at their next look; one in
+        # the middle of a claim finishes it first, handing back what it took (see
+        # _claim_loop), so no run stays leased to a stopped worker until expiry.
+        looking = [t for t in self._tasks if t.get_name() in ("keel-claim", "keel-schedules")]
+        if looking:
+            await asyncio.wait(looking, timeout=timeout)
         for driver in self._drivers.values():
             driver.wake()
         pending: list[asyncio.Task[None]] = [
@@ -239,8 +255,9 @@ class Worker:
                         self.owner, limit=min(capacity, batch), ttl=self.lease_ttl
                     )
                     got = len(claimed)
-                    for c in claimed:
-                        if self.draining:
+                    for i, c in enumerate(claimed):
+                        if self.draining:  # stopping meanwhile: hand the rest back now
+                            await self._release(claimed[i:])
                             break
                         running = self._drivers.get(c.run.run_id)
                         if running is not None:
@@ -270,6 +287,24 @@ class Worker:
             finally:
                 waiter.cancel()
                 changed.cancel()
+
+    async def _release(self, claimed: Sequence[Claimed]) -> None:
+        """Give back runs claimed but not driven (due at once, for another worker)."""
+        for c in claimed:
+            running = self._drivers.get(c.run.run_id)
+            if running is not None:  # our own expired lease re-claimed: as in _claim_loop
+                running.lease = c.lease
+                continue
+            try:
+                await asyncio.shield(
+                    self.store.suspend_run(
+                        c.lease, c.run.next_seq, [], wake_at=await self.store.now()
+                    )
+                )
+            except LeaseLostError:
+                pass
+            except Exception:
+                log.exception("run %s: could not release the lease", c.run.run_id)
 
     async def _heartbeat_loop(self) -> None:
         interval = self.lease_ttl / 3

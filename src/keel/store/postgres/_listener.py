@@ -45,11 +45,15 @@ class ChangeWaiters:
 #: NOTIFY payloads that cannot make work claimable: they wake ``wait_for_change``
 #: callers (result pollers) but not ``wait_for_work`` callers (claim loops).
 NOT_WORK = frozenset({"finished"})
+#: The NOTIFY payload of a schedule created or resumed: it also wakes
+#: ``wait_for_schedules`` callers (schedule loops), whom nothing else wakes.
+SCHEDULE = "schedule"
 
 
 class Listener:
     """Keeps one connection LISTENing on ``channel``; a notification wakes ``waiters``,
-    and also ``work_waiters`` unless its payload is in :data:`NOT_WORK`.
+    and also ``work_waiters`` unless its payload is in :data:`NOT_WORK`, and
+    ``schedule_waiters`` if it is :data:`SCHEDULE`. A reconnect wakes all three.
 
     ``idle_check`` is how long the connection may stay silent before a
     ``SELECT 1`` makes sure it is still alive (TCP keepalives cover the rest).
@@ -61,6 +65,7 @@ class Listener:
         channel: str,
         waiters: ChangeWaiters,
         work_waiters: ChangeWaiters | None = None,
+        schedule_waiters: ChangeWaiters | None = None,
         *,
         idle_check: float = 30.0,
         max_backoff: float = 2.0,
@@ -69,6 +74,7 @@ class Listener:
         self._channel = channel
         self._waiters = waiters
         self._work_waiters = work_waiters or ChangeWaiters()
+        self._schedule_waiters = schedule_waiters or ChangeWaiters()
         self._idle_check = idle_check
         self._max_backoff = max_backoff
         self._task: asyncio.Task[None] | None = None
@@ -94,6 +100,8 @@ class Listener:
         self._waiters.wake_all()
         if payload not in NOT_WORK:
             self._work_waiters.wake_all()
+        if payload is None or payload == SCHEDULE:
+            self._schedule_waiters.wake_all()
 
     async def _listen(self, conn: psycopg.AsyncConnection[Any]) -> None:
         await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))

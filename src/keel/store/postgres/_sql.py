@@ -7,7 +7,7 @@ from typing import Any
 
 from keel.core.states import RunState
 from keel.store._sqlfiles import SqlFiles
-from keel.store.base import EventRecord, RunRecord, SignalRecord, TaskRecord
+from keel.store.base import EventRecord, RunRecord, ScheduleRecord, SignalRecord, TaskRecord
 
 FILES = SqlFiles("keel.store.postgres", "PostgreSQL", strip_semicolon=True)
 
@@ -87,3 +87,8 @@ def signal_record(row: Any) -> SignalRecord:
 def task_record(row: Any, offset: int = 0) -> TaskRecord:
     """A task selected in TaskRecord field order, starting at column ``offset``."""
     return TaskRecord(*row[offset : offset + 16])
+
+
+def schedule_record(row: Any, offset: int = 0) -> ScheduleRecord:
+    """A schedule selected in ScheduleRecord field order, starting at column ``offset``."""
+    return ScheduleRecord(*row[offset : offset + 14])

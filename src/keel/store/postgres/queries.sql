@@ -624,3 +624,145 @@ FROM tasks WHERE task_id = %(task_id)s::bigint;
 SELECT task_id, run_id, command, step, queue, priority, args, attempt, max_attempts, state,
        available_at, lease_owner, lease_expires_at, result, error, created_at
 FROM tasks WHERE run_id = %(run_id)s::text AND command = %(command)s::text;
+
+-- Schedules. Rows are selected in ScheduleRecord field order (see
+-- _sql.schedule_record). Creating or resuming one notifies 'schedule', so
+-- schedule loops sleeping until a later tick look again.
+
+-- name: create_schedule
+-- A row comes back only when this call inserted the schedule.
+WITH clock AS MATERIALIZED (
+    SELECT extract(epoch FROM clock_timestamp())::float8 AS now
+), inserted AS (
+    INSERT INTO schedules (schedule_id, workflow, input, cron, at, timezone, next_fire_at,
+                           overlap, catchup_window, created_at, updated_at)
+    SELECT %(schedule_id)s::text, %(workflow)s::text, %(input)s::bytea, %(cron)s::text,
+           %(at)s::float8, %(timezone)s::text, %(next_fire_at)s::float8, %(overlap)s::text,
+           %(catchup_window)s::float8, clock.now, clock.now
+    FROM clock
+    ON CONFLICT (schedule_id) DO NOTHING
+    RETURNING schedule_id, workflow, input, cron, at, timezone, next_fire_at, paused, overlap,
+              catchup_window, last_fire_at, last_run_id, created_at, updated_at
+), notified AS (
+    SELECT count(pg_notify(%(channel)s::text, 'schedule')) FROM inserted
+)
+SELECT inserted.* FROM inserted, notified;
+
+-- name: get_schedule
+SELECT schedule_id, workflow, input, cron, at, timezone, next_fire_at, paused, overlap,
+       catchup_window, last_fire_at, last_run_id, created_at, updated_at
+FROM schedules WHERE schedule_id = %(schedule_id)s::text;
+
+-- name: list_schedules
+SELECT schedule_id, workflow, input, cron, at, timezone, next_fire_at, paused, overlap,
+       catchup_window, last_fire_at, last_run_id, created_at, updated_at
+FROM schedules
+WHERE %(workflow)s::text IS NULL OR workflow = %(workflow)s::text
+ORDER BY schedule_id;
+
+-- name: pause_schedule
+-- The schedule as it is afterwards: the updated row, or (already paused) the
+-- row as it was; nothing when it does not exist.
+WITH clock AS MATERIALIZED (
+    SELECT extract(epoch FROM clock_timestamp())::float8 AS now
+), changed AS (
+    UPDATE schedules SET paused = true, updated_at = clock.now
+    FROM clock
+    WHERE schedule_id = %(schedule_id)s::text AND NOT paused
+    RETURNING schedule_id, workflow, input, cron, at, timezone, next_fire_at, paused, overlap,
+              catchup_window, last_fire_at, last_run_id, created_at, updated_at
+)
+SELECT * FROM changed
+UNION ALL
+SELECT schedule_id, workflow, input, cron, at, timezone, next_fire_at, paused, overlap,
+       catchup_window, last_fire_at, last_run_id, created_at, updated_at
+FROM schedules
+WHERE schedule_id = %(schedule_id)s::text AND NOT EXISTS (SELECT FROM changed);
+
+-- name: resume_schedule
+-- As pause_schedule. Only a paused schedule changes: resuming an active one
+-- must not move its next tick.
+WITH clock AS MATERIALIZED (
+    SELECT extract(epoch FROM clock_timestamp())::float8 AS now
+), changed AS (
+    UPDATE schedules SET paused = false, next_fire_at = %(next_fire_at)s::float8,
+                         updated_at = clock.now
+    FROM clock
+    WHERE schedule_id = %(schedule_id)s::text AND paused
+    RETURNING schedule_id, workflow, input, cron, at, timezone, next_fire_at, paused, overlap,
+              catchup_window, last_fire_at, last_run_id, created_at, updated_at
+), notified AS (
+    SELECT count(pg_notify(%(channel)s::text, 'schedule')) FROM changed
+)
+SELECT changed.* FROM changed, notified
+UNION ALL
+SELECT schedule_id, workflow, input, cron, at, timezone, next_fire_at, paused, overlap,
+       catchup_window, last_fire_at, last_run_id, created_at, updated_at
+FROM schedules
+WHERE schedule_id = %(schedule_id)s::text AND NOT EXISTS (SELECT FROM changed);
+
+-- name: delete_schedule
+DELETE FROM schedules WHERE schedule_id = %(schedule_id)s::text RETURNING schedule_id;
+
+-- name: due_schedules
+-- The database clock, the earliest next fire time of the caller's workflows'
+-- active schedules, then the due ones (schedules_due, earliest first). Exactly
+-- one row (schedule columns NULL) when none is due.
+WITH clock AS MATERIALIZED (
+    SELECT extract(epoch FROM clock_timestamp())::float8 AS now
+), due AS (
+    SELECT s.schedule_id, s.workflow, s.input, s.cron, s.at, s.timezone, s.next_fire_at,
+           s.paused, s.overlap, s.catchup_window, s.last_fire_at, s.last_run_id,
+           s.created_at, s.updated_at
+    FROM schedules s, clock
+    WHERE NOT s.paused AND s.next_fire_at <= clock.now
+      AND s.workflow = ANY (%(workflows)s::text[])
+    ORDER BY s.next_fire_at, s.schedule_id
+    LIMIT %(limit)s::bigint
+)
+SELECT clock.now,
+       (SELECT min(next_fire_at) FROM schedules
+        WHERE NOT paused AND workflow = ANY (%(workflows)s::text[])),
+       due.*
+FROM clock LEFT JOIN due ON true
+ORDER BY due.next_fire_at, due.schedule_id;
+
+-- name: fire_schedule
+-- The compare-and-set that makes a tick fire once: only while next_fire_at is
+-- still the due time the caller read, the schedule is not paused and the tick
+-- is due on the database clock. A concurrent firer of the same tick waits for
+-- the row, then finds next_fire_at moved and matches nothing. The tick's run
+-- (when given; NULL run_id skips the tick) goes in with it as in create_run;
+-- a run id that exists already is left alone. A row comes back when it fired.
+WITH clock AS MATERIALIZED (
+    SELECT extract(epoch FROM clock_timestamp())::float8 AS now
+), fired AS (
+    UPDATE schedules
+    SET next_fire_at = %(next_fire_at)s::float8,
+        last_fire_at = coalesce(%(fired_tick)s::float8, last_fire_at),
+        last_run_id = coalesce(%(run_id)s::text, last_run_id),
+        updated_at = clock.now
+    FROM clock
+    WHERE schedule_id = %(schedule_id)s::text AND NOT paused
+      AND next_fire_at = %(expected)s::float8 AND %(tick)s::float8 <= clock.now
+    RETURNING schedule_id
+), inserted AS (
+    INSERT INTO runs (run_id, workflow, version, state, created_at, updated_at, wake_at,
+                      next_seq)
+    SELECT %(run_id)s::text, %(workflow)s::text, %(version)s::text, 'pending',
+           clock.now, clock.now, clock.now, 1
+    FROM fired, clock
+    WHERE %(run_id)s::text IS NOT NULL
+    ON CONFLICT (run_id) DO NOTHING
+    RETURNING run_id, created_at
+), payload AS (
+    INSERT INTO run_payloads (run_id, input)
+    SELECT run_id, %(input)s::bytea FROM inserted
+), started AS (
+    INSERT INTO events (run_id, seq, type, command, data, created_at)
+    SELECT run_id, 0, %(type)s::text, %(command)s::text, %(data)s::bytea, created_at
+    FROM inserted
+), notified AS (
+    SELECT count(pg_notify(%(channel)s::text, 'created')) FROM inserted
+)
+SELECT fired.schedule_id FROM fired, notified;

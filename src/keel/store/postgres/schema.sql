@@ -1,4 +1,4 @@
--- The full current Keel PostgreSQL schema (version 4), for reading. Databases are
+-- The full current Keel PostgreSQL schema (version 5), for reading. Databases are
 -- built by applying migrations/ in order inside Keel's schema (default "keel");
 -- a test checks that both give the same catalog.
 
@@ -6,7 +6,7 @@ CREATE TABLE keel_meta (
     key   text PRIMARY KEY,
     value text NOT NULL
 );
--- rows: ('application', 'keel'), ('schema_version', '4')
+-- rows: ('application', 'keel'), ('schema_version', '5')
 
 -- Fencing tokens: every claim takes nextval, so a token is larger than every
 -- token handed out before it, on any run. CACHE 1 (the default) keeps values
@@ -121,3 +121,29 @@ CREATE TABLE queues (
     queue       text COLLATE "C" PRIMARY KEY,
     concurrency integer NOT NULL CHECK (concurrency >= 1)
 );
+
+-- Schedules (version 5): start runs of a workflow on a cron expression (in a
+-- time zone) or once at a given time. Any worker fires a due schedule with one
+-- statement: a compare-and-set on next_fire_at that creates the tick's run
+-- (concurrent firers of one tick queue on the row and all but the first match
+-- nothing). Schedule loops walk schedules_due.
+CREATE TABLE schedules (
+    schedule_id    text COLLATE "C" PRIMARY KEY,
+    workflow       text NOT NULL,
+    input          bytea NOT NULL,  -- encoded arguments, as run_payloads.input
+    cron           text,  -- NULL for a one-shot schedule
+    at             float8,  -- the one-shot's time; NULL for a cron schedule
+    timezone       text NOT NULL,
+    next_fire_at   float8,  -- NULL once a one-shot has fired
+    paused         boolean NOT NULL DEFAULT false,
+    overlap        text NOT NULL CHECK (overlap IN ('allow', 'skip')),
+    catchup_window float8,  -- seconds; a tick found later than this is skipped
+    last_fire_at   float8,  -- tick of the last run started
+    last_run_id    text,
+    created_at     float8 NOT NULL,
+    updated_at     float8 NOT NULL,
+    CHECK ((cron IS NULL) <> (at IS NULL))
+);
+
+CREATE INDEX schedules_due ON schedules (next_fire_at)
+    WHERE NOT paused AND next_fire_at IS NOT NULL;

@@ -51,10 +51,11 @@ from keel.store.base import (
 from keel.store.postgres import _conn, _schema, _sql
 from keel.store.postgres._listener import ChangeWaiters, Listener
 from keel.store.postgres._writes import GroupCommitMixin, Q, _Conn, _Queued, _Row
+from keel.store.postgres.schedules import SchedulesMixin
 from keel.store.postgres.tasks import TasksMixin
 
 
-class PostgresStore(TasksMixin, GroupCommitMixin):
+class PostgresStore(TasksMixin, SchedulesMixin, GroupCommitMixin):
     """Keel store in a PostgreSQL database, in its own schema (default ``keel``).
 
     ``min_size``/``max_size`` bound the connection pool (one more connection
@@ -102,6 +103,7 @@ class PostgresStore(TasksMixin, GroupCommitMixin):
         self._clock = _conn.ClockOffset()
         self._waiters = ChangeWaiters()  # wait_for_change: woken by every notification
         self._work_waiters = ChangeWaiters()  # wait_for_work: not by runs finishing
+        self._schedule_waiters = ChangeWaiters()  # wait_for_schedules: by schedule changes
         self._opening: asyncio.Task[None] | None = None
         self._pool: AsyncConnectionPool[_Conn] | None = None
         self._listener: Listener | None = None
@@ -132,7 +134,13 @@ class PostgresStore(TasksMixin, GroupCommitMixin):
 
     async def _open(self) -> None:
         conn = await self._connect()
-        listener = Listener(self._connect, self.channel, self._waiters, self._work_waiters)
+        listener = Listener(
+            self._connect,
+            self.channel,
+            self._waiters,
+            self._work_waiters,
+            self._schedule_waiters,
+        )
         try:
             with self._errors():
                 await _schema.prepare(
@@ -177,6 +185,7 @@ class PostgresStore(TasksMixin, GroupCommitMixin):
         self._pool = self._listener = None
         self._waiters.wake_all()  # nobody should sit out a timeout on a closed store
         self._work_waiters.wake_all()
+        self._schedule_waiters.wake_all()
         solo, self._solo = self._solo, None
         if solo is not None:
             await solo.close()
@@ -516,6 +525,13 @@ class PostgresStore(TasksMixin, GroupCommitMixin):
         if timeout <= 0:
             return
         await self._work_waiters.wait(timeout)
+
+    async def wait_for_schedules(self, timeout: float) -> None:
+        """Return when a schedule is created or resumed (or the listener reconnects),
+        or after ``timeout``: schedule loops wait here, not woken by every run."""
+        if timeout <= 0:
+            return
+        await self._schedule_waiters.wait(timeout)
 
 
 class _ErrorMapper:

@@ -7,7 +7,7 @@ from typing import Any
 
 from keel.core.states import RunState
 from keel.store._sqlfiles import SqlFiles
-from keel.store.base import EventRecord, RunRecord, SignalRecord, TaskRecord
+from keel.store.base import EventRecord, RunRecord, ScheduleRecord, SignalRecord, TaskRecord
 
 FILES = SqlFiles("keel.store.sqlite", "SQLite")
 
@@ -84,3 +84,10 @@ def signal_record(row: Any) -> SignalRecord:
 def task_record(row: Any) -> TaskRecord:
     """A ``tasks`` row selected in TaskRecord field order."""
     return TaskRecord(*row)
+
+
+def schedule_record(row: Any) -> ScheduleRecord:
+    """A ``schedules`` row selected in ScheduleRecord field order."""
+    fields = list(row)
+    fields[7] = bool(fields[7])  # paused: stored as 0/1
+    return ScheduleRecord(*fields)

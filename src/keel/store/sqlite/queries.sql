@@ -296,3 +296,69 @@ RETURNING run_id, state;
 -- name: task_fence_row
 -- Read only after a fenced task write matched nothing, to say why.
 SELECT run_id, state, lease_owner, attempt, lease_expires_at FROM tasks WHERE task_id = ?;
+
+-- Schedules. Rows are selected in ScheduleRecord field order (see _sql.schedule_record).
+
+-- name: insert_schedule
+-- Returns the row only when it was inserted (an existing id is an error).
+INSERT INTO schedules (schedule_id, workflow, input, cron, at, timezone, next_fire_at, overlap,
+                       catchup_window, created_at, updated_at)
+VALUES (:schedule_id, :workflow, :input, :cron, :at, :timezone, :next_fire_at, :overlap,
+        :catchup_window, :now, :now)
+ON CONFLICT (schedule_id) DO NOTHING
+RETURNING schedule_id, workflow, input, cron, at, timezone, next_fire_at, paused, overlap,
+          catchup_window, last_fire_at, last_run_id, created_at, updated_at;
+
+-- name: get_schedule
+SELECT schedule_id, workflow, input, cron, at, timezone, next_fire_at, paused, overlap,
+       catchup_window, last_fire_at, last_run_id, created_at, updated_at
+FROM schedules WHERE schedule_id = ?;
+
+-- name: list_schedules
+SELECT schedule_id, workflow, input, cron, at, timezone, next_fire_at, paused, overlap,
+       catchup_window, last_fire_at, last_run_id, created_at, updated_at
+FROM schedules
+WHERE :workflow IS NULL OR workflow = :workflow
+ORDER BY schedule_id;
+
+-- name: pause_schedule
+UPDATE schedules SET paused = 1, updated_at = :now
+WHERE schedule_id = :schedule_id AND paused = 0;
+
+-- name: resume_schedule
+-- Only a paused schedule: resuming an active one must not move its next tick.
+UPDATE schedules SET paused = 0, next_fire_at = :next_fire_at, updated_at = :now
+WHERE schedule_id = :schedule_id AND paused = 1;
+
+-- name: delete_schedule
+DELETE FROM schedules WHERE schedule_id = ?;
+
+-- name: due_schedules
+-- Walks schedules_due: active schedules of the caller's workflows, earliest first.
+SELECT schedule_id, workflow, input, cron, at, timezone, next_fire_at, paused, overlap,
+       catchup_window, last_fire_at, last_run_id, created_at, updated_at
+FROM schedules
+WHERE paused = 0 AND next_fire_at IS NOT NULL AND next_fire_at <= :now
+  AND workflow IN (SELECT value FROM json_each(:workflows))
+ORDER BY next_fire_at, schedule_id
+LIMIT :limit;
+
+-- name: next_schedule
+SELECT min(next_fire_at) FROM schedules
+WHERE paused = 0 AND next_fire_at IS NOT NULL
+  AND workflow IN (SELECT value FROM json_each(:workflows));
+
+-- name: fire_schedule
+-- The compare-and-set that makes a tick fire once: only while next_fire_at is
+-- still the due time the caller read, the schedule is not paused and the tick
+-- is due on the store clock. The caller inserts the tick's run in the same
+-- transaction when a row comes back. Without a run (a skipped tick) the last
+-- run stays as it was.
+UPDATE schedules
+SET next_fire_at = :next_fire_at,
+    last_fire_at = coalesce(:fired_tick, last_fire_at),
+    last_run_id = coalesce(:run_id, last_run_id),
+    updated_at = :now
+WHERE schedule_id = :schedule_id AND paused = 0 AND next_fire_at = :expected
+  AND :tick <= :now
+RETURNING schedule_id;

@@ -45,6 +45,7 @@ from keel.store.base import (
 from keel.store.sqlite import _schema, _sql
 from keel.store.sqlite._fence import fence_params, fenced
 from keel.store.sqlite._threads import ChangeWaiters, DbThread, Watcher
+from keel.store.sqlite.schedules import SQLiteSchedules
 from keel.store.sqlite.tasks import SQLiteTasks
 
 T = TypeVar("T")
@@ -53,7 +54,7 @@ Q = _sql.queries()
 _SYNCHRONOUS = ("FULL", "NORMAL")
 
 
-class SQLiteStore(SQLiteTasks):
+class SQLiteStore(SQLiteTasks, SQLiteSchedules):
     """Keel store on one SQLite file (WAL mode).
 
     ``synchronous="FULL"`` (default) makes every commit survive power loss.
@@ -63,7 +64,8 @@ class SQLiteStore(SQLiteTasks):
     ``clock`` is the store clock; replace it only in tests, since every process
     sharing the file must agree on it.
 
-    The dispatched-step (task) methods are in :class:`~keel.store.sqlite.tasks.SQLiteTasks`.
+    The dispatched-step (task) methods are in :class:`~keel.store.sqlite.tasks.SQLiteTasks`,
+    the schedule methods in :class:`~keel.store.sqlite.schedules.SQLiteSchedules`.
     """
 
     def __init__(

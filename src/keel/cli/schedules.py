@@ -1,0 +1,222 @@
+"""``keel schedules list|show|create|pause|resume|delete``: schedules in a database.
+
+Workers fire schedules (every ``keel worker`` that has the workflow); these
+commands only manage them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import click
+
+from keel.cli import render
+from keel.cli.common import (
+    CliUsageError,
+    checked_arguments,
+    db_option,
+    import_apps,
+    json_option,
+    resolve_db,
+    with_client,
+)
+from keel.client import Client
+from keel.definitions import default_registry
+from keel.errors import InvalidScheduleError
+from keel.schedules import ScheduleInfo, new_schedule
+
+
+@click.group("schedules")
+def schedules() -> None:
+    """Manage schedules: runs started on a cron expression or once at a time."""
+
+
+@schedules.command("list")
+@click.option("--workflow", "-w", metavar="NAME", help="Only schedules of this workflow.")
+@db_option
+@json_option
+def list_schedules(workflow: str | None, db: str | None, as_json: bool) -> None:
+    """List schedules by id: state, when they fire, their next and last run."""
+
+    async def fetch(client: Client) -> list[ScheduleInfo]:
+        return await client.list_schedules(workflow=workflow)
+
+    found = with_client(resolve_db(db), fetch)
+    if as_json:
+        render.print_json({"schedules": found})
+        return
+    console = render.make_console()
+    if not found:
+        console.print("no schedules" + (" match" if workflow else ""))
+    else:
+        console.print(render.schedules_table(found))
+
+
+@schedules.command("show")
+@click.argument("schedule_id")
+@db_option
+@json_option
+def show_schedule(schedule_id: str, db: str | None, as_json: bool) -> None:
+    """Show one schedule, with the arguments its runs get."""
+
+    async def fetch(client: Client) -> ScheduleInfo:
+        return await client.get_schedule(schedule_id)
+
+    info = with_client(resolve_db(db), fetch)
+    if as_json:
+        render.print_json(info)
+        return
+    render.schedule_details(render.make_console(), info)
+
+
+@schedules.command("create")
+@click.argument("workflow")
+@click.argument("args", nargs=-1, metavar="[ARG_JSON]...")
+@click.option(
+    "--app",
+    "apps",
+    multiple=True,
+    required=True,
+    metavar="MODULE",
+    help="Module defining the workflow (repeatable).",
+)
+@click.option(
+    "--kwarg",
+    "kwargs",
+    multiple=True,
+    metavar="NAME=JSON",
+    help="A keyword argument as JSON (repeatable).",
+)
+@click.option(
+    "--cron",
+    metavar="EXPR",
+    help="Recurring: 'minute hour day month weekday' (or seconds first, or @daily...).",
+)
+@click.option("--at", metavar="TIME", help="Once, at an ISO-8601 time (e.g. 2030-01-31T09:00Z).")
+@click.option(
+    "--timezone",
+    "--tz",
+    "timezone",
+    metavar="ZONE",
+    help="IANA time zone of --cron (and of an --at without offset) [default: UTC].",
+)
+@click.option("--id", "schedule_id", metavar="ID", help="Schedule id [default: a new UUIDv7].")
+@click.option(
+    "--overlap",
+    type=click.Choice(["allow", "skip"]),
+    default="allow",
+    show_default=True,
+    help="skip: start no run while the schedule's last run is unfinished.",
+)
+@click.option(
+    "--catchup-window",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Skip a tick found later than this (after downtime) [default: never skip].",
+)
+@db_option
+@json_option
+def create_schedule(
+    workflow: str,
+    args: tuple[str, ...],
+    apps: tuple[str, ...],
+    kwargs: tuple[str, ...],
+    cron: str | None,
+    at: str | None,
+    timezone: str | None,
+    schedule_id: str | None,
+    overlap: str,
+    catchup_window: float | None,
+    db: str | None,
+    as_json: bool,
+) -> None:
+    """Schedule runs of WORKFLOW; each ARG_JSON is one positional argument.
+
+    Give --cron (recurring) or --at (once). Prints the schedule id on stdout.
+    Every tick starts one run, id SCHEDULE_ID@TICK (in UTC), on whichever
+    worker has the workflow.
+    """
+    if (cron is None) == (at is None):
+        raise click.UsageError("give exactly one of --cron and --at")
+    import_apps(apps)
+    wf = default_registry.get(workflow)
+    call_args, call_kwargs = checked_arguments(wf, args, kwargs)
+    options: dict[str, Any] = {
+        "cron": cron,
+        "at": at,
+        "timezone": timezone,
+        "overlap": overlap,
+        "catchup_window": catchup_window,
+    }
+    try:  # the client checks this too, but only after opening (creating) the database
+        new_schedule(
+            wf,
+            call_args,
+            call_kwargs,
+            schedule_id=schedule_id or "-",
+            cron_expr=cron,
+            at=at,
+            timezone=timezone,
+            overlap=overlap,
+            catchup_window=catchup_window,
+            now=time.time(),
+        )
+    except InvalidScheduleError as exc:  # a bad option value: a usage error
+        raise CliUsageError(str(exc)) from None
+
+    async def go(client: Client) -> ScheduleInfo:
+        return await client.schedule(
+            wf, *call_args, schedule_id=schedule_id, **options, **call_kwargs
+        )
+
+    info = with_client(resolve_db(db), go, existing=False)
+    if as_json:
+        render.print_json(info)
+        return
+    click.echo(info.schedule_id)
+    click.secho(f"next run: {render.local_time(info.next_fire_at)}", err=True, fg="cyan")
+
+
+@schedules.command("pause")
+@click.argument("schedule_id")
+@db_option
+def pause_schedule(schedule_id: str, db: str | None) -> None:
+    """Stop a schedule starting runs (runs already started go on)."""
+
+    async def go(client: Client) -> ScheduleInfo:
+        return await client.pause_schedule(schedule_id)
+
+    with_client(resolve_db(db), go)
+    click.echo(f"schedule {schedule_id} paused")
+
+
+@schedules.command("resume")
+@click.argument("schedule_id")
+@db_option
+def resume_schedule(schedule_id: str, db: str | None) -> None:
+    """Resume a paused schedule (ticks missed while paused are skipped)."""
+
+    async def go(client: Client) -> ScheduleInfo:
+        return await client.resume_schedule(schedule_id)
+
+    info = with_client(resolve_db(db), go)
+    if info.next_fire_at is None:
+        click.echo(f"schedule {schedule_id} resumed; it has nothing left to run")
+    else:
+        click.echo(
+            f"schedule {schedule_id} resumed; next run: {render.local_time(info.next_fire_at)}"
+        )
+
+
+@schedules.command("delete")
+@click.argument("schedule_id")
+@db_option
+def delete_schedule(schedule_id: str, db: str | None) -> None:
+    """Delete a schedule; the runs it started are kept."""
+
+    async def go(client: Client) -> None:
+        await client.delete_schedule(schedule_id)
+
+    with_client(resolve_db(db), go)
+    click.echo(f"schedule {schedule_id} deleted")
