@@ -5,6 +5,7 @@ Decorate ``async def`` workflows and their steps, start runs with a
 timer and signal is journaled, so runs survive crashes and restarts.
 """
 
+from keel.children import ChildHandle, get_child, run_child, start_child
 from keel.client import Client, HistoryEvent, RunHandle, RunInfo, RunList
 from keel.context import (
     StepInfo,
@@ -21,6 +22,8 @@ from keel.core.retry import RetryPolicy
 from keel.core.states import RunState
 from keel.definitions import Registry, StepDef, WorkflowDef, step, workflow
 from keel.errors import (
+    ChildWorkflowCancelled,
+    ChildWorkflowError,
     ConfigurationError,
     ControlFlowSwallowedError,
     DatabaseError,
@@ -30,6 +33,7 @@ from keel.errors import (
     NondeterminismError,
     ResultTimeoutError,
     RunCancelledError,
+    RunExistsError,
     RunFailedError,
     RunFinishedError,
     RunNotFoundError,
@@ -50,6 +54,9 @@ from keel.worker import Worker
 __version__ = "0.1.0"
 
 __all__ = [
+    "ChildHandle",
+    "ChildWorkflowCancelled",
+    "ChildWorkflowError",
     "Client",
     "ConfigurationError",
     "ControlFlowSwallowedError",
@@ -64,6 +71,7 @@ __all__ = [
     "ResultTimeoutError",
     "RetryPolicy",
     "RunCancelledError",
+    "RunExistsError",
     "RunFailedError",
     "RunFinishedError",
     "RunHandle",
@@ -85,12 +93,15 @@ __all__ = [
     "WorkflowNotFoundError",
     "WorkflowSuspended",
     "current_step",
+    "get_child",
     "in_workflow",
     "now",
     "open_store",
     "random",
+    "run_child",
     "side_effect",
     "sleep",
+    "start_child",
     "step",
     "uuid4",
     "wait_for_signal",

@@ -25,6 +25,10 @@ class EventType(StrEnum):
     SIGNAL_RECEIVED = "signal_received"
     SIGNAL_TIMED_OUT = "signal_timed_out"
     SIDE_EFFECT = "side_effect"  # now(), uuid4(), random(), side_effect(fn)
+    CHILD_STARTED = "child_started"  # the child run was created in the same transaction
+    CHILD_COMPLETED = "child_completed"
+    CHILD_FAILED = "child_failed"  # it failed, or could not be started (id taken, too deep)
+    CHILD_CANCELLED = "child_cancelled"
     RUN_COMPLETED = "run_completed"
     RUN_FAILED = "run_failed"
     RUN_CANCELLED = "run_cancelled"
@@ -39,6 +43,9 @@ RESOLVING = frozenset(
         EventType.SIGNAL_RECEIVED,
         EventType.SIGNAL_TIMED_OUT,
         EventType.SIDE_EFFECT,
+        EventType.CHILD_COMPLETED,
+        EventType.CHILD_FAILED,
+        EventType.CHILD_CANCELLED,
     }
 )
 
@@ -49,6 +56,7 @@ PROGRESS = frozenset(
         EventType.STEP_DISPATCHED,
         EventType.TIMER_STARTED,
         EventType.SIGNAL_AWAITED,
+        EventType.CHILD_STARTED,
     }
 )
 
@@ -73,6 +81,7 @@ class CommandKind(StrEnum):
     UUID4 = "uuid4"
     RANDOM = "random"
     SIDE_EFFECT = "side_effect"
+    CHILD = "child"  # a child workflow run; the name is the child's workflow
 
 
 #: Commands whose value is produced on the spot (journaled, returned synchronously).

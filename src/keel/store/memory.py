@@ -41,6 +41,7 @@ from keel.store.base import (
     SignalRecord,
     TaskRecord,
 )
+from keel.store.memory_children import MemoryChildren
 from keel.store.memory_tasks import MemoryTasks
 
 
@@ -50,10 +51,11 @@ class _Signal:
     consumed_seq: int | None = None
 
 
-class MemoryStore(MemoryTasks):
+class MemoryStore(MemoryTasks, MemoryChildren):
     """A store in a Python dict. ``clock`` is the store's clock (default ``time.time``).
 
-    The dispatched-step (task) methods are in :class:`~keel.store.memory_tasks.MemoryTasks`.
+    The dispatched-step (task) methods are in :class:`~keel.store.memory_tasks.MemoryTasks`,
+    the child-run ones in :class:`~keel.store.memory_children.MemoryChildren`.
     """
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
@@ -119,29 +121,37 @@ class MemoryStore(MemoryTasks):
             lease = None
             if lease_owner is not None:
                 lease = Lease(run.run_id, lease_owner, 1, now + lease_ttl)
-            record = RunRecord(
-                run_id=run.run_id,
-                workflow=run.workflow,
-                version=run.version,
-                state=RunState.PENDING if lease is None else RunState.RUNNING,
-                input=run.input,
-                result=None,
-                error=None,
-                created_at=now,
-                updated_at=now,
-                wake_at=now if lease is None else None,
-                lease_owner=lease_owner,
-                lease_token=0 if lease is None else 1,
-                lease_expires_at=None if lease is None else lease.expires_at,
-                cancel_requested=False,
-                next_seq=1,
-            )
-            self._runs[run.run_id] = record
-            self._events[run.run_id] = []
-            self._mailbox[run.run_id] = []
-            self._append(run.run_id, 0, [run.started], now)
+            record = self._insert(run, now, lease)
             self._notify()
             return record, lease, True
+
+    def _insert(self, run: NewRun, now: float, lease: Lease | None = None) -> RunRecord:
+        """Add the run row (pending, or running under ``lease``) and its started event."""
+        record = RunRecord(
+            run_id=run.run_id,
+            workflow=run.workflow,
+            version=run.version,
+            state=RunState.PENDING if lease is None else RunState.RUNNING,
+            input=run.input,
+            result=None,
+            error=None,
+            created_at=now,
+            updated_at=now,
+            wake_at=now if lease is None else None,
+            lease_owner=None if lease is None else lease.owner,
+            lease_token=0 if lease is None else lease.token,
+            lease_expires_at=None if lease is None else lease.expires_at,
+            cancel_requested=False,
+            next_seq=1,
+            parent_run_id=run.parent_run_id,
+            parent_close=run.parent_close,
+            depth=run.depth,
+        )
+        self._runs[run.run_id] = record
+        self._events[run.run_id] = []
+        self._mailbox[run.run_id] = []
+        self._append(run.run_id, 0, [run.started], now)
+        return record
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         with self._lock:
@@ -300,6 +310,7 @@ class MemoryStore(MemoryTasks):
         wake_at: float | None,
         wake_on_signals: Collection[str] = (),
         wake_on_tasks: Collection[str] = (),
+        wake_on_children: Collection[str] = (),
     ) -> None:
         names = frozenset(wake_on_signals)
         commands = frozenset(wake_on_tasks)
@@ -312,7 +323,11 @@ class MemoryStore(MemoryTasks):
                 self._signals[i].consumed_seq is None and self._signals[i].record.name in names
                 for i in self._mailbox[run.run_id]
             )
-            waiting = waiting or self._task_done(run.run_id, commands)
+            waiting = (
+                waiting
+                or self._task_done(run.run_id, commands)
+                or self._children_ended(wake_on_children)
+            )
             if waiting or run.cancel_requested:
                 wake_at = now if wake_at is None else min(wake_at, now)
             self._append(run.run_id, first_seq, events, now)
@@ -344,7 +359,7 @@ class MemoryStore(MemoryTasks):
             now = self._clock()
             run = self._fence(lease, first_seq, now)
             self._append(run.run_id, first_seq, events, now)
-            self._runs[run.run_id] = dataclasses.replace(
+            self._runs[run.run_id] = ended = dataclasses.replace(
                 run,
                 state=RunState(state),
                 result=result,
@@ -355,6 +370,7 @@ class MemoryStore(MemoryTasks):
                 lease_owner=None,
                 lease_expires_at=None,
             )
+            self._close_family(ended, now)
             self._notify()
 
     # -- signals and cancellation ------------------------------------------------------
@@ -418,7 +434,7 @@ class MemoryStore(MemoryTasks):
                 self._notify()
                 return RunState.RUNNING
             self._append(run_id, run.next_seq, [cancelled_event], now)
-            self._runs[run_id] = dataclasses.replace(
+            self._runs[run_id] = ended = dataclasses.replace(
                 run,
                 state=RunState.CANCELLED,
                 next_seq=run.next_seq + 1,
@@ -428,6 +444,7 @@ class MemoryStore(MemoryTasks):
                 lease_expires_at=None,
                 updated_at=now,
             )
+            self._close_family(ended, now)
             self._notify()
             return RunState.CANCELLED
 

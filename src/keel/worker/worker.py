@@ -16,6 +16,7 @@ from keel.definitions import Registry, default_registry
 from keel.errors import ConfigurationError
 from keel.store import open_store
 from keel.store.base import Claimed, Store
+from keel.worker.children import MAX_CHILD_DEPTH
 from keel.worker.driver import Finished, RunDriver
 from keel.worker.live import SystemLiveSource
 from keel.worker.tasks import TaskRunner, queue_limits
@@ -40,6 +41,9 @@ class Worker:
     attempts of that queue, or a list of names (limit ``task_concurrency``
     each); ``task_concurrency`` bounds all its task attempts together. With
     ``queues=None`` it runs no dispatched steps (it still drives runs).
+
+    ``max_child_depth`` is how deeply child workflows may nest: a run at that
+    depth that starts a child gets :class:`keel.ChildWorkflowError` instead.
     """
 
     def __init__(
@@ -56,11 +60,13 @@ class Worker:
         owner: str | None = None,
         queues: Mapping[str, int] | Sequence[str] | None = None,
         task_concurrency: int = 10,
+        max_child_depth: int = MAX_CHILD_DEPTH,
     ) -> None:
         for name, value in (
             ("concurrency", concurrency),
             ("step_threads", step_threads),
             ("task_concurrency", task_concurrency),
+            ("max_child_depth", max_child_depth),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigurationError(f"{name} must be a positive integer, not {value!r}")
@@ -80,6 +86,7 @@ class Worker:
         self.poll_interval = float(poll_interval)
         self.inline_wait = float(inline_wait)
         self.cache = cache
+        self.max_child_depth = max_child_depth
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.live = SystemLiveSource()
         self.step_pool = ThreadPoolExecutor(

@@ -51,10 +51,11 @@ from keel.store.base import (
 from keel.store.postgres import _conn, _schema, _sql
 from keel.store.postgres._listener import ChangeWaiters, Listener
 from keel.store.postgres._writes import GroupCommitMixin, Q, _Conn, _Queued, _Row
+from keel.store.postgres.children import ChildrenMixin
 from keel.store.postgres.tasks import TasksMixin
 
 
-class PostgresStore(TasksMixin, GroupCommitMixin):
+class PostgresStore(TasksMixin, ChildrenMixin, GroupCommitMixin):
     """Keel store in a PostgreSQL database, in its own schema (default ``keel``).
 
     ``min_size``/``max_size`` bound the connection pool (one more connection
@@ -407,12 +408,14 @@ class PostgresStore(TasksMixin, GroupCommitMixin):
         wake_at: float | None,
         wake_on_signals: Collection[str] = (),
         wake_on_tasks: Collection[str] = (),
+        wake_on_children: Collection[str] = (),
     ) -> None:
         params = self._fence(lease, first_seq, events)
         params |= {
             "wake_at": wake_at,
             "signal_names": sorted(wake_on_signals),
             "task_commands": sorted(wake_on_tasks),
+            "child_ids": sorted(wake_on_children),
         }
         if not await self._write(self._journal_query("suspend_run", events), params):
             raise await self._fence_error(lease, first_seq, None)
@@ -557,4 +560,7 @@ def _new_record(
         lease_expires_at=None if lease is None else lease.expires_at,
         cancel_requested=False,
         next_seq=1,
+        parent_run_id=run.parent_run_id,
+        parent_close=run.parent_close,
+        depth=run.depth,
     )
