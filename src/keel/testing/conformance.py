@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import pytest
 
+from keel.testing.conformance_children import ChildConformance
 from keel.testing.conformance_helpers import (
     CANCELLED,
     SHORT_TTL,
@@ -70,6 +71,7 @@ class StoreConformance(
     IdempotencyConformance,
     TaskConformance,
     QueueLimitConformance,
+    ChildConformance,
 ):
     """Behaviour shared by every backend; subclasses supply ``store_factory``."""
 
