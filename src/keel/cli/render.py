@@ -38,6 +38,10 @@ _SYMBOLS: dict[str, tuple[str, str]] = {
     EventType.SIGNAL_RECEIVED: ("✉", "magenta"),
     EventType.SIGNAL_TIMED_OUT: ("✉", "red"),
     EventType.SIDE_EFFECT: ("●", "white"),
+    EventType.CHILD_STARTED: ("⑂", "cyan"),
+    EventType.CHILD_COMPLETED: ("⑂", "green"),
+    EventType.CHILD_FAILED: ("⑂", "bold red"),
+    EventType.CHILD_CANCELLED: ("⑂", "magenta"),
     EventType.RUN_COMPLETED: ("■", "bold green"),
     EventType.RUN_FAILED: ("■", "bold red"),
     EventType.RUN_CANCELLED: ("■", "magenta"),
@@ -252,6 +256,16 @@ class Timeline:
             )
         if t == EventType.SIDE_EFFECT:
             return f"→ {compact(d.get('value'))}"
+        if t == EventType.CHILD_STARTED:
+            return (
+                f"started child run {d.get('child_run_id')} (parent close: {d.get('parent_close')})"
+            )
+        if t == EventType.CHILD_COMPLETED:
+            return f"child {d.get('child_run_id')} → {compact(d.get('result'))}"
+        if t == EventType.CHILD_FAILED:
+            return f"child {d.get('child_run_id')} failed: {_cut(error_summary(d.get('error')))}"
+        if t == EventType.CHILD_CANCELLED:
+            return f"child {d.get('child_run_id')} cancelled"
         if t == EventType.RUN_COMPLETED:
             return f"completed → {compact(d.get('result'))}"
         if t == EventType.RUN_FAILED:
