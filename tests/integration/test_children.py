@@ -188,6 +188,11 @@ async def test_fan_out_fan_in(env: Any) -> None:
         assert sorted(k.run_id for k in kids) == [
             f"fan-1/child:children.leaf#{i}" for i in range(4)
         ]
+        assert {(k.parent_run_id, k.depth) for k in kids} == {("fan-1", 1)}
+        assert ((await client.get("fan-1")).parent_run_id, (await client.get("fan-1")).depth) == (
+            None,
+            0,
+        )
         history = await client.history("fan-1")
         assert [e.type for e in history].count("child_started") == 4
         assert [e.type for e in history].count("child_completed") == 4

@@ -131,6 +131,8 @@ def run_details(
         ("lease owner", info.lease_owner or "-"),
         ("cancel requested", "yes" if info.cancel_requested else "no"),
     ]
+    if info.parent_run_id is not None:
+        rows.append(("parent", f"{info.parent_run_id}  (depth {info.depth})"))
     if info.error:
         rows.append(("error", Text(error_summary(info.error), style="red")))
     for key, value in rows:

@@ -64,6 +64,7 @@ class MemoryStore(MemoryTasks, MemoryChildren):
         self._open = False
         self._lock = threading.RLock()
         self._runs: dict[str, RunRecord] = {}
+        self._children: dict[str, list[str]] = {}  # parent run id -> its child run ids
         self._events: dict[str, list[EventRecord]] = {}
         self._signals: dict[int, _Signal] = {}
         self._idempotent: dict[tuple[str, str], bytes] = {}
@@ -148,6 +149,8 @@ class MemoryStore(MemoryTasks, MemoryChildren):
             depth=run.depth,
         )
         self._runs[run.run_id] = record
+        if run.parent_run_id is not None:
+            self._children.setdefault(run.parent_run_id, []).append(run.run_id)
         self._events[run.run_id] = []
         self._mailbox[run.run_id] = []
         self._append(run.run_id, 0, [run.started], now)

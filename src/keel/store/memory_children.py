@@ -22,6 +22,7 @@ class MemoryChildren:
     _lock: threading.RLock
     _clock: Callable[[], float]
     _runs: dict[str, RunRecord]
+    _children: dict[str, list[str]]  # parent run id -> its child run ids
 
     if TYPE_CHECKING:  # defined by MemoryStore
 
@@ -68,12 +69,9 @@ class MemoryChildren:
             self._runs[parent.run_id] = dataclasses.replace(
                 parent, wake_at=_due(parent.wake_at, now), updated_at=now
             )
-        for child in list(self._runs.values()):
-            if (
-                child.parent_run_id == run.run_id
-                and _cascades(child, run)
-                and not child.state.is_terminal
-            ):
+        for child_id in self._children.get(run.run_id, ()):
+            child = self._runs[child_id]
+            if _cascades(child, run) and not child.state.is_terminal:
                 self._runs[child.run_id] = dataclasses.replace(
                     child, cancel_requested=True, wake_at=_due(child.wake_at, now), updated_at=now
                 )
