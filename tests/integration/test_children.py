@@ -125,6 +125,19 @@ async def named(child_id: str) -> str:
     return "started"
 
 
+@keel.workflow(name="children.twins")
+async def twins() -> list[str]:
+    outcomes = await asyncio.gather(
+        keel.start_child(leaf, 1, child_id="twin", parent_close="abandon"),
+        keel.start_child(leaf, 2, child_id="twin", parent_close="abandon"),
+        return_exceptions=True,
+    )
+    return sorted(
+        o.error_type if isinstance(o, keel.ChildWorkflowError) else f"started {o.run_id}"  # type: ignore[union-attr]
+        for o in outcomes
+    )
+
+
 @keel.workflow(name="children.misuse")
 async def misuse() -> list[str]:
     errors = []
@@ -287,6 +300,13 @@ async def test_child_id_collision_is_a_typed_error(env: Any) -> None:
         fresh = await client.start(named, "fresh-child")
         assert await fresh.result(timeout=20) == "started"
         assert await client.result("fresh-child", timeout=20) == 2
+
+
+async def test_two_children_with_one_id_started_together(env: Any) -> None:
+    async with env() as (client, _):
+        run = await client.start(twins)
+        assert await run.result(timeout=20) == ["keel.errors.RunExistsError", "started twin"]
+        assert await client.result("twin", timeout=20) == 2
 
 
 async def test_unknown_child_and_handle_misuse(env: Any) -> None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from keel.core.states import RunState
 from keel.errors import RunExistsError
+from keel.store._checks import check_children
 from keel.store.base import Lease, NewEvent, NewRun, RunRecord
 
 
@@ -41,6 +42,7 @@ class MemoryChildren:
         events: Sequence[NewEvent],
         children: Sequence[NewRun],
     ) -> None:
+        check_children(children)
         with self._lock:
             self._check_open()
             now = self._clock()

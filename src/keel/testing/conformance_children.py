@@ -87,6 +87,10 @@ class ChildConformance:
             assert (await get(store, "p")).next_seq == 1
             assert await store.get_run("fresh") is None
             assert [e.seq for e in await store.load_events("p")] == [0]
+            twins = [child_run("twin", "p"), child_run("twin", "p")]
+            with pytest.raises(RunExistsError):
+                await store.start_children(lease, 1, [started(0), started(1)], twins)
+            assert await store.get_run("twin") is None
             # The lease is still good: the parent goes on.
             await store.append_events(lease, 1, [event(1)])
 

@@ -20,7 +20,6 @@ from keel.core import journal as jr
 from keel.core.events import CommandKind, EventType
 from keel.core.replay import Command, Execution
 from keel.core.states import RunState
-from keel.errors import ChildWorkflowError, error_info
 from keel.store.base import NewEvent, NewRun, RunRecord, Store
 
 if TYPE_CHECKING:
@@ -39,13 +38,26 @@ class Refusal:
 
 
 async def plan_child(
-    store: Store, parent: RunRecord, ex: Execution, cmd: Command, worker: Worker
+    store: Store,
+    parent: RunRecord,
+    ex: Execution,
+    cmd: Command,
+    worker: Worker,
+    starting: set[str],
 ) -> Literal["progressed", "start", "running"]:
     """Plan a child command: ``"progressed"`` (an event was journaled), ``"start"``
-    (create the child with this plan's write), or ``"running"`` (wait for it)."""
+    (create the child with this plan's write; its id is added to ``starting``),
+    or ``"running"`` (wait for it)."""
     if cmd.child_run_id is None:
         refusal = await refuse_start(store, parent, cmd, worker.max_child_depth)
+        if refusal is None and _spec(cmd).run_id in starting:
+            refusal = Refusal(
+                "keel.errors.RunExistsError",
+                f"cannot start child workflow {_spec(cmd).workflow!r}: run id "
+                f"{_spec(cmd).run_id!r} is taken by another child started at the same time",
+            )
         if refusal is None:
+            starting.add(_spec(cmd).run_id)
             return "start"
         record_refusal(ex, cmd, refusal)
         return "progressed"
@@ -131,12 +143,12 @@ def record_outcome(ex: Execution, cmd: Command, child: RunRecord | None) -> bool
     run_id = cmd.child_run_id or _spec(cmd).run_id
     if child is None:
         # Journaled as started but gone (deleted by hand?): fail rather than wait forever.
-        missing = ChildWorkflowError(run_id, cmd.id.name, "RunNotFoundError", "the run is gone")
-        ex.record(
-            EventType.CHILD_FAILED,
-            cmd,
-            jr.envelope(child_run_id=run_id, error=error_info(missing)),
-        )
+        gone = {
+            "type": "keel.errors.RunNotFoundError",
+            "message": f"child run {run_id!r} is missing from the store",
+            "traceback": "",
+        }
+        ex.record(EventType.CHILD_FAILED, cmd, jr.envelope(child_run_id=run_id, error=gone))
         return True
     if child.state is RunState.COMPLETED:
         result = child.result if child.result is not None else b"null"

@@ -221,6 +221,7 @@ class RunDriver:
         plan = _Plan()
         to_dispatch: list[Command] = []
         to_start: list[Command] = []
+        starting: set[str] = set()  # run ids of to_start
         for cmd in ex.pending():
             if ex.outcome is not None:
                 break
@@ -271,7 +272,7 @@ class RunDriver:
                 plan.progressed = True
                 return plan
             elif kind is CommandKind.CHILD:
-                state = await ch.plan_child(self.store, self.run, ex, cmd, self.worker)
+                state = await ch.plan_child(self.store, self.run, ex, cmd, self.worker, starting)
                 if state == "progressed":
                     plan.progressed = True
                     return plan

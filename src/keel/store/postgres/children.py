@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from keel.errors import RunExistsError, StoreError
+from keel.store._checks import check_children
 from keel.store.base import Lease, NewEvent, NewRun, RunRecord
 from keel.store.postgres._writes import _Row
 
@@ -38,6 +39,7 @@ class ChildrenMixin:
         events: Sequence[NewEvent],
         children: Sequence[NewRun],
     ) -> None:
+        check_children(children)
         params = self._fence(lease, first_seq, events) | {
             "child_ids": [c.run_id for c in children],
             "workflows": [c.workflow for c in children],

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from keel.errors import RunExistsError
+from keel.store._checks import check_children
 from keel.store.base import Lease, NewEvent, NewRun
 from keel.store.sqlite import _sql
 from keel.store.sqlite._fence import fence_params, fenced
@@ -66,6 +67,7 @@ class SQLiteChildren:
         events: Sequence[NewEvent],
         children: Sequence[NewRun],
     ) -> None:
+        check_children(children)
         events, children = tuple(events), tuple(children)
 
         def op(conn: sqlite3.Connection) -> None:
