@@ -268,6 +268,18 @@ async def test_parent_close_wait_finishes_the_parent_after_the_child(env: Any) -
         assert (await client.get(child)).state is keel.RunState.COMPLETED
 
 
+async def test_cancelling_a_parent_that_waits_cancels_its_wait_children(env: Any) -> None:
+    async with env() as (client, _):
+        run = await client.start(close, "wait", run_id="w-2")
+        child = "w-2/child:children.waiter#0"
+        await _wait_state(client, child, keel.RunState.SUSPENDED)
+        await _wait_state(client, "w-2", keel.RunState.SUSPENDED)
+        await client.cancel("w-2")
+        with pytest.raises(keel.RunCancelledError):
+            await run.result(timeout=20)
+        await _wait_state(client, child, keel.RunState.CANCELLED)
+
+
 async def test_cancel_cascades_through_grandchildren(env: Any) -> None:
     async with env() as (client, _):
         run = await client.start(top, run_id="t")

@@ -22,7 +22,7 @@ from keel.core import codec
 from keel.core import journal as jr
 from keel.core.events import CommandKind, EventType
 from keel.core.journal import JournalEntry
-from keel.core.replay import Command, Execution
+from keel.core.replay import Command, Execution, Outcome
 from keel.core.states import RunState
 from keel.errors import (
     ControlFlowSwallowedError,
@@ -559,16 +559,19 @@ class RunDriver:
         assert outcome is not None
         if outcome.status != "cancelled":
             # parent_close="wait": the run ends only after those children have.
-            # (A cancelled run does not wait: finish_run cancels them.)
+            # A cancelled run does not wait (finish_run cancels them), and nor
+            # does one asked to cancel while it waits: it ends cancelled.
             open_ = [
                 run_id
                 for run_id in ch.waited_children(ex)
                 if (rec := await self.store.get_run(run_id)) is not None
                 and not rec.state.is_terminal
             ]
-            if open_:
+            if open_ and not self.cancel_requested:
                 await self._suspend(ex, _Plan(children=set(open_)))
                 return
+            if open_:
+                outcome = Outcome("cancelled")
         result: bytes | None = None
         error: bytes | None = None
         if outcome.status == "completed":
