@@ -106,6 +106,21 @@ async def top() -> str:
     return await keel.run_child(middle)
 
 
+gate = threading.Event()
+
+
+@keel.step(name="children.blocked")
+def blocked() -> None:
+    count("blocked")
+    gate.wait(20)
+
+
+@keel.workflow(name="children.busy_parent")
+async def busy_parent() -> None:
+    await keel.start_child(waiter, child_id="busy-child")
+    await blocked()
+
+
 @keel.workflow(name="children.nest")
 async def nest(level: int) -> str:
     try:
@@ -292,6 +307,27 @@ async def test_cancel_cascades_through_grandchildren(env: Any) -> None:
             await run.result(timeout=20)
         for run_id in (child, grandchild):
             await _wait_state(client, run_id, keel.RunState.CANCELLED)
+
+
+async def test_cancelling_a_held_parent_cascades(env: Any) -> None:
+    """The parent is running a step (its worker holds it) when it is cancelled."""
+    gate.clear()
+    try:
+        async with env() as (client, _):
+            run = await client.start(busy_parent, run_id="busy")
+            await _wait_state(client, "busy-child", keel.RunState.SUSPENDED)
+            deadline = time.monotonic() + 15
+            while calls["blocked"] == 0:
+                assert time.monotonic() < deadline, "the step never started"
+                await asyncio.sleep(0.01)
+            assert (
+                await client.cancel("busy")
+            ) is keel.RunState.RUNNING  # held: its worker ends it
+            with pytest.raises(keel.RunCancelledError):
+                await run.result(timeout=20)
+            await _wait_state(client, "busy-child", keel.RunState.CANCELLED)
+    finally:
+        gate.set()
 
 
 async def test_max_depth_is_a_clear_error_in_the_parent(env: Any) -> None:
