@@ -83,3 +83,14 @@ def test_a_refused_start_raises_at_start_child() -> None:
     assert ex.outcome is not None and ex.outcome.status == "failed"
     assert isinstance(ex.outcome.error, keel.ChildWorkflowError)
     assert ex.outcome.error.error_type == "keel.errors.RunExistsError"
+
+
+def test_child_calls_outside_a_workflow_are_clear_errors() -> None:
+    import asyncio
+
+    with pytest.raises(keel.WorkflowError, match="inside a workflow"):
+        asyncio.run(keel.start_child(kid, 1))
+    with pytest.raises(keel.WorkflowError, match="inside a workflow"):
+        keel.get_child("x")
+    with pytest.raises(keel.WorkflowError, match="inside a workflow"):
+        asyncio.run(keel.run_child(kid, 1))
