@@ -274,12 +274,16 @@ class RunDriver:
             elif kind is CommandKind.CHILD:
                 state = await ch.plan_child(self.store, self.run, ex, cmd, self.worker, starting)
                 if state == "progressed":
+                    # Go on: one pass journals every child that has ended (a
+                    # fan-in reads each open child once per turn, not per outcome).
                     plan.progressed = True
-                    return plan
+                    continue
                 if state == "start":
                     to_start.append(cmd)
                 elif cmd.child_run_id is not None:  # running: suspend_run wakes us if it ends
                     plan.children.add(cmd.child_run_id)
+        if plan.progressed:
+            return plan  # re-planned before anything else happens
         # Recorded last, so that no other write of this plan (a signal's flush)
         # can carry a step_dispatched event without its task.
         for cmd in to_dispatch:
