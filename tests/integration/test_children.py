@@ -396,3 +396,17 @@ async def test_crash_right_after_a_child_started(env: Any) -> None:
         history = [e.type for e in await client.history("fan-crash")]
         assert history.count("child_started") == 2
     assert calls["prepare"] == 1 and calls["double-0"] == 1 and calls["double-1"] == 1
+
+
+async def test_children_with_resident_executions(env: Any) -> None:
+    """The same with caching on: the parent's execution stays in memory between writes."""
+    async with env(cache=True) as (client, _):
+        run = await client.start(fan, 3)
+        assert await run.result(timeout=20) == [0, 2, 4]
+        caught = await client.start(catcher)
+        assert (await caught.result(timeout=20)).startswith("builtins.ValueError|bad input|")
+        waiting = await client.start(close, "wait", run_id="w-3")
+        child = "w-3/child:children.waiter#0"
+        await _wait_state(client, child, keel.RunState.SUSPENDED)
+        await client.signal(child, "go", "ok")
+        assert await waiting.result(timeout=20) == child
