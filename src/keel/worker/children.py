@@ -168,10 +168,14 @@ def record_outcome(ex: Execution, cmd: Command, child: RunRecord | None) -> bool
     return True
 
 
-def waited_children(ex: Execution) -> list[str]:
-    """Run ids of started ``parent_close="wait"`` children whose outcome is not journaled."""
+async def open_waited_children(store: Store, ex: Execution) -> set[str]:
+    """Run ids of this run's ``parent_close="wait"`` children that have not ended.
+
+    Read from the store: once the workflow has returned, its journal takes no
+    more child events (replay would not expect them).
+    """
     pending = {c.key for c in ex.pending()}
-    return [
+    waited = [
         cmd.child_run_id
         for cmd in ex.commands(CommandKind.CHILD)
         if cmd.key in pending
@@ -179,6 +183,11 @@ def waited_children(ex: Execution) -> list[str]:
         and isinstance(cmd.target, ChildSpec)
         and cmd.target.parent_close == "wait"
     ]
+    return {
+        run_id
+        for run_id in waited
+        if (rec := await store.get_run(run_id)) is not None and not rec.state.is_terminal
+    }
 
 
 def _spec(cmd: Command) -> ChildSpec:

@@ -565,14 +565,9 @@ class RunDriver:
             # parent_close="wait": the run ends only after those children have.
             # A cancelled run does not wait (finish_run cancels them), and nor
             # does one asked to cancel while it waits: it ends cancelled.
-            open_ = [
-                run_id
-                for run_id in ch.waited_children(ex)
-                if (rec := await self.store.get_run(run_id)) is not None
-                and not rec.state.is_terminal
-            ]
+            open_ = await ch.open_waited_children(self.store, ex)
             if open_ and not self.cancel_requested:
-                await self._suspend(ex, _Plan(children=set(open_)))
+                await self._suspend(ex, _Plan(children=open_))
                 return
             if open_:
                 outcome = Outcome("cancelled")
