@@ -8,13 +8,27 @@ lands while it (and the child's own gated step) are in flight.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.acceptance.apps import flows
 from tests.acceptance.harness import Harness, step_completions
+from tests.pg import pg_url, postgres_server  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.acceptance
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+    """Workers on one SQLite file, or on a fresh PostgreSQL database."""
+    url = request.getfixturevalue("pg_url") if request.param == "postgres" else None
+    h = Harness(tmp_path, db_url=url)
+    try:
+        yield h
+    finally:
+        h.cleanup()
 
 
 async def test_sigkill_right_after_a_child_started(harness: Harness) -> None:
