@@ -210,6 +210,9 @@ class Store(Protocol):
     async def get_run(self, run_id: str) -> RunRecord | None:
         """The run row, or ``None``."""
 
+    async def get_runs(self, run_ids: Collection[str]) -> dict[str, RunRecord]:
+        """The rows of those of ``run_ids`` that exist, by run id (one read)."""
+
     async def list_runs(
         self,
         *,

@@ -161,6 +161,11 @@ class MemoryStore(MemoryTasks, MemoryChildren):
             self._check_open()
             return self._runs.get(run_id)
 
+    async def get_runs(self, run_ids: Collection[str]) -> dict[str, RunRecord]:
+        with self._lock:
+            self._check_open()
+            return {i: self._runs[i] for i in run_ids if i in self._runs}
+
     async def list_runs(
         self,
         *,

@@ -72,6 +72,18 @@ class ChildConformance:
 
         run_with_store(store_factory, body)
 
+    def test_get_runs_reads_the_rows_that_exist(self, store_factory: StoreFactory) -> None:
+        async def body(store: Store) -> None:
+            lease = await leased(store, "p")
+            await store.start_children(lease, 1, [started(0)], [child_run("p/a", "p")])
+            assert await store.get_runs([]) == {}
+            rows = await store.get_runs(["p/a", "missing", "p", "p/a"])
+            assert sorted(rows) == ["p", "p/a"]
+            assert rows["p/a"] == await get(store, "p/a")
+            assert rows["p"] == await get(store, "p")
+
+        run_with_store(store_factory, body)
+
     def test_a_taken_child_id_writes_nothing(self, store_factory: StoreFactory) -> None:
         async def body(store: Store) -> None:
             await store.create_run(new_run("taken"))

@@ -44,10 +44,11 @@ async def plan_child(
     cmd: Command,
     worker: Worker,
     starting: set[str],
+    kids: dict[str, RunRecord],
 ) -> Literal["progressed", "start", "running"]:
     """Plan a child command: ``"progressed"`` (an event was journaled), ``"start"``
     (create the child with this plan's write; its id is added to ``starting``),
-    or ``"running"`` (wait for it)."""
+    or ``"running"`` (wait for it). ``kids``: the started children's rows."""
     if cmd.child_run_id is None:
         refusal = await refuse_start(store, parent, cmd, worker.max_child_depth)
         if refusal is None and _spec(cmd).run_id in starting:
@@ -61,9 +62,19 @@ async def plan_child(
             return "start"
         record_refusal(ex, cmd, refusal)
         return "progressed"
-    if record_outcome(ex, cmd, await store.get_run(cmd.child_run_id)):
+    if record_outcome(ex, cmd, kids.get(cmd.child_run_id)):
         return "progressed"
     return "running"
+
+
+async def started_children(store: Store, ex: Execution) -> dict[str, RunRecord]:
+    """The rows of the started children whose outcome is not journaled yet."""
+    ids = [
+        c.child_run_id
+        for c in ex.pending()
+        if c.id.kind is CommandKind.CHILD and c.child_run_id is not None
+    ]
+    return await store.get_runs(ids) if ids else {}
 
 
 async def refuse_start(
@@ -183,11 +194,8 @@ async def open_waited_children(store: Store, ex: Execution) -> set[str]:
         and isinstance(cmd.target, ChildSpec)
         and cmd.target.parent_close == "wait"
     ]
-    return {
-        run_id
-        for run_id in waited
-        if (rec := await store.get_run(run_id)) is not None and not rec.state.is_terminal
-    }
+    rows = await store.get_runs(waited) if waited else {}
+    return {run_id for run_id, rec in rows.items() if not rec.state.is_terminal}
 
 
 def _spec(cmd: Command) -> ChildSpec:

@@ -222,6 +222,7 @@ class RunDriver:
         to_dispatch: list[Command] = []
         to_start: list[Command] = []
         starting: set[str] = set()  # run ids of to_start
+        kids = await ch.started_children(self.store, ex)  # one read for every open child
         for cmd in ex.pending():
             if ex.outcome is not None:
                 break
@@ -272,7 +273,9 @@ class RunDriver:
                 plan.progressed = True
                 return plan
             elif kind is CommandKind.CHILD:
-                state = await ch.plan_child(self.store, self.run, ex, cmd, self.worker, starting)
+                state = await ch.plan_child(
+                    self.store, self.run, ex, cmd, self.worker, starting, kids
+                )
                 if state == "progressed":
                     # Go on: one pass journals every child that has ended (a
                     # fan-in reads each open child once per turn, not per outcome).

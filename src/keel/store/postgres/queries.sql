@@ -22,6 +22,14 @@ SELECT r.run_id, r.workflow, r.version, r.state, p.input, p.result, p.error,
 FROM runs r JOIN run_payloads p ON p.run_id = r.run_id
 WHERE r.run_id = %(run_id)s::text;
 
+-- name: get_runs
+SELECT r.run_id, r.workflow, r.version, r.state, p.input, p.result, p.error,
+       r.created_at, r.updated_at, r.wake_at, r.lease_owner, r.lease_token,
+       r.lease_expires_at, r.cancel_requested, r.next_seq,
+       r.parent_run_id, r.parent_close, r.depth
+FROM runs r JOIN run_payloads p ON p.run_id = r.run_id
+WHERE r.run_id = ANY (%(run_ids)s::text[]);
+
 -- name: create_run
 -- Idempotent on run_id: a row comes back only when this call inserted the run.
 -- The payload row and the started event (seq 0) go in with it. The new run is

@@ -297,6 +297,12 @@ class PostgresStore(TasksMixin, ChildrenMixin, GroupCommitMixin):
         rows = await self._fetch("get_run", {"run_id": run_id})
         return _sql.run_record(rows[0]) if rows else None
 
+    async def get_runs(self, run_ids: Collection[str]) -> dict[str, RunRecord]:
+        if not run_ids:
+            return {}
+        rows = await self._fetch("get_runs", {"run_ids": sorted(set(run_ids))})
+        return {r.run_id: r for r in map(_sql.run_record, rows)}
+
     async def list_runs(
         self,
         *,

@@ -8,6 +8,12 @@ SELECT run_id, workflow, version, state, input, result, error, created_at, updat
        parent_run_id, parent_close, depth
 FROM runs WHERE run_id = ?;
 
+-- name: get_runs
+SELECT run_id, workflow, version, state, input, result, error, created_at, updated_at,
+       wake_at, lease_owner, lease_token, lease_expires_at, cancel_requested, next_seq,
+       parent_run_id, parent_close, depth
+FROM runs WHERE run_id IN (SELECT value FROM json_each(?));
+
 -- name: insert_run
 -- Idempotent on run_id: returns the row only when it was inserted.
 INSERT INTO runs (run_id, workflow, version, state, created_at, updated_at, wake_at,

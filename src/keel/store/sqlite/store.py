@@ -205,6 +205,15 @@ class SQLiteStore(SQLiteTasks, SQLiteChildren):
 
         return await self._read(op)
 
+    async def get_runs(self, run_ids: Collection[str]) -> dict[str, RunRecord]:
+        ids = json.dumps(sorted(set(run_ids)))
+
+        def op(conn: sqlite3.Connection) -> dict[str, RunRecord]:
+            rows = conn.execute(Q["get_runs"], (ids,)).fetchall()
+            return {r.run_id: r for r in map(_sql.run_record, rows)}
+
+        return await self._read(op) if run_ids else {}
+
     async def list_runs(
         self,
         *,
