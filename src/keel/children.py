@@ -101,7 +101,11 @@ async def start_child(
             raise
         raise TypeError(f"bad arguments for child workflow {workflow.name!r}: {exc}") from None
     cmd = execution.issue(
-        CommandKind.CHILD, workflow.name, result_type=workflow.result_type, args=data
+        CommandKind.CHILD,
+        workflow.name,
+        result_type=workflow.result_type,
+        args=data,
+        hash_extra=f"\x00{child_id or ''}\x00{parent_close}".encode(),
     )
     run_id = child_id if child_id is not None else derived_child_id(execution.run_id, cmd.key)
     cmd.target = ChildSpec(workflow.name, workflow.version, run_id, parent_close)

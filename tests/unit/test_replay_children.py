@@ -94,3 +94,23 @@ def test_child_calls_outside_a_workflow_are_clear_errors() -> None:
         keel.get_child("x")
     with pytest.raises(keel.WorkflowError, match="inside a workflow"):
         asyncio.run(keel.run_child(kid, 1))
+
+
+@keel.workflow(name="core_children.named")
+async def named(child_id: str) -> int:
+    return await keel.run_child(kid, 1, child_id=child_id)
+
+
+def test_a_changed_child_id_is_nondeterminism() -> None:
+    ex = Execution("p", named.fn, ("a",), {}, [STARTED], FixedLive())
+    ex.start()
+    [cmd] = ex.pending()
+    ex.record(EventType.CHILD_STARTED, cmd, jr.envelope(child_run_id="a", args_hash=cmd.args_hash))
+    ex.record(EventType.CHILD_COMPLETED, cmd, jr.envelope(child_run_id="a", result=jr.raw(b"1")))
+    assert ex.outcome is not None and ex.outcome.result == b"1"
+    same = Execution("p", named.fn, ("a",), {}, list(ex.journal), FixedLive())
+    same.start()
+    assert same.outcome is not None and same.outcome.result == b"1"
+    changed = Execution("p", named.fn, ("b",), {}, list(ex.journal), FixedLive())
+    with pytest.raises(NondeterminismError, match="different arguments"):
+        changed.start()

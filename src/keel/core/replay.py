@@ -265,10 +265,15 @@ class Execution:
         duration: float | None = None,
         timeout: float | None = None,
         idempotency_key: str | None = None,
+        hash_extra: bytes = b"",
     ) -> Command:
-        """Register a command that resolves later (step, sleep, signal, side effect)."""
+        """Register a command that resolves later (step, sleep, signal, side effect, child).
+
+        ``hash_extra`` joins ``args`` in the arguments hash (a child's id and
+        parent-close policy), so changing it under a running workflow is caught.
+        """
         cid = self._next_id(kind, name)
-        args_hash = codec.args_hash(args) if args is not None else None
+        args_hash = codec.args_hash(args + hash_extra) if args is not None else None
         key = str(cid)
         mismatch = None
         if key in self._recorded_hash:
