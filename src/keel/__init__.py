@@ -5,6 +5,7 @@ Decorate ``async def`` workflows and their steps, start runs with a
 timer and signal is journaled, so runs survive crashes and restarts.
 """
 
+from keel.children import ChildHandle, get_child, run_child, start_child
 from keel.client import Client, HistoryEvent, RunHandle, RunInfo, RunList
 from keel.context import (
     StepInfo,
@@ -24,6 +25,8 @@ from keel.core.retry import RetryPolicy
 from keel.core.states import RunState
 from keel.definitions import Registry, StepDef, WorkflowDef, step, workflow
 from keel.errors import (
+    ChildWorkflowCancelled,
+    ChildWorkflowError,
     ConfigurationError,
     ControlFlowSwallowedError,
     DatabaseError,
@@ -35,6 +38,7 @@ from keel.errors import (
     PatchMismatchError,
     ResultTimeoutError,
     RunCancelledError,
+    RunExistsError,
     RunFailedError,
     RunFinishedError,
     RunNotFoundError,
@@ -59,6 +63,9 @@ from keel.worker import Worker
 __version__ = "0.1.0"
 
 __all__ = [
+    "ChildHandle",
+    "ChildWorkflowCancelled",
+    "ChildWorkflowError",
     "Client",
     "ConfigurationError",
     "ControlFlowSwallowedError",
@@ -75,6 +82,7 @@ __all__ = [
     "ResultTimeoutError",
     "RetryPolicy",
     "RunCancelledError",
+    "RunExistsError",
     "RunFailedError",
     "RunFinishedError",
     "RunHandle",
@@ -102,14 +110,17 @@ __all__ = [
     "cancel_requested",
     "current_step",
     "deprecate_patch",
+    "get_child",
     "in_workflow",
     "now",
     "open_store",
     "patched",
     "random",
+    "run_child",
     "saga",
     "side_effect",
     "sleep",
+    "start_child",
     "step",
     "uuid4",
     "wait_for_signal",

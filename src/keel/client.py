@@ -51,6 +51,8 @@ class RunInfo:
     cancel_requested: bool
     lease_owner: str | None
     error: dict[str, Any] | None
+    parent_run_id: str | None = None  # a child run: the run that started it
+    depth: int = 0  # how deep a child run is nested (0: started by a client)
 
     @classmethod
     def from_record(cls, rec: RunRecord) -> RunInfo:
@@ -65,6 +67,8 @@ class RunInfo:
             cancel_requested=rec.cancel_requested,
             lease_owner=rec.lease_owner,
             error=jr.decode_plain(rec.error) if rec.error else None,
+            parent_run_id=rec.parent_run_id,
+            depth=rec.depth,
         )
 
 

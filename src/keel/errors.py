@@ -21,11 +21,14 @@ code must never swallow)::
         │   └── PatchMismatchError      a patch name now marks another place in the code
         ├── ControlFlowSwallowedError   workflow code swallowed a KeelControl
         ├── WorkflowError               misuse inside a workflow (asyncio.sleep, I/O, ...)
+        │   ├── ChildWorkflowError      a child run failed or could not start (in the parent)
+        │   └── ChildWorkflowCancelled  a child run was cancelled (in the parent)
         ├── StepFailedError             a step exhausted its retries (raised in the workflow)
         ├── StepTimeoutError            one step attempt exceeded its timeout
         ├── SignalTimeoutError          wait_for_signal() timed out (raised in the workflow)
         └── StoreError                  storage-level failures
             ├── LeaseLostError          stale fencing token: the write changed nothing
+            ├── RunExistsError          a child run's id is taken: nothing was written
             └── DatabaseError           corrupted, foreign or too-new database file
     BaseException
     └── KeelControl
@@ -161,6 +164,35 @@ class WorkflowError(KeelError):
     """Something was done inside a workflow that a workflow may not do."""
 
 
+class ChildWorkflowError(WorkflowError):
+    """A child workflow failed, or could not be started (its id is taken, too deep).
+
+    Raised inside the parent at ``start_child``/``handle.result()``; the parent may catch it.
+    """
+
+    def __init__(self, child_run_id: str, workflow: str, error_type: str, message: str) -> None:
+        super().__init__(
+            f"child workflow {workflow!r} (run {child_run_id!r}) failed: {error_type}: {message}"
+        )
+        self.child_run_id = child_run_id
+        self.workflow = workflow
+        self.error_type = error_type
+        self.message = message
+
+
+class ChildWorkflowCancelled(WorkflowError):
+    """A child workflow was cancelled; raised inside the parent, which may catch it.
+
+    An ordinary exception, unlike :class:`WorkflowCancelled`: the parent itself
+    is not being cancelled.
+    """
+
+    def __init__(self, child_run_id: str, workflow: str) -> None:
+        super().__init__(f"child workflow {workflow!r} (run {child_run_id!r}) was cancelled")
+        self.child_run_id = child_run_id
+        self.workflow = workflow
+
+
 class StepFailedError(KeelError):
     """A step failed for good (retries exhausted or a non-retryable error).
 
@@ -212,6 +244,14 @@ class LeaseLostError(StoreError):
         self.run_id = run_id
         self.token = token
         self.task_id = task_id
+
+
+class RunExistsError(StoreError):
+    """Runs with these ids exist already, so the write that would create them wrote nothing."""
+
+    def __init__(self, run_ids: list[str]) -> None:
+        super().__init__(f"run id(s) already taken: {', '.join(map(repr, run_ids))}")
+        self.run_ids = run_ids
 
 
 class DatabaseError(StoreError):

@@ -13,7 +13,7 @@ import pytest
 from keel.core.states import RunState
 from keel.errors import ConfigurationError, StoreError
 from keel.store import open_store
-from keel.store.base import NewEvent
+from keel.store.base import NewEvent, NewRun
 from keel.store.postgres import PostgresStore
 from keel.store.postgres._conn import ClockOffset
 from keel.store.postgres.store import Q
@@ -326,6 +326,55 @@ def test_wait_for_schedules_is_woken_only_by_schedule_changes(pg_url: str) -> No
             await asyncio.wait_for(resumed, 5)
         finally:
             await other.close()
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_child_ending_while_parent_suspend_waits_for_the_row_still_wakes(
+    pg_url: str,  # noqa: F811
+) -> None:
+    """A child's finish_run holding the parent row when the parent's suspend_run
+    snapshot is taken: the parent must not sleep through the child's end."""
+
+    async def main() -> None:
+        store = PostgresStore(pg_url)
+        await store.open()
+        finisher = await psycopg.AsyncConnection.connect(pg_url, options="-csearch_path=keel")
+        try:
+            _, lease, _ = await store.create_run(new_run("p"), lease_owner="w1")
+            assert lease is not None
+            child = NewRun(
+                "p/c",
+                "wf",
+                "v1",
+                b"{}",
+                NewEvent("run_started", None, b"{}"),
+                parent_run_id="p",
+                parent_close="abandon",
+                depth=1,
+            )
+            started = NewEvent("child_started", "child:wf#0", b"{}")
+            await store.start_children(lease, 1, [started], [child])
+            [claimed] = await store.claim_runs("w2", limit=1, ttl=30)
+            params = store._fence(claimed.lease, 1, []) | {
+                "state": "completed",
+                "result": b"1",
+                "error": None,
+            }
+            cur = await finisher.execute(Q["finish_run"], params)  # rows locked, not committed
+            assert await cur.fetchall() == [(1,)]
+            suspend = asyncio.create_task(
+                store.suspend_run(lease, 2, [], wake_at=None, wake_on_children=["p/c"])
+            )
+            await _until_blocked_on_a_lock(pg_url)
+            await finisher.commit()
+            await asyncio.wait_for(suspend, 5)
+            run = await store.get_run("p")
+            assert run is not None and run.wake_at is not None
+            assert run.wake_at <= await store.now()
+        finally:
+            await finisher.close()
             await store.close()
 
     asyncio.run(main())

@@ -221,7 +221,11 @@ def _schema_of(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
         "SELECT type, name, sql FROM sqlite_master "
         "WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY name"
     ).fetchall()
-    return [(t, n, " ".join(re.sub(r"--[^\n]*", "", sql).split())) for t, n, sql in rows]
+    # ALTER TABLE ADD COLUMN appends "\n, column ..." to the stored CREATE TABLE.
+    return [
+        (t, n, " ".join(re.sub(r"--[^\n]*", "", sql).split()).replace(" ,", ","))
+        for t, n, sql in rows
+    ]
 
 
 def test_migrations_build_exactly_schema_sql(tmp_path: Path) -> None:

@@ -44,6 +44,10 @@ _SYMBOLS: dict[str, tuple[str, str]] = {
     EventType.SIDE_EFFECT: ("●", "white"),
     EventType.PATCHED: ("⚑", "cyan"),
     EventType.CANCEL_REQUESTED: ("⊘", "magenta"),
+    EventType.CHILD_STARTED: ("⑂", "cyan"),
+    EventType.CHILD_COMPLETED: ("⑂", "green"),
+    EventType.CHILD_FAILED: ("⑂", "bold red"),
+    EventType.CHILD_CANCELLED: ("⑂", "magenta"),
     EventType.RUN_COMPLETED: ("■", "bold green"),
     EventType.RUN_FAILED: ("■", "bold red"),
     EventType.RUN_CANCELLED: ("■", "magenta"),
@@ -133,6 +137,8 @@ def run_details(
         ("lease owner", info.lease_owner or "-"),
         ("cancel requested", "yes" if info.cancel_requested else "no"),
     ]
+    if info.parent_run_id is not None:
+        rows.append(("parent", f"{info.parent_run_id}  (depth {info.depth})"))
     if info.error:
         rows.append(("error", Text(error_summary(info.error), style="red")))
     for key, value in rows:
@@ -317,6 +323,16 @@ class Timeline:
             return f"patch {d.get('patch')!r}: new code path"
         if t == EventType.CANCEL_REQUESTED:
             return "cancel requested: pending work discarded, cleanup may run"
+        if t == EventType.CHILD_STARTED:
+            return (
+                f"started child run {d.get('child_run_id')} (parent close: {d.get('parent_close')})"
+            )
+        if t == EventType.CHILD_COMPLETED:
+            return f"child {d.get('child_run_id')} → {compact(d.get('result'))}"
+        if t == EventType.CHILD_FAILED:
+            return f"child {d.get('child_run_id')} failed: {_cut(error_summary(d.get('error')))}"
+        if t == EventType.CHILD_CANCELLED:
+            return f"child {d.get('child_run_id')} cancelled"
         if t == EventType.RUN_COMPLETED:
             return f"completed → {compact(d.get('result'))}"
         if t == EventType.RUN_FAILED:

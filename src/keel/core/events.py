@@ -29,6 +29,10 @@ class EventType(StrEnum):
     # The run's cancel request reached the workflow here: replay raises
     # WorkflowCancelled at the same point, so cleanup code replays identically.
     CANCEL_REQUESTED = "cancel_requested"
+    CHILD_STARTED = "child_started"  # the child run was created in the same transaction
+    CHILD_COMPLETED = "child_completed"
+    CHILD_FAILED = "child_failed"  # it failed, or could not be started (id taken, too deep)
+    CHILD_CANCELLED = "child_cancelled"
     RUN_COMPLETED = "run_completed"
     RUN_FAILED = "run_failed"
     RUN_CANCELLED = "run_cancelled"
@@ -44,6 +48,9 @@ RESOLVING = frozenset(
         EventType.SIGNAL_TIMED_OUT,
         EventType.SIDE_EFFECT,
         EventType.PATCHED,
+        EventType.CHILD_COMPLETED,
+        EventType.CHILD_FAILED,
+        EventType.CHILD_CANCELLED,
     }
 )
 
@@ -54,6 +61,7 @@ PROGRESS = frozenset(
         EventType.STEP_DISPATCHED,
         EventType.TIMER_STARTED,
         EventType.SIGNAL_AWAITED,
+        EventType.CHILD_STARTED,
     }
 )
 
@@ -84,6 +92,7 @@ class CommandKind(StrEnum):
     RANDOM = "random"
     SIDE_EFFECT = "side_effect"
     PATCH = "patch"
+    CHILD = "child"  # a child workflow run; the name is the child's workflow
 
 
 #: Commands whose value is produced on the spot (journaled, returned synchronously).

@@ -36,6 +36,8 @@ from keel.core.events import RUN_EVENTS, CommandId, CommandKind, EventType
 from keel.core.journal import JournalEntry
 from keel.core.loop import DeterministicLoop
 from keel.errors import (
+    ChildWorkflowCancelled,
+    ChildWorkflowError,
     ControlFlowSwallowedError,
     KeelControl,
     NondeterminismError,
@@ -73,6 +75,14 @@ _ALLOWED: dict[CommandKind, frozenset[EventType]] = {
     CommandKind.UUID4: frozenset({EventType.SIDE_EFFECT}),
     CommandKind.RANDOM: frozenset({EventType.SIDE_EFFECT}),
     CommandKind.PATCH: frozenset({EventType.PATCHED}),
+    CommandKind.CHILD: frozenset(
+        {
+            EventType.CHILD_STARTED,
+            EventType.CHILD_COMPLETED,
+            EventType.CHILD_FAILED,
+            EventType.CHILD_CANCELLED,
+        }
+    ),
 }
 
 
@@ -139,6 +149,8 @@ class Command:
     fire_at: float | None = None  # timer
     awaited: bool = False  # signal wait journaled
     deadline: float | None = None  # signal wait deadline
+    started: asyncio.Future[str] | None = None  # child: resolved at child_started
+    child_run_id: str | None = None  # child: the run started for it
 
     key: str = field(init=False)
 
@@ -258,6 +270,10 @@ class Execution:
             self._settle()
         return entry
 
+    def commands(self, kind: CommandKind) -> list[Command]:
+        """Commands of ``kind`` issued so far (resolved or not), in issue order."""
+        return [c for c in self._order if c.id.kind is kind]
+
     def take_outbox(self) -> list[JournalEntry]:
         out, self.outbox = self.outbox, []
         return out
@@ -314,9 +330,12 @@ class Execution:
         duration: float | None = None,
         timeout: float | None = None,
         idempotency_key: str | None = None,
+        hash_extra: bytes = b"",
     ) -> Command:
-        """Register a command that resolves later (step, sleep, signal, side effect).
+        """Register a command that resolves later (step, sleep, signal, side effect, child).
 
+        ``hash_extra`` joins ``args`` in the arguments hash (a child's id and
+        parent-close policy), so changing it under a running workflow is caught.
         Raises :class:`WorkflowCancelled` instead if a deferred cancel request
         is waiting and this command is not shielded.
         """
@@ -325,7 +344,7 @@ class Execution:
             self._cancel_deferred = False
             raise WorkflowCancelled()
         cid = self._next_id(kind, name)
-        args_hash = codec.args_hash(args) if args is not None else None
+        args_hash = codec.args_hash(args + hash_extra) if args is not None else None
         key = str(cid)
         mismatch = None
         if key in self._recorded_hash:
@@ -348,6 +367,7 @@ class Execution:
             shielded=shield,
             known=key in self._recorded_hash,
             recorded_hash_mismatch=mismatch,
+            started=self._loop.create_future() if kind is CommandKind.CHILD else None,
         )
         self._order.append(cmd)
         self._pending[key] = cmd
@@ -483,6 +503,8 @@ class Execution:
         for cmd in list(self._pending.values()):
             if not cmd.future.done():
                 cmd.future.set_exception(exc_type())
+            if cmd.started is not None and not cmd.started.done():
+                cmd.started.set_exception(exc_type())
         self._settle()
 
     def _deliver_cancel(self) -> None:
@@ -493,6 +515,9 @@ class Execution:
             del self._pending[cmd.key]
             if not cmd.future.done():
                 cmd.future.set_exception(WorkflowCancelled())
+                interrupted = True
+            if cmd.started is not None and not cmd.started.done():
+                cmd.started.set_exception(WorkflowCancelled())
                 interrupted = True
         # Only shielded work (compensations) in progress: the request waits for it.
         self._cancel_deferred = not interrupted
@@ -558,6 +583,44 @@ class Execution:
         elif t is EventType.SIGNAL_TIMED_OUT:
             self._resolve(cmd)
             fut.set_exception(SignalTimeoutError(cmd.id.name, float(cmd.timeout or 0.0)))
+        elif t in _CHILD_EVENTS:
+            self._apply_child(cmd, entry)
+
+    def _apply_child(self, cmd: Command, entry: JournalEntry) -> None:
+        """A child command's events: started resolves ``start_child``, an outcome the result."""
+        t, data = entry.type, entry.data
+        child_id = str(jr.field(data, "child_run_id", cmd.child_run_id or ""))
+        cmd.child_run_id = child_id
+        if t is EventType.CHILD_STARTED:
+            if cmd.started is not None and not cmd.started.done():
+                cmd.started.set_result(child_id)
+            return
+        self._resolve(cmd)
+        exc: BaseException | None = None
+        if t is EventType.CHILD_COMPLETED:
+            try:
+                value = codec.decode(
+                    jr.raw_field(data, "result"),
+                    cmd.result_type,
+                    what=f"result of {cmd.id.describe()}",
+                )
+            except Exception as dec_exc:
+                exc = dec_exc
+            else:
+                cmd.future.set_result(value)
+        elif t is EventType.CHILD_FAILED:
+            err = jr.field(data, "error", {}) or {}
+            exc = ChildWorkflowError(
+                child_id, cmd.id.name, str(err.get("type", "")), str(err.get("message", ""))
+            )
+        else:
+            exc = ChildWorkflowCancelled(child_id, cmd.id.name)
+        if exc is not None:
+            cmd.future.set_exception(exc)
+            cmd.future.exception()  # a handle whose result nobody awaits: no "never retrieved"
+        if cmd.started is not None and not cmd.started.done():
+            # It never started (id taken, too deep): start_child raises the error.
+            cmd.started.set_exception(exc or ChildWorkflowError(child_id, cmd.id.name, "", ""))
 
     def _resolve(self, cmd: Command) -> None:
         del self._pending[cmd.key]
@@ -602,8 +665,20 @@ def _describe_key(key: str | None) -> str:
         return repr(key)
 
 
+_CHILD_EVENTS = frozenset(
+    {
+        EventType.CHILD_STARTED,
+        EventType.CHILD_COMPLETED,
+        EventType.CHILD_FAILED,
+        EventType.CHILD_CANCELLED,
+    }
+)
+
+
 def _args_hash_of(entry: JournalEntry) -> str | None:
     if entry.type not in (
+        EventType.CHILD_STARTED,
+        EventType.CHILD_FAILED,
         EventType.STEP_COMPLETED,
         EventType.STEP_FAILED,
         EventType.STEP_ATTEMPT_FAILED,

@@ -12,8 +12,8 @@ import json
 from collections.abc import Collection, Sequence
 
 from keel.core.states import RunState
-from keel.errors import ConfigurationError, LeaseLostError, StoreError
-from keel.store.base import NewSchedule, NewTask, RunPage, RunRecord, TaskLease
+from keel.errors import ConfigurationError, LeaseLostError, RunExistsError, StoreError
+from keel.store.base import NewRun, NewSchedule, NewTask, RunPage, RunRecord, TaskLease
 
 MAX_PAGE = 1000
 
@@ -122,6 +122,18 @@ def check_tasks(run_id: str, tasks: Sequence[NewTask]) -> None:
         if task.command in seen:
             raise StoreError(f"run {run_id!r} dispatches command {task.command!r} twice")
         seen.add(task.command)
+
+
+def check_children(children: Sequence[NewRun]) -> None:
+    """Refuse child runs that repeat a run id among themselves (``RunExistsError``)."""
+    seen: set[str] = set()
+    repeated = []
+    for child in children:
+        if child.run_id in seen:
+            repeated.append(child.run_id)
+        seen.add(child.run_id)
+    if repeated:
+        raise RunExistsError(repeated)
 
 
 def duplicate_task(run_id: str, commands: Collection[str]) -> StoreError:

@@ -52,6 +52,9 @@ class NewRun:
     version: str
     input: bytes  # encoded JSON
     started: NewEvent  # journaled at seq 0 in the same transaction as the run row
+    parent_run_id: str | None = None  # a child run: the run that started it
+    parent_close: str | None = None  # a child run: "cancel" | "abandon" | "wait"
+    depth: int = 0  # 0 for a run started by a client, parent's + 1 for a child
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +76,9 @@ class RunRecord:
     lease_expires_at: float | None
     cancel_requested: bool
     next_seq: int  # seq the next appended event will get
+    parent_run_id: str | None = None
+    parent_close: str | None = None
+    depth: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +254,9 @@ class Store(Protocol):
     async def get_run(self, run_id: str) -> RunRecord | None:
         """The run row, or ``None``."""
 
+    async def get_runs(self, run_ids: Collection[str]) -> dict[str, RunRecord]:
+        """The rows of those of ``run_ids`` that exist, by run id (one read)."""
+
     async def list_runs(
         self,
         *,
@@ -297,14 +306,16 @@ class Store(Protocol):
         wake_on_signals: Collection[str] = (),
         wake_on_tasks: Collection[str] = (),
         cancel_delivered: bool = False,
+        wake_on_children: Collection[str] = (),
     ) -> None:
         """Fenced: append ``events``, set ``suspended`` and ``wake_at``, drop the lease.
 
         If an unconsumed signal with a name in ``wake_on_signals`` is already
-        in the mailbox, or a task of one of the step commands in
-        ``wake_on_tasks`` is already ``completed``/``failed`` (it finished while
-        the run was held, so its completion found nothing to wake), ``wake_at``
-        becomes ``now`` (no lost wake-up).
+        in the mailbox, a task of one of the step commands in ``wake_on_tasks``
+        is already ``completed``/``failed``, or a run in ``wake_on_children``
+        has already ended (it finished while the run was held, so its
+        completion found nothing to wake), ``wake_at`` becomes ``now`` (no lost
+        wake-up).
         A cancel request also sets ``wake_at = now``, unless
         ``cancel_delivered`` says the holder already handed it to the workflow
         (whose cleanup may be sleeping).
@@ -320,7 +331,14 @@ class Store(Protocol):
         result: bytes | None = None,
         error: bytes | None = None,
     ) -> None:
-        """Fenced: append ``events`` and end the run in terminal ``state``."""
+        """Fenced: append ``events`` and end the run in terminal ``state``.
+
+        In the same transaction (commit before wake): the run's parent, if it
+        has one and has not ended, gets ``wake_at = now``; the run's unfinished
+        children with ``parent_close = "cancel"`` get ``cancel_requested`` and
+        ``wake_at = now``, so they are cancelled the normal way (and their
+        own end cascades to theirs).
+        """
 
     async def send_signal(self, run_id: str, name: str, payload: bytes) -> int:
         """Buffer a signal in the run's mailbox and wake the run; return its id.
@@ -340,7 +358,24 @@ class Store(Protocol):
         other unfinished run gets ``cancel_requested`` and ``wake_at = now``
         and keeps its state: its holder, or the next worker to claim it,
         delivers the request to the workflow, whose cleanup runs before the run
-        ends. Raises ``RunNotFoundError`` / ``RunFinishedError``.
+        ends. Raises ``RunNotFoundError`` / ``RunFinishedError``. A run cancelled at once
+        wakes its parent and asks its children to cancel as :meth:`finish_run` does.
+        """
+
+    # --- child runs -------------------------------------------------------------------
+    async def start_children(
+        self,
+        lease: Lease,
+        first_seq: int,
+        events: Sequence[NewEvent],
+        children: Sequence[NewRun],
+    ) -> None:
+        """Fenced like :meth:`append_events`: append ``events`` and create ``children``
+        (``pending``, ``wake_at = now``, each with its ``started`` event at seq 0 and
+        its ``parent_run_id``/``parent_close``/``depth``) in ONE transaction.
+
+        If a run id of ``children`` exists already, raises
+        :class:`keel.errors.RunExistsError` and writes nothing.
         """
 
     # --- dispatched steps -------------------------------------------------------------

@@ -42,6 +42,7 @@ from keel.store.base import (
     SignalRecord,
     TaskRecord,
 )
+from keel.store.memory_children import MemoryChildren
 from keel.store.memory_schedules import MemorySchedules
 from keel.store.memory_tasks import MemoryTasks
 
@@ -52,11 +53,12 @@ class _Signal:
     consumed_seq: int | None = None
 
 
-class MemoryStore(MemoryTasks, MemorySchedules):
+class MemoryStore(MemoryTasks, MemorySchedules, MemoryChildren):
     """A store in a Python dict. ``clock`` is the store's clock (default ``time.time``).
 
     The dispatched-step (task) methods are in :class:`~keel.store.memory_tasks.MemoryTasks`,
-    the schedule methods in :class:`~keel.store.memory_schedules.MemorySchedules`.
+    the schedule methods in :class:`~keel.store.memory_schedules.MemorySchedules`,
+    the child-run ones in :class:`~keel.store.memory_children.MemoryChildren`.
     """
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
@@ -65,6 +67,7 @@ class MemoryStore(MemoryTasks, MemorySchedules):
         self._open = False
         self._lock = threading.RLock()
         self._runs: dict[str, RunRecord] = {}
+        self._children: dict[str, list[str]] = {}  # parent run id -> its child run ids
         self._events: dict[str, list[EventRecord]] = {}
         self._signals: dict[int, _Signal] = {}
         self._idempotent: dict[tuple[str, str], bytes] = {}
@@ -119,7 +122,11 @@ class MemoryStore(MemoryTasks, MemorySchedules):
             existing = self._runs.get(run.run_id)
             if existing is not None:
                 return existing, None, False
-            record, lease = self._insert_run(run, self._clock(), lease_owner, lease_ttl)
+            now = self._clock()
+            lease = None
+            if lease_owner is not None:
+                lease = Lease(run.run_id, lease_owner, 1, now + lease_ttl)
+            record = self._insert(run, now, lease)
             self._notify()
             return record, lease, True
 
@@ -130,6 +137,10 @@ class MemoryStore(MemoryTasks, MemorySchedules):
         lease = None
         if lease_owner is not None:
             lease = Lease(run.run_id, lease_owner, 1, now + lease_ttl)
+        return self._insert(run, now, lease), lease
+
+    def _insert(self, run: NewRun, now: float, lease: Lease | None = None) -> RunRecord:
+        """Add the run row (pending, or running under ``lease``) and its started event."""
         record = RunRecord(
             run_id=run.run_id,
             workflow=run.workflow,
@@ -141,22 +152,32 @@ class MemoryStore(MemoryTasks, MemorySchedules):
             created_at=now,
             updated_at=now,
             wake_at=now if lease is None else None,
-            lease_owner=lease_owner,
-            lease_token=0 if lease is None else 1,
+            lease_owner=None if lease is None else lease.owner,
+            lease_token=0 if lease is None else lease.token,
             lease_expires_at=None if lease is None else lease.expires_at,
             cancel_requested=False,
             next_seq=1,
+            parent_run_id=run.parent_run_id,
+            parent_close=run.parent_close,
+            depth=run.depth,
         )
         self._runs[run.run_id] = record
+        if run.parent_run_id is not None:
+            self._children.setdefault(run.parent_run_id, []).append(run.run_id)
         self._events[run.run_id] = []
         self._mailbox[run.run_id] = []
         self._append(run.run_id, 0, [run.started], now)
-        return record, lease
+        return record
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         with self._lock:
             self._check_open()
             return self._runs.get(run_id)
+
+    async def get_runs(self, run_ids: Collection[str]) -> dict[str, RunRecord]:
+        with self._lock:
+            self._check_open()
+            return {i: self._runs[i] for i in run_ids if i in self._runs}
 
     async def list_runs(
         self,
@@ -311,6 +332,7 @@ class MemoryStore(MemoryTasks, MemorySchedules):
         wake_on_signals: Collection[str] = (),
         wake_on_tasks: Collection[str] = (),
         cancel_delivered: bool = False,
+        wake_on_children: Collection[str] = (),
     ) -> None:
         names = frozenset(wake_on_signals)
         commands = frozenset(wake_on_tasks)
@@ -323,7 +345,11 @@ class MemoryStore(MemoryTasks, MemorySchedules):
                 self._signals[i].consumed_seq is None and self._signals[i].record.name in names
                 for i in self._mailbox[run.run_id]
             )
-            waiting = waiting or self._task_done(run.run_id, commands)
+            waiting = (
+                waiting
+                or self._task_done(run.run_id, commands)
+                or self._children_ended(wake_on_children)
+            )
             if waiting or (run.cancel_requested and not cancel_delivered):
                 wake_at = now if wake_at is None else min(wake_at, now)
             self._append(run.run_id, first_seq, events, now)
@@ -355,7 +381,7 @@ class MemoryStore(MemoryTasks, MemorySchedules):
             now = self._clock()
             run = self._fence(lease, first_seq, now)
             self._append(run.run_id, first_seq, events, now)
-            self._runs[run.run_id] = dataclasses.replace(
+            self._runs[run.run_id] = ended = dataclasses.replace(
                 run,
                 state=RunState(state),
                 result=result,
@@ -366,6 +392,7 @@ class MemoryStore(MemoryTasks, MemorySchedules):
                 lease_owner=None,
                 lease_expires_at=None,
             )
+            self._close_family(ended, now)
             self._notify()
 
     # -- signals and cancellation ------------------------------------------------------
@@ -430,7 +457,7 @@ class MemoryStore(MemoryTasks, MemorySchedules):
                 self._notify()
                 return run.state
             self._append(run_id, run.next_seq, [cancelled_event], now)
-            self._runs[run_id] = dataclasses.replace(
+            self._runs[run_id] = ended = dataclasses.replace(
                 run,
                 state=RunState.CANCELLED,
                 next_seq=run.next_seq + 1,
@@ -440,6 +467,7 @@ class MemoryStore(MemoryTasks, MemorySchedules):
                 lease_expires_at=None,
                 updated_at=now,
             )
+            self._close_family(ended, now)
             self._notify()
             return RunState.CANCELLED
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import pytest
 
+from keel.testing.conformance_children import ChildConformance
 from keel.testing.conformance_helpers import (
     CANCELLED,
     SHORT_TTL,
@@ -72,6 +73,7 @@ class StoreConformance(
     TaskConformance,
     QueueLimitConformance,
     ScheduleConformance,
+    ChildConformance,
 ):
     """Behaviour shared by every backend; subclasses supply ``store_factory``."""
 

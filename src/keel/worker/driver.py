@@ -21,7 +21,7 @@ from keel.core import codec
 from keel.core import journal as jr
 from keel.core.events import CommandKind, EventType
 from keel.core.journal import JournalEntry
-from keel.core.replay import Command, Execution
+from keel.core.replay import Command, Execution, Outcome
 from keel.core.states import RunState
 from keel.errors import (
     ControlFlowSwallowedError,
@@ -31,7 +31,8 @@ from keel.errors import (
     SerializationError,
     error_info,
 )
-from keel.store.base import Claimed, NewEvent, NewTask
+from keel.store.base import Claimed, NewEvent, NewRun, NewTask
+from keel.worker import children as ch
 from keel.worker.attempts import record_attempt
 from keel.worker.dispatch import record_dispatch, record_reused, record_task_outcome
 from keel.worker.executor import start_attempt
@@ -71,6 +72,8 @@ class _Plan:
     signals: set[str] = field(default_factory=set)
     tasks: set[str] = field(default_factory=set)  # commands of dispatched steps waited on
     dispatch: list[NewTask] = field(default_factory=list)  # step_dispatched recorded, to insert
+    children: set[str] = field(default_factory=set)  # child run ids waited on
+    new_children: list[NewRun] = field(default_factory=list)  # child_started recorded
 
 
 class RunDriver:
@@ -142,9 +145,10 @@ class RunDriver:
                 return
             now = await self.store.now()
             plan = await self._plan(ex, now)
-            if plan.dispatch:
-                # The step_dispatched events and their tasks commit together.
-                await self._dispatch(ex, plan.dispatch)
+            if plan.dispatch or plan.new_children:
+                # The step_dispatched events and their tasks commit together;
+                # so do child_started events and the child runs.
+                await self._dispatch(ex, plan.dispatch, plan.new_children)
                 if not self.worker.cache:
                     ex = await self._rebuild(ex)
                     if ex is None:
@@ -256,6 +260,9 @@ class RunDriver:
         """Decide what to do about each pending command; record what is due now."""
         plan = _Plan()
         to_dispatch: list[Command] = []
+        to_start: list[Command] = []
+        starting: set[str] = set()  # run ids of to_start
+        kids = await ch.started_children(self.store, ex)  # one read for every open child
         for cmd in ex.pending():
             if ex.outcome is not None:
                 break
@@ -305,17 +312,41 @@ class RunDriver:
             elif kind is CommandKind.SIGNAL and await self._plan_signal(ex, cmd, now, plan):
                 plan.progressed = True
                 return plan
+            elif kind is CommandKind.CHILD:
+                state = await ch.plan_child(
+                    self.store, self.run, ex, cmd, self.worker, starting, kids
+                )
+                if state == "progressed":
+                    # Go on: one pass journals every child that has ended (a
+                    # fan-in reads each open child once per turn, not per outcome).
+                    plan.progressed = True
+                    continue
+                if state == "start":
+                    to_start.append(cmd)
+                elif cmd.child_run_id is not None:  # running: suspend_run wakes us if it ends
+                    plan.children.add(cmd.child_run_id)
+        if plan.progressed:
+            return plan  # re-planned before anything else happens
         # Recorded last, so that no other write of this plan (a signal's flush)
         # can carry a step_dispatched event without its task.
         for cmd in to_dispatch:
             plan.dispatch.append(record_dispatch(ex, cmd))
+        if not to_dispatch:  # one kind of row per write; the children start next round
+            for cmd in to_start:
+                plan.new_children.append(ch.record_start(ex, cmd, self.run))
         return plan
 
     # --- dispatched steps ---------------------------------------------------------------
-    async def _dispatch(self, ex: Execution, tasks: list[NewTask]) -> None:
+    async def _dispatch(
+        self, ex: Execution, tasks: list[NewTask], children: list[NewRun] | None = None
+    ) -> None:
         entries = ex.take_outbox()
-        assert entries, "step_dispatched events are recorded with their tasks"
-        await self.store.dispatch_tasks(self.lease, entries[0].seq, _new_events(entries), tasks)
+        assert entries, "step_dispatched/child_started events are recorded with their rows"
+        first, events = entries[0].seq, _new_events(entries)
+        if tasks:
+            await self.store.dispatch_tasks(self.lease, first, events, tasks)
+        else:
+            await self.store.start_children(self.lease, first, events, children or [])
 
     async def _plan_task(self, ex: Execution, cmd: Command, now: float, plan: _Plan) -> bool:
         """A dispatched step: journal its task's outcome if it has one, else wait for it."""
@@ -479,6 +510,7 @@ class RunDriver:
             # A request the workflow already got must not keep waking the run
             # while its cleanup sleeps or waits.
             cancel_delivered=ex.cancel_requested,
+            wake_on_children=plan.children,
         )
 
     async def _drain(self, ex: Execution, plan: _Plan, now: float) -> None:
@@ -493,9 +525,9 @@ class RunDriver:
         while ex.outcome is None:
             now = await self.store.now()
             plan = await self._plan(ex, now)
-            if plan.dispatch:
-                await self._dispatch(ex, plan.dispatch)
-                plan.dispatch = []
+            if plan.dispatch or plan.new_children:
+                await self._dispatch(ex, plan.dispatch, plan.new_children)
+                plan.dispatch, plan.new_children = [], []
                 continue
             if not plan.progressed:
                 break
@@ -505,13 +537,23 @@ class RunDriver:
         wake = plan.wake + [at for _cmd, _what, at in plan.waits]
         await self._suspend(
             ex,
-            _Plan(wake=wake, signals=plan.signals, tasks=plan.tasks),
+            _Plan(wake=wake, signals=plan.signals, tasks=plan.tasks, children=plan.children),
             now=now if plan.start else None,
         )
 
     async def _finish(self, ex: Execution) -> None:
         outcome = ex.outcome
         assert outcome is not None
+        if outcome.status != "cancelled":
+            # parent_close="wait": the run ends only after those children have.
+            # A cancelled run does not wait (finish_run cancels them), and nor
+            # does one asked to cancel while it waits: it ends cancelled.
+            open_ = await ch.open_waited_children(self.store, ex)
+            if open_ and not self.cancel_requested:
+                await self._suspend(ex, _Plan(children=open_))
+                return
+            if open_:
+                outcome = Outcome("cancelled")
         result: bytes | None = None
         error: bytes | None = None
         if outcome.status == "completed":

@@ -16,6 +16,7 @@ from keel.definitions import Registry, default_registry
 from keel.errors import ConfigurationError, LeaseLostError
 from keel.store import open_store
 from keel.store.base import Claimed, Store
+from keel.worker.children import MAX_CHILD_DEPTH
 from keel.worker.driver import Finished, RunDriver
 from keel.worker.live import SystemLiveSource
 from keel.worker.schedules import ScheduleRunner
@@ -47,6 +48,8 @@ class Worker:
     ``schedules=True`` (default) makes it fire the due ticks of schedules whose
     workflow it has registered; any number of workers may, each tick starts
     one run.
+    ``max_child_depth`` is how deeply child workflows may nest: a run at that
+    depth that starts a child gets :class:`keel.ChildWorkflowError` instead.
     """
 
     def __init__(
@@ -65,11 +68,13 @@ class Worker:
         task_concurrency: int = 10,
         park_delay: float = 5.0,
         schedules: bool = True,
+        max_child_depth: int = MAX_CHILD_DEPTH,
     ) -> None:
         for name, value in (
             ("concurrency", concurrency),
             ("step_threads", step_threads),
             ("task_concurrency", task_concurrency),
+            ("max_child_depth", max_child_depth),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigurationError(f"{name} must be a positive integer, not {value!r}")
@@ -92,6 +97,7 @@ class Worker:
         self.park_delay = float(park_delay)
         self.missing_versions: set[tuple[str, str]] = set()  # parked for; logged once each
         self.cache = cache
+        self.max_child_depth = max_child_depth
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.live = SystemLiveSource()
         self.step_pool = ThreadPoolExecutor(

@@ -184,3 +184,39 @@ def square(n: int) -> int:
 @keel.workflow(name="acc.typed")
 async def typed(n: int) -> int:
     return int(await square(n))
+
+
+# --- a parent and its child (SIGKILL right after the child started) ---------------------
+
+
+@keel.step(name="acc.before_child")
+def before_child(x: int) -> int:
+    record()
+    return x + 1
+
+
+@keel.step(name="acc.after_child")
+def after_child(x: int, gate: str) -> int:
+    record()
+    wait_gate(gate)
+    return x * 10
+
+
+@keel.step(name="acc.in_child")
+def in_child(x: int, gate: str) -> int:
+    record()
+    wait_gate(gate)
+    return x * 2
+
+
+@keel.workflow(name="acc.kid")
+async def kid(x: int, gate: str) -> int:
+    return await in_child(x, gate)
+
+
+@keel.workflow(name="acc.parent")
+async def parent(x: int, gate: str) -> list[int]:
+    v = await before_child(x)
+    handle = await keel.start_child(kid, v, gate)
+    w = await after_child(v, gate)  # starts only once the child_started write committed
+    return [v, w, await handle.result()]

@@ -23,7 +23,13 @@ _ONE_EVENT = (
     " AS e (type, command, data, i)"
 )
 #: Fenced journal writes that have a one-event variant, named ``<query>.1``.
-ONE_EVENT_QUERIES = ("append_events", "suspend_run", "finish_run", "dispatch_tasks")
+ONE_EVENT_QUERIES = (
+    "append_events",
+    "suspend_run",
+    "finish_run",
+    "dispatch_tasks",
+    "start_children",
+)
 
 
 def queries() -> dict[str, str]:
@@ -56,7 +62,7 @@ def schema_script() -> str:
 
 def run_record(row: Any, offset: int = 0) -> RunRecord:
     """A run selected in RunRecord field order, starting at column ``offset``."""
-    r = row[offset : offset + 15]
+    r = row[offset : offset + 18]
     return RunRecord(
         run_id=r[0],
         workflow=r[1],
@@ -73,6 +79,9 @@ def run_record(row: Any, offset: int = 0) -> RunRecord:
         lease_expires_at=r[12],
         cancel_requested=r[13],
         next_seq=r[14],
+        parent_run_id=r[15],
+        parent_close=r[16],
+        depth=r[17],
     )
 
 

@@ -17,9 +17,18 @@ SELECT extract(epoch FROM clock_timestamp())::float8;
 -- name: get_run
 SELECT r.run_id, r.workflow, r.version, r.state, p.input, p.result, p.error,
        r.created_at, r.updated_at, r.wake_at, r.lease_owner, r.lease_token,
-       r.lease_expires_at, r.cancel_requested, r.next_seq
+       r.lease_expires_at, r.cancel_requested, r.next_seq,
+       r.parent_run_id, r.parent_close, r.depth
 FROM runs r JOIN run_payloads p ON p.run_id = r.run_id
 WHERE r.run_id = %(run_id)s::text;
+
+-- name: get_runs
+SELECT r.run_id, r.workflow, r.version, r.state, p.input, p.result, p.error,
+       r.created_at, r.updated_at, r.wake_at, r.lease_owner, r.lease_token,
+       r.lease_expires_at, r.cancel_requested, r.next_seq,
+       r.parent_run_id, r.parent_close, r.depth
+FROM runs r JOIN run_payloads p ON p.run_id = r.run_id
+WHERE r.run_id = ANY (%(run_ids)s::text[]);
 
 -- name: create_run
 -- Idempotent on run_id: a row comes back only when this call inserted the run.
@@ -74,7 +83,8 @@ SELECT created_at, lease_token, lease_expires_at FROM inserted;
 -- name: list_runs
 SELECT r.run_id, r.workflow, r.version, r.state, p.input, p.result, p.error,
        r.created_at, r.updated_at, r.wake_at, r.lease_owner, r.lease_token,
-       r.lease_expires_at, r.cancel_requested, r.next_seq
+       r.lease_expires_at, r.cancel_requested, r.next_seq,
+       r.parent_run_id, r.parent_close, r.depth
 FROM runs r JOIN run_payloads p ON p.run_id = r.run_id
 WHERE (%(state)s::text IS NULL OR r.state = %(state)s::text)
   AND (r.created_at, r.run_id) < (%(before_created)s::float8, %(before_run_id)s::text)
@@ -84,7 +94,8 @@ LIMIT %(limit)s::bigint;
 -- name: list_runs_by_workflow
 SELECT r.run_id, r.workflow, r.version, r.state, p.input, p.result, p.error,
        r.created_at, r.updated_at, r.wake_at, r.lease_owner, r.lease_token,
-       r.lease_expires_at, r.cancel_requested, r.next_seq
+       r.lease_expires_at, r.cancel_requested, r.next_seq,
+       r.parent_run_id, r.parent_close, r.depth
 FROM runs r JOIN run_payloads p ON p.run_id = r.run_id
 WHERE r.workflow = %(workflow)s::text
   AND (%(state)s::text IS NULL OR r.state = %(state)s::text)
@@ -135,12 +146,14 @@ WITH clock AS MATERIALIZED (
     WHERE runs.run_id = chosen.run_id
     RETURNING runs.run_id, runs.workflow, runs.version, runs.state, runs.created_at,
               runs.updated_at, runs.wake_at, runs.lease_owner, runs.lease_token,
-              runs.lease_expires_at, runs.cancel_requested, runs.next_seq, chosen.due
+              runs.lease_expires_at, runs.cancel_requested, runs.next_seq,
+              runs.parent_run_id, runs.parent_close, runs.depth, chosen.due
 )
 SELECT clock.now,
        c.run_id, c.workflow, c.version, c.state, p.input, p.result, p.error,
        c.created_at, c.updated_at, c.wake_at, c.lease_owner, c.lease_token,
-       c.lease_expires_at, c.cancel_requested, c.next_seq
+       c.lease_expires_at, c.cancel_requested, c.next_seq,
+       c.parent_run_id, c.parent_close, c.depth
 FROM clock
 LEFT JOIN (claimed c JOIN run_payloads p ON p.run_id = c.run_id) ON true
 ORDER BY c.due, c.run_id;
@@ -198,8 +211,9 @@ SELECT 1 FROM fenced;
 
 -- name: suspend_run
 -- Fenced like append_events; the run drops its lease and sleeps until wake_at.
--- A cancel request not yet delivered to the workflow, or a buffered unconsumed
--- signal it waits for, makes it due at once (no lost wake-up). A sender commits its signal after locking this
+-- A cancel request not yet delivered to the workflow, a buffered unconsumed
+-- signal it waits for, or a task or child run it waits for that has ended,
+-- makes it due at once (no lost wake-up). A sender commits its signal after locking this
 -- row; if it did so after this statement's snapshot was taken (we waited for
 -- the row lock), the EXISTS cannot see the signal, but the row version we
 -- update is then newer than the snapshot's: that also wakes the run (at worst
@@ -227,6 +241,14 @@ WITH clock AS MATERIALIZED (
                   -- a task that finished after our snapshot touched this row (below)
                   OR runs.xmin <> (
                       SELECT seen.xmin FROM runs seen WHERE seen.run_id = runs.run_id)))
+              OR (cardinality(%(child_ids)s::text[]) > 0 AND (
+                  EXISTS (
+                      SELECT 1 FROM runs c
+                      WHERE c.run_id = ANY (%(child_ids)s::text[])
+                        AND c.state IN ('completed', 'failed', 'cancelled'))
+                  -- a child that ended after our snapshot touched this row (finish_run)
+                  OR runs.xmin <> (
+                      SELECT seen.xmin FROM runs seen WHERE seen.run_id = runs.run_id)))
             THEN least(coalesce(%(wake_at)s::float8, clock.now), clock.now)
             ELSE %(wake_at)s::float8
         END
@@ -248,6 +270,10 @@ SELECT 1 FROM fenced, notified;
 
 -- name: finish_run
 -- Fenced like append_events; the run ends, its outcome goes to run_payloads.
+-- Commit before wake: its parent (even a running one, whose suspend_run then
+-- sees the row changed) is made due, and the children it closes are asked to
+-- cancel ('wait' children only when it was cancelled); their holders or next
+-- claimers cancel them the normal way, and their own end cascades further.
 WITH clock AS MATERIALIZED (
     SELECT extract(epoch FROM clock_timestamp())::float8 AS now
 ), fenced AS (
@@ -258,7 +284,27 @@ WITH clock AS MATERIALIZED (
     WHERE runs.run_id = %(run_id)s::text AND runs.lease_token = %(token)s::bigint
       AND runs.lease_owner = %(owner)s::text AND runs.state = 'running'
       AND runs.lease_expires_at >= clock.now AND runs.next_seq = %(first_seq)s::bigint
-    RETURNING runs.run_id, clock.now
+    RETURNING runs.run_id, runs.parent_run_id, clock.now
+), parent_woken AS (
+    UPDATE runs
+    SET wake_at = least(coalesce(runs.wake_at, fenced.now), fenced.now), updated_at = fenced.now
+    FROM fenced
+    WHERE runs.run_id = fenced.parent_run_id
+      AND runs.state IN ('pending', 'running', 'suspended')
+    RETURNING 1
+), children_closed AS (
+    UPDATE runs
+    SET cancel_requested = true, updated_at = fenced.now,
+        wake_at = least(coalesce(runs.wake_at, fenced.now), fenced.now)
+    FROM fenced
+    WHERE runs.parent_run_id = fenced.run_id
+      AND runs.state IN ('pending', 'running', 'suspended')
+      AND (runs.parent_close = 'cancel'
+           OR (runs.parent_close = 'wait' AND %(state)s::text = 'cancelled'))
+    RETURNING 1
+), family_notified AS (
+    SELECT count(pg_notify(%(channel)s::text, 'family'))
+    FROM (SELECT 1 FROM parent_woken UNION ALL SELECT 1 FROM children_closed) AS woken
 ), outcome AS (
     UPDATE run_payloads SET result = %(result)s::bytea, error = %(error)s::bytea
     FROM fenced
@@ -272,7 +318,7 @@ WITH clock AS MATERIALIZED (
 ), notified AS (
     SELECT count(pg_notify(%(channel)s::text, 'finished')) FROM fenced
 )
-SELECT 1 FROM fenced, notified;
+SELECT 1 FROM fenced, notified, family_notified;
 
 -- name: fence_row
 -- Read only after a fenced write matched nothing, to say why.
@@ -342,15 +388,75 @@ WITH clock AS MATERIALIZED (
         lease_expires_at = CASE WHEN NOT target.at_once THEN runs.lease_expires_at END
     FROM clock, target
     WHERE runs.run_id = target.run_id
-    RETURNING runs.run_id, runs.state, runs.next_seq, clock.now
+    RETURNING runs.run_id, runs.state, runs.next_seq, runs.parent_run_id, clock.now
 ), cancelled AS (
     INSERT INTO events (run_id, seq, type, command, data, created_at)
     SELECT run_id, next_seq - 1, %(type)s::text, %(command)s::text, %(data)s::bytea, now
     FROM updated WHERE state = 'cancelled'
+), parent_woken AS (
+    -- cancelled at once: as finish_run, wake the parent and close the children
+    UPDATE runs
+    SET wake_at = least(coalesce(runs.wake_at, updated.now), updated.now),
+        updated_at = updated.now
+    FROM updated
+    WHERE updated.state = 'cancelled' AND runs.run_id = updated.parent_run_id
+      AND runs.state IN ('pending', 'running', 'suspended')
+), children_closed AS (
+    UPDATE runs
+    SET cancel_requested = true, updated_at = updated.now,
+        wake_at = least(coalesce(runs.wake_at, updated.now), updated.now)
+    FROM updated
+    WHERE updated.state = 'cancelled' AND runs.parent_run_id = updated.run_id
+      AND runs.state IN ('pending', 'running', 'suspended')
+      AND runs.parent_close IN ('cancel', 'wait')
 ), notified AS (
     SELECT count(pg_notify(%(channel)s::text, 'cancel')) FROM updated
 )
 SELECT updated.state FROM updated, notified;
+
+-- name: start_children
+-- append_events (without a signal) plus the child runs, in one statement: a
+-- failed fence creates no child, and a taken run id (unique violation) fails
+-- the whole statement, events included. Each child is pending and due at
+-- once, with its payload row and its started event at seq 0.
+WITH clock AS MATERIALIZED (
+    SELECT extract(epoch FROM clock_timestamp())::float8 AS now
+), fenced AS (
+    UPDATE runs SET next_seq = next_seq + %(n)s::bigint, updated_at = clock.now
+    FROM clock
+    WHERE runs.run_id = %(run_id)s::text AND runs.lease_token = %(token)s::bigint
+      AND runs.lease_owner = %(owner)s::text AND runs.state = 'running'
+      AND runs.lease_expires_at >= clock.now AND runs.next_seq = %(first_seq)s::bigint
+    RETURNING runs.run_id, clock.now
+), appended AS (
+    INSERT INTO events (run_id, seq, type, command, data, created_at)
+    SELECT fenced.run_id, %(first_seq)s::bigint + e.i - 1, e.type, e.command, e.data, fenced.now
+    FROM fenced,
+         unnest(%(types)s::text[], %(commands)s::text[], %(datas)s::bytea[])
+             WITH ORDINALITY AS e (type, command, data, i)
+), child AS (
+    SELECT fenced.run_id AS parent_run_id, fenced.now, c.*
+    FROM fenced,
+         unnest(%(child_ids)s::text[], %(workflows)s::text[], %(versions)s::text[],
+                %(inputs)s::bytea[], %(parent_closes)s::text[], %(depths)s::smallint[],
+                %(started_types)s::text[], %(started_datas)s::bytea[])
+             AS c (run_id, workflow, version, input, parent_close, depth,
+                   started_type, started_data)
+), created AS (
+    INSERT INTO runs (run_id, workflow, version, state, created_at, updated_at, wake_at,
+                      next_seq, parent_run_id, parent_close, depth)
+    SELECT run_id, workflow, version, 'pending', now, now, now, 1,
+           parent_run_id, parent_close, depth
+    FROM child
+), payload AS (
+    INSERT INTO run_payloads (run_id, input) SELECT run_id, input FROM child
+), started AS (
+    INSERT INTO events (run_id, seq, type, command, data, created_at)
+    SELECT run_id, 0, started_type, NULL, started_data, now FROM child
+), notified AS (
+    SELECT count(pg_notify(%(channel)s::text, 'created')) FROM fenced
+)
+SELECT 1 FROM fenced, notified;
 
 -- name: migration_lock
 -- Held until the migrating transaction ends; concurrent openers queue here.

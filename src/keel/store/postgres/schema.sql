@@ -1,4 +1,4 @@
--- The full current Keel PostgreSQL schema (version 5), for reading. Databases are
+-- The full current Keel PostgreSQL schema (version 6), for reading. Databases are
 -- built by applying migrations/ in order inside Keel's schema (default "keel");
 -- a test checks that both give the same catalog.
 
@@ -6,7 +6,7 @@ CREATE TABLE keel_meta (
     key   text PRIMARY KEY,
     value text NOT NULL
 );
--- rows: ('application', 'keel'), ('schema_version', '5')
+-- rows: ('application', 'keel'), ('schema_version', '6')
 
 -- Fencing tokens: every claim takes nextval, so a token is larger than every
 -- token handed out before it, on any run. CACHE 1 (the default) keeps values
@@ -31,7 +31,11 @@ CREATE TABLE runs (
     lease_token      bigint NOT NULL DEFAULT 0,
     lease_expires_at float8,
     cancel_requested boolean NOT NULL DEFAULT false,
-    next_seq         bigint NOT NULL DEFAULT 0
+    next_seq         bigint NOT NULL DEFAULT 0,
+    -- child runs (version 6): NULL parent for a run started by a client
+    parent_run_id    text COLLATE "C",
+    parent_close     text CHECK (parent_close IN ('cancel', 'abandon', 'wait')),
+    depth            smallint NOT NULL DEFAULT 0
 ) WITH (fillfactor = 70);
 
 -- Claims walk one of these partial indexes each: due runs by wake_at, and
@@ -41,6 +45,8 @@ CREATE INDEX runs_leased ON runs (lease_expires_at) WHERE state = 'running';
 -- list_runs keyset pagination, newest first.
 CREATE INDEX runs_created ON runs (created_at, run_id);
 CREATE INDEX runs_workflow ON runs (workflow, created_at, run_id);
+-- The children of a run, for the cascade when it ends (version 6).
+CREATE INDEX runs_parent ON runs (parent_run_id) WHERE parent_run_id IS NOT NULL;
 
 -- Inputs and outcomes, written at creation and at the end, read on claim.
 CREATE TABLE run_payloads (

@@ -51,11 +51,12 @@ from keel.store.base import (
 from keel.store.postgres import _conn, _schema, _sql
 from keel.store.postgres._listener import ChangeWaiters, Listener
 from keel.store.postgres._writes import GroupCommitMixin, Q, _Conn, _Queued, _Row
+from keel.store.postgres.children import ChildrenMixin
 from keel.store.postgres.schedules import SchedulesMixin
 from keel.store.postgres.tasks import TasksMixin
 
 
-class PostgresStore(TasksMixin, SchedulesMixin, GroupCommitMixin):
+class PostgresStore(TasksMixin, SchedulesMixin, ChildrenMixin, GroupCommitMixin):
     """Keel store in a PostgreSQL database, in its own schema (default ``keel``).
 
     ``min_size``/``max_size`` bound the connection pool (one more connection
@@ -305,6 +306,12 @@ class PostgresStore(TasksMixin, SchedulesMixin, GroupCommitMixin):
         rows = await self._fetch("get_run", {"run_id": run_id})
         return _sql.run_record(rows[0]) if rows else None
 
+    async def get_runs(self, run_ids: Collection[str]) -> dict[str, RunRecord]:
+        if not run_ids:
+            return {}
+        rows = await self._fetch("get_runs", {"run_ids": sorted(set(run_ids))})
+        return {r.run_id: r for r in map(_sql.run_record, rows)}
+
     async def list_runs(
         self,
         *,
@@ -417,6 +424,7 @@ class PostgresStore(TasksMixin, SchedulesMixin, GroupCommitMixin):
         wake_on_signals: Collection[str] = (),
         wake_on_tasks: Collection[str] = (),
         cancel_delivered: bool = False,
+        wake_on_children: Collection[str] = (),
     ) -> None:
         params = self._fence(lease, first_seq, events)
         params |= {
@@ -424,6 +432,7 @@ class PostgresStore(TasksMixin, SchedulesMixin, GroupCommitMixin):
             "signal_names": sorted(wake_on_signals),
             "task_commands": sorted(wake_on_tasks),
             "cancel_delivered": cancel_delivered,
+            "child_ids": sorted(wake_on_children),
         }
         if not await self._write(self._journal_query("suspend_run", events), params):
             raise await self._fence_error(lease, first_seq, None)
@@ -575,4 +584,7 @@ def _new_record(
         lease_expires_at=None if lease is None else lease.expires_at,
         cancel_requested=False,
         next_seq=1,
+        parent_run_id=run.parent_run_id,
+        parent_close=run.parent_close,
+        depth=run.depth,
     )

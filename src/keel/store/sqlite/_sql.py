@@ -70,6 +70,9 @@ def run_record(row: Any) -> RunRecord:
         lease_expires_at=row[12],
         cancel_requested=bool(row[13]),
         next_seq=row[14],
+        parent_run_id=row[15],
+        parent_close=row[16],
+        depth=row[17],
     )
 
 

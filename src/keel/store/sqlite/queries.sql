@@ -4,18 +4,28 @@
 
 -- name: get_run
 SELECT run_id, workflow, version, state, input, result, error, created_at, updated_at,
-       wake_at, lease_owner, lease_token, lease_expires_at, cancel_requested, next_seq
+       wake_at, lease_owner, lease_token, lease_expires_at, cancel_requested, next_seq,
+       parent_run_id, parent_close, depth
 FROM runs WHERE run_id = ?;
+
+-- name: get_runs
+SELECT run_id, workflow, version, state, input, result, error, created_at, updated_at,
+       wake_at, lease_owner, lease_token, lease_expires_at, cancel_requested, next_seq,
+       parent_run_id, parent_close, depth
+FROM runs WHERE run_id IN (SELECT value FROM json_each(?));
 
 -- name: insert_run
 -- Idempotent on run_id: returns the row only when it was inserted.
 INSERT INTO runs (run_id, workflow, version, state, created_at, updated_at, wake_at,
-                  lease_owner, lease_token, lease_expires_at, next_seq, input)
+                  lease_owner, lease_token, lease_expires_at, next_seq, input,
+                  parent_run_id, parent_close, depth)
 VALUES (:run_id, :workflow, :version, :state, :now, :now, :wake_at,
-        :lease_owner, :lease_token, :lease_expires_at, 1, :input)
+        :lease_owner, :lease_token, :lease_expires_at, 1, :input,
+        :parent_run_id, :parent_close, :depth)
 ON CONFLICT (run_id) DO NOTHING
 RETURNING run_id, workflow, version, state, input, result, error, created_at, updated_at,
-          wake_at, lease_owner, lease_token, lease_expires_at, cancel_requested, next_seq;
+          wake_at, lease_owner, lease_token, lease_expires_at, cancel_requested, next_seq,
+          parent_run_id, parent_close, depth;
 
 -- name: insert_event
 INSERT INTO events (run_id, seq, type, command, data, created_at) VALUES (?, ?, ?, ?, ?, ?);
@@ -26,7 +36,8 @@ FROM events WHERE run_id = ? AND seq > ? ORDER BY seq;
 
 -- name: list_runs
 SELECT run_id, workflow, version, state, input, result, error, created_at, updated_at,
-       wake_at, lease_owner, lease_token, lease_expires_at, cancel_requested, next_seq
+       wake_at, lease_owner, lease_token, lease_expires_at, cancel_requested, next_seq,
+       parent_run_id, parent_close, depth
 FROM runs
 WHERE (:state IS NULL OR state = :state)
   AND (created_at, run_id) < (:before_created, :before_run_id)
@@ -35,7 +46,8 @@ LIMIT :limit;
 
 -- name: list_runs_by_workflow
 SELECT run_id, workflow, version, state, input, result, error, created_at, updated_at,
-       wake_at, lease_owner, lease_token, lease_expires_at, cancel_requested, next_seq
+       wake_at, lease_owner, lease_token, lease_expires_at, cancel_requested, next_seq,
+       parent_run_id, parent_close, depth
 FROM runs
 WHERE workflow = :workflow
   AND (:state IS NULL OR state = :state)
@@ -64,7 +76,8 @@ SET state = 'running', lease_owner = :owner, lease_token = lease_token + 1,
     lease_expires_at = :expires_at, wake_at = NULL, updated_at = :now
 WHERE run_id = :run_id
 RETURNING run_id, workflow, version, state, input, result, error, created_at, updated_at,
-          wake_at, lease_owner, lease_token, lease_expires_at, cancel_requested, next_seq;
+          wake_at, lease_owner, lease_token, lease_expires_at, cancel_requested, next_seq,
+          parent_run_id, parent_close, depth;
 
 -- name: renew_lease
 -- An expired lease cannot be renewed: another worker may already have claimed the run.
@@ -80,9 +93,9 @@ WHERE run_id = :run_id AND lease_token = :token AND lease_owner = :owner
   AND state = 'running' AND lease_expires_at >= :now AND next_seq = :first_seq;
 
 -- name: fenced_suspend
--- A buffered signal the run waits for, a task it waits for that already
--- finished, or a cancel request not yet delivered to the workflow, makes it
--- due at once.
+-- A buffered signal the run waits for, a task or a child run it waits for
+-- that already finished, or a cancel request not yet delivered to the
+-- workflow, makes it due at once.
 UPDATE runs
 SET next_seq = next_seq + :n, updated_at = :now, state = 'suspended',
     lease_owner = NULL, lease_expires_at = NULL,
@@ -95,6 +108,10 @@ SET next_seq = next_seq + :n, updated_at = :now, state = 'suspended',
             SELECT 1 FROM tasks t
             WHERE t.run_id = runs.run_id AND t.state IN ('completed', 'failed')
               AND t.command IN (SELECT value FROM json_each(:task_commands)))
+          OR EXISTS (
+            SELECT 1 FROM runs c
+            WHERE c.run_id IN (SELECT value FROM json_each(:child_ids))
+              AND c.state IN ('completed', 'failed', 'cancelled'))
         THEN min(coalesce(:wake_at, :now), :now)
         ELSE :wake_at
     END
@@ -107,6 +124,22 @@ SET next_seq = next_seq + :n, updated_at = :now, state = :state, result = :resul
     error = :error, lease_owner = NULL, lease_expires_at = NULL, wake_at = NULL
 WHERE run_id = :run_id AND lease_token = :token AND lease_owner = :owner
   AND state = 'running' AND lease_expires_at >= :now AND next_seq = :first_seq;
+
+-- name: wake_parent
+-- Commit before wake: a child that ends makes its parent due in the same
+-- transaction (a running parent too: its suspend_run re-checks its children).
+UPDATE runs SET wake_at = min(coalesce(wake_at, :now), :now), updated_at = :now
+WHERE run_id = (SELECT parent_run_id FROM runs WHERE run_id = :run_id)
+  AND state IN ('pending', 'running', 'suspended');
+
+-- name: cancel_children
+-- A run that ended (in :state) asks the children it closes to cancel: their
+-- holders (or next claimers) cancel them the normal way, and their own end
+-- cascades further. 'wait' children are cancelled only with a cancelled parent.
+UPDATE runs
+SET cancel_requested = 1, wake_at = min(coalesce(wake_at, :now), :now), updated_at = :now
+WHERE parent_run_id = :run_id AND state IN ('pending', 'running', 'suspended')
+  AND (parent_close = 'cancel' OR (parent_close = 'wait' AND :state = 'cancelled'));
 
 -- name: fence_row
 -- Read only after a fenced write matched nothing, to say why.

@@ -16,6 +16,7 @@ from keel.store._checks import check_claim_limit, check_fire, check_schedule
 from keel.store.base import DueSchedules, NewRun, NewSchedule, ScheduleRecord
 from keel.store.sqlite import _sql
 from keel.store.sqlite._threads import ChangeWaiters
+from keel.store.sqlite.children import insert_params
 
 T = TypeVar("T")
 Q = _sql.queries()
@@ -156,18 +157,7 @@ class SQLiteSchedules:
 
 def _insert_pending_run(conn: sqlite3.Connection, run: NewRun, now: float) -> None:
     """Insert a due run and its started event, as create_run does; an existing id is kept."""
-    params = {
-        "run_id": run.run_id,
-        "workflow": run.workflow,
-        "version": run.version,
-        "state": "pending",
-        "now": now,
-        "wake_at": now,
-        "lease_owner": None,
-        "lease_token": 0,
-        "lease_expires_at": None,
-        "input": run.input,
-    }
+    params = insert_params(run, now, lease_owner=None, expires=None)
     if conn.execute(Q["insert_run"], params).fetchall():
         started = run.started
         conn.execute(

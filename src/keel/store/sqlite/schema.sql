@@ -1,11 +1,11 @@
--- The full current Keel schema (version 5), for reading. Databases are built by
+-- The full current Keel schema (version 6), for reading. Databases are built by
 -- applying migrations/ in order; a test checks both give the same schema.
 
 CREATE TABLE keel_meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
--- rows: ('application', 'keel'), ('schema_version', '5')
+-- rows: ('application', 'keel'), ('schema_version', '6')
 
 CREATE TABLE runs (
     run_id           TEXT PRIMARY KEY,
@@ -23,13 +23,18 @@ CREATE TABLE runs (
     next_seq         INTEGER NOT NULL DEFAULT 0,
     input            BLOB NOT NULL,
     result           BLOB,
-    error            BLOB
-);
+    error            BLOB,
+    -- child runs (version 6): NULL parent for a run started by a client
+    parent_run_id    TEXT,
+    parent_close     TEXT
+        CHECK (parent_close IN ('cancel', 'abandon', 'wait')),
+    depth            INTEGER NOT NULL DEFAULT 0);  -- ");" here: as ALTER TABLE leaves it
 
 CREATE INDEX runs_due ON runs (wake_at) WHERE state IN ('pending', 'suspended');
 CREATE INDEX runs_lease ON runs (lease_expires_at) WHERE state = 'running';
 CREATE INDEX runs_created ON runs (created_at, run_id);
 CREATE INDEX runs_workflow ON runs (workflow, created_at, run_id);
+CREATE INDEX runs_parent ON runs (parent_run_id) WHERE parent_run_id IS NOT NULL;
 
 CREATE TABLE events (
     run_id     TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,

@@ -45,6 +45,7 @@ from keel.store.base import (
 from keel.store.sqlite import _schema, _sql
 from keel.store.sqlite._fence import fence_params, fenced
 from keel.store.sqlite._threads import ChangeWaiters, DbThread, Watcher
+from keel.store.sqlite.children import SQLiteChildren, close_family, insert_params
 from keel.store.sqlite.schedules import SQLiteSchedules
 from keel.store.sqlite.tasks import SQLiteTasks
 
@@ -54,7 +55,7 @@ Q = _sql.queries()
 _SYNCHRONOUS = ("FULL", "NORMAL")
 
 
-class SQLiteStore(SQLiteTasks, SQLiteSchedules):
+class SQLiteStore(SQLiteTasks, SQLiteSchedules, SQLiteChildren):
     """Keel store on one SQLite file (WAL mode).
 
     ``synchronous="FULL"`` (default) makes every commit survive power loss.
@@ -65,7 +66,8 @@ class SQLiteStore(SQLiteTasks, SQLiteSchedules):
     sharing the file must agree on it.
 
     The dispatched-step (task) methods are in :class:`~keel.store.sqlite.tasks.SQLiteTasks`,
-    the schedule methods in :class:`~keel.store.sqlite.schedules.SQLiteSchedules`.
+    the schedule methods in :class:`~keel.store.sqlite.schedules.SQLiteSchedules`,
+    the child-run ones in :class:`~keel.store.sqlite.children.SQLiteChildren`.
     """
 
     def __init__(
@@ -181,19 +183,7 @@ class SQLiteStore(SQLiteTasks, SQLiteSchedules):
             now = self._clock()
             expires = None if lease_owner is None else now + lease_ttl
             rows = conn.execute(
-                Q["insert_run"],
-                {
-                    "run_id": run.run_id,
-                    "workflow": run.workflow,
-                    "version": run.version,
-                    "state": "pending" if lease_owner is None else "running",
-                    "now": now,
-                    "wake_at": now if lease_owner is None else None,
-                    "lease_owner": lease_owner,
-                    "lease_token": 0 if lease_owner is None else 1,
-                    "lease_expires_at": expires,
-                    "input": run.input,
-                },
+                Q["insert_run"], insert_params(run, now, lease_owner, expires)
             ).fetchall()
             if not rows:  # it exists: write nothing
                 existing = conn.execute(Q["get_run"], (run.run_id,)).fetchone()
@@ -216,6 +206,15 @@ class SQLiteStore(SQLiteTasks, SQLiteSchedules):
             return None if row is None else _sql.run_record(row)
 
         return await self._read(op)
+
+    async def get_runs(self, run_ids: Collection[str]) -> dict[str, RunRecord]:
+        ids = json.dumps(sorted(set(run_ids)))
+
+        def op(conn: sqlite3.Connection) -> dict[str, RunRecord]:
+            rows = conn.execute(Q["get_runs"], (ids,)).fetchall()
+            return {r.run_id: r for r in map(_sql.run_record, rows)}
+
+        return await self._read(op) if run_ids else {}
 
     async def list_runs(
         self,
@@ -354,10 +353,12 @@ class SQLiteStore(SQLiteTasks, SQLiteSchedules):
         wake_on_signals: Collection[str] = (),
         wake_on_tasks: Collection[str] = (),
         cancel_delivered: bool = False,
+        wake_on_children: Collection[str] = (),
     ) -> None:
         events = tuple(events)
         names = json.dumps(sorted(wake_on_signals))
         commands = json.dumps(sorted(wake_on_tasks))
+        child_ids = json.dumps(sorted(wake_on_children))
 
         def op(conn: sqlite3.Connection) -> None:
             now = self._clock()
@@ -366,6 +367,7 @@ class SQLiteStore(SQLiteTasks, SQLiteSchedules):
             params["signal_names"] = names
             params["task_commands"] = commands
             params["cancel_delivered"] = cancel_delivered
+            params["child_ids"] = child_ids
             fenced(conn, Q["fenced_suspend"], params, lease, first_seq, events, now)
 
         await self._write(op, notify=True)
@@ -383,13 +385,15 @@ class SQLiteStore(SQLiteTasks, SQLiteSchedules):
         check_terminal(state)
         events = tuple(events)
 
-        def op(conn: sqlite3.Connection) -> None:
+        def op(conn: sqlite3.Connection) -> bool:
             now = self._clock()
             params = fence_params(lease, first_seq, len(events), now)
             params.update(state=str(state), result=result, error=error)
             fenced(conn, Q["fenced_finish"], params, lease, first_seq, events, now)
+            return close_family(conn, lease.run_id, str(state), now)
 
-        await self._write(op, notify=True, work=False)
+        if await self._write(op, notify=True, work=False):
+            self._waiters.notify()  # a parent or children became due: claim loops too
 
     # -- signals and cancellation ------------------------------------------------------
 
@@ -446,6 +450,7 @@ class SQLiteStore(SQLiteTasks, SQLiteSchedules):
                 return state
             conn.execute(Q["insert_event"], (run_id, next_seq, ev.type, ev.command, ev.data, now))
             conn.execute(Q["cancel_now"], {"now": now, "run_id": run_id})
+            close_family(conn, run_id, RunState.CANCELLED.value, now)
             return RunState.CANCELLED
 
         return await self._write(op, notify=True)
