@@ -16,7 +16,6 @@ from contextlib import asynccontextmanager
 import keel
 from keel.store.base import Store
 
-# TODO(children): a "changed_child_input" variant once child workflows exist (issue 4).
 VARIANTS = ("v1", "reordered", "renamed", "changed_args")
 
 

@@ -83,12 +83,43 @@ async def test_a_code_change_is_reported_with_position_and_difference(
         report.assert_passed()
 
 
-@pytest.mark.skip(reason="TODO(children): child workflows do not exist yet (issue 4)")
-def test_a_changed_child_input_is_reported() -> None:
-    """Issue 4 asks the checker to catch a changed child input. When children
-    exist: add a variant to tests/replay/shop.py that starts a child with other
-    arguments, and assert here (and in tests/integration/test_replay_check.py and
-    test_cli_replay.py) that it diverges at the child's journal position."""
+def _family(child_input: str) -> tuple[keel.Registry, keel.WorkflowDef[..., str]]:
+    """A parent that runs one child with ``child_input``, in a registry of its own."""
+    registry = keel.Registry()
+
+    @keel.step(name="rc_pack", registry=registry)
+    async def pack(item: str) -> str:
+        return f"packed {item}"
+
+    @keel.workflow(name="rc_child", version="1", registry=registry)
+    async def child(item: str) -> str:
+        return str(await pack(item))
+
+    @keel.workflow(name="rc_parent", version="1", registry=registry)
+    async def parent(order: str) -> str:
+        packed = await keel.run_child(child, child_input)
+        return f"{order}: {packed}"
+
+    return registry, parent
+
+
+async def test_a_changed_child_input_is_reported() -> None:
+    registry, parent = _family("lamp")
+    store = MemoryStore()
+    async with keel.Worker(store, registry=registry, cache=False, poll_interval=0.02) as worker:
+        run = await worker.client().start(parent, "o-1")
+        assert await run.result(timeout=10) == "o-1: packed lamp"
+        records = await store.load_events(run.run_id)
+    journal = [JournalEntry(r.seq, EventType(r.type), r.command, r.data) for r in records]
+    child_started = next(e for e in journal if e.type is EventType.CHILD_STARTED)
+
+    same = check_journal(journal, _family("lamp")[0], run_id=run.run_id)
+    assert same.status == "ok", same
+    changed = check_journal(journal, _family("desk")[0], run_id=run.run_id)
+    assert changed.status == "diverged"
+    assert changed.position == child_started.seq
+    assert changed.recorded is not None and "child 'rc_child'" in changed.recorded
+    assert changed.requested is not None and "different arguments" in changed.requested
 
 
 async def test_an_unregistered_workflow_is_skipped_not_failed(tmp_path: Path) -> None:
