@@ -73,6 +73,28 @@ def db_option(fn: F) -> F:
     )(fn)
 
 
+def workflow_call(fn: F) -> F:
+    """``WORKFLOW [ARG_JSON]... --app MODULE... [--kwarg NAME=JSON]...``: a workflow and
+    its arguments, as ``keel start`` and ``keel schedules create`` take them."""
+    fn = click.option(
+        "--kwarg",
+        "kwargs",
+        multiple=True,
+        metavar="NAME=JSON",
+        help="A keyword argument as JSON (repeatable).",
+    )(fn)
+    fn = click.option(
+        "--app",
+        "apps",
+        multiple=True,
+        required=True,
+        metavar="MODULE",
+        help="Module defining the workflow (repeatable).",
+    )(fn)
+    fn = click.argument("args", nargs=-1, metavar="[ARG_JSON]...")(fn)
+    return click.argument("workflow")(fn)
+
+
 def json_option(fn: F) -> F:
     """The ``--json`` flag of read commands."""
     return click.option(

@@ -22,6 +22,7 @@ from keel.cli.common import (
     parse_json,
     resolve_db,
     with_client,
+    workflow_call,
 )
 from keel.cli.db import db
 from keel.cli.queues import queues
@@ -198,23 +199,7 @@ def _queue_limits(specs: tuple[str, ...], default: int) -> dict[str, int]:
 
 
 @cli.command()
-@click.argument("workflow")
-@click.argument("args", nargs=-1, metavar="[ARG_JSON]...")
-@click.option(
-    "--app",
-    "apps",
-    multiple=True,
-    required=True,
-    metavar="MODULE",
-    help="Module defining the workflow (repeatable).",
-)
-@click.option(
-    "--kwarg",
-    "kwargs",
-    multiple=True,
-    metavar="NAME=JSON",
-    help="A keyword argument as JSON (repeatable).",
-)
+@workflow_call
 @click.option("--run-id", metavar="ID", help="Idempotency key: reuse the run if it exists.")
 @click.option("--wait", is_flag=True, help="Wait for the result (a worker must be running).")
 @click.option(

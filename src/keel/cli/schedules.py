@@ -20,6 +20,7 @@ from keel.cli.common import (
     json_option,
     resolve_db,
     with_client,
+    workflow_call,
 )
 from keel.client import Client
 from keel.definitions import default_registry
@@ -71,23 +72,7 @@ def show_schedule(schedule_id: str, db: str | None, as_json: bool) -> None:
 
 
 @schedules.command("create")
-@click.argument("workflow")
-@click.argument("args", nargs=-1, metavar="[ARG_JSON]...")
-@click.option(
-    "--app",
-    "apps",
-    multiple=True,
-    required=True,
-    metavar="MODULE",
-    help="Module defining the workflow (repeatable).",
-)
-@click.option(
-    "--kwarg",
-    "kwargs",
-    multiple=True,
-    metavar="NAME=JSON",
-    help="A keyword argument as JSON (repeatable).",
-)
+@workflow_call
 @click.option(
     "--cron",
     metavar="EXPR",
