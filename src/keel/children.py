@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
 from keel.core import codec
+from keel.core.commands import Command
 from keel.core.events import CommandKind
-from keel.core.replay import Command, Execution, current_execution
+from keel.core.replay import Execution, current_execution
 from keel.definitions import WorkflowDef
 from keel.errors import ConfigurationError, SerializationError, WorkflowError
 

@@ -28,10 +28,19 @@ import contextlib
 import contextvars
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any
 
 from keel.core import codec
 from keel.core import journal as jr
+from keel.core.commands import (
+    ALLOWED,
+    CHILD_EVENTS,
+    Command,
+    LiveSource,
+    Outcome,
+    args_hash_of,
+    describe_key,
+)
 from keel.core.events import RUN_EVENTS, CommandId, CommandKind, EventType
 from keel.core.journal import JournalEntry
 from keel.core.loop import DeterministicLoop
@@ -53,37 +62,6 @@ _current: contextvars.ContextVar[Execution | None] = contextvars.ContextVar(
     "keel_execution", default=None
 )
 _shielded: contextvars.ContextVar[bool] = contextvars.ContextVar("keel_shielded", default=False)
-
-#: Which event types may belong to which command kind.
-_ALLOWED: dict[CommandKind, frozenset[EventType]] = {
-    CommandKind.STEP: frozenset(
-        {
-            EventType.STEP_COMPLETED,
-            EventType.STEP_ATTEMPT_FAILED,
-            EventType.STEP_FAILED,
-            EventType.STEP_DISPATCHED,
-        }
-    ),
-    CommandKind.SIDE_EFFECT: frozenset(
-        {EventType.SIDE_EFFECT, EventType.STEP_ATTEMPT_FAILED, EventType.STEP_FAILED}
-    ),
-    CommandKind.SLEEP: frozenset({EventType.TIMER_STARTED, EventType.TIMER_FIRED}),
-    CommandKind.SIGNAL: frozenset(
-        {EventType.SIGNAL_AWAITED, EventType.SIGNAL_RECEIVED, EventType.SIGNAL_TIMED_OUT}
-    ),
-    CommandKind.NOW: frozenset({EventType.SIDE_EFFECT}),
-    CommandKind.UUID4: frozenset({EventType.SIDE_EFFECT}),
-    CommandKind.RANDOM: frozenset({EventType.SIDE_EFFECT}),
-    CommandKind.PATCH: frozenset({EventType.PATCHED}),
-    CommandKind.CHILD: frozenset(
-        {
-            EventType.CHILD_STARTED,
-            EventType.CHILD_COMPLETED,
-            EventType.CHILD_FAILED,
-            EventType.CHILD_CANCELLED,
-        }
-    ),
-}
 
 
 def current_execution() -> Execution | None:
@@ -110,61 +88,8 @@ def reset_var(var: contextvars.ContextVar[Any], token: contextvars.Token[Any]) -
         var.reset(token)
 
 
-class LiveSource(Protocol):
-    """Where live values of ``now()``, ``uuid4()`` and ``random()`` come from."""
-
-    def now(self) -> Any: ...
-
-    def uuid4(self) -> Any: ...
-
-    def random(self) -> float: ...
-
-
 class _Abort(KeelControl):
     """Unwinds workflow code after a fatal replay error; never seen by users."""
-
-
-@dataclass(eq=False)
-class Command:
-    """A command the workflow issued and is (or was) waiting on."""
-
-    id: CommandId
-    index: int  # position in issue order
-    future: asyncio.Future[Any]
-    result_type: Any = Any
-    target: Any = None  # the step definition / side-effect callable (opaque to the core)
-    args: bytes | None = None  # encoded arguments (steps)
-    args_hash: str | None = None
-    duration: float | None = None  # sleep
-    timeout: float | None = None  # signal wait
-    idempotency_key: str | None = None  # user key: reuse a result stored by any run
-    shielded: bool = False  # not discarded by a cancel request (a compensation)
-    known: bool = False  # the journal already holds events of this command
-    recorded_hash_mismatch: str | None = None  # journaled args hash when it differs
-    # progress recovered from the journal
-    attempts: int = 0  # failed attempts so far
-    retry_at: float | None = None
-    dispatched: bool = False  # handed to a task queue (step_dispatched journaled)
-    task_id: int | None = None  # the store's task id, when known
-    fire_at: float | None = None  # timer
-    awaited: bool = False  # signal wait journaled
-    deadline: float | None = None  # signal wait deadline
-    started: asyncio.Future[str] | None = None  # child: resolved at child_started
-    child_run_id: str | None = None  # child: the run started for it
-
-    key: str = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.key = str(self.id)
-
-
-@dataclass
-class Outcome:
-    """How the workflow function ended (when it has)."""
-
-    status: Literal["completed", "failed", "cancelled"]
-    result: bytes | None = None  # encoded result
-    error: BaseException | None = None
 
 
 @dataclass
@@ -214,7 +139,7 @@ class Execution:
         self._markers: dict[str, int] = {}  # patch marker command -> its journal position
         for entry in self.journal:
             if entry.command is not None and entry.command not in self._recorded_hash:
-                self._recorded_hash[entry.command] = _args_hash_of(entry)
+                self._recorded_hash[entry.command] = args_hash_of(entry)
                 if entry.type is EventType.PATCHED:
                     self._markers[entry.command] = entry.seq
 
@@ -524,7 +449,7 @@ class Execution:
         self._settle()
 
     def _apply(self, cmd: Command, entry: JournalEntry) -> None:
-        if entry.type not in _ALLOWED[cmd.id.kind]:
+        if entry.type not in ALLOWED[cmd.id.kind]:
             raise self._mismatch(entry, requested=cmd.id.describe())
         if cmd.recorded_hash_mismatch is not None:
             raise NondeterminismError(
@@ -583,7 +508,7 @@ class Execution:
         elif t is EventType.SIGNAL_TIMED_OUT:
             self._resolve(cmd)
             fut.set_exception(SignalTimeoutError(cmd.id.name, float(cmd.timeout or 0.0)))
-        elif t in _CHILD_EVENTS:
+        elif t in CHILD_EVENTS:
             self._apply_child(cmd, entry)
 
     def _apply_child(self, cmd: Command, entry: JournalEntry) -> None:
@@ -639,7 +564,7 @@ class Execution:
         return None
 
     def _mismatch(self, entry: JournalEntry, requested: str | None = None) -> NondeterminismError:
-        recorded = f"{entry.type.value} of {_describe_key(entry.command)}"
+        recorded = f"{entry.type.value} of {describe_key(entry.command)}"
         if entry.type is EventType.PATCHED:
             recorded += (
                 " (a removed patched() call? keep deprecate_patch() with its name "
@@ -654,36 +579,3 @@ class Execution:
             else:
                 requested = "nothing (it is blocked on something that is not a Keel command)"
         return NondeterminismError(self.run_id, entry.seq, recorded, requested)
-
-
-def _describe_key(key: str | None) -> str:
-    if key is None:
-        return "the run"
-    try:
-        return CommandId.parse(key).describe()
-    except ValueError:
-        return repr(key)
-
-
-_CHILD_EVENTS = frozenset(
-    {
-        EventType.CHILD_STARTED,
-        EventType.CHILD_COMPLETED,
-        EventType.CHILD_FAILED,
-        EventType.CHILD_CANCELLED,
-    }
-)
-
-
-def _args_hash_of(entry: JournalEntry) -> str | None:
-    if entry.type not in (
-        EventType.CHILD_STARTED,
-        EventType.CHILD_FAILED,
-        EventType.STEP_COMPLETED,
-        EventType.STEP_FAILED,
-        EventType.STEP_ATTEMPT_FAILED,
-        EventType.STEP_DISPATCHED,
-    ):
-        return None
-    value = jr.field(entry.data, "args_hash")
-    return str(value) if value is not None else None

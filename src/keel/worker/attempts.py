@@ -9,8 +9,9 @@ from typing import Any
 
 from keel.core import codec
 from keel.core import journal as jr
+from keel.core.commands import Command
 from keel.core.events import CommandKind, EventType
-from keel.core.replay import Command, Execution
+from keel.core.replay import Execution
 from keel.errors import SerializationError, error_info
 from keel.worker.executor import StoredResult
 

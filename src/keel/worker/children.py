@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Literal
 from keel.children import ChildSpec
 from keel.core import codec
 from keel.core import journal as jr
+from keel.core.commands import Command
 from keel.core.events import CommandKind, EventType
-from keel.core.replay import Command, Execution
+from keel.core.replay import Execution
 from keel.core.states import RunState
 from keel.store.base import NewEvent, NewRun, RunRecord, Store
 

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 from keel.context import StepInfo, discard_attempt
 from keel.core import codec
 from keel.core import journal as jr
+from keel.core.commands import Command, Outcome
 from keel.core.events import CommandKind, EventType
 from keel.core.journal import JournalEntry
-from keel.core.replay import Command, Execution, Outcome
+from keel.core.replay import Execution
 from keel.core.states import RunState
 from keel.errors import (
     ControlFlowSwallowedError,
@@ -34,8 +35,9 @@ from keel.errors import (
 from keel.store.base import Claimed, NewEvent, NewRun, NewTask
 from keel.worker import children as ch
 from keel.worker.attempts import record_attempt
-from keel.worker.dispatch import record_dispatch, record_reused, record_task_outcome
+from keel.worker.dispatch import journal_task_outcome, record_dispatch, reuse_keyed_result
 from keel.worker.executor import start_attempt
+from keel.worker.parking import park
 
 if TYPE_CHECKING:
     from keel.worker.worker import Worker
@@ -220,30 +222,7 @@ class RunDriver:
     async def _park(self) -> None:
         """This worker lacks the run's workflow version; another one (or a later
         deploy) may have it. Release the run untouched, to be retried later."""
-        delay = self.worker.park_delay
-        # cancel_delivered: this worker cannot deliver a pending cancel request
-        # either, so it must not make the run due at once again.
-        await self.store.suspend_run(
-            self.lease,
-            self.run.next_seq,
-            [],
-            wake_at=await self.store.now() + delay,
-            cancel_delivered=True,
-        )
-        name, version = self.run.workflow, self.run.version
-        loaded = ", ".join(wf.version for wf in self.worker.registry.versions(name))
-        why = (
-            f"workflow {name!r} version {version!r} is not loaded here (loaded: {loaded})"
-            if loaded
-            else f"workflow {name!r} is not registered here"
-        )
-        # Warned once per missing version and worker: a parked run comes back.
-        seen = (name, version) in self.worker.missing_versions
-        self.worker.missing_versions.add((name, version))
-        level = logging.DEBUG if seen else logging.WARNING
-        log.log(
-            level, "run %s: %s; parked it (lease released, retried in %gs)", self.run_id, why, delay
-        )
+        await park(self.worker, self.lease, self.run)
 
     async def _rebuild(self, old: Execution) -> Execution | None:
         """No-cache mode: drop the in-memory execution and replay from the store."""
@@ -274,14 +253,9 @@ class RunDriver:
                     plan.progressed = True
                     return plan
             elif kind is CommandKind.STEP and getattr(cmd.target, "queue", None) is not None:
-                if cmd.idempotency_key is not None:
-                    # As a local keyed step: an earlier completion's stored
-                    # result is reused, and nothing is dispatched.
-                    stored = await self.store.get_idempotent(cmd.id.name, cmd.idempotency_key)
-                    if stored is not None:
-                        record_reused(ex, cmd, stored)
-                        plan.progressed = True
-                        return plan
+                if await reuse_keyed_result(self.store, ex, cmd):
+                    plan.progressed = True
+                    return plan
                 to_dispatch.append(cmd)
             elif kind in (CommandKind.STEP, CommandKind.SIDE_EFFECT):
                 attempt = cmd.attempts + 1
@@ -350,14 +324,7 @@ class RunDriver:
 
     async def _plan_task(self, ex: Execution, cmd: Command, now: float, plan: _Plan) -> bool:
         """A dispatched step: journal its task's outcome if it has one, else wait for it."""
-        task = await self.store.get_task(self.run_id, cmd.key)
-        stored = None
-        if task is not None and task.state == "completed" and cmd.idempotency_key is not None:
-            # Stored before it is journaled, as for local keyed steps: concurrent
-            # completions with one key converge on the first stored result.
-            result = task.result if task.result is not None else b"null"
-            stored = await self.store.put_idempotent(cmd.id.name, cmd.idempotency_key, result)
-        if record_task_outcome(ex, cmd, task, stored):
+        if await journal_task_outcome(self.store, self.run_id, ex, cmd):
             return True
         plan.tasks.add(cmd.key)  # suspend_run wakes us if it finished meanwhile
         return False

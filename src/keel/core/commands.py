@@ -1,0 +1,131 @@
+"""Commands as the replay sees them: what a workflow asked for, which journal
+events may belong to each kind, and how a workflow run ended."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from keel.core import journal as jr
+from keel.core.events import CommandId, CommandKind, EventType
+from keel.core.journal import JournalEntry
+
+#: Which event types may belong to which command kind.
+ALLOWED: dict[CommandKind, frozenset[EventType]] = {
+    CommandKind.STEP: frozenset(
+        {
+            EventType.STEP_COMPLETED,
+            EventType.STEP_ATTEMPT_FAILED,
+            EventType.STEP_FAILED,
+            EventType.STEP_DISPATCHED,
+        }
+    ),
+    CommandKind.SIDE_EFFECT: frozenset(
+        {EventType.SIDE_EFFECT, EventType.STEP_ATTEMPT_FAILED, EventType.STEP_FAILED}
+    ),
+    CommandKind.SLEEP: frozenset({EventType.TIMER_STARTED, EventType.TIMER_FIRED}),
+    CommandKind.SIGNAL: frozenset(
+        {EventType.SIGNAL_AWAITED, EventType.SIGNAL_RECEIVED, EventType.SIGNAL_TIMED_OUT}
+    ),
+    CommandKind.NOW: frozenset({EventType.SIDE_EFFECT}),
+    CommandKind.UUID4: frozenset({EventType.SIDE_EFFECT}),
+    CommandKind.RANDOM: frozenset({EventType.SIDE_EFFECT}),
+    CommandKind.PATCH: frozenset({EventType.PATCHED}),
+    CommandKind.CHILD: frozenset(
+        {
+            EventType.CHILD_STARTED,
+            EventType.CHILD_COMPLETED,
+            EventType.CHILD_FAILED,
+            EventType.CHILD_CANCELLED,
+        }
+    ),
+}
+
+
+class LiveSource(Protocol):
+    """Where live values of ``now()``, ``uuid4()`` and ``random()`` come from."""
+
+    def now(self) -> Any: ...
+
+    def uuid4(self) -> Any: ...
+
+    def random(self) -> float: ...
+
+
+@dataclass(eq=False)
+class Command:
+    """A command the workflow issued and is (or was) waiting on."""
+
+    id: CommandId
+    index: int  # position in issue order
+    future: asyncio.Future[Any]
+    result_type: Any = Any
+    target: Any = None  # the step definition / side-effect callable (opaque to the core)
+    args: bytes | None = None  # encoded arguments (steps)
+    args_hash: str | None = None
+    duration: float | None = None  # sleep
+    timeout: float | None = None  # signal wait
+    idempotency_key: str | None = None  # user key: reuse a result stored by any run
+    shielded: bool = False  # not discarded by a cancel request (a compensation)
+    known: bool = False  # the journal already holds events of this command
+    recorded_hash_mismatch: str | None = None  # journaled args hash when it differs
+    # progress recovered from the journal
+    attempts: int = 0  # failed attempts so far
+    retry_at: float | None = None
+    dispatched: bool = False  # handed to a task queue (step_dispatched journaled)
+    task_id: int | None = None  # the store's task id, when known
+    fire_at: float | None = None  # timer
+    awaited: bool = False  # signal wait journaled
+    deadline: float | None = None  # signal wait deadline
+    started: asyncio.Future[str] | None = None  # child: resolved at child_started
+    child_run_id: str | None = None  # child: the run started for it
+
+    key: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.key = str(self.id)
+
+
+@dataclass
+class Outcome:
+    """How the workflow function ended (when it has)."""
+
+    status: Literal["completed", "failed", "cancelled"]
+    result: bytes | None = None  # encoded result
+    error: BaseException | None = None
+
+
+def describe_key(key: str | None) -> str:
+    """A journaled command id as error messages show it."""
+    if key is None:
+        return "the run"
+    try:
+        return CommandId.parse(key).describe()
+    except ValueError:
+        return repr(key)
+
+
+CHILD_EVENTS = frozenset(
+    {
+        EventType.CHILD_STARTED,
+        EventType.CHILD_COMPLETED,
+        EventType.CHILD_FAILED,
+        EventType.CHILD_CANCELLED,
+    }
+)
+
+
+def args_hash_of(entry: JournalEntry) -> str | None:
+    """The arguments hash an event of a step or child carries, if any."""
+    if entry.type not in (
+        EventType.CHILD_STARTED,
+        EventType.CHILD_FAILED,
+        EventType.STEP_COMPLETED,
+        EventType.STEP_FAILED,
+        EventType.STEP_ATTEMPT_FAILED,
+        EventType.STEP_DISPATCHED,
+    ):
+        return None
+    value = jr.field(entry.data, "args_hash")
+    return str(value) if value is not None else None
