@@ -82,29 +82,40 @@ def store_error(exc: BaseException, target: str) -> StoreError:
     return err
 
 
-def _readable(fd: int) -> bool:
+def _readable(fd: int, timeout: float = 0.0) -> bool:
     if hasattr(select, "poll"):  # unlike select(), not limited to fds below 1024
         poller = select.poll()
         poller.register(fd, select.POLLIN)
-        return bool(poller.poll(0))
-    ready, _, _ = select.select([fd], [], [], 0)
+        return bool(poller.poll(int(timeout * 1000)))
+    ready, _, _ = select.select([fd], [], [], timeout)
     return bool(ready)
 
 
-def is_dead(conn: psycopg.AsyncConnection[Any]) -> bool:
-    """Whether an idle connection was closed by the server, without a round trip.
+#: How long to wait for the end of a connection that sent something while idle.
+_EOF_GRACE = 0.1
 
-    An idle connection has nothing to read unless the server sent something:
-    after a backend is terminated (server restart, pg_terminate_backend) that
-    is its FATAL message and then end-of-file. Reading them marks the
-    connection bad, so the pool replaces it instead of failing a query.
+
+def is_dead(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """Whether an idle connection was closed by the server, with no round trip.
+
+    An idle pooled connection has nothing to read unless the server sent
+    something. After a backend is terminated (server restart,
+    pg_terminate_backend) that is its FATAL message and then end-of-file,
+    which may lag behind the message: reading them marks the connection bad,
+    so the pool replaces it instead of failing a query. Only when something
+    did arrive (rare: a parameter status is the benign case) is the
+    end-of-file waited for, briefly.
     """
     pgconn = conn.pgconn
     try:
+        got_input = False
         for _ in range(4):  # a notice or parameter status, then the socket is quiet
-            if pgconn.status != ConnStatus.OK or not _readable(pgconn.socket):
+            if pgconn.status != ConnStatus.OK:
+                break
+            if not _readable(pgconn.socket, _EOF_GRACE if got_input else 0.0):
                 break
             pgconn.consume_input()
+            got_input = True
     except psycopg.Error:
         return True
     return pgconn.status != ConnStatus.OK
