@@ -137,7 +137,7 @@ def get_child(run_id: str) -> ChildHandle[Any]:
     execution = current_execution()
     if execution is None:
         raise WorkflowError("get_child() can only be used inside a workflow")
-    for cmd in execution.commands(CommandKind.CHILD):
+    for cmd in execution.children():
         if cmd.child_run_id == run_id:
             return ChildHandle(execution, cmd, run_id, cmd.id.name)
     raise WorkflowError(

@@ -83,6 +83,7 @@ class StepDef(Generic[P, R]):
         self.is_async = inspect.iscoroutinefunction(fn)
         self.codec = codec.function_codec(fn)
         self.result_type = self.codec.result_type
+        self._label = f"step {name!r}"  # names it in argument errors; built once
         #: The step that undoes this one inside a ``keel.saga()`` block.
         self.compensate = compensate
         functools.update_wrapper(self, fn)
@@ -156,14 +157,14 @@ class StepDef(Generic[P, R]):
         return awaitable
 
     def _issue(self, execution: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        data = codec.encode_args(self.fn, args, kwargs, what=f"step {self.name!r}")
+        data = self.codec.encode_args(args, kwargs, what=self._label)
         cmd = execution.issue(
             CommandKind.STEP,
             self.name,
             result_type=self.result_type,
             target=self,
             args=data,
-            idempotency_key=self.key_for(args, kwargs),
+            idempotency_key=None if self.idempotency_key is None else self.key_for(args, kwargs),
         )
         if self.compensate is not None:
             from keel.saga import track  # keel.saga builds on this module

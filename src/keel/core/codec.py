@@ -225,7 +225,10 @@ def roundtrip(value: object, type_: object = Any, *, what: str = "value") -> Any
 
 def args_hash(data: bytes) -> str:
     """Short stable fingerprint of an encoded payload, for diagnosing argument changes."""
-    return hashlib.sha256(data).hexdigest()[:16]
+    return _sha256(data).hexdigest()[:16]
+
+
+_sha256 = hashlib.sha256  # bound once: hashed per command issued
 
 
 # -- per-function codecs ---------------------------------------------------------------
@@ -302,6 +305,7 @@ class FunctionCodec:
     """
 
     __slots__ = (
+        "_all_positional",
         "_args_decoder",
         "_defaults",
         "_fast_keywords",
@@ -370,6 +374,13 @@ class FunctionCodec:
         else:
             self._fast_positional = None
             self._fast_keywords = frozenset()
+        # A call passing every parameter by position binds by zip (replay's hot path).
+        self._all_positional = (
+            len(self._fast_positional)
+            if self._fast_positional is not None
+            and len(self._fast_positional) == len(self._fast_keywords)
+            else -1
+        )
 
     def __repr__(self) -> str:
         return f"FunctionCodec({self.label})"
@@ -409,7 +420,10 @@ class FunctionCodec:
         argument that cannot be encoded raises :class:`SerializationError` naming
         the parameter, e.g. "argument 'card' of step 'charge'".
         """
-        bound = self._bind(args, kwargs)
+        if not kwargs and len(args) == self._all_positional:
+            bound = dict(zip(self._fast_positional or (), args, strict=False))  # lengths checked
+        else:
+            bound = self._bind(args, kwargs)
         try:
             return _CANONICAL_ENCODER.encode(bound)
         except _ENCODE_FAILURES as exc:

@@ -4,7 +4,7 @@ events may belong to each kind, and how a workflow run ended."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from keel.core import journal as jr
@@ -53,12 +53,12 @@ class LiveSource(Protocol):
     def random(self) -> float: ...
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Command:
     """A command the workflow issued and is (or was) waiting on."""
 
     id: CommandId
-    index: int  # position in issue order
+    key: str  # ``str(id)``: how the journal names it
     future: asyncio.Future[Any]
     result_type: Any = Any
     target: Any = None  # the step definition / side-effect callable (opaque to the core)
@@ -68,8 +68,9 @@ class Command:
     timeout: float | None = None  # signal wait
     idempotency_key: str | None = None  # user key: reuse a result stored by any run
     shielded: bool = False  # not discarded by a cancel request (a compensation)
-    known: bool = False  # the journal already holds events of this command
-    recorded_hash_mismatch: str | None = None  # journaled args hash when it differs
+    # The journal holds events of this command whose arguments hash is not
+    # compared yet (done at its first event, which carries the recorded hash).
+    unchecked: bool = False
     # progress recovered from the journal
     attempts: int = 0  # failed attempts so far
     retry_at: float | None = None
@@ -80,11 +81,6 @@ class Command:
     deadline: float | None = None  # signal wait deadline
     started: asyncio.Future[str] | None = None  # child: resolved at child_started
     child_run_id: str | None = None  # child: the run started for it
-
-    key: str = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.key = str(self.id)
 
 
 @dataclass
@@ -116,16 +112,21 @@ CHILD_EVENTS = frozenset(
 )
 
 
-def args_hash_of(entry: JournalEntry) -> str | None:
-    """The arguments hash an event of a step or child carries, if any."""
-    if entry.type not in (
+#: Events that carry the arguments hash of their step or child.
+HASHED_EVENTS = frozenset(
+    {
         EventType.CHILD_STARTED,
         EventType.CHILD_FAILED,
         EventType.STEP_COMPLETED,
         EventType.STEP_FAILED,
         EventType.STEP_ATTEMPT_FAILED,
         EventType.STEP_DISPATCHED,
-    ):
+    }
+)
+
+
+def args_hash_of(entry: JournalEntry) -> str | None:
+    """The arguments hash an event of a step or child carries, if any."""
+    if entry.type not in HASHED_EVENTS:
         return None
-    value = jr.field(entry.data, "args_hash")
-    return str(value) if value is not None else None
+    return jr.parse(entry.data).args_hash

@@ -24,7 +24,21 @@ class JournalEntry:
     data: bytes
 
 
+_NULL = msgspec.Raw(b"null")
+
+
+class Envelope(msgspec.Struct):
+    """The fields replay reads from event data, decoded in one pass (user
+    values stay raw JSON, ``null`` when absent)."""
+
+    result: msgspec.Raw = _NULL  # step_completed, child_completed
+    value: msgspec.Raw = _NULL  # side_effect
+    payload: msgspec.Raw = _NULL  # signal_received
+    args_hash: str | None = None  # events of steps and children
+
+
 _raw_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_envelope_decoder = msgspec.json.Decoder(Envelope)
 _encoder = msgspec.json.Encoder()
 
 
@@ -41,6 +55,11 @@ def raw(value_json: bytes) -> msgspec.Raw:
 def fields(data: bytes) -> dict[str, msgspec.Raw]:
     """Split event data into its top-level fields, each still raw JSON."""
     return _raw_decoder.decode(data)
+
+
+def parse(data: bytes) -> Envelope:
+    """The replay-relevant fields of event data."""
+    return _envelope_decoder.decode(data)
 
 
 def field(data: bytes, name: str, default: Any = None) -> Any:

@@ -11,14 +11,39 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import contextvars
 from asyncio import events
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator, Iterator
 from typing import Any, NoReturn, TypeVar
 
 from keel.errors import WorkflowError
 
 T = TypeVar("T")
+
+
+class _Handle(asyncio.Handle):
+    """A ready callback, built without :class:`asyncio.Handle`'s debug checks.
+
+    Replay creates one per resumed await, so this is on the hottest path.
+    """
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        callback: Callable[..., object],
+        args: tuple[Any, ...],
+        loop: asyncio.AbstractEventLoop,
+        context: contextvars.Context,
+    ) -> None:
+        self._callback = callback
+        self._args = args
+        self._loop = loop
+        self._context = context
+        self._cancelled = False
+        self._repr = None
+        self._source_traceback = None
 
 
 class DeterministicLoop(asyncio.AbstractEventLoop):
@@ -37,7 +62,8 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
         *args: Any,
         context: contextvars.Context | None = None,
     ) -> asyncio.Handle:
-        handle = asyncio.Handle(callback, args, self, context)
+        ctx = context if context is not None else contextvars.copy_context()
+        handle = _Handle(callback, args, self, ctx)
         self._ready.append(handle)
         return handle
 
@@ -99,21 +125,46 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
     def run_until_quiescent(self) -> None:
         """Run ready callbacks until none is left.
 
-        The loop is installed as the thread's running loop for the duration, so
-        ``asyncio.get_running_loop()`` and ``gather`` inside workflow code see it,
-        and the caller's loop is restored afterwards.
+        The loop is the thread's running loop meanwhile (see :meth:`installed`),
+        so ``asyncio.get_running_loop()`` and ``gather`` inside workflow code see it.
         """
+        if self._running:
+            self.drain()
+            return
+        with self.installed():
+            self.drain()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """Make this the thread's running loop for a whole replay, restoring the
+        caller's loop afterwards: swapping it per event costs more than the event."""
+        if self._running:
+            yield
+            return
         outer = events._get_running_loop()
         events._set_running_loop(self)
         self._running = True
         try:
-            while self._ready:
-                handle = self._ready.popleft()
-                if not handle.cancelled():
-                    handle._run()
+            yield
         finally:
             self._running = False
             events._set_running_loop(outer)
+
+    def drain(self) -> None:
+        """Run ready callbacks until none is left; the loop must be installed."""
+        ready = self._ready
+        while ready:
+            handle = ready.popleft()
+            if handle._cancelled:
+                continue
+            try:
+                handle._context.run(handle._callback, *handle._args)  # type: ignore[attr-defined]
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self.call_exception_handler(
+                    {"message": "Exception in a workflow callback", "exception": exc}
+                )
 
     def _forbidden(self, what: str) -> NoReturn:
         raise WorkflowError(

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,10 +35,10 @@ from keel.core import journal as jr
 from keel.core.commands import (
     ALLOWED,
     CHILD_EVENTS,
+    HASHED_EVENTS,
     Command,
     LiveSource,
     Outcome,
-    args_hash_of,
     describe_key,
 )
 from keel.core.events import RUN_EVENTS, CommandId, CommandKind, EventType
@@ -51,6 +51,7 @@ from keel.errors import (
     KeelControl,
     NondeterminismError,
     PatchMismatchError,
+    SerializationError,
     SignalTimeoutError,
     StepFailedError,
     WorkflowCancelled,
@@ -64,9 +65,9 @@ _current: contextvars.ContextVar[Execution | None] = contextvars.ContextVar(
 _shielded: contextvars.ContextVar[bool] = contextvars.ContextVar("keel_shielded", default=False)
 
 
-def current_execution() -> Execution | None:
-    """The execution whose workflow code is running now, if any."""
-    return _current.get()
+#: The execution whose workflow code is running now, if any. The ContextVar's
+#: own ``get``: every command a workflow issues starts with this call.
+current_execution: Callable[[], Execution | None] = _current.get
 
 
 @contextlib.contextmanager
@@ -86,6 +87,50 @@ def reset_var(var: contextvars.ContextVar[Any], token: contextvars.Token[Any]) -
     current context is not the workflow's and there is nothing to restore."""
     with contextlib.suppress(ValueError):
         var.reset(token)
+
+
+# Events on_await() may apply at an await: they only touch the command and its
+# own future (a child's also resolve its ``started`` future, so children are left
+# to the usual round).
+_INLINE_RESOLVING = frozenset(
+    {
+        EventType.STEP_COMPLETED,
+        EventType.STEP_FAILED,
+        EventType.SIDE_EFFECT,
+        EventType.TIMER_FIRED,
+        EventType.SIGNAL_RECEIVED,
+        EventType.SIGNAL_TIMED_OUT,
+    }
+)
+_INLINE_PROGRESS = frozenset(
+    {
+        EventType.STEP_ATTEMPT_FAILED,
+        EventType.STEP_DISPATCHED,
+        EventType.TIMER_STARTED,
+        EventType.SIGNAL_AWAITED,
+    }
+)
+
+
+class CommandFuture(asyncio.Future[Any]):
+    """The future of a command. Awaited while pending and while replaying, it
+    first lets the execution resolve it on the spot (see :meth:`Execution.on_await`)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        # Only when nothing else waits on it: callbacks would run before the
+        # awaiting task resumes, and must keep that order.
+        if self._callbacks is None and not self.done():
+            execution = _current.get()
+            if execution is not None and execution._replaying:
+                execution.on_await(self)
+        return _future_await(self)
+
+    __iter__ = __await__
+
+
+_future_await = asyncio.Future.__await__
 
 
 class _Abort(KeelControl):
@@ -128,20 +173,25 @@ class Execution:
         self._live = live
         self._loop = DeterministicLoop()  # type: ignore[abstract]  # only what tasks use
         self._counters: dict[tuple[CommandKind, str], int] = {}
-        self._order: list[Command] = []
+        self._last: Command | None = None  # the command issued last
+        # Children are looked up by the driver after they resolve; other
+        # commands are dropped when resolved (a long replay stays small).
+        self._children: list[Command] = []
         self._pending: dict[str, Command] = {}
         self._fatal: BaseException | None = None
         self._closing: _Closing | None = None
         self._main: asyncio.Task[Any] | None = None
-        self._recorded_hash: dict[str, str | None] = {}
+        # Commands the journal holds events of (their arguments hashes are
+        # compared at their first event, see _apply).
+        self._journaled: set[str] = set()
+        self._replaying = False  # inside start(): awaits may be resolved on the spot
         # Patch decisions of this execution: True/False, None once deprecated.
         self._patches: dict[str, bool | None] = {}
         self._markers: dict[str, int] = {}  # patch marker command -> its journal position
         for entry in self.journal:
-            if entry.command is not None and entry.command not in self._recorded_hash:
-                self._recorded_hash[entry.command] = args_hash_of(entry)
-                if entry.type is EventType.PATCHED:
-                    self._markers[entry.command] = entry.seq
+            if entry.type is EventType.PATCHED and entry.command not in self._journaled:
+                self._markers[entry.command or ""] = entry.seq
+            self._journaled.add(entry.command or "")
 
     # --- driving (worker side) -------------------------------------------------------
     def start(self) -> None:
@@ -153,10 +203,20 @@ class Execution:
             self.cursor += 1  # run_started: not a command
         ctx = contextvars.copy_context()
         ctx.run(_current.set, self)
-        self._main = self._loop.create_task(self._run_main(), context=ctx)
+        self._replaying = True
+        with self._loop.installed():
+            try:
+                self._replay(ctx)
+            finally:
+                self._replaying = False
+
+    def _replay(self, ctx: contextvars.Context) -> None:
+        self._main = main = self._loop.create_task(self._run_main(), context=ctx)
         self._settle()
-        while self.cursor < len(self.journal):
-            entry = self.journal[self.cursor]
+        journal, pending = self.journal, self._pending
+        drain = self._loop.drain
+        while self.cursor < len(journal):
+            entry = journal[self.cursor]
             if entry.type in RUN_EVENTS:
                 self.cursor += 1
                 continue
@@ -165,12 +225,14 @@ class Execution:
                 if not self.cancel_requested:
                     self._deliver_cancel()
                 continue
-            cmd = self._pending.get(entry.command or "")
+            cmd = pending.get(entry.command or "")
             if cmd is None:
                 raise self._mismatch(entry)
             self.cursor += 1
             self._apply(cmd, entry)
-            self._settle()
+            drain()  # _settle() without its checks, unless they have work to do
+            if self._fatal is not None or main.done():
+                self._settle()
 
     @property
     def next_seq(self) -> int:
@@ -195,9 +257,9 @@ class Execution:
             self._settle()
         return entry
 
-    def commands(self, kind: CommandKind) -> list[Command]:
-        """Commands of ``kind`` issued so far (resolved or not), in issue order."""
-        return [c for c in self._order if c.id.kind is kind]
+    def children(self) -> list[Command]:
+        """Child commands issued so far (resolved or not), in issue order."""
+        return list(self._children)
 
     def take_outbox(self) -> list[JournalEntry]:
         out, self.outbox = self.outbox, []
@@ -268,33 +330,34 @@ class Execution:
         if self._cancel_deferred and self._closing is None and not shield:
             self._cancel_deferred = False
             raise WorkflowCancelled()
-        cid = self._next_id(kind, name)
-        args_hash = codec.args_hash(args + hash_extra) if args is not None else None
+        if self._closing is not None or self._fatal is not None:
+            self._next_id(kind, name)  # raises
+        counters = self._counters
+        ordinal = counters.get((kind, name), 0)
+        counters[kind, name] = ordinal + 1
+        cid = CommandId(kind, name, ordinal)  # as _next_id() does, inline: the hot path
         key = str(cid)
-        mismatch = None
-        if key in self._recorded_hash:
-            recorded = self._recorded_hash[key]
-            if args_hash is not None and recorded is not None and recorded != args_hash:
-                # Reported when the journal reaches this command, so that a
-                # reordering is reported as such rather than as changed arguments.
-                mismatch = recorded
-        cmd = Command(
-            id=cid,
-            index=len(self._order),
-            future=self._loop.create_future(),
-            result_type=result_type,
-            target=target,
-            args=args,
-            args_hash=args_hash,
-            duration=duration,
-            timeout=timeout,
-            idempotency_key=idempotency_key,
-            shielded=shield,
-            known=key in self._recorded_hash,
-            recorded_hash_mismatch=mismatch,
-            started=self._loop.create_future() if kind is CommandKind.CHILD else None,
+        args_hash = (
+            codec.args_hash(args + hash_extra if hash_extra else args) if args is not None else None
         )
-        self._order.append(cmd)
+        cmd = Command(
+            cid,
+            key,
+            CommandFuture(loop=self._loop),
+            result_type,
+            target,
+            args,
+            args_hash,
+            duration,
+            timeout,
+            idempotency_key,
+            shield,
+            args_hash is not None and key in self._journaled,
+        )
+        if kind is CommandKind.CHILD:
+            cmd.started = self._loop.create_future()
+            self._children.append(cmd)
+        self._last = cmd
         self._pending[key] = cmd
         return cmd
 
@@ -357,6 +420,41 @@ class Execution:
     @property
     def live(self) -> LiveSource:
         return self._live
+
+    def on_await(self, future: asyncio.Future[Any]) -> None:
+        """Workflow code awaits a pending command while replaying.
+
+        When nothing else could run before the journal's next event and that
+        event is this command's, the usual round (suspend, quiesce, feed the
+        event, wake the task) would end exactly the same way: apply it here,
+        and the await returns without suspending. This halves the cost of
+        replaying sequential code. Progress events of the command (attempts,
+        timer_started) are applied on the way to its resolving one.
+        """
+        if self._loop._ready:  # something else would run first
+            return
+        task = asyncio.current_task(self._loop)
+        if task is None or task.cancelling():
+            return  # the task has a cancellation to take at its next suspension
+        # The command just issued (sequential code); anything else takes the usual round.
+        cmd = self._last
+        if cmd is None or cmd.future is not future:
+            return
+        journal = self.journal
+        while self.cursor < len(journal):
+            entry = journal[self.cursor]
+            if entry.command != cmd.key:
+                return
+            resolves = entry.type in _INLINE_RESOLVING
+            if not resolves and entry.type not in _INLINE_PROGRESS:
+                return
+            self.cursor += 1
+            try:
+                self._apply(cmd, entry)
+            except NondeterminismError as err:
+                self._abort(err)
+            if resolves:
+                return
 
     # --- internals --------------------------------------------------------------------
     def _next_id(self, kind: CommandKind, name: str) -> CommandId:
@@ -449,24 +547,32 @@ class Execution:
         self._settle()
 
     def _apply(self, cmd: Command, entry: JournalEntry) -> None:
-        if entry.type not in ALLOWED[cmd.id.kind]:
-            raise self._mismatch(entry, requested=cmd.id.describe())
-        if cmd.recorded_hash_mismatch is not None:
-            raise NondeterminismError(
-                self.run_id,
-                entry.seq,
-                f"{cmd.id.describe()} with arguments hash {cmd.recorded_hash_mismatch}",
-                f"{cmd.id.describe()} with different arguments (hash {cmd.args_hash})",
-            )
         t, data = entry.type, entry.data
+        if t not in ALLOWED[cmd.id.kind]:
+            raise self._mismatch(entry, requested=cmd.id.describe())
+        env: jr.Envelope | None = None
+        if cmd.unchecked:
+            # The command's first event carries the recorded arguments hash.
+            # Compared here, not when the code issued the command, so that a
+            # reordering is reported as such rather than as changed arguments.
+            cmd.unchecked = False
+            if t in HASHED_EVENTS:
+                env = jr.parse(data)
+                if env.args_hash is not None and env.args_hash != cmd.args_hash:
+                    raise NondeterminismError(
+                        self.run_id,
+                        entry.seq,
+                        f"{cmd.id.describe()} with arguments hash {env.args_hash}",
+                        f"{cmd.id.describe()} with different arguments (hash {cmd.args_hash})",
+                    )
         fut = cmd.future
         if t is EventType.STEP_COMPLETED or t is EventType.SIDE_EFFECT:
-            name = "result" if t is EventType.STEP_COMPLETED else "value"
+            if env is None:
+                env = jr.parse(data)
+            raw = env.result if t is EventType.STEP_COMPLETED else env.value
             self._resolve(cmd)
             try:
-                value = codec.decode(
-                    jr.raw_field(data, name), cmd.result_type, what=f"result of {cmd.id.describe()}"
-                )
+                value = self._decode(raw, cmd, "result")
             except Exception as exc:
                 fut.set_exception(exc)
             else:
@@ -498,9 +604,7 @@ class Execution:
         elif t is EventType.SIGNAL_RECEIVED:
             self._resolve(cmd)
             try:
-                value = codec.decode(
-                    jr.raw_field(data, "payload"), cmd.result_type, what=f"signal {cmd.id.name!r}"
-                )
+                value = self._decode(jr.parse(data).payload, cmd, "payload")
             except Exception as exc:
                 fut.set_exception(exc)
             else:
@@ -510,6 +614,16 @@ class Execution:
             fut.set_exception(SignalTimeoutError(cmd.id.name, float(cmd.timeout or 0.0)))
         elif t in CHILD_EVENTS:
             self._apply_child(cmd, entry)
+
+    @staticmethod
+    def _decode(raw: bytes, cmd: Command, what: str) -> Any:
+        """Decode a journaled value to the type the command expects."""
+        try:
+            return codec.decode(raw, cmd.result_type)
+        except SerializationError:
+            # Decode again for the error message only: building it costs more
+            # than the decode on the hot path.
+            return codec.decode(raw, cmd.result_type, what=f"{what} of {cmd.id.describe()}")
 
     def _apply_child(self, cmd: Command, entry: JournalEntry) -> None:
         """A child command's events: started resolves ``start_child``, an outcome the result."""

@@ -189,7 +189,7 @@ async def open_waited_children(store: Store, ex: Execution) -> set[str]:
     pending = {c.key for c in ex.pending()}
     waited = [
         cmd.child_run_id
-        for cmd in ex.commands(CommandKind.CHILD)
+        for cmd in ex.children()
         if cmd.key in pending
         and cmd.child_run_id is not None
         and isinstance(cmd.target, ChildSpec)
