@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,7 +112,11 @@ class Execution:
         live: LiveSource,
         *,
         workflow_name: str = "",
+        recorded_hashes: Mapping[str, str | None] | None = None,
     ) -> None:
+        # ``journal`` may be a compacted one (core/snapshot.py): seqs then have
+        # gaps, and ``recorded_hashes`` holds the arguments hashes of commands
+        # whose first event it no longer has.
         self.run_id = run_id
         self.workflow_name = workflow_name or getattr(fn, "__qualname__", "workflow")
         self.journal: list[JournalEntry] = list(journal)
@@ -133,7 +137,7 @@ class Execution:
         self._fatal: BaseException | None = None
         self._closing: _Closing | None = None
         self._main: asyncio.Task[Any] | None = None
-        self._recorded_hash: dict[str, str | None] = {}
+        self._recorded_hash: dict[str, str | None] = dict(recorded_hashes or {})
         # Patch decisions of this execution: True/False, None once deprecated.
         self._patches: dict[str, bool | None] = {}
         self._markers: dict[str, int] = {}  # patch marker command -> its journal position
@@ -174,7 +178,8 @@ class Execution:
 
     @property
     def next_seq(self) -> int:
-        return len(self.journal)
+        # Not len(journal): a journal compacted by a snapshot has gaps.
+        return self.journal[-1].seq + 1 if self.journal else 0
 
     @property
     def replaying(self) -> bool:
