@@ -23,6 +23,21 @@ R = TypeVar("R")
 KeyFunc = Callable[..., "str | None"]
 
 
+#: Default of ``@workflow(snapshot_every=...)``: journal events between snapshots.
+DEFAULT_SNAPSHOT_EVERY = 1000
+
+
+def _check_snapshot_every(value: object) -> int | None:
+    if value is None or (value == 0 and not isinstance(value, bool)):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigurationError(
+            f"workflow snapshot_every must be a positive number of journal events "
+            f"(or None/0 to turn snapshots off), not {value!r}"
+        )
+    return value
+
+
 class WorkflowDef(Generic[P, R]):
     """A registered workflow: an ``async def`` made durable.
 
@@ -38,11 +53,14 @@ class WorkflowDef(Generic[P, R]):
         version: str | None,
         *,
         current: bool = True,
+        snapshot_every: int | None = DEFAULT_SNAPSHOT_EVERY,
     ) -> None:
         self.fn = fn
         self.name = name
         self.version = version or _code_hash(fn)
         self.current = current
+        #: Journal events between snapshots of a run's replay state (None: never).
+        self.snapshot_every = _check_snapshot_every(snapshot_every)
         # Builds (and validates) the argument codec now, so a type Keel cannot
         # decode is an error at import time, not at the first run.
         self.codec = codec.function_codec(fn)
@@ -301,6 +319,7 @@ def workflow(
     version: str | None = None,
     current: bool = True,
     registry: Registry | None = None,
+    snapshot_every: int | None = DEFAULT_SNAPSHOT_EVERY,
 ) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], WorkflowDef[P, R]]: ...
 
 
@@ -312,6 +331,7 @@ def workflow(
     version: str | None = None,
     current: bool = True,
     registry: Registry | None = None,
+    snapshot_every: int | None = DEFAULT_SNAPSHOT_EVERY,
 ) -> Any:
     """Declare an ``async def`` function as a durable workflow.
 
@@ -320,7 +340,13 @@ def workflow(
     is resumed only by the version it started on. To keep an old version for
     the runs started on it, register it under the same ``name`` with its
     ``version`` and ``current=False``; new runs start on the current one.
+
+    ``snapshot_every``: once a run's journal has grown by this many events
+    since its last snapshot, the worker stores a snapshot of its replay state,
+    so recovery replays the snapshot plus the journal after it instead of the
+    whole journal (events are never deleted). ``None`` or ``0`` turns it off.
     """
+    every = _check_snapshot_every(snapshot_every)
 
     def wrap(f: Callable[P, Coroutine[Any, Any, R]]) -> WorkflowDef[P, R]:
         if not inspect.iscoroutinefunction(f):
@@ -334,7 +360,7 @@ def workflow(
             )
         if not isinstance(current, bool):
             raise ConfigurationError(f"workflow current= must be True or False, not {current!r}")
-        wf = WorkflowDef(f, wf_name, version, current=current)
+        wf = WorkflowDef(f, wf_name, version, current=current, snapshot_every=every)
         (registry or default_registry).add(wf)
         return wf
 

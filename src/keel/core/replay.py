@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-from collections.abc import Callable, Coroutine, Generator, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,7 +157,11 @@ class Execution:
         live: LiveSource,
         *,
         workflow_name: str = "",
+        recorded_hashes: Mapping[str, str | None] | None = None,
     ) -> None:
+        # ``journal`` may be a compacted one (core/snapshot.py): seqs then have
+        # gaps, and ``recorded_hashes`` holds the arguments hashes of commands
+        # whose first event it no longer has.
         self.run_id = run_id
         self.workflow_name = workflow_name or getattr(fn, "__qualname__", "workflow")
         self.journal: list[JournalEntry] = list(journal)
@@ -184,6 +188,7 @@ class Execution:
         # Commands the journal holds events of (their arguments hashes are
         # compared at their first event, see _apply).
         self._journaled: set[str] = set()
+        self._carried_hashes = {k: v for k, v in (recorded_hashes or {}).items() if v is not None}
         self._replaying = False  # inside start(): awaits may be resolved on the spot
         # Patch decisions of this execution: True/False, None once deprecated.
         self._patches: dict[str, bool | None] = {}
@@ -192,6 +197,7 @@ class Execution:
             if entry.type is EventType.PATCHED and entry.command not in self._journaled:
                 self._markers[entry.command or ""] = entry.seq
             self._journaled.add(entry.command or "")
+        self._journaled.update(self._carried_hashes)
 
     # --- driving (worker side) -------------------------------------------------------
     def start(self) -> None:
@@ -236,7 +242,8 @@ class Execution:
 
     @property
     def next_seq(self) -> int:
-        return len(self.journal)
+        # Not len(journal): a journal compacted by a snapshot has gaps.
+        return self.journal[-1].seq + 1 if self.journal else 0
 
     @property
     def replaying(self) -> bool:
@@ -555,16 +562,19 @@ class Execution:
             # The command's first event carries the recorded arguments hash.
             # Compared here, not when the code issued the command, so that a
             # reordering is reported as such rather than as changed arguments.
+            # (A snapshot carries the hash of a first event it dropped.)
             cmd.unchecked = False
-            if t in HASHED_EVENTS:
+            recorded = self._carried_hashes.get(cmd.key) if self._carried_hashes else None
+            if recorded is None and t in HASHED_EVENTS:
                 env = jr.parse(data)
-                if env.args_hash is not None and env.args_hash != cmd.args_hash:
-                    raise NondeterminismError(
-                        self.run_id,
-                        entry.seq,
-                        f"{cmd.id.describe()} with arguments hash {env.args_hash}",
-                        f"{cmd.id.describe()} with different arguments (hash {cmd.args_hash})",
-                    )
+                recorded = env.args_hash
+            if recorded is not None and recorded != cmd.args_hash:
+                raise NondeterminismError(
+                    self.run_id,
+                    entry.seq,
+                    f"{cmd.id.describe()} with arguments hash {recorded}",
+                    f"{cmd.id.describe()} with different arguments (hash {cmd.args_hash})",
+                )
         fut = cmd.future
         if t is EventType.STEP_COMPLETED or t is EventType.SIDE_EFFECT:
             if env is None:

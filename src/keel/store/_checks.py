@@ -13,7 +13,15 @@ from collections.abc import Collection, Sequence
 
 from keel.core.states import RunState
 from keel.errors import ConfigurationError, LeaseLostError, RunExistsError, StoreError
-from keel.store.base import NewRun, NewSchedule, NewTask, RunPage, RunRecord, TaskLease
+from keel.store.base import (
+    NewRun,
+    NewSchedule,
+    NewSnapshot,
+    NewTask,
+    RunPage,
+    RunRecord,
+    TaskLease,
+)
 
 MAX_PAGE = 1000
 
@@ -188,3 +196,12 @@ def check_fire(expected: float, tick: float) -> None:
     """A tick fired for a due ``next_fire_at`` is that time or a later missed tick."""
     if tick < expected:
         raise ValueError(f"tick {tick!r} is before the due time {expected!r}")
+
+
+def check_snapshot(snapshot: NewSnapshot, next_seq: int) -> None:
+    """A snapshot covers journal events that exist: ``0 <= upto_seq < next_seq``."""
+    if not 0 <= snapshot.upto_seq < next_seq:
+        raise StoreError(
+            f"a snapshot up to seq {snapshot.upto_seq} needs a journal that continues "
+            f"past it, but it continues at seq {next_seq}"
+        )

@@ -128,6 +128,28 @@ class RunPage:
 
 
 @dataclass(frozen=True, slots=True)
+class NewSnapshot:
+    """A snapshot of a run's replay state to store (see ``keel.core.snapshot``)."""
+
+    upto_seq: int  # last journal seq it covers; below the run's next_seq
+    version: str  # the workflow version (code hash) that made it
+    format: int  # its encoding's format number
+    data: bytes  # the encoded snapshot (opaque to the store)
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRecord:
+    """The latest snapshot of a run, as stored."""
+
+    run_id: str
+    upto_seq: int
+    version: str
+    format: int
+    data: bytes
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class NewTask:
     """A step dispatched to a named queue, inserted with the journal write that records it."""
 
@@ -361,6 +383,19 @@ class Store(Protocol):
         ends. Raises ``RunNotFoundError`` / ``RunFinishedError``. A run cancelled at once
         wakes its parent and asks its children to cancel as :meth:`finish_run` does.
         """
+
+    # --- snapshots --------------------------------------------------------------------
+    async def save_snapshot(self, lease: Lease, snapshot: NewSnapshot) -> None:
+        """Store ``snapshot`` as the run's latest, replacing the one before.
+
+        Fenced like :meth:`append_events` (a stale holder raises
+        :class:`keel.errors.LeaseLostError` and changes nothing), but appends
+        nothing. ``snapshot.upto_seq`` must be below the run's ``next_seq``
+        (else ``StoreError``). Journal events are never deleted.
+        """
+
+    async def load_snapshot(self, run_id: str) -> SnapshotRecord | None:
+        """The run's latest snapshot, or ``None``."""
 
     # --- child runs -------------------------------------------------------------------
     async def start_children(

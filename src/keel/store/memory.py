@@ -40,10 +40,12 @@ from keel.store.base import (
     RunRecord,
     ScheduleRecord,
     SignalRecord,
+    SnapshotRecord,
     TaskRecord,
 )
 from keel.store.memory_children import MemoryChildren
 from keel.store.memory_schedules import MemorySchedules
+from keel.store.memory_snapshots import MemorySnapshots
 from keel.store.memory_tasks import MemoryTasks
 
 
@@ -53,12 +55,13 @@ class _Signal:
     consumed_seq: int | None = None
 
 
-class MemoryStore(MemoryTasks, MemorySchedules, MemoryChildren):
+class MemoryStore(MemoryTasks, MemorySchedules, MemoryChildren, MemorySnapshots):
     """A store in a Python dict. ``clock`` is the store's clock (default ``time.time``).
 
     The dispatched-step (task) methods are in :class:`~keel.store.memory_tasks.MemoryTasks`,
     the schedule methods in :class:`~keel.store.memory_schedules.MemorySchedules`,
-    the child-run ones in :class:`~keel.store.memory_children.MemoryChildren`.
+    the child-run ones in :class:`~keel.store.memory_children.MemoryChildren`,
+    the journal snapshots in :class:`~keel.store.memory_snapshots.MemorySnapshots`.
     """
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
@@ -78,6 +81,7 @@ class MemoryStore(MemoryTasks, MemorySchedules, MemoryChildren):
         self._last_task_id = 0
         self._queue_limits: dict[str, int] = {}  # queue -> cluster-wide lease limit
         self._schedules: dict[str, ScheduleRecord] = {}
+        self._snapshots: dict[str, SnapshotRecord] = {}  # run id -> its latest snapshot
         self._waiters: dict[asyncio.Future[None], asyncio.AbstractEventLoop] = {}
 
     def __repr__(self) -> str:

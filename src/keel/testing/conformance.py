@@ -43,6 +43,7 @@ from keel.testing.conformance_queues import QueueLimitConformance
 from keel.testing.conformance_runs import RunConformance
 from keel.testing.conformance_schedules import ScheduleConformance
 from keel.testing.conformance_signals import SignalConformance
+from keel.testing.conformance_snapshots import SnapshotConformance
 from keel.testing.conformance_tasks import TaskConformance
 
 __all__ = [
@@ -74,6 +75,7 @@ class StoreConformance(
     QueueLimitConformance,
     ScheduleConformance,
     ChildConformance,
+    SnapshotConformance,
 ):
     """Behaviour shared by every backend; subclasses supply ``store_factory``."""
 

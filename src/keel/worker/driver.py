@@ -38,6 +38,7 @@ from keel.worker.attempts import record_attempt
 from keel.worker.dispatch import journal_task_outcome, record_dispatch, reuse_keyed_result
 from keel.worker.executor import start_attempt
 from keel.worker.parking import park
+from keel.worker.snapshots import Snapshots
 
 if TYPE_CHECKING:
     from keel.worker.worker import Worker
@@ -92,6 +93,7 @@ class RunDriver:
         self.lost = False
         self.task: asyncio.Task[None] | None = None
         self._execution: Execution | None = None
+        self.snapshots = Snapshots(self.store, self.run_id)
         self._on_poke: Callable[[], None] | None = None
 
     @property
@@ -199,24 +201,31 @@ class RunDriver:
         if wf is None:
             await self._park()
             return None
-        if self.run.next_seq == 1:
-            entries = [JournalEntry(0, EventType.RUN_STARTED, None, b"{}")]
-        else:
-            records = await self.store.load_events(self.run_id)
-            entries = [JournalEntry(r.seq, EventType(r.type), r.command, r.data) for r in records]
+        self.snapshots.every, self.snapshots.version = wf.snapshot_every, wf.version
         try:
             args, kwargs = codec.decode_args(
                 wf.fn, self.run.input, what=f"input of workflow {wf.name!r}"
             )
-            ex = Execution(
-                self.run_id, wf.fn, args, kwargs, entries, self.worker.live, workflow_name=wf.name
-            )
-            self._execution = ex
-            ex.start()
+
+            def replay(entries: list[JournalEntry], hashes: Any) -> Execution:
+                if self._execution is not None:  # a replay from a snapshot that failed
+                    self._execution.evict()
+                ex = self._execution = Execution(
+                    self.run_id, wf.fn, args, kwargs, entries, self.worker.live,
+                    workflow_name=wf.name, recorded_hashes=hashes,
+                )  # fmt: skip
+                ex.start()
+                return ex
+
+            if self.run.next_seq == 1:
+                ex = replay([JournalEntry(0, EventType.RUN_STARTED, None, b"{}")], None)
+            else:
+                ex = await self.snapshots.replay(self.run, replay)
         except (NondeterminismError, SerializationError) as exc:
             log.error("run %s: %s", self.run_id, exc)
-            await self._fail_early(len(entries), exc)
+            await self._fail_early(self.run.next_seq, exc)
             return None
+        await self.snapshots.maybe_save(self.lease, ex)
         return ex
 
     async def _park(self) -> None:
@@ -321,6 +330,7 @@ class RunDriver:
             await self.store.dispatch_tasks(self.lease, first, events, tasks)
         else:
             await self.store.start_children(self.lease, first, events, children or [])
+        await self.snapshots.maybe_save(self.lease, ex)
 
     async def _plan_task(self, ex: Execution, cmd: Command, now: float, plan: _Plan) -> bool:
         """A dispatched step: journal its task's outcome if it has one, else wait for it."""
@@ -438,6 +448,7 @@ class RunDriver:
         await self.store.append_events(
             self.lease, entries[0].seq, _new_events(entries), consume_signal=consume_signal
         )
+        await self.snapshots.maybe_save(self.lease, ex)  # every event is durable now
 
     async def _suspend(self, ex: Execution, plan: _Plan, *, now: float | None = None) -> None:
         entries = ex.take_outbox()

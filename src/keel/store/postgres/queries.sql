@@ -872,3 +872,32 @@ WITH clock AS MATERIALIZED (
     SELECT count(pg_notify(%(channel)s::text, 'created')) FROM inserted
 )
 SELECT fired.schedule_id FROM fired, notified;
+
+-- name: save_snapshot
+-- Fenced like append_events, without touching the runs row (it stays HOT):
+-- FOR SHARE holds the lease check until the commit. The run's latest
+-- snapshot is replaced in place; no row back means the fence failed.
+WITH clock AS MATERIALIZED (
+    SELECT extract(epoch FROM clock_timestamp())::float8 AS now
+), fenced AS (
+    SELECT runs.run_id, runs.next_seq, clock.now
+    FROM runs, clock
+    WHERE runs.run_id = %(run_id)s::text AND runs.lease_token = %(token)s::bigint
+      AND runs.lease_owner = %(owner)s::text AND runs.state = 'running'
+      AND runs.lease_expires_at >= clock.now
+    FOR SHARE OF runs
+), saved AS (
+    INSERT INTO snapshots (run_id, upto_seq, version, format, data, created_at)
+    SELECT fenced.run_id, %(upto_seq)s::bigint, %(version)s::text, %(format)s::integer,
+           %(data)s::bytea, fenced.now
+    FROM fenced
+    WHERE %(upto_seq)s::bigint >= 0 AND %(upto_seq)s::bigint < fenced.next_seq
+    ON CONFLICT (run_id) DO UPDATE SET
+        upto_seq = EXCLUDED.upto_seq, version = EXCLUDED.version, format = EXCLUDED.format,
+        data = EXCLUDED.data, created_at = EXCLUDED.created_at
+)
+SELECT next_seq FROM fenced;
+
+-- name: load_snapshot
+SELECT run_id, upto_seq, version, format, data, created_at
+FROM snapshots WHERE run_id = %(run_id)s::text;

@@ -1,4 +1,4 @@
--- The full current Keel PostgreSQL schema (version 6), for reading. Databases are
+-- The full current Keel PostgreSQL schema (version 8), for reading. Databases are
 -- built by applying migrations/ in order inside Keel's schema (default "keel");
 -- a test checks that both give the same catalog.
 
@@ -6,7 +6,7 @@ CREATE TABLE keel_meta (
     key   text PRIMARY KEY,
     value text NOT NULL
 );
--- rows: ('application', 'keel'), ('schema_version', '6')
+-- rows: ('application', 'keel'), ('schema_version', '8')
 
 -- Fencing tokens: every claim takes nextval, so a token is larger than every
 -- token handed out before it, on any run. CACHE 1 (the default) keeps values
@@ -32,7 +32,7 @@ CREATE TABLE runs (
     lease_expires_at float8,
     cancel_requested boolean NOT NULL DEFAULT false,
     next_seq         bigint NOT NULL DEFAULT 0,
-    -- child runs (version 6): NULL parent for a run started by a client
+    -- child runs (version 8): NULL parent for a run started by a client
     parent_run_id    text COLLATE "C",
     parent_close     text CHECK (parent_close IN ('cancel', 'abandon', 'wait')),
     depth            smallint NOT NULL DEFAULT 0
@@ -45,7 +45,7 @@ CREATE INDEX runs_leased ON runs (lease_expires_at) WHERE state = 'running';
 -- list_runs keyset pagination, newest first.
 CREATE INDEX runs_created ON runs (created_at, run_id);
 CREATE INDEX runs_workflow ON runs (workflow, created_at, run_id);
--- The children of a run, for the cascade when it ends (version 6).
+-- The children of a run, for the cascade when it ends (version 8).
 CREATE INDEX runs_parent ON runs (parent_run_id) WHERE parent_run_id IS NOT NULL;
 
 -- Inputs and outcomes, written at creation and at the end, read on claim.
@@ -153,3 +153,18 @@ CREATE TABLE schedules (
 
 CREATE INDEX schedules_due ON schedules (next_fire_at)
     WHERE NOT paused AND next_fire_at IS NOT NULL;
+
+-- Journal snapshots (version 8).
+-- The latest compacted replay state of a run, replaced in place, so recovery
+-- loads it plus the journal after upto_seq. Kept out of the hot runs row (a
+-- snapshot write does not touch it, so the per-step UPDATE stays HOT); the
+-- journal (events) is never trimmed by it.
+
+CREATE TABLE snapshots (
+    run_id     text COLLATE "C" PRIMARY KEY REFERENCES runs (run_id) ON DELETE CASCADE,
+    upto_seq   bigint NOT NULL,  -- last journal seq it covers
+    version    text NOT NULL,    -- workflow version (code hash) that made it
+    format     integer NOT NULL, -- encoding format number
+    data       bytea NOT NULL,   -- checksummed encoded snapshot
+    created_at float8 NOT NULL
+);

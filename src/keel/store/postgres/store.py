@@ -53,10 +53,11 @@ from keel.store.postgres._listener import ChangeWaiters, Listener
 from keel.store.postgres._writes import GroupCommitMixin, Q, _Conn, _Queued, _Row
 from keel.store.postgres.children import ChildrenMixin
 from keel.store.postgres.schedules import SchedulesMixin
+from keel.store.postgres.snapshots import SnapshotsMixin
 from keel.store.postgres.tasks import TasksMixin
 
 
-class PostgresStore(TasksMixin, SchedulesMixin, ChildrenMixin, GroupCommitMixin):
+class PostgresStore(TasksMixin, SchedulesMixin, ChildrenMixin, SnapshotsMixin, GroupCommitMixin):
     """Keel store in a PostgreSQL database, in its own schema (default ``keel``).
 
     ``min_size``/``max_size`` bound the connection pool (one more connection

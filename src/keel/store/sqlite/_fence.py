@@ -56,6 +56,29 @@ def _diagnose(conn: sqlite3.Connection, lease: Lease, first_seq: int, now: float
     raise _fence_error(lease, first_seq, now, *row)
 
 
+def fence_error(
+    lease: Lease,
+    first_seq: int,
+    now: float,
+    state: str,
+    owner: str | None,
+    token: int,
+    expires_at: float | None,
+    next_seq: int,
+) -> StoreError | None:
+    """The error a fenced write of ``lease`` at ``first_seq`` would get from a run
+    row in this state (read in the write's transaction), or ``None`` if it passes."""
+    if (
+        state == RunState.RUNNING
+        and (owner, token) == (lease.owner, lease.token)
+        and expires_at is not None
+        and expires_at >= now
+        and next_seq == first_seq
+    ):
+        return None
+    return _fence_error(lease, first_seq, now, state, owner, token, expires_at, next_seq)
+
+
 def _fence_error(
     lease: Lease,
     first_seq: int,

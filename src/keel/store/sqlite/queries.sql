@@ -395,3 +395,16 @@ SET next_fire_at = :next_fire_at,
 WHERE schedule_id = :schedule_id AND paused = 0 AND next_fire_at = :expected
   AND :tick <= :now
 RETURNING schedule_id;
+
+-- Journal snapshots: the latest per run, replaced in place (save_snapshot runs
+-- the fence check on fence_row first, in the same transaction).
+
+-- name: save_snapshot
+INSERT INTO snapshots (run_id, upto_seq, version, format, data, created_at)
+VALUES (:run_id, :upto_seq, :version, :format, :data, :now)
+ON CONFLICT (run_id) DO UPDATE SET
+    upto_seq = excluded.upto_seq, version = excluded.version, format = excluded.format,
+    data = excluded.data, created_at = excluded.created_at;
+
+-- name: load_snapshot
+SELECT run_id, upto_seq, version, format, data, created_at FROM snapshots WHERE run_id = ?;

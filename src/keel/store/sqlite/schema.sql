@@ -1,11 +1,11 @@
--- The full current Keel schema (version 6), for reading. Databases are built by
+-- The full current Keel schema (version 8), for reading. Databases are built by
 -- applying migrations/ in order; a test checks both give the same schema.
 
 CREATE TABLE keel_meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
--- rows: ('application', 'keel'), ('schema_version', '6')
+-- rows: ('application', 'keel'), ('schema_version', '8')
 
 CREATE TABLE runs (
     run_id           TEXT PRIMARY KEY,
@@ -24,7 +24,7 @@ CREATE TABLE runs (
     input            BLOB NOT NULL,
     result           BLOB,
     error            BLOB,
-    -- child runs (version 6): NULL parent for a run started by a client
+    -- child runs (version 8): NULL parent for a run started by a client
     parent_run_id    TEXT,
     parent_close     TEXT
         CHECK (parent_close IN ('cancel', 'abandon', 'wait')),
@@ -125,3 +125,15 @@ CREATE TABLE schedules (
 
 CREATE INDEX schedules_due ON schedules (next_fire_at)
     WHERE paused = 0 AND next_fire_at IS NOT NULL;
+
+-- Journal snapshots (version 8): the latest compacted replay state of a run,
+-- replaced in place, so recovery loads it plus the journal after upto_seq.
+-- Kept out of the hot runs row; the journal (events) is never trimmed by it.
+CREATE TABLE snapshots (
+    run_id     TEXT PRIMARY KEY REFERENCES runs (run_id) ON DELETE CASCADE,
+    upto_seq   INTEGER NOT NULL,  -- last journal seq it covers
+    version    TEXT NOT NULL,     -- workflow version (code hash) that made it
+    format     INTEGER NOT NULL,  -- encoding format number
+    data       BLOB NOT NULL,     -- checksummed encoded snapshot
+    created_at REAL NOT NULL
+);  -- a rowid table: its rows are large blobs

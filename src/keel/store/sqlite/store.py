@@ -47,6 +47,7 @@ from keel.store.sqlite._fence import fence_params, fenced
 from keel.store.sqlite._threads import ChangeWaiters, DbThread, Watcher
 from keel.store.sqlite.children import SQLiteChildren, close_family, insert_params
 from keel.store.sqlite.schedules import SQLiteSchedules
+from keel.store.sqlite.snapshots import SQLiteSnapshots
 from keel.store.sqlite.tasks import SQLiteTasks
 
 T = TypeVar("T")
@@ -55,7 +56,7 @@ Q = _sql.queries()
 _SYNCHRONOUS = ("FULL", "NORMAL")
 
 
-class SQLiteStore(SQLiteTasks, SQLiteSchedules, SQLiteChildren):
+class SQLiteStore(SQLiteTasks, SQLiteSchedules, SQLiteChildren, SQLiteSnapshots):
     """Keel store on one SQLite file (WAL mode).
 
     ``synchronous="FULL"`` (default) makes every commit survive power loss.
@@ -67,7 +68,8 @@ class SQLiteStore(SQLiteTasks, SQLiteSchedules, SQLiteChildren):
 
     The dispatched-step (task) methods are in :class:`~keel.store.sqlite.tasks.SQLiteTasks`,
     the schedule methods in :class:`~keel.store.sqlite.schedules.SQLiteSchedules`,
-    the child-run ones in :class:`~keel.store.sqlite.children.SQLiteChildren`.
+    the child-run ones in :class:`~keel.store.sqlite.children.SQLiteChildren`,
+    the journal snapshots in :class:`~keel.store.sqlite.snapshots.SQLiteSnapshots`.
     """
 
     def __init__(
