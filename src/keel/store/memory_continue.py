@@ -61,9 +61,7 @@ class MemoryContinue:
                 lease_expires_at=None,
             )
             new = self._insert(successor, now)
-            self._runs[new.run_id] = dataclasses.replace(
-                new, cancel_requested=run.cancel_requested
-            )
+            self._runs[new.run_id] = dataclasses.replace(new, cancel_requested=run.cancel_requested)
             # Unconsumed signals move, oldest first, ahead of any the successor gets later.
             kept, moved = [], []
             for sid in self._mailbox[run.run_id]:

@@ -1,18 +1,20 @@
--- The full current Keel schema (version 6), for reading. Databases are built by
+-- The full current Keel schema (version 7), for reading. Databases are built by
 -- applying migrations/ in order; a test checks both give the same schema.
 
 CREATE TABLE keel_meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
--- rows: ('application', 'keel'), ('schema_version', '6')
+-- rows: ('application', 'keel'), ('schema_version', '7')
 
-CREATE TABLE runs (
+-- Rebuilt by version 7 (continue-as-new), so SQLite stores its name quoted.
+CREATE TABLE "runs" (
     run_id           TEXT PRIMARY KEY,
     workflow         TEXT NOT NULL,
     version          TEXT NOT NULL,
     state            TEXT NOT NULL CHECK (state IN
-                        ('pending', 'running', 'suspended', 'completed', 'failed', 'cancelled')),
+                        ('pending', 'running', 'suspended', 'completed', 'failed', 'cancelled',
+                         'continued')),
     created_at       REAL NOT NULL,
     updated_at       REAL NOT NULL,
     wake_at          REAL,
@@ -28,13 +30,18 @@ CREATE TABLE runs (
     parent_run_id    TEXT,
     parent_close     TEXT
         CHECK (parent_close IN ('cancel', 'abandon', 'wait')),
-    depth            INTEGER NOT NULL DEFAULT 0);  -- ");" here: as ALTER TABLE leaves it
+    depth            INTEGER NOT NULL DEFAULT 0,
+    -- continue-as-new (version 7): NULL chain_id for a chain's first run
+    chain_id         TEXT,
+    generation       INTEGER NOT NULL DEFAULT 0,
+    continued_to     TEXT);
 
 CREATE INDEX runs_due ON runs (wake_at) WHERE state IN ('pending', 'suspended');
 CREATE INDEX runs_lease ON runs (lease_expires_at) WHERE state = 'running';
 CREATE INDEX runs_created ON runs (created_at, run_id);
 CREATE INDEX runs_workflow ON runs (workflow, created_at, run_id);
 CREATE INDEX runs_parent ON runs (parent_run_id) WHERE parent_run_id IS NOT NULL;
+CREATE INDEX runs_chain ON runs (chain_id) WHERE chain_id IS NOT NULL;
 
 CREATE TABLE events (
     run_id     TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
