@@ -92,4 +92,5 @@ def test_states_are_strings_for_storage() -> None:
         "completed",
         "failed",
         "cancelled",
+        "continued",
     ]
