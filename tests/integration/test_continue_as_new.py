@@ -12,6 +12,7 @@ import pytest
 import keel
 from keel.errors import LeaseLostError
 from keel.worker.continuing import successor_id
+from tests.integration._support import wait_state, wait_until
 
 calls: Counter[str] = Counter()
 _lock = threading.Lock()
@@ -77,9 +78,9 @@ async def bad(value: Any = None) -> str:
 async def swallow() -> str:
     try:
         keel.continue_as_new()
-    except BaseException:  # noqa: BLE001 - the misuse under test
-        pass
-    return "swallowed"
+    except BaseException:  # the misuse under test
+        return "swallowed"
+    return "not raised"
 
 
 @keel.workflow(name="can.parent")
@@ -113,8 +114,7 @@ async def test_signals_reach_the_tip_and_buffered_ones_move(env: Any) -> None:
         run = await client.start(mailbox, 0, run_id="mb")
         await client.signal("mb", "msg", "early")  # buffered in run 0, never read there
         await client.signal("mb", "go")
-        while (await client.get("mb")).state is not keel.RunState.CONTINUED:
-            await asyncio.sleep(0.02)
+        await wait_state(client, "mb", keel.RunState.CONTINUED)
         await client.signal("mb", "msg", "late")  # the first id reaches the tip
         assert await run.result(timeout=20) == ["early", "late"]
         tip = successor_id("mb", 1)
@@ -136,10 +136,8 @@ async def test_cancel_via_the_first_id_cancels_the_tip(env: Any) -> None:
     async with env() as (client, _):
         await client.start(sleeper, 0, run_id="sl")
         tip = successor_id("sl", 1)
-        while not await _exists(client, tip) or (
-            (await client.get(tip)).state is not keel.RunState.SUSPENDED
-        ):
-            await asyncio.sleep(0.02)
+        await wait_until(lambda: _exists(client, tip), f"run {tip} to exist")
+        await wait_state(client, tip, keel.RunState.SUSPENDED)
         await client.cancel("sl")
         with pytest.raises(keel.RunCancelledError):
             await client.result("sl", timeout=20)
