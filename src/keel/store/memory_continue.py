@@ -23,6 +23,7 @@ class MemoryContinue:
     _clock: Callable[[], float]
     _runs: dict[str, RunRecord]
     _mailbox: dict[str, list[int]]
+    _children: dict[str, list[str]]  # parent run id -> its child run ids
     _signals: dict[int, Any]  # signal id -> its mailbox row (record, consumed_seq)
 
     if TYPE_CHECKING:  # defined by MemoryStore and MemoryChildren
@@ -34,7 +35,6 @@ class MemoryContinue:
             self, run_id: str, first_seq: int, events: Sequence[NewEvent], now: float
         ) -> None: ...
         def _insert(self, run: NewRun, now: float) -> RunRecord: ...
-        def _close_family(self, run: RunRecord, now: float) -> None: ...
 
     async def continue_run(
         self,
@@ -73,7 +73,15 @@ class MemoryContinue:
                     kept.append(sid)
             self._mailbox[run.run_id] = kept
             self._mailbox[new.run_id] = moved + self._mailbox[new.run_id]
-            self._close_family(ended, now)
+            # As finish_run for the children the run closes; the parent is not
+            # woken: the chain goes on, and its last run's end wakes it.
+            for child_id in self._children.get(ended.run_id, ()):
+                child = self._runs[child_id]
+                if child.parent_close == "cancel" and not child.state.is_terminal:
+                    wake = now if child.wake_at is None else min(child.wake_at, now)
+                    self._runs[child_id] = dataclasses.replace(
+                        child, cancel_requested=True, wake_at=wake, updated_at=now
+                    )
             self._notify()
 
     def _tip(self, run_id: str, action: str) -> RunRecord:
