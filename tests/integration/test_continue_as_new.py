@@ -10,7 +10,10 @@ from typing import Any
 import pytest
 
 import keel
+from keel.core.events import EventType
+from keel.core.journal import JournalEntry
 from keel.errors import LeaseLostError
+from keel.testing.replay import check_journal
 from keel.worker.continuing import successor_id
 from tests.integration._support import wait_state, wait_until
 
@@ -214,3 +217,22 @@ async def test_crash_around_the_switch_gives_exactly_one_successor(env: Any, whe
             assert history.count("run_continued") == 1
     # no completed step ran twice
     assert calls == Counter({"add-0": 1, "add-1": 1, "add-2": 1})
+
+
+async def test_continued_runs_replay_cleanly_with_the_checker(env: Any) -> None:
+    async with env() as (client, worker):
+        run = await client.start(loop, 0, rounds=2, run_id="rp")
+        assert await run.result(timeout=20) == 1
+        for run_id, outcome in (("rp", "continued"), (successor_id("rp", 1), "completed")):
+            records = await worker.store.load_events(run_id)
+            journal = [JournalEntry(r.seq, EventType(r.type), r.command, r.data) for r in records]
+            verdict = check_journal(journal, run_id=run_id)
+            assert (verdict.status, verdict.outcome) == ("ok", outcome), verdict.message
+            # A continued run whose recorded input differs from what the code asks for
+            # is reported as diverged, not silently accepted.
+            if outcome == "continued":
+                last = journal[-1]
+                data = last.data.replace(b'"n":1', b'"n":7')
+                assert data != last.data
+                changed = [*journal[:-1], JournalEntry(last.seq, last.type, None, data)]
+                assert check_journal(changed, run_id=run_id).status == "diverged"
