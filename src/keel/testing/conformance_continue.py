@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from keel.core.states import RunState
@@ -194,5 +196,35 @@ class ContinueConformance:
             assert nxt.cancel_requested
             assert (await get(store, "p")).wake_at is None  # the chain goes on: no wake-up
             assert (await get(store, "p/k/g")).cancel_requested
+
+        run_with_store(store_factory, body)
+
+    def test_signals_sent_during_the_switch_are_never_lost(
+        self, store_factory: StoreFactory
+    ) -> None:
+        async def body(store: Store) -> None:
+            lease = await leased(store, "race")
+            run = await get(store, "race")
+
+            async def send(i: int) -> int:
+                return await store.send_signal("race", "x", str(i).encode())
+
+            sends = [asyncio.ensure_future(send(i)) for i in range(20)]
+            await asyncio.sleep(0)
+            await store.continue_run(lease, 1, [CONTINUED], successor(run))
+            sends += [asyncio.ensure_future(send(i)) for i in range(20, 30)]
+            ids = await asyncio.gather(*sends)
+            assert await store.next_signal("race", "x") is None  # none left behind
+            [claimed] = await store.claim_runs("w2", limit=5, ttl=30)
+            assert claimed.run.run_id == "race/continue:1"
+            got = []
+            for seq in range(1, 31):
+                signal = await store.next_signal(claimed.run.run_id, "x")
+                assert signal is not None, f"signal {seq} of 30 is missing"
+                got.append(signal.id)
+                await store.append_events(
+                    claimed.lease, seq, [event(seq)], consume_signal=signal.id
+                )
+            assert got == sorted(ids)  # each once, in delivery order
 
         run_with_store(store_factory, body)
