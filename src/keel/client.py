@@ -330,6 +330,11 @@ class Client:
         )
         state = await self.store.request_cancel(run_id, event)
         if self.worker is not None:
+            # A continued run: the request went to its chain's live run.
+            rec = await self.store.get_run(run_id)
+            while rec is not None and rec.continued_to is not None:
+                run_id = rec.continued_to
+                rec = await self.store.get_run(run_id)
             self.worker.poke_cancel(run_id)
         return state
 
