@@ -5,6 +5,7 @@ Decorate ``async def`` workflows and their steps, start runs with a
 timer and signal is journaled, so runs survive crashes and restarts.
 """
 
+from keel.chains import continue_as_new
 from keel.children import ChildHandle, get_child, run_child, start_child
 from keel.client import Client, HistoryEvent, RunHandle, RunInfo, RunList
 from keel.context import (
@@ -28,6 +29,7 @@ from keel.errors import (
     ChildWorkflowCancelled,
     ChildWorkflowError,
     ConfigurationError,
+    ContinueAsNew,
     ControlFlowSwallowedError,
     DatabaseError,
     InvalidScheduleError,
@@ -68,6 +70,7 @@ __all__ = [
     "ChildWorkflowError",
     "Client",
     "ConfigurationError",
+    "ContinueAsNew",
     "ControlFlowSwallowedError",
     "DatabaseError",
     "HistoryEvent",
@@ -108,6 +111,7 @@ __all__ = [
     "WorkflowNotFoundError",
     "WorkflowSuspended",
     "cancel_requested",
+    "continue_as_new",
     "current_step",
     "deprecate_patch",
     "get_child",

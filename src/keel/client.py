@@ -53,6 +53,8 @@ class RunInfo:
     error: dict[str, Any] | None
     parent_run_id: str | None = None  # a child run: the run that started it
     depth: int = 0  # how deep a child run is nested (0: started by a client)
+    chain_id: str = ""  # continue-as-new: the first run's id, shared by the whole chain
+    continued_to: str | None = None  # state ``continued``: the run that took over
 
     @classmethod
     def from_record(cls, rec: RunRecord) -> RunInfo:
@@ -69,6 +71,8 @@ class RunInfo:
             error=jr.decode_plain(rec.error) if rec.error else None,
             parent_run_id=rec.parent_run_id,
             depth=rec.depth,
+            chain_id=rec.chain,
+            continued_to=rec.continued_to,
         )
 
 
@@ -218,9 +222,11 @@ class Client:
     async def result(self, run_id: str, timeout: float | None = None) -> Any:
         """Wait for the run to finish and return its result.
 
-        Raises :class:`RunFailedError`, :class:`RunCancelledError`,
-        :class:`RunNotFoundError`, or :class:`ResultTimeoutError` after
-        ``timeout`` seconds (``None`` waits forever).
+        A run that continued-as-new is followed to the end of its chain: the
+        result is the last run's. Raises :class:`RunFailedError`,
+        :class:`RunCancelledError`, :class:`RunNotFoundError`, or
+        :class:`ResultTimeoutError` after ``timeout`` seconds (``None`` waits
+        forever).
         """
         await self.open()
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -233,7 +239,7 @@ class Client:
                 raise ResultTimeoutError(
                     f"run {run_id!r} did not finish within {timeout:g}s"
                 ) from None
-            if finished is not None:
+            if finished is not None and finished.state is not RunState.CONTINUED:
                 return self._outcome(
                     run_id,
                     finished.workflow,
@@ -247,6 +253,9 @@ class Client:
             rec = await self.store.get_run(run_id)
             if rec is None:
                 raise RunNotFoundError(run_id)
+            if rec.state is RunState.CONTINUED and rec.continued_to is not None:
+                run_id = rec.continued_to  # follow the chain to its live tip
+                continue
             if rec.state.is_terminal:
                 return self._outcome(
                     rec.run_id, rec.workflow, rec.version, rec.state, rec.result, rec.error
@@ -293,6 +302,8 @@ class Client:
     async def signal(self, run_id: str, name: str, payload: Any = None) -> None:
         """Send signal ``name`` with ``payload`` to a run; buffered until awaited.
 
+        A run that continued-as-new forwards it to the live run of its chain.
+
         Raises :class:`RunNotFoundError` and :class:`RunFinishedError`.
         """
         if not isinstance(name, str) or not name or "#" in name:
@@ -304,7 +315,8 @@ class Client:
         await self.store.send_signal(run_id, name, data)
 
     async def cancel(self, run_id: str) -> RunState:
-        """Cancel a run; returns its state afterwards.
+        """Cancel a run; returns its state afterwards (a run that continued-as-new:
+        the live run of its chain is cancelled).
 
         A run that has not started any work is ``cancelled`` at once. Otherwise
         the request is stored and the state is unchanged: the worker holding
@@ -318,6 +330,11 @@ class Client:
         )
         state = await self.store.request_cancel(run_id, event)
         if self.worker is not None:
+            # A continued run: the request went to its chain's live run.
+            rec = await self.store.get_run(run_id)
+            while rec is not None and rec.continued_to is not None:
+                run_id = rec.continued_to
+                rec = await self.store.get_run(run_id)
             self.worker.poke_cancel(run_id)
         return state
 

@@ -33,7 +33,8 @@ code must never swallow)::
     BaseException
     └── KeelControl
         ├── WorkflowSuspended           the worker is evicting this execution
-        └── WorkflowCancelled           the run was cancelled
+        ├── WorkflowCancelled           the run was cancelled
+        └── ContinueAsNew               continue_as_new(): end this run, start its successor
 """
 
 from __future__ import annotations
@@ -268,6 +269,15 @@ class WorkflowSuspended(KeelControl):
 
 class WorkflowCancelled(KeelControl):
     """Thrown into a workflow whose run was cancelled; clean up and re-raise."""
+
+
+class ContinueAsNew(KeelControl):
+    """Raised by :func:`keel.continue_as_new`: the run ends and a successor run of the
+    same workflow starts with ``input`` (the encoded arguments). Let it through."""
+
+    def __init__(self, input: bytes = b"[]") -> None:
+        super().__init__("continue-as-new")
+        self.input = input
 
 
 def error_info(exc: BaseException) -> dict[str, Any]:

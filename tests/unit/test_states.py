@@ -47,6 +47,8 @@ def test_the_table_covers_the_lifecycle() -> None:
     assert can_transition(RunState.PENDING, RunState.CANCELLED)
     assert not can_transition(RunState.PENDING, RunState.COMPLETED)
     assert not can_transition(RunState.SUSPENDED, RunState.COMPLETED)
+    assert can_transition(RunState.RUNNING, RunState.CONTINUED)  # continue-as-new
+    assert not can_transition(RunState.SUSPENDED, RunState.CONTINUED)
 
 
 @pytest.mark.parametrize("state", sorted(TERMINAL_STATES))
@@ -57,7 +59,12 @@ def test_terminal_states_have_no_exits(state: RunState) -> None:
 
 
 def test_terminal_states() -> None:
-    assert {RunState.COMPLETED, RunState.FAILED, RunState.CANCELLED} == TERMINAL_STATES
+    assert {
+        RunState.COMPLETED,
+        RunState.FAILED,
+        RunState.CANCELLED,
+        RunState.CONTINUED,
+    } == TERMINAL_STATES
     assert {s for s in RunState if not s.is_terminal} == {
         RunState.PENDING,
         RunState.RUNNING,
@@ -85,4 +92,5 @@ def test_states_are_strings_for_storage() -> None:
         "completed",
         "failed",
         "cancelled",
+        "continued",
     ]

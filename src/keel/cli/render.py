@@ -27,6 +27,7 @@ STATE_STYLES = {
     "completed": "green",
     "failed": "bold red",
     "cancelled": "magenta",
+    "continued": "cyan",
 }
 
 # kind -> (symbol, style)
@@ -51,6 +52,7 @@ _SYMBOLS: dict[str, tuple[str, str]] = {
     EventType.RUN_COMPLETED: ("■", "bold green"),
     EventType.RUN_FAILED: ("■", "bold red"),
     EventType.RUN_CANCELLED: ("■", "magenta"),
+    EventType.RUN_CONTINUED: ("↪", "cyan"),
 }
 
 SUMMARY_LIMIT = 72
@@ -139,6 +141,10 @@ def run_details(
     ]
     if info.parent_run_id is not None:
         rows.append(("parent", f"{info.parent_run_id}  (depth {info.depth})"))
+    if info.chain_id != info.run_id or info.continued_to is not None:
+        rows.append(("chain", info.chain_id))
+    if info.continued_to is not None:
+        rows.append(("continued to", info.continued_to))
     if info.error:
         rows.append(("error", Text(error_summary(info.error), style="red")))
     for key, value in rows:
@@ -339,6 +345,8 @@ class Timeline:
             return f"failed: {_cut(error_summary(d.get('error')))}"
         if t == EventType.RUN_CANCELLED:
             return f"cancelled ({d.get('reason', 'no reason given')})"
+        if t == EventType.RUN_CONTINUED:
+            return f"continued as new → {d.get('continued_to')} {compact(d.get('input'))}"
         return f"{t} {compact(d)}"
 
 

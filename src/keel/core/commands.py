@@ -87,8 +87,8 @@ class Command:
 class Outcome:
     """How the workflow function ended (when it has)."""
 
-    status: Literal["completed", "failed", "cancelled"]
-    result: bytes | None = None  # encoded result
+    status: Literal["completed", "failed", "cancelled", "continued"]
+    result: bytes | None = None  # encoded result; "continued": the successor's encoded input
     error: BaseException | None = None
 
 

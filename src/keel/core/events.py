@@ -36,6 +36,7 @@ class EventType(StrEnum):
     RUN_COMPLETED = "run_completed"
     RUN_FAILED = "run_failed"
     RUN_CANCELLED = "run_cancelled"
+    RUN_CONTINUED = "run_continued"  # continue-as-new: ended; the successor has the new input
 
 
 #: Events that resolve the command they belong to (the workflow's await returns).
@@ -72,6 +73,7 @@ RUN_EVENTS = frozenset(
         EventType.RUN_COMPLETED,
         EventType.RUN_FAILED,
         EventType.RUN_CANCELLED,
+        EventType.RUN_CONTINUED,
     }
 )
 

@@ -47,6 +47,7 @@ from keel.core.loop import DeterministicLoop
 from keel.errors import (
     ChildWorkflowCancelled,
     ChildWorkflowError,
+    ContinueAsNew,
     ControlFlowSwallowedError,
     KeelControl,
     NondeterminismError,
@@ -171,6 +172,8 @@ class Execution:
         #: The run's cancel request has reached the workflow (journaled, so replay-stable).
         self.cancel_requested = False
         self._cancel_deferred = False  # requested, but nothing was there to interrupt yet
+        #: continue_as_new() was called with this encoded input (see :meth:`continue_as_new`).
+        self.continue_input: bytes | None = None
         self._fn = fn
         self._args = tuple(args)
         self._kwargs = dict(kwargs)
@@ -501,6 +504,8 @@ class Execution:
         if main.cancelled():
             return Outcome("failed", error=WorkflowError("the workflow's main task was cancelled"))
         exc = main.exception()
+        if isinstance(exc, ContinueAsNew) or (exc is None and self.continue_input is not None):
+            return self._continued(exc)
         if exc is None and self.cancel_requested and not self._cancel_deferred:
             # Cleanup may run steps, but the run ends only by re-raising.
             return Outcome(
@@ -525,6 +530,32 @@ class Execution:
                 "failed", error=ControlFlowSwallowedError(f"stray control exception {exc!r}")
             )
         return Outcome("failed", error=exc)
+
+    def _continued(self, exc: BaseException | None) -> Outcome:
+        """After continue_as_new(): a delivered cancel wins; swallowing it fails the run."""
+        if self.cancel_requested and not self._cancel_deferred:
+            return Outcome("cancelled", error=WorkflowCancelled())
+        if isinstance(exc, ContinueAsNew):
+            return Outcome("continued", result=exc.input)
+        return Outcome(
+            "failed",
+            error=ControlFlowSwallowedError(
+                "the workflow caught keel.ContinueAsNew (raised by keel.continue_as_new()) and "
+                "did not re-raise it; let Keel's control exceptions through"
+            ),
+        )
+
+    def continue_as_new(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> ContinueAsNew:
+        """Encode the successor's input against the workflow's signature (bad input
+        raises here, at the call) and return the control exception to raise."""
+        what = f"continue_as_new of workflow {self.workflow_name!r}"
+        try:
+            self.continue_input = codec.encode_args(self._fn, args, kwargs, what=what)
+        except SerializationError:
+            raise
+        except TypeError as exc:
+            raise TypeError(f"bad arguments for {what}: {exc}") from None
+        return ContinueAsNew(self.continue_input)
 
     def _close_with(self, exc_type: type[KeelControl]) -> None:
         if self.outcome is not None:

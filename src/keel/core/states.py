@@ -14,13 +14,16 @@ class RunState(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    CONTINUED = "continued"  # ended by continue-as-new; ``continued_to`` names its successor
 
     @property
     def is_terminal(self) -> bool:
         return self in TERMINAL_STATES
 
 
-TERMINAL_STATES = frozenset({RunState.COMPLETED, RunState.FAILED, RunState.CANCELLED})
+TERMINAL_STATES = frozenset(
+    {RunState.COMPLETED, RunState.FAILED, RunState.CANCELLED, RunState.CONTINUED}
+)
 
 #: Every allowed transition. ``running -> running`` is a lease taken over from an
 #: expired holder; ``pending/suspended -> cancelled`` is a cancel with no worker.
@@ -34,12 +37,14 @@ TRANSITIONS: dict[RunState, frozenset[RunState]] = {
             RunState.COMPLETED,
             RunState.FAILED,
             RunState.CANCELLED,
+            RunState.CONTINUED,  # continue-as-new: a successor run takes over
         }
     ),
     RunState.SUSPENDED: frozenset({RunState.RUNNING, RunState.CANCELLED}),
     RunState.COMPLETED: frozenset(),
     RunState.FAILED: frozenset(),
     RunState.CANCELLED: frozenset(),
+    RunState.CONTINUED: frozenset(),
 }
 
 

@@ -55,6 +55,8 @@ class NewRun:
     parent_run_id: str | None = None  # a child run: the run that started it
     parent_close: str | None = None  # a child run: "cancel" | "abandon" | "wait"
     depth: int = 0  # 0 for a run started by a client, parent's + 1 for a child
+    chain_id: str | None = None  # a continue-as-new successor: the chain's first run id
+    generation: int = 0  # 0 for a first run, predecessor's + 1 for a successor
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,14 @@ class RunRecord:
     parent_run_id: str | None = None
     parent_close: str | None = None
     depth: int = 0
+    chain_id: str | None = None  # as stored: None for the first run of a chain
+    generation: int = 0  # how many continue-as-new switches led to this run
+    continued_to: str | None = None  # state ``continued``: the successor's run id
+
+    @property
+    def chain(self) -> str:
+        """The correlation id every run of a continue-as-new chain shares: the first run's id."""
+        return self.chain_id or self.run_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,7 +375,10 @@ class Store(Protocol):
     async def send_signal(self, run_id: str, name: str, payload: bytes) -> int:
         """Buffer a signal in the run's mailbox and wake the run; return its id.
 
-        Raises ``RunNotFoundError`` / ``RunFinishedError``.
+        A run that ended ``continued`` forwards it along ``continued_to`` to the
+        live tip of its chain, resolved in the same transaction (a switch that
+        commits first moves it, one that commits later finds it moved).
+        Raises ``RunNotFoundError`` / ``RunFinishedError`` (the tip has ended).
         """
 
     async def next_signal(self, run_id: str, name: str) -> SignalRecord | None:
@@ -382,6 +395,28 @@ class Store(Protocol):
         delivers the request to the workflow, whose cleanup runs before the run
         ends. Raises ``RunNotFoundError`` / ``RunFinishedError``. A run cancelled at once
         wakes its parent and asks its children to cancel as :meth:`finish_run` does.
+        A ``continued`` run forwards the request to the live tip of its chain,
+        as :meth:`send_signal` does.
+        """
+
+    async def continue_run(
+        self,
+        lease: Lease,
+        first_seq: int,
+        events: Sequence[NewEvent],
+        successor: NewRun,
+    ) -> None:
+        """Continue-as-new, fenced like :meth:`finish_run`, in ONE transaction: append
+        ``events``, end the run ``continued`` with ``continued_to = successor.run_id``,
+        create ``successor`` (``pending``, ``wake_at = now``, its ``started`` event at
+        seq 0, its ``chain_id``/``generation``/parent fields as given, and the run's
+        ``cancel_requested``), move the run's unconsumed signals to it (same ids, so
+        delivery order holds), and ask the run's ``parent_close = "cancel"``
+        children to cancel as :meth:`finish_run` does. The parent is not woken:
+        the chain has not ended, and the successor's end wakes it.
+
+        If ``successor.run_id`` exists already, raises
+        :class:`keel.errors.RunExistsError` and writes nothing.
         """
 
     # --- snapshots --------------------------------------------------------------------

@@ -19,8 +19,6 @@ from keel.core.states import RunState
 from keel.errors import (
     ConfigurationError,
     LeaseLostError,
-    RunFinishedError,
-    RunNotFoundError,
     StoreError,
 )
 from keel.store._checks import (
@@ -44,6 +42,7 @@ from keel.store.base import (
     TaskRecord,
 )
 from keel.store.memory_children import MemoryChildren
+from keel.store.memory_continue import MemoryContinue
 from keel.store.memory_schedules import MemorySchedules
 from keel.store.memory_snapshots import MemorySnapshots
 from keel.store.memory_tasks import MemoryTasks
@@ -55,12 +54,13 @@ class _Signal:
     consumed_seq: int | None = None
 
 
-class MemoryStore(MemoryTasks, MemorySchedules, MemoryChildren, MemorySnapshots):
+class MemoryStore(MemoryTasks, MemorySchedules, MemoryChildren, MemoryContinue, MemorySnapshots):
     """A store in a Python dict. ``clock`` is the store's clock (default ``time.time``).
 
     The dispatched-step (task) methods are in :class:`~keel.store.memory_tasks.MemoryTasks`,
     the schedule methods in :class:`~keel.store.memory_schedules.MemorySchedules`,
     the child-run ones in :class:`~keel.store.memory_children.MemoryChildren`,
+    continue-as-new in :class:`~keel.store.memory_continue.MemoryContinue`,
     the journal snapshots in :class:`~keel.store.memory_snapshots.MemorySnapshots`.
     """
 
@@ -164,6 +164,8 @@ class MemoryStore(MemoryTasks, MemorySchedules, MemoryChildren, MemorySnapshots)
             parent_run_id=run.parent_run_id,
             parent_close=run.parent_close,
             depth=run.depth,
+            chain_id=run.chain_id,
+            generation=run.generation,
         )
         self._runs[run.run_id] = record
         if run.parent_run_id is not None:
@@ -404,11 +406,8 @@ class MemoryStore(MemoryTasks, MemorySchedules, MemoryChildren, MemorySnapshots)
     async def send_signal(self, run_id: str, name: str, payload: bytes) -> int:
         with self._lock:
             self._check_open()
-            run = self._runs.get(run_id)
-            if run is None:
-                raise RunNotFoundError(run_id)
-            if run.state.is_terminal:
-                raise RunFinishedError(run_id, run.state.value, "signal")
+            run = self._tip(run_id, "signal")
+            run_id = run.run_id
             now = self._clock()
             self._last_signal_id += 1
             sid = self._last_signal_id
@@ -442,11 +441,8 @@ class MemoryStore(MemoryTasks, MemorySchedules, MemoryChildren, MemorySnapshots)
     async def request_cancel(self, run_id: str, cancelled_event: NewEvent) -> RunState:
         with self._lock:
             self._check_open()
-            run = self._runs.get(run_id)
-            if run is None:
-                raise RunNotFoundError(run_id)
-            if run.state.is_terminal:
-                raise RunFinishedError(run_id, run.state.value, "cancel")
+            run = self._tip(run_id, "cancel")
+            run_id = run.run_id
             now = self._clock()
             held = (
                 run.state is RunState.RUNNING

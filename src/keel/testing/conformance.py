@@ -20,6 +20,7 @@ from __future__ import annotations
 import pytest
 
 from keel.testing.conformance_children import ChildConformance
+from keel.testing.conformance_continue import ContinueConformance
 from keel.testing.conformance_helpers import (
     CANCELLED,
     SHORT_TTL,
@@ -75,6 +76,7 @@ class StoreConformance(
     QueueLimitConformance,
     ScheduleConformance,
     ChildConformance,
+    ContinueConformance,
     SnapshotConformance,
 ):
     """Behaviour shared by every backend; subclasses supply ``store_factory``."""

@@ -61,7 +61,7 @@ __all__ = [
 class ReplayReport:
     """What replaying a journal produced."""
 
-    status: str  # "completed" | "failed" | "cancelled" | "suspended"
+    status: str  # "completed" | "failed" | "cancelled" | "continued" | "suspended"
     result: Any  # decoded result when completed
     events_replayed: int
 
@@ -253,7 +253,7 @@ def _ending(
     ended = last.type
     outcome = ex.outcome
     if outcome is None:
-        if ended in (EventType.RUN_COMPLETED, EventType.RUN_FAILED):
+        if ended in (EventType.RUN_COMPLETED, EventType.RUN_FAILED, EventType.RUN_CONTINUED):
             raise NondeterminismError(
                 ex.run_id,
                 last.seq,
@@ -273,6 +273,16 @@ def _ending(
             got = (outcome.result or b"").decode() or repr(outcome.error)
             raise _EndedDifferently(
                 last.seq, f"run_completed {recorded.decode()}", f"{outcome.status} with {got}"
+            )
+    elif ended is EventType.RUN_CONTINUED:
+        # continue-as-new: the code must ask for it again, with the same input.
+        recorded = jr.raw_field(last.data, "input")
+        if outcome.status != "continued" or msgspec.json.decode(recorded) != msgspec.json.decode(
+            outcome.result or b"null"
+        ):
+            got = (outcome.result or b"").decode() or repr(outcome.error)
+            raise _EndedDifferently(
+                last.seq, f"run_continued {recorded.decode()}", f"{outcome.status} with {got}"
             )
     elif ended in (EventType.RUN_FAILED, EventType.RUN_CANCELLED):
         want = "failed" if ended is EventType.RUN_FAILED else "cancelled"

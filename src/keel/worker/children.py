@@ -75,7 +75,27 @@ async def started_children(store: Store, ex: Execution) -> dict[str, RunRecord]:
         for c in ex.pending()
         if c.id.kind is CommandKind.CHILD and c.child_run_id is not None
     ]
-    return await store.get_runs(ids) if ids else {}
+    return await follow_chains(store, await store.get_runs(ids)) if ids else {}
+
+
+async def follow_chains(store: Store, rows: dict[str, RunRecord]) -> dict[str, RunRecord]:
+    """``rows`` with each run that continued-as-new replaced by the latest run of its
+    chain (keyed by the id asked for): a child's outcome is its chain's outcome."""
+    rows = dict(rows)
+    while True:
+        moved = {
+            run_id: rec.continued_to
+            for run_id, rec in rows.items()
+            if rec.state is RunState.CONTINUED and rec.continued_to is not None
+        }
+        if not moved:
+            return rows
+        tips = await store.get_runs(set(moved.values()))
+        if not any(tip in tips for tip in moved.values()):
+            return rows  # a successor is missing: leave the run as it is
+        for run_id, tip in moved.items():
+            if tip in tips:
+                rows[run_id] = tips[tip]
 
 
 async def refuse_start(
@@ -195,8 +215,8 @@ async def open_waited_children(store: Store, ex: Execution) -> set[str]:
         and isinstance(cmd.target, ChildSpec)
         and cmd.target.parent_close == "wait"
     ]
-    rows = await store.get_runs(waited) if waited else {}
-    return {run_id for run_id, rec in rows.items() if not rec.state.is_terminal}
+    rows = await follow_chains(store, await store.get_runs(waited)) if waited else {}
+    return {rec.run_id for rec in rows.values() if not rec.state.is_terminal}
 
 
 def _spec(cmd: Command) -> ChildSpec:

@@ -34,6 +34,7 @@ from keel.errors import (
 )
 from keel.store.base import Claimed, NewEvent, NewRun, NewTask
 from keel.worker import children as ch
+from keel.worker import continuing
 from keel.worker.attempts import record_attempt
 from keel.worker.dispatch import journal_task_outcome, record_dispatch, reuse_keyed_result
 from keel.worker.executor import start_attempt
@@ -307,7 +308,9 @@ class RunDriver:
                 if state == "start":
                     to_start.append(cmd)
                 elif cmd.child_run_id is not None:  # running: suspend_run wakes us if it ends
-                    plan.children.add(cmd.child_run_id)
+                    # (a child that continued-as-new: the tip of its chain)
+                    kid = kids.get(cmd.child_run_id)
+                    plan.children.add(kid.run_id if kid is not None else cmd.child_run_id)
         if plan.progressed:
             return plan  # re-planned before anything else happens
         # Recorded last, so that no other write of this plan (a signal's flush)
@@ -532,6 +535,9 @@ class RunDriver:
                 return
             if open_:
                 outcome = Outcome("cancelled")
+        if outcome.status == "continued":
+            await continuing.continue_as_new(self, ex, outcome)
+            return
         result: bytes | None = None
         error: bytes | None = None
         if outcome.status == "completed":

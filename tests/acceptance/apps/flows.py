@@ -220,3 +220,24 @@ async def parent(x: int, gate: str) -> list[int]:
     handle = await keel.start_child(kid, v, gate)
     w = await after_child(v, gate)  # starts only once the child_started write committed
     return [v, w, await handle.result()]
+
+
+# --- continue-as-new: three generations, one of them gated (SIGKILL around the switch) ----
+
+
+@keel.step(name="acc.generation")
+def generation_step(generation: int, gate: str) -> int:
+    record()
+    if gate:
+        wait_gate(gate)
+        record("end")
+    return generation * 10
+
+
+@keel.workflow(name="acc.chain")
+async def chain(generation: int, gates: list[str], total: int = 0) -> int:
+    """Adds 0, 10, 20 over three runs of one chain; step of run ``n`` waits for ``gates[n]``."""
+    total += await generation_step(generation, gates[generation])
+    if generation < 2:
+        keel.continue_as_new(generation + 1, gates, total=total)
+    return total

@@ -29,6 +29,7 @@ ONE_EVENT_QUERIES = (
     "finish_run",
     "dispatch_tasks",
     "start_children",
+    "continue_run",
 )
 
 
@@ -62,7 +63,7 @@ def schema_script() -> str:
 
 def run_record(row: Any, offset: int = 0) -> RunRecord:
     """A run selected in RunRecord field order, starting at column ``offset``."""
-    r = row[offset : offset + 18]
+    r = row[offset : offset + 21]
     return RunRecord(
         run_id=r[0],
         workflow=r[1],
@@ -82,6 +83,9 @@ def run_record(row: Any, offset: int = 0) -> RunRecord:
         parent_run_id=r[15],
         parent_close=r[16],
         depth=r[17],
+        chain_id=r[18],
+        generation=r[19],
+        continued_to=r[20],
     )
 
 

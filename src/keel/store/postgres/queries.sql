@@ -18,7 +18,7 @@ SELECT extract(epoch FROM clock_timestamp())::float8;
 SELECT r.run_id, r.workflow, r.version, r.state, p.input, p.result, p.error,
        r.created_at, r.updated_at, r.wake_at, r.lease_owner, r.lease_token,
        r.lease_expires_at, r.cancel_requested, r.next_seq,
-       r.parent_run_id, r.parent_close, r.depth
+       r.parent_run_id, r.parent_close, r.depth, r.chain_id, r.generation, r.continued_to
 FROM runs r JOIN run_payloads p ON p.run_id = r.run_id
 WHERE r.run_id = %(run_id)s::text;
 
@@ -26,7 +26,7 @@ WHERE r.run_id = %(run_id)s::text;
 SELECT r.run_id, r.workflow, r.version, r.state, p.input, p.result, p.error,
        r.created_at, r.updated_at, r.wake_at, r.lease_owner, r.lease_token,
        r.lease_expires_at, r.cancel_requested, r.next_seq,
-       r.parent_run_id, r.parent_close, r.depth
+       r.parent_run_id, r.parent_close, r.depth, r.chain_id, r.generation, r.continued_to
 FROM runs r JOIN run_payloads p ON p.run_id = r.run_id
 WHERE r.run_id = ANY (%(run_ids)s::text[]);
 
@@ -84,7 +84,7 @@ SELECT created_at, lease_token, lease_expires_at FROM inserted;
 SELECT r.run_id, r.workflow, r.version, r.state, p.input, p.result, p.error,
        r.created_at, r.updated_at, r.wake_at, r.lease_owner, r.lease_token,
        r.lease_expires_at, r.cancel_requested, r.next_seq,
-       r.parent_run_id, r.parent_close, r.depth
+       r.parent_run_id, r.parent_close, r.depth, r.chain_id, r.generation, r.continued_to
 FROM runs r JOIN run_payloads p ON p.run_id = r.run_id
 WHERE (%(state)s::text IS NULL OR r.state = %(state)s::text)
   AND (r.created_at, r.run_id) < (%(before_created)s::float8, %(before_run_id)s::text)
@@ -95,7 +95,7 @@ LIMIT %(limit)s::bigint;
 SELECT r.run_id, r.workflow, r.version, r.state, p.input, p.result, p.error,
        r.created_at, r.updated_at, r.wake_at, r.lease_owner, r.lease_token,
        r.lease_expires_at, r.cancel_requested, r.next_seq,
-       r.parent_run_id, r.parent_close, r.depth
+       r.parent_run_id, r.parent_close, r.depth, r.chain_id, r.generation, r.continued_to
 FROM runs r JOIN run_payloads p ON p.run_id = r.run_id
 WHERE r.workflow = %(workflow)s::text
   AND (%(state)s::text IS NULL OR r.state = %(state)s::text)
@@ -147,13 +147,14 @@ WITH clock AS MATERIALIZED (
     RETURNING runs.run_id, runs.workflow, runs.version, runs.state, runs.created_at,
               runs.updated_at, runs.wake_at, runs.lease_owner, runs.lease_token,
               runs.lease_expires_at, runs.cancel_requested, runs.next_seq,
-              runs.parent_run_id, runs.parent_close, runs.depth, chosen.due
+              runs.parent_run_id, runs.parent_close, runs.depth, runs.chain_id,
+              runs.generation, runs.continued_to, chosen.due
 )
 SELECT clock.now,
        c.run_id, c.workflow, c.version, c.state, p.input, p.result, p.error,
        c.created_at, c.updated_at, c.wake_at, c.lease_owner, c.lease_token,
        c.lease_expires_at, c.cancel_requested, c.next_seq,
-       c.parent_run_id, c.parent_close, c.depth
+       c.parent_run_id, c.parent_close, c.depth, c.chain_id, c.generation, c.continued_to
 FROM clock
 LEFT JOIN (claimed c JOIN run_payloads p ON p.run_id = c.run_id) ON true
 ORDER BY c.due, c.run_id;
@@ -245,7 +246,7 @@ WITH clock AS MATERIALIZED (
                   EXISTS (
                       SELECT 1 FROM runs c
                       WHERE c.run_id = ANY (%(child_ids)s::text[])
-                        AND c.state IN ('completed', 'failed', 'cancelled'))
+                        AND c.state IN ('completed', 'failed', 'cancelled', 'continued'))
                   -- a child that ended after our snapshot touched this row (finish_run)
                   OR runs.xmin <> (
                       SELECT seen.xmin FROM runs seen WHERE seen.run_id = runs.run_id)))
@@ -457,6 +458,83 @@ WITH clock AS MATERIALIZED (
     SELECT count(pg_notify(%(channel)s::text, 'created')) FROM fenced
 )
 SELECT 1 FROM fenced, notified;
+
+-- name: lock_run
+-- continue_run's first statement: waits for (and then holds) the run row, so
+-- that the switch's own statement, which takes its snapshot after this one,
+-- sees every signal committed before it (and moves it), while a signal sent
+-- after it waits, finds the run continued and goes to the successor.
+SELECT 1 FROM runs WHERE run_id = %(run_id)s::text FOR UPDATE;
+
+-- name: continue_run
+-- Continue-as-new, fenced like finish_run, in one statement: the run ends
+-- 'continued' naming its successor; the successor is created pending and due
+-- (payload row, started event at seq 0), inherits the run's cancel request
+-- and its unconsumed signals (same ids: delivery order holds); the children
+-- the run closes ('cancel' ones) are asked to cancel. The parent is not woken:
+-- the chain goes on. A taken successor id fails the whole statement.
+WITH clock AS MATERIALIZED (
+    SELECT extract(epoch FROM clock_timestamp())::float8 AS now
+), fenced AS (
+    UPDATE runs
+    SET next_seq = next_seq + %(n)s::bigint, updated_at = clock.now, state = 'continued',
+        continued_to = %(successor)s::text,
+        lease_owner = NULL, lease_expires_at = NULL, wake_at = NULL
+    FROM clock
+    WHERE runs.run_id = %(run_id)s::text AND runs.lease_token = %(token)s::bigint
+      AND runs.lease_owner = %(owner)s::text AND runs.state = 'running'
+      AND runs.lease_expires_at >= clock.now AND runs.next_seq = %(first_seq)s::bigint
+    RETURNING runs.run_id, runs.cancel_requested, clock.now
+), appended AS (
+    INSERT INTO events (run_id, seq, type, command, data, created_at)
+    SELECT fenced.run_id, %(first_seq)s::bigint + e.i - 1, e.type, e.command, e.data, fenced.now
+    FROM fenced,
+         unnest(%(types)s::text[], %(commands)s::text[], %(datas)s::bytea[])
+             WITH ORDINALITY AS e (type, command, data, i)
+), created AS (
+    INSERT INTO runs (run_id, workflow, version, state, created_at, updated_at, wake_at,
+                      next_seq, cancel_requested, parent_run_id, parent_close, depth,
+                      chain_id, generation)
+    SELECT %(successor)s::text, %(workflow)s::text, %(version)s::text, 'pending',
+           now, now, now, 1, cancel_requested, %(parent_run_id)s::text,
+           %(parent_close)s::text, %(depth)s::smallint, %(chain_id)s::text,
+           %(generation)s::integer
+    FROM fenced
+    RETURNING run_id
+), payload AS (
+    INSERT INTO run_payloads (run_id, input)
+    SELECT %(successor)s::text, %(input)s::bytea FROM fenced
+), started AS (
+    INSERT INTO events (run_id, seq, type, command, data, created_at)
+    SELECT %(successor)s::text, 0, %(started_type)s::text, NULL, %(started_data)s::bytea, now
+    FROM fenced
+), moved AS (
+    UPDATE signals SET run_id = %(successor)s::text
+    FROM fenced
+    WHERE signals.run_id = fenced.run_id AND signals.consumed_seq IS NULL
+), children_closed AS (
+    UPDATE runs
+    SET cancel_requested = true, updated_at = fenced.now,
+        wake_at = least(coalesce(runs.wake_at, fenced.now), fenced.now)
+    FROM fenced
+    WHERE runs.parent_run_id = fenced.run_id
+      AND runs.state IN ('pending', 'running', 'suspended')
+      AND runs.parent_close = 'cancel'
+), notified AS (
+    SELECT count(pg_notify(%(channel)s::text, 'created')) FROM fenced
+)
+SELECT 1 FROM fenced, notified;
+
+-- name: chain_tip
+-- The last run of the continue-as-new chain that goes through run_id (the run
+-- itself if it did not continue), and its state.
+WITH RECURSIVE chain AS (
+    SELECT run_id, state, continued_to, 0 AS n FROM runs WHERE run_id = %(run_id)s::text
+    UNION ALL
+    SELECT r.run_id, r.state, r.continued_to, chain.n + 1
+    FROM runs r JOIN chain ON r.run_id = chain.continued_to
+)
+SELECT run_id, state FROM chain ORDER BY n DESC LIMIT 1;
 
 -- name: migration_lock
 -- Held until the migrating transaction ends; concurrent openers queue here.

@@ -23,7 +23,8 @@ CREATE TABLE runs (
     workflow         text NOT NULL,
     version          text NOT NULL,
     state            text NOT NULL CHECK (state IN
-                        ('pending', 'running', 'suspended', 'completed', 'failed', 'cancelled')),
+                        ('pending', 'running', 'suspended', 'completed', 'failed', 'cancelled',
+                         'continued')),
     created_at       float8 NOT NULL,
     updated_at       float8 NOT NULL,
     wake_at          float8,
@@ -32,10 +33,14 @@ CREATE TABLE runs (
     lease_expires_at float8,
     cancel_requested boolean NOT NULL DEFAULT false,
     next_seq         bigint NOT NULL DEFAULT 0,
-    -- child runs (version 8): NULL parent for a run started by a client
+    -- child runs (version 6): NULL parent for a run started by a client
     parent_run_id    text COLLATE "C",
     parent_close     text CHECK (parent_close IN ('cancel', 'abandon', 'wait')),
-    depth            smallint NOT NULL DEFAULT 0
+    depth            smallint NOT NULL DEFAULT 0,
+    -- continue-as-new (version 7): NULL chain_id for a chain's first run
+    chain_id         text COLLATE "C",
+    generation       integer NOT NULL DEFAULT 0,
+    continued_to     text COLLATE "C"
 ) WITH (fillfactor = 70);
 
 -- Claims walk one of these partial indexes each: due runs by wake_at, and
@@ -45,8 +50,10 @@ CREATE INDEX runs_leased ON runs (lease_expires_at) WHERE state = 'running';
 -- list_runs keyset pagination, newest first.
 CREATE INDEX runs_created ON runs (created_at, run_id);
 CREATE INDEX runs_workflow ON runs (workflow, created_at, run_id);
--- The children of a run, for the cascade when it ends (version 8).
+-- The children of a run, for the cascade when it ends (version 6).
 CREATE INDEX runs_parent ON runs (parent_run_id) WHERE parent_run_id IS NOT NULL;
+-- The runs of a continue-as-new chain (version 7).
+CREATE INDEX runs_chain ON runs (chain_id) WHERE chain_id IS NOT NULL;
 
 -- Inputs and outcomes, written at creation and at the end, read on claim.
 CREATE TABLE run_payloads (

@@ -27,8 +27,6 @@ from keel.core.states import RunState
 from keel.errors import (
     ConfigurationError,
     LeaseLostError,
-    RunFinishedError,
-    RunNotFoundError,
     StoreError,
 )
 from keel.store._checks import (
@@ -52,12 +50,15 @@ from keel.store.postgres import _conn, _schema, _sql
 from keel.store.postgres._listener import ChangeWaiters, Listener
 from keel.store.postgres._writes import GroupCommitMixin, Q, _Conn, _Queued, _Row
 from keel.store.postgres.children import ChildrenMixin
+from keel.store.postgres.continuing import ContinueMixin
 from keel.store.postgres.schedules import SchedulesMixin
 from keel.store.postgres.snapshots import SnapshotsMixin
 from keel.store.postgres.tasks import TasksMixin
 
 
-class PostgresStore(TasksMixin, SchedulesMixin, ChildrenMixin, SnapshotsMixin, GroupCommitMixin):
+class PostgresStore(
+    TasksMixin, SchedulesMixin, ChildrenMixin, ContinueMixin, SnapshotsMixin, GroupCommitMixin
+):
     """Keel store in a PostgreSQL database, in its own schema (default ``keel``).
 
     ``min_size``/``max_size`` bound the connection pool (one more connection
@@ -484,11 +485,12 @@ class PostgresStore(TasksMixin, SchedulesMixin, ChildrenMixin, SnapshotsMixin, G
 
     async def send_signal(self, run_id: str, name: str, payload: bytes) -> int:
         params = {"run_id": run_id, "name": name, "payload": payload, "channel": self.channel}
-        for _ in range(3):
+        for _ in range(10):
             rows = await self._fetch("send_signal", params)
             if rows:
                 return int(rows[0][0])
-            await self._refuse(run_id, "signal")  # raises unless the run appeared meanwhile
+            # Ended or continued-as-new: its chain's live tip (raises if none).
+            params["run_id"] = await self._chain_tip(run_id, "signal")
         raise StoreError(f"could not signal run {run_id!r}: it keeps changing")
 
     async def next_signal(self, run_id: str, name: str) -> SignalRecord | None:
@@ -504,21 +506,12 @@ class PostgresStore(TasksMixin, SchedulesMixin, ChildrenMixin, SnapshotsMixin, G
             "data": ev.data,
             "channel": self.channel,
         }
-        for _ in range(3):
+        for _ in range(10):
             rows = await self._fetch("request_cancel", params)
             if rows:
                 return RunState(rows[0][0])
-            await self._refuse(run_id, "cancel")
+            params["run_id"] = await self._chain_tip(run_id, "cancel")
         raise StoreError(f"could not cancel run {run_id!r}: it keeps changing")
-
-    async def _refuse(self, run_id: str, action: str) -> None:
-        """Raise why a write to an unfinished run matched nothing (missing or finished)."""
-        rows = await self._fetch("run_state", {"run_id": run_id})
-        if not rows:
-            raise RunNotFoundError(run_id)
-        if RunState(rows[0][0]).is_terminal:
-            raise RunFinishedError(run_id, rows[0][0], action)
-        # Created between the two queries: the caller tries again.
 
     # -- notifications -------------------------------------------------------------------
 

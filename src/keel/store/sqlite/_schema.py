@@ -94,9 +94,9 @@ def prepare_writer(path: Path, busy_timeout: float, synchronous: str) -> sqlite3
         version = schema_version(conn, path)  # read-only: nothing written yet
         _use_wal(conn, busy_timeout)
         conn.execute(f"PRAGMA synchronous={synchronous}")
-        conn.execute("PRAGMA foreign_keys=ON")
         if version < _sql.latest_version():
             migrate(conn, path)
+        conn.execute("PRAGMA foreign_keys=ON")  # after migrating: see migrate()
         # From here on the writer retries BEGIN IMMEDIATE itself (DbThread._begin).
         conn.execute("PRAGMA busy_timeout=0")
     except BaseException:
@@ -125,7 +125,13 @@ def _use_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
 
 
 def migrate(conn: sqlite3.Connection, path: Path) -> None:
-    """Apply the missing migrations in one transaction and record the new version."""
+    """Apply the missing migrations in one transaction and record the new version.
+
+    Foreign keys are off meanwhile (the pragma cannot change inside a
+    transaction): migration 7 rebuilds the runs table, and dropping the old one
+    must not cascade to the journal.
+    """
+    conn.execute("PRAGMA foreign_keys=OFF")
     conn.execute("BEGIN IMMEDIATE")
     try:
         version = schema_version(conn, path)  # another process may have migrated meanwhile

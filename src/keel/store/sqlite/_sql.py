@@ -73,6 +73,9 @@ def run_record(row: Any) -> RunRecord:
         parent_run_id=row[15],
         parent_close=row[16],
         depth=row[17],
+        chain_id=row[18],
+        generation=row[19],
+        continued_to=row[20],
     )
 
 

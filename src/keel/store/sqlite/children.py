@@ -34,6 +34,8 @@ def insert_params(
         "parent_run_id": run.parent_run_id,
         "parent_close": run.parent_close,
         "depth": run.depth,
+        "chain_id": run.chain_id,
+        "generation": run.generation,
     }
 
 

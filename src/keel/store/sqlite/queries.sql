@@ -5,27 +5,27 @@
 -- name: get_run
 SELECT run_id, workflow, version, state, input, result, error, created_at, updated_at,
        wake_at, lease_owner, lease_token, lease_expires_at, cancel_requested, next_seq,
-       parent_run_id, parent_close, depth
+       parent_run_id, parent_close, depth, chain_id, generation, continued_to
 FROM runs WHERE run_id = ?;
 
 -- name: get_runs
 SELECT run_id, workflow, version, state, input, result, error, created_at, updated_at,
        wake_at, lease_owner, lease_token, lease_expires_at, cancel_requested, next_seq,
-       parent_run_id, parent_close, depth
+       parent_run_id, parent_close, depth, chain_id, generation, continued_to
 FROM runs WHERE run_id IN (SELECT value FROM json_each(?));
 
 -- name: insert_run
 -- Idempotent on run_id: returns the row only when it was inserted.
 INSERT INTO runs (run_id, workflow, version, state, created_at, updated_at, wake_at,
                   lease_owner, lease_token, lease_expires_at, next_seq, input,
-                  parent_run_id, parent_close, depth)
+                  parent_run_id, parent_close, depth, chain_id, generation)
 VALUES (:run_id, :workflow, :version, :state, :now, :now, :wake_at,
         :lease_owner, :lease_token, :lease_expires_at, 1, :input,
-        :parent_run_id, :parent_close, :depth)
+        :parent_run_id, :parent_close, :depth, :chain_id, :generation)
 ON CONFLICT (run_id) DO NOTHING
 RETURNING run_id, workflow, version, state, input, result, error, created_at, updated_at,
           wake_at, lease_owner, lease_token, lease_expires_at, cancel_requested, next_seq,
-          parent_run_id, parent_close, depth;
+          parent_run_id, parent_close, depth, chain_id, generation, continued_to;
 
 -- name: insert_event
 INSERT INTO events (run_id, seq, type, command, data, created_at) VALUES (?, ?, ?, ?, ?, ?);
@@ -37,7 +37,7 @@ FROM events WHERE run_id = ? AND seq > ? ORDER BY seq;
 -- name: list_runs
 SELECT run_id, workflow, version, state, input, result, error, created_at, updated_at,
        wake_at, lease_owner, lease_token, lease_expires_at, cancel_requested, next_seq,
-       parent_run_id, parent_close, depth
+       parent_run_id, parent_close, depth, chain_id, generation, continued_to
 FROM runs
 WHERE (:state IS NULL OR state = :state)
   AND (created_at, run_id) < (:before_created, :before_run_id)
@@ -47,7 +47,7 @@ LIMIT :limit;
 -- name: list_runs_by_workflow
 SELECT run_id, workflow, version, state, input, result, error, created_at, updated_at,
        wake_at, lease_owner, lease_token, lease_expires_at, cancel_requested, next_seq,
-       parent_run_id, parent_close, depth
+       parent_run_id, parent_close, depth, chain_id, generation, continued_to
 FROM runs
 WHERE workflow = :workflow
   AND (:state IS NULL OR state = :state)
@@ -77,7 +77,7 @@ SET state = 'running', lease_owner = :owner, lease_token = lease_token + 1,
 WHERE run_id = :run_id
 RETURNING run_id, workflow, version, state, input, result, error, created_at, updated_at,
           wake_at, lease_owner, lease_token, lease_expires_at, cancel_requested, next_seq,
-          parent_run_id, parent_close, depth;
+          parent_run_id, parent_close, depth, chain_id, generation, continued_to;
 
 -- name: renew_lease
 -- An expired lease cannot be renewed: another worker may already have claimed the run.
@@ -111,7 +111,7 @@ SET next_seq = next_seq + :n, updated_at = :now, state = 'suspended',
           OR EXISTS (
             SELECT 1 FROM runs c
             WHERE c.run_id IN (SELECT value FROM json_each(:child_ids))
-              AND c.state IN ('completed', 'failed', 'cancelled'))
+              AND c.state IN ('completed', 'failed', 'cancelled', 'continued'))
         THEN min(coalesce(:wake_at, :now), :now)
         ELSE :wake_at
     END
@@ -140,6 +140,29 @@ UPDATE runs
 SET cancel_requested = 1, wake_at = min(coalesce(wake_at, :now), :now), updated_at = :now
 WHERE parent_run_id = :run_id AND state IN ('pending', 'running', 'suspended')
   AND (parent_close = 'cancel' OR (parent_close = 'wait' AND :state = 'cancelled'));
+
+-- name: fenced_continue
+-- Continue-as-new: fenced like fenced_finish; the run ends 'continued' and
+-- names its successor (inserted with insert_run in the same transaction).
+UPDATE runs
+SET next_seq = next_seq + :n, updated_at = :now, state = 'continued',
+    continued_to = :successor, lease_owner = NULL, lease_expires_at = NULL, wake_at = NULL
+WHERE run_id = :run_id AND lease_token = :token AND lease_owner = :owner
+  AND state = 'running' AND lease_expires_at >= :now AND next_seq = :first_seq;
+
+-- name: successor_takes_over
+-- The successor inherits a cancel request the run had not handled, and its
+-- unconsumed signals (their ids, hence their delivery order, stay).
+UPDATE runs
+SET cancel_requested = (SELECT cancel_requested FROM runs WHERE run_id = :run_id)
+WHERE run_id = :successor;
+
+-- name: move_signals
+UPDATE signals SET run_id = :successor WHERE run_id = :run_id AND consumed_seq IS NULL;
+
+-- name: chain_step
+-- One step along a continue-as-new chain: the run's state and its successor.
+SELECT state, continued_to FROM runs WHERE run_id = ?;
 
 -- name: fence_row
 -- Read only after a fenced write matched nothing, to say why.

@@ -7,12 +7,14 @@ CREATE TABLE keel_meta (
 ) WITHOUT ROWID;
 -- rows: ('application', 'keel'), ('schema_version', '8')
 
-CREATE TABLE runs (
+-- Rebuilt by version 7 (continue-as-new), so SQLite stores its name quoted.
+CREATE TABLE "runs" (
     run_id           TEXT PRIMARY KEY,
     workflow         TEXT NOT NULL,
     version          TEXT NOT NULL,
     state            TEXT NOT NULL CHECK (state IN
-                        ('pending', 'running', 'suspended', 'completed', 'failed', 'cancelled')),
+                        ('pending', 'running', 'suspended', 'completed', 'failed', 'cancelled',
+                         'continued')),
     created_at       REAL NOT NULL,
     updated_at       REAL NOT NULL,
     wake_at          REAL,
@@ -24,17 +26,22 @@ CREATE TABLE runs (
     input            BLOB NOT NULL,
     result           BLOB,
     error            BLOB,
-    -- child runs (version 8): NULL parent for a run started by a client
+    -- child runs (version 6): NULL parent for a run started by a client
     parent_run_id    TEXT,
     parent_close     TEXT
         CHECK (parent_close IN ('cancel', 'abandon', 'wait')),
-    depth            INTEGER NOT NULL DEFAULT 0);  -- ");" here: as ALTER TABLE leaves it
+    depth            INTEGER NOT NULL DEFAULT 0,
+    -- continue-as-new (version 7): NULL chain_id for a chain's first run
+    chain_id         TEXT,
+    generation       INTEGER NOT NULL DEFAULT 0,
+    continued_to     TEXT);
 
 CREATE INDEX runs_due ON runs (wake_at) WHERE state IN ('pending', 'suspended');
 CREATE INDEX runs_lease ON runs (lease_expires_at) WHERE state = 'running';
 CREATE INDEX runs_created ON runs (created_at, run_id);
 CREATE INDEX runs_workflow ON runs (workflow, created_at, run_id);
 CREATE INDEX runs_parent ON runs (parent_run_id) WHERE parent_run_id IS NOT NULL;
+CREATE INDEX runs_chain ON runs (chain_id) WHERE chain_id IS NOT NULL;
 
 CREATE TABLE events (
     run_id     TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,

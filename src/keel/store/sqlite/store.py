@@ -46,6 +46,7 @@ from keel.store.sqlite import _schema, _sql
 from keel.store.sqlite._fence import fence_params, fenced
 from keel.store.sqlite._threads import ChangeWaiters, DbThread, Watcher
 from keel.store.sqlite.children import SQLiteChildren, close_family, insert_params
+from keel.store.sqlite.continuing import SQLiteContinue, chain_tip
 from keel.store.sqlite.schedules import SQLiteSchedules
 from keel.store.sqlite.snapshots import SQLiteSnapshots
 from keel.store.sqlite.tasks import SQLiteTasks
@@ -56,7 +57,7 @@ Q = _sql.queries()
 _SYNCHRONOUS = ("FULL", "NORMAL")
 
 
-class SQLiteStore(SQLiteTasks, SQLiteSchedules, SQLiteChildren, SQLiteSnapshots):
+class SQLiteStore(SQLiteTasks, SQLiteSchedules, SQLiteChildren, SQLiteContinue, SQLiteSnapshots):
     """Keel store on one SQLite file (WAL mode).
 
     ``synchronous="FULL"`` (default) makes every commit survive power loss.
@@ -69,6 +70,7 @@ class SQLiteStore(SQLiteTasks, SQLiteSchedules, SQLiteChildren, SQLiteSnapshots)
     The dispatched-step (task) methods are in :class:`~keel.store.sqlite.tasks.SQLiteTasks`,
     the schedule methods in :class:`~keel.store.sqlite.schedules.SQLiteSchedules`,
     the child-run ones in :class:`~keel.store.sqlite.children.SQLiteChildren`,
+    continue-as-new in :class:`~keel.store.sqlite.continuing.SQLiteContinue`,
     the journal snapshots in :class:`~keel.store.sqlite.snapshots.SQLiteSnapshots`.
     """
 
@@ -402,12 +404,12 @@ class SQLiteStore(SQLiteTasks, SQLiteSchedules, SQLiteChildren, SQLiteSnapshots)
     async def send_signal(self, run_id: str, name: str, payload: bytes) -> int:
         def op(conn: sqlite3.Connection) -> int:
             now = self._clock()
-            if conn.execute(Q["wake_for_signal"], {"now": now, "run_id": run_id}).rowcount == 0:
-                row = conn.execute(Q["run_state"], (run_id,)).fetchone()
-                if row is None:
-                    raise RunNotFoundError(run_id)
-                raise RunFinishedError(run_id, row[0], "signal")
-            cur = conn.execute(Q["insert_signal"], (run_id, name, payload, now))
+            tip = run_id
+            if conn.execute(Q["wake_for_signal"], {"now": now, "run_id": tip}).rowcount == 0:
+                # Ended, or continued-as-new: the live run of its chain gets it.
+                tip = chain_tip(conn, run_id, "signal")
+                conn.execute(Q["wake_for_signal"], {"now": now, "run_id": tip})
+            cur = conn.execute(Q["insert_signal"], (tip, name, payload, now))
             assert cur.lastrowid is not None
             return cur.lastrowid
 
@@ -437,9 +439,11 @@ class SQLiteStore(SQLiteTasks, SQLiteSchedules, SQLiteChildren, SQLiteSnapshots)
 
     async def request_cancel(self, run_id: str, cancelled_event: NewEvent) -> RunState:
         ev = cancelled_event
+        target = run_id
 
         def op(conn: sqlite3.Connection) -> RunState:
             now = self._clock()
+            run_id = chain_tip(conn, target, "cancel")  # a continued run: its chain's tip
             row = conn.execute(Q["cancel_row"], (run_id,)).fetchone()
             if row is None:
                 raise RunNotFoundError(run_id)
