@@ -9,7 +9,7 @@ import asyncio
 import pytest
 
 from keel.core.loop import DeterministicLoop
-from tests.unit.test_replay import a, replay, run_live
+from tests.unit.test_replay import a, b, replay, run_live
 
 
 async def task_scheduled_between_call_and_await() -> list[int]:
@@ -75,3 +75,17 @@ def test_sequential_replay_resolves_each_await_without_a_loop_round(
     assert ex.outcome is not None and ex.outcome.result == b"50"
     # One round ran the code from the top; every step result was taken at its await.
     assert rounds == 1
+
+
+async def cancels_a_step_future() -> int:
+    abandoned = a(1)
+    abandoned.cancel()  # the workflow gives up on it; its step may still finish
+    return await b(2)
+
+
+def test_a_step_finishing_after_the_workflow_cancelled_its_future_is_moot() -> None:
+    ex, journal = run_live(cancels_a_step_future)
+    assert ex.outcome is not None and ex.outcome.result == b"20", ex.outcome
+    assert [e.command for e in journal[1:]] == ["step:a#0", "step:b#0"]
+    again = replay(cancels_a_step_future, journal)
+    assert again.outcome is not None and again.outcome.result == b"20"

@@ -102,6 +102,17 @@ def describe_key(key: str | None) -> str:
         return repr(key)
 
 
+def describe_event(entry: JournalEntry) -> str:
+    """A journal event as a nondeterminism error shows what was recorded."""
+    text = f"{entry.type.value} of {describe_key(entry.command)}"
+    if entry.type is EventType.PATCHED:
+        text += (
+            " (a removed patched() call? keep deprecate_patch() with its name "
+            "until the runs that carry the patch have finished)"
+        )
+    return text
+
+
 CHILD_EVENTS = frozenset(
     {
         EventType.CHILD_STARTED,

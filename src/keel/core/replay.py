@@ -6,7 +6,10 @@ ordinal). The journal is fed back in ``seq`` order, one event at a time, with
 the loop run to quiescence after each, which reproduces exactly the order in
 which the live execution saw them. So parallel steps (``asyncio.gather``)
 replay identically whatever order they finished in, and any difference between
-code and journal is caught at the first event that does not fit.
+code and journal is caught at the first event that does not fit. Where that
+round cannot change anything, an awaited command takes its event at the await
+(:meth:`Execution.on_await`); event bookkeeping itself is in
+:mod:`keel.core.resolve`.
 
 When the journal is exhausted the execution is *live*: the worker reads
 :meth:`Execution.pending`, carries the commands out, and reports each outcome
@@ -32,29 +35,18 @@ from typing import Any
 
 from keel.core import codec
 from keel.core import journal as jr
-from keel.core.commands import (
-    ALLOWED,
-    CHILD_EVENTS,
-    HASHED_EVENTS,
-    Command,
-    LiveSource,
-    Outcome,
-    describe_key,
-)
+from keel.core.commands import ALLOWED, Command, LiveSource, Outcome, describe_event
 from keel.core.events import RUN_EVENTS, CommandId, CommandKind, EventType
 from keel.core.journal import JournalEntry
 from keel.core.loop import DeterministicLoop
+from keel.core.resolve import INLINE_PROGRESS, INLINE_RESOLVING, apply_event, check_args_hash
 from keel.errors import (
-    ChildWorkflowCancelled,
-    ChildWorkflowError,
     ContinueAsNew,
     ControlFlowSwallowedError,
     KeelControl,
     NondeterminismError,
     PatchMismatchError,
     SerializationError,
-    SignalTimeoutError,
-    StepFailedError,
     WorkflowCancelled,
     WorkflowError,
     WorkflowSuspended,
@@ -88,29 +80,6 @@ def reset_var(var: contextvars.ContextVar[Any], token: contextvars.Token[Any]) -
     current context is not the workflow's and there is nothing to restore."""
     with contextlib.suppress(ValueError):
         var.reset(token)
-
-
-# Events on_await() may apply at an await: they only touch the command and its
-# own future (a child's also resolve its ``started`` future, so children are left
-# to the usual round).
-_INLINE_RESOLVING = frozenset(
-    {
-        EventType.STEP_COMPLETED,
-        EventType.STEP_FAILED,
-        EventType.SIDE_EFFECT,
-        EventType.TIMER_FIRED,
-        EventType.SIGNAL_RECEIVED,
-        EventType.SIGNAL_TIMED_OUT,
-    }
-)
-_INLINE_PROGRESS = frozenset(
-    {
-        EventType.STEP_ATTEMPT_FAILED,
-        EventType.STEP_DISPATCHED,
-        EventType.TIMER_STARTED,
-        EventType.SIGNAL_AWAITED,
-    }
-)
 
 
 class CommandFuture(asyncio.Future[Any]):
@@ -455,8 +424,8 @@ class Execution:
             entry = journal[self.cursor]
             if entry.command != cmd.key:
                 return
-            resolves = entry.type in _INLINE_RESOLVING
-            if not resolves and entry.type not in _INLINE_PROGRESS:
+            resolves = entry.type in INLINE_RESOLVING
+            if not resolves and entry.type not in INLINE_PROGRESS:
                 return
             self.cursor += 1
             try:
@@ -585,146 +554,25 @@ class Execution:
         self._settle()
 
     def _apply(self, cmd: Command, entry: JournalEntry) -> None:
-        t, data = entry.type, entry.data
-        if t not in ALLOWED[cmd.id.kind]:
+        if entry.type not in ALLOWED[cmd.id.kind]:
             raise self._mismatch(entry, requested=cmd.id.describe())
-        env: jr.Envelope | None = None
-        if cmd.unchecked:
-            # The command's first event carries the recorded arguments hash.
-            # Compared here, not when the code issued the command, so that a
-            # reordering is reported as such rather than as changed arguments.
-            # (A snapshot carries the hash of a first event it dropped.)
-            cmd.unchecked = False
-            recorded = self._carried_hashes.get(cmd.key) if self._carried_hashes else None
-            if recorded is None and t in HASHED_EVENTS:
-                env = jr.parse(data)
-                recorded = env.args_hash
-            if recorded is not None and recorded != cmd.args_hash:
-                raise NondeterminismError(
-                    self.run_id,
-                    entry.seq,
-                    f"{cmd.id.describe()} with arguments hash {recorded}",
-                    f"{cmd.id.describe()} with different arguments (hash {cmd.args_hash})",
-                )
-        fut = cmd.future
-        if t is EventType.STEP_COMPLETED or t is EventType.SIDE_EFFECT:
-            if env is None:
-                env = jr.parse(data)
-            raw = env.result if t is EventType.STEP_COMPLETED else env.value
-            self._resolve(cmd)
-            try:
-                value = self._decode(raw, cmd, "result")
-            except Exception as exc:
-                fut.set_exception(exc)
-            else:
-                fut.set_result(value)
-        elif t is EventType.STEP_ATTEMPT_FAILED:
-            cmd.attempts = int(jr.field(data, "attempt", cmd.attempts + 1))
-            cmd.retry_at = jr.field(data, "retry_at")
-        elif t is EventType.STEP_DISPATCHED:
-            cmd.dispatched = True
-            task_id = jr.field(data, "task_id")
-            cmd.task_id = int(task_id) if task_id is not None else None
-        elif t is EventType.STEP_FAILED:
-            self._resolve(cmd)
-            err = jr.field(data, "error", {}) or {}
-            cmd.attempts = int(jr.field(data, "attempts", cmd.attempts))
-            fut.set_exception(
-                StepFailedError(
-                    cmd.id.name, cmd.attempts, str(err.get("type", "")), str(err.get("message", ""))
-                )
-            )
-        elif t is EventType.TIMER_STARTED:
-            cmd.fire_at = jr.field(data, "fire_at")
-        elif t is EventType.TIMER_FIRED:
-            self._resolve(cmd)
-            fut.set_result(None)
-        elif t is EventType.SIGNAL_AWAITED:
-            cmd.awaited = True
-            cmd.deadline = jr.field(data, "deadline")
-        elif t is EventType.SIGNAL_RECEIVED:
-            self._resolve(cmd)
-            try:
-                value = self._decode(jr.parse(data).payload, cmd, "payload")
-            except Exception as exc:
-                fut.set_exception(exc)
-            else:
-                fut.set_result(value)
-        elif t is EventType.SIGNAL_TIMED_OUT:
-            self._resolve(cmd)
-            fut.set_exception(SignalTimeoutError(cmd.id.name, float(cmd.timeout or 0.0)))
-        elif t in CHILD_EVENTS:
-            self._apply_child(cmd, entry)
+        env = check_args_hash(self.run_id, cmd, entry, self._carried_hashes)
+        apply_event(cmd, entry, env, self._resolve)
 
-    @staticmethod
-    def _decode(raw: bytes, cmd: Command, what: str) -> Any:
-        """Decode a journaled value to the type the command expects."""
-        try:
-            return codec.decode(raw, cmd.result_type)
-        except SerializationError:
-            # Decode again for the error message only: building it costs more
-            # than the decode on the hot path.
-            return codec.decode(raw, cmd.result_type, what=f"{what} of {cmd.id.describe()}")
-
-    def _apply_child(self, cmd: Command, entry: JournalEntry) -> None:
-        """A child command's events: started resolves ``start_child``, an outcome the result."""
-        t, data = entry.type, entry.data
-        child_id = str(jr.field(data, "child_run_id", cmd.child_run_id or ""))
-        cmd.child_run_id = child_id
-        if t is EventType.CHILD_STARTED:
-            if cmd.started is not None and not cmd.started.done():
-                cmd.started.set_result(child_id)
-            return
-        self._resolve(cmd)
-        exc: BaseException | None = None
-        if t is EventType.CHILD_COMPLETED:
-            try:
-                value = codec.decode(
-                    jr.raw_field(data, "result"),
-                    cmd.result_type,
-                    what=f"result of {cmd.id.describe()}",
-                )
-            except Exception as dec_exc:
-                exc = dec_exc
-            else:
-                cmd.future.set_result(value)
-        elif t is EventType.CHILD_FAILED:
-            err = jr.field(data, "error", {}) or {}
-            exc = ChildWorkflowError(
-                child_id, cmd.id.name, str(err.get("type", "")), str(err.get("message", ""))
-            )
-        else:
-            exc = ChildWorkflowCancelled(child_id, cmd.id.name)
-        if exc is not None:
-            cmd.future.set_exception(exc)
-            cmd.future.exception()  # a handle whose result nobody awaits: no "never retrieved"
-        if cmd.started is not None and not cmd.started.done():
-            # It never started (id taken, too deep): start_child raises the error.
-            cmd.started.set_exception(exc or ChildWorkflowError(child_id, cmd.id.name, "", ""))
-
-    def _resolve(self, cmd: Command) -> None:
+    def _resolve(self, cmd: Command) -> asyncio.Future[Any]:
+        """Take ``cmd`` off the pending commands; return the future to resolve."""
         del self._pending[cmd.key]
         if cmd.future.done():  # cancelled by the workflow itself; the outcome is moot
             cmd.future = self._loop.create_future()
+        return cmd.future
 
     def _abort(self, err: BaseException) -> None:
         if self._fatal is None:
             self._fatal = err
         raise _Abort()
 
-    def _position_of(self, key: str) -> int | None:
-        for entry in self.journal:
-            if entry.command == key:
-                return entry.seq
-        return None
-
     def _mismatch(self, entry: JournalEntry, requested: str | None = None) -> NondeterminismError:
-        recorded = f"{entry.type.value} of {describe_key(entry.command)}"
-        if entry.type is EventType.PATCHED:
-            recorded += (
-                " (a removed patched() call? keep deprecate_patch() with its name "
-                "until the runs that carry the patch have finished)"
-            )
+        recorded = describe_event(entry)
         if requested is None:
             waiting = [c.id.describe() for c in self.pending()]
             if waiting:
