@@ -94,21 +94,27 @@ class QueueLimitConformance:
             await store.set_queue_limit("q", limit)
             await dispatched(store, "r1", [new_task(f"step:s#{i}") for i in range(30)])
             leased_max = 0
+            total, completed = 30, 0
+            deadline = asyncio.get_running_loop().time() + 60
 
             async def claimer(owner: str) -> int:
-                # Claim, hold briefly, complete: the store must keep the count
-                # of leased tasks at or under the limit throughout.
-                nonlocal leased_max
+                # Claim, hold briefly, complete, until every task is done: the
+                # store must keep the count of leased tasks at or under the
+                # limit throughout. (A fixed number of rounds is not enough on
+                # a loaded machine: a claimer may spin while others hold the room.)
+                nonlocal leased_max, completed
                 done = 0
-                for _ in range(20):
+                while completed < total:
+                    assert asyncio.get_running_loop().time() < deadline, "claimers stalled"
                     claimed = await store.claim_tasks(owner, ["q"], limit=2, ttl=30)
                     queues = await store.list_queues()
                     leased_max = max(leased_max, *(q.leased for q in queues))
                     for lease, _ in claimed:
                         await store.complete_task(lease, b'"ok"')
                         done += 1
+                        completed += 1
                     if not claimed:
-                        await asyncio.sleep(0)  # let the holders complete
+                        await asyncio.sleep(0.001)  # let the holders complete
                 return done
 
             results = await asyncio.gather(*(claimer(f"t{i}") for i in range(6)))
