@@ -369,7 +369,9 @@ class Store(Protocol):
         has one and has not ended, gets ``wake_at = now``; the run's unfinished
         children with ``parent_close = "cancel"`` get ``cancel_requested`` and
         ``wake_at = now``, so they are cancelled the normal way (and their
-        own end cascades to theirs).
+        own end cascades to theirs); its open (``available``/``leased``)
+        dispatched tasks are deleted, so none is claimed after the end and a
+        task worker's next heartbeat finds its lease gone.
         """
 
     async def send_signal(self, run_id: str, name: str, payload: bytes) -> int:

@@ -399,6 +399,7 @@ class MemoryStore(MemoryTasks, MemorySchedules, MemoryChildren, MemoryContinue, 
                 lease_expires_at=None,
             )
             self._close_family(ended, now)
+            self._drop_open_tasks(ended.run_id)
             self._notify()
 
     # -- signals and cancellation ------------------------------------------------------
@@ -468,6 +469,7 @@ class MemoryStore(MemoryTasks, MemorySchedules, MemoryChildren, MemoryContinue, 
                 updated_at=now,
             )
             self._close_family(ended, now)
+            self._drop_open_tasks(ended.run_id)
             self._notify()
             return RunState.CANCELLED
 

@@ -26,9 +26,10 @@ class MemoryContinue:
     _children: dict[str, list[str]]  # parent run id -> its child run ids
     _signals: dict[int, Any]  # signal id -> its mailbox row (record, consumed_seq)
 
-    if TYPE_CHECKING:  # defined by MemoryStore and MemoryChildren
+    if TYPE_CHECKING:  # defined by MemoryStore, MemoryChildren and MemoryTasks
 
         def _check_open(self) -> None: ...
+        def _drop_open_tasks(self, run_id: str) -> None: ...
         def _notify(self) -> None: ...
         def _fence(self, lease: Lease, first_seq: int, now: float) -> RunRecord: ...
         def _append(
@@ -73,6 +74,7 @@ class MemoryContinue:
                     kept.append(sid)
             self._mailbox[run.run_id] = kept
             self._mailbox[new.run_id] = moved + self._mailbox[new.run_id]
+            self._drop_open_tasks(run.run_id)
             # As finish_run for the children the run closes; the parent is not
             # woken: the chain goes on, and its last run's end wakes it.
             for child_id in self._children.get(ended.run_id, ()):

@@ -56,6 +56,15 @@ class MemoryTasks:
             self, run_id: str, first_seq: int, events: Sequence[NewEvent], now: float
         ) -> None: ...
 
+    def _drop_open_tasks(self, run_id: str) -> None:
+        """The run ended: its queued and leased dispatched steps are discarded, so
+        nothing is left to claim and a task worker's heartbeat finds its lease gone."""
+        for key in [k for k in self._task_ids if k[0] == run_id]:
+            task = self._tasks[self._task_ids[key]]
+            if task.state in ("available", "leased"):
+                del self._tasks[task.task_id]
+                del self._task_ids[key]
+
     async def dispatch_tasks(
         self,
         lease: Lease,

@@ -459,3 +459,32 @@ class TaskConformance:
                 await store.complete_task(short, b"1")
 
         _run(store_factory, body)
+
+    @pytest.mark.parametrize("end", ["finish", "continue"])
+    def test_a_run_that_ends_discards_its_open_tasks(
+        self, store_factory: StoreFactory, end: str
+    ) -> None:
+        async def body(store: Store) -> None:
+            from keel.testing.conformance_continue import successor
+
+            commands = ["step:a#0", "step:b#0", "step:c#0"]
+            lease, _ = await dispatched(store, "r1", [new_task(c) for c in commands])
+            await store.complete_task(await claim_one(store), b'"A"')  # a: done, kept
+            held = await claim_one(store, "t2")  # b: running on a task worker
+            ended = NewEvent("run_cancelled", None, b"{}")
+            if end == "finish":
+                await store.finish_run(lease, 4, [ended], state=RunState.CANCELLED)
+            else:
+                run = await store.get_run("r1")
+                assert run is not None
+                await store.continue_run(lease, 4, [ended], successor(run))
+            # c is never claimed; b's worker learns at its heartbeat and stops.
+            assert await store.claim_tasks("t3", ["q"], limit=10, ttl=30) == []
+            assert await store.renew_task_leases("t2", [held], 30) == frozenset({held.task_id})
+            with pytest.raises(LeaseLostError):
+                await store.complete_task(held, b'"B"')
+            assert (await task_of(store, "r1", "step:a#0")).state == "completed"
+            assert await store.get_task("r1", "step:c#0") is None
+            assert await store.list_queues() == []  # nothing open is counted
+
+        _run(store_factory, body)

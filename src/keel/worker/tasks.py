@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from keel.context import StepInfo, _step_info
+from keel.context import StepInfo, _step_info, discard_attempt
 from keel.core import codec
 from keel.core import journal as jr
 from keel.definitions import StepDef, default_registry
@@ -68,6 +68,7 @@ class _Running:
     lease: TaskLease
     task: TaskRecord
     job: asyncio.Task[None] | None = None
+    info: StepInfo | None = None
     lost: bool = False
 
 
@@ -159,6 +160,7 @@ class TaskRunner:
             attempt=record.attempt,
             idempotency_key=f"{record.run_id}:{record.command}",
         )
+        item.info = info
         ctx = contextvars.copy_context()
         ctx.run(_step_info.set, info)  # keel.current_step() inside the step
         item.job = asyncio.get_running_loop().create_task(
@@ -250,6 +252,8 @@ class TaskRunner:
                     item.task.attempt,
                 )
                 item.lost = True
+                if item.info is not None:
+                    discard_attempt(item.info)  # a sync step can see it and stop
                 if item.job is not None:
                     item.job.cancel()
 

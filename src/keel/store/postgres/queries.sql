@@ -316,6 +316,11 @@ WITH clock AS MATERIALIZED (
     FROM fenced,
          unnest(%(types)s::text[], %(commands)s::text[], %(datas)s::bytea[])
              WITH ORDINALITY AS e (type, command, data, i)
+), tasks_dropped AS (
+    -- Its queued and leased dispatched steps are discarded: nothing is left to
+    -- claim, and a task worker's next heartbeat finds its lease gone and stops.
+    DELETE FROM tasks USING fenced
+    WHERE tasks.run_id = fenced.run_id AND tasks.state IN ('available', 'leased')
 ), notified AS (
     SELECT count(pg_notify(%(channel)s::text, 'finished')) FROM fenced
 )
@@ -520,6 +525,9 @@ WITH clock AS MATERIALIZED (
     WHERE runs.parent_run_id = fenced.run_id
       AND runs.state IN ('pending', 'running', 'suspended')
       AND runs.parent_close = 'cancel'
+), tasks_dropped AS (
+    DELETE FROM tasks USING fenced  -- as in finish_run
+    WHERE tasks.run_id = fenced.run_id AND tasks.state IN ('available', 'leased')
 ), notified AS (
     SELECT count(pg_notify(%(channel)s::text, 'created')) FROM fenced
 )

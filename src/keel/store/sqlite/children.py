@@ -41,8 +41,10 @@ def insert_params(
 
 def close_family(conn: sqlite3.Connection, run_id: str, state: str, now: float) -> bool:
     """A run just ended in ``state``: wake its parent, ask the children it closes to
-    cancel. Returns whether that made any run due (claim loops should look)."""
+    cancel, discard its open dispatched steps. Returns whether that made any run
+    due (claim loops should look)."""
     params = {"run_id": run_id, "now": now, "state": state}
+    conn.execute(Q["drop_open_tasks"], params)
     woken = conn.execute(Q["wake_parent"], params).rowcount
     return woken + conn.execute(Q["cancel_children"], params).rowcount > 0
 

@@ -76,6 +76,7 @@ class SQLiteContinue:
             moved = {"run_id": lease.run_id, "successor": successor.run_id}
             conn.execute(Q["successor_takes_over"], moved)
             conn.execute(Q["move_signals"], moved)
+            conn.execute(Q["drop_open_tasks"], moved)
             conn.execute(
                 Q["cancel_children"],
                 {"run_id": lease.run_id, "now": now, "state": RunState.CONTINUED.value},

@@ -431,3 +431,8 @@ ON CONFLICT (run_id) DO UPDATE SET
 
 -- name: load_snapshot
 SELECT run_id, upto_seq, version, format, data, created_at FROM snapshots WHERE run_id = ?;
+
+-- name: drop_open_tasks
+-- A run ended: its queued and leased dispatched steps are discarded, so there is
+-- nothing left to claim and a task worker's next heartbeat finds its lease gone.
+DELETE FROM tasks WHERE run_id = :run_id AND state IN ('available', 'leased');
