@@ -99,7 +99,7 @@ class CommandKind(StrEnum):
 
 # ``kind.value`` goes through the enum's descriptor; replay formats a command
 # id per issued command, so the plain strings are looked up instead.
-_KIND_TEXT: dict[CommandKind, str] = {kind: kind.value for kind in CommandKind}
+KIND_TEXT: dict[CommandKind, str] = {kind: kind.value for kind in CommandKind}
 
 #: Commands whose value is produced on the spot (journaled, returned synchronously).
 IMMEDIATE_KINDS = frozenset(
@@ -119,11 +119,11 @@ class CommandId(NamedTuple):
     ordinal: int
 
     def __str__(self) -> str:
-        return f"{_KIND_TEXT[self.kind]}:{self.name}#{self.ordinal}"
+        return f"{KIND_TEXT[self.kind]}:{self.name}#{self.ordinal}"
 
     def describe(self) -> str:
         """Human-readable form used in error messages."""
-        return f"{_KIND_TEXT[self.kind]} {self.name!r} (#{self.ordinal})"
+        return f"{KIND_TEXT[self.kind]} {self.name!r} (#{self.ordinal})"
 
     @classmethod
     def parse(cls, text: str) -> CommandId:

@@ -36,7 +36,7 @@ from typing import Any
 from keel.core import codec
 from keel.core import journal as jr
 from keel.core.commands import ALLOWED, Command, LiveSource, Outcome, describe_event
-from keel.core.events import RUN_EVENTS, CommandId, CommandKind, EventType
+from keel.core.events import KIND_TEXT, RUN_EVENTS, CommandId, CommandKind, EventType
 from keel.core.journal import JournalEntry
 from keel.core.loop import DeterministicLoop
 from keel.core.resolve import INLINE_PROGRESS, INLINE_RESOLVING, apply_event, check_args_hash
@@ -315,7 +315,7 @@ class Execution:
         ordinal = counters.get((kind, name), 0)
         counters[kind, name] = ordinal + 1
         cid = CommandId(kind, name, ordinal)  # as _next_id() does, inline: the hot path
-        key = str(cid)
+        key = f"{KIND_TEXT[kind]}:{name}#{ordinal}"  # str(cid), without the call
         args_hash = (
             codec.args_hash(args + hash_extra if hash_extra else args) if args is not None else None
         )
