@@ -122,9 +122,11 @@ class Harness:
         no_cache: bool = False,
         db: str | None = None,
         queues: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
     ) -> WorkerProcess:
         """Start ``keel worker MODULE... --db ...`` in the background (serving the
-        dispatched-step ``queues``, each ``NAME[=LIMIT]``, if any)."""
+        dispatched-step ``queues``, each ``NAME[=LIMIT]``, if any), with ``env``
+        added to this one process's environment."""
         args = [*(modules or (FLOWS,)), "--db", db or self.db_url]
         for queue in queues:
             args += ["--queue", queue]
@@ -141,7 +143,7 @@ class Harness:
             popen = subprocess.Popen(
                 [*KEEL_CMD, "worker", *args],
                 cwd=REPO,
-                env=self.env,
+                env={**self.env, **(env or {})},
                 stdin=subprocess.DEVNULL,
                 stdout=fout,
                 stderr=ferr,
