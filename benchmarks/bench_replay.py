@@ -182,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
 
     core = [replay(n, journal) for _ in range(args.reps)]
     out["core_ms"] = median(core) * 1000
+    # The fastest rep too: on a shared machine it is the better estimate of
+    # the cost itself (the median also carries other tenants' load).
+    out["core_min_ms"] = min(core) * 1000
     naps_journal = naps_journal_of(len(journal) - 1)
     journals = {
         "steps": (n, journal, long),
@@ -222,7 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"journal: {out['events']:,} events; medians of {args.reps} reps")
     verdict = "ok" if out["core_ms"] <= TARGET_MS else "MISSED"
     target = f"target <= {TARGET_MS:.0f} ms: {verdict}"
-    print(f"  core replay          {out['core_ms']:8.1f} ms   ({target})")
+    print(
+        f"  core replay          {out['core_ms']:8.1f} ms   ({target}; "
+        f"fastest rep {out['core_min_ms']:.1f} ms)"
+    )
     print("  recovery (load + replay)   without snapshot   with snapshot (tail 1%)")
     for db in ("sqlite", "postgres"):
         if f"{db}_steps_ms" not in out:
