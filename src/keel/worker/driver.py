@@ -34,7 +34,7 @@ from keel.errors import (
 )
 from keel.store.base import Claimed, NewEvent, NewRun, NewTask
 from keel.worker import children as ch
-from keel.worker import continuing
+from keel.worker import continuing, signals
 from keel.worker.attempts import record_attempt
 from keel.worker.dispatch import journal_task_outcome, record_dispatch, reuse_keyed_result
 from keel.worker.executor import start_attempt
@@ -343,26 +343,11 @@ class RunDriver:
         return False
 
     async def _plan_signal(self, ex: Execution, cmd: Command, now: float, plan: _Plan) -> bool:
-        signal = await self.store.next_signal(self.run_id, cmd.id.name)
-        if signal is not None:
-            ex.record(
-                EventType.SIGNAL_RECEIVED,
-                cmd,
-                jr.envelope(name=cmd.id.name, payload=jr.raw(signal.payload), signal_id=signal.id),
-            )
-            await self._flush(ex, consume_signal=signal.id)
+        signal_id = await signals.receive(self.store, ex, cmd)
+        if signal_id is not None:
+            await self._flush(ex, consume_signal=signal_id)
             return True
-        if not cmd.awaited:
-            deadline = None if cmd.timeout is None else now + cmd.timeout
-            ex.record(
-                EventType.SIGNAL_AWAITED,
-                cmd,
-                jr.envelope(name=cmd.id.name, timeout=cmd.timeout, deadline=deadline),
-            )
-        if cmd.deadline is not None and cmd.deadline <= now:
-            ex.record(
-                EventType.SIGNAL_TIMED_OUT, cmd, jr.envelope(name=cmd.id.name, timeout=cmd.timeout)
-            )
+        if signals.wait(ex, cmd, now):
             return True
         plan.signals.add(cmd.id.name)
         if cmd.deadline is not None:

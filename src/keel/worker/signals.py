@@ -1,0 +1,42 @@
+"""Signal waits as a run's driver plans them: journal a buffered signal, note
+the wait (and its deadline), or journal its time-out."""
+
+from __future__ import annotations
+
+from keel.core import journal as jr
+from keel.core.commands import Command
+from keel.core.events import EventType
+from keel.core.replay import Execution
+from keel.store.base import Store
+
+
+async def receive(store: Store, ex: Execution, cmd: Command) -> int | None:
+    """Journal the oldest buffered signal ``cmd`` waits for, if there is one, and
+    return its id: the caller consumes it in the transaction that writes the event."""
+    signal = await store.next_signal(ex.run_id, cmd.id.name)
+    if signal is None:
+        return None
+    ex.record(
+        EventType.SIGNAL_RECEIVED,
+        cmd,
+        jr.envelope(name=cmd.id.name, payload=jr.raw(signal.payload), signal_id=signal.id),
+    )
+    return signal.id
+
+
+def wait(ex: Execution, cmd: Command, now: float) -> bool:
+    """No signal yet: journal the wait once (with its deadline); return True if
+    the deadline has passed and the time-out is journaled."""
+    if not cmd.awaited:
+        deadline = None if cmd.timeout is None else now + cmd.timeout
+        ex.record(
+            EventType.SIGNAL_AWAITED,
+            cmd,
+            jr.envelope(name=cmd.id.name, timeout=cmd.timeout, deadline=deadline),
+        )
+    if cmd.deadline is not None and cmd.deadline <= now:
+        ex.record(
+            EventType.SIGNAL_TIMED_OUT, cmd, jr.envelope(name=cmd.id.name, timeout=cmd.timeout)
+        )
+        return True
+    return False
