@@ -64,10 +64,11 @@ class MemoryChildren:
             (r := self._runs.get(run_id)) is not None and r.state.is_terminal for run_id in run_ids
         )
 
-    def _close_family(self, run: RunRecord, now: float) -> None:
-        """A run just ended: wake its parent; ask the children it closes to cancel."""
+    def _close_family(self, run: RunRecord, now: float, *, wake_parent: bool = True) -> None:
+        """A run just ended: wake its parent (not when it continued as new: the
+        chain goes on); ask the children it closes to cancel."""
         parent = self._runs.get(run.parent_run_id) if run.parent_run_id else None
-        if parent is not None and not parent.state.is_terminal:
+        if wake_parent and parent is not None and not parent.state.is_terminal:
             self._runs[parent.run_id] = dataclasses.replace(
                 parent, wake_at=_due(parent.wake_at, now), updated_at=now
             )

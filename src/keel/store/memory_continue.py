@@ -23,13 +23,13 @@ class MemoryContinue:
     _clock: Callable[[], float]
     _runs: dict[str, RunRecord]
     _mailbox: dict[str, list[int]]
-    _children: dict[str, list[str]]  # parent run id -> its child run ids
     _signals: dict[int, Any]  # signal id -> its mailbox row (record, consumed_seq)
 
     if TYPE_CHECKING:  # defined by MemoryStore, MemoryChildren and MemoryTasks
 
         def _check_open(self) -> None: ...
         def _drop_open_tasks(self, run_id: str) -> None: ...
+        def _close_family(self, run: RunRecord, now: float, *, wake_parent: bool = ...) -> None: ...
         def _notify(self) -> None: ...
         def _fence(self, lease: Lease, first_seq: int, now: float) -> RunRecord: ...
         def _append(
@@ -77,13 +77,7 @@ class MemoryContinue:
             self._drop_open_tasks(run.run_id)
             # As finish_run for the children the run closes; the parent is not
             # woken: the chain goes on, and its last run's end wakes it.
-            for child_id in self._children.get(ended.run_id, ()):
-                child = self._runs[child_id]
-                if child.parent_close == "cancel" and not child.state.is_terminal:
-                    wake = now if child.wake_at is None else min(child.wake_at, now)
-                    self._runs[child_id] = dataclasses.replace(
-                        child, cancel_requested=True, wake_at=wake, updated_at=now
-                    )
+            self._close_family(ended, now, wake_parent=False)
             self._notify()
 
     def _tip(self, run_id: str, action: str) -> RunRecord:
