@@ -29,7 +29,7 @@ def db() -> None:
 )
 @db_option
 def migrate(print_only: bool, all_: bool, db: str | None) -> None:
-    """Apply pending migrations (workers also do this on start unless told not to)."""
+    """Apply pending migrations (a worker also applies them when it starts)."""
     url = resolve_db(db)
     if url.startswith(("postgresql://", "postgres://")):
         click.echo(asyncio.run(_postgres(url, print_only, all_)), nl=False)
