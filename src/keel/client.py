@@ -15,6 +15,7 @@ from keel import schedules
 from keel.core import codec
 from keel.core import journal as jr
 from keel.core.events import CommandId, EventType
+from keel.core.inputs import check_input
 from keel.core.states import RunState
 from keel.definitions import Registry, WorkflowDef, default_registry
 from keel.errors import (
@@ -182,8 +183,13 @@ class Client:
         :class:`WorkflowDef` starts its own version); the run records it and
         is resumed only by that version. ``run_id`` is an idempotency key: if
         a run with that id exists, its handle is returned (``handle.created``
-        is ``False``) and nothing runs twice. Arguments are checked for
-        serializability here.
+        is ``False``) and nothing runs twice. Arguments are checked here, and
+        nothing is written if they are bad: ``TypeError`` if they do not fit the
+        signature, :class:`SerializationError` if one cannot be encoded,
+        :class:`InvalidInputError` if one does not decode into its annotated type
+        (a worker would fail the run). A workflow given by name must be
+        registered in this process (its current version is what starts), so its
+        annotations are always known here.
         """
         await self.open()
         wf = self.registry.get(workflow) if isinstance(workflow, str) else workflow
@@ -201,6 +207,9 @@ class Client:
             if isinstance(exc, SerializationError):
                 raise
             raise TypeError(f"bad arguments for workflow {wf.name!r}: {exc}") from None
+        # Decoded as the worker will decode it: a value that does not fit its
+        # annotation is refused here, before the run exists (InvalidInputError).
+        check_input(wf.codec, data, wf.name)
         started = NewEvent(
             EventType.RUN_STARTED.value,
             None,
