@@ -308,20 +308,35 @@ class Client:
         )
 
     # --- control ------------------------------------------------------------------------------
-    async def signal(self, run_id: str, name: str, payload: Any = None) -> None:
+    async def signal(
+        self, run_id: str, name: str, payload: Any = None, *, delivery_id: str | None = None
+    ) -> bool:
         """Send signal ``name`` with ``payload`` to a run; buffered until awaited.
 
         A run that continued-as-new forwards it to the live run of its chain.
+        ``delivery_id`` makes a retry safe: a signal with the same id sent to
+        the run's chain before (consumed or not, before or after a
+        continue-as-new) makes this call a no-op. Returns ``True`` if the
+        signal was delivered, ``False`` if it was such a repeat.
 
-        Raises :class:`RunNotFoundError` and :class:`RunFinishedError`.
+        Raises :class:`RunNotFoundError`, :class:`RunFinishedError`, and
+        :class:`RunCancellingError` when the run has a pending cancel request
+        (the workflow would never see it); nothing is written then.
         """
         if not isinstance(name, str) or not name or "#" in name:
             raise ConfigurationError(
                 f"signal name must be a non-empty string without '#': {name!r}"
             )
+        if delivery_id is not None and (
+            not isinstance(delivery_id, str) or not delivery_id or len(delivery_id) > 200
+        ):
+            raise ConfigurationError(
+                f"delivery_id must be a non-empty string (<= 200 chars): {delivery_id!r}"
+            )
         data = codec.encode(payload, what=f"payload of signal {name!r}")
         await self.open()
-        await self.store.send_signal(run_id, name, data)
+        sid = await self.store.send_signal(run_id, name, data, delivery_id=delivery_id)
+        return sid is not None
 
     async def cancel(self, run_id: str) -> RunState:
         """Cancel a run; returns its state afterwards (a run that continued-as-new:
