@@ -191,7 +191,6 @@ class Client:
         registered in this process (its current version is what starts), so its
         annotations are always known here.
         """
-        await self.open()
         wf = self.registry.get(workflow) if isinstance(workflow, str) else workflow
         if not isinstance(wf, WorkflowDef):
             raise ConfigurationError(f"start() needs a @keel.workflow or its name, not {wf!r}")
@@ -216,6 +215,7 @@ class Client:
             jr.envelope(workflow=wf.name, version=wf.version, input=jr.raw(data)),
         )
         new = NewRun(run_id, wf.name, wf.version, data, started)
+        await self.open()  # only now: bad input creates nothing, not even a file
         worker = self.worker
         local = worker is not None and worker.has_capacity()
         record, lease, created = await self.store.create_run(
@@ -327,9 +327,9 @@ class Client:
             raise ConfigurationError(
                 f"signal name must be a non-empty string without '#': {name!r}"
             )
-        if delivery_id is not None and (
-            not isinstance(delivery_id, str) or not delivery_id or len(delivery_id) > 200
-        ):
+        if delivery_id is not None and not isinstance(delivery_id, str):
+            raise TypeError(f"delivery_id must be a str, not {type(delivery_id).__name__}")
+        if delivery_id is not None and (not delivery_id or len(delivery_id) > 200):
             raise ConfigurationError(
                 f"delivery_id must be a non-empty string (<= 200 chars): {delivery_id!r}"
             )

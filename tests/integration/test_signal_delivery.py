@@ -35,9 +35,12 @@ async def test_a_repeated_delivery_id_is_delivered_once(env: Any) -> None:
 async def test_a_bad_delivery_id_is_refused(env: Any) -> None:
     async with env() as (client, _):
         run = await client.start(two_signals)
-        for bad in ("", "x" * 201, 7):
+        for bad in ("", "x" * 201):
             with pytest.raises(keel.ConfigurationError, match="delivery_id"):
-                await client.signal(run.run_id, "go", "a", delivery_id=bad)  # type: ignore[arg-type]
+                await client.signal(run.run_id, "go", "a", delivery_id=bad)
+        with pytest.raises(TypeError, match="delivery_id must be a str, not int"):
+            await client.signal(run.run_id, "go", "a", delivery_id=7)  # type: ignore[arg-type]
+        assert await client.store.next_signal(run.run_id, "go") is None  # nothing stored
         await client.cancel(run.run_id)
 
 

@@ -96,3 +96,16 @@ async def test_a_schedule_checks_its_input_too(make_store: Callable[[], Any]) ->
             await client.schedule(order, "MUG", "two", cron="@daily")
         assert info.value.parameter == "qty"
         assert await client.list_schedules() == []
+
+
+async def test_bad_input_creates_no_database_file(tmp_path: Path) -> None:
+    path = tmp_path / "never.db"
+    client = keel.Client(f"sqlite:///{path}")
+    try:
+        with pytest.raises(keel.InvalidInputError):
+            await client.start(order, "MUG", "two")
+        with pytest.raises(TypeError):
+            await client.start(order, "MUG")  # qty missing
+    finally:
+        await client.close()
+    assert not path.exists()
