@@ -295,18 +295,18 @@ def cancel(run_id: str, db: str | None) -> None:
     Idempotent: a run that is already cancelled is reported, with exit code 0.
     """
 
-    async def go(client: Client) -> str:
+    async def go(client: Client) -> RunState | None:
         try:
-            return str(await client.cancel(run_id))
+            return await client.cancel(run_id)
         except RunFinishedError as exc:
             if exc.state != RunState.CANCELLED:
                 raise
-            return "already cancelled"
+            return None  # already cancelled: the outcome asked for holds
 
     state = with_client(resolve_db(db), go)
-    if state == "already cancelled":
+    if state is None:
         click.echo(f"run {run_id} was already cancelled: nothing to do")
-    elif state == "cancelled":
+    elif state is RunState.CANCELLED:
         click.echo(f"run {run_id} cancelled")
     else:
         click.echo(
