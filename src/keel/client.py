@@ -15,6 +15,7 @@ from keel import schedules
 from keel.core import codec
 from keel.core import journal as jr
 from keel.core.events import CommandId, EventType
+from keel.core.inputs import check_input
 from keel.core.states import RunState
 from keel.definitions import Registry, WorkflowDef, default_registry
 from keel.errors import (
@@ -182,10 +183,14 @@ class Client:
         :class:`WorkflowDef` starts its own version); the run records it and
         is resumed only by that version. ``run_id`` is an idempotency key: if
         a run with that id exists, its handle is returned (``handle.created``
-        is ``False``) and nothing runs twice. Arguments are checked for
-        serializability here.
+        is ``False``) and nothing runs twice. Arguments are checked here, and
+        nothing is written if they are bad: ``TypeError`` if they do not fit the
+        signature, :class:`SerializationError` if one cannot be encoded,
+        :class:`InvalidInputError` if one does not decode into its annotated type
+        (a worker would fail the run). A workflow given by name must be
+        registered in this process (its current version is what starts), so its
+        annotations are always known here.
         """
-        await self.open()
         wf = self.registry.get(workflow) if isinstance(workflow, str) else workflow
         if not isinstance(wf, WorkflowDef):
             raise ConfigurationError(f"start() needs a @keel.workflow or its name, not {wf!r}")
@@ -201,12 +206,16 @@ class Client:
             if isinstance(exc, SerializationError):
                 raise
             raise TypeError(f"bad arguments for workflow {wf.name!r}: {exc}") from None
+        # Decoded as the worker will decode it: a value that does not fit its
+        # annotation is refused here, before the run exists (InvalidInputError).
+        check_input(wf.codec, data, wf.name)
         started = NewEvent(
             EventType.RUN_STARTED.value,
             None,
             jr.envelope(workflow=wf.name, version=wf.version, input=jr.raw(data)),
         )
         new = NewRun(run_id, wf.name, wf.version, data, started)
+        await self.open()  # only now: bad input creates nothing, not even a file
         worker = self.worker
         local = worker is not None and worker.has_capacity()
         record, lease, created = await self.store.create_run(
@@ -299,20 +308,35 @@ class Client:
         )
 
     # --- control ------------------------------------------------------------------------------
-    async def signal(self, run_id: str, name: str, payload: Any = None) -> None:
+    async def signal(
+        self, run_id: str, name: str, payload: Any = None, *, delivery_id: str | None = None
+    ) -> bool:
         """Send signal ``name`` with ``payload`` to a run; buffered until awaited.
 
         A run that continued-as-new forwards it to the live run of its chain.
+        ``delivery_id`` makes a retry safe: a signal with the same id sent to
+        the run's chain before (consumed or not, before or after a
+        continue-as-new) makes this call a no-op. Returns ``True`` if the
+        signal was delivered, ``False`` if it was such a repeat.
 
-        Raises :class:`RunNotFoundError` and :class:`RunFinishedError`.
+        Raises :class:`RunNotFoundError`, :class:`RunFinishedError`, and
+        :class:`RunCancellingError` when the run has a pending cancel request
+        (the workflow would never see it); nothing is written then.
         """
         if not isinstance(name, str) or not name or "#" in name:
             raise ConfigurationError(
                 f"signal name must be a non-empty string without '#': {name!r}"
             )
+        if delivery_id is not None and not isinstance(delivery_id, str):
+            raise TypeError(f"delivery_id must be a str, not {type(delivery_id).__name__}")
+        if delivery_id is not None and (not delivery_id or len(delivery_id) > 200):
+            raise ConfigurationError(
+                f"delivery_id must be a non-empty string (<= 200 chars): {delivery_id!r}"
+            )
         data = codec.encode(payload, what=f"payload of signal {name!r}")
         await self.open()
-        await self.store.send_signal(run_id, name, data)
+        sid = await self.store.send_signal(run_id, name, data, delivery_id=delivery_id)
+        return sid is not None
 
     async def cancel(self, run_id: str) -> RunState:
         """Cancel a run; returns its state afterwards (a run that continued-as-new:

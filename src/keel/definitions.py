@@ -10,7 +10,7 @@ import re
 import textwrap
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from keel.core import codec
 from keel.core.events import CommandKind
@@ -367,6 +367,22 @@ def workflow(
     return wrap(fn) if fn is not None else wrap
 
 
+class StepDecorator(Protocol):
+    """What ``@step(...)`` with options returns: a decorator typed like bare ``@step``."""
+
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> StepDef[P, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> StepDef[P, R]: ...
+
+
+# An async step is a StepDef of what its coroutine returns, so ``await s.aio(...)``
+# has the step's result type for sync and async steps alike.
+@overload
+def step(fn: Callable[P, Coroutine[Any, Any, R]], /) -> StepDef[P, R]: ...
+
+
 @overload
 def step(fn: Callable[P, R], /) -> StepDef[P, R]: ...
 
@@ -382,7 +398,7 @@ def step(
     priority: int = 0,
     compensate: StepDef[..., Any] | None = None,
     registry: Registry | None = None,
-) -> Callable[[Callable[P, R]], StepDef[P, R]]: ...
+) -> StepDecorator: ...
 
 
 def step(

@@ -10,8 +10,10 @@ code must never swallow)::
         │   └── InvalidScheduleError    bad cron expression, time zone or one-shot time
         ├── WorkflowNotFoundError       unknown workflow name
         ├── SerializationError          a payload cannot be encoded / decoded
+        │   └── InvalidInputError       start(): an argument does not fit its annotation
         ├── RunNotFoundError            unknown run id
         ├── RunFinishedError            signal / cancel to a run that has ended
+        ├── RunCancellingError          signal to a run whose cancel request is pending
         ├── RunFailedError              result() of a failed run
         ├── RunCancelledError           result() of a cancelled run
         ├── ScheduleNotFoundError       unknown schedule id
@@ -70,6 +72,24 @@ class SerializationError(KeelError, TypeError):
     """A value cannot be encoded to (or decoded from) Keel's JSON payload format."""
 
 
+class InvalidInputError(SerializationError):
+    """A run's input does not fit the workflow's signature annotations.
+
+    Raised by :meth:`keel.Client.start` (and ``keel start``) before anything is
+    written; ``parameter`` names the argument (``None`` if no single one is to
+    blame) and ``expected`` its annotated type.
+    """
+
+    def __init__(self, workflow: str, parameter: str | None, expected: str, detail: str) -> None:
+        where = f"argument {parameter!r}" if parameter is not None else "the arguments"
+        super().__init__(
+            f"invalid input for {where} of workflow {workflow!r}: expected {expected}; {detail}"
+        )
+        self.workflow = workflow
+        self.parameter = parameter
+        self.expected = expected
+
+
 class RunNotFoundError(KeelError, LookupError):
     """No run with this id exists."""
 
@@ -85,6 +105,15 @@ class RunFinishedError(KeelError):
         super().__init__(f"cannot {action} run {run_id!r}: it is already {state}")
         self.run_id = run_id
         self.state = state
+
+
+class RunCancellingError(KeelError):
+    """The run has a pending cancel request, so it takes no new signals (the
+    workflow would never receive them); nothing was written."""
+
+    def __init__(self, run_id: str, action: str = "signal") -> None:
+        super().__init__(f"cannot {action} run {run_id!r}: it is being cancelled")
+        self.run_id = run_id
 
 
 class RunFailedError(KeelError):

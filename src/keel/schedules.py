@@ -17,6 +17,7 @@ from typing import Any, Literal
 from keel.core import codec, cron
 from keel.core import journal as jr
 from keel.core.events import EventType
+from keel.core.inputs import check_input
 from keel.definitions import WorkflowDef
 from keel.errors import InvalidScheduleError, SerializationError
 from keel.store._checks import OVERLAP_POLICIES
@@ -134,6 +135,7 @@ def new_schedule(
         if isinstance(exc, SerializationError):
             raise
         raise TypeError(f"bad arguments for workflow {wf.name!r}: {exc}") from None
+    check_input(wf.codec, data, wf.name)  # every run it starts would fail in the worker
     return NewSchedule(
         schedule_id=schedule_id,
         workflow=wf.name,

@@ -179,6 +179,7 @@ def test_signal_committed_while_suspend_waits_for_the_row_still_wakes(
             _, lease, _ = await store.create_run(new_run("r1"), lease_owner="w1")
             assert lease is not None
             params = {"run_id": "r1", "name": "go", "payload": b"1", "channel": store.channel}
+            params["delivery_id"] = None
             await sender.execute(Q["send_signal"], params)  # row locked, not committed
             suspend = asyncio.create_task(
                 store.suspend_run(lease, 1, [], wake_at=None, wake_on_signals=["go"])

@@ -19,6 +19,7 @@ import click
 
 from keel.client import Client
 from keel.core import codec
+from keel.core.inputs import check_input
 from keel.definitions import WorkflowDef
 from keel.errors import KeelError, SerializationError
 from keel.store import SQLiteStore, Store, open_store
@@ -250,6 +251,7 @@ def checked_arguments(
     what = f"workflow {wf.name!r}"
     try:
         data = codec.encode_args(wf.fn, tuple(values), named, what=what)
+        check_input(wf.codec, data, wf.name)  # the client's check: InvalidInputError
         return codec.decode_args(wf.fn, data, what=what)
     except SerializationError:
         raise

@@ -31,7 +31,9 @@ from keel.cli.runs import runs
 from keel.cli.schedules import schedules
 from keel.client import Client
 from keel.core import codec
+from keel.core.states import RunState
 from keel.definitions import default_registry
+from keel.errors import RunFinishedError
 
 
 @click.group(cls=KeelGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -262,29 +264,49 @@ def _plain(value: Any) -> Any:
 @click.argument("run_id")
 @click.argument("name")
 @click.argument("payload", required=False, metavar="[PAYLOAD_JSON]")
+@click.option(
+    "--id",
+    "delivery_id",
+    metavar="ID",
+    help="Delivery id: sending again with the same ID is a no-op (safe to retry).",
+)
 @db_option
-def signal(run_id: str, name: str, payload: str | None, db: str | None) -> None:
+def signal(
+    run_id: str, name: str, payload: str | None, delivery_id: str | None, db: str | None
+) -> None:
     """Send signal NAME (with an optional JSON payload) to a run."""
     value = None if payload is None else parse_json(payload, "PAYLOAD_JSON")
 
-    async def go(client: Client) -> None:
-        await client.signal(run_id, name, value)
+    async def go(client: Client) -> bool:
+        return await client.signal(run_id, name, value, delivery_id=delivery_id)
 
-    with_client(resolve_db(db), go)
-    click.echo(f"sent signal {name!r} to run {run_id}")
+    if with_client(resolve_db(db), go):
+        click.echo(f"sent signal {name!r} to run {run_id}")
+    else:
+        click.echo(f"signal {name!r} with id {delivery_id!r} was sent to run {run_id} before")
 
 
 @cli.command()
 @click.argument("run_id")
 @db_option
 def cancel(run_id: str, db: str | None) -> None:
-    """Cancel a run (a worker delivers the request; its cleanup runs, then it ends)."""
+    """Cancel a run (a worker delivers the request; its cleanup runs, then it ends).
 
-    async def go(client: Client) -> str:
-        return str(await client.cancel(run_id))
+    Idempotent: a run that is already cancelled is reported, with exit code 0.
+    """
+
+    async def go(client: Client) -> RunState | None:
+        try:
+            return await client.cancel(run_id)
+        except RunFinishedError as exc:
+            if exc.state != RunState.CANCELLED:
+                raise
+            return None  # already cancelled: the outcome asked for holds
 
     state = with_client(resolve_db(db), go)
-    if state == "cancelled":
+    if state is None:
+        click.echo(f"run {run_id} was already cancelled: nothing to do")
+    elif state is RunState.CANCELLED:
         click.echo(f"run {run_id} cancelled")
     else:
         click.echo(

@@ -374,13 +374,21 @@ class Store(Protocol):
         task worker's next heartbeat finds its lease gone.
         """
 
-    async def send_signal(self, run_id: str, name: str, payload: bytes) -> int:
+    async def send_signal(
+        self, run_id: str, name: str, payload: bytes, *, delivery_id: str | None = None
+    ) -> int | None:
         """Buffer a signal in the run's mailbox and wake the run; return its id.
 
         A run that ended ``continued`` forwards it along ``continued_to`` to the
         live tip of its chain, resolved in the same transaction (a switch that
         commits first moves it, one that commits later finds it moved).
-        Raises ``RunNotFoundError`` / ``RunFinishedError`` (the tip has ended).
+
+        ``delivery_id`` makes the send idempotent: if a signal with that id was
+        already sent to the run's chain (consumed or not, moved or not), nothing
+        is written and ``None`` is returned, even if the run has ended since.
+        Otherwise raises ``RunNotFoundError``, ``RunFinishedError`` (the tip has
+        ended) or ``RunCancellingError`` (the tip has a pending cancel request:
+        the workflow would never receive it), writing nothing.
         """
 
     async def next_signal(self, run_id: str, name: str) -> SignalRecord | None:

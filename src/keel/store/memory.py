@@ -19,6 +19,7 @@ from keel.core.states import RunState
 from keel.errors import (
     ConfigurationError,
     LeaseLostError,
+    RunCancellingError,
     StoreError,
 )
 from keel.store._checks import (
@@ -76,6 +77,8 @@ class MemoryStore(MemoryTasks, MemorySchedules, MemoryChildren, MemoryContinue, 
         self._idempotent: dict[tuple[str, str], bytes] = {}
         self._mailbox: dict[str, list[int]] = {}  # run id -> its signal ids, oldest first
         self._last_signal_id = 0
+        # (chain id, delivery id) -> signal id: a chain takes each delivery id once.
+        self._deliveries: dict[tuple[str, str] | None, int] = {}
         self._tasks: dict[int, TaskRecord] = {}
         self._task_ids: dict[tuple[str, str], int] = {}  # (run id, command) -> task id
         self._last_task_id = 0
@@ -404,14 +407,26 @@ class MemoryStore(MemoryTasks, MemorySchedules, MemoryChildren, MemoryContinue, 
 
     # -- signals and cancellation ------------------------------------------------------
 
-    async def send_signal(self, run_id: str, name: str, payload: bytes) -> int:
+    async def send_signal(
+        self, run_id: str, name: str, payload: bytes, *, delivery_id: str | None = None
+    ) -> int | None:
         with self._lock:
             self._check_open()
+            addressed = self._runs.get(run_id)
+            key = (
+                None if addressed is None or delivery_id is None else (addressed.chain, delivery_id)
+            )
+            if key in self._deliveries:
+                return None  # a repeat: the chain has this signal already
             run = self._tip(run_id, "signal")
+            if run.cancel_requested:
+                raise RunCancellingError(run.run_id)
             run_id = run.run_id
             now = self._clock()
             self._last_signal_id += 1
             sid = self._last_signal_id
+            if key is not None:
+                self._deliveries[key] = sid
             self._signals[sid] = _Signal(SignalRecord(sid, run_id, name, payload, now))
             self._mailbox[run_id].append(sid)
             # Commit before wake: the run is due in the same step as the signal.

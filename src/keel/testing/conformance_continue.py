@@ -146,6 +146,7 @@ class ContinueConformance:
             assert moved is not None and (moved.id, moved.payload) == (a, b"1")
             assert await store.next_signal(nxt.run_id, "go") is None  # consumed: stays
             c = await store.send_signal("s", "msg", b"3")  # to the first id: reaches the tip
+            assert a is not None and b is not None and c is not None
             assert a < b < c
             tip = await get(store, nxt.run_id)
             assert tip.wake_at is not None
@@ -207,7 +208,9 @@ class ContinueConformance:
             run = await get(store, "race")
 
             async def send(i: int) -> int:
-                return await store.send_signal("race", "x", str(i).encode())
+                sid = await store.send_signal("race", "x", str(i).encode())
+                assert sid is not None  # sent without a delivery id: always delivered
+                return sid
 
             sends = [asyncio.ensure_future(send(i)) for i in range(20)]
             await asyncio.sleep(0)

@@ -8,8 +8,14 @@ import asyncio
 import pytest
 
 from keel.core.states import RunState
-from keel.errors import LeaseLostError, RunFinishedError, RunNotFoundError, StoreError
-from keel.store.base import Store
+from keel.errors import (
+    LeaseLostError,
+    RunCancellingError,
+    RunFinishedError,
+    RunNotFoundError,
+    StoreError,
+)
+from keel.store.base import NewEvent, NewRun, Store
 from keel.testing.conformance_helpers import (
     CANCELLED,
     StoreFactory,
@@ -39,6 +45,7 @@ class SignalConformance:
             b1 = await store.send_signal("r1", "b", b"2")
             a2 = await store.send_signal("r1", "a", b"3")
             await store.send_signal("r2", "a", b"other run")
+            assert a1 is not None and b1 is not None and a2 is not None  # no delivery id
             assert a1 < b1 < a2
             first = await store.next_signal("r1", "a")
             assert first is not None
@@ -133,6 +140,128 @@ class SignalConformance:
             await store.suspend_run(lease, 2, [], wake_at=None, wake_on_signals=["go"])
             assert (await get(store, "r1")).wake_at is None
             assert await claim_ids(store) == []
+
+        run_with_store(store_factory, body)
+
+    # -- delivery ids ----------------------------------------------------------------
+
+    def test_a_repeated_delivery_id_is_a_no_op(self, store_factory: StoreFactory) -> None:
+        async def body(store: Store) -> None:
+            lease = await leased(store, "r1")
+            await store.create_run(new_run("r2"))
+            first = await store.send_signal("r1", "go", b"1", delivery_id="d1")
+            assert isinstance(first, int)
+            assert await store.send_signal("r1", "go", b"2", delivery_id="d1") is None
+            assert await store.send_signal("r1", "other", b"3", delivery_id="d1") is None
+            other = await store.send_signal("r1", "go", b"4", delivery_id="d2")
+            plain = await store.send_signal("r1", "go", b"5")  # no id: never deduplicated
+            again = await store.send_signal("r1", "go", b"5")
+            elsewhere = await store.send_signal("r2", "go", b"6", delivery_id="d1")  # per run
+            assert None not in (other, plain, again, elsewhere)
+            got = []
+            for seq in range(1, 5):
+                signal = await store.next_signal("r1", "go")
+                assert signal is not None
+                got.append((signal.id, signal.payload))
+                await store.append_events(lease, seq, [event(seq)], consume_signal=signal.id)
+            assert got == [(first, b"1"), (other, b"4"), (plain, b"5"), (again, b"5")]
+            assert await store.next_signal("r1", "go") is None
+            assert await store.next_signal("r1", "other") is None
+            # Consumed, it still counts: a late retry delivers nothing.
+            assert await store.send_signal("r1", "go", b"1", delivery_id="d1") is None
+            assert await store.next_signal("r1", "go") is None
+
+        run_with_store(store_factory, body)
+
+    def test_concurrent_duplicate_sends_deliver_once(self, store_factory: StoreFactory) -> None:
+        async def body(store: Store) -> None:
+            await suspended(store, "r1", None)
+            results = await asyncio.gather(
+                *(
+                    store.send_signal("r1", "go", str(i).encode(), delivery_id="once")
+                    for i in range(20)
+                )
+            )
+            [sid] = [r for r in results if r is not None]
+            assert results.count(None) == 19
+            signal = await store.next_signal("r1", "go")
+            assert signal is not None and signal.id == sid
+            [claimed] = await store.claim_runs("w", limit=5, ttl=30)
+            await store.append_events(claimed.lease, 1, [event(1)], consume_signal=sid)
+            assert await store.next_signal("r1", "go") is None
+
+        run_with_store(store_factory, body)
+
+    def test_a_retry_after_the_run_ended_is_a_no_op(self, store_factory: StoreFactory) -> None:
+        async def body(store: Store) -> None:
+            lease = await leased(store, "r1")
+            await store.send_signal("r1", "go", b"1", delivery_id="d1")
+            await store.finish_run(lease, 1, [event(1)], state=RunState.COMPLETED)
+            assert await store.send_signal("r1", "go", b"1", delivery_id="d1") is None
+            with pytest.raises(RunFinishedError):
+                await store.send_signal("r1", "go", b"1", delivery_id="d2")
+            with pytest.raises(RunNotFoundError):
+                await store.send_signal("missing", "go", b"1", delivery_id="d1")
+
+        run_with_store(store_factory, body)
+
+    def test_delivery_ids_are_unique_along_a_continue_as_new_chain(
+        self, store_factory: StoreFactory
+    ) -> None:
+        async def body(store: Store) -> None:
+            lease = await leased(store, "c")
+            used = await store.send_signal("c", "go", b"1", delivery_id="used")
+            waiting = await store.send_signal("c", "go", b"2", delivery_id="waiting")
+            assert used is not None and waiting is not None
+            await store.append_events(lease, 1, [event(1)], consume_signal=used)
+            run = await get(store, "c")
+            nxt = NewRun(
+                "c/continue:1",
+                run.workflow,
+                run.version,
+                b"{}",
+                NewEvent("run_started", None, b"{}"),
+                chain_id="c",
+                generation=1,
+            )
+            await store.continue_run(lease, 2, [event(2, "run_continued")], nxt)
+            # Retries reach the successor, which has both already: one consumed in
+            # the first run, one moved to it unconsumed.
+            assert await store.send_signal("c", "go", b"1", delivery_id="used") is None
+            assert (
+                await store.send_signal("c/continue:1", "go", b"2", delivery_id="waiting") is None
+            )
+            fresh = await store.send_signal("c", "go", b"3", delivery_id="fresh")
+            [claimed] = await store.claim_runs("w2", limit=1, ttl=30)
+            got = []
+            while (signal := await store.next_signal("c/continue:1", "go")) is not None:
+                got.append(signal.id)
+                seq = len(got)
+                await store.append_events(
+                    claimed.lease, seq, [event(seq)], consume_signal=signal.id
+                )
+            assert got == [waiting, fresh]
+
+        run_with_store(store_factory, body)
+
+    def test_a_signal_to_a_run_being_cancelled_is_refused(
+        self, store_factory: StoreFactory
+    ) -> None:
+        async def body(store: Store) -> None:
+            await leased(store, "r1")
+            before = await store.send_signal("r1", "go", b"0", delivery_id="early")
+            assert await store.request_cancel("r1", CANCELLED) is RunState.RUNNING
+            updated = (await get(store, "r1")).updated_at
+            with pytest.raises(RunCancellingError) as info:
+                await store.send_signal("r1", "go", b"1")
+            assert info.value.run_id == "r1"
+            with pytest.raises(RunCancellingError):
+                await store.send_signal("r1", "go", b"1", delivery_id="late")
+            # A retry of a signal delivered before the request stays a no-op.
+            assert await store.send_signal("r1", "go", b"0", delivery_id="early") is None
+            signal = await store.next_signal("r1", "go")
+            assert signal is not None and signal.id == before
+            assert (await get(store, "r1")).updated_at == updated  # nothing written
 
         run_with_store(store_factory, body)
 

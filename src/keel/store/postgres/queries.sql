@@ -338,25 +338,47 @@ FROM runs WHERE run_id = %(run_id)s::text;
 
 -- name: send_signal
 -- Commit before wake: the run becomes due in the statement that buffers the
--- signal. The UPDATE locks the run row before the INSERT takes an id, so the
--- senders of one run are serialised (id order is delivery order) and ordered
--- against suspend_run.
+-- signal. Locking the run row before the INSERT takes an id serialises the
+-- senders of one run (id order is delivery order) and orders them against
+-- suspend_run. A delivery id the chain has seen, or a pending cancel request,
+-- writes nothing; the unique index (ON CONFLICT) catches a concurrent repeat
+-- that the statement's snapshot cannot see. Returns no row if the run is not
+-- live (ended, continued, unknown): the caller follows the chain.
 WITH clock AS MATERIALIZED (
     SELECT extract(epoch FROM clock_timestamp())::float8 AS now
+), target AS (
+    SELECT run_id, coalesce(chain_id, run_id) AS chain, cancel_requested
+    FROM runs
+    WHERE run_id = %(run_id)s::text AND state IN ('pending', 'running', 'suspended')
+    FOR UPDATE
+), seen AS (
+    SELECT 1 FROM signals, target
+    WHERE signals.chain_id = target.chain AND signals.delivery_id = %(delivery_id)s::text
 ), woken AS (
     UPDATE runs
     SET wake_at = least(coalesce(wake_at, clock.now), clock.now), updated_at = clock.now
-    FROM clock
-    WHERE runs.run_id = %(run_id)s::text AND runs.state IN ('pending', 'running', 'suspended')
-    RETURNING runs.run_id, clock.now
+    FROM clock, target
+    WHERE runs.run_id = target.run_id AND NOT target.cancel_requested
+      AND NOT EXISTS (SELECT 1 FROM seen)
+    RETURNING runs.run_id, clock.now, target.chain
 ), inserted AS (
-    INSERT INTO signals (run_id, name, payload, created_at)
-    SELECT run_id, %(name)s::text, %(payload)s::bytea, now FROM woken
+    INSERT INTO signals (run_id, name, payload, created_at, delivery_id, chain_id)
+    SELECT run_id, %(name)s::text, %(payload)s::bytea, now, %(delivery_id)s::text,
+           CASE WHEN %(delivery_id)s::text IS NOT NULL THEN chain END
+    FROM woken
+    ON CONFLICT (chain_id, delivery_id) WHERE delivery_id IS NOT NULL DO NOTHING
     RETURNING id
 ), notified AS (
     SELECT count(pg_notify(%(channel)s::text, 'signal')) FROM woken
 )
-SELECT inserted.id FROM inserted, notified;
+SELECT target.cancel_requested, EXISTS (SELECT 1 FROM seen), (SELECT id FROM inserted)
+FROM target, notified;
+
+-- name: signal_delivered
+-- A signal with this delivery id was sent to the chain of run %(run_id)s already.
+SELECT 1 FROM signals
+WHERE delivery_id = %(delivery_id)s::text
+  AND chain_id = (SELECT coalesce(chain_id, run_id) FROM runs WHERE run_id = %(run_id)s::text);
 
 -- name: run_state
 SELECT state FROM runs WHERE run_id = %(run_id)s::text;

@@ -1,4 +1,4 @@
--- The full current Keel PostgreSQL schema (version 8), for reading. Databases are
+-- The full current Keel PostgreSQL schema (version 9), for reading. Databases are
 -- built by applying migrations/ in order inside Keel's schema (default "keel");
 -- a test checks that both give the same catalog.
 
@@ -6,7 +6,7 @@ CREATE TABLE keel_meta (
     key   text PRIMARY KEY,
     value text NOT NULL
 );
--- rows: ('application', 'keel'), ('schema_version', '8')
+-- rows: ('application', 'keel'), ('schema_version', '9')
 
 -- Fencing tokens: every claim takes nextval, so a token is larger than every
 -- token handed out before it, on any run. CACHE 1 (the default) keeps values
@@ -82,10 +82,14 @@ CREATE TABLE signals (
     name         text NOT NULL,
     payload      bytea NOT NULL,
     created_at   float8 NOT NULL,
-    consumed_seq bigint  -- seq of the journal write that consumed it; NULL while buffered
+    consumed_seq bigint, -- seq of the journal write that consumed it; NULL while buffered
+    delivery_id  text COLLATE "C", -- version 9: the sender's id, unique per chain (NULL: none)
+    chain_id     text COLLATE "C"  -- version 9: the chain it was sent to (set with delivery_id)
 );
 
 CREATE INDEX signals_pending ON signals (run_id, name, id) WHERE consumed_seq IS NULL;
+CREATE UNIQUE INDEX signals_delivery ON signals (chain_id, delivery_id)
+    WHERE delivery_id IS NOT NULL;
 -- Deleting a run (retention) cascades here.
 CREATE INDEX signals_run ON signals (run_id);
 

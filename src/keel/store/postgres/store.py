@@ -27,6 +27,7 @@ from keel.core.states import RunState
 from keel.errors import (
     ConfigurationError,
     LeaseLostError,
+    RunCancellingError,
     StoreError,
 )
 from keel.store._checks import (
@@ -483,12 +484,31 @@ class PostgresStore(
 
     # -- signals and cancellation ------------------------------------------------------
 
-    async def send_signal(self, run_id: str, name: str, payload: bytes) -> int:
-        params = {"run_id": run_id, "name": name, "payload": payload, "channel": self.channel}
+    async def send_signal(
+        self, run_id: str, name: str, payload: bytes, *, delivery_id: str | None = None
+    ) -> int | None:
+        params = {
+            "run_id": run_id,
+            "name": name,
+            "payload": payload,
+            "delivery_id": delivery_id,
+            "channel": self.channel,
+        }
         for _ in range(10):
             rows = await self._fetch("send_signal", params)
             if rows:
-                return int(rows[0][0])
+                cancelling, seen, sid = rows[0]
+                if seen or (sid is None and not cancelling):  # a repeat (maybe concurrent)
+                    return None
+                if sid is None:
+                    raise RunCancellingError(str(params["run_id"]))
+                return int(sid)
+            if delivery_id is not None:  # a repeat to a run that has ended since?
+                seen_rows = await self._fetch(
+                    "signal_delivered", {"run_id": run_id, "delivery_id": delivery_id}
+                )
+                if seen_rows:
+                    return None
             # Ended or continued-as-new: its chain's live tip (raises if none).
             params["run_id"] = await self._chain_tip(run_id, "signal")
         raise StoreError(f"could not signal run {run_id!r}: it keeps changing")

@@ -174,14 +174,25 @@ WHERE id = :id AND run_id = :run_id AND consumed_seq IS NULL;
 
 -- name: wake_for_signal
 -- Commit before wake: the run becomes due in the same transaction as the signal.
+-- A run with a pending cancel request takes no signal (the caller raises).
 UPDATE runs SET wake_at = min(coalesce(wake_at, :now), :now), updated_at = :now
-WHERE run_id = :run_id AND state IN ('pending', 'running', 'suspended');
+WHERE run_id = :run_id AND state IN ('pending', 'running', 'suspended')
+  AND NOT cancel_requested;
+
+-- name: signal_delivered
+-- A signal with this delivery id was sent to the chain of run :run_id already.
+SELECT 1 FROM signals
+WHERE delivery_id = :delivery_id
+  AND chain_id = (SELECT coalesce(chain_id, run_id) FROM runs WHERE run_id = :run_id);
 
 -- name: run_state
 SELECT state FROM runs WHERE run_id = ?;
 
 -- name: insert_signal
-INSERT INTO signals (run_id, name, payload, created_at) VALUES (?, ?, ?, ?);
+INSERT INTO signals (run_id, name, payload, created_at, delivery_id, chain_id)
+VALUES (:run_id, :name, :payload, :now, :delivery_id,
+        CASE WHEN :delivery_id IS NOT NULL
+             THEN (SELECT coalesce(chain_id, run_id) FROM runs WHERE run_id = :run_id) END);
 
 -- name: next_signal
 SELECT id, run_id, name, payload, created_at FROM signals

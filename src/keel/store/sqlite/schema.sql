@@ -1,11 +1,11 @@
--- The full current Keel schema (version 8), for reading. Databases are built by
+-- The full current Keel schema (version 9), for reading. Databases are built by
 -- applying migrations/ in order; a test checks both give the same schema.
 
 CREATE TABLE keel_meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
--- rows: ('application', 'keel'), ('schema_version', '8')
+-- rows: ('application', 'keel'), ('schema_version', '9')
 
 -- Rebuilt by version 7 (continue-as-new), so SQLite stores its name quoted.
 CREATE TABLE "runs" (
@@ -59,10 +59,15 @@ CREATE TABLE signals (
     name         TEXT NOT NULL,
     payload      BLOB NOT NULL,
     created_at   REAL NOT NULL,
-    consumed_seq INTEGER  -- seq of the journal write that consumed it; NULL while buffered
-);
+    consumed_seq INTEGER, -- seq of the journal write that consumed it; NULL while buffered
+    -- version 9: the sender's delivery id, unique per chain (NULL: none), and the
+    -- chain the signal was sent to (set with delivery_id)
+    delivery_id  TEXT,
+    chain_id     TEXT);
 
 CREATE INDEX signals_pending ON signals (run_id, name, id) WHERE consumed_seq IS NULL;
+CREATE UNIQUE INDEX signals_delivery ON signals (chain_id, delivery_id)
+    WHERE delivery_id IS NOT NULL;
 
 -- Cross-run idempotency keys (version 2): the first committed result per (step, key).
 CREATE TABLE idempotency_keys (

@@ -20,6 +20,7 @@ from typing import TypeVar
 from keel.core.states import RunState
 from keel.errors import (
     ConfigurationError,
+    RunCancellingError,
     RunFinishedError,
     RunNotFoundError,
     StoreError,
@@ -401,15 +402,23 @@ class SQLiteStore(SQLiteTasks, SQLiteSchedules, SQLiteChildren, SQLiteContinue, 
 
     # -- signals and cancellation ------------------------------------------------------
 
-    async def send_signal(self, run_id: str, name: str, payload: bytes) -> int:
-        def op(conn: sqlite3.Connection) -> int:
+    async def send_signal(
+        self, run_id: str, name: str, payload: bytes, *, delivery_id: str | None = None
+    ) -> int | None:
+        def op(conn: sqlite3.Connection) -> int | None:
             now = self._clock()
+            if delivery_id is not None:
+                seen = {"run_id": run_id, "delivery_id": delivery_id}
+                if conn.execute(Q["signal_delivered"], seen).fetchone() is not None:
+                    return None  # a repeat: writes nothing (BEGIN IMMEDIATE serialises)
             tip = run_id
             if conn.execute(Q["wake_for_signal"], {"now": now, "run_id": tip}).rowcount == 0:
                 # Ended, or continued-as-new: the live run of its chain gets it.
                 tip = chain_tip(conn, run_id, "signal")
-                conn.execute(Q["wake_for_signal"], {"now": now, "run_id": tip})
-            cur = conn.execute(Q["insert_signal"], (tip, name, payload, now))
+                if conn.execute(Q["wake_for_signal"], {"now": now, "run_id": tip}).rowcount == 0:
+                    raise RunCancellingError(tip)  # live, so its cancel is pending
+            params = {"run_id": tip, "name": name, "payload": payload, "now": now}
+            cur = conn.execute(Q["insert_signal"], {**params, "delivery_id": delivery_id})
             assert cur.lastrowid is not None
             return cur.lastrowid
 

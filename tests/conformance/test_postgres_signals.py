@@ -1,0 +1,60 @@
+"""PostgreSQL: a repeat of a delivery id that commits while the first send holds
+the run row is still delivered once (the unique index, not the snapshot, decides)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+
+from keel.store.postgres import PostgresStore
+from keel.store.postgres.store import Q
+from keel.testing.conformance import new_run
+from tests.pg import pg_url, postgres_server  # noqa: F401  (fixtures)
+
+
+def test_a_repeat_blocked_behind_the_first_send_is_a_no_op(pg_url: str) -> None:  # noqa: F811
+    async def main() -> None:
+        store = PostgresStore(pg_url)
+        await store.open()
+        first = await psycopg.AsyncConnection.connect(pg_url, options="-csearch_path=keel")
+        try:
+            await store.create_run(new_run("r1"))
+            params = {
+                "run_id": "r1",
+                "name": "go",
+                "payload": b"1",
+                "delivery_id": "once",
+                "channel": store.channel,
+            }
+            cur = await first.execute(Q["send_signal"], params)  # row locked, not committed
+            row = await cur.fetchone()
+            assert row is not None and row[2] is not None  # delivered
+            repeat = asyncio.create_task(store.send_signal("r1", "go", b"2", delivery_id="once"))
+            await _until_blocked_on_a_lock(pg_url)  # its snapshot cannot see the first
+            await first.commit()
+            assert await asyncio.wait_for(repeat, 5) is None
+            signal = await store.next_signal("r1", "go")
+            assert signal is not None and signal.payload == b"1"
+            async with store._connection() as conn:
+                cur = await conn.execute("SELECT count(*) FROM signals")
+                assert await cur.fetchone() == (1,)
+        finally:
+            await first.close()
+            await store.close()
+
+    asyncio.run(main())
+
+
+async def _until_blocked_on_a_lock(url: str) -> None:
+    query = (
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        for _ in range(250):
+            cur = await conn.execute(query)
+            if (await cur.fetchone()) == (1,):
+                return
+            await asyncio.sleep(0.02)
+    raise AssertionError("the repeat never waited for the row lock")
