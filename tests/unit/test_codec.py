@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 import pydantic
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keel.core import codec
@@ -662,6 +662,7 @@ def test_lossy_arguments_name_the_parameter() -> None:
         assert detail in str(info.value)
 
 
+@settings(database=None)
 @given(st.floats() | st.lists(st.floats(), max_size=5))
 def test_every_float_round_trips_or_is_refused(value: object) -> None:
     values = value if isinstance(value, list) else [value]
