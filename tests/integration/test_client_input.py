@@ -217,3 +217,13 @@ async def test_unusual_but_valid_text_round_trips(env: Any) -> None:
         await client.signal(run_id, "go", {"text": "\x00 and 🚀", "big": 2**80})
         assert await run.result(timeout=20) == {"text": "\x00 and 🚀", "big": 2**80}
         assert (await client.get(run_id)).run_id == run_id
+
+
+@pytest.mark.parametrize("text", UNSTORABLE, ids=repr)
+def test_unstorable_workflow_and_step_names_fail_at_decoration(text: str) -> None:
+    async def fn() -> None: ...
+
+    with pytest.raises(ConfigurationError, match="workflow name"):
+        keel.workflow(name=text)(fn)
+    with pytest.raises(ConfigurationError, match="step name"):
+        keel.step(name=text)(fn)
