@@ -620,6 +620,15 @@ def test_nulls_and_finite_floats_still_round_trip() -> None:
     value = {"a": None, "b": [None, 1e308, -0.0, 5e-324], "null": "null"}
     assert codec.roundtrip(value) == value
     assert codec.encode(None) == b"null"
+    # Bytes that look like a non-finite float in the msgpack pre-check, and ints
+    # msgpack cannot hold, take the exact path and still encode.
+    assert codec.roundtrip([None, b"\xcb\x7f\xf8\x00"], list[Optional[bytes]]) == [  # noqa: UP045
+        None,
+        b"\xcb\x7f\xf8\x00",
+    ]
+    assert codec.roundtrip([None, 2**100, -(2**100)]) == [None, 2**100, -(2**100)]
+    with pytest.raises(SerializationError, match=r"the float nan at `\$\[2\]`"):
+        codec.encode([None, 2**100, float("nan")])
 
 
 @pytest.mark.parametrize(

@@ -183,11 +183,29 @@ def _path(parts: tuple[object, ...]) -> str:
     return "".join(out)
 
 
+_MSGPACK: Final = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
+# A float64 in msgpack is 0xcb and 8 big-endian bytes; exponent bits all set is
+# NaN or ±Infinity. Valid UTF-8 never holds 0xcb followed by 0x7f or 0xff, so
+# only bytes values and the insides of other numbers can match without one.
+_NON_FINITE_MSGPACK: Final = re.compile(rb"\xcb[\x7f\xff][\xf0-\xff]")
+
+
+def _may_hold_non_finite(value: object) -> bool:
+    """False if ``value`` certainly holds no NaN or infinite float (msgpack keeps them)."""
+    try:
+        packed = _MSGPACK.encode(value)
+    except _ENCODE_FAILURES:
+        return True  # e.g. an int beyond 64 bits: let the exact walk decide
+    return _NON_FINITE_MSGPACK.search(packed) is not None
+
+
 def _refuse_non_finite(value: object) -> None:
     """Raise :class:`_LossyValue` naming the first NaN or infinite float in ``value``."""
-    # The encoder wrote ``null`` for it, so walk the value as the encoder saw it
-    # (dataclasses, Structs and pydantic models as dicts). Only reached when the
-    # output holds ``null``: the common case costs one substring search.
+    # The JSON encoder wrote ``null`` for it. A msgpack encoding (which keeps
+    # floats as they are) rules most values out at C speed; the rest are walked
+    # as the encoder saw them (dataclasses, Structs, pydantic models as dicts).
+    if not _may_hold_non_finite(value):
+        return
     stack: list[tuple[object, tuple[object, ...]]] = [
         (msgspec.to_builtins(value, enc_hook=_enc_hook), ())
     ]
