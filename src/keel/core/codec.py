@@ -254,7 +254,8 @@ def _lossless(value: object, data: bytes, *, str_keys: bool) -> bytes:
     if b"null" in data:  # NaN and ±Infinity are written as null
         _refuse_non_finite(value)
     if not str_keys and b"{" in data:
-        json.loads(data, object_pairs_hook=_unique_pairs)
+        # Only the keys matter: numbers stay text (no int or float conversion).
+        json.loads(data, object_pairs_hook=_unique_pairs, parse_int=str, parse_float=str)
     return data
 
 
