@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
-from keel.core import codec
+from keel.core import codec, names
 from keel.core.commands import Command
 from keel.core.events import CommandKind
 from keel.core.replay import Execution, current_execution
@@ -87,12 +87,8 @@ async def start_child(
         raise ConfigurationError(
             f"parent_close must be one of {', '.join(PARENT_CLOSE)}, not {parent_close!r}"
         )
-    if child_id is not None and (
-        not isinstance(child_id, str) or not child_id or len(child_id) > MAX_RUN_ID
-    ):
-        raise ConfigurationError(
-            f"child_id must be a non-empty string (<= {MAX_RUN_ID} chars): {child_id!r}"
-        )
+    if child_id is not None:
+        names.name(child_id, "child_id")
     try:
         data = codec.encode_args(
             workflow.fn, args, kwargs, what=f"child workflow {workflow.name!r}"

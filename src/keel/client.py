@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from keel import schedules
-from keel.core import codec
+from keel.core import codec, names
 from keel.core import journal as jr
 from keel.core.events import CommandId, EventType
 from keel.core.inputs import check_input
@@ -191,15 +191,11 @@ class Client:
         registered in this process (its current version is what starts), so its
         annotations are always known here.
         """
+        _check_workflow(workflow, "start")
+        run_id = new_run_id() if run_id is None else names.name(run_id, "run_id")
         wf = self.registry.get(workflow) if isinstance(workflow, str) else workflow
         if not isinstance(wf, WorkflowDef):
             raise ConfigurationError(f"start() needs a @keel.workflow or its name, not {wf!r}")
-        if run_id is None:
-            run_id = new_run_id()
-        elif not isinstance(run_id, str) or not run_id or len(run_id) > 200:
-            raise ConfigurationError(
-                f"run_id must be a non-empty string (<= 200 chars): {run_id!r}"
-            )
         try:
             data = codec.encode_args(wf.fn, args, kwargs, what=f"workflow {wf.name!r}")
         except TypeError as exc:
@@ -237,6 +233,7 @@ class Client:
         :class:`ResultTimeoutError` after ``timeout`` seconds (``None`` waits
         forever).
         """
+        names.text(run_id, "run_id")
         await self.open()
         deadline = None if timeout is None else time.monotonic() + timeout
         local = self.worker.finished_waiter(run_id) if self.worker is not None else None
@@ -323,16 +320,10 @@ class Client:
         :class:`RunCancellingError` when the run has a pending cancel request
         (the workflow would never see it); nothing is written then.
         """
-        if not isinstance(name, str) or not name or "#" in name:
-            raise ConfigurationError(
-                f"signal name must be a non-empty string without '#': {name!r}"
-            )
-        if delivery_id is not None and not isinstance(delivery_id, str):
-            raise TypeError(f"delivery_id must be a str, not {type(delivery_id).__name__}")
-        if delivery_id is not None and (not delivery_id or len(delivery_id) > 200):
-            raise ConfigurationError(
-                f"delivery_id must be a non-empty string (<= 200 chars): {delivery_id!r}"
-            )
+        names.text(run_id, "run_id")
+        names.name(name, "signal name", hash_ok=False)
+        if delivery_id is not None:
+            names.name(delivery_id, "delivery_id")
         data = codec.encode(payload, what=f"payload of signal {name!r}")
         await self.open()
         sid = await self.store.send_signal(run_id, name, data, delivery_id=delivery_id)
@@ -348,6 +339,7 @@ class Client:
         in the workflow, lets its cleanup and compensations run, and ends it
         ``cancelled``.
         """
+        names.text(run_id, "run_id")
         await self.open()
         event = NewEvent(
             EventType.RUN_CANCELLED.value, None, jr.envelope(reason="cancelled by client")
@@ -371,6 +363,7 @@ class Client:
         started later; each worker's own ``--queue NAME=LIMIT`` applies as well.
         Steps already running are not stopped when the limit is lowered.
         """
+        names.text(queue, "queue name")
         await self.open()
         await self.store.set_queue_limit(queue, concurrency)
 
@@ -409,6 +402,8 @@ class Client:
         :class:`SerializationError`, and :class:`ScheduleExistsError` when
         ``schedule_id`` (default: a new UUIDv7) is taken.
         """
+        _check_workflow(workflow, "schedule")
+        names.optional_text(schedule_id, "schedule_id")
         wf = self.registry.get(workflow) if isinstance(workflow, str) else workflow
         if not isinstance(wf, WorkflowDef):
             raise ConfigurationError(f"schedule() needs a @keel.workflow or its name, not {wf!r}")
@@ -431,6 +426,7 @@ class Client:
 
     async def get_schedule(self, schedule_id: str) -> ScheduleInfo:
         """One schedule; raises :class:`ScheduleNotFoundError`."""
+        names.text(schedule_id, "schedule_id")
         await self.open()
         rec = await self.store.get_schedule(schedule_id)
         if rec is None:
@@ -439,6 +435,7 @@ class Client:
 
     async def list_schedules(self, *, workflow: str | None = None) -> builtins.list[ScheduleInfo]:
         """Every schedule (of ``workflow``), by id."""
+        names.optional_text(workflow, "workflow")
         await self.open()
         return [
             ScheduleInfo.from_record(r) for r in await self.store.list_schedules(workflow=workflow)
@@ -446,12 +443,14 @@ class Client:
 
     async def pause_schedule(self, schedule_id: str) -> ScheduleInfo:
         """Stop starting runs until resumed (runs already started go on)."""
+        names.text(schedule_id, "schedule_id")
         await self.open()
         return ScheduleInfo.from_record(await self.store.pause_schedule(schedule_id))
 
     async def resume_schedule(self, schedule_id: str) -> ScheduleInfo:
         """Start runs again: a cron schedule from its next tick (ticks missed while
         paused are skipped), a one-shot at its time (at once if that has passed)."""
+        names.text(schedule_id, "schedule_id")
         await self.open()
         rec = await self.store.get_schedule(schedule_id)
         if rec is None:
@@ -461,12 +460,14 @@ class Client:
 
     async def delete_schedule(self, schedule_id: str) -> None:
         """Delete a schedule; the runs it started are kept."""
+        names.text(schedule_id, "schedule_id")
         await self.open()
         await self.store.delete_schedule(schedule_id)
 
     # --- inspection -----------------------------------------------------------------------------
     async def get(self, run_id: str) -> RunInfo:
         """One run's state; raises :class:`RunNotFoundError`."""
+        names.text(run_id, "run_id")
         await self.open()
         rec = await self.store.get_run(run_id)
         if rec is None:
@@ -482,6 +483,8 @@ class Client:
         cursor: str | None = None,
     ) -> RunList:
         """Runs, newest first, optionally filtered; paginate with ``cursor``."""
+        names.optional_text(workflow, "workflow")
+        names.optional_text(cursor, "cursor")
         await self.open()
         st = None
         if state is not None:
@@ -495,6 +498,7 @@ class Client:
 
     async def history(self, run_id: str) -> builtins.list[HistoryEvent]:
         """The run's journal, decoded; raises :class:`RunNotFoundError`."""
+        names.text(run_id, "run_id")
         await self.open()
         if await self.store.get_run(run_id) is None:
             raise RunNotFoundError(run_id)
@@ -519,6 +523,11 @@ class Client:
                 )
             )
         return events
+
+
+def _check_workflow(workflow: object, method: str) -> None:
+    if not isinstance(workflow, WorkflowDef | str):
+        raise TypeError(f"{method}() needs a @keel.workflow or its name, not {workflow!r}")
 
 
 def new_run_id() -> str:

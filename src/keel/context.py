@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, overload
 
+from keel.core import names
 from keel.core.events import CommandKind
 from keel.core.replay import current_execution
 from keel.errors import ConfigurationError, WorkflowError
@@ -128,8 +129,7 @@ async def wait_for_signal(
     :class:`keel.SignalTimeoutError` if none arrives in time. ``type`` decodes
     the payload (e.g. a dataclass).
     """
-    if not isinstance(name, str) or not name or "#" in name:
-        raise ConfigurationError(f"signal name must be a non-empty string without '#': {name!r}")
+    names.name(name, "signal name", hash_ok=False)  # as Client.signal checks it
     seconds = None if timeout is None else _seconds(timeout, "signal timeout")
     execution = current_execution()
     if execution is None:

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
-from keel.core import codec
+from keel.core import codec, names
 from keel.core.events import CommandKind
 from keel.core.replay import current_execution
 from keel.core.retry import RetryPolicy
@@ -528,7 +528,7 @@ def _check_name(name: object, what: str) -> str:
         raise ConfigurationError(
             f"{what} name must be a non-empty string without '#' (at most 200 chars): {name!r}"
         )
-    return name
+    return names.text(name, f"{what} name")  # stored: no NUL, no lone surrogate
 
 
 def _origin(fn: Callable[..., Any]) -> str:

@@ -6,7 +6,7 @@ code must never swallow)::
 
     Exception
     └── KeelError
-        ├── ConfigurationError          bad decorator options, retry policy, URL
+        ├── ConfigurationError          bad options, retry policy, URL, unstorable id or name
         │   └── InvalidScheduleError    bad cron expression, time zone or one-shot time
         ├── WorkflowNotFoundError       unknown workflow name
         ├── SerializationError          a payload cannot be encoded / decoded
@@ -49,7 +49,8 @@ class KeelError(Exception):
 
 
 class ConfigurationError(KeelError, ValueError):
-    """Invalid configuration or arguments: decorator options, retry policy, URL, cursor."""
+    """Invalid configuration or arguments: decorator options, retry policy, URL, cursor,
+    or a run id or name no backend can store (NUL, a lone surrogate, too long)."""
 
 
 class InvalidScheduleError(ConfigurationError):

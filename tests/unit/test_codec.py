@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import enum
 import functools
+import math
 import os
 import socket
 import sys
@@ -17,7 +18,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 import pydantic
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keel.core import codec
@@ -576,3 +577,114 @@ def test_codec_does_not_import_pydantic() -> None:
         "assert 'pydantic' not in sys.modules, 'pydantic was imported'"
     )
     subprocess.run([sys.executable, "-c", script], check=True)
+
+
+# -- values JSON would change: refused, never silently altered ---------------------------
+
+
+NON_FINITE = [float("nan"), float("inf"), float("-inf")]
+
+
+@dataclasses.dataclass
+class Measure:
+    name: str
+    value: float
+
+
+@pytest.mark.parametrize("bad", NON_FINITE, ids=repr)
+@pytest.mark.parametrize("canonical", [False, True])
+def test_non_finite_floats_are_refused_not_written_as_null(bad: float, canonical: bool) -> None:
+    for value, path in [
+        (bad, "$"),
+        ([1.5, bad], "$[1]"),
+        ({"a": {"b": [None, bad]}}, "$.a.b[1]"),
+        ({2: bad}, "$[2]"),
+        (Measure("m", bad), "$.value"),
+    ]:
+        with pytest.raises(SerializationError) as info:
+            codec.encode(value, what="the result of step 'x'", canonical=canonical)
+        message = str(info.value)
+        assert message.startswith("cannot encode the result of step 'x': ")
+        assert f"the float {bad!r} at `{path}` has no JSON form" in message
+
+
+def test_non_finite_floats_inside_pydantic_models_are_refused() -> None:
+    class Reading(pydantic.BaseModel):
+        values: list[float]
+
+    with pytest.raises(SerializationError, match=r"nan at `\$.r.values\[1\]`"):
+        codec.encode({"r": Reading(values=[1.0, float("nan")])})
+
+
+def test_nulls_and_finite_floats_still_round_trip() -> None:
+    value = {"a": None, "b": [None, 1e308, -0.0, 5e-324], "null": "null"}
+    assert codec.roundtrip(value) == value
+    assert codec.encode(None) == b"null"
+    # Bytes that look like a non-finite float in the msgpack pre-check, and ints
+    # msgpack cannot hold, take the exact path and still encode.
+    assert codec.roundtrip([None, b"\xcb\x7f\xf8\x00"], list[Optional[bytes]]) == [  # noqa: UP045
+        None,
+        b"\xcb\x7f\xf8\x00",
+    ]
+    assert codec.roundtrip([None, 2**100, -(2**100)]) == [None, 2**100, -(2**100)]
+    with pytest.raises(SerializationError, match=r"the float nan at `\$\[2\]`"):
+        codec.encode([None, 2**100, float("nan")])
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {1: "int", "1": "str"},
+        {"1": "str", 1: "int"},
+        {1.5: "float", "1.5": "str"},
+        {Color.RED: "enum", "red": "str"},
+        {uuid.UUID(int=1): "uuid", str(uuid.UUID(int=1)): "str"},
+        {Decimal("1.0"): "decimal", "1.0": "str"},
+        {"outer": [{"x": {1: "a", "1": "b"}}]},
+    ],
+    ids=repr,
+)
+@pytest.mark.parametrize("canonical", [False, True])
+def test_dict_keys_colliding_as_strings_are_refused(value: object, canonical: bool) -> None:
+    with pytest.raises(SerializationError, match="two keys of one dict are both written as"):
+        codec.encode(value, canonical=canonical)
+
+
+def test_distinct_non_str_keys_still_encode() -> None:
+    assert codec.encode({1: "a", 2: "b", "3": "c"}) == b'{"1":"a","2":"b","3":"c"}'
+    assert codec.decode(codec.encode({1: "a", 2: "b"}), dict[int, str]) == {1: "a", 2: "b"}
+
+
+def test_lossy_arguments_name_the_parameter() -> None:
+    def f(a: Any, b: Any = None, *rest: Any, **extra: Any) -> None: ...
+
+    cases = [
+        ((1, float("nan")), {}, "argument 'b'", "the float nan at `$`"),
+        ((1, None, [float("inf")]), {}, "argument 'rest'", "the float inf at `$[0][0]`"),
+        ((1,), {"z": {1: "a", "1": "b"}}, "argument 'extra'", 'both written as "1"'),
+        (({"k": {2: float("-inf")}},), {}, "argument 'a'", "the float -inf at `$.k[2]`"),
+    ]
+    for args, kwargs, where, detail in cases:
+        with pytest.raises(SerializationError) as info:
+            codec.encode_args(f, args, kwargs, what="workflow 'w'")
+        assert str(info.value).startswith(f"cannot encode {where} of workflow 'w': ")
+        assert detail in str(info.value)
+
+
+@settings(database=None)
+@given(st.floats() | st.lists(st.floats(), max_size=5))
+def test_every_float_round_trips_or_is_refused(value: object) -> None:
+    values = value if isinstance(value, list) else [value]
+    if all(math.isfinite(v) for v in values):
+        assert codec.roundtrip(value) == value
+    else:
+        with pytest.raises(SerializationError, match="has no JSON form"):
+            codec.encode(value)
+
+
+def test_canonical_argument_bytes_are_unchanged() -> None:
+    # The argument hash of existing journals must not move: same bytes as before.
+    def f(a: Any, b: Any) -> None: ...
+
+    data = codec.encode_args(f, ({"z": 1, "a": [None, 1.5]}, {2: "b", 1: "a"}), {}, what="f")
+    assert data == b'{"a":{"a":[null,1.5],"z":1},"b":{"2":"b","1":"a"}}'

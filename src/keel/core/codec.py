@@ -16,6 +16,11 @@ step arguments are written canonically (sets and str-keyed dicts sorted) so
 their hash is the same in every process; a tz-aware datetime comes back with a
 fixed-offset ``timezone`` (the same instant, not the same ``ZoneInfo``); values
 decoded as ``Any`` come back as plain JSON values (dicts, lists, str, ...).
+
+What JSON cannot hold is refused with :class:`SerializationError` rather than
+silently changed: NaN and ±Infinity (msgspec would write ``null``) and dict keys
+that collide once written as strings (``{1: "a", "1": "b"}``). Old journals never
+hold such values, so refusing them keeps every existing payload and hash as is.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import json
+import math
 import re
 import reprlib
 import sys
@@ -62,6 +69,10 @@ class _UnsupportedValue(TypeError):
     def __init__(self, value: object) -> None:
         super().__init__(type(value).__qualname__)
         self.value = value
+
+
+class _LossyValue(ValueError):
+    """A value JSON would silently change: a non-finite float or colliding dict keys."""
 
 
 def _pydantic_base() -> type | None:
@@ -142,6 +153,8 @@ def _encode_error(what: str, exc: Exception) -> SerializationError:
             f"values of type '{_type_name(type(value))}' are not JSON-serializable "
             f"(got {_repr.repr(value)}); {_SUPPORTED}"
         )
+    elif isinstance(exc, _LossyValue):
+        detail = str(exc)
     elif isinstance(exc, RecursionError):
         detail = "the value is nested too deeply or contains itself"
     else:
@@ -159,15 +172,106 @@ _ENCODE_FAILURES: Final = (
 )
 
 
-def _encode_canonical(value: object) -> bytes:
+def _path(parts: tuple[object, ...]) -> str:
+    """``$.items[3].price`` -- the place of a value, as msgspec's errors write it."""
+    out = ["$"]
+    for part in parts:
+        if isinstance(part, str) and part.isidentifier():
+            out.append(f".{part}")
+        else:
+            out.append(f"[{part!r}]")
+    return "".join(out)
+
+
+_MSGPACK: Final = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
+# A float64 in msgpack is 0xcb and 8 big-endian bytes; exponent bits all set is
+# NaN or ±Infinity. Valid UTF-8 never holds 0xcb followed by 0x7f or 0xff, so
+# only bytes values and the insides of other numbers can match without one.
+_NON_FINITE_MSGPACK: Final = re.compile(rb"\xcb[\x7f\xff][\xf0-\xff]")
+
+
+def _may_hold_non_finite(value: object) -> bool:
+    """False if ``value`` certainly holds no NaN or infinite float (msgpack keeps them)."""
     try:
-        return _CANONICAL_ENCODER.encode(value)
-    except _UnsupportedValue:
-        raise
-    except TypeError:
-        # Keys or set members msgspec cannot sort (int keys, mixed types):
-        # fall back to iteration order, which is the best we can do.
-        return _ENCODER.encode(value)
+        packed = _MSGPACK.encode(value)
+    except _ENCODE_FAILURES:
+        return True  # e.g. an int beyond 64 bits: let the exact walk decide
+    return _NON_FINITE_MSGPACK.search(packed) is not None
+
+
+def _refuse_non_finite(value: object) -> None:
+    """Raise :class:`_LossyValue` naming the first NaN or infinite float in ``value``."""
+    # The JSON encoder wrote ``null`` for it. A msgpack encoding (which keeps
+    # floats as they are) rules most values out at C speed; the rest are walked
+    # as the encoder saw them (dataclasses, Structs, pydantic models as dicts).
+    if not _may_hold_non_finite(value):
+        return
+    stack: list[tuple[object, tuple[object, ...]]] = [
+        (msgspec.to_builtins(value, enc_hook=_enc_hook), ())
+    ]
+    while stack:
+        item, parts = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                raise _LossyValue(
+                    f"the float {item!r} at `{_path(parts)}` has no JSON form "
+                    "(NaN and infinities would silently become null)"
+                )
+        elif isinstance(item, dict):
+            stack.extend((v, (*parts, k)) for k, v in reversed(item.items()))
+        elif isinstance(item, list | tuple):
+            stack.extend((v, (*parts, i)) for i, v in reversed(list(enumerate(item))))
+
+
+def _unique_pairs(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """``object_pairs_hook`` refusing an object that repeats a key."""
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _LossyValue(
+                    f"two keys of one dict are both written as {json.dumps(key)} "
+                    "(a key such as 1 and the string '1'), so one would silently "
+                    "replace the other; make the keys distinct as strings"
+                )
+            seen.add(key)
+    return result
+
+
+def _str_keys_only(value: object) -> bool:
+    """True if every dict in ``value`` has str keys (the canonical encoder stops at
+    the first that has not), so no two keys can collide once written."""
+    try:
+        _CANONICAL_ENCODER.encode(value)
+    except _ENCODE_FAILURES:
+        return False  # a non-str key, or a set it cannot sort: the exact check decides
+    return True
+
+
+def _lossless(value: object, data: bytes, *, str_keys: bool) -> bytes:
+    """``data`` if it holds ``value`` exactly; :class:`_LossyValue` if JSON changed it."""
+    if b"null" in data:  # NaN and ±Infinity are written as null
+        _refuse_non_finite(value)
+    if not str_keys and b"{" in data:
+        # Only the keys matter: numbers stay text (no int or float conversion).
+        json.loads(data, object_pairs_hook=_unique_pairs, parse_int=str, parse_float=str)
+    return data
+
+
+def _encode_checked(value: object, *, canonical: bool) -> bytes:
+    """Encode ``value`` (see :func:`encode`); raises msgspec's or our own exceptions."""
+    if canonical:
+        try:
+            return _lossless(value, _CANONICAL_ENCODER.encode(value), str_keys=True)
+        except _UnsupportedValue:
+            raise
+        except TypeError:
+            # Keys or set members msgspec cannot sort (int keys, mixed types):
+            # fall back to iteration order, which is the best we can do.
+            return _lossless(value, _ENCODER.encode(value), str_keys=False)
+    data = _ENCODER.encode(value)
+    return _lossless(value, data, str_keys=b"{" not in data or _str_keys_only(value))
 
 
 def encode(value: object, *, what: str = "value", canonical: bool = False) -> bytes:
@@ -175,10 +279,11 @@ def encode(value: object, *, what: str = "value", canonical: bool = False) -> by
 
     ``canonical=True`` writes sets and str-keyed dicts sorted, so equal values
     give equal bytes (and hashes) in every process; use it for anything hashed.
-    By default dicts keep their insertion order.
+    By default dicts keep their insertion order. NaN, ±Infinity and dict keys
+    that collide as strings are refused: JSON would change them silently.
     """
     try:
-        return _encode_canonical(value) if canonical else _ENCODER.encode(value)
+        return _encode_checked(value, canonical=canonical)
     except _ENCODE_FAILURES as exc:
         raise _encode_error(what, exc) from None
 
@@ -428,7 +533,7 @@ class FunctionCodec:
         else:
             bound = self._bind(args, kwargs)
         try:
-            return _CANONICAL_ENCODER.encode(bound)
+            return _lossless(bound, _CANONICAL_ENCODER.encode(bound), str_keys=True)
         except _ENCODE_FAILURES as exc:
             failure: Exception = exc
         if isinstance(failure, TypeError) and not isinstance(failure, _UnsupportedValue):
@@ -438,7 +543,7 @@ class FunctionCodec:
                 return (
                     b"{"
                     + b",".join(
-                        _ENCODER.encode(name) + b":" + _encode_canonical(bound[name])
+                        _ENCODER.encode(name) + b":" + _encode_checked(bound[name], canonical=True)
                         for name in sorted(bound)
                     )
                     + b"}"
@@ -449,7 +554,7 @@ class FunctionCodec:
         # Re-encode one argument at a time to name the culprit (error path only).
         for name, value in bound.items():
             try:
-                _encode_canonical(value)
+                _encode_checked(value, canonical=True)
             except _ENCODE_FAILURES as inner:
                 raise _encode_error(f"argument {name!r} of {label}", inner) from None
         raise _encode_error(f"the arguments of {label}", failure) from None
