@@ -3,35 +3,45 @@
 Checks run before anything is written (switching to WAL rewrites the file
 header), and migration re-checks the version inside ``BEGIN IMMEDIATE`` so
 several processes may open a new file at once.
+
+Only SQLite opens the database file (and its ``-wal``/``-shm``), never Python's
+file API: POSIX locks belong to a process and an inode, so closing *any*
+descriptor of the file drops every lock the process holds on it, those of
+SQLite connections of other stores in this process included. Without them,
+another process closing its last connection checkpoints and deletes the WAL
+under those stores ("disk I/O error", and writes nobody else sees). SQLite's
+own connections share one lock table per file and keep a closed descriptor
+until no lock on the file remains; ``stat`` opens nothing.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import stat
 import time
 from pathlib import Path
 
 from keel.errors import DatabaseError
 from keel.store.sqlite import _sql
 
-_HEADER = b"SQLite format 3\x00"
 MARKER_KEY = "application"
 MARKER_VALUE = "keel"
 
 
-def check_header(path: Path) -> None:
-    """Refuse a file that exists, is not empty and is not SQLite, before SQLite touches it."""
+def check_path(path: Path) -> None:
+    """Refuse a directory or an unreadable path, by ``stat`` alone (see the module doc).
+
+    Whether an existing file is SQLite at all is SQLite's to say, at the first
+    read (:func:`schema_version`), before anything is written.
+    """
     try:
-        with path.open("rb") as f:
-            head = f.read(len(_HEADER))
+        mode = path.stat().st_mode
     except FileNotFoundError:
         return
-    except IsADirectoryError:
-        raise DatabaseError(f"{path} is a directory, not a SQLite database file") from None
     except OSError as exc:
         raise DatabaseError(f"cannot read {path}: {exc}") from exc
-    if head and head != _HEADER:
-        raise DatabaseError(f"{path} is not a SQLite database (unrecognised file header)")
+    if stat.S_ISDIR(mode):
+        raise DatabaseError(f"{path} is a directory, not a SQLite database file")
 
 
 def connect(path: Path, busy_timeout: float, *, any_thread: bool = False) -> sqlite3.Connection:
@@ -88,7 +98,7 @@ def schema_version(conn: sqlite3.Connection, path: Path) -> int:
 
 def prepare_writer(path: Path, busy_timeout: float, synchronous: str) -> sqlite3.Connection:
     """Open the writer connection: check the file, set pragmas, apply migrations."""
-    check_header(path)
+    check_path(path)
     conn = connect(path, busy_timeout, any_thread=True)
     try:
         version = schema_version(conn, path)  # read-only: nothing written yet
