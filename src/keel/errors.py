@@ -29,7 +29,9 @@ code must never swallow)::
         └── StoreError                  storage-level failures
             ├── LeaseLostError          stale fencing token: the write changed nothing
             ├── RunExistsError          a child run's id is taken: nothing was written
-            └── DatabaseError           corrupted, foreign or too-new database file
+            └── DatabaseError           unreadable, foreign or too-new database, or no Keel schema
+                ├── DatabaseCorruptError    the database file is damaged: retrying cannot help
+                └── SchemaMissingError      no Keel schema there, and this store creates none
     BaseException
     └── KeelControl
         ├── WorkflowSuspended           the worker is evicting this execution
@@ -257,6 +259,19 @@ class RunExistsError(StoreError):
 
 class DatabaseError(StoreError):
     """The database is unreadable, not a Keel database, or from a newer Keel."""
+
+
+class DatabaseCorruptError(DatabaseError):
+    """The database file is damaged (SQLite's ``SQLITE_CORRUPT``/``SQLITE_NOTADB``).
+
+    Nothing Keel retries can mend it: a worker stops, a command exits non-zero.
+    Restore the file from a backup.
+    """
+
+
+class SchemaMissingError(DatabaseError):
+    """The database holds no Keel schema, and this store was told not to create one
+    (read commands never do: ``keel db migrate`` creates it)."""
 
 
 class KeelControl(BaseException):
