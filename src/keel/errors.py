@@ -43,6 +43,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from keel.core.redact import redact
+
 
 class KeelError(Exception):
     """Base class of every error Keel raises on purpose."""
@@ -296,11 +298,15 @@ class ContinueAsNew(KeelControl):
 
 
 def error_info(exc: BaseException) -> dict[str, Any]:
-    """Type, message and traceback of ``exc`` as a JSON-friendly dict."""
+    """Type, message and traceback of ``exc`` as a JSON-friendly dict.
+
+    Passwords in them (a URL an error names) are masked: this is what the
+    journal keeps and every view of a run shows.
+    """
     import traceback
 
     return {
         "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
+        "message": redact(str(exc)),
+        "traceback": redact("".join(traceback.format_exception(exc))),
     }

@@ -19,6 +19,7 @@ import click
 
 from keel.client import Client
 from keel.core import codec
+from keel.core.redact import redact
 from keel.definitions import WorkflowDef
 from keel.errors import KeelError, SerializationError
 from keel.store import SQLiteStore, Store, open_store
@@ -39,7 +40,8 @@ class CliError(click.ClickException):
     exit_code = 1
 
     def show(self, file: IO[Any] | None = None) -> None:
-        click.secho(f"error: {self.message}", fg="red", err=True, color=self.show_color)
+        # Masked here, the one place errors are printed: a message may quote a URL.
+        click.secho(f"error: {redact(self.message)}", fg="red", err=True, color=self.show_color)
 
 
 class CliUsageError(CliError):

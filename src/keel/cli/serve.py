@@ -10,6 +10,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from keel.core.redact import redact
 from keel.definitions import default_registry
 from keel.worker import Worker
 
@@ -66,7 +67,7 @@ async def serve(opts: WorkerOptions) -> None:
         log.info(
             "keel worker %s started: db=%s modules=%s workflows=[%s] concurrency=%d queues=[%s]",
             worker.owner,
-            worker.store.url,
+            redact(worker.store.url),
             ",".join(opts.modules),
             ", ".join(_with_versions(names)),
             opts.concurrency,
