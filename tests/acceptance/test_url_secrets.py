@@ -96,6 +96,7 @@ async def test_no_command_shows_the_database_password(harness: Harness) -> None:
     ):
         assert_hidden(" ".join(args), harness.cli(*args, *db), 0)
     assert_hidden("runs show of an unknown run", harness.cli("runs", "show", "ghost", *db), 1)
+    assert_hidden("demo", harness.cli("demo", "--fast", *db), 0)
 
     server = urlsplit(url)
     unusable = {
