@@ -142,8 +142,8 @@ def prepare_writer(path: Path, busy_timeout: float, synchronous: str) -> sqlite3
 def check_intact(conn: sqlite3.Connection, path: Path) -> None:
     """Refuse a damaged file, if it is small enough to check all of it cheaply.
 
-    A larger one is caught where a damaged page is read: every store
-    operation raises :class:`DatabaseCorruptError` then.
+    In a larger one, damage is found when a store operation reads a damaged
+    page: that operation raises :class:`DatabaseCorruptError`.
     """
     size = 0
     for part in (path, Path(f"{path}-wal")):
@@ -154,7 +154,9 @@ def check_intact(conn: sqlite3.Connection, path: Path) -> None:
     try:
         rows = conn.execute("PRAGMA quick_check(3)").fetchall()
     except sqlite3.DatabaseError as exc:
-        raise corrupt_error(path, exc) from exc
+        if is_corruption(exc):  # not, say, a lock held too long by another process
+            raise corrupt_error(path, exc) from exc
+        raise
     problems = [line for (text,) in rows for line in str(text).splitlines()]
     if problems != ["ok"]:
         shown = "; ".join(p for p in problems if not p.startswith("***"))
