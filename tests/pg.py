@@ -9,7 +9,8 @@ A session creates ``keel_<pid>_<random>_tpl`` once, migrated by opening a
 :class:`PostgresStore` on it, and clones it for each test (``CREATE DATABASE
 ... TEMPLATE``: no migrations per test). A clone costs a few hundred
 milliseconds of fsync, so two spares are cloned (and used ones dropped) in
-the background while tests run. Everything the session created is dropped at its end. Use the
+the background while tests run. Everything the session created is dropped at its end.
+Setup and teardown wait out a server restart (see :func:`retrying`). Use the
 fixtures (list this module in ``pytest_plugins``, or import them into a test
 module) or the plain functions::
 
@@ -27,7 +28,9 @@ import itertools
 import os
 import secrets
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -36,9 +39,12 @@ from psycopg import sql
 
 from keel.store.postgres import PostgresStore
 
+T = TypeVar("T")
+
 URL_ENV = "KEEL_TEST_POSTGRES_URL"
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 SPARES = 2  # databases cloned ahead of need
+RESTART_DEADLINE = 60.0  # seconds setup and teardown wait for a restarting server
 
 
 def server_url() -> str:
@@ -71,9 +77,89 @@ class _State:
 _state = _State()
 
 
-def _execute(statement: sql.SQL | sql.Composed) -> None:
-    with psycopg.connect(server_url(), autocommit=True, connect_timeout=5) as conn:
-        conn.execute(statement)
+# What a server restart looks like: the server refuses connections while it
+# stops and starts (57P03), ends sessions (57P01/57P02), or is not listening.
+_RESTART_STATES = frozenset({"57P01", "57P02", "57P03"})
+_RESTART_TEXTS = (
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "the database system is not yet accepting connections",
+    "terminating connection due to administrator command",
+    "server closed the connection unexpectedly",
+)
+_REFUSED_TEXT = "connection refused"
+
+
+def is_restart(exc: BaseException | None, *, refused: bool = True) -> bool:
+    """Whether ``exc``, or an error it wraps, says the server is restarting."""
+    while exc is not None:
+        if isinstance(exc, psycopg.OperationalError):
+            text = str(exc).lower()
+            if getattr(exc, "sqlstate", None) in _RESTART_STATES:
+                return True
+            if any(t in text for t in _RESTART_TEXTS) or (refused and _REFUSED_TEXT in text):
+                return True
+        exc = exc.__cause__
+    return False
+
+
+def retrying(
+    fn: Callable[[], T],
+    *,
+    deadline: float = RESTART_DEADLINE,
+    refused: bool = True,
+    pause: Callable[[float], object] = time.sleep,
+) -> T:
+    """``fn()``, called again while the server restarts, for up to ``deadline`` seconds.
+
+    ``refused=False``: a refused connection is final (the first probe: no
+    server at all must skip at once, not after a deadline).
+    """
+    end = time.monotonic() + deadline
+    delay = 0.05
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            if not is_restart(exc, refused=refused) or time.monotonic() >= end:
+                raise
+        pause(delay)
+        delay = min(delay * 2, 1.0)
+
+
+def _execute(statement: sql.SQL | sql.Composed, *, refused: bool = True) -> None:
+    """Run one idempotent statement on the maintenance database, waiting out a restart."""
+
+    def once() -> None:
+        with psycopg.connect(server_url(), autocommit=True, connect_timeout=5) as conn:
+            conn.execute(statement)
+
+    retrying(once, refused=refused)
+
+
+def _create_database(name: str, template: str | None = None) -> None:
+    """``CREATE DATABASE name [TEMPLATE template]``, waiting out a restart.
+
+    A retry that finds the database made counts as done: the attempt the
+    restart cut short had committed it (names are unique to this session).
+    """
+    statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template is not None:
+        statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+    attempts = 0
+
+    def once() -> None:
+        nonlocal attempts
+        attempts += 1
+        try:
+            with psycopg.connect(server_url(), autocommit=True, connect_timeout=5) as conn:
+                conn.execute(statement)
+        except psycopg.errors.DuplicateDatabase:
+            if attempts == 1:
+                raise
+
+    retrying(once)
 
 
 def unavailable_reason() -> str | None:
@@ -82,7 +168,7 @@ def unavailable_reason() -> str | None:
         if not _state.probed:
             _state.probed = True
             try:
-                _execute(sql.SQL("SELECT 1"))
+                _execute(sql.SQL("SELECT 1"), refused=False)
             except psycopg.Error as exc:
                 _state.unavailable = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
         return _state.unavailable
@@ -117,7 +203,7 @@ def _migrate(url: str) -> None:
         await store.close()
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        pool.submit(lambda: asyncio.run(migrate())).result()
+        retrying(lambda: pool.submit(lambda: asyncio.run(migrate())).result())
 
 
 def template_name() -> str:
@@ -125,7 +211,7 @@ def template_name() -> str:
     with _state.lock:
         if _state.template is None:
             name = f"{_state.prefix}_tpl"
-            _execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            _create_database(name)
             _state.template = name
             atexit.register(drop_all)
             _migrate(database_url(name))
@@ -150,11 +236,7 @@ def _new_name() -> str:
 
 def _clone(template: str) -> str:
     name = _new_name()
-    _execute(
-        sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            sql.Identifier(name), sql.Identifier(template)
-        )
-    )
+    _create_database(name, template)
     return name
 
 
@@ -173,7 +255,7 @@ def fresh_database_url() -> str:
 def empty_database_url() -> str:
     """URL of a new, empty database (no Keel schema), dropped at session end."""
     name = _new_name()
-    _execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    _create_database(name)
     return database_url(name)
 
 

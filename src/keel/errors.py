@@ -31,7 +31,9 @@ code must never swallow)::
         └── StoreError                  storage-level failures
             ├── LeaseLostError          stale fencing token: the write changed nothing
             ├── RunExistsError          a child run's id is taken: nothing was written
-            └── DatabaseError           corrupted, foreign or too-new database file
+            └── DatabaseError           unreadable, foreign or too-new database, or no Keel schema
+                ├── DatabaseCorruptError    the database file is damaged: retrying cannot help
+                └── SchemaMissingError      no Keel schema there, and this store creates none
     BaseException
     └── KeelControl
         ├── WorkflowSuspended           the worker is evicting this execution
@@ -42,6 +44,8 @@ code must never swallow)::
 from __future__ import annotations
 
 from typing import Any
+
+from keel.core.redact import redact
 
 
 class KeelError(Exception):
@@ -289,6 +293,19 @@ class DatabaseError(StoreError):
     """The database is unreadable, not a Keel database, or from a newer Keel."""
 
 
+class DatabaseCorruptError(DatabaseError):
+    """The database file is damaged (SQLite's ``SQLITE_CORRUPT``/``SQLITE_NOTADB``).
+
+    Nothing Keel retries can mend it: a worker stops, a command exits non-zero.
+    Restore the file from a backup.
+    """
+
+
+class SchemaMissingError(DatabaseError):
+    """The database holds no Keel schema, and this store was told not to create one
+    (read commands never do: ``keel db migrate`` creates it)."""
+
+
 class KeelControl(BaseException):
     """Control flow that workflow code must let through (never catch and ignore)."""
 
@@ -311,11 +328,15 @@ class ContinueAsNew(KeelControl):
 
 
 def error_info(exc: BaseException) -> dict[str, Any]:
-    """Type, message and traceback of ``exc`` as a JSON-friendly dict."""
+    """Type, message and traceback of ``exc`` as a JSON-friendly dict.
+
+    Passwords in them (a URL an error names) are masked: this is what the
+    journal keeps and every view of a run shows.
+    """
     import traceback
 
     return {
         "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
+        "message": redact(str(exc)),
+        "traceback": redact("".join(traceback.format_exception(exc))),
     }

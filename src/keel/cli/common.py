@@ -13,16 +13,20 @@ import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from keel.client import Client
 from keel.core import codec
 from keel.core.inputs import check_input
+from keel.core.redact import redact
 from keel.definitions import WorkflowDef
 from keel.errors import KeelError, SerializationError
 from keel.store import SQLiteStore, Store, open_store
+
+if TYPE_CHECKING:
+    from keel.store.postgres import PostgresStore
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -37,7 +41,8 @@ class CliError(click.ClickException):
     exit_code = 1
 
     def show(self, file: IO[Any] | None = None) -> None:
-        click.secho(f"error: {self.message}", fg="red", err=True, color=self.show_color)
+        # Masked here, the one place errors are printed: a message may quote a URL.
+        click.secho(f"error: {redact(self.message)}", fg="red", err=True, color=self.show_color)
 
 
 class CliUsageError(CliError):
@@ -121,11 +126,27 @@ def resolve_db(db: str | None, *, fallback: str | None = None) -> str:
 
 
 def open_existing(url: str) -> Store:
-    """The store for ``url``; a SQLite file must already exist (reads never create one)."""
+    """The store for ``url``, refusing to create a database (reads never do).
+
+    A SQLite file must exist; a PostgreSQL database must hold Keel's schema,
+    which is checked but never created or migrated (it may be the application's
+    own database): see :class:`~keel.errors.SchemaMissingError`.
+    """
     store = open_store(url)
     if isinstance(store, SQLiteStore) and not store.path.exists():
         raise CliError(f"no Keel database at {str(store.path)!r} (pass --db or set ${DB_ENV})")
+    postgres = _as_postgres(store)
+    if postgres is not None:
+        postgres.auto_migrate = False
     return store
+
+
+def _as_postgres(store: Store) -> PostgresStore | None:
+    try:  # psycopg is optional: without it, no store is a PostgresStore
+        from keel.store.postgres import PostgresStore
+    except ImportError:
+        return None
+    return store if isinstance(store, PostgresStore) else None
 
 
 def with_client(url: str, action: Callable[[Client], Awaitable[T]], *, existing: bool = True) -> T:

@@ -19,6 +19,7 @@ from keel.cli.render import Timeline, compact, print_timeline
 from keel.client import Client, HistoryEvent
 from keel.core import codec
 from keel.core.events import EventType
+from keel.core.redact import redact
 from keel.core.states import RunState
 from keel.store import open_store
 from keel.worker import Worker
@@ -41,8 +42,12 @@ class DemoTiming:
 
 
 async def run_demo(db: str, shown_db: str, *, fast: bool, console: Console) -> str:
-    """Start one order run on ``db``, follow it live, print its timeline; return its id."""
+    """Start one order run on ``db``, follow it live, print its timeline; return its id.
+
+    ``shown_db`` is how ``db`` is printed (its password masked).
+    """
     timing = DemoTiming.pick(fast)
+    shown_db = redact(shown_db)
     worker = Worker(open_store(db), inline_wait=0.5, poll_interval=POLL, lease_ttl=10.0)
     async with worker:
         client: Client = worker.client()

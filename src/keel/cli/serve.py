@@ -6,9 +6,11 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from keel.core.redact import redact
 from keel.definitions import default_registry
 from keel.worker import Worker
 
@@ -65,7 +67,7 @@ async def serve(opts: WorkerOptions) -> None:
         log.info(
             "keel worker %s started: db=%s modules=%s workflows=[%s] concurrency=%d queues=[%s]",
             worker.owner,
-            worker.store.url,
+            redact(worker.store.url),
             ",".join(opts.modules),
             ", ".join(_with_versions(names)),
             opts.concurrency,
@@ -73,7 +75,10 @@ async def serve(opts: WorkerOptions) -> None:
         )
         if not names:
             log.warning("no workflows are registered: did the modules define any @keel.workflow?")
-        await stop.wait()
+        await _first(stop.wait(), worker.wait_stopped_or_failed())
+        if worker.failure is not None:  # a damaged database: logged; exit non-zero
+            await worker.stop(timeout=opts.drain_timeout)
+            raise worker.failure
         held = len(worker.active_runs)
         log.info(
             "received %s: draining %d run(s) (up to %gs)",
@@ -92,6 +97,16 @@ async def serve(opts: WorkerOptions) -> None:
         for sig in installed:
             loop.remove_signal_handler(sig)
         await worker.stop(timeout=opts.drain_timeout)  # no-op after a clean stop
+
+
+async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
+    """Wait until one of ``waits`` is done; cancel the others."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 def _with_versions(names: list[str]) -> list[str]:

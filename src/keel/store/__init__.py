@@ -18,6 +18,7 @@ import os
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
+from keel.core.redact import redact
 from keel.errors import ConfigurationError
 from keel.store.base import (
     Claimed,
@@ -63,12 +64,13 @@ def open_store(url: str) -> Store:
     if not isinstance(url, str) or not url.strip():
         raise ConfigurationError(f"store URL must be a non-empty string, not {url!r}")
     url = url.strip()
+    shown = redact(url)  # the URL as errors quote it
     if url == "memory://":
         return MemoryStore()
     if url.startswith("sqlite://"):
         if not url.startswith("sqlite:///"):
             raise ConfigurationError(
-                f"store URL {url!r}: write 'sqlite:///relative/path.db' or "
+                f"store URL {shown!r}: write 'sqlite:///relative/path.db' or "
                 "'sqlite:////absolute/path.db' (three slashes, then the path)"
             )
         path, _, query = url.removeprefix("sqlite:///").partition("?")
@@ -78,7 +80,7 @@ def open_store(url: str) -> Store:
     if url.lower().startswith(_POSTGRES_SCHEMES):
         return _postgres(url)
     raise ConfigurationError(
-        f"unsupported store URL {url!r}: use 'memory://', 'sqlite:///relative/path.db', "
+        f"unsupported store URL {shown!r}: use 'memory://', 'sqlite:///relative/path.db', "
         "'sqlite:////absolute/path.db', a file path ending in .db, .sqlite or .sqlite3, "
         "or 'postgresql://user@host/database'"
     )
@@ -90,7 +92,8 @@ def _postgres(url: str) -> PostgresStore:
         from keel.store.postgres import PostgresStore
     except ImportError as exc:
         raise ConfigurationError(
-            f"store URL {url!r} needs the PostgreSQL extra: pip install 'keel[postgres]' ({exc})"
+            f"store URL {redact(url)!r} needs the PostgreSQL extra: "
+            f"pip install 'keel[postgres]' ({exc})"
         ) from None
     return PostgresStore(url)
 
@@ -98,14 +101,14 @@ def _postgres(url: str) -> PostgresStore:
 def _sqlite(url: str, path: str, query: str) -> SQLiteStore:
     if not path or path in (":memory:", "/:memory:"):
         raise ConfigurationError(
-            f"store URL {url!r} names no database file (an in-memory SQLite database "
+            f"store URL {redact(url)!r} names no database file (an in-memory SQLite database "
             "cannot be shared by Keel's connections; use 'memory://')"
         )
     options = parse_qs(query, keep_blank_values=True, strict_parsing=False)
     unknown = sorted(set(options) - _SQLITE_OPTIONS)
     if unknown:
         raise ConfigurationError(
-            f"unknown option(s) {', '.join(unknown)} in store URL {url!r}; "
+            f"unknown option(s) {', '.join(unknown)} in store URL {redact(url)!r}; "
             f"known: {', '.join(sorted(_SQLITE_OPTIONS))}"
         )
     synchronous = options.get("synchronous", ["FULL"])[-1]

@@ -129,7 +129,9 @@ class RunDriver:
             if not self.lost:
                 await self._release_quietly()
             raise
-        except Exception:
+        except Exception as exc:
+            if self.worker.give_up(exc):
+                return  # nothing to release into a damaged database
             log.exception("run %s: worker error; releasing the run", self.run_id)
             await self._release_quietly(delay=1.0)
         finally:
@@ -579,8 +581,9 @@ class RunDriver:
             )
         except (LeaseLostError, asyncio.CancelledError):
             pass
-        except Exception:
-            log.exception("run %s: could not release the lease", self.run_id)
+        except Exception as exc:
+            if not self.worker.give_up(exc):
+                log.exception("run %s: could not release the lease", self.run_id)
 
 
 def _new_events(entries: Sequence[JournalEntry]) -> list[NewEvent]:

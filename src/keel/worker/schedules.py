@@ -68,7 +68,9 @@ class ScheduleRunner:
                         await self.fire(rec, found.now)
                     except asyncio.CancelledError:
                         raise
-                    except Exception:  # one bad schedule must not hold up the others
+                    except Exception as exc:  # one bad schedule must not hold up the others
+                        if self.worker.give_up(exc):
+                            return
                         log.exception("schedule %s: firing failed; retrying", rec.schedule_id)
                         failed = True
                 if found.due and not failed:
@@ -77,7 +79,9 @@ class ScheduleRunner:
                     delay = min(backstop, max(found.next_fire_at - found.now, 0.0))
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
+                if self.worker.give_up(exc):
+                    return
                 log.exception("looking for due schedules failed; retrying")
             started = loop.time()
             await self._sleep(wait, delay)

@@ -133,7 +133,9 @@ class TaskRunner:
                 got = await self._claim()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
+                if self.worker.give_up(exc):
+                    return
                 log.exception("claiming tasks failed; retrying")
                 await asyncio.sleep(self.worker.poll_interval)
                 continue

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from keel.definitions import Registry, default_registry
-from keel.errors import ConfigurationError, LeaseLostError
+from keel.errors import ConfigurationError, DatabaseCorruptError, LeaseLostError
 from keel.store import open_store
 from keel.store.base import Claimed, Store
 from keel.worker.children import MAX_CHILD_DEPTH
@@ -104,6 +104,9 @@ class Worker:
             max_workers=step_threads, thread_name_prefix="keel-step"
         )
         self.draining = False
+        #: Why this worker gave up, if it did (see :meth:`give_up`).
+        self.failure: DatabaseCorruptError | None = None
+        self._failed = asyncio.Event()
         self._drivers: dict[str, RunDriver] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
@@ -168,9 +171,46 @@ class Worker:
         self._stopped.set()
 
     async def run(self) -> None:
-        """Start and work until :meth:`stop` is called (e.g. from a signal handler)."""
+        """Start and work until :meth:`stop` is called (e.g. from a signal handler).
+
+        Raises :class:`~keel.errors.DatabaseCorruptError`, once stopped, if the
+        worker gave up on a damaged database.
+        """
         await self.start()
-        await self._stopped.wait()
+        await self.wait_stopped_or_failed()
+        if self.failure is not None:
+            await self.stop()
+            raise self.failure
+
+    async def wait_stopped_or_failed(self) -> None:
+        """Wait until :meth:`stop` has run or the worker gave up (see :meth:`give_up`)."""
+        loop = asyncio.get_running_loop()
+        waits = {loop.create_task(self._stopped.wait()), loop.create_task(self._failed.wait())}
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+
+    def give_up(self, exc: BaseException) -> bool:
+        """If ``exc`` says the database is damaged, stop working and return True.
+
+        Retrying cannot mend a corrupt file: the loops would log the same error
+        every poll interval forever. It is logged once; claiming stops at once;
+        :meth:`run` (and so ``keel worker``) then stops and raises it.
+        """
+        if not isinstance(exc, DatabaseCorruptError):
+            return False
+        if self.failure is None:
+            self.failure = exc
+            log.error("stopping: %s", exc)
+            self.draining = True
+            self._wake.set()
+            self.tasks.wake()
+            if self.schedules is not None:
+                self.schedules.wake()
+            self._failed.set()
+        return True
 
     async def __aenter__(self) -> Worker:
         await self.start()
@@ -279,7 +319,9 @@ class Worker:
                         self._spawn(c)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
+                if self.give_up(exc):
+                    return
                 log.exception("claiming runs failed; retrying")
                 await asyncio.sleep(self.poll_interval)
                 continue
@@ -309,8 +351,9 @@ class Worker:
                 )
             except LeaseLostError:
                 pass
-            except Exception:
-                log.exception("run %s: could not release the lease", c.run.run_id)
+            except Exception as exc:
+                if not self.give_up(exc):
+                    log.exception("run %s: could not release the lease", c.run.run_id)
 
     async def _heartbeat_loop(self) -> None:
         interval = self.lease_ttl / 3
@@ -320,7 +363,9 @@ class Worker:
                 await self.tasks.renew()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
+                if self.give_up(exc):
+                    return
                 log.exception("task heartbeat failed")
             drivers = list(self._drivers.values())
             if not drivers:
@@ -330,7 +375,9 @@ class Worker:
                 outcome = await self.store.renew_leases(self.owner, sent, self.lease_ttl)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
+                if self.give_up(exc):
+                    return
                 log.exception("heartbeat failed")
                 continue
             for driver, lease in zip(drivers, sent, strict=True):

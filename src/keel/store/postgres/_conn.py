@@ -15,6 +15,7 @@ from psycopg.pq import ConnStatus
 from psycopg.types.numeric import Int8BinaryDumper
 from psycopg_pool import PoolTimeout
 
+from keel.core.redact import redact
 from keel.errors import ConfigurationError, StoreError
 
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -47,7 +48,8 @@ def connection_params(
     try:
         params = conninfo_to_dict(url)
     except psycopg.Error as exc:
-        raise ConfigurationError(f"invalid PostgreSQL URL: {exc}") from None
+        # libpq may quote the URL back, password included.
+        raise ConfigurationError(f"invalid PostgreSQL URL: {redact(str(exc))}") from None
     options = " ".join(filter(None, [str(params.get("options") or ""), f"-csearch_path={schema}"]))
     kwargs: dict[str, Any] = {
         "autocommit": True,
@@ -77,7 +79,7 @@ def store_error(exc: BaseException, target: str) -> StoreError:
         msg = f"PostgreSQL connection to {target} failed or was lost: {exc}"
     else:
         msg = f"PostgreSQL error on {target}: {type(exc).__name__}: {exc}"
-    err = StoreError(msg.strip())
+    err = StoreError(redact(msg).strip())
     err.__cause__ = exc
     return err
 

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from keel.errors import DatabaseError
+from keel.errors import DatabaseError, SchemaMissingError
 from keel.store.postgres import _sql
 
 Q = _sql.queries()
@@ -83,11 +83,20 @@ async def migrate(conn: psycopg.AsyncConnection[Any], schema: str, target: str) 
 async def prepare(
     conn: psycopg.AsyncConnection[Any], schema: str, target: str, *, auto_migrate: bool
 ) -> None:
-    """Check the schema on open; migrate it unless ``auto_migrate`` is off."""
+    """Check the schema on open; migrate it unless ``auto_migrate`` is off.
+
+    Without ``auto_migrate`` nothing is created: a database without Keel's
+    schema raises :class:`SchemaMissingError` (it may be an application's own).
+    """
     version = await schema_version(conn, schema, target)  # read-only, no lock when up to date
     latest = _sql.latest_version()
     if version == latest:
         return
+    if not auto_migrate and version == 0:
+        raise SchemaMissingError(
+            f"no Keel schema here: schema {schema!r} of {target} holds no Keel tables "
+            "(run `keel db migrate`)"
+        )
     if not auto_migrate:
         raise DatabaseError(
             f"schema {schema!r} of {target} has Keel schema version {version}, but this Keel "

@@ -1,37 +1,66 @@
-"""Opening a SQLite file safely: refuse foreign or too-new files, then migrate.
+"""Opening a SQLite file safely: refuse foreign, damaged or too-new files, then migrate.
 
 Checks run before anything is written (switching to WAL rewrites the file
 header), and migration re-checks the version inside ``BEGIN IMMEDIATE`` so
 several processes may open a new file at once.
+
+Only SQLite opens the database file (and its ``-wal``/``-shm``), never Python's
+file API: POSIX locks belong to a process and an inode, so closing *any*
+descriptor of the file drops every lock the process holds on it, those of
+SQLite connections of other stores in this process included. Without them,
+another process closing its last connection checkpoints and deletes the WAL
+under those stores ("disk I/O error", and writes nobody else sees). SQLite's
+own connections share one lock table per file and keep a closed descriptor
+until no lock on the file remains; ``stat`` opens nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import stat
 import time
 from pathlib import Path
 
-from keel.errors import DatabaseError
+from keel.errors import DatabaseCorruptError, DatabaseError
 from keel.store.sqlite import _sql
 
-_HEADER = b"SQLite format 3\x00"
 MARKER_KEY = "application"
 MARKER_VALUE = "keel"
+#: Files up to this size (with their WAL) get ``PRAGMA quick_check`` on open:
+#: it reads every page, about 1 ms per MB from the page cache.
+QUICK_CHECK_MAX_BYTES = 32 * 1024 * 1024
+_CORRUPT = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 
-def check_header(path: Path) -> None:
-    """Refuse a file that exists, is not empty and is not SQLite, before SQLite touches it."""
+def is_corruption(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite saying the file is damaged (or no database at all)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in _CORRUPT
+
+
+def corrupt_error(path: Path | None, detail: object) -> DatabaseCorruptError:
+    """The one clear message for a damaged database file."""
+    where = f"the SQLite database {path}" if path is not None else "the SQLite database"
+    return DatabaseCorruptError(
+        f"{where} is corrupted ({detail}); stop every process using it and restore it from a backup"
+    )
+
+
+def check_path(path: Path) -> None:
+    """Refuse a directory or an unreadable path, by ``stat`` alone (see the module doc).
+
+    Whether an existing file is SQLite at all is SQLite's to say, at the first
+    read (:func:`schema_version`), before anything is written.
+    """
     try:
-        with path.open("rb") as f:
-            head = f.read(len(_HEADER))
+        mode = path.stat().st_mode
     except FileNotFoundError:
         return
-    except IsADirectoryError:
-        raise DatabaseError(f"{path} is a directory, not a SQLite database file") from None
     except OSError as exc:
         raise DatabaseError(f"cannot read {path}: {exc}") from exc
-    if head and head != _HEADER:
-        raise DatabaseError(f"{path} is not a SQLite database (unrecognised file header)")
+    if stat.S_ISDIR(mode):
+        raise DatabaseError(f"{path} is a directory, not a SQLite database file")
 
 
 def connect(path: Path, busy_timeout: float, *, any_thread: bool = False) -> sqlite3.Connection:
@@ -55,6 +84,9 @@ def schema_version(conn: sqlite3.Connection, path: Path) -> int:
             "SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
         ).fetchall()
     except sqlite3.DatabaseError as exc:
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_CORRUPT:
+            raise corrupt_error(path, exc) from exc
+        # SQLITE_NOTADB here: the first page is unreadable, foreign or damaged.
         raise DatabaseError(f"{path} is not a SQLite database or is corrupted: {exc}") from exc
     if not rows:
         return 0
@@ -88,10 +120,12 @@ def schema_version(conn: sqlite3.Connection, path: Path) -> int:
 
 def prepare_writer(path: Path, busy_timeout: float, synchronous: str) -> sqlite3.Connection:
     """Open the writer connection: check the file, set pragmas, apply migrations."""
-    check_header(path)
+    check_path(path)
     conn = connect(path, busy_timeout, any_thread=True)
     try:
         version = schema_version(conn, path)  # read-only: nothing written yet
+        if version:
+            check_intact(conn, path)
         _use_wal(conn, busy_timeout)
         conn.execute(f"PRAGMA synchronous={synchronous}")
         if version < _sql.latest_version():
@@ -103,6 +137,30 @@ def prepare_writer(path: Path, busy_timeout: float, synchronous: str) -> sqlite3
         conn.close()
         raise
     return conn
+
+
+def check_intact(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse a damaged file, if it is small enough to check all of it cheaply.
+
+    In a larger one, damage is found when a store operation reads a damaged
+    page: that operation raises :class:`DatabaseCorruptError`.
+    """
+    size = 0
+    for part in (path, Path(f"{path}-wal")):
+        with contextlib.suppress(OSError):  # no WAL: nothing to add
+            size += part.stat().st_size
+    if size > QUICK_CHECK_MAX_BYTES:
+        return
+    try:
+        rows = conn.execute("PRAGMA quick_check(3)").fetchall()
+    except sqlite3.DatabaseError as exc:
+        if is_corruption(exc):  # not, say, a lock held too long by another process
+            raise corrupt_error(path, exc) from exc
+        raise
+    problems = [line for (text,) in rows for line in str(text).splitlines()]
+    if problems != ["ok"]:
+        shown = "; ".join(p for p in problems if not p.startswith("***"))
+        raise corrupt_error(path, f"quick_check: {shown}")
 
 
 def _use_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:

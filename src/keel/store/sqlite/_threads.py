@@ -16,9 +16,11 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from keel.errors import StoreError
+from keel.store.sqlite._schema import corrupt_error, is_corruption
 
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
@@ -40,10 +42,11 @@ class _Stop:
 _Item = tuple[Op, asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
 
 
-def wrap_error(exc: BaseException) -> BaseException:
-    """sqlite3 errors surface as :class:`StoreError`; Keel's own errors pass through."""
+def wrap_error(exc: BaseException, path: Path | None = None) -> BaseException:
+    """sqlite3 errors surface as :class:`StoreError` (a damaged ``path`` as
+    :class:`~keel.errors.DatabaseCorruptError`); Keel's own errors pass through."""
     if isinstance(exc, sqlite3.Error):
-        err = StoreError(f"SQLite error: {exc}")
+        err = corrupt_error(path, exc) if is_corruption(exc) else StoreError(f"SQLite error: {exc}")
         err.__cause__ = exc
         return err
     return exc
@@ -158,8 +161,10 @@ class DbThread:
         inline: bool = False,
         max_batch: int = 256,
         busy_timeout: float = 10.0,
+        path: Path | None = None,
     ) -> None:
         self._connect = connect
+        self._path = path  # named in errors
         self._busy_timeout = busy_timeout
         self._writer = writer
         self._inline = inline and writer
@@ -284,7 +289,7 @@ class DbThread:
             try:
                 conn = self._connect()
             except Exception as exc:
-                failure = wrap_error(exc)
+                failure = wrap_error(exc, self._path)
             self._conn = conn
             _settle(self.ready, failure)
             while stop is None:
@@ -344,14 +349,13 @@ class DbThread:
                 leftovers.append((stop.loop, stop.future, None, None))
             _deliver(leftovers)
 
-    @staticmethod
-    def _read(conn: sqlite3.Connection, batch: list[_Item]) -> list[_Outcome]:
+    def _read(self, conn: sqlite3.Connection, batch: list[_Item]) -> list[_Outcome]:
         outcomes: list[_Outcome] = []
         for fn, loop, fut in batch:
             try:
                 outcomes.append((loop, fut, fn(conn), None))
             except Exception as exc:
-                outcomes.append((loop, fut, None, wrap_error(exc)))
+                outcomes.append((loop, fut, None, wrap_error(exc, self._path)))
         return outcomes
 
     def _begin(self, conn: sqlite3.Connection, *, patient: bool = True) -> None:
@@ -401,7 +405,7 @@ class DbThread:
                     result = fn(conn)
                 except Exception as exc:
                     conn.execute("ROLLBACK")
-                    return [(loop, fut, None, wrap_error(exc))]
+                    return [(loop, fut, None, wrap_error(exc, self._path))]
                 outcomes.append((loop, fut, result, None))
             else:
                 for fn, loop, fut in batch:
@@ -413,7 +417,7 @@ class DbThread:
                         # (disk full, I/O error): then the batch fails below.
                         conn.execute("ROLLBACK TO op")
                         conn.execute("RELEASE op")
-                        outcomes.append((loop, fut, None, wrap_error(exc)))
+                        outcomes.append((loop, fut, None, wrap_error(exc, self._path)))
                     else:
                         conn.execute("RELEASE op")
                         outcomes.append((loop, fut, result, None))
@@ -424,7 +428,7 @@ class DbThread:
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
-            err = wrap_error(exc)
+            err = wrap_error(exc, self._path)
             return [(loop, fut, None, err) for _, loop, fut in batch]
         return outcomes
 

@@ -117,6 +117,7 @@ class SQLiteStore(SQLiteTasks, SQLiteSchedules, SQLiteChildren, SQLiteContinue, 
             writer=True,
             inline=True,
             busy_timeout=timeout,
+            path=path,
         )
         self._writer = writer
         try:
@@ -127,7 +128,10 @@ class SQLiteStore(SQLiteTasks, SQLiteSchedules, SQLiteChildren, SQLiteContinue, 
             await writer.stop()
             raise
         self._reader = DbThread(
-            "keel-sqlite-reader", lambda: _schema.prepare_reader(path, timeout), writer=False
+            "keel-sqlite-reader",
+            lambda: _schema.prepare_reader(path, timeout),
+            writer=False,
+            path=path,
         )
         self._watcher = Watcher(
             "keel-sqlite-watcher", writer.data_version, self._waiters, self._poll_interval
