@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,7 @@ from keel.errors import (
     SerializationError,
     error_info,
 )
-from keel.store.base import Claimed, NewEvent, NewRun, NewTask
+from keel.store.base import Claimed, Lease, NewEvent, NewRun, NewTask
 from keel.worker import children as ch
 from keel.worker import continuing, signals
 from keel.worker.attempts import record_attempt
@@ -56,6 +57,21 @@ class Finished:
     state: RunState
     result: bytes | None
     error: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Abandoned:
+    """A step attempt this worker stopped waiting for: its result will not be
+    journaled, so the step runs again (on this worker or another)."""
+
+    run_id: str
+    workflow: str
+    step: str
+    attempt: int
+
+    def __str__(self) -> str:
+        where = f"run {self.run_id} (workflow {self.workflow})"
+        return f"{where} step {self.step!r} attempt {self.attempt}"
 
 
 @dataclass
@@ -83,10 +99,15 @@ class _Plan:
 class RunDriver:
     """Executes one run while this worker holds its lease."""
 
+    #: ``time.monotonic()`` after which the lease has expired unless renewed.
+    #: Heartbeats set it from the moment they sent the renewal, before the
+    #: store's own: it errs early. Setting ``lease`` (a claim) sets it too.
+    lease_deadline: float
+
     def __init__(self, worker: Worker, claimed: Claimed) -> None:
         self.worker = worker
         self.store = worker.store
-        self.lease = claimed.lease
+        self.lease = claimed.lease  # also sets lease_deadline
         self.run = claimed.run
         self.cancel_requested = claimed.run.cancel_requested
         self.inflight: dict[str, _Inflight] = {}
@@ -101,6 +122,15 @@ class RunDriver:
     def run_id(self) -> str:
         return self.run.run_id
 
+    @property
+    def lease(self) -> Lease:
+        return self._lease
+
+    @lease.setter
+    def lease(self, lease: Lease) -> None:
+        self._lease = lease
+        self.lease_deadline = time.monotonic() + self.worker.lease_ttl
+
     # --- notifications from the worker ------------------------------------------------
     def request_cancel(self) -> None:
         if self.cancel_requested:
@@ -114,17 +144,54 @@ class RunDriver:
         if self._on_poke is not None:
             self._on_poke()
 
-    def lease_lost(self) -> None:
+    def lease_lost(self, why: str = "the heartbeat found it gone") -> None:
+        """Another worker may own the run now: stop its step attempts at once
+        (before they resume: a paused process resumes them all together),
+        then the driver; nothing more is journaled."""
+        if self.lost:
+            return
         self.lost = True
+        self._log_lost(why, self._abandon_attempts())
         if self.task is not None:
             self.task.cancel()
+
+    def attempts(self) -> list[Abandoned]:
+        """The step attempts running now (what stopping this run abandons)."""
+        return [
+            Abandoned(self.run_id, self.run.workflow, item.info.step, item.attempt)
+            for item in self.inflight.values()
+            if item.info is not None and not item.task.done()
+        ]
+
+    def _abandon_attempts(self) -> list[Abandoned]:
+        """Cancel the in-flight work; a sync step body (which Python cannot
+        stop) sees ``keel.cancel_requested()``. Its result is never journaled."""
+        running = self.attempts()
+        for item in self.inflight.values():
+            if item.info is not None:
+                discard_attempt(item.info)
+            item.task.cancel()
+        self.inflight.clear()
+        return running
+
+    def _log_lost(self, why: str, abandoned: list[Abandoned]) -> None:
+        log.warning(
+            "run %s (workflow %s): lease lost (%s); abandoned %s",
+            self.run_id,
+            self.run.workflow,
+            why,
+            ", ".join(f"step {a.step!r} attempt {a.attempt}" for a in abandoned)
+            or "no step attempt",
+        )
 
     # --- main loop --------------------------------------------------------------------
     async def drive(self) -> None:
         try:
             await self._drive()
         except LeaseLostError as exc:
-            log.warning("run %s: lease lost, stopping: %s", self.run_id, exc)
+            if not self.lost:
+                self.lost = True
+                self._log_lost(f"a journal write was refused: {exc}", self._abandon_attempts())
         except asyncio.CancelledError:
             if not self.lost:
                 await self._release_quietly()
@@ -133,8 +200,7 @@ class RunDriver:
             log.exception("run %s: worker error; releasing the run", self.run_id)
             await self._release_quietly(delay=1.0)
         finally:
-            for item in self.inflight.values():
-                item.task.cancel()
+            self._abandon_attempts()
             if self._execution is not None:
                 self._execution.evict()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,7 @@ async def run_attempt(
     target: Any,
     args: bytes | None,
     info: StepInfo,
-    pool: ThreadPoolExecutor,
+    pool: Executor,
 ) -> Any:
     """Call the step once with its decoded arguments; return its raw result.
 
@@ -65,7 +65,7 @@ async def run_keyed_attempt(
     target: Any,
     args: bytes | None,
     info: StepInfo,
-    pool: ThreadPoolExecutor,
+    pool: Executor,
     keyed: tuple[Store, str, str],
 ) -> StoredResult:
     """An attempt of a step called with an idempotency key.
@@ -89,7 +89,7 @@ async def _attempt_then(
     target: Any,
     args: bytes | None,
     info: StepInfo,
-    pool: ThreadPoolExecutor,
+    pool: Executor,
     on_done: Callable[[], None],
     keyed: tuple[Store, str, str] | None,
 ) -> Any:
@@ -105,7 +105,7 @@ def start_attempt(
     target: Any,
     args: bytes | None,
     info: StepInfo,
-    pool: ThreadPoolExecutor,
+    pool: Executor,
     on_done: Callable[[], None] | None = None,
     keyed: tuple[Store, str, str] | None = None,
 ) -> asyncio.Task[Any]:
