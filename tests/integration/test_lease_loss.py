@@ -18,7 +18,8 @@ import keel
 from keel.store.base import Claimed
 from tests.integration._support import calls, note, reset, wait_until
 
-open_gate = threading.Event()  # lets the step bodies finish
+open_gate = threading.Event()  # lets the sync step body finish
+async_gates: list[asyncio.Event] = []  # the async one's; made per test (binds to one loop)
 
 
 @pytest.fixture(autouse=True)
@@ -31,8 +32,7 @@ def _reset() -> None:
 async def async_body(tag: str) -> str:
     note(f"{tag}:start")
     try:
-        while not open_gate.is_set():
-            await asyncio.sleep(0.01)
+        await async_gates[-1].wait()
     except asyncio.CancelledError:
         note(f"{tag}:cancelled")
         raise
@@ -89,6 +89,7 @@ async def test_a_stolen_lease_stops_the_running_step(
     step: str,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="keel.worker")
+    async_gates.append(asyncio.Event())
     async with env(lease_ttl=0.5, cache=True) as (client, worker):
         _pause(worker)
         run = await client.start(flow, "t")
@@ -107,6 +108,7 @@ async def test_a_stolen_lease_stops_the_running_step(
             await wait_until(lambda: calls["t:cancelled"], "the step to be stopped")
             await wait_until(lambda: not worker.active_runs, "the worker to drop the run")
             open_gate.set()
+            async_gates[-1].set()
             journal = await client.history(run.run_id)
             # Hand the run back; the worker takes it again and runs the step anew.
             await thief.suspend_run(
