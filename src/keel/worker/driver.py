@@ -289,7 +289,6 @@ class RunDriver:
             else:
                 ex = await self.snapshots.replay(self.run, replay)
         except (NondeterminismError, SerializationError) as exc:
-            log.error("run %s: %s", self.run_id, exc)
             await self._fail_early(self.run.next_seq, exc)
             return None
         await self.snapshots.maybe_save(self.lease, ex)
@@ -524,6 +523,7 @@ class RunDriver:
                 state=RunState.FAILED,
                 error=error,
             )
+            self._log_failed(exc)
             self.worker.notify_finished(
                 self.run_id,
                 Finished(self.run.workflow, self.run.version, RunState.FAILED, None, error),
@@ -599,8 +599,8 @@ class RunDriver:
             ex.record(EventType.RUN_CANCELLED, None, jr.envelope(reason="cancel requested"))
             state = RunState.CANCELLED
         else:
-            info = error_info(outcome.error or KeelError("unknown failure"))
-            error = jr.envelope(**info)
+            failure = outcome.error or KeelError("unknown failure")
+            error = jr.envelope(**error_info(failure))
             ex.record(EventType.RUN_FAILED, None, jr.envelope(error=jr.raw(error)))
             state = RunState.FAILED
         entries = ex.take_outbox()
@@ -614,6 +614,8 @@ class RunDriver:
             result=result,
             error=error,
         )
+        if state is RunState.FAILED:
+            self._log_failed(failure)
         self.worker.notify_finished(
             self.run_id, Finished(self.run.workflow, self.run.version, state, result, error)
         )
@@ -624,8 +626,19 @@ class RunDriver:
         await self.store.finish_run(
             self.lease, next_seq, [event], state=RunState.FAILED, error=error
         )
+        self._log_failed(exc)
         self.worker.notify_finished(
             self.run_id, Finished(self.run.workflow, self.run.version, RunState.FAILED, None, error)
+        )
+
+    def _log_failed(self, exc: BaseException) -> None:
+        """The run has failed (written): say so, once."""
+        log.error(
+            "run %s (workflow %s) failed: %s: %s",
+            self.run_id,
+            self.run.workflow,
+            type(exc).__name__,
+            exc,
         )
 
     async def _release_quietly(self, delay: float = 0.0) -> None:
