@@ -75,6 +75,36 @@ async def test_a_paused_worker_does_not_finish_an_async_step_after_losing_its_le
     ), lost
 
 
+async def test_a_paused_worker_does_not_resume_an_async_step_before_its_heartbeat(
+    harness: Harness,
+) -> None:
+    """As above, with a step whose body resumes every 10 ms: after SIGCONT its
+    timer fires before the heartbeat's, so the heartbeat cannot stop it in
+    time; the step itself must find the lease gone as it resumes."""
+    run_id = "ll-gate"
+    async with harness.client() as client:
+        w1 = harness.worker(APP, lease_ttl=3.0)
+        await client.start(lease_loss.gate_flow, "go", run_id=run_id)
+        w2 = await _pause_until_taken_over(harness, client, run_id, "acc.ll.wait_gate", w1)
+        try:
+            await harness.wait_for(
+                lambda: lines_of(harness, w2, run_id), "worker 2 to take the step over", alive=(w2,)
+            )
+            harness.open_gate("go")
+            infos = await harness.wait_finished(client, [run_id], timeout=30.0, alive=(w2,))
+        finally:
+            os.kill(w1.pid, signal.SIGCONT)
+        outcome = await harness.wait_for(
+            lambda: [e.phase for e in lines_of(harness, w1, run_id) if e.phase != "start"],
+            "worker 1's step to end or be cancelled",
+            alive=(w1,),
+        )
+        history = await client.history(run_id)
+    assert outcome == ["cancelled"], harness.worker_output()
+    assert infos[run_id].state == "completed"
+    assert step_completions(history) == Counter({"acc.ll.wait_gate": 1})
+
+
 async def test_a_paused_worker_tells_a_sync_step_its_lease_is_lost(harness: Harness) -> None:
     """The same with a sync step: after SIGCONT its body sees
     ``keel.cancel_requested()`` and stops before the gate opens."""

@@ -100,8 +100,9 @@ class RunDriver:
     """Executes one run while this worker holds its lease."""
 
     #: ``time.monotonic()`` after which the lease has expired unless renewed.
-    #: Heartbeats set it from the moment they sent the renewal, before the
-    #: store's own: it errs early. Setting ``lease`` (a claim) sets it too.
+    #: A heartbeat sets it from when it sent the renewal, before the store's
+    #: own moment, so it errs early; a claim (setting ``lease``) from when the
+    #: claim came back, late by the claim's round trip.
     lease_deadline: float
 
     def __init__(self, worker: Worker, claimed: Claimed) -> None:
@@ -113,6 +114,7 @@ class RunDriver:
         self.inflight: dict[str, _Inflight] = {}
         self.poke = asyncio.Event()
         self.lost = False
+        self._ran_out = False  # see lease_expired
         self.task: asyncio.Task[None] | None = None
         self._execution: Execution | None = None
         self.snapshots = Snapshots(self.store, self.run_id)
@@ -155,12 +157,39 @@ class RunDriver:
         if self.task is not None:
             self.task.cancel()
 
+    def lease_expired(self) -> bool:
+        """Whether this worker may no longer act for the run: its lease is known
+        lost, or has run out by this process's clock. Safe on any thread (a sync
+        step's ``cancel_requested()`` asks it) and final once true: a step may
+        have acted on the answer, so a late renewal must not undo it."""
+        if self.lost or self._ran_out:
+            return True
+        if time.monotonic() > self.lease_deadline:
+            self._ran_out = True  # a one-way latch; a plain store is atomic
+            return True
+        return False
+
+    def stop_if_overdue(self) -> bool:
+        """Give the run up if its lease has run out by this process's clock: a
+        renewal would be refused, and another worker may be running it already.
+        Returns whether this worker still holds the run."""
+        if not self.lease_expired():
+            return True
+        if not self.lost:
+            ttl = self.worker.lease_ttl
+            overdue = time.monotonic() - self.lease_deadline
+            self.lease_lost(
+                f"not renewed for {overdue + ttl:.1f}s (lease TTL {ttl:g}s): "
+                "was the process paused or its event loop blocked?"
+            )
+        return False
+
     def attempts(self) -> list[Abandoned]:
-        """The step attempts running now (what stopping this run abandons)."""
+        """The step attempts started and not journaled (what stopping this run abandons)."""
         return [
             Abandoned(self.run_id, self.run.workflow, item.info.step, item.attempt)
             for item in self.inflight.values()
-            if item.info is not None and not item.task.done()
+            if item.info is not None
         ]
 
     def _abandon_attempts(self) -> list[Abandoned]:
@@ -426,6 +455,7 @@ class RunDriver:
             step=cmd.id.name,
             attempt=attempt,
             idempotency_key=f"{self.run_id}:{cmd.key}",
+            _expired=self.lease_expired,
         )
         keyed = (
             (self.store, cmd.id.name, cmd.idempotency_key)
@@ -439,6 +469,7 @@ class RunDriver:
             self.worker.step_pool,
             on_done=self._attempt_done,
             keyed=keyed,
+            leased=self.stop_if_overdue,
         )
         self.inflight[cmd.key] = _Inflight(cmd.key, "attempt", attempt, task, info)
 
@@ -474,6 +505,11 @@ class RunDriver:
                 for t in waits:
                     t.remove_done_callback(wake_up)
         self.poke.clear()
+        if not self.stop_if_overdue():
+            # A sync step may have returned early because cancel_requested() said
+            # the lease ran out: nothing that ended under such a lease is
+            # journaled. lease_lost() has cancelled this task; end it here.
+            raise asyncio.CancelledError
         by_key = {c.key: c for c in ex.pending()}
         for key, item in list(self.inflight.items()):
             if not item.task.done():

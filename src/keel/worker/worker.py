@@ -371,16 +371,12 @@ class Worker:
                     driver.request_cancel()
 
     def _stop_overdue_runs(self) -> None:
-        """Give up, at once, the runs whose lease has expired by this process's
-        clock: their renewal would be refused, and another worker may be running
-        them already. Called when the heartbeat wakes, before anything else can
-        run: after a pause (SIGSTOP, a blocked loop) the steps' timers are due
-        too, and a step must not carry on past its lease while a renewal is in
-        flight."""
-        now = time.monotonic()
+        """Give up the runs whose lease has run out by this process's clock.
+
+        Called as the heartbeat wakes, before anything else can run: after a
+        pause (SIGSTOP, a blocked loop) a sync step's thread and the driver's
+        own waits must not carry on while a renewal that would fail is in
+        flight. (An async step's body asks for itself each time it resumes.)
+        """
         for driver in list(self._drivers.values()):
-            if not driver.lost and now > driver.lease_deadline:
-                driver.lease_lost(
-                    f"not renewed for {now - driver.lease_deadline + self.lease_ttl:.1f}s "
-                    f"(lease TTL {self.lease_ttl:g}s): was the process paused or its loop blocked?"
-                )
+            driver.stop_if_overdue()

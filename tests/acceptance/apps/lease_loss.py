@@ -31,6 +31,26 @@ async def async_flow(seconds: float) -> str:
     return str(await nap(seconds))
 
 
+@keel.step(name="acc.ll.wait_gate")
+async def wait_gate(gate: str) -> str:
+    """An async step resumed every 10 ms (sooner than any heartbeat) until the gate opens."""
+    record()
+    path = acc_dir() / f"gate-{gate}"
+    try:
+        while not path.exists():  # noqa: ASYNC110 -- a file has no event to await
+            await asyncio.sleep(0.01)
+    except asyncio.CancelledError:
+        record("cancelled")
+        raise
+    record("end")
+    return "gate passed"
+
+
+@keel.workflow(name="acc.ll.gate_flow")
+async def gate_flow(gate: str) -> str:
+    return str(await wait_gate(gate))
+
+
 @keel.step(name="acc.ll.poll")
 def poll(gate: str) -> str:
     """A sync step that stops when told (cancel_requested) or goes on at the gate."""
