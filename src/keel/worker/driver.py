@@ -65,13 +65,12 @@ class Abandoned:
     journaled, so the step runs again (on this worker or another)."""
 
     run_id: str
-    workflow: str
     step: str
     attempt: int
+    where: str  # "workflow NAME" (inline) or "queue NAME" (a dispatched step's task)
 
     def __str__(self) -> str:
-        where = f"run {self.run_id} (workflow {self.workflow})"
-        return f"{where} step {self.step!r} attempt {self.attempt}"
+        return f"run {self.run_id} ({self.where}) step {self.step!r} attempt {self.attempt}"
 
 
 @dataclass
@@ -187,7 +186,7 @@ class RunDriver:
     def attempts(self) -> list[Abandoned]:
         """The step attempts started and not journaled (what stopping this run abandons)."""
         return [
-            Abandoned(self.run_id, self.run.workflow, item.info.step, item.attempt)
+            Abandoned(self.run_id, item.info.step, item.attempt, f"workflow {self.run.workflow}")
             for item in self.inflight.values()
             if item.info is not None
         ]

@@ -189,7 +189,7 @@ class Worker:
         for item in self.tasks.running.values():
             if item.job in late:
                 t = item.task
-                found.append(Abandoned(t.run_id, f"queue {t.queue}", t.step, t.attempt))
+                found.append(Abandoned(t.run_id, t.step, t.attempt, f"queue {t.queue}"))
         return found
 
     async def run(self) -> None:
