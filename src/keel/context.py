@@ -34,7 +34,9 @@ class StepInfo:
     ``idempotency_key`` is stable across retries and crashes of this step in
     this run: hand it to external systems so a repeated attempt is recognised.
     ``cancel_requested`` turns true when the run's cancellation discards this
-    attempt (its result will not be used): a long step may check it and stop.
+    attempt, or when the worker has lost the run's lease (another worker may
+    be running the step): its result will not be used; a long step may check
+    it and stop.
     """
 
     run_id: str
@@ -43,10 +45,13 @@ class StepInfo:
     idempotency_key: str
     # A threading.Event so that sync steps on the thread pool see it too.
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
+    # Whether the lease the attempt runs under has run out (a read, safe on any
+    # thread): a thread resumed after a pause sees it before any heartbeat runs.
+    _expired: Callable[[], bool] | None = field(default=None, repr=False, compare=False)
 
     @property
     def cancel_requested(self) -> bool:
-        return self._cancel.is_set()
+        return self._cancel.is_set() or (self._expired is not None and self._expired())
 
 
 def discard_attempt(info: StepInfo) -> None:

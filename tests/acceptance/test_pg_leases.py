@@ -99,7 +99,10 @@ async def test_stolen_lease_rejects_the_old_holders_append(harness: Harness) -> 
         assert step_completions(before) == Counter()
 
         harness.open_gate(f"g-{a.pid}")
-        lost = f"run {run_id}: lease lost, stopping: lease on run '{run_id}' with token {token_a}"
+        lost = (
+            f"run {run_id} (workflow accpg.steal): lease lost (a journal write was refused: "
+            f"lease on run '{run_id}' with token {token_a}"
+        )
         await harness.wait_for(
             lambda: lost in a.err.read_text(), "A's append to be rejected", alive=(a, b)
         )
@@ -138,7 +141,10 @@ async def test_heartbeat_finding_the_lease_taken_stops_the_holder(harness: Harne
     run_id = "steal-2"
     a, b, token_a, _token_b = await steal_setup(harness, run_id, holder_ttl=3.0)
     await harness.wait_for(
-        lambda: f"run {run_id}: lease lost (heartbeat)" in a.err.read_text(),
+        lambda: (
+            f"run {run_id} (workflow accpg.steal): lease lost (the heartbeat found it gone)"
+            in a.err.read_text()
+        ),
         "A's heartbeat to find the lease taken",
         timeout=3.0,  # one heartbeat interval (1 s) and some slack
         alive=(a, b),
@@ -162,7 +168,7 @@ async def test_heartbeat_finding_the_lease_taken_stops_the_holder(harness: Harne
     assert result == {"held_by": b.pid, "after_by": b.pid}
     assert step_completions(history) == Counter({"accpg.held": 1, "accpg.after": 1})
     # A was cancelled by its heartbeat: it never even tried to append.
-    assert f"lease lost, stopping: lease on run '{run_id}'" not in a.err.read_text(), a.output()
+    assert "a journal write was refused" not in a.err.read_text(), a.output()
     assert f"token {token_a}" not in a.err.read_text(), a.output()
     assert not [e for e in harness.executions() if e.step == "accpg.after" and e.pid == a.pid]
     assert a.alive(), a.output()

@@ -87,12 +87,21 @@ async def serve(opts: WorkerOptions) -> None:
             opts.drain_timeout,
         )
         started = time.monotonic()
-        await worker.stop(timeout=opts.drain_timeout)
-        log.info(
-            "keel worker %s stopped: drained in %.2fs, leases released",
-            worker.owner,
-            time.monotonic() - started,
-        )
+        abandoned = await worker.stop(timeout=opts.drain_timeout)
+        if abandoned:  # each one is logged by the worker
+            log.warning(
+                "keel worker %s stopped after the %gs drain timeout: abandoned %d step "
+                "attempt(s), which will run again elsewhere; leases released; exiting",
+                worker.owner,
+                opts.drain_timeout,
+                len(abandoned),
+            )
+        else:
+            log.info(
+                "keel worker %s stopped: drained in %.2fs, leases released",
+                worker.owner,
+                time.monotonic() - started,
+            )
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +15,8 @@ from keel.core.events import CommandKind, EventType
 from keel.core.replay import Execution
 from keel.errors import SerializationError, error_info
 from keel.worker.executor import StoredResult
+
+log = logging.getLogger("keel.worker")
 
 
 def record_attempt(
@@ -39,7 +42,7 @@ def record_attempt(
             else:
                 data = codec.encode(value, what=f"result of {cmd.id.describe()}")
         except SerializationError as enc_exc:
-            _failed(ex, cmd, attempt, enc_exc)
+            _failed(ex, cmd, attempt, enc_exc, "not retried")
             return
         extra = {"reused": True, "idempotency_key": cmd.idempotency_key} if reused else {}
         ex.record(
@@ -50,12 +53,14 @@ def record_attempt(
             ),
         )
         return
-    if isinstance(exc, SerializationError):  # a result that cannot be stored: no retry
-        _failed(ex, cmd, attempt, exc)
-        return
     policy = cmd.target.retry
+    if isinstance(exc, SerializationError):  # a result that cannot be stored: no retry
+        _failed(ex, cmd, attempt, exc, "not retried")
+        return
     if isinstance(exc, Exception) and policy.should_retry(attempt, exc):
-        retry_at = clock_now() + policy.delay(attempt, random.random())
+        delay = policy.delay(attempt, random.random())
+        retry_at = clock_now() + delay
+        _log_failed(ex, cmd, attempt, exc, "retrying in %.3gs", delay)
         ex.record(
             EventType.STEP_ATTEMPT_FAILED,
             cmd,
@@ -64,12 +69,36 @@ def record_attempt(
             ),
         )
     else:
-        _failed(ex, cmd, attempt, exc)
+        _failed(
+            ex,
+            cmd,
+            attempt,
+            exc,
+            "no attempts left" if attempt >= policy.max_attempts else "not retryable",
+        )
 
 
-def _failed(ex: Execution, cmd: Command, attempt: int, exc: BaseException) -> None:
+def _failed(ex: Execution, cmd: Command, attempt: int, exc: BaseException, why: str) -> None:
+    _log_failed(ex, cmd, attempt, exc, why)
     ex.record(
         EventType.STEP_FAILED,
         cmd,
         jr.envelope(attempts=attempt, error=error_info(exc), args_hash=cmd.args_hash),
+    )
+
+
+def _log_failed(
+    ex: Execution, cmd: Command, attempt: int, exc: BaseException, then: str, *args: object
+) -> None:
+    """One WARNING per failed attempt; formatted only if the level is enabled."""
+    log.warning(
+        "run %s (workflow %s): step %r attempt %d/%d failed: %s: %s; " + then,
+        ex.run_id,
+        ex.workflow_name,
+        cmd.id.name,
+        attempt,
+        cmd.target.retry.max_attempts,
+        type(exc).__name__,
+        exc,
+        *args,
     )

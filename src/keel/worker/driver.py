@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,7 @@ from keel.errors import (
     SerializationError,
     error_info,
 )
-from keel.store.base import Claimed, NewEvent, NewRun, NewTask
+from keel.store.base import Claimed, Lease, NewEvent, NewRun, NewTask
 from keel.worker import children as ch
 from keel.worker import continuing, signals
 from keel.worker.attempts import record_attempt
@@ -56,6 +57,20 @@ class Finished:
     state: RunState
     result: bytes | None
     error: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Abandoned:
+    """A step attempt this worker stopped waiting for: its result will not be
+    journaled, so the step runs again (on this worker or another)."""
+
+    run_id: str
+    step: str
+    attempt: int
+    where: str  # "workflow NAME" (inline) or "queue NAME" (a dispatched step's task)
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} ({self.where}) step {self.step!r} attempt {self.attempt}"
 
 
 @dataclass
@@ -83,15 +98,22 @@ class _Plan:
 class RunDriver:
     """Executes one run while this worker holds its lease."""
 
+    #: ``time.monotonic()`` after which the lease has expired unless renewed.
+    #: A heartbeat sets it from when it sent the renewal, before the store's
+    #: own moment, so it errs early; a claim (setting ``lease``) from when the
+    #: claim came back, late by the claim's round trip.
+    lease_deadline: float
+
     def __init__(self, worker: Worker, claimed: Claimed) -> None:
         self.worker = worker
         self.store = worker.store
-        self.lease = claimed.lease
+        self.lease = claimed.lease  # also sets lease_deadline
         self.run = claimed.run
         self.cancel_requested = claimed.run.cancel_requested
         self.inflight: dict[str, _Inflight] = {}
         self.poke = asyncio.Event()
         self.lost = False
+        self._ran_out = False  # see lease_expired
         self.task: asyncio.Task[None] | None = None
         self._execution: Execution | None = None
         self.snapshots = Snapshots(self.store, self.run_id)
@@ -100,6 +122,15 @@ class RunDriver:
     @property
     def run_id(self) -> str:
         return self.run.run_id
+
+    @property
+    def lease(self) -> Lease:
+        return self._lease
+
+    @lease.setter
+    def lease(self, lease: Lease) -> None:
+        self._lease = lease
+        self.lease_deadline = time.monotonic() + self.worker.lease_ttl
 
     # --- notifications from the worker ------------------------------------------------
     def request_cancel(self) -> None:
@@ -114,17 +145,81 @@ class RunDriver:
         if self._on_poke is not None:
             self._on_poke()
 
-    def lease_lost(self) -> None:
+    def lease_lost(self, why: str = "the heartbeat found it gone") -> None:
+        """Another worker may own the run now: stop its step attempts at once
+        (before they resume: a paused process resumes them all together),
+        then the driver; nothing more is journaled."""
+        if self.lost:
+            return
         self.lost = True
+        self._log_lost(why, self._abandon_attempts())
         if self.task is not None:
             self.task.cancel()
+
+    def lease_expired(self) -> bool:
+        """Whether this worker may no longer act for the run: its lease is known
+        lost, or has run out by this process's clock. Safe on any thread (a sync
+        step's ``cancel_requested()`` asks it) and final once true: a step may
+        have acted on the answer, so a late renewal must not undo it."""
+        if self.lost or self._ran_out:
+            return True
+        if time.monotonic() > self.lease_deadline:
+            self._ran_out = True  # a one-way latch; a plain store is atomic
+            return True
+        return False
+
+    def stop_if_overdue(self) -> bool:
+        """Give the run up if its lease has run out by this process's clock: a
+        renewal would be refused, and another worker may be running it already.
+        Returns whether this worker still holds the run."""
+        if not self.lease_expired():
+            return True
+        if not self.lost:
+            ttl = self.worker.lease_ttl
+            overdue = time.monotonic() - self.lease_deadline
+            self.lease_lost(
+                f"not renewed for {overdue + ttl:.1f}s (lease TTL {ttl:g}s): "
+                "was the process paused or its event loop blocked?"
+            )
+        return False
+
+    def attempts(self) -> list[Abandoned]:
+        """The step attempts started and not journaled (what stopping this run abandons)."""
+        return [
+            Abandoned(self.run_id, item.info.step, item.attempt, f"workflow {self.run.workflow}")
+            for item in self.inflight.values()
+            if item.info is not None
+        ]
+
+    def _abandon_attempts(self) -> list[Abandoned]:
+        """Cancel the in-flight work; a sync step body (which Python cannot
+        stop) sees ``keel.cancel_requested()``. Its result is never journaled."""
+        running = self.attempts()
+        for item in self.inflight.values():
+            if item.info is not None:
+                discard_attempt(item.info)
+            item.task.cancel()
+        self.inflight.clear()
+        return running
+
+    def _log_lost(self, why: str, abandoned: list[Abandoned]) -> None:
+        log.warning(
+            "run %s (workflow %s): lease lost (%s); abandoned %s",
+            self.run_id,
+            self.run.workflow,
+            why,
+            ", ".join(f"step {a.step!r} attempt {a.attempt}" for a in abandoned)
+            or "no step attempt",
+        )
 
     # --- main loop --------------------------------------------------------------------
     async def drive(self) -> None:
         try:
             await self._drive()
         except LeaseLostError as exc:
-            log.warning("run %s: lease lost, stopping: %s", self.run_id, exc)
+            if not self.lost:
+                self.lost = True
+                self._log_lost(f"a journal write was refused: {exc}", self._abandon_attempts())
         except asyncio.CancelledError:
             if not self.lost:
                 await self._release_quietly()
@@ -135,8 +230,7 @@ class RunDriver:
             log.exception("run %s: worker error; releasing the run", self.run_id)
             await self._release_quietly(delay=1.0)
         finally:
-            for item in self.inflight.values():
-                item.task.cancel()
+            self._abandon_attempts()
             if self._execution is not None:
                 self._execution.evict()
 
@@ -225,7 +319,6 @@ class RunDriver:
             else:
                 ex = await self.snapshots.replay(self.run, replay)
         except (NondeterminismError, SerializationError) as exc:
-            log.error("run %s: %s", self.run_id, exc)
             await self._fail_early(self.run.next_seq, exc)
             return None
         await self.snapshots.maybe_save(self.lease, ex)
@@ -363,6 +456,7 @@ class RunDriver:
             step=cmd.id.name,
             attempt=attempt,
             idempotency_key=f"{self.run_id}:{cmd.key}",
+            _expired=self.lease_expired,
         )
         keyed = (
             (self.store, cmd.id.name, cmd.idempotency_key)
@@ -376,6 +470,7 @@ class RunDriver:
             self.worker.step_pool,
             on_done=self._attempt_done,
             keyed=keyed,
+            leased=self.stop_if_overdue,
         )
         self.inflight[cmd.key] = _Inflight(cmd.key, "attempt", attempt, task, info)
 
@@ -411,6 +506,11 @@ class RunDriver:
                 for t in waits:
                     t.remove_done_callback(wake_up)
         self.poke.clear()
+        if not self.stop_if_overdue():
+            # A sync step may have returned early because cancel_requested() said
+            # the lease ran out: nothing that ended under such a lease is
+            # journaled. lease_lost() has cancelled this task; end it here.
+            raise asyncio.CancelledError
         by_key = {c.key: c for c in ex.pending()}
         for key, item in list(self.inflight.items()):
             if not item.task.done():
@@ -460,6 +560,7 @@ class RunDriver:
                 state=RunState.FAILED,
                 error=error,
             )
+            self._log_failed(exc)
             self.worker.notify_finished(
                 self.run_id,
                 Finished(self.run.workflow, self.run.version, RunState.FAILED, None, error),
@@ -535,8 +636,8 @@ class RunDriver:
             ex.record(EventType.RUN_CANCELLED, None, jr.envelope(reason="cancel requested"))
             state = RunState.CANCELLED
         else:
-            info = error_info(outcome.error or KeelError("unknown failure"))
-            error = jr.envelope(**info)
+            failure = outcome.error or KeelError("unknown failure")
+            error = jr.envelope(**error_info(failure))
             ex.record(EventType.RUN_FAILED, None, jr.envelope(error=jr.raw(error)))
             state = RunState.FAILED
         entries = ex.take_outbox()
@@ -550,6 +651,8 @@ class RunDriver:
             result=result,
             error=error,
         )
+        if state is RunState.FAILED:
+            self._log_failed(failure)
         self.worker.notify_finished(
             self.run_id, Finished(self.run.workflow, self.run.version, state, result, error)
         )
@@ -560,8 +663,19 @@ class RunDriver:
         await self.store.finish_run(
             self.lease, next_seq, [event], state=RunState.FAILED, error=error
         )
+        self._log_failed(exc)
         self.worker.notify_finished(
             self.run_id, Finished(self.run.workflow, self.run.version, RunState.FAILED, None, error)
+        )
+
+    def _log_failed(self, exc: BaseException) -> None:
+        """The run has failed (written): say so, once."""
+        log.error(
+            "run %s (workflow %s) failed: %s: %s",
+            self.run_id,
+            self.run.workflow,
+            type(exc).__name__,
+            exc,
         )
 
     async def _release_quietly(self, delay: float = 0.0) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,8 @@ async def run_attempt(
     target: Any,
     args: bytes | None,
     info: StepInfo,
-    pool: ThreadPoolExecutor,
+    pool: Executor,
+    leased: Callable[[], bool] | None = None,
 ) -> Any:
     """Call the step once with its decoded arguments; return its raw result.
 
@@ -29,6 +30,9 @@ async def run_attempt(
     A per-attempt timeout raises :class:`StepTimeoutError`. A sync step that
     times out keeps running on its thread (Python cannot stop a thread); its
     result is discarded.
+
+    ``leased`` is asked before every resumption of an async step's body; once
+    it says no, the body gets :class:`asyncio.CancelledError` instead.
     """
     fn = target.fn
     if args is not None:
@@ -38,7 +42,8 @@ async def run_attempt(
     timeout = getattr(target.retry, "timeout", None)
     awaitable: Awaitable[Any]
     if target.is_async:
-        awaitable = fn(*call_args, **call_kwargs)
+        coro = fn(*call_args, **call_kwargs)
+        awaitable = coro if leased is None else _Fenced(coro, leased)
     else:
         ctx = contextvars.copy_context()  # carries the step info onto the thread
         loop = asyncio.get_running_loop()
@@ -53,6 +58,44 @@ async def run_attempt(
         ) from None
 
 
+class _Fenced:
+    """An async step's coroutine, resumed only while the lease holds.
+
+    The heartbeat finds a lost lease only when it next runs; after the process
+    was paused (SIGSTOP) every due timer fires at once, and a step whose timer
+    comes first would carry on with its side effects. This asks first, each
+    time the body would resume, and cancels the body instead.
+    """
+
+    __slots__ = ("_coro", "_leased")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], leased: Callable[[], bool]) -> None:
+        self._coro = coro
+        self._leased = leased
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, leased = self._coro, self._leased
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            if error is None and not leased():
+                error = asyncio.CancelledError("the run's lease was lost")
+            try:
+                if error is None:
+                    step = coro.send(value)
+                else:
+                    step, error = coro.throw(error), None
+            except StopIteration as done:
+                return done.value
+            try:
+                value = yield step
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # the task's cancel(), among others
+                error = exc
+
+
 @dataclass(frozen=True, slots=True)
 class StoredResult:
     """An encoded step result kept under a user idempotency key."""
@@ -65,8 +108,9 @@ async def run_keyed_attempt(
     target: Any,
     args: bytes | None,
     info: StepInfo,
-    pool: ThreadPoolExecutor,
+    pool: Executor,
     keyed: tuple[Store, str, str],
+    leased: Callable[[], bool] | None = None,
 ) -> StoredResult:
     """An attempt of a step called with an idempotency key.
 
@@ -79,7 +123,7 @@ async def run_keyed_attempt(
     stored = await store.get_idempotent(scope, key)
     if stored is not None:
         return StoredResult(stored, reused=True)
-    value = await run_attempt(target, args, info, pool)
+    value = await run_attempt(target, args, info, pool, leased)
     data = codec.encode(value, what=f"result of step {info.step!r}")
     winner = await store.put_idempotent(scope, key, data)
     return StoredResult(winner, reused=winner != data)
@@ -89,14 +133,15 @@ async def _attempt_then(
     target: Any,
     args: bytes | None,
     info: StepInfo,
-    pool: ThreadPoolExecutor,
+    pool: Executor,
     on_done: Callable[[], None],
     keyed: tuple[Store, str, str] | None,
+    leased: Callable[[], bool] | None,
 ) -> Any:
     try:
         if keyed is not None:
-            return await run_keyed_attempt(target, args, info, pool, keyed)
-        return await run_attempt(target, args, info, pool)
+            return await run_keyed_attempt(target, args, info, pool, keyed, leased)
+        return await run_attempt(target, args, info, pool, leased)
     finally:
         on_done()
 
@@ -105,17 +150,19 @@ def start_attempt(
     target: Any,
     args: bytes | None,
     info: StepInfo,
-    pool: ThreadPoolExecutor,
+    pool: Executor,
     on_done: Callable[[], None] | None = None,
     keyed: tuple[Store, str, str] | None = None,
+    leased: Callable[[], bool] | None = None,
 ) -> asyncio.Task[Any]:
     """Start one attempt as a task on the running loop, with ``info`` in its context.
 
     ``on_done`` is called by the task itself as its last act, however it ends:
     the task is done by the time any callback it schedules runs. That wakes a
     waiter one event-loop iteration sooner than a done-callback would.
+    ``leased``: see :func:`run_attempt`.
     """
     ctx = contextvars.copy_context()
     ctx.run(_step_info.set, info)
-    coro = _attempt_then(target, args, info, pool, on_done or (lambda: None), keyed)
+    coro = _attempt_then(target, args, info, pool, on_done or (lambda: None), keyed, leased)
     return asyncio.get_running_loop().create_task(coro, context=ctx)

@@ -9,7 +9,6 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from keel.definitions import Registry, default_registry
@@ -17,10 +16,11 @@ from keel.errors import ConfigurationError, DatabaseCorruptError, LeaseLostError
 from keel.store import open_store
 from keel.store.base import Claimed, Store
 from keel.worker.children import MAX_CHILD_DEPTH
-from keel.worker.driver import Finished, RunDriver
+from keel.worker.driver import Abandoned, Finished, RunDriver
 from keel.worker.live import SystemLiveSource
 from keel.worker.schedules import ScheduleRunner
 from keel.worker.tasks import TaskRunner, queue_limits
+from keel.worker.threads import StepThreads
 
 if TYPE_CHECKING:
     from keel.client import Client
@@ -100,9 +100,7 @@ class Worker:
         self.max_child_depth = max_child_depth
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.live = SystemLiveSource()
-        self.step_pool = ThreadPoolExecutor(
-            max_workers=step_threads, thread_name_prefix="keel-step"
-        )
+        self.step_pool = StepThreads(step_threads, thread_name_prefix="keel-step")
         self.draining = False
         #: Why this worker gave up, if it did (see :meth:`give_up`).
         self.failure: DatabaseCorruptError | None = None
@@ -133,13 +131,20 @@ class Worker:
         if self.schedules is not None:
             self._tasks.append(loop.create_task(self.schedules.loop(), name="keel-schedules"))
 
-    async def stop(self, timeout: float = 30.0) -> None:
+    async def stop(self, timeout: float = 30.0) -> list[Abandoned]:
         """Drain: stop claiming, let running step attempts (and dispatched-step
         attempts) finish (up to ``timeout``), release every lease still held,
-        then close the store. A task attempt cut off at the deadline is not
-        reported: its task lease expires, which consumes that attempt."""
+        then close the store.
+
+        Returns the attempts still running at the deadline, each logged as
+        abandoned: their results are not journaled and the steps run again
+        elsewhere. An async one is cancelled; a sync one sees
+        ``keel.cancel_requested()`` and does not hold up the process's exit. A
+        task attempt cut off is not reported to the store: its task lease
+        expires, which consumes that attempt."""
         if not self._started or self._stopped.is_set():
-            return
+            return []
+        abandoned: list[Abandoned] = []
         self.draining = True
         self._wake.set()
         self.tasks.wake()
@@ -159,6 +164,13 @@ class Worker:
         pending += self.tasks.jobs()
         if pending:
             _done, late = await asyncio.wait(pending, timeout=timeout)
+            abandoned = self._abandoned(late)
+            for attempt in abandoned:
+                log.warning(
+                    "drain timeout (%gs) passed: abandoned %s; it will run again elsewhere",
+                    timeout,
+                    attempt,
+                )
             for task in late:  # past the deadline: release what is still held
                 task.cancel()
             if late:
@@ -169,6 +181,19 @@ class Worker:
         self.step_pool.shutdown(wait=False, cancel_futures=True)
         await self.store.close()
         self._stopped.set()
+        return abandoned
+
+    def _abandoned(self, late: set[asyncio.Task[None]]) -> list[Abandoned]:
+        """The step attempts still running in the drivers and task jobs ``late``."""
+        found: list[Abandoned] = []
+        for driver in self._drivers.values():
+            if driver.task in late:
+                found += driver.attempts()
+        for item in self.tasks.running.values():
+            if item.job in late:
+                t = item.task
+                found.append(Abandoned(t.run_id, t.step, t.attempt, f"queue {t.queue}"))
+        return found
 
     async def run(self) -> None:
         """Start and work until :meth:`stop` is called (e.g. from a signal handler).
@@ -359,6 +384,7 @@ class Worker:
         interval = self.lease_ttl / 3
         while True:
             await asyncio.sleep(interval)
+            self._stop_overdue_runs()
             try:
                 await self.tasks.renew()
             except asyncio.CancelledError:
@@ -367,11 +393,12 @@ class Worker:
                 if self.give_up(exc):
                     return
                 log.exception("task heartbeat failed")
-            drivers = list(self._drivers.values())
+            drivers = [d for d in self._drivers.values() if not d.lost]
             if not drivers:
                 continue
             try:
                 sent = [d.lease for d in drivers]
+                sent_at = time.monotonic()
                 outcome = await self.store.renew_leases(self.owner, sent, self.lease_ttl)
             except asyncio.CancelledError:
                 raise
@@ -384,7 +411,19 @@ class Worker:
                 if self._drivers.get(driver.run_id) is not driver or driver.lease is not lease:
                     continue  # finished or re-claimed while the renewal was in flight
                 if driver.run_id in outcome.lost:
-                    log.warning("run %s: lease lost (heartbeat)", driver.run_id)
-                    driver.lease_lost()
-                elif driver.run_id in outcome.cancel_requested:
+                    driver.lease_lost("the heartbeat found it gone")
+                    continue
+                driver.lease_deadline = sent_at + self.lease_ttl
+                if driver.run_id in outcome.cancel_requested:
                     driver.request_cancel()
+
+    def _stop_overdue_runs(self) -> None:
+        """Give up the runs whose lease has run out by this process's clock.
+
+        Called as the heartbeat wakes, before anything else can run: after a
+        pause (SIGSTOP, a blocked loop) a sync step's thread and the driver's
+        own waits must not carry on while a renewal that would fail is in
+        flight. (An async step's body asks for itself each time it resumes.)
+        """
+        for driver in list(self._drivers.values()):
+            driver.stop_if_overdue()
