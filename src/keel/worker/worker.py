@@ -296,7 +296,7 @@ class Worker:
                 continue
             self._wake.clear()
             waiter = asyncio.get_running_loop().create_task(self._wake.wait())
-            changed = asyncio.get_running_loop().create_task(wait_for_work(self.poll_interval))
+            changed = asyncio.get_running_loop().create_task(wait_for_work(self._idle_wait()))
             try:
                 await asyncio.wait({waiter, changed}, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -323,6 +323,13 @@ class Worker:
         self._next_sweep = time.monotonic() + self.poll_interval
         assert isinstance(self.store, LivenessStore)
         await self.store.expire_dead_owners()
+
+    def _idle_wait(self) -> float:
+        """How long the claim loop may sleep: a poll interval, but never past the
+        next dead-owner sweep (wake-ups in between must not push it back)."""
+        if self._liveness is None:
+            return self.poll_interval
+        return max(0.0, min(self.poll_interval, self._next_sweep - time.monotonic()))
 
     async def _release(self, claimed: Sequence[Claimed]) -> None:
         """Give back runs claimed but not driven (due at once, for another worker)."""
