@@ -142,3 +142,31 @@ async def test_cut_session_is_taken_again(make_store: Callable[[], Any]) -> None
 
 def test_memory_store_offers_no_liveness() -> None:
     assert not isinstance(MemoryStore(), LivenessStore)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_files_of_dead_workers_are_cleaned_up(make_store: Callable[[], Any]) -> None:
+    """A worker that died holding no lease is found by no sweep: the next worker
+    to start deletes its file; one that died holding leases has them expired first."""
+    from keel.store.sqlite.liveness import lock_dir
+
+    a, b = await opened(make_store), await opened(make_store)
+    try:
+        idle = await a.hold_liveness("idle-dead")
+        busy = await a.hold_liveness("busy-dead")
+        await a.create_run(new_run("r-busy"))
+        [held] = await a.claim_runs("busy-dead", limit=1, ttl=30.0)
+        folder = lock_dir(a.path)
+        assert len(list(folder.glob("*.lock"))) == 2
+        die(idle)
+        die(busy)
+        fresh = await b.hold_liveness("fresh")
+        assert fresh is not None
+        assert [p.read_text() for p in folder.glob("*.lock")] == ["fresh"]
+        [taken] = await b.claim_runs("fresh", limit=1, ttl=30.0)  # expired at that start
+        assert taken.run.run_id == held.run.run_id and taken.lease.token > held.lease.token
+        await fresh.release()
+        assert list(folder.glob("*.lock")) == []
+    finally:
+        await a.close()
+        await b.close()

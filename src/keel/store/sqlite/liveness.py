@@ -87,6 +87,14 @@ def _take(path: Path, *, create: bool) -> int | None:
     return fd
 
 
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``fd`` is still the file at ``path`` (not one unlinked meanwhile)."""
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
+
+
 def _claim_dead(path: Path) -> int | None:
     """If ``path``'s owner is gone (its file exists and nobody holds its lock),
     an fd holding that lock now; else ``None`` (alive, never took part, or
@@ -94,12 +102,8 @@ def _claim_dead(path: Path) -> int | None:
     fd = _take(path, create=False)
     if fd is None:
         return None
-    try:
-        # Still the file at that path (not one unlinked by a prober or its worker)?
-        if os.fstat(fd).st_ino == os.stat(path).st_ino:
-            return fd
-    except FileNotFoundError:
-        pass
+    if _same_file(fd, path):
+        return fd
     os.close(fd)
     return None
 
@@ -110,6 +114,19 @@ def _forget(path: Path, fd: int) -> None:
         path.unlink(missing_ok=True)
     finally:
         os.close(fd)
+
+
+def _remove_unleased(folder: Path, leased: set[str]) -> None:
+    """Delete the files in ``folder`` of dead owners not in ``leased`` (each file
+    holds its owner's name); a few non-blocking opens, done inline."""
+    for path in folder.glob("*.lock"):
+        fd = _claim_dead(path)
+        if fd is None:
+            continue
+        if os.pread(fd, 4096, 0).decode(errors="replace") in leased:
+            os.close(fd)
+        else:
+            _forget(path, fd)
 
 
 class SQLiteLiveness:
@@ -137,11 +154,30 @@ class SQLiteLiveness:
         folder = lock_dir(self.path)
         folder.mkdir(exist_ok=True)
         path = lock_path(folder, owner)
-        fd = _take(path, create=True)
-        if fd is None:
-            log.warning("liveness lock %s is held by another worker named %r", path, owner)
-            return None
+        while True:
+            fd = _take(path, create=True)
+            if fd is None:
+                log.warning("liveness lock %s is held by another worker named %r", path, owner)
+                return None
+            if _same_file(fd, path):
+                break
+            os.close(fd)  # a cleaner deleted it between our open and our lock: again
+        os.ftruncate(fd, 0)
+        os.write(fd, owner.encode())  # for the stale-file cleanup below
+        # The files of workers that died holding no lease are found by no sweep.
+        await self.expire_dead_owners()
+        await self._remove_stale_files(folder)
         return FileLivenessLock(path, fd)
+
+    async def _remove_stale_files(self, folder: Path) -> None:
+        """Delete the unlocked files of dead owners that hold no live lease (those
+        that do are left to :meth:`expire_dead_owners`)."""
+
+        def owners(conn: sqlite3.Connection) -> set[str]:
+            rows = conn.execute(Q["leased_owners"], {"now": self._clock()}).fetchall()
+            return {r[0] for r in rows if r[0] is not None}
+
+        _remove_unleased(folder, await self._read(owners))
 
     async def expire_dead_owners(self) -> int:
         if sys.platform == "win32":
