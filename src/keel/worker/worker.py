@@ -318,16 +318,17 @@ class Worker:
     async def _sweep_dead_owners(self) -> None:
         """At most once per poll interval, expire the leases of dead workers, so
         that this claim (and the others', woken by the store) takes their runs."""
-        if self._liveness is None or time.monotonic() < self._next_sweep:
+        store = self.store
+        # Without a lock of its own (see _hold_liveness) a worker still sweeps.
+        if not isinstance(store, LivenessStore) or time.monotonic() < self._next_sweep:
             return
         self._next_sweep = time.monotonic() + self.poll_interval
-        assert isinstance(self.store, LivenessStore)
-        await self.store.expire_dead_owners()
+        await store.expire_dead_owners()
 
     def _idle_wait(self) -> float:
         """How long the claim loop may sleep: a poll interval, but never past the
         next dead-owner sweep (wake-ups in between must not push it back)."""
-        if self._liveness is None:
+        if not isinstance(self.store, LivenessStore):
             return self.poll_interval
         return max(0.0, min(self.poll_interval, self._next_sweep - time.monotonic()))
 
