@@ -15,6 +15,7 @@ from keel.definitions import Registry, default_registry
 from keel.errors import ConfigurationError, DatabaseCorruptError, LeaseLostError
 from keel.store import open_store
 from keel.store.base import Claimed, Store
+from keel.store.liveness import LivenessLock, LivenessStore
 from keel.worker.children import MAX_CHILD_DEPTH
 from keel.worker.driver import Abandoned, Finished, RunDriver
 from keel.worker.live import SystemLiveSource
@@ -110,6 +111,8 @@ class Worker:
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._started = False
+        self._liveness: LivenessLock | None = None  # see _hold_liveness
+        self._next_sweep = 0.0  # monotonic time of the next dead-owner sweep
         self._finished_waiters: dict[str, list[asyncio.Future[Finished | None]]] = {}
         self.tasks = TaskRunner(self, limits, task_concurrency)
         self.schedules = ScheduleRunner(self) if schedules else None
@@ -121,6 +124,7 @@ class Worker:
             return
         self._started = True
         await self.store.open()
+        self._liveness = await self._hold_liveness()
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._claim_loop(), name="keel-claim"),
@@ -179,6 +183,8 @@ class Worker:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.step_pool.shutdown(wait=False, cancel_futures=True)
+        if self._liveness is not None:  # after the leases went back: nothing left to take
+            await self._liveness.release()
         await self.store.close()
         self._stopped.set()
         return abandoned
@@ -320,7 +326,10 @@ class Worker:
         while not self.draining:
             got = 0
             try:
+                await self._sweep_dead_owners()
                 capacity = self.concurrency - len(self._drivers)
+                if self._liveness is not None and not self._liveness.held:
+                    capacity = 0  # others may be expiring our leases: take no more
                 if capacity > 0:
                     claimed = await self.store.claim_runs(
                         self.owner, limit=min(capacity, batch), ttl=self.lease_ttl
@@ -354,12 +363,41 @@ class Worker:
                 continue
             self._wake.clear()
             waiter = asyncio.get_running_loop().create_task(self._wake.wait())
-            changed = asyncio.get_running_loop().create_task(wait_for_work(self.poll_interval))
+            changed = asyncio.get_running_loop().create_task(wait_for_work(self._idle_wait()))
             try:
                 await asyncio.wait({waiter, changed}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 waiter.cancel()
                 changed.cancel()
+
+    async def _hold_liveness(self) -> LivenessLock | None:
+        """Take this worker's liveness lock, if the store offers one (see
+        :mod:`keel.store.liveness`): while it is held no other worker takes our
+        runs before their leases expire; once this process dies they may at once."""
+        if not isinstance(self.store, LivenessStore):
+            return None
+        try:
+            return await self.store.hold_liveness(self.owner)
+        except Exception:
+            log.exception("could not take the liveness lock; runs of this worker move by TTL")
+            return None
+
+    async def _sweep_dead_owners(self) -> None:
+        """At most once per poll interval, expire the leases of dead workers, so
+        that this claim (and the others', woken by the store) takes their runs."""
+        store = self.store
+        # Without a lock of its own (see _hold_liveness) a worker still sweeps.
+        if not isinstance(store, LivenessStore) or time.monotonic() < self._next_sweep:
+            return
+        self._next_sweep = time.monotonic() + self.poll_interval
+        await store.expire_dead_owners()
+
+    def _idle_wait(self) -> float:
+        """How long the claim loop may sleep: a poll interval, but never past the
+        next dead-owner sweep (wake-ups in between must not push it back)."""
+        if not isinstance(self.store, LivenessStore):
+            return self.poll_interval
+        return max(0.0, min(self.poll_interval, self._next_sweep - time.monotonic()))
 
     async def _release(self, claimed: Sequence[Claimed]) -> None:
         """Give back runs claimed but not driven (due at once, for another worker)."""

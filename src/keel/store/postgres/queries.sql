@@ -1009,3 +1009,49 @@ SELECT next_seq FROM fenced;
 -- name: load_snapshot
 SELECT run_id, upto_seq, version, format, data, created_at
 FROM snapshots WHERE run_id = %(run_id)s::text;
+
+-- name: register_worker
+-- Run on the worker's liveness connection once it holds its advisory lock:
+-- from now on a missing lock means a dead worker (see liveness.py).
+INSERT INTO worker_locks (owner, lock_key, started_at)
+VALUES (%(owner)s::text, %(lock_key)s::bigint, extract(epoch FROM clock_timestamp())::float8)
+ON CONFLICT (owner) DO UPDATE SET lock_key = EXCLUDED.lock_key;
+
+-- name: worker_registered
+SELECT EXISTS (SELECT 1 FROM worker_locks WHERE owner = %(owner)s::text);
+
+-- name: unregister_worker
+DELETE FROM worker_locks WHERE owner = %(owner)s::text;
+
+-- name: expire_dead_owners
+-- Registered workers whose advisory lock no session holds are dead: their
+-- leases expire now (the next claim takes each under a larger token, so
+-- fencing is exactly as after a TTL expiry) and they are unregistered. A
+-- worker registers only after taking its lock, so a registered owner seen
+-- without one has lost its session.
+WITH clock AS MATERIALIZED (
+    SELECT extract(epoch FROM clock_timestamp())::float8 AS now
+), held AS MATERIALIZED (
+    SELECT l.objid::bigint AS lock_key
+    FROM pg_locks l
+    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+      AND l.classid = %(lock_class)s::bigint::oid
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+), dead AS MATERIALIZED (
+    SELECT w.owner FROM worker_locks w
+    WHERE w.lock_key NOT IN (SELECT lock_key FROM held)
+), expired AS (
+    UPDATE runs SET lease_expires_at = clock.now
+    FROM clock
+    WHERE runs.state = 'running' AND runs.lease_expires_at > clock.now
+      AND runs.lease_owner IN (SELECT owner FROM dead)
+    RETURNING runs.run_id
+), forgotten AS (
+    DELETE FROM worker_locks WHERE owner IN (SELECT owner FROM dead)
+    RETURNING owner
+), notified AS (
+    SELECT count(pg_notify(%(channel)s::text, 'expired'))
+    FROM (SELECT 1 FROM expired LIMIT 1) AS any_expired
+)
+SELECT (SELECT count(*) FROM expired), (SELECT array_agg(owner) FROM forgotten)
+FROM notified;

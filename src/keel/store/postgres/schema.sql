@@ -1,4 +1,4 @@
--- The full current Keel PostgreSQL schema (version 9), for reading. Databases are
+-- The full current Keel PostgreSQL schema (version 11), for reading. Databases are
 -- built by applying migrations/ in order inside Keel's schema (default "keel");
 -- a test checks that both give the same catalog.
 
@@ -6,7 +6,7 @@ CREATE TABLE keel_meta (
     key   text PRIMARY KEY,
     value text NOT NULL
 );
--- rows: ('application', 'keel'), ('schema_version', '9')
+-- rows: ('application', 'keel'), ('schema_version', '11')
 
 -- Fencing tokens: every claim takes nextval, so a token is larger than every
 -- token handed out before it, on any run. CACHE 1 (the default) keeps values
@@ -178,4 +178,17 @@ CREATE TABLE snapshots (
     format     integer NOT NULL, -- encoding format number
     data       bytea NOT NULL,   -- checksummed encoded snapshot
     created_at float8 NOT NULL
+);
+
+-- Worker liveness locks (version 11).
+-- A worker holds a session-level advisory lock (pg_advisory_lock(classid,
+-- lock_key), on a connection of its own) for its whole life and registers it
+-- here. A registered worker whose lock is gone has lost its session (its
+-- process died), so other workers expire its leases at once instead of after
+-- the lease TTL; owners not registered here (older workers) are left to the TTL.
+
+CREATE TABLE worker_locks (
+    owner      text COLLATE "C" PRIMARY KEY,
+    lock_key   bigint NOT NULL,  -- second key of the advisory lock (0 .. 2^31-1)
+    started_at float8 NOT NULL
 );

@@ -52,13 +52,20 @@ from keel.store.postgres._listener import ChangeWaiters, Listener
 from keel.store.postgres._writes import GroupCommitMixin, Q, _Conn, _Queued, _Row
 from keel.store.postgres.children import ChildrenMixin
 from keel.store.postgres.continuing import ContinueMixin
+from keel.store.postgres.liveness import LivenessMixin
 from keel.store.postgres.schedules import SchedulesMixin
 from keel.store.postgres.snapshots import SnapshotsMixin
 from keel.store.postgres.tasks import TasksMixin
 
 
 class PostgresStore(
-    TasksMixin, SchedulesMixin, ChildrenMixin, ContinueMixin, SnapshotsMixin, GroupCommitMixin
+    TasksMixin,
+    SchedulesMixin,
+    ChildrenMixin,
+    ContinueMixin,
+    SnapshotsMixin,
+    LivenessMixin,
+    GroupCommitMixin,
 ):
     """Keel store in a PostgreSQL database, in its own schema (default ``keel``).
 

@@ -447,3 +447,13 @@ SELECT run_id, upto_seq, version, format, data, created_at FROM snapshots WHERE 
 -- A run ended: its queued and leased dispatched steps are discarded, so there is
 -- nothing left to claim and a task worker's next heartbeat finds its lease gone.
 DELETE FROM tasks WHERE run_id = :run_id AND state IN ('available', 'leased');
+
+-- name: leased_owners
+-- Owners of live leases: the workers whose liveness a sweep probes (see liveness.py).
+SELECT DISTINCT lease_owner FROM runs WHERE state = 'running' AND lease_expires_at >= :now;
+
+-- name: expire_owner_leases
+-- A dead owner's leases expire now; the next claim takes each under a larger
+-- token, so fencing is exactly as after a TTL expiry.
+UPDATE runs SET lease_expires_at = :now
+WHERE state = 'running' AND lease_owner = :owner AND lease_expires_at > :now;

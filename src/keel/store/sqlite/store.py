@@ -48,6 +48,7 @@ from keel.store.sqlite._fence import fence_params, fenced
 from keel.store.sqlite._threads import ChangeWaiters, DbThread, Watcher
 from keel.store.sqlite.children import SQLiteChildren, close_family, insert_params
 from keel.store.sqlite.continuing import SQLiteContinue, chain_tip
+from keel.store.sqlite.liveness import SQLiteLiveness
 from keel.store.sqlite.schedules import SQLiteSchedules
 from keel.store.sqlite.snapshots import SQLiteSnapshots
 from keel.store.sqlite.tasks import SQLiteTasks
@@ -58,7 +59,9 @@ Q = _sql.queries()
 _SYNCHRONOUS = ("FULL", "NORMAL")
 
 
-class SQLiteStore(SQLiteTasks, SQLiteSchedules, SQLiteChildren, SQLiteContinue, SQLiteSnapshots):
+class SQLiteStore(
+    SQLiteTasks, SQLiteSchedules, SQLiteChildren, SQLiteContinue, SQLiteSnapshots, SQLiteLiveness
+):
     """Keel store on one SQLite file (WAL mode).
 
     ``synchronous="FULL"`` (default) makes every commit survive power loss.
