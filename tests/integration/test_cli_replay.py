@@ -14,7 +14,7 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from keel.cli.common import parse_since
+from keel.cli.common import Settings, aware, parse_since
 from keel.cli.main import cli
 from tests import pg
 from tests.replay.shop import record, recording
@@ -199,14 +199,21 @@ def test_bad_inputs_are_usage_errors(tmp_path: Path) -> None:
         ("2w", timedelta(days=14)),
         ("2026-05-01T10:00:00+02:00", datetime(2026, 5, 1, 8, tzinfo=UTC)),
         ("2026-05-01T08:00:00Z", datetime(2026, 5, 1, 8, tzinfo=UTC)),
-        ("2026-05-01T10:00", datetime(2026, 5, 1, 10).astimezone()),  # local time
+        ("2026-05-01T10:00", datetime(2026, 5, 1, 10, tzinfo=UTC)),  # UTC without --local
     ],
 )
 def test_since_takes_an_age_or_a_time(text: str, expected: datetime | timedelta) -> None:
-    value = parse_since(text)
+    with click.Context(cli, obj=Settings()):
+        value = aware(parse_since(text))
     assert value == expected
     if isinstance(value, datetime):
         assert value.tzinfo is not None
+    with click.Context(cli, obj=Settings(local=True)):  # --local: a time without a zone
+        local = aware(parse_since(text))
+    if text == "2026-05-01T10:00":
+        assert local == datetime(2026, 5, 1, 10).astimezone()
+    else:
+        assert local == expected
 
 
 @pytest.mark.parametrize("text", ["", "7", "7 days", "0d", "-1d", "1y", "yesterday"])

@@ -15,9 +15,11 @@ from rich.text import Text
 from keel.cli import render
 from keel.cli.common import (
     CliUsageError,
+    aware,
     db_option,
     import_apps,
     json_option,
+    local_option,
     resolve_db,
     since_option,
     with_client,
@@ -70,6 +72,7 @@ _STYLES = {"ok": "green", "diverged": "bold red", "skipped": "yellow"}
 @click.option("--verbose", "-v", is_flag=True, help="List every journal, not only problems.")
 @db_option
 @json_option
+@local_option
 @click.pass_context
 def replay(
     ctx: click.Context,
@@ -108,6 +111,7 @@ def replay(
         ]
         if given:
             raise click.UsageError(f"{', '.join(given)} select runs in a database, not files")
+    since = aware(since)
     import_apps(apps)
     if paths:
         try:
