@@ -147,3 +147,26 @@ def test_start_wait_keeps_the_run_id_on_failure_and_timeout(cwd: Path) -> None:
     doc = json.loads(result.stdout)
     assert next(iter(doc)) == "run_id" and doc["run_id"] == "slow-2" and doc["error"], doc
     one_line(result.stderr)
+
+
+def test_real_command_lines_with_bad_bytes_and_values(cwd: Path, app_dir: Path) -> None:
+    """The same refusals through a real ``keel`` process and real argv bytes."""
+    keel_cli("start", "cli_greet", "--app", APP, '"x"', "--run-id", "r1")
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{app_dir}", "NO_COLOR": "1"}
+    env.pop("KEEL_DATABASE_URL", None)
+    deep = b"[" * 1000 + b"]" * 1000
+    for args in (
+        [b"runs", b"show", b"\xff"],
+        [b"cancel", b"r\xfe1"],
+        [b"signal", b"r1", b"go", deep],
+        [b"start", b"cli_greet", b"--app", APP.encode(), deep],
+        [b"runs", b"list", b"--db", b""],
+        [b"runs", b"export", b"r1", b"-o", b"keel.db/out"],
+    ):
+        proc = subprocess.run(
+            [*(a.encode() for a in KEEL_CMD), *args],
+            cwd=cwd, env=env, capture_output=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert proc.returncode != 0, args
+        one_line(proc.stderr.decode(errors="replace"))
+    assert "r1" in keel_cli("runs", "list").stdout  # nothing was changed
