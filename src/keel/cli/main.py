@@ -234,7 +234,9 @@ def start(
     """Start a run of WORKFLOW; each ARG_JSON is one positional argument.
 
     Prints the run id on stdout (so RUN=$(keel start ...) works); with --wait,
-    then the result as JSON.
+    then the result as JSON. The id comes first, so a failed run, --timeout or
+    Ctrl-C still tells which run it was; with --json, one document whose first
+    field is run_id, then result or error.
     """
     if timeout is not None and not wait:
         raise click.UsageError("--timeout only applies with --wait")
