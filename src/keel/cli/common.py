@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import importlib
 import inspect
 import json
@@ -87,6 +88,8 @@ def _one_line_errors() -> Iterator[None]:
     except KeelError as exc:
         raise CliError(str(exc)) from None
     except OSError as exc:  # a file the command was pointed at (export, replay paths)
+        if exc.errno == errno.EPIPE:
+            raise  # stdout closed early (`keel runs list | head`): click exits quietly
         raise CliError(describe_os_error(exc)) from None
 
 
