@@ -67,8 +67,8 @@ def test_repeated_filters_times_parent_and_count(url: str) -> None:
     assert listed("--parent", "p0", "-s", "cancelled", *db) == []
 
     times = sorted(set(created.values()))
-    cut = times[len(times) // 2]
-    iso = datetime.fromtimestamp(cut, UTC).isoformat()
+    middle = len(times) // 2
+    iso, cut = iso_between(times[middle - 1], times[middle])
     after = sorted(r for r, t in created.items() if t >= cut)
     assert after and len(after) < len(created)
     assert listed("--since", iso, *db) == after
@@ -172,13 +172,23 @@ def test_times_are_utc_with_a_zone_and_local_with_local(tmp_path: Path, kolkata:
     )  # the same moment
 
     # A time typed without a zone is UTC, or local time under --local.
-    created = {r: t for r, t in populate_times(url).items()}
-    newest = max(created.values())
-    naive_utc = datetime.fromtimestamp(newest, UTC).replace(tzinfo=None).isoformat()
-    assert listed("--since", naive_utc, *db) == sorted(r for r, t in created.items() if t >= newest)
-    naive_local = datetime.fromtimestamp(newest).isoformat()  # local wall clock (+05:30)
+    created = populate_times(url)
+    times = sorted(set(created.values()))
+    iso, cut = iso_between(times[-2], times[-1])
+    naive_utc = iso.removesuffix("+00:00")
+    assert listed("--since", naive_utc, *db) == sorted(r for r, t in created.items() if t >= cut)
+    local = datetime.fromisoformat(iso).astimezone().replace(tzinfo=None)
+    naive_local = local.isoformat()  # the same moment on the local wall clock (+05:30)
     assert listed("--since", naive_local, "--local", *db) == listed("--since", naive_utc, *db)
     assert len(listed("--since", naive_local, *db)) < len(created)  # read as UTC: 5.5h later
+
+
+def iso_between(earlier: float, later: float) -> tuple[str, float]:
+    """An ISO 8601 UTC time (microseconds) strictly between two creation times, and
+    its epoch value: a bound that rounding cannot move past either run."""
+    when = datetime.fromtimestamp((earlier + later) / 2, UTC)
+    assert earlier < when.timestamp() < later
+    return when.isoformat(), when.timestamp()
 
 
 def populate_times(url: str) -> dict[str, float]:
