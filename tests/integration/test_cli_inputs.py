@@ -74,6 +74,17 @@ def test_file_errors_and_overflowing_values(cwd: Path) -> None:
             assert result.exit_code in (0, 2) and "Traceback" not in result.output, result.output
 
 
+def test_bad_module_names_and_queue_limits(cwd: Path) -> None:
+    for name in ("", " ", "a..b", "os/path"):
+        result = keel_cli("start", "cli_greet", "--app", name, '"x"')
+        assert_clean_error(result, 2, "not a module name")
+        assert len(result.stderr.splitlines()) == 1, result.stderr
+    for limit in ("9" * 30, "²", "2147483648"):
+        result = keel_cli("queues", "limit", "gpu", limit)
+        assert_clean_error(result, 2, "positive integer")
+    assert not (cwd / "keel.db").exists()
+
+
 def test_usage_errors_are_one_line(cwd: Path) -> None:
     keel_cli("start", "cli_greet", "--app", APP, '"x"', "--run-id", "r1")
     for args in (

@@ -239,6 +239,8 @@ def import_apps(modules: tuple[str, ...] | list[str]) -> None:
     if cwd not in sys.path and "" not in sys.path:
         sys.path.insert(0, cwd)
     for name in modules:
+        if not all(part.isidentifier() for part in name.split(".")):
+            raise CliUsageError(f"--app {name!r} is not a module name (like myapp.workflows)")
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as exc:
