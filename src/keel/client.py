@@ -7,8 +7,9 @@ import builtins
 import contextlib
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from keel import schedules
@@ -477,24 +478,73 @@ class Client:
     async def list(
         self,
         *,
-        workflow: str | None = None,
-        state: RunState | str | None = None,
+        workflow: str | Iterable[str] | None = None,
+        state: RunState | str | Iterable[RunState | str] | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        since: datetime | timedelta | float | None = None,
+        until: datetime | timedelta | float | None = None,
+        parent_run_id: str | None = None,
     ) -> RunList:
-        """Runs, newest first, optionally filtered; paginate with ``cursor``."""
-        names.optional_text(workflow, "workflow")
+        """Runs, newest first, optionally filtered; paginate with ``cursor``.
+
+        ``workflow`` and ``state`` take one value or several (runs of any of
+        them; an empty collection filters nothing, like ``None``).
+        ``since``/``until`` bound the creation time (``since <= t < until``):
+        an aware ``datetime``, epoch seconds, or a ``timedelta`` back from the
+        database's clock. ``parent_run_id`` lists a run's children.
+        """
+        workflows = _workflow_names(workflow)
         names.optional_text(cursor, "cursor")
         await self.open()
-        st = None
-        if state is not None:
-            try:
-                st = RunState(state)
-            except ValueError:
-                valid = ", ".join(s.value for s in RunState)
-                raise ConfigurationError(f"unknown run state {state!r} (one of: {valid})") from None
-        page = await self.store.list_runs(workflow=workflow, state=st, limit=limit, cursor=cursor)
+        where = await self._run_filter(workflows, state, since, until, parent_run_id)
+        page = await self.store.list_runs(limit=limit, cursor=cursor, **where)
         return RunList([RunInfo.from_record(r) for r in page.runs], page.next_cursor)
+
+    async def count(
+        self,
+        *,
+        workflow: str | Iterable[str] | None = None,
+        state: RunState | str | Iterable[RunState | str] | None = None,
+        since: datetime | timedelta | float | None = None,
+        until: datetime | timedelta | float | None = None,
+        parent_run_id: str | None = None,
+    ) -> int:
+        """How many runs :meth:`list` with the same filters selects (over all pages)."""
+        workflows = _workflow_names(workflow)
+        await self.open()
+        where = await self._run_filter(workflows, state, since, until, parent_run_id)
+        return await self.store.count_runs(**where)
+
+    async def _run_filter(
+        self,
+        workflows: str | tuple[str, ...] | None,
+        state: RunState | str | Iterable[RunState | str] | None,
+        since: datetime | timedelta | float | None,
+        until: datetime | timedelta | float | None,
+        parent_run_id: str | None,
+    ) -> dict[str, Any]:
+        """The store's filter keywords; the store checks the values (ConfigurationError)."""
+        # One value or several; the store checks them (and the times) alike.
+        states = state if state is None or isinstance(state, str) else tuple(state)
+        names.optional_text(parent_run_id, "parent_run_id")
+        return {
+            "workflow": workflows,
+            "state": states,
+            "since": await self._epoch("since", since),
+            "until": await self._epoch("until", until),
+            "parent_run_id": parent_run_id,
+        }
+
+    async def _epoch(self, name: str, when: datetime | timedelta | float | None) -> float | None:
+        """A time filter as epoch seconds; a ``timedelta`` counts back from the store's clock."""
+        if isinstance(when, timedelta):
+            return await self.store.now() - when.total_seconds()
+        if isinstance(when, datetime):
+            if when.tzinfo is None or when.utcoffset() is None:
+                raise ConfigurationError(f"{name}: give a timezone-aware datetime, not {when!r}")
+            return when.timestamp()
+        return when  # None, or epoch seconds the store checks
 
     async def history(self, run_id: str) -> builtins.list[HistoryEvent]:
         """The run's journal, decoded; raises :class:`RunNotFoundError`."""
@@ -523,6 +573,17 @@ class Client:
                 )
             )
         return events
+
+
+def _workflow_names(workflow: object) -> str | tuple[str, ...] | None:
+    """``list``'s workflow filter, one name or several, each checked like any name."""
+    if workflow is None:
+        return None
+    if isinstance(workflow, str):
+        return names.text(workflow, "workflow")
+    if isinstance(workflow, Iterable) and not isinstance(workflow, bytes | bytearray):
+        return tuple(names.text(w, "workflow") for w in workflow)  # () filters nothing
+    return names.text(workflow, "workflow")  # the TypeError that names the type
 
 
 def _check_workflow(workflow: object, method: str) -> None:

@@ -14,8 +14,11 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from keel.cli.common import parse_since
+from keel.cli.common import Settings, aware, parse_since
 from keel.cli.main import cli
+from keel.core import journal as jr
+from keel.errors import RunFailedError
+from keel.store.base import NewEvent, NewRun
 from tests import pg
 from tests.replay.shop import record, recording
 from tests.replay.shop_app import VARIANT_ENV
@@ -199,14 +202,21 @@ def test_bad_inputs_are_usage_errors(tmp_path: Path) -> None:
         ("2w", timedelta(days=14)),
         ("2026-05-01T10:00:00+02:00", datetime(2026, 5, 1, 8, tzinfo=UTC)),
         ("2026-05-01T08:00:00Z", datetime(2026, 5, 1, 8, tzinfo=UTC)),
-        ("2026-05-01T10:00", datetime(2026, 5, 1, 10).astimezone()),  # local time
+        ("2026-05-01T10:00", datetime(2026, 5, 1, 10, tzinfo=UTC)),  # UTC without --local
     ],
 )
 def test_since_takes_an_age_or_a_time(text: str, expected: datetime | timedelta) -> None:
-    value = parse_since(text)
+    with click.Context(cli, obj=Settings()):
+        value = aware(parse_since(text))
     assert value == expected
     if isinstance(value, datetime):
         assert value.tzinfo is not None
+    with click.Context(cli, obj=Settings(local=True)):  # --local: a time without a zone
+        local = aware(parse_since(text))
+    if text == "2026-05-01T10:00":
+        assert local == datetime(2026, 5, 1, 10).astimezone()
+    else:
+        assert local == expected
 
 
 @pytest.mark.parametrize("text", ["", "7", "7 days", "0d", "-1d", "1y", "yesterday"])
@@ -221,3 +231,47 @@ def test_replay_never_creates_a_database(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert result.stderr.startswith("error: no Keel database")
     assert not missing.exists()
+
+
+def test_a_run_that_failed_decoding_its_input_has_nothing_to_check(db: str, tmp_path: Path) -> None:
+    """Its journal is run_started then run_failed: no code ran, so unchanged code
+    cannot diverge from it (it used to be reported as diverged, exit 1)."""
+
+    async def go() -> str:
+        async with recording(db) as client:
+            shop = client.registry.get("rc_shop")
+            good = await client.start(shop, "SKU", 1)
+            await good.result(timeout=30)
+            bad = b'{"sku": 7}'  # not the recorded shape: the worker cannot decode it
+            started = jr.envelope(workflow="rc_shop", version=shop.version, input=jr.raw(bad))
+            await client.store.create_run(
+                NewRun(
+                    "bad-input",
+                    "rc_shop",
+                    shop.version,
+                    bad,
+                    NewEvent("run_started", None, started),
+                )
+            )
+            with pytest.raises(RunFailedError, match="cannot decode"):
+                await client.result("bad-input", timeout=30)
+            return good.run_id
+
+    good_id = asyncio.run(go())
+    result = replay("--db", db)
+    assert result.exit_code == 0, result.output
+    assert "2 journals checked: 1 replay, 0 diverged, 0 skipped, 1 with nothing to check" in (
+        result.stdout
+    )
+    verbose = replay("--db", db, "-v")
+    assert "nothing to check" in verbose.stdout and "before any of its code ran" in verbose.stdout
+    doc = report_of(replay("--db", db, "--json", "--strict"))
+    assert doc["passed"] is True and (doc["diverged"], doc["nothing_to_check"]) == (0, 1)
+    verdicts = {v["run_id"]: v["status"] for v in doc["results"]}
+    assert verdicts == {"bad-input": "nothing_to_check", good_id: "ok"}
+
+    # Exported, the same journal checks the same way from a file.
+    out = tmp_path / "golden"
+    assert keel("runs", "export", "bad-input", "-o", str(out), "--db", db).exit_code == 0
+    from_file = report_of(replay(str(out), "--json"))
+    assert (from_file["passed"], from_file["nothing_to_check"]) == (True, 1)

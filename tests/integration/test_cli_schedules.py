@@ -79,7 +79,9 @@ def test_bad_schedules_are_clean_errors(cwd: Path) -> None:  # noqa: F811
         attempt('"x"', "--cron", "* * * * *", "--tz", "Europe/Nowhere"), 2, "unknown time zone"
     )
     assert_clean_error(attempt('"x"', "--at", "soon"), 2, "not an ISO-8601")
-    assert_clean_error(attempt('"x"', "--at", "2030-01-31T09:00"), 2, "has no time zone")
+    naive = attempt('"x"', "--at", "2030-01-31T09:00")
+    assert_clean_error(naive, 2, "has no time zone", "--tz ZONE", "2030-01-31T09:00Z")
+    assert "timezone=" not in naive.stderr and "tzinfo=" not in naive.stderr  # the Python names
     neither = attempt('"x"')
     assert neither.exit_code == 2 and "exactly one of --cron and --at" in neither.output
     both = attempt('"x"', "--cron", "* * * * *", "--at", "2030-01-01T00:00Z")

@@ -186,6 +186,8 @@ async def test_wrong_types_are_type_errors(env: Any) -> None:
         await client.start(inbox, run_id="inbox")
         for value in (123, b"inbox", ["inbox"]):
             for label, call in client_calls(client, value):
+                if label == "list workflow" and isinstance(value, list):
+                    continue  # a list of workflow names is a filter of several
                 with pytest.raises(TypeError) as info:
                     await call()
                 assert not isinstance(info.value, KeelError), label

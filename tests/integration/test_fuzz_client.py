@@ -60,6 +60,15 @@ def check_lookup(value: object) -> None:
         raise Refused(ConfigurationError)
 
 
+def check_workflows(value: object) -> None:
+    """Refused like ``list`` refuses its workflow filter: one name or a list of names."""
+    if isinstance(value, list):
+        for item in value:
+            check_lookup(item)
+    else:
+        check_lookup(value)
+
+
 def expected(value: Any) -> Any:
     """``value`` as it must come back when decoded as ``Any``, or :class:`Refused`."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -154,7 +163,7 @@ class Fuzz:
             )
         elif op == "list":
             await self.refused_or(
-                lambda: (a is None or check_lookup(a), b is None or check_lookup(b)),
+                lambda: (a is None or check_workflows(a), b is None or check_lookup(b)),
                 lambda: client.list(workflow=a, cursor=b),
                 invalid_ok=ConfigurationError,  # a cursor of ours or not: either may be
             )

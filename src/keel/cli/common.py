@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import importlib
 import inspect
 import json
@@ -10,9 +12,9 @@ import os
 import re
 import sys
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -42,7 +44,9 @@ class CliError(click.ClickException):
 
     def show(self, file: IO[Any] | None = None) -> None:
         # Masked here, the one place errors are printed: a message may quote a URL.
-        click.secho(f"error: {redact(self.message)}", fg="red", err=True, color=self.show_color)
+        click.secho(
+            f"error: {redact(one_line(self.message))}", fg="red", err=True, color=self.show_color
+        )
 
 
 class CliUsageError(CliError):
@@ -51,21 +55,89 @@ class CliUsageError(CliError):
     exit_code = 2
 
 
+def one_line(message: str) -> str:
+    """``message`` on one line: a refusal is exactly one ``error: ...`` line."""
+    return " ".join(part.strip() for part in message.splitlines() if part.strip())
+
+
 class KeelGroup(click.Group):
-    """A click group that turns every :class:`KeelError` into a clean :class:`CliError`."""
+    """The ``keel`` group: the one place where failures become one line and an exit code.
+
+    :class:`KeelError` and file-system errors exit 1, click's usage errors
+    (bad options, values and arguments) exit 2, each as one ``error: ...``
+    line; every argument is checked to be text before any command runs.
+    """
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        with _one_line_errors():
+            check_text_arguments(args)
+            return super().make_context(info_name, args, parent, **extra)
 
     def invoke(self, ctx: click.Context) -> Any:
-        try:
+        with _one_line_errors():
             return super().invoke(ctx)
-        except KeelError as exc:
-            raise CliError(str(exc)) from None
+
+
+@contextlib.contextmanager
+def _one_line_errors() -> Iterator[None]:
+    try:
+        yield
+    except (CliError, click.exceptions.NoArgsIsHelpError):  # the latter prints the help
+        raise
+    except click.UsageError as exc:
+        where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        raise CliUsageError(exc.format_message() + where) from None
+    except KeelError as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:  # a file the command was pointed at (export, replay paths)
+        if exc.errno == errno.EPIPE:
+            raise  # stdout closed early (`keel runs list | head`): click exits quietly
+        raise CliError(describe_os_error(exc)) from None
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``cannot use '<path>': <reason>``, or the error itself when it names no file."""
+    if exc.filename is None:
+        return f"{type(exc).__name__}: {exc}"
+    return f"cannot use {str(exc.filename)!r}: {exc.strerror or exc}"
+
+
+def check_text_arguments(args: list[str]) -> None:
+    """Refuse arguments that are not text: bytes that are not UTF-8 reach Python as
+    lone surrogates (PEP 383), which no database accepts in an id or a name."""
+    for arg in args:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = os.fsencode(arg)
+            raise CliUsageError(
+                f"argument {raw!r} is not valid UTF-8 text: give ids, names and JSON as UTF-8"
+            ) from None
 
 
 @dataclass
 class Settings:
-    """Options given before the command name (``keel --db URL runs list``)."""
+    """Options given before the command name (``keel --db URL --local runs list``)."""
 
     db: str | None = None
+    local: bool = False  # show and read times in local time, not UTC
+
+
+def check_db(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """``--db ""`` is a mistake (an unset variable?), not a request for the default."""
+    if value is not None and not value.strip():
+        raise click.BadParameter(
+            f"the database URL is empty: give a URL or a .db path, or leave --db out "
+            f"to use ${DB_ENV} or ./{DEFAULT_DB_FILE}",
+            param_hint="--db",
+        )
+    return value
 
 
 def db_option(fn: F) -> F:
@@ -75,8 +147,33 @@ def db_option(fn: F) -> F:
         "db",
         metavar="URL",
         default=None,
+        callback=check_db,
         help=f"Database URL or .db path [default: ${DB_ENV}, else ./{DEFAULT_DB_FILE}].",
     )(fn)
+
+
+def _set_local(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    if value:
+        ctx.ensure_object(Settings).local = True
+    return value
+
+
+def local_option(fn: F) -> F:
+    """The ``--local`` flag: times in local time with their offset instead of UTC."""
+    return click.option(
+        "--local",
+        is_flag=True,
+        expose_value=False,
+        callback=_set_local,
+        help="Show times (and read times without a zone) in local time, not UTC.",
+    )(fn)
+
+
+def use_local_time() -> bool:
+    """Whether this command shows local times (``--local``); UTC otherwise."""
+    ctx = click.get_current_context(silent=True)
+    settings = ctx.find_object(Settings) if ctx is not None else None
+    return settings is not None and settings.local
 
 
 def workflow_call(fn: F) -> F:
@@ -166,6 +263,8 @@ def import_apps(modules: tuple[str, ...] | list[str]) -> None:
     if cwd not in sys.path and "" not in sys.path:
         sys.path.insert(0, cwd)
     for name in modules:
+        if not all(part.isidentifier() for part in name.split(".")):
+            raise CliUsageError(f"--app {name!r} is not a module name (like myapp.workflows)")
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -196,51 +295,106 @@ def _user_traceback(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
+MAX_JSON_DEPTH = 100  # deeper values fail somewhere (encoders, rendering) as RecursionError
+
+
 def parse_json(text: str, what: str) -> Any:
     """Decode one JSON command-line value; a clean usage error names ``what``."""
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError as exc:
         hint = ""
         if text and text[0] not in '{["-0123456789' and text not in ("true", "false", "null"):
             hint = f" (a string must be quoted, e.g. '\"{text}\"')"
-        raise CliUsageError(f"{what} is not valid JSON: {exc.msg}: {text!r}{hint}") from None
+        raise CliUsageError(f"{what} is not valid JSON: {exc.msg}: {_cut(text)!r}{hint}") from None
+    except RecursionError:
+        raise CliUsageError(f"{what} is nested more than {MAX_JSON_DEPTH} levels deep") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise CliUsageError(f"{what} is not usable JSON: {exc}") from None
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise CliUsageError(f"{what} is nested more than {MAX_JSON_DEPTH} levels deep")
+    return value
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in ``value`` (iteratively: no recursion limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, list | dict):
+            deepest = max(deepest, depth)
+            stack.extend(
+                (v, depth + 1) for v in (item.values() if isinstance(item, dict) else item)
+            )
+    return deepest
+
+
+def _cut(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 _AGE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_MAX_AGE = timedelta(days=365 * 1000)
 
 
-def parse_since(text: str) -> datetime | timedelta:
-    """``--since``: an age back from now (``30m``, ``12h``, ``7d``, ``2w``) or an ISO 8601 time.
+def parse_time(text: str, option: str) -> datetime | timedelta:
+    """An age back from now (``30m``, ``12h``, ``7d``, ``2w``) or an ISO 8601 time.
 
-    A time without a zone is local time, as a person typing it means it.
+    A time without a zone is returned naive; :func:`aware` reads it as UTC, or
+    as local time under ``--local``.
     """
     match = _AGE.fullmatch(text.strip())
     if match:
-        age = timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
-        if age > timedelta(0):
-            return age
+        seconds = float(match[1]) * _UNIT_SECONDS[match[2]]
+        if 0 < seconds <= _MAX_AGE.total_seconds():
+            return timedelta(seconds=seconds)
     else:
         try:
-            when = datetime.fromisoformat(text.strip())
+            return datetime.fromisoformat(text.strip())
         except ValueError:
             pass
-        else:
-            return when if when.tzinfo is not None else when.astimezone()
     raise click.BadParameter(
-        f"expected a positive age like 30m, 12h, 7d, 2w or an ISO 8601 time, not {text!r}",
-        param_hint="--since",
+        f"expected a positive age like 30m, 12h, 7d, 2w (at most 1000 years) "
+        f"or an ISO 8601 time, not {_cut(text)!r}",
+        param_hint=option,
+    )
+
+
+def parse_since(text: str) -> datetime | timedelta:
+    """``--since``: see :func:`parse_time`."""
+    return parse_time(text, "--since")
+
+
+def aware(when: datetime | timedelta | None) -> datetime | timedelta | None:
+    """A time filter as given, with a zone: a naive time is UTC (local under ``--local``)."""
+    if not isinstance(when, datetime) or when.tzinfo is not None:
+        return when
+    if not use_local_time():
+        return when.replace(tzinfo=UTC)
+    try:
+        return when.astimezone()
+    except (ValueError, OverflowError):  # year 1 or 9999 shifted out of range
+        raise CliUsageError(f"{when.isoformat()} is out of range in local time") from None
+
+
+def time_option(name: str, help: str) -> Callable[[F], F]:
+    """A ``--since``/``--until`` style filter taking an age or an ISO 8601 time."""
+    option = f"--{name}"
+    return click.option(
+        option,
+        metavar="AGE|TIME",
+        callback=lambda _ctx, _param, value: None if value is None else parse_time(value, option),
+        help=help,
     )
 
 
 def since_option(fn: F) -> F:
     """The ``--since AGE|TIME`` filter (runs started at or after it)."""
-    return click.option(
-        "--since",
-        metavar="AGE|TIME",
-        callback=lambda _ctx, _param, value: None if value is None else parse_since(value),
-        help="Only runs started within AGE (30m, 12h, 7d, 2w) or since TIME (ISO 8601).",
+    return time_option(
+        "since",
+        "Only runs started within AGE (30m, 12h, 7d, 2w) or since TIME (ISO 8601; "
+        "UTC without a zone, local time with --local).",
     )(fn)
 
 

@@ -15,6 +15,7 @@ from keel.cli.common import (
     CliError,
     KeelGroup,
     Settings,
+    check_db,
     checked_arguments,
     db_option,
     import_apps,
@@ -33,7 +34,7 @@ from keel.client import Client
 from keel.core import codec
 from keel.core.states import RunState
 from keel.definitions import default_registry
-from keel.errors import RunFinishedError
+from keel.errors import KeelError, RunFinishedError
 
 
 @click.group(cls=KeelGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -41,17 +42,26 @@ from keel.errors import RunFinishedError
     "--db",
     metavar="URL",
     default=None,
+    callback=check_db,
     help=f"Database URL for every command [default: ${DB_ENV}, else ./keel.db].",
+)
+@click.option(
+    "--local",
+    is_flag=True,
+    help="Times in local time with their offset, for every command [default: UTC].",
 )
 @click.version_option(package_name="keel", prog_name="keel")
 @click.pass_context
-def cli(ctx: click.Context, db: str | None) -> None:
+def cli(ctx: click.Context, db: str | None, local: bool) -> None:
     """Keel: durable workflows for Python.
 
     Database URLs: a path ending .db, sqlite:///rel/path.db, sqlite:////abs/path.db,
     postgresql://user@host/db, or memory://.
+
+    Times are shown in UTC (2026-12-03 08:41:07Z) and a time typed without a
+    zone is read as UTC; --local (here or on a command) uses local time.
     """
-    ctx.obj = Settings(db=db)
+    ctx.obj = Settings(db=db, local=local)
 
 
 cli.add_command(runs)
@@ -225,7 +235,9 @@ def start(
     """Start a run of WORKFLOW; each ARG_JSON is one positional argument.
 
     Prints the run id on stdout (so RUN=$(keel start ...) works); with --wait,
-    then the result as JSON.
+    then the result as JSON. The id comes first, so a failed run, --timeout or
+    Ctrl-C still tells which run it was; with --json, one document whose first
+    field is run_id, then result or error.
     """
     if timeout is not None and not wait:
         raise click.UsageError("--timeout only applies with --wait")
@@ -233,26 +245,47 @@ def start(
     wf = default_registry.get(workflow)
     call_args, call_kwargs = checked_arguments(wf, args, kwargs)
 
-    async def go(client: Client) -> tuple[str, bool, Any]:
-        handle = await client.start(wf, *call_args, run_id=run_id, **call_kwargs)
-        result = await client.result(handle.run_id, timeout=timeout) if wait else None
-        return handle.run_id, handle.created, result
+    started: dict[str, Any] = {}
 
-    started_id, created, result = with_client(resolve_db(db), go, existing=False)
-    plain = _plain(result) if wait else None
-    if as_json:
-        doc: dict[str, Any] = {"run_id": started_id, "workflow": wf.name, "created": created}
-        if wait:
-            doc["result"] = plain
-        render.print_json(doc)
-        return
-    click.echo(started_id)
-    if not created:
-        click.secho(
-            f"run {started_id} already existed: nothing new was started", err=True, fg="yellow"
+    async def go(client: Client) -> Any:
+        handle = await client.start(wf, *call_args, run_id=run_id, **call_kwargs)
+        started.update(run_id=handle.run_id, workflow=wf.name, created=handle.created)
+        if not as_json:
+            # The id first, so a failure, a timeout or Ctrl-C while waiting still says
+            # which run it was (the run goes on without us).
+            click.echo(handle.run_id)
+            if not handle.created:
+                click.secho(
+                    f"run {handle.run_id} already existed: nothing new was started",
+                    err=True,
+                    fg="yellow",
+                )
+        return await client.result(handle.run_id, timeout=timeout) if wait else None
+
+    try:
+        result = with_client(resolve_db(db), go, existing=False)
+    except (KeelError, KeyboardInterrupt) as exc:
+        if not started:
+            raise
+        message = (
+            f"stopped waiting for run {started['run_id']}: it goes on "
+            f"(keel runs show {started['run_id']})"
+            if isinstance(exc, KeyboardInterrupt)
+            else str(exc)
         )
-    if wait:
-        render.print_json(plain)
+        if as_json:  # one document, the run id first, then what happened
+            render.print_json({**started, "error": message})
+        if isinstance(exc, KeyboardInterrupt):
+            click.secho(f"error: {message}", fg="red", err=True)
+            sys.exit(130)  # as for any command stopped by SIGINT
+        raise CliError(message) from None
+    if as_json:
+        doc: dict[str, Any] = dict(started)
+        if wait:
+            doc["result"] = _plain(result)
+        render.print_json(doc)
+    elif wait:
+        render.print_json(_plain(result))
 
 
 def _plain(value: Any) -> Any:

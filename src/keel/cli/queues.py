@@ -11,6 +11,8 @@ from keel.client import Client
 from keel.errors import ConfigurationError
 from keel.store.base import QueueInfo
 
+MAX_LIMIT = 2**31 - 1  # what every backend's column holds
+
 
 @click.group("queues")
 def queues() -> None:
@@ -56,8 +58,11 @@ def limit_queue(queue: str, limit: str, db: str | None) -> None:
     """
     concurrency: int | None = None
     if limit.lower() != "none":
-        if not limit.isdigit() or int(limit) < 1:
-            raise CliUsageError(f"LIMIT must be a positive integer or 'none', not {limit!r}")
+        digits = limit.isascii() and limit.isdigit() and len(limit) <= 10
+        if not digits or not 1 <= int(limit) <= MAX_LIMIT:
+            raise CliUsageError(
+                f"LIMIT must be a positive integer (at most {MAX_LIMIT}) or 'none', not {limit!r}"
+            )
         concurrency = int(limit)
 
     async def apply(client: Client) -> None:

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from keel.cli.common import use_local_time
 from keel.client import HistoryEvent, RunInfo
 from keel.core.events import EventType
 from keel.schedules import ScheduleInfo
@@ -84,8 +85,18 @@ def compact(value: Any, limit: int = SUMMARY_LIMIT) -> str:
 # --- runs --------------------------------------------------------------------------------
 
 
-def local_time(dt: datetime | None) -> str:
-    return "-" if dt is None else dt.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+def time_text(dt: datetime | None) -> str:
+    """A time as the CLI shows it: UTC with a ``Z`` (``2026-12-03 08:41:07Z``), or
+    under ``--local`` local time with its offset (``2026-12-03 09:41:07+01:00``)."""
+    if dt is None:
+        return "-"
+    if not use_local_time():
+        return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    try:
+        text = dt.astimezone().isoformat(sep=" ", timespec="seconds")
+    except (ValueError, OverflowError):  # year 1 or 9999 shifted out of range
+        return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return text
 
 
 def state_text(state: str) -> Text:
@@ -102,8 +113,8 @@ def runs_table(runs: Sequence[RunInfo]) -> Table:
             run.run_id,
             run.workflow,
             state_text(run.state.value),
-            local_time(run.created_at),
-            local_time(run.updated_at),
+            time_text(run.created_at),
+            time_text(run.updated_at),
         )
     return table
 
@@ -124,7 +135,7 @@ def run_details(
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column()
-    wake = local_time(info.wake_at)
+    wake = time_text(info.wake_at)
     if info.wake_at is not None and not info.state.is_terminal:
         delta = (info.wake_at - datetime.now(UTC)).total_seconds()
         wake += f"  (in {delta:.1f}s)" if delta >= 0.05 else "  (due)"
@@ -133,8 +144,8 @@ def run_details(
         ("workflow", info.workflow),
         ("version", info.version),
         ("state", state_text(info.state.value)),
-        ("created", local_time(info.created_at)),
-        ("updated", local_time(info.updated_at)),
+        ("created", time_text(info.created_at)),
+        ("updated", time_text(info.updated_at)),
         ("wake at", wake),
         ("lease owner", info.lease_owner or "-"),
         ("cancel requested", "yes" if info.cancel_requested else "no"),
@@ -168,10 +179,10 @@ def _json_section(console: Console, title: str, value: Any) -> None:
 
 
 def schedule_when(info: ScheduleInfo) -> str:
-    """``0 9 * * MON-FRI (Europe/Paris)`` or ``once at <local time>``."""
+    """``0 9 * * MON-FRI (Europe/Paris)`` or ``once at <time>``."""
     if info.cron is not None:
         return f"{info.cron} ({info.timezone})"
-    return f"once at {local_time(info.at)}"
+    return f"once at {time_text(info.at)}"
 
 
 def schedules_table(found: Sequence[ScheduleInfo]) -> Table:
@@ -185,7 +196,7 @@ def schedules_table(found: Sequence[ScheduleInfo]) -> Table:
             info.workflow,
             state_text(info.state),
             schedule_when(info),
-            local_time(info.next_fire_at),
+            time_text(info.next_fire_at),
             info.last_run_id or "-",
         )
     return table
@@ -202,13 +213,13 @@ def schedule_details(console: Console, info: ScheduleInfo) -> None:
         ("workflow", info.workflow),
         ("state", state_text(info.state)),
         ("when", schedule_when(info)),
-        ("next run", local_time(info.next_fire_at)),
-        ("last tick", local_time(info.last_fire_at)),
+        ("next run", time_text(info.next_fire_at)),
+        ("last tick", time_text(info.last_fire_at)),
         ("last run", info.last_run_id or "-"),
         ("overlap", info.overlap),
         ("catch-up window", window),
-        ("created", local_time(info.created_at)),
-        ("updated", local_time(info.updated_at)),
+        ("created", time_text(info.created_at)),
+        ("updated", time_text(info.updated_at)),
     ]
     for key, value in rows:
         grid.add_row(key, value)
@@ -282,7 +293,10 @@ class Timeline:
         d, t = event.data, event.type
         if t == EventType.RUN_STARTED:
             version = str(d.get("version", ""))[:8]
-            text = f"started {d.get('workflow')} (version {version}) with {compact(d.get('input'))}"
+            text = (
+                f"started {d.get('workflow')} (version {version}) at "
+                f"{time_text(event.created_at)} with {compact(d.get('input'))}"
+            )
             if d.get("schedule") is not None:
                 text += f" by schedule {d['schedule']}"
             return text

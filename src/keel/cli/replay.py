@@ -15,9 +15,11 @@ from rich.text import Text
 from keel.cli import render
 from keel.cli.common import (
     CliUsageError,
+    aware,
     db_option,
     import_apps,
     json_option,
+    local_option,
     resolve_db,
     since_option,
     with_client,
@@ -26,7 +28,7 @@ from keel.client import Client
 from keel.core.states import RunState
 from keel.testing.replay import JournalVerdict, ReplayCheckReport, check_files, check_runs
 
-_STYLES = {"ok": "green", "diverged": "bold red", "skipped": "yellow"}
+_STYLES = {"ok": "green", "diverged": "bold red", "skipped": "yellow", "nothing_to_check": "dim"}
 
 
 @click.command("replay")
@@ -70,6 +72,7 @@ _STYLES = {"ok": "green", "diverged": "bold red", "skipped": "yellow"}
 @click.option("--verbose", "-v", is_flag=True, help="List every journal, not only problems.")
 @db_option
 @json_option
+@local_option
 @click.pass_context
 def replay(
     ctx: click.Context,
@@ -90,6 +93,9 @@ def replay(
     filters select, newest first). With FILE_OR_DIR, journal files exported by
     `keel runs export` (a directory: its *.json files).
 
+    A run that failed before any of its code ran (its input did not decode)
+    has nothing to replay: it is counted as "nothing to check", not diverged.
+
     Exit status: 0 when every journal replays, 1 when any would diverge (or,
     with --strict, names a workflow the modules do not register), 2 for usage
     errors.
@@ -108,6 +114,7 @@ def replay(
         ]
         if given:
             raise click.UsageError(f"{', '.join(given)} select runs in a database, not files")
+    since = aware(since)
     import_apps(apps)
     if paths:
         try:
@@ -131,6 +138,7 @@ def replay(
                 "ok": len(report.ok),
                 "diverged": len(report.diverged),
                 "skipped": len(report.skipped),
+                "nothing_to_check": len(report.nothing_to_check),
                 "results": report.results,
             }
         )
@@ -170,7 +178,7 @@ def _rows(report: ReplayCheckReport, *, verbose: bool) -> list[tuple[Any, ...]]:
     for v in report.results:
         if v.status == "skipped" and not verbose:
             grouped[(v.workflow, v.message)] += 1
-        elif v.status != "ok" or verbose:
+        elif v.status not in ("ok", "nothing_to_check") or verbose:
             rows.append(_row(v))
     for (workflow, message), count in grouped.items():
         runs = f"{count} journal{'s' if count != 1 else ''}"
@@ -188,7 +196,7 @@ def _row(v: JournalVerdict) -> tuple[Any, ...]:
     return (
         v.source or v.run_id,
         v.workflow,
-        Text(v.status, style=_STYLES[v.status]),
+        Text(v.status.replace("_", " "), style=_STYLES[v.status]),
         "-" if v.position is None else str(v.position),
         difference,
     )

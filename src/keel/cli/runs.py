@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import shlex
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -11,16 +12,19 @@ import click
 from keel.cli import render
 from keel.cli.common import (
     CliUsageError,
+    aware,
     db_option,
     json_option,
+    local_option,
     resolve_db,
     since_option,
+    time_option,
     with_client,
 )
 from keel.client import Client, HistoryEvent, RunInfo, RunList
 from keel.core import codec
 from keel.core.states import RunState
-from keel.errors import RunNotFoundError
+from keel.errors import ConfigurationError, RunNotFoundError
 from keel.testing.replay import export_runs
 
 
@@ -29,58 +33,134 @@ def runs() -> None:
     """Inspect runs: list them, show one, print its history, export journals."""
 
 
+DEFAULT_PAGE = 20
+
+
 @runs.command("list")
-@click.option("--workflow", "-w", metavar="NAME", help="Only runs of this workflow.")
+@click.option(
+    "--workflow",
+    "-w",
+    "workflows",
+    multiple=True,
+    metavar="NAME",
+    help="Only runs of NAME (repeatable: runs of any of them).",
+)
 @click.option(
     "--state",
     "-s",
+    "states",
+    multiple=True,
     type=click.Choice([s.value for s in RunState]),
-    help="Only runs in this state.",
+    help="Only runs in this state (repeatable: runs in any of them).",
 )
+@since_option
+@time_option("until", "Only runs started before TIME (ISO 8601) or more than AGE ago (2h, 7d).")
+@click.option("--parent", metavar="RUN_ID", help="Only the child runs of RUN_ID.")
 @click.option(
     "--limit",
     "-n",
     type=click.IntRange(1, 1000),
-    default=20,
+    default=DEFAULT_PAGE,
     show_default=True,
     help="Runs per page.",
 )
 @click.option("--cursor", metavar="C", help="Continue from a previous page's cursor.")
+@click.option("--count", is_flag=True, help="Print how many runs match (every page), not them.")
 @db_option
 @json_option
+@local_option
 def list_runs(
-    workflow: str | None,
-    state: str | None,
+    workflows: tuple[str, ...],
+    states: tuple[str, ...],
+    since: datetime | timedelta | None,
+    until: datetime | timedelta | None,
+    parent: str | None,
     limit: int,
     cursor: str | None,
+    count: bool,
     db: str | None,
     as_json: bool,
 ) -> None:
-    """List runs, newest first."""
+    """List runs, newest first (filters combine: runs matching all of them).
 
-    async def fetch(client: Client) -> RunList:
+    A relative --since/--until is fixed when the command runs: the "more:"
+    line repeats every filter with absolute times, so later pages are the
+    same selection.
+    """
+    if count and cursor:
+        raise click.UsageError("--count counts every page: leave --cursor out")
+    since, until = aware(since), aware(until)
+
+    async def fetch(client: Client) -> tuple[RunList | int, float | None, float | None]:
+        now = await client.store.now()  # ages count back from the database's clock
+        start, end = _epoch(since, now), _epoch(until, now)
+        where: dict[str, Any] = {
+            "workflow": workflows,
+            "state": states,
+            "since": start,
+            "until": end,
+            "parent_run_id": parent,
+        }
+        if count:
+            return await client.count(**where), start, end
         try:
-            return await client.list(workflow=workflow, state=state, limit=limit, cursor=cursor)
-        except ValueError as exc:  # the store rejects a malformed cursor
-            raise CliUsageError(f"invalid --cursor: {exc}") from None
+            page = await client.list(limit=limit, cursor=cursor, **where)
+        except ConfigurationError as exc:
+            if cursor is None:
+                raise
+            raise CliUsageError(f"invalid --cursor: {exc}") from None  # a malformed one
+        return page, start, end
 
-    page = with_client(resolve_db(db), fetch)
+    found, start, end = with_client(resolve_db(db), fetch)
+    if isinstance(found, int):
+        if as_json:
+            render.print_json({"count": found})
+        else:
+            click.echo(found)
+        return
+    page = found
     if as_json:
         render.print_json({"runs": page.runs, "next_cursor": page.next_cursor})
         return
     console = render.make_console()
+    filtered = workflows or states or since or until or parent
     if not page.runs:
-        console.print("no runs" + (" match" if workflow or state or cursor else ""))
+        console.print("no runs" + (" match" if filtered or cursor else ""))
     else:
         console.print(render.runs_table(page.runs))
     if page.next_cursor:
-        console.print(f"\nmore: keel runs list --cursor {page.next_cursor}", highlight=False)
+        words = ["keel", "runs", "list"]
+        words += [w for name in workflows for w in ("-w", name)]
+        words += [w for state in states for w in ("-s", state)]
+        for option, bound in (("--since", start), ("--until", end)):
+            if bound is not None:
+                words += [option, _iso(bound)]
+        if parent is not None:
+            words += ["--parent", parent]
+        if limit != DEFAULT_PAGE:
+            words += ["--limit", str(limit)]
+        words += ["--cursor", page.next_cursor]
+        console.print(f"\nmore: {shlex.join(words)}", highlight=False, markup=False)
+
+
+def _epoch(when: datetime | timedelta | None, now: float) -> float | None:
+    if when is None:
+        return None
+    if isinstance(when, timedelta):
+        return now - when.total_seconds()
+    return when.timestamp()
+
+
+def _iso(epoch: float) -> str:
+    """An exact ISO 8601 UTC time for a command line (microseconds kept)."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
 
 
 @runs.command("show")
 @click.argument("run_id")
 @db_option
 @json_option
+@local_option
 def show_run(run_id: str, db: str | None, as_json: bool) -> None:
     """Show one run: state, times, lease, and its result or error."""
 
@@ -109,6 +189,7 @@ def show_run(run_id: str, db: str | None, as_json: bool) -> None:
 @click.argument("run_id")
 @db_option
 @json_option
+@local_option
 def run_history(run_id: str, db: str | None, as_json: bool) -> None:
     """Print a run's journal as a timeline."""
 
@@ -150,6 +231,7 @@ def run_history(run_id: str, db: str | None, as_json: bool) -> None:
 )
 @click.option("--limit", "-n", type=click.IntRange(min=1), help="At most N runs, newest first.")
 @db_option
+@local_option
 def export(
     run_ids: tuple[str, ...],
     output: Path,
@@ -166,6 +248,7 @@ def export(
     """
     if run_ids and (workflows or since or states or limit):
         raise click.UsageError("give RUN_IDs or filters (--workflow, --since, --state, --limit)")
+    since = aware(since)
 
     async def go(client: Client) -> list[Path]:
         return await export_runs(

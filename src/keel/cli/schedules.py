@@ -7,6 +7,7 @@ commands only manage them.
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
 import click
@@ -18,6 +19,7 @@ from keel.cli.common import (
     db_option,
     import_apps,
     json_option,
+    local_option,
     resolve_db,
     with_client,
     workflow_call,
@@ -37,6 +39,7 @@ def schedules() -> None:
 @click.option("--workflow", "-w", metavar="NAME", help="Only schedules of this workflow.")
 @db_option
 @json_option
+@local_option
 def list_schedules(workflow: str | None, db: str | None, as_json: bool) -> None:
     """List schedules by id: state, when they fire, their next and last run."""
 
@@ -58,6 +61,7 @@ def list_schedules(workflow: str | None, db: str | None, as_json: bool) -> None:
 @click.argument("schedule_id")
 @db_option
 @json_option
+@local_option
 def show_schedule(schedule_id: str, db: str | None, as_json: bool) -> None:
     """Show one schedule, with the arguments its runs get."""
 
@@ -78,13 +82,18 @@ def show_schedule(schedule_id: str, db: str | None, as_json: bool) -> None:
     metavar="EXPR",
     help="Recurring: 'minute hour day month weekday' (or seconds first, or @daily...).",
 )
-@click.option("--at", metavar="TIME", help="Once, at an ISO-8601 time (e.g. 2030-01-31T09:00Z).")
+@click.option(
+    "--at",
+    metavar="TIME",
+    help="Once, at an ISO-8601 time with a zone (2030-01-31T09:00Z, ...+01:00), "
+    "or without one and --tz.",
+)
 @click.option(
     "--timezone",
     "--tz",
     "timezone",
     metavar="ZONE",
-    help="IANA time zone of --cron (and of an --at without offset) [default: UTC].",
+    help="IANA time zone of --cron [default: UTC], or of an --at without an offset.",
 )
 @click.option("--id", "schedule_id", metavar="ID", help="Schedule id [default: a new UUIDv7].")
 @click.option(
@@ -102,6 +111,7 @@ def show_schedule(schedule_id: str, db: str | None, as_json: bool) -> None:
 )
 @db_option
 @json_option
+@local_option
 def create_schedule(
     workflow: str,
     args: tuple[str, ...],
@@ -124,6 +134,8 @@ def create_schedule(
     """
     if (cron is None) == (at is None):
         raise click.UsageError("give exactly one of --cron and --at")
+    if at is not None:
+        _check_at(at, timezone)
     import_apps(apps)
     wf = default_registry.get(workflow)
     call_args, call_kwargs = checked_arguments(wf, args, kwargs)
@@ -160,7 +172,23 @@ def create_schedule(
         render.print_json(info)
         return
     click.echo(info.schedule_id)
-    click.secho(f"next run: {render.local_time(info.next_fire_at)}", err=True, fg="cyan")
+    click.secho(f"next run: {render.time_text(info.next_fire_at)}", err=True, fg="cyan")
+
+
+def _check_at(text: str, timezone: str | None) -> None:
+    """Refuse an ``--at`` that is not ISO 8601, or has no zone and no ``--tz``: a
+    one-shot time is never guessed (the message names the CLI's flags)."""
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise CliUsageError(
+            f"--at {text!r} is not an ISO-8601 date and time (e.g. 2030-01-31T09:00Z)"
+        ) from None
+    if when.tzinfo is None and timezone is None:
+        raise CliUsageError(
+            f"--at {text!r} has no time zone: add one ({text}Z for UTC, or an offset "
+            f"like {text}+01:00) or pass --tz ZONE (e.g. --tz Europe/Paris)"
+        )
 
 
 @schedules.command("pause")
@@ -179,6 +207,7 @@ def pause_schedule(schedule_id: str, db: str | None) -> None:
 @schedules.command("resume")
 @click.argument("schedule_id")
 @db_option
+@local_option
 def resume_schedule(schedule_id: str, db: str | None) -> None:
     """Resume a paused schedule (ticks missed while paused are skipped)."""
 
@@ -190,7 +219,7 @@ def resume_schedule(schedule_id: str, db: str | None) -> None:
         click.echo(f"schedule {schedule_id} resumed; it has nothing left to run")
     else:
         click.echo(
-            f"schedule {schedule_id} resumed; next run: {render.local_time(info.next_fire_at)}"
+            f"schedule {schedule_id} resumed; next run: {render.time_text(info.next_fire_at)}"
         )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from collections.abc import Collection, Sequence
 
 from keel.core.states import RunState
@@ -18,6 +19,7 @@ from keel.store.base import (
     NewSchedule,
     NewSnapshot,
     NewTask,
+    RunFilter,
     RunPage,
     RunRecord,
     TaskLease,
@@ -36,6 +38,53 @@ def check_limit(limit: int) -> None:
     """Page sizes of ``list_runs`` are 1..MAX_PAGE."""
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
         raise ConfigurationError(f"list_runs limit must be between 1 and {MAX_PAGE}, not {limit!r}")
+
+
+def run_filter(
+    workflow: str | Collection[str] | None,
+    state: RunState | Collection[RunState] | None,
+    since: float | None,
+    until: float | None,
+    parent_run_id: str | None,
+) -> RunFilter:
+    """The :class:`RunFilter` of ``list_runs``/``count_runs`` arguments, checked."""
+    workflows = _names("workflow", workflow)
+    if state is None:
+        states: tuple[RunState, ...] = ()
+    else:
+        items = [state] if isinstance(state, str) else list(state)  # a RunState is a str
+        try:
+            states = tuple(dict.fromkeys(RunState(s) for s in items))
+        except ValueError:
+            valid = ", ".join(s.value for s in RunState)
+            raise ConfigurationError(f"unknown run state in {items!r} (one of: {valid})") from None
+    for name, bound in (("since", since), ("until", until)):
+        if bound is not None and (
+            isinstance(bound, bool)
+            or not isinstance(bound, int | float)
+            or not math.isfinite(bound)
+        ):
+            raise ConfigurationError(
+                f"list_runs {name} must be finite epoch seconds, not {bound!r}"
+            )
+    if parent_run_id is not None and not isinstance(parent_run_id, str):
+        raise ConfigurationError(f"list_runs parent_run_id must be a str, not {parent_run_id!r}")
+    return RunFilter(
+        workflows,
+        states,
+        None if since is None else float(since),
+        None if until is None else float(until),
+        parent_run_id,
+    )
+
+
+def _names(what: str, value: str | Collection[str] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else list(value)
+    if not all(isinstance(item, str) for item in items):
+        raise ConfigurationError(f"list_runs {what} must be a str or strs, not {value!r}")
+    return tuple(dict.fromkeys(items))
 
 
 def check_terminal(state: RunState) -> None:

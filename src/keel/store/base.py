@@ -138,6 +138,31 @@ class RunPage:
 
 
 @dataclass(frozen=True, slots=True)
+class RunFilter:
+    """Which runs :meth:`Store.list_runs` and :meth:`Store.count_runs` select.
+
+    Every field narrows the selection; an empty tuple or ``None`` does not.
+    Several workflows or states select runs of any of them.
+    """
+
+    workflows: tuple[str, ...] = ()
+    states: tuple[RunState, ...] = ()
+    since: float | None = None  # created_at >= since
+    until: float | None = None  # created_at < until
+    parent_run_id: str | None = None
+
+    def matches(self, run: RunRecord) -> bool:
+        """Whether ``run`` is selected (the memory store's filter; SQL says the same)."""
+        return (
+            (not self.workflows or run.workflow in self.workflows)
+            and (not self.states or run.state in self.states)
+            and (self.since is None or run.created_at >= self.since)
+            and (self.until is None or run.created_at < self.until)
+            and (self.parent_run_id is None or run.parent_run_id == self.parent_run_id)
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class NewSnapshot:
     """A snapshot of a run's replay state to store (see ``keel.core.snapshot``)."""
 
@@ -292,12 +317,31 @@ class Store(Protocol):
     async def list_runs(
         self,
         *,
-        workflow: str | None = None,
-        state: RunState | None = None,
+        workflow: str | Collection[str] | None = None,
+        state: RunState | Collection[RunState] | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        parent_run_id: str | None = None,
     ) -> RunPage:
-        """Runs newest first (``created_at`` desc, then ``run_id`` desc), keyset-paginated."""
+        """Runs newest first (``created_at`` desc, then ``run_id`` desc), keyset-paginated.
+
+        ``workflow`` and ``state`` take one value or several (runs of any of
+        them); ``since``/``until`` bound ``created_at`` (``since <= t < until``);
+        ``parent_run_id`` selects the children of one run. See :class:`RunFilter`.
+        """
+
+    async def count_runs(
+        self,
+        *,
+        workflow: str | Collection[str] | None = None,
+        state: RunState | Collection[RunState] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        parent_run_id: str | None = None,
+    ) -> int:
+        """How many runs :meth:`list_runs` with the same filters would list over all pages."""
 
     async def load_events(self, run_id: str, *, after_seq: int = -1) -> list[EventRecord]:
         """Journal entries with ``seq > after_seq``, in ``seq`` order."""

@@ -27,6 +27,7 @@ from keel.store._checks import (
     check_ttl,
     decode_cursor,
     encode_cursor,
+    run_filter,
 )
 from keel.store.base import (
     Claimed,
@@ -191,29 +192,45 @@ class MemoryStore(MemoryTasks, MemorySchedules, MemoryChildren, MemoryContinue, 
     async def list_runs(
         self,
         *,
-        workflow: str | None = None,
-        state: RunState | None = None,
+        workflow: str | Collection[str] | None = None,
+        state: RunState | Collection[RunState] | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        parent_run_id: str | None = None,
     ) -> RunPage:
         if not 1 <= limit <= MAX_PAGE:
             raise ConfigurationError(
                 f"list_runs limit must be between 1 and {MAX_PAGE}, not {limit!r}"
             )
+        where = run_filter(workflow, state, since, until, parent_run_id)
         before = decode_cursor(cursor) if cursor else None
         with self._lock:
             self._check_open()
             runs = [
                 r
                 for r in self._runs.values()
-                if (workflow is None or r.workflow == workflow)
-                and (state is None or r.state == state)
-                and (before is None or (r.created_at, r.run_id) < before)
+                if where.matches(r) and (before is None or (r.created_at, r.run_id) < before)
             ]
         runs.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
         if len(runs) > limit:
             return RunPage(runs[:limit], encode_cursor(runs[limit - 1]))
         return RunPage(runs, None)
+
+    async def count_runs(
+        self,
+        *,
+        workflow: str | Collection[str] | None = None,
+        state: RunState | Collection[RunState] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        parent_run_id: str | None = None,
+    ) -> int:
+        where = run_filter(workflow, state, since, until, parent_run_id)
+        with self._lock:
+            self._check_open()
+            return sum(1 for r in self._runs.values() if where.matches(r))
 
     async def load_events(self, run_id: str, *, after_seq: int = -1) -> list[EventRecord]:
         with self._lock:

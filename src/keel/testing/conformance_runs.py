@@ -4,13 +4,17 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from keel.core.states import RunState
-from keel.errors import LeaseLostError, StoreError
+from keel.errors import ConfigurationError, LeaseLostError, StoreError
 from keel.store.base import RunRecord, Store
+from keel.testing.conformance_children import child_run, started
 from keel.testing.conformance_helpers import (
     CANCELLED,
     ClockedStoreFactory,
@@ -370,6 +374,83 @@ class RunConformance:
             assert await ids(state=RunState.CANCELLED) == ["r1", "r3"]
             assert await ids(workflow="a", state=RunState.PENDING) == ["r2", "r4", "r5", "r7", "r8"]
             assert await ids(workflow="none") == []
+
+        run_with_store(store_factory, body)
+
+    def test_list_runs_and_count_runs_take_several_values_times_and_a_parent(
+        self, store_factory: StoreFactory
+    ) -> None:
+        async def body(store: Store) -> None:
+            for i in range(9):
+                await store.create_run(new_run(f"r{i}", "abc"[i % 3]))
+            for parent, kids in (("p0", 2), ("p1", 1)):
+                lease = await leased(store, parent)
+                children = [child_run(f"{parent}/k{i}", parent) for i in range(kids)]
+                await store.start_children(lease, 1, [started(i) for i in range(kids)], children)
+            for run_id in ("r1", "r4", "p0/k0"):
+                await store.request_cancel(run_id, CANCELLED)
+            runs = {r.run_id: r for r in (await store.list_runs(limit=100)).runs}
+            times = sorted({r.created_at for r in runs.values()})
+            since, until = times[2], times[-2]  # bounds from the stores' own clocks
+
+            async def check(expected: Callable[[RunRecord], bool], **where: Any) -> None:
+                want = sorted(i for i, r in runs.items() if expected(r))
+                out: list[str] = []
+                cursor = None
+                while True:
+                    page = await store.list_runs(limit=2, cursor=cursor, **where)
+                    out.extend(r.run_id for r in page.runs)
+                    if (cursor := page.next_cursor) is None:
+                        break
+                assert sorted(out) == want, where
+                assert await store.count_runs(**where) == len(want), where
+
+            cancelled, pending = RunState.CANCELLED, RunState.PENDING
+            await check(lambda r: r.workflow in ("a", "b"), workflow=["a", "b"])
+            await check(lambda r: r.workflow == "a", workflow=("a",))
+            await check(lambda r: True, workflow=[])
+            await check(lambda r: True)
+            await check(lambda r: r.state in (cancelled, pending), state=[cancelled, pending])
+            await check(lambda r: r.state is cancelled, state=["cancelled"])
+            await check(
+                lambda r: r.workflow in ("b", "child_wf") and r.state is cancelled,
+                workflow={"b", "child_wf"},
+                state=cancelled,
+            )
+            await check(lambda r: r.created_at >= since, since=since)
+            await check(lambda r: r.created_at < until, until=until)
+            await check(lambda r: since <= r.created_at < until, since=since, until=until)
+            await check(
+                lambda r: r.workflow == "c" and r.created_at >= since, workflow="c", since=since
+            )
+            await check(lambda r: r.parent_run_id == "p0", parent_run_id="p0")
+            await check(
+                lambda r: r.parent_run_id == "p0" and r.state is pending,
+                parent_run_id="p0",
+                state=pending,
+            )
+            await check(lambda r: False, parent_run_id="r5")
+            assert await store.count_runs(workflow="a") == 3
+            assert await store.count_runs(parent_run_id="p0") == 2
+
+        run_with_store(store_factory, body)
+
+    def test_list_runs_refuses_bad_filters(self, store_factory: StoreFactory) -> None:
+        async def body(store: Store) -> None:
+            bad: list[dict[str, Any]] = [
+                {"state": "sleeping"},
+                {"state": ["pending", "nope"]},
+                {"since": math.nan},
+                {"until": math.inf},
+                {"since": "yesterday"},
+                {"workflow": [1, 2]},
+                {"parent_run_id": 7},
+            ]
+            for where in bad:
+                with pytest.raises(ConfigurationError):
+                    await store.list_runs(**where)
+                with pytest.raises(ConfigurationError):
+                    await store.count_runs(**where)
 
         run_with_store(store_factory, body)
 

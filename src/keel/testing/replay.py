@@ -74,11 +74,13 @@ class JournalVerdict:
     ``diverged``: it does not; ``position`` is the journal seq where code and
     journal part, ``recorded`` what the journal holds there and ``requested``
     what the code asked for. ``skipped``: not checked; ``message`` says why.
+    ``nothing_to_check``: the run failed before any of its code ran (its input
+    did not decode), so there is nothing the code could diverge from.
     """
 
     run_id: str
     workflow: str
-    status: Literal["ok", "diverged", "skipped"]
+    status: Literal["ok", "diverged", "skipped", "nothing_to_check"]
     source: str = ""  # the file it was read from; "" for a run read from a store
     events: int = 0
     outcome: str | None = None
@@ -106,16 +108,23 @@ class ReplayCheckReport:
     def skipped(self) -> list[JournalVerdict]:
         return [v for v in self.results if v.status == "skipped"]
 
+    @property
+    def nothing_to_check(self) -> list[JournalVerdict]:
+        return [v for v in self.results if v.status == "nothing_to_check"]
+
     def passed(self, *, strict: bool = False) -> bool:
         """No journal diverged (and, with ``strict``, none was skipped)."""
         return not self.diverged and not (strict and self.skipped)
 
     def summary(self) -> str:
         n = len(self.results)
-        return (
+        text = (
             f"{n} journal{'s' if n != 1 else ''} checked: {len(self.ok)} replay, "
             f"{len(self.diverged)} diverged, {len(self.skipped)} skipped"
         )
+        if self.nothing_to_check:
+            text += f", {len(self.nothing_to_check)} with nothing to check"
+        return text
 
     def assert_passed(self, *, strict: bool = False) -> None:
         """Raise ``AssertionError`` listing every problem (for use in tests)."""
@@ -352,6 +361,14 @@ def _verdict(
             status="skipped",
             message=f"workflow {name!r} is not registered (registered: {known})",
         )
+    if _failed_before_code(journal):
+        error = jr.field(journal[-1].data, "error")
+        message = error.get("message", "") if isinstance(error, dict) else ""
+        return replace(
+            base,
+            status="nothing_to_check",
+            message=f"the run failed before any of its code ran: {message}",
+        )
     if _failed_at_replay(journal):
         return replace(
             base,
@@ -375,6 +392,27 @@ def _verdict(
             base, status="diverged", message=f"replay raised {type(exc).__name__}: {exc}"
         )
     return replace(base, outcome=report.status)
+
+
+def _failed_before_code(journal: Sequence[JournalEntry]) -> bool:
+    """Whether a worker failed this run because its recorded input did not decode.
+
+    Such a run ran no workflow code: its journal is ``run_started`` then the
+    worker's ``run_failed`` (a SerializationError about the workflow's input),
+    and replaying it only repeats the decoding failure.
+    """
+    if len(journal) != 2 or journal[-1].type is not EventType.RUN_FAILED:
+        return False
+    error = jr.field(journal[-1].data, "error")
+    return (
+        isinstance(error, dict)
+        and error.get("type") == "keel.errors.SerializationError"
+        and _INPUT_OF_WORKFLOW in str(error.get("message", ""))
+    )
+
+
+# What the worker's decoding of a run's input names (see worker/driver.py, _build).
+_INPUT_OF_WORKFLOW = "input of workflow "
 
 
 def _failed_at_replay(journal: Sequence[JournalEntry]) -> bool:

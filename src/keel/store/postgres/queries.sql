@@ -81,27 +81,44 @@ WITH clock AS MATERIALIZED (
 SELECT created_at, lease_token, lease_expires_at FROM inserted;
 
 -- name: list_runs
+-- %(workflows)s and %(states)s are arrays (runs of any of them) or NULL (no filter).
 SELECT r.run_id, r.workflow, r.version, r.state, p.input, p.result, p.error,
        r.created_at, r.updated_at, r.wake_at, r.lease_owner, r.lease_token,
        r.lease_expires_at, r.cancel_requested, r.next_seq,
        r.parent_run_id, r.parent_close, r.depth, r.chain_id, r.generation, r.continued_to
 FROM runs r JOIN run_payloads p ON p.run_id = r.run_id
-WHERE (%(state)s::text IS NULL OR r.state = %(state)s::text)
+WHERE (%(workflows)s::text[] IS NULL OR r.workflow = ANY(%(workflows)s::text[]))
+  AND (%(states)s::text[] IS NULL OR r.state = ANY(%(states)s::text[]))
+  AND (%(since)s::float8 IS NULL OR r.created_at >= %(since)s::float8)
+  AND (%(until)s::float8 IS NULL OR r.created_at < %(until)s::float8)
+  AND (%(parent_run_id)s::text IS NULL OR r.parent_run_id = %(parent_run_id)s::text)
   AND (r.created_at, r.run_id) < (%(before_created)s::float8, %(before_run_id)s::text)
 ORDER BY r.created_at DESC, r.run_id DESC
 LIMIT %(limit)s::bigint;
 
 -- name: list_runs_by_workflow
+-- One workflow: walks the runs_workflow index.
 SELECT r.run_id, r.workflow, r.version, r.state, p.input, p.result, p.error,
        r.created_at, r.updated_at, r.wake_at, r.lease_owner, r.lease_token,
        r.lease_expires_at, r.cancel_requested, r.next_seq,
        r.parent_run_id, r.parent_close, r.depth, r.chain_id, r.generation, r.continued_to
 FROM runs r JOIN run_payloads p ON p.run_id = r.run_id
 WHERE r.workflow = %(workflow)s::text
-  AND (%(state)s::text IS NULL OR r.state = %(state)s::text)
+  AND (%(states)s::text[] IS NULL OR r.state = ANY(%(states)s::text[]))
+  AND (%(since)s::float8 IS NULL OR r.created_at >= %(since)s::float8)
+  AND (%(until)s::float8 IS NULL OR r.created_at < %(until)s::float8)
+  AND (%(parent_run_id)s::text IS NULL OR r.parent_run_id = %(parent_run_id)s::text)
   AND (r.created_at, r.run_id) < (%(before_created)s::float8, %(before_run_id)s::text)
 ORDER BY r.created_at DESC, r.run_id DESC
 LIMIT %(limit)s::bigint;
+
+-- name: count_runs
+SELECT count(*) FROM runs r
+WHERE (%(workflows)s::text[] IS NULL OR r.workflow = ANY(%(workflows)s::text[]))
+  AND (%(states)s::text[] IS NULL OR r.state = ANY(%(states)s::text[]))
+  AND (%(since)s::float8 IS NULL OR r.created_at >= %(since)s::float8)
+  AND (%(until)s::float8 IS NULL OR r.created_at < %(until)s::float8)
+  AND (%(parent_run_id)s::text IS NULL OR r.parent_run_id = %(parent_run_id)s::text);
 
 -- name: load_events
 SELECT run_id, seq, type, command, data, created_at

@@ -35,6 +35,7 @@ from keel.store._checks import (
     check_ttl,
     decode_cursor,
     page_of,
+    run_filter,
 )
 from keel.store.base import (
     Claimed,
@@ -43,6 +44,7 @@ from keel.store.base import (
     NewEvent,
     NewRun,
     RenewOutcome,
+    RunFilter,
     RunPage,
     RunRecord,
     SignalRecord,
@@ -325,22 +327,38 @@ class PostgresStore(
     async def list_runs(
         self,
         *,
-        workflow: str | None = None,
-        state: RunState | None = None,
+        workflow: str | Collection[str] | None = None,
+        state: RunState | Collection[RunState] | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        parent_run_id: str | None = None,
     ) -> RunPage:
         check_limit(limit)
+        where = run_filter(workflow, state, since, until, parent_run_id)
         before = decode_cursor(cursor) if cursor else (math.inf, "")
         params = {
-            "workflow": workflow,
-            "state": None if state is None else str(state),
+            **_filter_params(where),
             "before_created": before[0],
             "before_run_id": before[1],
             "limit": limit + 1,  # one more tells whether another page exists
         }
-        query = "list_runs" if workflow is None else "list_runs_by_workflow"
+        query = "list_runs_by_workflow" if len(where.workflows) == 1 else "list_runs"
         return page_of([_sql.run_record(r) for r in await self._fetch(query, params)], limit)
+
+    async def count_runs(
+        self,
+        *,
+        workflow: str | Collection[str] | None = None,
+        state: RunState | Collection[RunState] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        parent_run_id: str | None = None,
+    ) -> int:
+        where = run_filter(workflow, state, since, until, parent_run_id)
+        rows = await self._fetch("count_runs", _filter_params(where))
+        return int(rows[0][0])
 
     async def load_events(self, run_id: str, *, after_seq: int = -1) -> list[EventRecord]:
         rows = await self._fetch("load_events", {"run_id": run_id, "after_seq": after_seq})
@@ -609,3 +627,15 @@ def _new_record(
         parent_close=run.parent_close,
         depth=run.depth,
     )
+
+
+def _filter_params(where: RunFilter) -> dict[str, Any]:
+    """The parameters of a :class:`RunFilter` in the list and count queries."""
+    return {
+        "workflow": where.workflows[0] if where.workflows else None,
+        "workflows": list(where.workflows) or None,
+        "states": [str(s) for s in where.states] or None,
+        "since": where.since,
+        "until": where.until,
+        "parent_run_id": where.parent_run_id,
+    }

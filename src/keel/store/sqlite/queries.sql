@@ -35,25 +35,42 @@ SELECT run_id, seq, type, command, data, created_at
 FROM events WHERE run_id = ? AND seq > ? ORDER BY seq;
 
 -- name: list_runs
+-- :workflows and :states are JSON arrays (runs of any of them) or NULL (no filter).
 SELECT run_id, workflow, version, state, input, result, error, created_at, updated_at,
        wake_at, lease_owner, lease_token, lease_expires_at, cancel_requested, next_seq,
        parent_run_id, parent_close, depth, chain_id, generation, continued_to
 FROM runs
-WHERE (:state IS NULL OR state = :state)
+WHERE (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
+  AND (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
+  AND (:since IS NULL OR created_at >= :since)
+  AND (:until IS NULL OR created_at < :until)
+  AND (:parent_run_id IS NULL OR parent_run_id = :parent_run_id)
   AND (created_at, run_id) < (:before_created, :before_run_id)
 ORDER BY created_at DESC, run_id DESC
 LIMIT :limit;
 
 -- name: list_runs_by_workflow
+-- One workflow: walks the runs_workflow index.
 SELECT run_id, workflow, version, state, input, result, error, created_at, updated_at,
        wake_at, lease_owner, lease_token, lease_expires_at, cancel_requested, next_seq,
        parent_run_id, parent_close, depth, chain_id, generation, continued_to
 FROM runs
 WHERE workflow = :workflow
-  AND (:state IS NULL OR state = :state)
+  AND (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
+  AND (:since IS NULL OR created_at >= :since)
+  AND (:until IS NULL OR created_at < :until)
+  AND (:parent_run_id IS NULL OR parent_run_id = :parent_run_id)
   AND (created_at, run_id) < (:before_created, :before_run_id)
 ORDER BY created_at DESC, run_id DESC
 LIMIT :limit;
+
+-- name: count_runs
+SELECT count(*) FROM runs
+WHERE (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
+  AND (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
+  AND (:since IS NULL OR created_at >= :since)
+  AND (:until IS NULL OR created_at < :until)
+  AND (:parent_run_id IS NULL OR parent_run_id = :parent_run_id);
 
 -- name: claim_candidates
 -- Due runs and runs whose lease expired, each branch walking its partial index.

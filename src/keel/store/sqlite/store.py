@@ -31,6 +31,7 @@ from keel.store._checks import (
     check_ttl,
     decode_cursor,
     page_of,
+    run_filter,
 )
 from keel.store.base import (
     Claimed,
@@ -39,6 +40,7 @@ from keel.store.base import (
     NewEvent,
     NewRun,
     RenewOutcome,
+    RunFilter,
     RunPage,
     RunRecord,
     SignalRecord,
@@ -231,27 +233,46 @@ class SQLiteStore(
     async def list_runs(
         self,
         *,
-        workflow: str | None = None,
-        state: RunState | None = None,
+        workflow: str | Collection[str] | None = None,
+        state: RunState | Collection[RunState] | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        parent_run_id: str | None = None,
     ) -> RunPage:
         check_limit(limit)
+        where = run_filter(workflow, state, since, until, parent_run_id)
         before = decode_cursor(cursor) if cursor else (math.inf, "")
         params = {
-            "workflow": workflow,
-            "state": None if state is None else str(state),
+            **_filter_params(where),
             "before_created": before[0],
             "before_run_id": before[1],
             "limit": limit + 1,  # one more tells whether another page exists
         }
-        query = Q["list_runs"] if workflow is None else Q["list_runs_by_workflow"]
+        query = Q["list_runs_by_workflow"] if len(where.workflows) == 1 else Q["list_runs"]
 
         def op(conn: sqlite3.Connection) -> list[RunRecord]:
             return [_sql.run_record(r) for r in conn.execute(query, params)]
 
         runs: list[RunRecord] = await self._read(op)
         return page_of(runs, limit)
+
+    async def count_runs(
+        self,
+        *,
+        workflow: str | Collection[str] | None = None,
+        state: RunState | Collection[RunState] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        parent_run_id: str | None = None,
+    ) -> int:
+        params = _filter_params(run_filter(workflow, state, since, until, parent_run_id))
+
+        def op(conn: sqlite3.Connection) -> int:
+            return int(conn.execute(Q["count_runs"], params).fetchone()[0])
+
+        return await self._read(op)
 
     async def load_events(self, run_id: str, *, after_seq: int = -1) -> list[EventRecord]:
         def op(conn: sqlite3.Connection) -> list[EventRecord]:
@@ -500,3 +521,15 @@ class SQLiteStore(
             await asyncio.wait([fut], timeout=timeout)
         finally:
             self._waiters.discard(fut)
+
+
+def _filter_params(where: RunFilter) -> dict[str, object]:
+    """The parameters of a :class:`RunFilter` in the list and count queries."""
+    return {
+        "workflow": where.workflows[0] if where.workflows else None,
+        "workflows": json.dumps(where.workflows) if where.workflows else None,
+        "states": json.dumps([str(s) for s in where.states]) if where.states else None,
+        "since": where.since,
+        "until": where.until,
+        "parent_run_id": where.parent_run_id,
+    }
