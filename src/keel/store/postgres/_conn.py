@@ -37,20 +37,31 @@ def check_schema(schema: str) -> str:
 
 
 def connection_params(
-    url: str, *, schema: str, connect_timeout: float, application_name: str
+    url: str,
+    *,
+    schema: str,
+    connect_timeout: float,
+    application_name: str,
+    statement_timeout: float | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Connection keyword arguments for ``url``, and a password-free description of it.
 
     Every connection works in Keel's schema (search_path, set at connect time
     so it costs no round trip), in autocommit mode (each write is one
     statement, hence one transaction) and prepares statements on first use.
+    With ``statement_timeout`` (seconds) the server cancels any statement,
+    lock waits included, that runs longer: a worker then never holds a run's
+    row lock for longer than that without making progress.
     """
     try:
         params = conninfo_to_dict(url)
     except psycopg.Error as exc:
         # libpq may quote the URL back, password included.
         raise ConfigurationError(f"invalid PostgreSQL URL: {redact(str(exc))}") from None
-    options = " ".join(filter(None, [str(params.get("options") or ""), f"-csearch_path={schema}"]))
+    settings = [str(params.get("options") or ""), f"-csearch_path={schema}"]
+    if statement_timeout is not None:
+        settings.append(f"-cstatement_timeout={max(1, math.ceil(statement_timeout * 1000))}")
+    options = " ".join(filter(None, settings))
     kwargs: dict[str, Any] = {
         "autocommit": True,
         "prepare_threshold": 0,

@@ -4,6 +4,17 @@ A write that arrives alone runs at once on a connection of its own, sparing
 the pool checkout. Writes that arrive while another batch of them is in
 flight queue up and go out together as the next batch: one pipeline on one
 pooled connection, one round trip, one transaction, one WAL flush.
+
+Large values are never pipelined. psycopg's pipeline sends its last bytes
+with one non-blocking flush and then only waits to read: when the statements
+outgrow what the socket buffers take at once, the rest stays in libpq's
+buffer while the server waits in ``ClientRead`` for it, each side waiting for
+the other, holding the row locks of the statements already run (psycopg
+issue #685). A batch is therefore capped at :data:`PIPELINE_BYTES` of
+parameters, a larger write goes out alone as a plain statement (whose send
+loops until every byte is out), and a batch that still does not complete
+within the statement timeout is abandoned: its connection is dropped, the
+server rolls its transaction back.
 """
 
 from __future__ import annotations
@@ -22,6 +33,14 @@ from keel.store.postgres import _conn, _sql
 Q = _sql.queries()
 _FLUSHERS = 1  # group-commit batches in flight at once
 _MAX_BATCH = 64  # statements per batch
+#: Parameter bytes one pipeline may carry: far below what the kernel's socket
+#: buffers accept in one go (on Linux at least the 128 KiB default receive
+#: buffer), so the pipeline's single final flush always sends everything.
+PIPELINE_BYTES = 64 * 1024
+#: How much longer than the server's statement timeout a batch may take before
+#: it is abandoned on the client side (the server's own timeout fires first
+#: when the statement is running; this catches a batch stuck mid-send).
+_CLIENT_GRACE = 2.0
 _Conn = psycopg.AsyncConnection[Any]
 _Row = tuple[Any, ...]
 _Queued = tuple[str, dict[str, Any], asyncio.Future[list[_Row]]]
@@ -36,6 +55,7 @@ class GroupCommitMixin:
     _flushers: set[asyncio.Task[None]]  # batches in flight
     _inline: bool  # a lone write runs in its caller's task...
     _solo: _Conn | None  # ...on this connection (see _solo_write)
+    statement_timeout: float  # seconds (see PostgresStore)
 
     if TYPE_CHECKING:  # provided by PostgresStore
 
@@ -123,13 +143,26 @@ class GroupCommitMixin:
 
     async def _flush_queue(self) -> None:
         while self._queue:
-            batch, self._queue = self._queue[:_MAX_BATCH], self._queue[_MAX_BATCH:]
+            batch = _take_batch(self._queue)
+            del self._queue[: len(batch)]
             results: list[list[_Row] | BaseException]
             try:
-                if len(batch) == 1:
-                    results = [await self._fetch(batch[0][0], batch[0][1])]
-                else:
-                    results = await self._pipeline(batch)
+                async with asyncio.timeout(self.statement_timeout + _CLIENT_GRACE):
+                    if len(batch) == 1:
+                        results = [await self._fetch(batch[0][0], batch[0][1])]
+                    else:
+                        results = await self._pipeline(batch)
+            except TimeoutError:
+                # Abandoned: psycopg asks the server to cancel it, and a connection
+                # left mid-statement is closed by the pool, not reused; either way
+                # the server rolls the batch back and its row locks are released.
+                stuck = StoreError(
+                    f"{self!r}: a write did not complete within {self.statement_timeout:g} s"
+                )
+                for _, _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(stuck)
+                continue
             except BaseException as exc:
                 err = exc if isinstance(exc, Exception) else StoreError(f"{self!r}: {exc!r}")
                 for _, _, fut in batch:
@@ -170,11 +203,40 @@ class GroupCommitMixin:
 
     async def _transaction(self, statements: list[tuple[str, dict[str, Any]]]) -> list[list[_Row]]:
         """Run ``statements`` in one pipeline: one round trip, one implicit transaction
-        (if any fails, none of them is committed)."""
+        (if any fails, none of them is committed). Past :data:`PIPELINE_BYTES` of
+        parameters, in an explicit transaction instead (see the module docstring)."""
+        if sum(_param_bytes(params) for _, params in statements) > PIPELINE_BYTES:
+            async with self._connection() as conn, conn.transaction():
+                results = []
+                for q, params in statements:
+                    cur = await conn.execute(Q[q], params, binary=True)
+                    results.append(await cur.fetchall())
+                return results
         async with self._connection() as conn, conn.pipeline() as pipe:
             cursors = [await conn.execute(Q[q], params, binary=True) for q, params in statements]
             await pipe.sync()
             return [await cur.fetchall() for cur in cursors]
+
+
+def _param_bytes(params: dict[str, Any]) -> int:
+    """About how many bytes ``params`` take on the wire (their strings and bytes)."""
+    total = 0
+    for value in params.values():
+        for item in value if isinstance(value, list | tuple) else (value,):
+            if isinstance(item, bytes | bytearray | memoryview | str):
+                total += len(item)
+    return total
+
+
+def _take_batch(queue: list[_Queued]) -> list[_Queued]:
+    """The next batch from the head of ``queue``: at most ``_MAX_BATCH`` writes and
+    :data:`PIPELINE_BYTES` of parameters, except that a larger write goes alone."""
+    total = 0
+    for n, (_, params, _) in enumerate(queue[:_MAX_BATCH]):
+        total += _param_bytes(params)
+        if total > PIPELINE_BYTES:
+            return queue[: max(n, 1)]
+    return queue[:_MAX_BATCH]
 
 
 def _idle(conn: _Conn) -> bool:

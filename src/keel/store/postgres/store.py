@@ -77,6 +77,12 @@ class PostgresStore(
     :meth:`migrate`, or :meth:`migration_sql` for a DBA). A connection attempt gives up after
     ``connect_timeout`` seconds and an operation waits at most ``pool_timeout``
     seconds for a free connection; either raises :class:`StoreError`.
+    A statement that has not completed after ``statement_timeout`` seconds
+    (waiting for a lock, or stuck sending a large value) fails with
+    :class:`StoreError` and its transaction is rolled back, releasing its row
+    locks; keep it at most the workers' ``lease_ttl`` (the default equals the
+    default ``lease_ttl``) so a stuck worker's runs fall to another worker
+    once their lease expires. Schema migrations are not bounded.
     The store belongs to the event loop that opened it.
     """
 
@@ -94,6 +100,7 @@ class PostgresStore(
         connect_timeout: float = 5.0,
         pool_timeout: float = 10.0,
         application_name: str = "keel",
+        statement_timeout: float = 30.0,
     ) -> None:
         if not isinstance(url, str) or not url.strip():
             raise ConfigurationError(f"PostgreSQL URL must be a non-empty string, not {url!r}")
@@ -103,13 +110,28 @@ class PostgresStore(
             )
         if not (connect_timeout > 0 and pool_timeout > 0):
             raise ConfigurationError("connect_timeout and pool_timeout must be positive")
+        if isinstance(statement_timeout, bool) or not (
+            isinstance(statement_timeout, int | float) and 0 < statement_timeout < math.inf
+        ):
+            raise ConfigurationError(
+                f"statement_timeout must be a positive number of seconds, not {statement_timeout!r}"
+            )
         self.url = url
         self.schema = _conn.check_schema(schema)
         self.channel = f"{schema}.changes"  # NOTIFY channel of every Keel write worth waking for
         self.auto_migrate = auto_migrate
         self._kwargs, self._target = _conn.connection_params(
+            url,
+            schema=schema,
+            connect_timeout=connect_timeout,
+            application_name=application_name,
+            statement_timeout=statement_timeout,
+        )
+        # Migrations may rightly run longer than any statement on the hot path.
+        self._admin_kwargs, _ = _conn.connection_params(
             url, schema=schema, connect_timeout=connect_timeout, application_name=application_name
         )
+        self.statement_timeout = float(statement_timeout)
         self._min_size, self._max_size = min_size, max_size
         self._connect_timeout = connect_timeout
         self._pool_timeout = pool_timeout
@@ -146,7 +168,7 @@ class PostgresStore(
             raise
 
     async def _open(self) -> None:
-        conn = await self._connect()
+        conn = await self._connect(admin=True)
         listener = Listener(
             self._connect,
             self.channel,
@@ -213,7 +235,7 @@ class PostgresStore(
 
     async def migrate(self) -> list[int]:
         """Apply pending migrations (the store need not be open); return the versions applied."""
-        conn = await self._connect()
+        conn = await self._connect(admin=True)
         try:
             with self._errors():
                 return await _schema.migrate(conn, self.schema, self._target)
@@ -236,10 +258,12 @@ class PostgresStore(
 
     # -- connections ---------------------------------------------------------------
 
-    async def _connect(self) -> _Conn:
-        """A new connection outside the pool (schema work, the listener)."""
+    async def _connect(self, *, admin: bool = False) -> _Conn:
+        """A new connection outside the pool (schema work, the listener, lone writes);
+        ``admin``: without the statement timeout, for migrations."""
+        kwargs = self._admin_kwargs if admin else self._kwargs
         with self._errors():
-            return await psycopg.AsyncConnection.connect(self.url, **self._kwargs)
+            return await psycopg.AsyncConnection.connect(self.url, **kwargs)
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[_Conn]:
