@@ -61,6 +61,13 @@ def test_empty_db_is_refused(cwd: Path) -> None:
     assert not (cwd / "keel.db").exists()
 
 
+def test_an_empty_database_url_in_the_environment_is_refused(cwd: Path) -> None:
+    for empty in ("", "  "):
+        result = keel_cli("runs", "list", env={"KEEL_DATABASE_URL": empty})
+        assert_clean_error(result, 2, "KEEL_DATABASE_URL", "empty")
+    assert not (cwd / "keel.db").exists()
+
+
 def test_file_errors_and_overflowing_values(cwd: Path) -> None:
     keel_cli("start", "cli_greet", "--app", APP, '"x"', "--run-id", "r1")
     (cwd / "afile").write_text("")

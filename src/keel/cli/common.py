@@ -215,8 +215,10 @@ def resolve_db(db: str | None, *, fallback: str | None = None) -> str:
         return settings.db
     if fallback is not None:
         return fallback
-    env = os.environ.get(DB_ENV, "").strip()
-    if env:
+    if DB_ENV in os.environ:
+        env = os.environ[DB_ENV].strip()
+        if not env:  # set but empty: a mistake, not a wish for ./keel.db
+            raise CliUsageError(f"${DB_ENV} is set but empty: give it a database URL or unset it")
         return env
     # Absolute, so the URL means the same file whatever the working directory.
     return f"sqlite:///{os.path.abspath(DEFAULT_DB_FILE)}"
