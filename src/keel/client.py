@@ -7,7 +7,7 @@ import builtins
 import contextlib
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
@@ -28,7 +28,15 @@ from keel.errors import (
 )
 from keel.schedules import ScheduleInfo
 from keel.store import open_store
-from keel.store.base import Claimed, NewEvent, NewRun, QueueInfo, RunRecord, Store
+from keel.store.base import (
+    Claimed,
+    NewEvent,
+    NewRun,
+    QueueInfo,
+    RunRecord,
+    Store,
+    WorkerVersion,
+)
 
 if TYPE_CHECKING:
     from keel.worker.worker import Worker
@@ -55,6 +63,8 @@ class RunInfo:
     depth: int = 0  # how deep a child run is nested (0: started by a client)
     chain_id: str = ""  # continue-as-new: the first run's id, shared by the whole chain
     continued_to: str | None = None  # state ``continued``: the run that took over
+    # Why no worker takes the run (``Client.get``): "no worker has version ..."; else None.
+    waiting: str | None = None
 
     @classmethod
     def from_record(cls, rec: RunRecord) -> RunInfo:
@@ -447,7 +457,33 @@ class Client:
         rec = await self.store.get_run(run_id)
         if rec is None:
             raise RunNotFoundError(run_id)
-        return RunInfo.from_record(rec)
+        return replace(RunInfo.from_record(rec), waiting=await self.waiting(rec))
+
+    async def waiting(self, run: RunRecord) -> str | None:
+        """Why no worker takes ``run``: ``"no worker has version <v> of <workflow>
+        (live versions: ...)"`` when no live worker registered its version (see
+        :meth:`versions`); ``None`` if one did, or the run ended or is held."""
+        if run.state.is_terminal:
+            return None
+        if run.state is RunState.RUNNING and (run.lease_expires_at or 0) >= await self.store.now():
+            return None  # its holder has the version
+        live = await self.store.list_versions(live=True)
+        if any(v.workflow == run.workflow and v.version == run.version for v in live):
+            return None
+        others = sorted({v.version for v in live if v.workflow == run.workflow})
+        return (
+            f"no worker has version {run.version} of {run.workflow} "
+            f"(live versions: {', '.join(others) or 'none'})"
+        )
+
+    async def versions(self, *, live: bool = True) -> builtins.list[WorkerVersion]:
+        """The ``(workflow, version)`` pairs workers registered, one row per worker
+        (by workflow, version, worker); ``live``: only workers seen lately (a
+        worker refreshes its rows every heartbeat; they stay live a lease TTL)."""
+        if not isinstance(live, bool):
+            raise TypeError(f"live must be a bool, not {live!r}")
+        await self.open()
+        return await self.store.list_versions(live=live)
 
     async def list(
         self,

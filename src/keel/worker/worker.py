@@ -43,7 +43,10 @@ class Worker:
     each); ``task_concurrency`` bounds all its task attempts together. With
     ``queues=None`` it runs no dispatched steps (it still drives runs).
 
-    A run whose workflow version is not registered here is *parked*: its lease
+    It claims only runs whose workflow version is registered here, and records
+    those versions in the store (``Store.register_versions``, refreshed by the
+    heartbeat loop) so operators see which versions are live. A run it holds
+    anyway without the version (claimed by other means) is *parked*: its lease
     is released and any worker may try it again ``park_delay`` seconds later.
     ``schedules=True`` (default) makes it fire the due ticks of schedules whose
     workflow it has registered; any number of workers may, each tick starts
@@ -120,6 +123,7 @@ class Worker:
             return
         self._started = True
         await self.store.open()
+        await self._register_versions()
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._claim_loop(), name="keel-claim"),
@@ -164,6 +168,10 @@ class Worker:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.step_pool.shutdown(wait=False, cancel_futures=True)
+        try:
+            await self.store.forget_versions(self.owner)  # its versions are no longer live
+        except Exception:
+            log.exception("could not remove this worker's versions from the store")
         await self.store.close()
         self._stopped.set()
 
@@ -258,7 +266,10 @@ class Worker:
                 capacity = self.concurrency - len(self._drivers)
                 if capacity > 0:
                     claimed = await self.store.claim_runs(
-                        self.owner, limit=min(capacity, batch), ttl=self.lease_ttl
+                        self.owner,
+                        limit=min(capacity, batch),
+                        ttl=self.lease_ttl,
+                        versions=self.registry.pairs(),
                     )
                     got = len(claimed)
                     for i, c in enumerate(claimed):
@@ -312,10 +323,27 @@ class Worker:
             except Exception:
                 log.exception("run %s: could not release the lease", c.run.run_id)
 
+    async def _register_versions(self) -> None:
+        """Record (refresh) the versions this worker has; live for a lease TTL,
+        three heartbeats. A failure is logged: claims do not depend on it."""
+        try:
+            await self.store.register_versions(
+                self.owner,
+                self.registry.pairs(),
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                live_for=self.lease_ttl,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("could not record this worker's versions in the store")
+
     async def _heartbeat_loop(self) -> None:
         interval = self.lease_ttl / 3
         while True:
             await asyncio.sleep(interval)
+            await self._register_versions()
             try:
                 await self.tasks.renew()
             except asyncio.CancelledError:

@@ -1,4 +1,4 @@
--- The full current Keel PostgreSQL schema (version 8), for reading. Databases are
+-- The full current Keel PostgreSQL schema (version 10), for reading. Databases are
 -- built by applying migrations/ in order inside Keel's schema (default "keel");
 -- a test checks that both give the same catalog.
 
@@ -6,7 +6,7 @@ CREATE TABLE keel_meta (
     key   text PRIMARY KEY,
     value text NOT NULL
 );
--- rows: ('application', 'keel'), ('schema_version', '8')
+-- rows: ('application', 'keel'), ('schema_version', '10')
 
 -- Fencing tokens: every claim takes nextval, so a token is larger than every
 -- token handed out before it, on any run. CACHE 1 (the default) keeps values
@@ -174,4 +174,22 @@ CREATE TABLE snapshots (
     format     integer NOT NULL, -- encoding format number
     data       bytea NOT NULL,   -- checksummed encoded snapshot
     created_at float8 NOT NULL
+);
+
+-- Worker versions (version 10).
+-- The (workflow, version) pairs each worker has registered, upserted when it
+-- starts and refreshed by its heartbeat loop. A pair is live while some row of
+-- it has live_until >= now. A drained worker deletes its rows; rows of dead
+-- workers are pruned a day after they were last seen.
+
+CREATE TABLE worker_versions (
+    workflow   text COLLATE "C" NOT NULL,
+    version    text COLLATE "C" NOT NULL,
+    worker     text COLLATE "C" NOT NULL,  -- the worker's lease owner id
+    host       text NOT NULL,
+    pid        integer NOT NULL,
+    first_seen float8 NOT NULL,
+    last_seen  float8 NOT NULL,
+    live_until float8 NOT NULL,
+    PRIMARY KEY (workflow, version, worker)
 );

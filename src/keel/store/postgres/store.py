@@ -32,6 +32,7 @@ from keel.errors import (
 from keel.store._checks import (
     check_limit,
     check_ttl,
+    check_versions,
     decode_cursor,
     page_of,
 )
@@ -54,10 +55,17 @@ from keel.store.postgres.continuing import ContinueMixin
 from keel.store.postgres.schedules import SchedulesMixin
 from keel.store.postgres.snapshots import SnapshotsMixin
 from keel.store.postgres.tasks import TasksMixin
+from keel.store.postgres.versions import VersionsMixin
 
 
 class PostgresStore(
-    TasksMixin, SchedulesMixin, ChildrenMixin, ContinueMixin, SnapshotsMixin, GroupCommitMixin
+    TasksMixin,
+    SchedulesMixin,
+    ChildrenMixin,
+    ContinueMixin,
+    SnapshotsMixin,
+    VersionsMixin,
+    GroupCommitMixin,
 ):
     """Keel store in a PostgreSQL database, in its own schema (default ``keel``).
 
@@ -340,12 +348,28 @@ class PostgresStore(
 
     # -- leases --------------------------------------------------------------------
 
-    async def claim_runs(self, owner: str, *, limit: int, ttl: float) -> list[Claimed]:
+    async def claim_runs(
+        self,
+        owner: str,
+        *,
+        limit: int,
+        ttl: float,
+        versions: Collection[tuple[str, str]] | None = None,
+    ) -> list[Claimed]:
         if limit < 1:
             raise ValueError(f"claim limit must be at least 1, not {limit}")
         check_ttl(ttl)
+        pairs = check_versions(versions)
+        params = {
+            "owner": owner,
+            "limit": limit,
+            "ttl": ttl,
+            "any_version": pairs is None,
+            "workflows": [w for w, _ in pairs or ()],
+            "versions": [v for _, v in pairs or ()],
+        }
         sent = time.time()
-        rows = await self._fetch("claim_runs", {"owner": owner, "limit": limit, "ttl": ttl})
+        rows = await self._fetch("claim_runs", params)
         self._clock.observe(rows[0][0], sent, time.time())
         claimed = []
         for row in rows:

@@ -56,15 +56,22 @@ ORDER BY created_at DESC, run_id DESC
 LIMIT :limit;
 
 -- name: claim_candidates
--- Due runs and runs whose lease expired, each branch walking its partial index.
+-- Due runs and runs whose lease expired, each branch walking its partial index,
+-- of the claimer's (workflow, version) pairs only (:versions, a JSON array of
+-- pairs; :any_version takes every run). runs_due carries the pair, so due runs
+-- of other versions are skipped in the index.
 SELECT run_id, due FROM (
     SELECT run_id, wake_at AS due FROM runs
     WHERE state IN ('pending', 'suspended') AND wake_at <= :now
+      AND (:any_version OR (workflow, version) IN (
+          SELECT value ->> 0, value ->> 1 FROM json_each(:versions)))
     ORDER BY wake_at LIMIT :limit)
 UNION ALL
 SELECT run_id, due FROM (
     SELECT run_id, lease_expires_at AS due FROM runs
     WHERE state = 'running' AND lease_expires_at < :now
+      AND (:any_version OR (workflow, version) IN (
+          SELECT value ->> 0, value ->> 1 FROM json_each(:versions)))
     ORDER BY lease_expires_at LIMIT :limit)
 ORDER BY due, run_id
 LIMIT :limit;
@@ -436,3 +443,24 @@ SELECT run_id, upto_seq, version, format, data, created_at FROM snapshots WHERE 
 -- A run ended: its queued and leased dispatched steps are discarded, so there is
 -- nothing left to claim and a task worker's next heartbeat finds its lease gone.
 DELETE FROM tasks WHERE run_id = :run_id AND state IN ('available', 'leased');
+
+-- name: register_version
+-- A worker's pair: first_seen is kept from its first registration.
+INSERT INTO worker_versions (workflow, version, worker, host, pid, first_seen, last_seen,
+                             live_until)
+VALUES (:workflow, :version, :worker, :host, :pid, :now, :now, :live_until)
+ON CONFLICT (workflow, version, worker) DO UPDATE
+SET host = excluded.host, pid = excluded.pid, last_seen = excluded.last_seen,
+    live_until = excluded.live_until;
+
+-- name: prune_versions
+DELETE FROM worker_versions WHERE last_seen < :before;
+
+-- name: forget_versions
+DELETE FROM worker_versions WHERE worker = :worker;
+
+-- name: list_versions
+SELECT workflow, version, worker, host, pid, first_seen, last_seen, live_until
+FROM worker_versions
+WHERE live_until >= :since
+ORDER BY workflow, version, worker;
