@@ -51,8 +51,7 @@ async def test_each_run_is_claimed_only_by_the_worker_with_its_version(fleet: Ha
     assert v1 != v2
     w1, w2 = fleet.worker(DEPLOY1), fleet.worker(DEPLOY2)
     await fleet.wait_for(
-        lambda: live_versions(fleet)
-        == {("acc.orders", v1, w1.pid), ("acc.orders", v2, w2.pid)},
+        lambda: live_versions(fleet) == {("acc.orders", v1, w1.pid), ("acc.orders", v2, w2.pid)},
         "both workers to record their versions",
         alive=(w1, w2),
     )

@@ -238,7 +238,9 @@ async def test_run_held_without_its_version_is_parked(
         await wait_for(parked, "the run to be parked")
         info = await client.get(run.run_id)
         assert info.state is keel.RunState.SUSPENDED and info.lease_owner is None
-        assert info.waiting == f"no worker has version {V1.version} of ver.order (live versions: none)"
+        assert (
+            info.waiting == f"no worker has version {V1.version} of ver.order (live versions: none)"
+        )
         [record] = parks(caplog, run.run_id)
         assert "workflow 'ver.order' is not registered here" in record.getMessage()
     assert ran == Counter()
