@@ -30,6 +30,7 @@ from keel.store.base import (
     RunRecord,
     SignalRecord,
     Store,
+    WorkerVersion,
 )
 from keel.store.memory import MemoryStore
 from keel.store.sqlite import SQLiteStore
@@ -50,6 +51,7 @@ __all__ = [
     "SQLiteStore",
     "SignalRecord",
     "Store",
+    "WorkerVersion",
     "open_store",
 ]
 
