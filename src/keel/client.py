@@ -63,7 +63,8 @@ class RunInfo:
     depth: int = 0  # how deep a child run is nested (0: started by a client)
     chain_id: str = ""  # continue-as-new: the first run's id, shared by the whole chain
     continued_to: str | None = None  # state ``continued``: the run that took over
-    # Why no worker takes the run (``Client.get``): "no worker has version ..."; else None.
+    # Why no worker takes the run: "no worker has version ..." (filled by ``Client.get``
+    # and ``keel runs show`` only; ``Client.list`` leaves it None).
     waiting: str | None = None
 
     @classmethod

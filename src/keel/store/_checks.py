@@ -10,6 +10,7 @@ import base64
 import binascii
 import json
 from collections.abc import Collection, Sequence
+from functools import lru_cache
 
 from keel.core.states import RunState
 from keel.errors import ConfigurationError, LeaseLostError, RunExistsError, StoreError
@@ -229,6 +230,21 @@ def check_versions(versions: Collection[tuple[str, str]] | None) -> list[tuple[s
             raise TypeError(f"versions must hold (workflow, version) string pairs, not {pair!r}")
         pairs.add(pair)
     return sorted(pairs)
+
+
+def versions_json(versions: Collection[tuple[str, str]] | None) -> str | None:
+    """The claim filter as the SQL backends take it: a JSON array of pairs, or None
+    (any version). A worker passes the same frozenset every time: encoded once."""
+    if versions is None:
+        return None
+    if isinstance(versions, frozenset):
+        return _frozen_json(versions)
+    return json.dumps(check_versions(versions))
+
+
+@lru_cache(maxsize=16)
+def _frozen_json(versions: frozenset[tuple[str, str]]) -> str:
+    return json.dumps(check_versions(versions))
 
 
 def check_registration(worker: str, host: str, pid: int, live_for: float) -> None:

@@ -32,9 +32,9 @@ from keel.errors import (
 from keel.store._checks import (
     check_limit,
     check_ttl,
-    check_versions,
     decode_cursor,
     page_of,
+    versions_json,
 )
 from keel.store.base import (
     Claimed,
@@ -359,15 +359,7 @@ class PostgresStore(
         if limit < 1:
             raise ValueError(f"claim limit must be at least 1, not {limit}")
         check_ttl(ttl)
-        pairs = check_versions(versions)
-        params = {
-            "owner": owner,
-            "limit": limit,
-            "ttl": ttl,
-            "any_version": pairs is None,
-            "workflows": [w for w, _ in pairs or ()],
-            "versions": [v for _, v in pairs or ()],
-        }
+        params = {"owner": owner, "limit": limit, "ttl": ttl, "versions": versions_json(versions)}
         sent = time.time()
         rows = await self._fetch("claim_runs", params)
         self._clock.observe(rows[0][0], sent, time.time())

@@ -58,19 +58,19 @@ LIMIT :limit;
 -- name: claim_candidates
 -- Due runs and runs whose lease expired, each branch walking its partial index,
 -- of the claimer's (workflow, version) pairs only (:versions, a JSON array of
--- pairs; :any_version takes every run). runs_due carries the pair, so due runs
--- of other versions are skipped in the index.
+-- pairs; NULL takes every run). runs_due carries the pair, so due runs of
+-- other versions are skipped in the index.
 SELECT run_id, due FROM (
     SELECT run_id, wake_at AS due FROM runs
     WHERE state IN ('pending', 'suspended') AND wake_at <= :now
-      AND (:any_version OR (workflow, version) IN (
+      AND (:versions IS NULL OR (workflow, version) IN (
           SELECT value ->> 0, value ->> 1 FROM json_each(:versions)))
     ORDER BY wake_at LIMIT :limit)
 UNION ALL
 SELECT run_id, due FROM (
     SELECT run_id, lease_expires_at AS due FROM runs
     WHERE state = 'running' AND lease_expires_at < :now
-      AND (:any_version OR (workflow, version) IN (
+      AND (:versions IS NULL OR (workflow, version) IN (
           SELECT value ->> 0, value ->> 1 FROM json_each(:versions)))
     ORDER BY lease_expires_at LIMIT :limit)
 ORDER BY due, run_id

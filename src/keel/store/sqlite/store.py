@@ -28,9 +28,9 @@ from keel.store._checks import (
     check_limit,
     check_terminal,
     check_ttl,
-    check_versions,
     decode_cursor,
     page_of,
+    versions_json,
 )
 from keel.store.base import (
     Claimed,
@@ -271,8 +271,7 @@ class SQLiteStore(
         if limit < 1:
             raise ValueError(f"claim limit must be at least 1, not {limit}")
         check_ttl(ttl)
-        pairs = check_versions(versions)
-        having = {"any_version": pairs is None, "versions": json.dumps(pairs or [])}
+        having = {"versions": versions_json(versions)}
 
         def candidates(conn: sqlite3.Connection) -> bool:
             params = {"now": self._clock(), "limit": 1, **having}
