@@ -112,6 +112,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._started = False
+        self._registered = False  # its versions are in the store (stop() removes them)
         self._finished_waiters: dict[str, list[asyncio.Future[Finished | None]]] = {}
         self.tasks = TaskRunner(self, limits, task_concurrency)
         self.schedules = ScheduleRunner(self) if schedules else None
@@ -168,10 +169,11 @@ class Worker:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.step_pool.shutdown(wait=False, cancel_futures=True)
-        try:
-            await self.store.forget_versions(self.owner)  # its versions are no longer live
-        except Exception:
-            log.exception("could not remove this worker's versions from the store")
+        if self._registered:  # its versions are no longer live
+            try:
+                await self.store.forget_versions(self.owner)
+            except Exception:
+                log.exception("could not remove this worker's versions from the store")
         await self.store.close()
         self._stopped.set()
 
@@ -334,6 +336,7 @@ class Worker:
                 pid=os.getpid(),
                 live_for=self.lease_ttl,
             )
+            self._registered = True
         except asyncio.CancelledError:
             raise
         except Exception:
