@@ -7,6 +7,7 @@ import builtins
 import contextlib
 import os
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
@@ -63,8 +64,7 @@ class RunInfo:
     depth: int = 0  # how deep a child run is nested (0: started by a client)
     chain_id: str = ""  # continue-as-new: the first run's id, shared by the whole chain
     continued_to: str | None = None  # state ``continued``: the run that took over
-    # Why no worker takes the run: "no worker has version ..." (filled by ``Client.get``
-    # and ``keel runs show`` only; ``Client.list`` leaves it None).
+    # Why no worker takes the run: "no worker has version ..." (see Client.waiting)
     waiting: str | None = None
 
     @classmethod
@@ -466,16 +466,7 @@ class Client:
         :meth:`versions`); ``None`` if one did, or the run ended or is held."""
         if run.state.is_terminal:
             return None
-        if run.state is RunState.RUNNING and (run.lease_expires_at or 0) >= await self.store.now():
-            return None  # its holder has the version
-        live = await self.store.list_versions(live=True)
-        if any(v.workflow == run.workflow and v.version == run.version for v in live):
-            return None
-        others = sorted({v.version for v in live if v.workflow == run.workflow})
-        return (
-            f"no worker has version {run.version} of {run.workflow} "
-            f"(live versions: {', '.join(others) or 'none'})"
-        )
+        return _waiting(run, await self.store.list_versions(live=True), await self.store.now())
 
     async def versions(self, *, live: bool = True) -> builtins.list[WorkerVersion]:
         """The ``(workflow, version)`` pairs workers registered, one row per worker
@@ -504,7 +495,12 @@ class Client:
                 valid = ", ".join(s.value for s in RunState)
                 raise ConfigurationError(f"unknown run state {state!r} (one of: {valid})") from None
         page = await self.store.list_runs(workflow=workflow, state=st, limit=limit, cursor=cursor)
-        return RunList([RunInfo.from_record(r) for r in page.runs], page.next_cursor)
+        live: builtins.list[WorkerVersion] = []
+        now = 0.0
+        if any(not r.state.is_terminal for r in page.runs):  # one look for the whole page
+            live, now = await self.store.list_versions(live=True), await self.store.now()
+        infos = [replace(RunInfo.from_record(r), waiting=_waiting(r, live, now)) for r in page.runs]
+        return RunList(infos, page.next_cursor)
 
     async def history(self, run_id: str) -> builtins.list[HistoryEvent]:
         """The run's journal, decoded; raises :class:`RunNotFoundError`."""
@@ -553,6 +549,21 @@ def new_run_id() -> str:
     )
     h = f"{value:032x}"  # what str(uuid.UUID(int=value)) gives, without its checks
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _waiting(run: RunRecord, live: Collection[WorkerVersion], now: float) -> str | None:
+    """The reason of :meth:`Client.waiting`, from the live versions read at ``now``."""
+    if run.state.is_terminal:
+        return None
+    if run.state is RunState.RUNNING and (run.lease_expires_at or 0) >= now:
+        return None  # its holder has the version
+    if any(v.workflow == run.workflow and v.version == run.version for v in live):
+        return None
+    others = sorted({v.version for v in live if v.workflow == run.workflow})
+    return (
+        f"no worker has version {run.version} of {run.workflow} "
+        f"(live versions: {', '.join(others) or 'none'})"
+    )
 
 
 def _dt(ts: float) -> datetime:

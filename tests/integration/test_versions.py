@@ -201,6 +201,8 @@ async def test_run_of_a_version_not_loaded_is_left_to_a_worker_that_has_it(
             f"no worker has version {V1.version} of ver.order (live versions: {V2.version})"
         )
         assert (await client.get(fresh.run_id)).waiting is None
+        listed = {r.run_id: r.waiting for r in (await client.list()).runs}
+        assert listed == {run.run_id: info.waiting, fresh.run_id: None}
         [live] = await client.versions()
         assert (live.workflow, live.version, live.worker) == ("ver.order", V2.version, worker.owner)
     assert parks(caplog, run.run_id) == []
