@@ -7,8 +7,8 @@ import builtins
 import contextlib
 import os
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
@@ -30,7 +30,15 @@ from keel.errors import (
 )
 from keel.schedules import ScheduleInfo
 from keel.store import open_store
-from keel.store.base import Claimed, NewEvent, NewRun, QueueInfo, RunRecord, Store
+from keel.store.base import (
+    Claimed,
+    NewEvent,
+    NewRun,
+    QueueInfo,
+    RunRecord,
+    Store,
+    WorkerVersion,
+)
 
 if TYPE_CHECKING:
     from keel.worker.worker import Worker
@@ -57,6 +65,8 @@ class RunInfo:
     depth: int = 0  # how deep a child run is nested (0: started by a client)
     chain_id: str = ""  # continue-as-new: the first run's id, shared by the whole chain
     continued_to: str | None = None  # state ``continued``: the run that took over
+    # Why no worker takes the run: "no worker has version ..." (see Client.waiting)
+    waiting: str | None = None
 
     @classmethod
     def from_record(cls, rec: RunRecord) -> RunInfo:
@@ -473,7 +483,24 @@ class Client:
         rec = await self.store.get_run(run_id)
         if rec is None:
             raise RunNotFoundError(run_id)
-        return RunInfo.from_record(rec)
+        return replace(RunInfo.from_record(rec), waiting=await self.waiting(rec))
+
+    async def waiting(self, run: RunRecord) -> str | None:
+        """Why no worker takes ``run``: ``"no worker has version <v> of <workflow>
+        (live versions: ...)"`` when no live worker registered its version (see
+        :meth:`versions`); ``None`` if one did, or the run ended or is held."""
+        if run.state.is_terminal:
+            return None
+        return _waiting(run, await self.store.list_versions(live=True), await self.store.now())
+
+    async def versions(self, *, live: bool = True) -> builtins.list[WorkerVersion]:
+        """The ``(workflow, version)`` pairs workers registered, one row per worker
+        (by workflow, version, worker); ``live``: only workers seen lately (a
+        worker refreshes its rows every heartbeat; they stay live a lease TTL)."""
+        if not isinstance(live, bool):
+            raise TypeError(f"live must be a bool, not {live!r}")
+        await self.open()
+        return await self.store.list_versions(live=live)
 
     async def list(
         self,
@@ -499,7 +526,12 @@ class Client:
         await self.open()
         where = await self._run_filter(workflows, state, since, until, parent_run_id)
         page = await self.store.list_runs(limit=limit, cursor=cursor, **where)
-        return RunList([RunInfo.from_record(r) for r in page.runs], page.next_cursor)
+        live: builtins.list[WorkerVersion] = []
+        now = 0.0
+        if any(not r.state.is_terminal for r in page.runs):  # one look for the whole page
+            live, now = await self.store.list_versions(live=True), await self.store.now()
+        infos = [replace(RunInfo.from_record(r), waiting=_waiting(r, live, now)) for r in page.runs]
+        return RunList(infos, page.next_cursor)
 
     async def count(
         self,
@@ -610,6 +642,21 @@ def new_run_id() -> str:
     )
     h = f"{value:032x}"  # what str(uuid.UUID(int=value)) gives, without its checks
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _waiting(run: RunRecord, live: Collection[WorkerVersion], now: float) -> str | None:
+    """The reason of :meth:`Client.waiting`, from the live versions read at ``now``."""
+    if run.state.is_terminal:
+        return None
+    if run.state is RunState.RUNNING and (run.lease_expires_at or 0) >= now:
+        return None  # its holder has the version
+    if any(v.workflow == run.workflow and v.version == run.version for v in live):
+        return None
+    others = sorted({v.version for v in live if v.workflow == run.workflow})
+    return (
+        f"no worker has version {run.version} of {run.workflow} "
+        f"(live versions: {', '.join(others) or 'none'})"
+    )
 
 
 def _dt(ts: float) -> datetime:

@@ -208,6 +208,7 @@ class Registry:
         self._workflows: dict[str, dict[str, WorkflowDef[Any, Any]]] = {}  # name -> version
         self._current: dict[str, WorkflowDef[Any, Any]] = {}
         self._steps: dict[str, StepDef[Any, Any]] = {}
+        self._pairs: frozenset[tuple[str, str]] | None = None  # cache of pairs()
 
     def add(self, wf: WorkflowDef[Any, Any]) -> None:
         """Register a workflow version.
@@ -239,6 +240,7 @@ class Registry:
                     "register the one kept for older runs with @workflow(current=False)"
                 )
             self._workflows[wf.name] = {**versions, wf.version: wf}
+            self._pairs = None
             if wf.current:
                 self._current[wf.name] = wf
             elif current is not None and current.version == wf.version:
@@ -269,6 +271,15 @@ class Registry:
     def versions(self, name: str) -> list[WorkflowDef[Any, Any]]:
         """Every registered version of workflow ``name``, in registration order."""
         return list(self._workflows.get(name, {}).values())
+
+    def pairs(self) -> frozenset[tuple[str, str]]:
+        """Every registered ``(name, version)``: what a worker on this registry claims."""
+        pairs = self._pairs
+        if pairs is None:
+            with self._lock:
+                pairs = frozenset((n, v) for n, vs in self._workflows.items() for v in vs)
+                self._pairs = pairs
+        return pairs
 
     def names(self) -> list[str]:
         """Names of the registered workflows, sorted."""

@@ -103,12 +103,13 @@ DEPLOY2 = f"{APPS}.orders_deploy2"
 KEPT_V1 = f"{APPS}.orders_kept_v1"
 
 
-async def test_deploy_without_the_old_version_parks_its_runs_until_it_returns(
+async def test_deploy_without_the_old_version_leaves_its_runs_until_it_returns(
     harness: Harness,
 ) -> None:
     """A run waits on deploy 1's code; deploy 2 changed the code: its worker
-    parks the run (never fails it); deploy 2 with deploy 1's function kept in
-    another module (renamed, ``current=False``) finishes it on the old code."""
+    does not claim the run (never fails nor parks it) and `keel runs show` says
+    why it waits; deploy 2 with deploy 1's function kept in another module
+    (renamed, ``current=False``) finishes it on the old code."""
     run_id = "ord-1"
     db = ("--db", harness.db_url)
     harness.cli_ok("start", "acc.orders", '"o-1"', "--app", DEPLOY1, "--run-id", run_id, *db)
@@ -127,19 +128,22 @@ async def test_deploy_without_the_old_version_parks_its_runs_until_it_returns(
 
         w2 = harness.worker(DEPLOY2)
         harness.cli_ok("signal", run_id, "approve", '"ana"', *db)
-        parked = f"run {run_id}: workflow 'acc.orders' version '{version}' is not loaded here"
-        await harness.wait_for(
-            lambda: parked in w2.err.read_text(), "deploy 2 to park the run", alive=(w2,)
-        )
         harness.cli_ok("start", "acc.orders", '"o-2"', "--app", DEPLOY2, "--run-id", "ord-2", *db)
         harness.cli_ok("signal", "ord-2", "approve", '"bo"', *db)
+        # ord-2 was due after ord-1: once it is done, deploy 2 has passed ord-1 over.
         await harness.wait_finished(client, ["ord-2"], alive=(w2,))
         assert await client.result("ord-2") == "shipped (prepared o-2, wrapped, approved by bo)"
+        v2 = (await client.get("ord-2")).version
+        shown = json.loads(harness.cli_ok("runs", "show", run_id, *db, "--json"))
+        assert shown["waiting"] == (
+            f"no worker has version {version} of acc.orders (live versions: {v2})"
+        )
+        assert "parked it" not in w2.err.read_text()
         w2.terminate()
         assert w2.wait(timeout=15) == 0, w2.output()
         info = await client.get(run_id)
         assert info.state == "suspended" and info.lease_owner is None, info
-        assert history_json(harness, run_id) == before  # nothing journaled while parked
+        assert history_json(harness, run_id) == before  # nothing journaled meanwhile
 
         w3 = harness.worker(DEPLOY2, KEPT_V1)
         infos = await harness.wait_finished(client, [run_id], alive=(w3,))

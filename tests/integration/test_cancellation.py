@@ -49,6 +49,10 @@ async def waits_then_cleans_up(sleep_in_cleanup: float) -> str:
     return "?"
 
 
+async def _other() -> str:
+    return "other"
+
+
 @keel.step(name="ci.long_poll")
 def long_poll() -> str:
     note("long started")
@@ -139,25 +143,28 @@ async def test_long_step_sees_the_request_and_stops_early(env: Any, cache: bool)
 
 async def test_cancel_waits_for_a_worker_that_has_the_workflow(env: Any) -> None:
     """No worker at all, then only workers without the workflow: the request is
-    kept, the run is parked (not claimed again and again), and the first worker
-    that has the workflow runs the cleanup."""
+    kept, the run is not claimed by them (its version is not theirs), and the
+    first worker that has the workflow runs the cleanup."""
     async with env() as (client, _):
         run = await client.start(waits_then_cleans_up, 0.0)
         await wait_state(client, run.run_id, keel.RunState.SUSPENDED)
-    async with env(registry=keel.Registry()) as (client, worker):
+    other = keel.Registry()
+    keel.workflow(name="ci.other", registry=other)(_other)
+    async with env(registry=other) as (client, worker):
         token = (await worker.store.get_run(run.run_id)).lease_token
         assert await client.cancel(run.run_id) is keel.RunState.SUSPENDED
-
-        async def parked() -> bool:
-            record = await worker.store.get_run(run.run_id)
-            return record.lease_token > token and record.state is keel.RunState.SUSPENDED
-
-        await wait_until(parked, "a worker without the workflow to park the run")
+        # A run the worker has, due after the cancel: once it is done, the
+        # worker has claimed while the cancelled run was due, and passed it over.
+        outside = keel.Client(worker.store, registry=other)  # not the worker's: no hand-over
+        started = await outside.start("ci.other")
+        assert await outside.result(started.run_id, timeout=10) == "other"
+        record = await worker.store.get_run(run.run_id)
+        assert record.lease_token == token and record.state is keel.RunState.SUSPENDED
         info = await client.get(run.run_id)
-        assert info.cancel_requested and info.wake_at is not None
-        assert info.wake_at.timestamp() > await worker.store.now() + 2  # parked, not spinning
+        assert info.cancel_requested and info.waiting is not None
+        assert info.waiting.startswith("no worker has version ")
     async with env() as (client, _):
-        await client.cancel(run.run_id)  # due now rather than after the parking delay
+        await client.cancel(run.run_id)
         with pytest.raises(keel.RunCancelledError):
             await client.result(run.run_id, timeout=10)
     assert calls == {"cleanup first": 1, "cleanup second": 1}

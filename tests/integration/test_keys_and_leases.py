@@ -112,8 +112,10 @@ class _SlowClaims(MemoryStore):
         self.claiming = asyncio.Event()
         self.gate = asyncio.Event()
 
-    async def claim_runs(self, owner: str, *, limit: int, ttl: float) -> list[Any]:
-        claimed = await super().claim_runs(owner, limit=limit, ttl=ttl)
+    async def claim_runs(
+        self, owner: str, *, limit: int, ttl: float, versions: Any = None
+    ) -> list[Any]:
+        claimed = await super().claim_runs(owner, limit=limit, ttl=ttl, versions=versions)
         if claimed:
             self.claiming.set()
             await self.gate.wait()

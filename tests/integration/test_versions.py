@@ -173,42 +173,47 @@ async def test_code_change_resumes_a_suspended_run_on_its_old_version(env: Any) 
     assert ran == Counter(prepare=2, gift_wrap=1, ship=2)
 
 
-async def test_run_of_a_version_not_loaded_is_parked_until_it_is(
+async def test_run_of_a_version_not_loaded_is_left_to_a_worker_that_has_it(
     env: Any, make_store: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A worker claims only runs of the versions it has: a deploy without the
+    old version never takes (nor parks) the old run, which says why it waits,
+    and a deploy that has the version again finishes it."""
     caplog.set_level(logging.DEBUG, logger="keel.worker")
     async with env(registry=DEPLOY1) as (client, _):
         run = await client.start("ver.order", "o-3")
         await wait_waiting(client, run.run_id)
         before = await client.history(run.run_id)
+    token = (await _record(make_store, run.run_id)).lease_token
 
-    # A deploy without the old version. The lease TTL is longer than the wait
-    # below, so a second park proves the first one released the lease.
-    async with env(registry=ONLY_V2, park_delay=0.05, lease_ttl=30.0) as (client, _):
+    async with env(registry=ONLY_V2, park_delay=0.05) as (client, worker):
         await client.signal(run.run_id, "approve", "ana")  # due now
-
-        async def parked_twice() -> bool:
-            return len(parks(caplog, run.run_id)) >= 2
-
-        await wait_for(parked_twice, "the run to be parked, retried, and parked again")
         fresh = await client.start("ver.order", "o-4")  # the worker runs v2 as usual
+        await wait_waiting(client, fresh.run_id)
+        # Claimed again after its signal, behind the old run in wake order: so
+        # the worker has claimed while the old run was due, and passed it over.
         await client.signal(fresh.run_id, "approve", "bo")
         assert await client.result(fresh.run_id, timeout=10) == (
             "shipped (prepared o-4, wrapped, approved by bo)"
         )
-    first, second, *_ = parks(caplog, run.run_id)
-    assert first.levelno == logging.WARNING and second.levelno == logging.DEBUG
-    assert (
-        f"workflow 'ver.order' version '{V1.version}' is not loaded here "
-        f"(loaded: {V2.version})" in first.getMessage()
-    )
-
-    async with keel.Client(make_store()) as client:
         info = await client.get(run.run_id)
-        assert info.state is keel.RunState.SUSPENDED and info.error is None
-        assert info.lease_owner is None
-        # Nothing journaled while parked; the signal is still in the mailbox.
+        assert info.waiting == (
+            f"no worker has version {V1.version} of ver.order (live versions: {V2.version})"
+        )
+        assert (await client.get(fresh.run_id)).waiting is None
+        listed = {r.run_id: r.waiting for r in (await client.list()).runs}
+        assert listed == {run.run_id: info.waiting, fresh.run_id: None}
+        [live] = await client.versions()
+        assert (live.workflow, live.version, live.worker) == ("ver.order", V2.version, worker.owner)
+    assert parks(caplog, run.run_id) == []
+
+    record = await _record(make_store, run.run_id)
+    assert record.state is keel.RunState.SUSPENDED and record.error is None
+    assert record.lease_token == token and record.lease_owner is None  # never claimed
+    async with keel.Client(make_store()) as client:
+        # Nothing journaled; the signal is still in the mailbox.
         assert await client.history(run.run_id) == before
+        assert await client.versions() == []  # the stopped worker forgot its versions
 
     async with env(registry=DEPLOY2) as (client, _):  # the old version is back
         assert await client.result(run.run_id, timeout=10) == (
@@ -217,13 +222,17 @@ async def test_run_of_a_version_not_loaded_is_parked_until_it_is(
     assert ran == Counter(prepare=2, gift_wrap=1, ship=2)
 
 
-async def test_run_of_an_unknown_workflow_is_parked(
+async def test_run_held_without_its_version_is_parked(
     env: Any, make_store: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Parking stays as the fallback: a run a worker holds although it lacks
+    its workflow (here claimed without a version filter) is released untouched."""
     caplog.set_level(logging.WARNING, logger="keel.worker")
     async with keel.Client(make_store(), registry=DEPLOY1) as client:
         run = await client.start("ver.order", "o-5")
-    async with env(registry=keel.Registry(), park_delay=60.0) as (client, _):
+    async with env(registry=keel.Registry(), park_delay=60.0) as (client, worker):
+        [claimed] = await worker.store.claim_runs(worker.owner, limit=1, ttl=5.0)
+        worker.adopt(claimed)
 
         async def parked() -> bool:
             return bool(parks(caplog, run.run_id))
@@ -231,9 +240,17 @@ async def test_run_of_an_unknown_workflow_is_parked(
         await wait_for(parked, "the run to be parked")
         info = await client.get(run.run_id)
         assert info.state is keel.RunState.SUSPENDED and info.lease_owner is None
+        assert (
+            info.waiting == f"no worker has version {V1.version} of ver.order (live versions: none)"
+        )
         [record] = parks(caplog, run.run_id)
         assert "workflow 'ver.order' is not registered here" in record.getMessage()
     assert ran == Counter()
+
+
+async def _record(make_store: Any, run_id: str) -> Any:
+    async with keel.Client(make_store()) as client:
+        return await client.store.get_run(run_id)
 
 
 async def test_bad_version_inputs_at_the_call_site(env: Any) -> None:

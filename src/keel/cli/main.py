@@ -30,6 +30,7 @@ from keel.cli.queues import queues
 from keel.cli.replay import replay
 from keel.cli.runs import runs
 from keel.cli.schedules import schedules
+from keel.cli.versions import versions
 from keel.client import Client
 from keel.core import codec
 from keel.core.states import RunState
@@ -69,6 +70,7 @@ cli.add_command(schedules)
 cli.add_command(db)
 cli.add_command(queues)
 cli.add_command(replay)
+cli.add_command(versions)
 
 
 # --- worker ----------------------------------------------------------------------------

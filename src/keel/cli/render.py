@@ -158,6 +158,8 @@ def run_details(
         rows.append(("continued to", info.continued_to))
     if info.error:
         rows.append(("error", Text(error_summary(info.error), style="red")))
+    if info.waiting:
+        rows.append(("waiting", Text(info.waiting, style="yellow")))
     for key, value in rows:
         grid.add_row(key, value)
     console.print(grid)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -168,7 +169,7 @@ def show_run(run_id: str, db: str | None, as_json: bool) -> None:
         rec = await client.store.get_run(run_id)
         if rec is None:
             raise RunNotFoundError(run_id)
-        info = RunInfo.from_record(rec)
+        info = replace(RunInfo.from_record(rec), waiting=await client.waiting(rec))
         input_ = codec.decode(rec.input, what=f"input of run {run_id!r}")
         has_result = rec.state is RunState.COMPLETED
         result = codec.decode(rec.result or b"null", what=f"result of run {run_id!r}")

@@ -31,6 +31,7 @@ from keel.store.base import (
     RunRecord,
     SignalRecord,
     Store,
+    WorkerVersion,
 )
 from keel.store.memory import MemoryStore
 from keel.store.sqlite import SQLiteStore
@@ -51,6 +52,7 @@ __all__ = [
     "SQLiteStore",
     "SignalRecord",
     "Store",
+    "WorkerVersion",
     "open_store",
 ]
 

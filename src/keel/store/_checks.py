@@ -11,6 +11,7 @@ import binascii
 import json
 import math
 from collections.abc import Collection, Sequence
+from functools import lru_cache
 
 from keel.core.states import RunState
 from keel.errors import ConfigurationError, LeaseLostError, RunExistsError, StoreError
@@ -254,3 +255,55 @@ def check_snapshot(snapshot: NewSnapshot, next_seq: int) -> None:
             f"a snapshot up to seq {snapshot.upto_seq} needs a journal that continues "
             f"past it, but it continues at seq {next_seq}"
         )
+
+
+#: Rows of ``worker_versions`` last seen longer ago than this are deleted.
+VERSION_ROWS_KEPT = 86400.0
+
+
+def check_versions(versions: Collection[tuple[str, str]] | None) -> list[tuple[str, str]] | None:
+    """The ``(workflow, version)`` pairs of a claim filter or a registration, sorted."""
+    if versions is None:
+        return None
+    if isinstance(versions, str | bytes) or not isinstance(versions, Collection):
+        raise TypeError(
+            f"versions must be a collection of (workflow, version) pairs, not {versions!r}"
+        )
+    pairs = set()
+    for pair in versions:
+        if (
+            not isinstance(pair, tuple)
+            or len(pair) != 2
+            or not all(isinstance(p, str) for p in pair)
+        ):
+            raise TypeError(f"versions must hold (workflow, version) string pairs, not {pair!r}")
+        pairs.add(pair)
+    return sorted(pairs)
+
+
+def versions_json(versions: Collection[tuple[str, str]] | None) -> str | None:
+    """The claim filter as the SQL backends take it: a JSON array of pairs, or None
+    (any version). A worker passes the same frozenset every time: encoded once."""
+    if versions is None:
+        return None
+    if isinstance(versions, frozenset):
+        return _frozen_json(versions)
+    return json.dumps(check_versions(versions))
+
+
+@lru_cache(maxsize=16)
+def _frozen_json(versions: frozenset[tuple[str, str]]) -> str:
+    return json.dumps(check_versions(versions))
+
+
+def check_registration(worker: str, host: str, pid: int, live_for: float) -> None:
+    """Arguments of ``register_versions`` besides the pairs."""
+    for name, value in (("worker", worker), ("host", host)):
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a string, not {value!r}")
+    if not worker:
+        raise ConfigurationError("worker must be a non-empty string")
+    if isinstance(pid, bool) or not isinstance(pid, int):
+        raise TypeError(f"pid must be an int, not {pid!r}")
+    if isinstance(live_for, bool) or not isinstance(live_for, int | float) or not live_for > 0:
+        raise ConfigurationError(f"live_for must be a positive number, not {live_for!r}")

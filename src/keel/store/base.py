@@ -282,6 +282,20 @@ class DueSchedules:
     next_fire_at: float | None  # earliest next_fire_at of every active schedule looked at
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerVersion:
+    """One (workflow, version) pair a worker has registered (table ``worker_versions``)."""
+
+    workflow: str
+    version: str
+    worker: str  # the worker's lease owner id
+    host: str
+    pid: int
+    first_seen: float
+    last_seen: float
+    live_until: float  # the pair counts as live on this worker until then
+
+
 @runtime_checkable
 class Store(Protocol):
     """Durable storage of runs, journals, leases, signals, dispatched steps and schedules."""
@@ -346,12 +360,21 @@ class Store(Protocol):
     async def load_events(self, run_id: str, *, after_seq: int = -1) -> list[EventRecord]:
         """Journal entries with ``seq > after_seq``, in ``seq`` order."""
 
-    async def claim_runs(self, owner: str, *, limit: int, ttl: float) -> list[Claimed]:
+    async def claim_runs(
+        self,
+        owner: str,
+        *,
+        limit: int,
+        ttl: float,
+        versions: Collection[tuple[str, str]] | None = None,
+    ) -> list[Claimed]:
         """Lease up to ``limit`` runnable runs to ``owner`` for ``ttl`` seconds.
 
         Runnable: ``pending``/``suspended`` with ``wake_at <= now``, or
         ``running`` with an expired lease. Claimed runs become ``running`` with
         ``lease_token`` incremented. Runs are taken in ``wake_at`` order.
+        With ``versions``, only runs whose ``(workflow, version)`` pair is in it
+        are taken (a worker passes the pairs it has registered); ``None``: any.
         """
 
     async def renew_leases(self, owner: str, leases: Sequence[Lease], ttl: float) -> RenewOutcome:
@@ -630,6 +653,28 @@ class Store(Protocol):
         is derived from the tick) and record ``last_fire_at = tick`` and
         ``last_run_id``. ``run=None`` skips the tick. Otherwise nothing changes.
         """
+
+    # --- worker versions ------------------------------------------------------------
+    async def register_versions(
+        self,
+        worker: str,
+        versions: Collection[tuple[str, str]],
+        *,
+        host: str,
+        pid: int,
+        live_for: float,
+    ) -> None:
+        """Upsert ``worker``'s ``(workflow, version)`` pairs in one transaction:
+        ``last_seen = now``, ``live_until = now + live_for`` (``first_seen`` kept
+        from the first registration). Rows of any worker last seen more than a
+        day ago are deleted (a dead worker's pairs do not pile up)."""
+
+    async def forget_versions(self, worker: str) -> None:
+        """Delete ``worker``'s pairs (it stopped)."""
+
+    async def list_versions(self, *, live: bool = True) -> list[WorkerVersion]:
+        """Registered pairs by workflow, version, worker; ``live``: only those with
+        ``live_until >= now``."""
 
     async def wait_for_change(self, timeout: float) -> None:
         """Return when the store may have new work or results, or after ``timeout``.

@@ -25,6 +25,7 @@ from keel.errors import (
 from keel.store._checks import (
     MAX_PAGE,
     check_ttl,
+    check_versions,
     decode_cursor,
     encode_cursor,
     run_filter,
@@ -42,12 +43,14 @@ from keel.store.base import (
     SignalRecord,
     SnapshotRecord,
     TaskRecord,
+    WorkerVersion,
 )
 from keel.store.memory_children import MemoryChildren
 from keel.store.memory_continue import MemoryContinue
 from keel.store.memory_schedules import MemorySchedules
 from keel.store.memory_snapshots import MemorySnapshots
 from keel.store.memory_tasks import MemoryTasks
+from keel.store.memory_versions import MemoryVersions
 
 
 @dataclass(slots=True)
@@ -56,14 +59,17 @@ class _Signal:
     consumed_seq: int | None = None
 
 
-class MemoryStore(MemoryTasks, MemorySchedules, MemoryChildren, MemoryContinue, MemorySnapshots):
+class MemoryStore(
+    MemoryTasks, MemorySchedules, MemoryChildren, MemoryContinue, MemorySnapshots, MemoryVersions
+):
     """A store in a Python dict. ``clock`` is the store's clock (default ``time.time``).
 
     The dispatched-step (task) methods are in :class:`~keel.store.memory_tasks.MemoryTasks`,
     the schedule methods in :class:`~keel.store.memory_schedules.MemorySchedules`,
     the child-run ones in :class:`~keel.store.memory_children.MemoryChildren`,
     continue-as-new in :class:`~keel.store.memory_continue.MemoryContinue`,
-    the journal snapshots in :class:`~keel.store.memory_snapshots.MemorySnapshots`.
+    the journal snapshots in :class:`~keel.store.memory_snapshots.MemorySnapshots`,
+    the worker versions in :class:`~keel.store.memory_versions.MemoryVersions`.
     """
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
@@ -86,6 +92,7 @@ class MemoryStore(MemoryTasks, MemorySchedules, MemoryChildren, MemoryContinue, 
         self._queue_limits: dict[str, int] = {}  # queue -> cluster-wide lease limit
         self._schedules: dict[str, ScheduleRecord] = {}
         self._snapshots: dict[str, SnapshotRecord] = {}  # run id -> its latest snapshot
+        self._versions: dict[tuple[str, str, str], WorkerVersion] = {}
         self._waiters: dict[asyncio.Future[None], asyncio.AbstractEventLoop] = {}
 
     def __repr__(self) -> str:
@@ -239,15 +246,26 @@ class MemoryStore(MemoryTasks, MemorySchedules, MemoryChildren, MemoryContinue, 
 
     # -- leases --------------------------------------------------------------------
 
-    async def claim_runs(self, owner: str, *, limit: int, ttl: float) -> list[Claimed]:
+    async def claim_runs(
+        self,
+        owner: str,
+        *,
+        limit: int,
+        ttl: float,
+        versions: Collection[tuple[str, str]] | None = None,
+    ) -> list[Claimed]:
         if limit < 1:
             raise ValueError(f"claim limit must be at least 1, not {limit}")
         check_ttl(ttl)
+        pairs = check_versions(versions)
+        having = None if pairs is None else frozenset(pairs)
         with self._lock:
             self._check_open()
             now = self._clock()
             due: list[tuple[float, str]] = []
             for r in self._runs.values():
+                if having is not None and (r.workflow, r.version) not in having:
+                    continue
                 if r.state in (RunState.PENDING, RunState.SUSPENDED):
                     if r.wake_at is not None and r.wake_at <= now:
                         due.append((r.wake_at, r.run_id))

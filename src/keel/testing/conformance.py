@@ -46,6 +46,7 @@ from keel.testing.conformance_schedules import ScheduleConformance
 from keel.testing.conformance_signals import SignalConformance
 from keel.testing.conformance_snapshots import SnapshotConformance
 from keel.testing.conformance_tasks import TaskConformance
+from keel.testing.conformance_versions import VersionConformance
 
 __all__ = [
     "CANCELLED",
@@ -78,6 +79,7 @@ class StoreConformance(
     ChildConformance,
     ContinueConformance,
     SnapshotConformance,
+    VersionConformance,
 ):
     """Behaviour shared by every backend; subclasses supply ``store_factory``."""
 

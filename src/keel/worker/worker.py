@@ -44,7 +44,10 @@ class Worker:
     each); ``task_concurrency`` bounds all its task attempts together. With
     ``queues=None`` it runs no dispatched steps (it still drives runs).
 
-    A run whose workflow version is not registered here is *parked*: its lease
+    It claims only runs whose workflow version is registered here, and records
+    those versions in the store (``Store.register_versions``, refreshed by the
+    heartbeat loop) so operators see which versions are live. A run it holds
+    anyway without the version (claimed by other means) is *parked*: its lease
     is released and any worker may try it again ``park_delay`` seconds later.
     ``schedules=True`` (default) makes it fire the due ticks of schedules whose
     workflow it has registered; any number of workers may, each tick starts
@@ -113,6 +116,7 @@ class Worker:
         self._started = False
         self._liveness: LivenessLock | None = None  # see _hold_liveness
         self._next_sweep = 0.0  # monotonic time of the next dead-owner sweep
+        self._registered = False  # its versions are in the store (stop() removes them)
         self._finished_waiters: dict[str, list[asyncio.Future[Finished | None]]] = {}
         self.tasks = TaskRunner(self, limits, task_concurrency)
         self.schedules = ScheduleRunner(self) if schedules else None
@@ -125,6 +129,7 @@ class Worker:
         self._started = True
         await self.store.open()
         self._liveness = await self._hold_liveness()
+        await self._register_versions()
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._claim_loop(), name="keel-claim"),
@@ -185,6 +190,11 @@ class Worker:
         self.step_pool.shutdown(wait=False, cancel_futures=True)
         if self._liveness is not None:  # after the leases went back: nothing left to take
             await self._liveness.release()
+        if self._registered:  # its versions are no longer live
+            try:
+                await self.store.forget_versions(self.owner)
+            except Exception:
+                log.exception("could not remove this worker's versions from the store")
         await self.store.close()
         self._stopped.set()
         return abandoned
@@ -332,7 +342,10 @@ class Worker:
                     capacity = 0  # others may be expiring our leases: take no more
                 if capacity > 0:
                     claimed = await self.store.claim_runs(
-                        self.owner, limit=min(capacity, batch), ttl=self.lease_ttl
+                        self.owner,
+                        limit=min(capacity, batch),
+                        ttl=self.lease_ttl,
+                        versions=self.registry.pairs(),
                     )
                     got = len(claimed)
                     for i, c in enumerate(claimed):
@@ -418,11 +431,29 @@ class Worker:
                 if not self.give_up(exc):
                     log.exception("run %s: could not release the lease", c.run.run_id)
 
+    async def _register_versions(self) -> None:
+        """Record (refresh) the versions this worker has; live for a lease TTL,
+        three heartbeats. A failure is logged: claims do not depend on it."""
+        try:
+            await self.store.register_versions(
+                self.owner,
+                self.registry.pairs(),
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                live_for=self.lease_ttl,
+            )
+            self._registered = True
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("could not record this worker's versions in the store")
+
     async def _heartbeat_loop(self) -> None:
         interval = self.lease_ttl / 3
         while True:
             await asyncio.sleep(interval)
             self._stop_overdue_runs()
+            await self._register_versions()
             try:
                 await self.tasks.renew()
             except asyncio.CancelledError:

@@ -180,6 +180,24 @@ CREATE TABLE snapshots (
     created_at float8 NOT NULL
 );
 
+-- Worker versions (version 10).
+-- The (workflow, version) pairs each worker has registered, upserted when it
+-- starts and refreshed by its heartbeat loop. A pair is live while some row of
+-- it has live_until >= now. A drained worker deletes its rows; rows of dead
+-- workers are pruned a day after they were last seen.
+
+CREATE TABLE worker_versions (
+    workflow   text COLLATE "C" NOT NULL,
+    version    text COLLATE "C" NOT NULL,
+    worker     text COLLATE "C" NOT NULL,  -- the worker's lease owner id
+    host       text NOT NULL,
+    pid        integer NOT NULL,
+    first_seen float8 NOT NULL,
+    last_seen  float8 NOT NULL,
+    live_until float8 NOT NULL,
+    PRIMARY KEY (workflow, version, worker)
+);
+
 -- Worker liveness locks (version 11).
 -- A worker holds a session-level advisory lock (pg_advisory_lock(classid,
 -- lock_key), on a connection of its own) for its whole life and registers it

@@ -36,6 +36,7 @@ from keel.store._checks import (
     decode_cursor,
     page_of,
     run_filter,
+    versions_json,
 )
 from keel.store.base import (
     Claimed,
@@ -58,6 +59,7 @@ from keel.store.postgres.liveness import LivenessMixin
 from keel.store.postgres.schedules import SchedulesMixin
 from keel.store.postgres.snapshots import SnapshotsMixin
 from keel.store.postgres.tasks import TasksMixin
+from keel.store.postgres.versions import VersionsMixin
 
 
 class PostgresStore(
@@ -67,6 +69,7 @@ class PostgresStore(
     ContinueMixin,
     SnapshotsMixin,
     LivenessMixin,
+    VersionsMixin,
     GroupCommitMixin,
 ):
     """Keel store in a PostgreSQL database, in its own schema (default ``keel``).
@@ -390,12 +393,20 @@ class PostgresStore(
 
     # -- leases --------------------------------------------------------------------
 
-    async def claim_runs(self, owner: str, *, limit: int, ttl: float) -> list[Claimed]:
+    async def claim_runs(
+        self,
+        owner: str,
+        *,
+        limit: int,
+        ttl: float,
+        versions: Collection[tuple[str, str]] | None = None,
+    ) -> list[Claimed]:
         if limit < 1:
             raise ValueError(f"claim limit must be at least 1, not {limit}")
         check_ttl(ttl)
+        params = {"owner": owner, "limit": limit, "ttl": ttl, "versions": versions_json(versions)}
         sent = time.time()
-        rows = await self._fetch("claim_runs", {"owner": owner, "limit": limit, "ttl": ttl})
+        rows = await self._fetch("claim_runs", params)
         self._clock.observe(rows[0][0], sent, time.time())
         claimed = []
         for row in rows:

@@ -73,15 +73,22 @@ WHERE (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows
   AND (:parent_run_id IS NULL OR parent_run_id = :parent_run_id);
 
 -- name: claim_candidates
--- Due runs and runs whose lease expired, each branch walking its partial index.
+-- Due runs and runs whose lease expired, each branch walking its partial index,
+-- of the claimer's (workflow, version) pairs only (:versions, a JSON array of
+-- pairs; NULL takes every run). runs_due carries the pair, so due runs of
+-- other versions are skipped in the index.
 SELECT run_id, due FROM (
     SELECT run_id, wake_at AS due FROM runs
     WHERE state IN ('pending', 'suspended') AND wake_at <= :now
+      AND (:versions IS NULL OR (workflow, version) IN (
+          SELECT value ->> 0, value ->> 1 FROM json_each(:versions)))
     ORDER BY wake_at LIMIT :limit)
 UNION ALL
 SELECT run_id, due FROM (
     SELECT run_id, lease_expires_at AS due FROM runs
     WHERE state = 'running' AND lease_expires_at < :now
+      AND (:versions IS NULL OR (workflow, version) IN (
+          SELECT value ->> 0, value ->> 1 FROM json_each(:versions)))
     ORDER BY lease_expires_at LIMIT :limit)
 ORDER BY due, run_id
 LIMIT :limit;
@@ -474,3 +481,24 @@ SELECT DISTINCT lease_owner FROM runs WHERE state = 'running' AND lease_expires_
 -- token, so fencing is exactly as after a TTL expiry.
 UPDATE runs SET lease_expires_at = :now
 WHERE state = 'running' AND lease_owner = :owner AND lease_expires_at > :now;
+
+-- name: register_version
+-- A worker's pair: first_seen is kept from its first registration.
+INSERT INTO worker_versions (workflow, version, worker, host, pid, first_seen, last_seen,
+                             live_until)
+VALUES (:workflow, :version, :worker, :host, :pid, :now, :now, :live_until)
+ON CONFLICT (workflow, version, worker) DO UPDATE
+SET host = excluded.host, pid = excluded.pid, last_seen = excluded.last_seen,
+    live_until = excluded.live_until;
+
+-- name: prune_versions
+DELETE FROM worker_versions WHERE last_seen < :before;
+
+-- name: forget_versions
+DELETE FROM worker_versions WHERE worker = :worker;
+
+-- name: list_versions
+SELECT workflow, version, worker, host, pid, first_seen, last_seen, live_until
+FROM worker_versions
+WHERE live_until >= :since
+ORDER BY workflow, version, worker;

@@ -1,11 +1,11 @@
--- The full current Keel schema (version 9), for reading. Databases are built by
+-- The full current Keel schema (version 10), for reading. Databases are built by
 -- applying migrations/ in order; a test checks both give the same schema.
 
 CREATE TABLE keel_meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
--- rows: ('application', 'keel'), ('schema_version', '9')
+-- rows: ('application', 'keel'), ('schema_version', '10')
 
 -- Rebuilt by version 7 (continue-as-new), so SQLite stores its name quoted.
 CREATE TABLE "runs" (
@@ -36,7 +36,9 @@ CREATE TABLE "runs" (
     generation       INTEGER NOT NULL DEFAULT 0,
     continued_to     TEXT);
 
-CREATE INDEX runs_due ON runs (wake_at) WHERE state IN ('pending', 'suspended');
+-- Claims walk runs_due; it carries workflow and version (version 10) so runs of
+-- versions the claimer lacks are skipped without reading their rows.
+CREATE INDEX runs_due ON runs (wake_at, workflow, version) WHERE state IN ('pending', 'suspended');
 CREATE INDEX runs_lease ON runs (lease_expires_at) WHERE state = 'running';
 CREATE INDEX runs_created ON runs (created_at, run_id);
 CREATE INDEX runs_workflow ON runs (workflow, created_at, run_id);
@@ -149,3 +151,19 @@ CREATE TABLE snapshots (
     data       BLOB NOT NULL,     -- checksummed encoded snapshot
     created_at REAL NOT NULL
 );  -- a rowid table: its rows are large blobs
+
+-- Worker versions (version 10): the (workflow, version) pairs each worker has
+-- registered, upserted when it starts and refreshed by its heartbeat loop. A
+-- pair is live while some row of it has live_until >= now. A drained worker
+-- deletes its rows; rows of dead workers are pruned a day after last seen.
+CREATE TABLE worker_versions (
+    workflow   TEXT NOT NULL,
+    version    TEXT NOT NULL,
+    worker     TEXT NOT NULL,  -- the worker's lease owner id
+    host       TEXT NOT NULL,
+    pid        INTEGER NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen  REAL NOT NULL,
+    live_until REAL NOT NULL,
+    PRIMARY KEY (workflow, version, worker)
+) WITHOUT ROWID;

@@ -32,6 +32,7 @@ from keel.store._checks import (
     decode_cursor,
     page_of,
     run_filter,
+    versions_json,
 )
 from keel.store.base import (
     Claimed,
@@ -54,6 +55,7 @@ from keel.store.sqlite.liveness import SQLiteLiveness
 from keel.store.sqlite.schedules import SQLiteSchedules
 from keel.store.sqlite.snapshots import SQLiteSnapshots
 from keel.store.sqlite.tasks import SQLiteTasks
+from keel.store.sqlite.versions import SQLiteVersions
 
 T = TypeVar("T")
 Q = _sql.queries()
@@ -62,7 +64,13 @@ _SYNCHRONOUS = ("FULL", "NORMAL")
 
 
 class SQLiteStore(
-    SQLiteTasks, SQLiteSchedules, SQLiteChildren, SQLiteContinue, SQLiteSnapshots, SQLiteLiveness
+    SQLiteTasks,
+    SQLiteSchedules,
+    SQLiteChildren,
+    SQLiteContinue,
+    SQLiteSnapshots,
+    SQLiteLiveness,
+    SQLiteVersions,
 ):
     """Keel store on one SQLite file (WAL mode).
 
@@ -77,7 +85,8 @@ class SQLiteStore(
     the schedule methods in :class:`~keel.store.sqlite.schedules.SQLiteSchedules`,
     the child-run ones in :class:`~keel.store.sqlite.children.SQLiteChildren`,
     continue-as-new in :class:`~keel.store.sqlite.continuing.SQLiteContinue`,
-    the journal snapshots in :class:`~keel.store.sqlite.snapshots.SQLiteSnapshots`.
+    the journal snapshots in :class:`~keel.store.sqlite.snapshots.SQLiteSnapshots`,
+    the worker versions in :class:`~keel.store.sqlite.versions.SQLiteVersions`.
     """
 
     def __init__(
@@ -284,14 +293,22 @@ class SQLiteStore(
 
     # -- leases --------------------------------------------------------------------
 
-    async def claim_runs(self, owner: str, *, limit: int, ttl: float) -> list[Claimed]:
+    async def claim_runs(
+        self,
+        owner: str,
+        *,
+        limit: int,
+        ttl: float,
+        versions: Collection[tuple[str, str]] | None = None,
+    ) -> list[Claimed]:
         if limit < 1:
             raise ValueError(f"claim limit must be at least 1, not {limit}")
         check_ttl(ttl)
+        having = {"versions": versions_json(versions)}
 
         def candidates(conn: sqlite3.Connection) -> bool:
-            row = conn.execute(Q["claim_candidates"], {"now": self._clock(), "limit": 1}).fetchone()
-            return row is not None
+            params = {"now": self._clock(), "limit": 1, **having}
+            return conn.execute(Q["claim_candidates"], params).fetchone() is not None
 
         # Idle workers poll often: look on the reader first so that an empty
         # claim never takes the file's write lock.
@@ -301,7 +318,8 @@ class SQLiteStore(
         def op(conn: sqlite3.Connection) -> list[Claimed]:
             now = self._clock()
             expires = now + ttl
-            found = conn.execute(Q["claim_candidates"], {"now": now, "limit": limit}).fetchall()
+            params = {"now": now, "limit": limit, **having}
+            found = conn.execute(Q["claim_candidates"], params).fetchall()
             claimed = []
             for run_id, _due in found:
                 row = conn.execute(
