@@ -445,8 +445,9 @@ class Worker:
             self._registered = True
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("could not record this worker's versions in the store")
+        except Exception as exc:
+            if not self.give_up(exc):  # a damaged database is reported once, by give_up
+                log.exception("could not record this worker's versions in the store")
 
     async def _heartbeat_loop(self) -> None:
         interval = self.lease_ttl / 3
