@@ -184,7 +184,7 @@ def test_signal_committed_while_suspend_waits_for_the_row_still_wakes(
             suspend = asyncio.create_task(
                 store.suspend_run(lease, 1, [], wake_at=None, wake_on_signals=["go"])
             )
-            await _until_blocked_on_a_lock(pg_url)
+            await until_blocked_on_a_lock(pg_url)
             await sender.commit()
             await asyncio.wait_for(suspend, 5)
             run = await store.get_run("r1")
@@ -197,7 +197,8 @@ def test_signal_committed_while_suspend_waits_for_the_row_still_wakes(
     asyncio.run(main())
 
 
-async def _until_blocked_on_a_lock(url: str) -> None:
+async def until_blocked_on_a_lock(url: str) -> None:
+    """Wait until one session of the database waits on a lock (within 5 s)."""
     query = (
         "SELECT count(*) FROM pg_stat_activity "
         "WHERE datname = current_database() AND wait_event_type = 'Lock'"
@@ -208,7 +209,7 @@ async def _until_blocked_on_a_lock(url: str) -> None:
             if (await cur.fetchone()) == (1,):
                 return
             await asyncio.sleep(0.02)
-    raise AssertionError("suspend_run never waited for the row lock")
+    raise AssertionError("no session of the database waited for a row lock")
 
 
 def test_racing_claimers_take_each_run_exactly_once(pg_url: str) -> None:  # noqa: F811
@@ -368,7 +369,7 @@ def test_child_ending_while_parent_suspend_waits_for_the_row_still_wakes(
             suspend = asyncio.create_task(
                 store.suspend_run(lease, 2, [], wake_at=None, wake_on_children=["p/c"])
             )
-            await _until_blocked_on_a_lock(pg_url)
+            await until_blocked_on_a_lock(pg_url)
             await finisher.commit()
             await asyncio.wait_for(suspend, 5)
             run = await store.get_run("p")

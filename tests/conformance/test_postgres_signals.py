@@ -10,6 +10,7 @@ import psycopg
 from keel.store.postgres import PostgresStore
 from keel.store.postgres.store import Q
 from keel.testing.conformance import new_run
+from tests.conformance.test_postgres import until_blocked_on_a_lock
 from tests.pg import pg_url, postgres_server  # noqa: F401  (fixtures)
 
 
@@ -31,7 +32,7 @@ def test_a_repeat_blocked_behind_the_first_send_is_a_no_op(pg_url: str) -> None:
             row = await cur.fetchone()
             assert row is not None and row[2] is not None  # delivered
             repeat = asyncio.create_task(store.send_signal("r1", "go", b"2", delivery_id="once"))
-            await _until_blocked_on_a_lock(pg_url)  # its snapshot cannot see the first
+            await until_blocked_on_a_lock(pg_url)  # its snapshot cannot see the first
             await first.commit()
             assert await asyncio.wait_for(repeat, 5) is None
             signal = await store.next_signal("r1", "go")
@@ -44,17 +45,3 @@ def test_a_repeat_blocked_behind_the_first_send_is_a_no_op(pg_url: str) -> None:
             await store.close()
 
     asyncio.run(main())
-
-
-async def _until_blocked_on_a_lock(url: str) -> None:
-    query = (
-        "SELECT count(*) FROM pg_stat_activity "
-        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-    )
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        for _ in range(250):
-            cur = await conn.execute(query)
-            if (await cur.fetchone()) == (1,):
-                return
-            await asyncio.sleep(0.02)
-    raise AssertionError("the repeat never waited for the row lock")
