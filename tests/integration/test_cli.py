@@ -173,6 +173,15 @@ def test_reads_never_create_a_database(cwd: Path) -> None:
     assert_clean_error(keel_cli("--db", "mysql://x", "runs", "list"), 1, "unsupported store URL")
 
 
+def test_reads_never_turn_an_empty_file_into_a_database(cwd: Path) -> None:
+    empty = cwd / "empty.db"
+    empty.touch()
+    for args in (("runs", "list"), ("runs", "show", "r1"), ("schedules", "list")):
+        assert_clean_error(keel_cli(*args, "--db", str(empty)), 1, "no Keel database")
+    assert empty.stat().st_size == 0
+    assert not (cwd / "empty.db-wal").exists()
+
+
 def test_signal_and_cancel(cwd: Path) -> None:
     url = db_url(cwd / "ctl.db")
     started = keel_cli("start", "cli_greet", "--app", APP, '"x"', "--db", url, "--run-id", "r1")

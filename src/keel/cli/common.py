@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -232,12 +233,23 @@ def open_existing(url: str) -> Store:
     own database): see :class:`~keel.errors.SchemaMissingError`.
     """
     store = open_store(url)
-    if isinstance(store, SQLiteStore) and not store.path.exists():
+    if isinstance(store, SQLiteStore) and not _holds_data(store.path):
         raise CliError(f"no Keel database at {str(store.path)!r} (pass --db or set ${DB_ENV})")
     postgres = _as_postgres(store)
     if postgres is not None:
         postgres.auto_migrate = False
     return store
+
+
+def _holds_data(path: Path) -> bool:
+    """Whether a SQLite file exists and holds anything (an empty file would be
+    turned into a Keel database by opening it). Only ``stat``: opening the file
+    outside SQLite would drop this process's locks on it."""
+    wal = path.with_name(path.name + "-wal")
+    try:
+        return path.stat().st_size > 0 or (wal.exists() and wal.stat().st_size > 0)
+    except FileNotFoundError:
+        return False
 
 
 def _as_postgres(store: Store) -> PostgresStore | None:
