@@ -1,6 +1,6 @@
 """Worker liveness on SQLite: an flock on a per-worker file beside the database.
 
-Each worker holds an exclusive ``flock`` on ``<db>.workers/<owner>.lock`` for
+Each worker holds an exclusive ``flock`` on ``<db>.workers/<owner>.<hash>.lock`` for
 its whole life; the kernel drops it the instant the process dies. Another
 worker probes the file of each owner of a live lease with a non-blocking
 ``flock``: if it gets the lock, that owner is dead, so its leases are expired
