@@ -176,7 +176,9 @@ async def test_sigkill_under_load_another_worker_recovers(harness: Harness) -> N
         journaled = {(r, command_name(c)) for r, *_x, cmds in rows for c in cmds}
         assert held, "the victim held no run at the kill"
         assert {r for r, _s in journaled} & set(held), "the victim had journaled nothing"
-        assert min(held.values()) > t_kill, "a lease of the victim had expired before the kill"
+        # Compared with the time just before the kill: the survivor's liveness
+        # sweep may expire the victim's leases (to "now") while kill() waits.
+        assert min(held.values()) >= before_kill, "a lease of the victim expired before the kill"
 
         infos = await harness.wait_finished(client, run_ids, timeout=ttl + 10, alive=(survivor,))
         recovered_in = time.time() - t_kill
@@ -202,7 +204,11 @@ async def test_sigkill_under_load_another_worker_recovers(harness: Harness) -> N
         assert min(t for t in later if t is not None) >= before_kill, (
             f"{run_id}: the survivor ran a step before the victim was killed"
         )
-        assert all(e.pid == victim.pid for e in execs if e.run_id == run_id and e.at <= t_kill)
+        assert all(
+            e.pid == victim.pid
+            for e in execs
+            if e.run_id == run_id and e.at is not None and e.at < before_kill
+        )
     # Steps in flight at the kill ran again, on the survivor.
     in_flight = {
         (e.run_id, e.step) for e in execs if e.pid == victim.pid and e.phase == "start"
