@@ -46,8 +46,8 @@ from keel.core import snapshot as sn
 from keel.core.events import EventType
 from keel.core.journal import JournalEntry
 from keel.core.replay import Execution
+from keel.replay import _NoLiveValues
 from keel.store.base import NewEvent, NewRun, NewSnapshot, Store
-from keel.testing.replay import _NoLiveValues
 
 TARGET_MS = 50.0
 

@@ -5,26 +5,9 @@ Decorate ``async def`` workflows and their steps, start runs with a
 timer and signal is journaled, so runs survive crashes and restarts.
 """
 
-from keel.chains import continue_as_new
-from keel.children import ChildHandle, get_child, run_child, start_child
 from keel.client import Client, HistoryEvent, RunHandle, RunInfo, RunList
-from keel.context import (
-    StepInfo,
-    cancel_requested,
-    current_step,
-    deprecate_patch,
-    in_workflow,
-    now,
-    patched,
-    random,
-    side_effect,
-    sleep,
-    uuid4,
-    wait_for_signal,
-)
 from keel.core.retry import RetryPolicy
 from keel.core.states import RunState
-from keel.definitions import Registry, StepDef, WorkflowDef, step, workflow
 from keel.errors import (
     ChildWorkflowCancelled,
     ChildWorkflowError,
@@ -60,11 +43,28 @@ from keel.errors import (
     WorkflowNotFoundError,
     WorkflowSuspended,
 )
-from keel.saga import Saga, saga
 from keel.schedules import ScheduleInfo
 from keel.store import open_store
 from keel.store.base import QueueInfo
 from keel.worker import Worker
+from keel.workflow.children import ChildHandle, get_child, run_child, start_child
+from keel.workflow.context import (
+    StepInfo,
+    cancel_requested,
+    current_step,
+    deprecate_patch,
+    in_workflow,
+    now,
+    patched,
+    random,
+    side_effect,
+    sleep,
+    uuid4,
+    wait_for_signal,
+)
+from keel.workflow.continue_as_new import continue_as_new
+from keel.workflow.definitions import Registry, StepDef, WorkflowDef, step, workflow
+from keel.workflow.saga import Saga, saga
 
 __version__ = "0.1.0"
 

@@ -10,15 +10,14 @@ import time
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-from keel import schedules
+import keel.schedules as schedules
 from keel.core import codec, names
 from keel.core import journal as jr
 from keel.core.events import CommandId, EventType
 from keel.core.inputs import check_input
 from keel.core.states import RunState
-from keel.definitions import Registry, WorkflowDef, default_registry
 from keel.errors import (
     ConfigurationError,
     ResultTimeoutError,
@@ -28,6 +27,7 @@ from keel.errors import (
     ScheduleNotFoundError,
     SerializationError,
 )
+from keel.local import LocalWorker
 from keel.schedules import ScheduleInfo
 from keel.store import open_store
 from keel.store.base import (
@@ -39,9 +39,7 @@ from keel.store.base import (
     Store,
     WorkerVersion,
 )
-
-if TYPE_CHECKING:
-    from keel.worker.worker import Worker
+from keel.workflow.definitions import Registry, WorkflowDef, default_registry
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -142,7 +140,7 @@ class Client:
         store: Store | str,
         *,
         registry: Registry | None = None,
-        worker: Worker | None = None,
+        worker: LocalWorker | None = None,
     ) -> None:
         self.store: Store = open_store(store) if isinstance(store, str) else store
         self.registry = registry or default_registry

@@ -18,10 +18,10 @@ from keel.core import codec, cron
 from keel.core import journal as jr
 from keel.core.events import EventType
 from keel.core.inputs import check_input
-from keel.definitions import WorkflowDef
 from keel.errors import InvalidScheduleError, SerializationError
 from keel.store._checks import OVERLAP_POLICIES
 from keel.store.base import NewEvent, NewRun, NewSchedule, ScheduleRecord
+from keel.workflow.definitions import WorkflowDef
 
 MAX_SCHEDULE_ID = 150  # a tick's run id adds "@" and a 20-27 character UTC time
 
@@ -161,24 +161,15 @@ def on_store_clock(new: NewSchedule, now: float) -> NewSchedule:
 
 
 def resume_time(rec: ScheduleRecord, now: float) -> float | None:
-    """Where a resumed schedule starts again: a cron schedule at its first tick after
-    ``now`` (ticks missed while paused are skipped), a one-shot at its time (so a
-    one-shot paused past its time fires on resume)."""
-    if rec.cron is None:
-        return rec.next_fire_at
-    return cron.next_tick(rec.cron, rec.timezone, now)
+    """Where a resumed schedule starts again (see :func:`keel.core.cron.resume_tick`)."""
+    return cron.resume_tick(rec.cron, rec.timezone, rec.next_fire_at, now)
 
 
 def plan_tick(rec: ScheduleRecord, now: float) -> tuple[float, float | None]:
-    """``(tick, next_fire_at)`` for a due schedule at ``now`` (store clock): after
-    downtime only the latest missed tick fires, and the next is the first after now."""
-    due = rec.next_fire_at
-    if due is None or due > now:
+    """``(tick, next_fire_at)`` for a due schedule (see :func:`keel.core.cron.plan_tick`)."""
+    if rec.next_fire_at is None or rec.next_fire_at > now:
         raise ValueError(f"schedule {rec.schedule_id!r} is not due at {now}")
-    if rec.cron is None:
-        return due, None
-    tick = cron.latest_tick(rec.cron, rec.timezone, due, now)
-    return tick, cron.next_tick(rec.cron, rec.timezone, now)
+    return cron.plan_tick(rec.cron, rec.timezone, rec.next_fire_at, now)
 
 
 def tick_run(wf: WorkflowDef[Any, Any], rec: ScheduleRecord, tick: float) -> NewRun:

@@ -19,8 +19,8 @@ import pytest
 
 import keel
 from keel import RetryPolicy
-from keel.definitions import default_registry
 from keel.store.base import Store
+from keel.workflow.definitions import default_registry
 
 _lock = threading.Lock()
 calls: Counter[str] = Counter()

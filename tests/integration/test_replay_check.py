@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 import keel
+from keel.replay import check_files, check_runs, export_runs, iter_runs
 from keel.store.base import RunPage, Store
-from keel.testing.replay import check_files, check_runs, export_runs, iter_runs
 from tests.replay.shop import define, define_other, record, recording
 
 MakeStore = Callable[[], Any]

@@ -19,8 +19,8 @@ import pytest
 import keel
 from keel.core.events import EventType
 from keel.core.journal import JournalEntry
+from keel.replay import check_replay
 from keel.store.memory import MemoryStore
-from keel.testing.replay import check_replay
 
 ran: Counter[str] = Counter()
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import keel
 from keel import demo_app
+from keel.replay import dump_journal, journal_filename
 from keel.store.sqlite import SQLiteStore
-from keel.testing.replay import dump_journal, journal_filename
 
 from . import golden_app
 

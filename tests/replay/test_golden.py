@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import keel
-from keel.testing.replay import check_files, check_replay, journal_filename, load_journal
+from keel.replay import check_files, check_replay, journal_filename, load_journal
 
 from .golden_app import (
     Order,

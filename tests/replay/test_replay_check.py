@@ -11,8 +11,7 @@ import pytest
 import keel
 from keel.core.events import EventType
 from keel.core.journal import JournalEntry
-from keel.store.memory import MemoryStore
-from keel.testing.replay import (
+from keel.replay import (
     JournalVerdict,
     ReplayCheckReport,
     check_files,
@@ -22,6 +21,7 @@ from keel.testing.replay import (
     journal_files,
     load_journal,
 )
+from keel.store.memory import MemoryStore
 
 from .shop import define, define_other, record, recording
 

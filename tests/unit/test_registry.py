@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import keel
-from keel.definitions import WorkflowDef
+from keel.workflow.definitions import WorkflowDef
 
 
 def test_versions_side_by_side_and_the_current_one() -> None:

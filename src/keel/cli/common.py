@@ -24,9 +24,9 @@ from keel.client import Client
 from keel.core import codec
 from keel.core.inputs import check_input
 from keel.core.redact import redact
-from keel.definitions import WorkflowDef
 from keel.errors import KeelError, SerializationError
 from keel.store import SQLiteStore, Store, open_store
+from keel.workflow.definitions import WorkflowDef
 
 if TYPE_CHECKING:
     from keel.store.postgres import PostgresStore

@@ -34,8 +34,8 @@ from keel.cli.versions import versions
 from keel.client import Client
 from keel.core import codec
 from keel.core.states import RunState
-from keel.definitions import default_registry
 from keel.errors import KeelError, RunFinishedError
+from keel.workflow.definitions import default_registry
 
 
 @click.group(cls=KeelGroup, context_settings={"help_option_names": ["-h", "--help"]})

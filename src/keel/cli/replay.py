@@ -26,7 +26,7 @@ from keel.cli.common import (
 )
 from keel.client import Client
 from keel.core.states import RunState
-from keel.testing.replay import JournalVerdict, ReplayCheckReport, check_files, check_runs
+from keel.replay import JournalVerdict, ReplayCheckReport, check_files, check_runs
 
 _STYLES = {"ok": "green", "diverged": "bold red", "skipped": "yellow", "nothing_to_check": "dim"}
 

@@ -26,7 +26,7 @@ from keel.client import Client, HistoryEvent, RunInfo, RunList
 from keel.core import codec
 from keel.core.states import RunState
 from keel.errors import ConfigurationError, RunNotFoundError
-from keel.testing.replay import export_runs
+from keel.replay import export_runs
 
 
 @click.group("runs")

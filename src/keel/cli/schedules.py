@@ -25,9 +25,9 @@ from keel.cli.common import (
     workflow_call,
 )
 from keel.client import Client
-from keel.definitions import default_registry
 from keel.errors import InvalidScheduleError
 from keel.schedules import ScheduleInfo, new_schedule
+from keel.workflow.definitions import default_registry
 
 
 @click.group("schedules")

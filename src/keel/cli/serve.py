@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from keel.core.redact import redact
-from keel.definitions import default_registry
 from keel.worker import Worker
+from keel.workflow.definitions import default_registry
 
 log = logging.getLogger("keel.cli.worker")
 

@@ -141,3 +141,21 @@ def tick_run_id(schedule_id: str, tick: float) -> str:
     started twice is one run (``nightly@2030-01-31T08:00:00Z``)."""
     stamp = datetime.fromtimestamp(tick, UTC).isoformat().replace("+00:00", "Z")
     return f"{schedule_id}@{stamp}"
+
+
+def resume_tick(expr: str | None, tz: str, next_fire_at: float | None, now: float) -> float | None:
+    """Where a resumed schedule starts again: a cron schedule at its first tick after
+    ``now`` (ticks missed while paused are skipped), a one-shot (``expr`` None) at its
+    time ``next_fire_at`` (so a one-shot paused past its time fires on resume)."""
+    if expr is None:
+        return next_fire_at
+    return next_tick(expr, tz, now)
+
+
+def plan_tick(expr: str | None, tz: str, due: float, now: float) -> tuple[float, float | None]:
+    """``(tick, next_fire_at)`` for a schedule due at ``due <= now``: after downtime
+    only the latest missed tick fires, and the next is the first after ``now``. A
+    one-shot (``expr`` None) fires at ``due`` and has no next."""
+    if expr is None:
+        return due, None
+    return latest_tick(expr, tz, due, now), next_tick(expr, tz, now)

@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from keel.children import ChildSpec
 from keel.core import codec
 from keel.core import journal as jr
 from keel.core.commands import Command
@@ -22,6 +21,7 @@ from keel.core.events import CommandKind, EventType
 from keel.core.replay import Execution
 from keel.core.states import RunState
 from keel.store.base import NewEvent, NewRun, RunRecord, Store
+from keel.workflow.children import ChildSpec
 
 if TYPE_CHECKING:
     from keel.worker.worker import Worker

@@ -17,7 +17,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from keel.context import StepInfo, discard_attempt
+import keel.worker.children as ch
+import keel.worker.continue_as_new as continue_as_new
+import keel.worker.signals as signals
 from keel.core import codec
 from keel.core import journal as jr
 from keel.core.commands import Command, Outcome
@@ -33,30 +35,19 @@ from keel.errors import (
     SerializationError,
     error_info,
 )
+from keel.local import Finished
 from keel.store.base import Claimed, Lease, NewEvent, NewRun, NewTask
-from keel.worker import children as ch
-from keel.worker import continuing, signals
 from keel.worker.attempts import record_attempt
 from keel.worker.dispatch import journal_task_outcome, record_dispatch, reuse_keyed_result
 from keel.worker.executor import start_attempt
 from keel.worker.parking import park
 from keel.worker.snapshots import Snapshots
+from keel.workflow.context import StepInfo, discard_attempt
 
 if TYPE_CHECKING:
     from keel.worker.worker import Worker
 
 log = logging.getLogger("keel.worker")
-
-
-@dataclass(frozen=True, slots=True)
-class Finished:
-    """How a run ended, handed to waiting clients in this process."""
-
-    workflow: str
-    version: str
-    state: RunState
-    result: bytes | None
-    error: bytes | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -624,7 +615,7 @@ class RunDriver:
             if open_:
                 outcome = Outcome("cancelled")
         if outcome.status == "continued":
-            await continuing.continue_as_new(self, ex, outcome)
+            await continue_as_new.continue_as_new(self, ex, outcome)
             return
         result: bytes | None = None
         error: bytes | None = None

@@ -9,10 +9,10 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
-from keel.context import StepInfo, _step_info
 from keel.core import codec
 from keel.errors import StepTimeoutError
 from keel.store.base import Store
+from keel.workflow.context import StepInfo, _step_info
 
 
 async def run_attempt(

@@ -17,14 +17,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from keel.context import StepInfo, _step_info, discard_attempt
 from keel.core import codec
 from keel.core import journal as jr
-from keel.definitions import StepDef, default_registry
 from keel.errors import ConfigurationError, LeaseLostError, SerializationError, error_info
 from keel.store._checks import check_queue_name
 from keel.store.base import TaskLease, TaskRecord
 from keel.worker.executor import run_attempt
+from keel.workflow.context import StepInfo, _step_info, discard_attempt
+from keel.workflow.definitions import StepDef, default_registry
 
 if TYPE_CHECKING:
     from keel.worker.worker import Worker

@@ -11,17 +11,18 @@ import uuid
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from keel.definitions import Registry, default_registry
 from keel.errors import ConfigurationError, DatabaseCorruptError, LeaseLostError
+from keel.local import Finished
 from keel.store import open_store
 from keel.store.base import Claimed, Store
 from keel.store.liveness import LivenessLock, LivenessStore
 from keel.worker.children import MAX_CHILD_DEPTH
-from keel.worker.driver import Abandoned, Finished, RunDriver
+from keel.worker.driver import Abandoned, RunDriver
 from keel.worker.live import SystemLiveSource
 from keel.worker.schedules import ScheduleRunner
 from keel.worker.tasks import TaskRunner, queue_limits
 from keel.worker.threads import StepThreads
+from keel.workflow.definitions import Registry, default_registry
 
 if TYPE_CHECKING:
     from keel.client import Client

@@ -28,8 +28,8 @@ from typing import Any
 
 from keel.core import codec
 from keel.core.replay import current_execution, reset_var, shielded
-from keel.definitions import StepDef, by_name_params
 from keel.errors import ConfigurationError, WorkflowCancelled, WorkflowError, WorkflowSuspended
+from keel.workflow.definitions import StepDef, by_name_params
 
 _current_saga: contextvars.ContextVar[Saga | None] = contextvars.ContextVar(
     "keel_saga", default=None

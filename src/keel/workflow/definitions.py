@@ -185,7 +185,7 @@ class StepDef(Generic[P, R]):
             idempotency_key=None if self.idempotency_key is None else self.key_for(args, kwargs),
         )
         if self.compensate is not None:
-            from keel.saga import track  # keel.saga builds on this module
+            from keel.workflow.saga import track  # keel.workflow.saga builds on this module
 
             track(self, cmd.future, args, kwargs)
         return cmd.future

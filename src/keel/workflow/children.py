@@ -16,8 +16,8 @@ from keel.core import codec, names
 from keel.core.commands import Command
 from keel.core.events import CommandKind
 from keel.core.replay import Execution, current_execution
-from keel.definitions import WorkflowDef
 from keel.errors import ConfigurationError, SerializationError, WorkflowError
+from keel.workflow.definitions import WorkflowDef
 
 R = TypeVar("R")
 
