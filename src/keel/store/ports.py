@@ -1,0 +1,420 @@
+"""The store port, cut by capability.
+
+A :class:`Store` is a composition of small capabilities, each a protocol in
+the verbs of its domain and each with its own conformance module
+(``keel.testing.conformance_*``):
+
+=================  ==============================  =========================================
+attribute          protocol                        what it holds
+=================  ==============================  =========================================
+``store.runs``     :class:`RunJournal`             runs, their journal, leases and fencing,
+                                                   cancel requests, snapshots
+``store.mailbox``  :class:`Mailbox`                signals sent to runs
+``store.tasks``    :class:`TaskQueues`             dispatched steps, queues and their limits
+``store.keys``     :class:`IdempotencyKeys`        step results stored under user keys
+``store.schedules``:class:`Schedules`              cron and one-shot schedules
+``store.reads``    :class:`OperatorReads`          get / list / count runs, a run's history
+``store.changes``  :class:`ChangeFeed`             latency hints: something may have changed
+``store.workers``  :class:`WorkerRegistry`         workers' versions and liveness locks
+=================  ==============================  =========================================
+
+Payloads cross this boundary as encoded JSON ``bytes``; the store never
+decodes user values. Times are seconds since the epoch on the *store's* clock
+(``await store.now()``), so every time comparison that matters for leases and
+wake-ups is made by the database, not by a worker's clock.
+
+Fencing: every write made on behalf of a worker carries its
+:class:`~keel.store.base.Lease`. It succeeds only if the run's current
+``lease_token`` and ``lease_owner`` equal the lease's, the run is ``running``
+and the lease has not expired; otherwise it raises
+:class:`keel.errors.LeaseLostError` and changes nothing. Every successful claim
+of a run gives a strictly larger token than any earlier claim of that run.
+
+Run states change only along :data:`keel.core.states.TRANSITIONS`; a store
+refuses any other change with :class:`keel.errors.StoreError` and writes nothing.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from keel.core.states import RunState
+from keel.store.base import (
+    Claimed,
+    DueSchedules,
+    EventRecord,
+    Lease,
+    NewEvent,
+    NewRun,
+    NewSchedule,
+    NewSnapshot,
+    NewTask,
+    QueueInfo,
+    RenewOutcome,
+    RunPage,
+    RunRecord,
+    ScheduleRecord,
+    SignalRecord,
+    SnapshotRecord,
+    TaskLease,
+    TaskRecord,
+    WorkerVersion,
+)
+
+# --- what one fenced commit records ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Suspend:
+    """End the turn with the run ``suspended`` until ``wake_at`` (``None``: until woken).
+
+    If an unconsumed signal named in ``wake_on_signals`` is already in the
+    mailbox, a task of a step command in ``wake_on_tasks`` is already
+    ``completed``/``failed``, or a run in ``wake_on_children`` has already ended
+    (it finished while the run was held, so its end found nothing to wake),
+    ``wake_at`` becomes ``now`` (no lost wake-up). A cancel request also sets
+    ``wake_at = now`` unless ``cancel_delivered`` says the holder already handed
+    it to the workflow (whose cleanup may be sleeping). The lease is dropped.
+    """
+
+    wake_at: float | None
+    wake_on_signals: Collection[str] = ()
+    wake_on_tasks: Collection[str] = ()
+    wake_on_children: Collection[str] = ()
+    cancel_delivered: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """End the run in terminal ``state`` (``completed``, ``failed``, ``cancelled``).
+
+    In the same transaction (commit before wake): the parent, if it has one and
+    has not ended, gets ``wake_at = now``; unfinished children with
+    ``parent_close = "cancel"`` get ``cancel_requested`` and ``wake_at = now``;
+    the run's open (``available``/``leased``) dispatched tasks are deleted.
+    """
+
+    state: RunState
+    result: bytes | None = None
+    error: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Continue:
+    """Continue-as-new: end the run ``continued`` with ``continued_to =
+    successor.run_id`` and create ``successor`` (``pending``, ``wake_at = now``,
+    its ``started`` event at seq 0, the run's ``cancel_requested``); move the
+    run's unconsumed signals to it (same ids, so delivery order holds); ask the
+    ``parent_close = "cancel"`` children to cancel as :class:`Finish` does. The
+    parent is not woken: the chain has not ended. If ``successor.run_id`` exists,
+    :class:`keel.errors.RunExistsError` and nothing is written.
+    """
+
+    successor: NewRun
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """Everything one fenced write records for a run, in ONE transaction.
+
+    ``events`` get seqs ``first_seq, first_seq + 1, ...``; ``first_seq`` must
+    equal the run's ``next_seq`` (else ``StoreError``). ``consume_signal`` marks
+    that mailbox row consumed (it must belong to the run and be unconsumed).
+    ``children`` are created (``pending``, ``wake_at = now``, each with its
+    ``started`` event at seq 0; an existing run id is ``RunExistsError`` and
+    nothing is written). ``tasks`` are inserted ``available`` at attempt 1 from
+    ``now`` (a ``(run_id, command)`` pair has at most one task). ``end``, if
+    given, suspends, finishes or continues the run after all that; without it
+    the run stays ``running`` under the same lease.
+    """
+
+    first_seq: int
+    events: Sequence[NewEvent] = ()
+    consume_signal: int | None = None
+    children: Sequence[NewRun] = ()
+    tasks: Sequence[NewTask] = ()
+    end: Suspend | Finish | Continue | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """What a :meth:`RunJournal.commit` made: the new tasks' ids, in order."""
+
+    task_ids: list[int] = field(default_factory=list)
+
+
+# --- capabilities ----------------------------------------------------------------------
+
+
+class RunJournal(Protocol):
+    """Runs, their journals, leases and fencing."""
+
+    async def create(
+        self, run: NewRun, *, lease_owner: str | None = None, lease_ttl: float = 30.0
+    ) -> tuple[RunRecord, Lease | None, bool]:
+        """Insert a run (``pending``, ``wake_at = now``) and its ``started`` event at seq 0.
+
+        With ``lease_owner`` the run is inserted already ``running`` under a new
+        lease held by that owner, so no other worker can claim it first. If
+        ``run.run_id`` exists, nothing is written and ``(existing, None, False)``
+        is returned; otherwise ``(run, lease_or_None, True)``.
+        """
+
+    async def claim(
+        self,
+        owner: str,
+        *,
+        limit: int,
+        ttl: float,
+        versions: Collection[tuple[str, str]] | None = None,
+    ) -> list[Claimed]:
+        """Lease up to ``limit`` runnable runs to ``owner`` for ``ttl`` seconds.
+
+        Runnable: ``pending``/``suspended`` with ``wake_at <= now``, or
+        ``running`` with an expired lease; taken in ``wake_at`` order, each
+        becoming ``running`` with ``lease_token`` incremented. With ``versions``
+        only runs whose ``(workflow, version)`` pair is in it are taken.
+        """
+
+    async def renew(self, owner: str, leases: Sequence[Lease], ttl: float) -> RenewOutcome:
+        """Extend every lease still held by ``owner`` to ``now + ttl``."""
+
+    async def commit(self, lease: Lease, turn: Turn) -> Committed:
+        """Fenced: record ``turn`` (see :class:`Turn`) in one transaction."""
+
+    async def request_cancel(self, run_id: str, cancelled_event: NewEvent) -> RunState:
+        """Durably ask for a run to be cancelled; return its state afterwards.
+
+        A run that journaled nothing but its start and that no live lease holds
+        is cancelled at once (``cancelled_event`` appended, state ``cancelled``,
+        parent woken and children asked to cancel as :class:`Finish` does). Any
+        other unfinished run gets ``cancel_requested`` and ``wake_at = now`` and
+        keeps its state. A ``continued`` run forwards the request to the live tip
+        of its chain. Raises ``RunNotFoundError`` / ``RunFinishedError``.
+        """
+
+    async def save_snapshot(self, lease: Lease, snapshot: NewSnapshot) -> None:
+        """Fenced like :meth:`commit`, appending nothing: store ``snapshot`` as the
+        run's latest (``upto_seq`` below the run's ``next_seq``, else ``StoreError``)."""
+
+    async def load_snapshot(self, run_id: str) -> SnapshotRecord | None:
+        """The run's latest snapshot, or ``None``."""
+
+
+class Mailbox(Protocol):
+    """Signals sent to runs, buffered until the workflow takes them."""
+
+    async def send(
+        self, run_id: str, name: str, payload: bytes, *, delivery_id: str | None = None
+    ) -> int | None:
+        """Buffer a signal and wake the run; return its id.
+
+        A ``continued`` run forwards it along ``continued_to`` to the live tip of
+        its chain, resolved in the same transaction. ``delivery_id`` makes the
+        send idempotent over the chain: a repeat writes nothing and returns
+        ``None``. Otherwise ``RunNotFoundError``, ``RunFinishedError`` (the tip has
+        ended) or ``RunCancellingError`` (the tip has a pending cancel request),
+        writing nothing.
+        """
+
+    async def next(self, run_id: str, name: str) -> SignalRecord | None:
+        """Oldest unconsumed signal of ``name`` for the run (delivery order)."""
+
+
+class TaskQueues(Protocol):
+    """Steps dispatched to named queues, run by task workers under task leases."""
+
+    async def claim(
+        self, owner: str, queues: Collection[str], *, limit: int, ttl: float
+    ) -> list[tuple[TaskLease, TaskRecord]]:
+        """Lease up to ``limit`` due tasks of ``queues`` (see the conformance suite
+        for the expiry, retry and per-queue limit rules)."""
+
+    async def renew(self, owner: str, leases: Sequence[TaskLease], ttl: float) -> frozenset[int]:
+        """Extend the task leases ``owner`` still holds; return the ids it lost."""
+
+    async def complete(self, lease: TaskLease, result: bytes) -> None:
+        """Fenced by the task lease: store the result and wake the task's run."""
+
+    async def fail(self, lease: TaskLease, error: bytes, retry_at: float | None) -> None:
+        """Fenced by the task lease: retry from ``retry_at`` at ``attempt + 1``, or
+        (no ``retry_at``, or no attempts left) fail for good and wake the run."""
+
+    async def get(self, run_id: str, command: str) -> TaskRecord | None:
+        """The task of one step command of a run, if it was dispatched."""
+
+    async def set_limit(self, queue: str, concurrency: int | None) -> None:
+        """Cap the tasks of ``queue`` leased at once over all workers (``None``: no cap)."""
+
+    async def list_queues(self) -> list[QueueInfo]:
+        """Queues with a limit or with tasks available or leased, by name."""
+
+
+class IdempotencyKeys(Protocol):
+    """Step results stored under user idempotency keys, shared by every run."""
+
+    async def get(self, scope: str, key: str) -> bytes | None:
+        """The result stored under ``key`` (``scope`` is the step name), or ``None``."""
+
+    async def put(self, scope: str, key: str, result: bytes) -> bytes:
+        """Store ``result`` unless one is stored; return the stored one (the first
+        committed result wins among concurrent puts)."""
+
+
+class Schedules(Protocol):
+    """Cron and one-shot schedules, fired exactly once per tick among workers."""
+
+    async def create(self, schedule: NewSchedule) -> ScheduleRecord:
+        """Insert an active schedule; ``ScheduleExistsError`` if the id is taken."""
+
+    async def get(self, schedule_id: str) -> ScheduleRecord | None:
+        """The schedule, or ``None``."""
+
+    async def list(self, *, workflow: str | None = None) -> builtins.list[ScheduleRecord]:
+        """Every schedule (of ``workflow``), by ``schedule_id``."""
+
+    async def pause(self, schedule_id: str) -> ScheduleRecord:
+        """Stop firing until resumed; ``ScheduleNotFoundError`` if missing."""
+
+    async def resume(self, schedule_id: str, next_fire_at: float | None) -> ScheduleRecord:
+        """A paused schedule fires again from ``next_fire_at``; ``ScheduleNotFoundError``."""
+
+    async def delete(self, schedule_id: str) -> None:
+        """Delete the schedule (runs it started stay); ``ScheduleNotFoundError`` if missing."""
+
+    async def due(self, workflows: Collection[str], *, limit: int) -> DueSchedules:
+        """Active schedules of ``workflows`` with ``next_fire_at <= now``."""
+
+    async def fire(
+        self,
+        schedule_id: str,
+        *,
+        expected: float,
+        tick: float,
+        next_fire_at: float | None,
+        run: NewRun | None,
+    ) -> bool:
+        """Handle one due tick exactly once among concurrent callers (compare-and-set
+        on ``next_fire_at == expected``); with ``run``, create it as
+        :meth:`RunJournal.create` does. Return whether this call did."""
+
+
+class OperatorReads(Protocol):
+    """Reads for people and tools: runs, pages of runs, counts, a run's history."""
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        """The run row, or ``None``."""
+
+    async def get_runs(self, run_ids: Collection[str]) -> dict[str, RunRecord]:
+        """The rows of those of ``run_ids`` that exist, by run id (one read)."""
+
+    async def list_runs(
+        self,
+        *,
+        workflow: str | Collection[str] | None = None,
+        state: RunState | Collection[RunState] | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        parent_run_id: str | None = None,
+    ) -> RunPage:
+        """Runs newest first (``created_at`` desc, then ``run_id`` desc), keyset-paginated
+        (see :class:`~keel.store.base.RunFilter`)."""
+
+    async def count_runs(
+        self,
+        *,
+        workflow: str | Collection[str] | None = None,
+        state: RunState | Collection[RunState] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        parent_run_id: str | None = None,
+    ) -> int:
+        """How many runs :meth:`list_runs` with the same filters lists over all pages."""
+
+    async def history(self, run_id: str, *, after_seq: int = -1) -> list[EventRecord]:
+        """Journal entries with ``seq > after_seq``, in ``seq`` order."""
+
+
+class ChangeFeed(Protocol):
+    """Latency hints only: callers must re-check state after any of these returns."""
+
+    async def wait(self, timeout: float) -> None:
+        """Return when anything may have changed (runs, results, signals), or after ``timeout``."""
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Like :meth:`wait`, but runs finishing do not wake it, so a claim loop
+        does not pay a claim read per finished run."""
+
+    async def wait_for_schedules(self, timeout: float) -> None:
+        """Return when a schedule was created or resumed, or after ``timeout``."""
+
+
+class LivenessLock(Protocol):
+    """A worker's liveness lock, held from :meth:`WorkerRegistry.hold_liveness` on."""
+
+    @property
+    def held(self) -> bool:
+        """Whether the lock is held now (``False`` after a lost database session
+        until it is taken again: the worker should not claim meanwhile)."""
+
+    async def release(self) -> None:
+        """Give the lock up and unregister the owner. Idempotent."""
+
+
+class WorkerRegistry(Protocol):
+    """Which workers are alive and which workflow versions they run."""
+
+    async def register_versions(
+        self,
+        worker: str,
+        versions: Collection[tuple[str, str]],
+        *,
+        host: str,
+        pid: int,
+        live_for: float,
+    ) -> None:
+        """Upsert ``worker``'s ``(workflow, version)`` pairs (``live_until = now +
+        live_for``); rows of workers last seen over a day ago are deleted."""
+
+    async def forget_versions(self, worker: str) -> None:
+        """Delete ``worker``'s pairs (it stopped)."""
+
+    async def list_versions(self, *, live: bool = True) -> list[WorkerVersion]:
+        """Registered pairs by workflow, version, worker; ``live``: only live ones."""
+
+    async def hold_liveness(self, owner: str) -> LivenessLock | None:
+        """Take ``owner``'s liveness lock for the life of this process; ``None`` if
+        the backend has no liveness locks or another holder has the name (then
+        the owner's leases expire only by TTL)."""
+
+    async def expire_dead_owners(self) -> int:
+        """Expire now the leases of registered owners whose liveness lock is gone;
+        return how many. A backend without liveness locks returns 0."""
+
+
+class Store(Protocol):
+    """A storage backend: lifecycle, the store clock, and its capabilities."""
+
+    url: str
+    runs: RunJournal
+    mailbox: Mailbox
+    tasks: TaskQueues
+    keys: IdempotencyKeys
+    schedules: Schedules
+    reads: OperatorReads
+    changes: ChangeFeed
+    workers: WorkerRegistry
+
+    async def open(self) -> None:
+        """Connect, check the database and apply migrations. Idempotent."""
+
+    async def close(self) -> None:
+        """Release connections and threads. Idempotent."""
+
+    async def now(self) -> float:
+        """The store's clock, in seconds since the epoch."""
