@@ -8,10 +8,18 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
+
 from keel.core import codec
-from keel.core import journal as jr
 from keel.core.commands import Command
-from keel.core.events import CommandKind, EventType
+from keel.core.events import (
+    UNSET,
+    CommandKind,
+    SideEffect,
+    StepAttemptFailed,
+    StepCompleted,
+    StepFailed,
+)
 from keel.core.replay import Execution
 from keel.errors import SerializationError, error_info
 from keel.worker.executor import StoredResult
@@ -29,10 +37,6 @@ def record_attempt(
     """Journal the finished attempt ``task`` of ``cmd``: its result, a retry
     (``step_attempt_failed`` with the retry time) or the step's failure."""
     exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
-    completed = (
-        EventType.STEP_COMPLETED if cmd.id.kind is CommandKind.STEP else EventType.SIDE_EFFECT
-    )
-    field_name = "result" if completed is EventType.STEP_COMPLETED else "value"
     if exc is None:
         reused = False
         try:
@@ -44,12 +48,19 @@ def record_attempt(
         except SerializationError as enc_exc:
             _failed(ex, cmd, attempt, enc_exc, "not retried")
             return
-        extra = {"reused": True, "idempotency_key": cmd.idempotency_key} if reused else {}
+        if cmd.id.kind is not CommandKind.STEP:
+            ex.record(
+                cmd, SideEffect(value=msgspec.Raw(data), args_hash=cmd.args_hash, attempt=attempt)
+            )
+            return
         ex.record(
-            completed,
             cmd,
-            jr.envelope(
-                **{field_name: jr.raw(data)}, args_hash=cmd.args_hash, attempt=attempt, **extra
+            StepCompleted(
+                result=msgspec.Raw(data),
+                args_hash=cmd.args_hash,
+                attempt=attempt,
+                reused=True if reused else UNSET,
+                idempotency_key=cmd.idempotency_key if reused else UNSET,
             ),
         )
         return
@@ -62,9 +73,8 @@ def record_attempt(
         retry_at = clock_now() + delay
         _log_failed(ex, cmd, attempt, exc, "retrying in %.3gs", delay)
         ex.record(
-            EventType.STEP_ATTEMPT_FAILED,
             cmd,
-            jr.envelope(
+            StepAttemptFailed(
                 attempt=attempt, error=error_info(exc), retry_at=retry_at, args_hash=cmd.args_hash
             ),
         )
@@ -80,11 +90,7 @@ def record_attempt(
 
 def _failed(ex: Execution, cmd: Command, attempt: int, exc: BaseException, why: str) -> None:
     _log_failed(ex, cmd, attempt, exc, why)
-    ex.record(
-        EventType.STEP_FAILED,
-        cmd,
-        jr.envelope(attempts=attempt, error=error_info(exc), args_hash=cmd.args_hash),
-    )
+    ex.record(cmd, StepFailed(attempts=attempt, error=error_info(exc), args_hash=cmd.args_hash))
 
 
 def _log_failed(

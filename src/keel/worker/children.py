@@ -14,10 +14,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+import msgspec
+
 from keel.core import codec
-from keel.core import journal as jr
 from keel.core.commands import Command
-from keel.core.events import CommandKind, EventType
+from keel.core.events import (
+    ChildCancelled,
+    ChildCompleted,
+    ChildFailed,
+    ChildStarted,
+    CommandKind,
+    ErrorInfo,
+    EventType,
+    encode_data,
+    run_started,
+)
 from keel.core.replay import Execution
 from keel.core.states import RunState
 from keel.store.base import NewEvent, NewRun, RunRecord, Store
@@ -123,9 +134,8 @@ async def refuse_start(
 def record_refusal(ex: Execution, cmd: Command, refusal: Refusal) -> None:
     spec = _spec(cmd)
     ex.record(
-        EventType.CHILD_FAILED,
         cmd,
-        jr.envelope(
+        ChildFailed(
             child_run_id=spec.run_id,
             started=False,
             error={"type": refusal.error_type, "message": refusal.message, "traceback": ""},
@@ -139,25 +149,16 @@ def record_start(ex: Execution, cmd: Command, parent: RunRecord) -> NewRun:
     spec = _spec(cmd)
     assert cmd.args is not None  # child commands carry their encoded input
     ex.record(
-        EventType.CHILD_STARTED,
         cmd,
-        jr.envelope(
+        ChildStarted(
             child_run_id=spec.run_id,
             workflow=spec.workflow,
             parent_close=spec.parent_close,
             args_hash=cmd.args_hash,
         ),
     )
-    started = NewEvent(
-        EventType.RUN_STARTED.value,
-        None,
-        jr.envelope(
-            workflow=spec.workflow,
-            version=spec.version,
-            input=jr.raw(cmd.args),
-            parent_run_id=parent.run_id,
-        ),
-    )
+    first = run_started(spec.workflow, spec.version, cmd.args, parent_run_id=parent.run_id)
+    started = NewEvent(EventType.RUN_STARTED.value, None, encode_data(first))
     return NewRun(
         spec.run_id,
         spec.workflow,
@@ -180,21 +181,15 @@ def record_outcome(ex: Execution, cmd: Command, child: RunRecord | None) -> bool
             "message": f"child run {run_id!r} is missing from the store",
             "traceback": "",
         }
-        ex.record(EventType.CHILD_FAILED, cmd, jr.envelope(child_run_id=run_id, error=gone))
+        ex.record(cmd, ChildFailed(child_run_id=run_id, error=gone))
         return True
     if child.state is RunState.COMPLETED:
         result = child.result if child.result is not None else b"null"
-        ex.record(
-            EventType.CHILD_COMPLETED, cmd, jr.envelope(child_run_id=run_id, result=jr.raw(result))
-        )
+        ex.record(cmd, ChildCompleted(child_run_id=run_id, result=msgspec.Raw(result)))
     elif child.state is RunState.FAILED:
-        ex.record(
-            EventType.CHILD_FAILED,
-            cmd,
-            jr.envelope(child_run_id=run_id, error=_error_of(child)),
-        )
+        ex.record(cmd, ChildFailed(child_run_id=run_id, error=_error_of(child)))
     elif child.state is RunState.CANCELLED:
-        ex.record(EventType.CHILD_CANCELLED, cmd, jr.envelope(child_run_id=run_id))
+        ex.record(cmd, ChildCancelled(child_run_id=run_id))
     else:
         return False
     return True
@@ -225,7 +220,7 @@ def _spec(cmd: Command) -> ChildSpec:
     return spec
 
 
-def _error_of(child: RunRecord) -> object:
+def _error_of(child: RunRecord) -> ErrorInfo:
     fallback = {"type": "keel.errors.KeelError", "message": "the child run failed"}
     if child.error is None:
         return fallback

@@ -18,13 +18,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from keel.core import journal as jr
+import msgspec
+
 from keel.core.commands import Outcome
-from keel.core.events import EventType
+from keel.core.events import EventType, RunContinued, encode_data, run_failed, run_started
 from keel.core.journal import JournalEntry
 from keel.core.replay import Execution
 from keel.core.states import RunState
-from keel.errors import RunExistsError, error_info
+from keel.errors import RunExistsError
 from keel.store.base import NewEvent, NewRun, RunRecord
 
 if TYPE_CHECKING:
@@ -40,19 +41,16 @@ def successor_of(run: RunRecord, version: str, data: bytes) -> NewRun:
     """The run that continues ``run`` with input ``data`` at ``version``."""
     generation = run.generation + 1
     run_id = successor_id(run.chain, generation)
-    started = NewEvent(
-        EventType.RUN_STARTED.value,
-        None,
-        jr.envelope(
-            workflow=run.workflow,
-            version=version,
-            input=jr.raw(data),
-            chain_id=run.chain,
-            generation=generation,
-            continued_from=run.run_id,
-            parent_run_id=run.parent_run_id,
-        ),
+    first = run_started(
+        run.workflow,
+        version,
+        data,
+        chain_id=run.chain,
+        generation=generation,
+        continued_from=run.run_id,
+        parent_run_id=run.parent_run_id,
     )
+    started = NewEvent(EventType.RUN_STARTED.value, None, encode_data(first))
     return NewRun(
         run_id,
         run.workflow,
@@ -81,9 +79,7 @@ async def continue_as_new(driver: RunDriver, ex: Execution, outcome: Outcome) ->
     if done:
         await driver.store.append_events(driver.lease, done[0].seq, _events(done))
     ex.record(
-        EventType.RUN_CONTINUED,
-        None,
-        jr.envelope(continued_to=successor.run_id, version=version, input=jr.raw(data)),
+        None, RunContinued(continued_to=successor.run_id, version=version, input=msgspec.Raw(data))
     )
     entries = ex.take_outbox()
     for item in driver.inflight.values():
@@ -94,8 +90,8 @@ async def continue_as_new(driver: RunDriver, ex: Execution, outcome: Outcome) ->
     except RunExistsError as exc:
         # The successor's id is taken by a run of another chain: nothing was
         # written. The run cannot continue, so it fails and says why.
-        error = jr.envelope(**error_info(exc))
-        failed = NewEvent(EventType.RUN_FAILED.value, None, jr.envelope(error=jr.raw(error)))
+        event, error = run_failed(exc)
+        failed = NewEvent(EventType.RUN_FAILED.value, None, encode_data(event))
         await driver.store.finish_run(
             driver.lease,
             first,

@@ -3,12 +3,11 @@ journal the outcome a task worker stored on the task row."""
 
 from __future__ import annotations
 
-from typing import Any
+import msgspec
 
 from keel.core import codec
-from keel.core import journal as jr
 from keel.core.commands import Command
-from keel.core.events import EventType
+from keel.core.events import UNSET, ErrorInfo, StepCompleted, StepDispatched, StepFailed
 from keel.core.replay import Execution
 from keel.errors import KeelError, error_info
 from keel.store.base import NewTask, Store, TaskRecord
@@ -19,9 +18,7 @@ def record_dispatch(ex: Execution, cmd: Command) -> NewTask:
     target = cmd.target
     assert cmd.args is not None  # steps always carry their encoded arguments
     ex.record(
-        EventType.STEP_DISPATCHED,
-        cmd,
-        jr.envelope(queue=target.queue, priority=target.priority, args_hash=cmd.args_hash),
+        cmd, StepDispatched(queue=target.queue, priority=target.priority, args_hash=cmd.args_hash)
     )
     return NewTask(
         command=cmd.key,
@@ -36,10 +33,9 @@ def record_dispatch(ex: Execution, cmd: Command) -> NewTask:
 def record_reused(ex: Execution, cmd: Command, stored: bytes) -> None:
     """Journal a keyed step's result stored by an earlier completion: not dispatched."""
     ex.record(
-        EventType.STEP_COMPLETED,
         cmd,
-        jr.envelope(
-            result=jr.raw(stored),
+        StepCompleted(
+            result=msgspec.Raw(stored),
             args_hash=cmd.args_hash,
             attempt=1,
             reused=True,
@@ -62,35 +58,31 @@ def record_task_outcome(
         # fail the step rather than wait forever.
         exc = KeelError(f"the task of {cmd.id.describe()} is missing from the store")
         ex.record(
-            EventType.STEP_FAILED,
-            cmd,
-            jr.envelope(attempts=cmd.attempts, error=error_info(exc), args_hash=cmd.args_hash),
+            cmd, StepFailed(attempts=cmd.attempts, error=error_info(exc), args_hash=cmd.args_hash)
         )
         return True
     cmd.task_id = task.task_id
     if task.state == "completed":
         result = task.result if task.result is not None else b"null"
-        extra: dict[str, Any] = {}
+        reused = False
         if stored is not None and stored != result:
-            result = stored
-            extra = {"reused": True, "idempotency_key": cmd.idempotency_key}
+            result, reused = stored, True
         ex.record(
-            EventType.STEP_COMPLETED,
             cmd,
-            jr.envelope(
-                result=jr.raw(result),
+            StepCompleted(
+                result=msgspec.Raw(result),
                 args_hash=cmd.args_hash,
                 attempt=task.attempt,
                 task_id=task.task_id,
-                **extra,
+                reused=True if reused else UNSET,
+                idempotency_key=cmd.idempotency_key if reused else UNSET,
             ),
         )
         return True
     if task.state == "failed":
         ex.record(
-            EventType.STEP_FAILED,
             cmd,
-            jr.envelope(
+            StepFailed(
                 attempts=min(task.attempt, task.max_attempts),
                 error=_task_error(task),
                 args_hash=cmd.args_hash,
@@ -101,7 +93,7 @@ def record_task_outcome(
     return False
 
 
-def _task_error(task: TaskRecord) -> Any:
+def _task_error(task: TaskRecord) -> ErrorInfo:
     """The error info a task worker stored (``type``/``message``/``traceback``)."""
     fallback = {"type": "keel.errors.KeelError", "message": "the dispatched step failed"}
     if task.error is None:

@@ -17,13 +17,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 import keel.worker.children as ch
 import keel.worker.continue_as_new as continue_as_new
 import keel.worker.signals as signals
 from keel.core import codec
-from keel.core import journal as jr
 from keel.core.commands import Command, Outcome
-from keel.core.events import CommandKind, EventType
+from keel.core.events import (
+    CommandKind,
+    EventType,
+    RunCancelled,
+    RunCompleted,
+    TimerFired,
+    TimerStarted,
+    encode_data,
+    run_failed,
+)
 from keel.core.journal import JournalEntry
 from keel.core.replay import Execution
 from keel.core.states import RunState
@@ -33,7 +43,6 @@ from keel.errors import (
     LeaseLostError,
     NondeterminismError,
     SerializationError,
-    error_info,
 )
 from keel.local import Finished
 from keel.store.base import Claimed, Lease, NewEvent, NewRun, NewTask
@@ -365,13 +374,9 @@ class RunDriver:
             elif kind is CommandKind.SLEEP:
                 if cmd.fire_at is None:
                     fire_at = now + float(cmd.duration or 0.0)
-                    ex.record(
-                        EventType.TIMER_STARTED,
-                        cmd,
-                        jr.envelope(duration=cmd.duration, fire_at=fire_at),
-                    )
+                    ex.record(cmd, TimerStarted(duration=cmd.duration, fire_at=fire_at))
                 if cmd.fire_at is not None and cmd.fire_at <= now:
-                    ex.record(EventType.TIMER_FIRED, cmd, jr.envelope())
+                    ex.record(cmd, TimerFired())
                     plan.progressed = True
                     return plan
                 assert cmd.fire_at is not None
@@ -511,7 +516,7 @@ class RunDriver:
             if cmd is None or ex.outcome is not None:
                 continue  # resolved meanwhile (e.g. cancelled); the outcome is moot
             if item.what == "timer":
-                ex.record(EventType.TIMER_FIRED, cmd, jr.envelope())
+                ex.record(cmd, TimerFired())
             elif item.what == "retry":
                 pass  # the retry is due: the next plan starts the attempt
             else:
@@ -542,8 +547,8 @@ class RunDriver:
                 "the workflow caught keel.WorkflowSuspended (e.g. with 'except BaseException') "
                 "and did not re-raise it; let Keel's control exceptions through"
             )
-            error = jr.envelope(**error_info(exc))
-            failed = NewEvent(EventType.RUN_FAILED.value, None, jr.envelope(error=jr.raw(error)))
+            event, error = run_failed(exc)
+            failed = NewEvent(EventType.RUN_FAILED.value, None, encode_data(event))
             await self.store.finish_run(
                 self.lease,
                 first,
@@ -621,15 +626,15 @@ class RunDriver:
         error: bytes | None = None
         if outcome.status == "completed":
             result = outcome.result
-            ex.record(EventType.RUN_COMPLETED, None, jr.envelope(result=jr.raw(result or b"null")))
+            ex.record(None, RunCompleted(result=msgspec.Raw(result or b"null")))
             state = RunState.COMPLETED
         elif outcome.status == "cancelled":
-            ex.record(EventType.RUN_CANCELLED, None, jr.envelope(reason="cancel requested"))
+            ex.record(None, RunCancelled(reason="cancel requested"))
             state = RunState.CANCELLED
         else:
             failure = outcome.error or KeelError("unknown failure")
-            error = jr.envelope(**error_info(failure))
-            ex.record(EventType.RUN_FAILED, None, jr.envelope(error=jr.raw(error)))
+            event, error = run_failed(failure)
+            ex.record(None, event)
             state = RunState.FAILED
         entries = ex.take_outbox()
         for item in self.inflight.values():
@@ -649,8 +654,8 @@ class RunDriver:
         )
 
     async def _fail_early(self, next_seq: int, exc: BaseException) -> None:
-        error = jr.envelope(**error_info(exc))
-        event = NewEvent(EventType.RUN_FAILED.value, None, jr.envelope(error=jr.raw(error)))
+        failed, error = run_failed(exc)
+        event = NewEvent(EventType.RUN_FAILED.value, None, encode_data(failed))
         await self.store.finish_run(
             self.lease, next_seq, [event], state=RunState.FAILED, error=error
         )

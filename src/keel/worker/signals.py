@@ -3,9 +3,10 @@ the wait (and its deadline), or journal its time-out."""
 
 from __future__ import annotations
 
-from keel.core import journal as jr
+import msgspec
+
 from keel.core.commands import Command
-from keel.core.events import EventType
+from keel.core.events import SignalAwaited, SignalReceived, SignalTimedOut
 from keel.core.replay import Execution
 from keel.store.base import Store
 
@@ -17,9 +18,8 @@ async def receive(store: Store, ex: Execution, cmd: Command) -> int | None:
     if signal is None:
         return None
     ex.record(
-        EventType.SIGNAL_RECEIVED,
         cmd,
-        jr.envelope(name=cmd.id.name, payload=jr.raw(signal.payload), signal_id=signal.id),
+        SignalReceived(name=cmd.id.name, payload=msgspec.Raw(signal.payload), signal_id=signal.id),
     )
     return signal.id
 
@@ -29,14 +29,8 @@ def wait(ex: Execution, cmd: Command, now: float) -> bool:
     the deadline has passed and the time-out is journaled."""
     if not cmd.awaited:
         deadline = None if cmd.timeout is None else now + cmd.timeout
-        ex.record(
-            EventType.SIGNAL_AWAITED,
-            cmd,
-            jr.envelope(name=cmd.id.name, timeout=cmd.timeout, deadline=deadline),
-        )
+        ex.record(cmd, SignalAwaited(name=cmd.id.name, timeout=cmd.timeout, deadline=deadline))
     if cmd.deadline is not None and cmd.deadline <= now:
-        ex.record(
-            EventType.SIGNAL_TIMED_OUT, cmd, jr.envelope(name=cmd.id.name, timeout=cmd.timeout)
-        )
+        ex.record(cmd, SignalTimedOut(name=cmd.id.name, timeout=cmd.timeout))
         return True
     return False
