@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from keel.errors import DatabaseCorruptError, DatabaseError
-from keel.store.sqlite import _sql
+from keel.store.sqlite._sql import latest_version, migrations, split_script
 
 MARKER_KEY = "application"
 MARKER_VALUE = "keel"
@@ -109,7 +109,7 @@ def schema_version(conn: sqlite3.Connection, path: Path) -> int:
         raise DatabaseError(
             f"{path} has a malformed schema_version {meta['schema_version']!r}"
         ) from None
-    latest = _sql.latest_version()
+    latest = latest_version()
     if version > latest:
         raise DatabaseError(
             f"{path} has Keel schema version {version}, but this Keel knows versions up to "
@@ -128,7 +128,7 @@ def prepare_writer(path: Path, busy_timeout: float, synchronous: str) -> sqlite3
             check_intact(conn, path)
         _use_wal(conn, busy_timeout)
         conn.execute(f"PRAGMA synchronous={synchronous}")
-        if version < _sql.latest_version():
+        if version < latest_version():
             migrate(conn, path)
         conn.execute("PRAGMA foreign_keys=ON")  # after migrating: see migrate()
         # From here on the writer retries BEGIN IMMEDIATE itself (DbThread._begin).
@@ -136,6 +136,7 @@ def prepare_writer(path: Path, busy_timeout: float, synchronous: str) -> sqlite3
     except BaseException:
         conn.close()
         raise
+    conn.row_factory = sqlite3.Row  # the store reads columns by name
     return conn
 
 
@@ -193,10 +194,10 @@ def migrate(conn: sqlite3.Connection, path: Path) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         version = schema_version(conn, path)  # another process may have migrated meanwhile
-        latest = _sql.latest_version()
-        for number, script in _sql.migrations():
+        latest = latest_version()
+        for number, script in migrations():
             if number > version:
-                for statement in _sql.split_script(script):
+                for statement in split_script(script):
                     conn.execute(statement)
         if version < latest:
             conn.execute(
@@ -215,4 +216,5 @@ def prepare_reader(path: Path, busy_timeout: float) -> sqlite3.Connection:
     """A read-only connection (opened after the writer made the schema)."""
     conn = connect(path, busy_timeout)
     conn.execute("PRAGMA query_only=ON")
+    conn.row_factory = sqlite3.Row
     return conn

@@ -1,35 +1,36 @@
-"""Loading the SQL that ships next to this module, and mapping rows to records."""
+"""The SQL that ships next to this module, and rows mapped to records by column name."""
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
-from typing import Any
+from collections.abc import Callable
+from functools import cache
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from keel.core.states import RunState
 from keel.store._sqlfiles import SqlFiles
-from keel.store.base import EventRecord, RunRecord, ScheduleRecord, SignalRecord, TaskRecord
+from keel.store.base import RunRecord, ScheduleRecord
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 FILES = SqlFiles("keel.store.sqlite", "SQLite")
+#: The named queries of ``queries.sql``.
+Q = FILES.queries
+
+
+latest_version = FILES.latest_version
+schema_script = FILES.schema_script
 
 
 def queries() -> dict[str, str]:
-    """The named queries of ``queries.sql``."""
-    return FILES.queries
+    return Q
 
 
 def migrations() -> tuple[tuple[int, str], ...]:
     """``(version, script)`` of every file in ``migrations/``, in version order."""
     return FILES.migrations
-
-
-def latest_version() -> int:
-    """The schema version this code creates and understands."""
-    return FILES.latest_version()
-
-
-def schema_script() -> str:
-    """The full current schema (``schema.sql``), for reference and tests."""
-    return FILES.schema_script()
 
 
 def split_script(script: str) -> list[str]:
@@ -52,48 +53,37 @@ def split_script(script: str) -> list[str]:
     return statements
 
 
-def run_record(row: Any) -> RunRecord:
-    """A ``runs`` row selected in RunRecord field order."""
-    return RunRecord(
-        run_id=row[0],
-        workflow=row[1],
-        version=row[2],
-        state=RunState(row[3]),
-        input=row[4],
-        result=row[5],
-        error=row[6],
-        created_at=row[7],
-        updated_at=row[8],
-        wake_at=row[9],
-        lease_owner=row[10],
-        lease_token=row[11],
-        lease_expires_at=row[12],
-        cancel_requested=bool(row[13]),
-        next_seq=row[14],
-        parent_run_id=row[15],
-        parent_close=row[16],
-        depth=row[17],
-        chain_id=row[18],
-        generation=row[19],
-        continued_to=row[20],
-    )
+R = TypeVar("R", bound="DataclassInstance")
 
 
-def event_record(row: Any) -> EventRecord:
-    return EventRecord(row[0], row[1], row[2], row[3], row[4], row[5])
+@cache
+def _field_names(cls: type[DataclassInstance]) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
 
 
-def signal_record(row: Any) -> SignalRecord:
-    return SignalRecord(row[0], row[1], row[2], row[3], row[4])
+def record(cls: type[R], row: sqlite3.Row, **stored_as: Callable[[Any], Any]) -> R:
+    """The record ``cls`` (a dataclass) of ``row``: each field from the column of its name.
+
+    Every record's field names are its table's column names (or the query's
+    aliases); columns the record does not hold are ignored. ``stored_as`` maps
+    a field to the function that turns its stored value into the record's.
+    """
+    values = {name: row[name] for name in _field_names(cls)}
+    for name, convert in stored_as.items():
+        values[name] = convert(values[name])
+    return cls(**values)
 
 
-def task_record(row: Any) -> TaskRecord:
-    """A ``tasks`` row selected in TaskRecord field order."""
-    return TaskRecord(*row)
+def params_of(value: DataclassInstance) -> dict[str, Any]:
+    """The fields of ``value`` (a ``New...`` record) as named query parameters."""
+    return {name: getattr(value, name) for name in _field_names(type(value))}
 
 
-def schedule_record(row: Any) -> ScheduleRecord:
-    """A ``schedules`` row selected in ScheduleRecord field order."""
-    fields = list(row)
-    fields[7] = bool(fields[7])  # paused: stored as 0/1
-    return ScheduleRecord(*fields)
+def run_record(row: sqlite3.Row) -> RunRecord:
+    """A ``runs`` row (``state`` is stored as text, ``cancel_requested`` as 0/1)."""
+    return record(RunRecord, row, state=RunState, cancel_requested=bool)
+
+
+def schedule_record(row: sqlite3.Row) -> ScheduleRecord:
+    """A ``schedules`` row (``paused`` is stored as 0/1)."""
+    return record(ScheduleRecord, row, paused=bool)

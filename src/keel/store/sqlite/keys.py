@@ -1,0 +1,31 @@
+"""Step results stored under user idempotency keys on SQLite
+(:class:`keel.store.ports.IdempotencyKeys`)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from keel.store.sqlite._db import Database
+from keel.store.sqlite._sql import Q
+
+
+class SQLiteKeys:
+    """:class:`~keel.store.ports.IdempotencyKeys` of
+    :class:`~keel.store.sqlite.store.SQLiteStore`."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def get(self, scope: str, key: str) -> bytes | None:
+        return await self._db.read_one(Q["get_idempotent"], (scope, key), _result)
+
+    async def put(self, scope: str, key: str, result: bytes) -> bytes:
+        def op(conn: sqlite3.Connection) -> bytes:
+            conn.execute(Q["put_idempotent"], (scope, key, result, self._db.clock()))
+            return _result(conn.execute(Q["get_idempotent"], (scope, key)).fetchone())
+
+        return await self._db.write(op)
+
+
+def _result(row: sqlite3.Row) -> bytes:
+    return bytes(row["result"])

@@ -1,0 +1,83 @@
+"""Reads for people and tools on SQLite (:class:`keel.store.ports.OperatorReads`),
+served by the reader connection from a WAL snapshot."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Collection
+
+from keel.core.states import RunState
+from keel.store._checks import check_limit, decode_cursor, page_of, run_filter
+from keel.store.base import EventRecord, RunFilter, RunPage, RunRecord
+from keel.store.sqlite._db import Database
+from keel.store.sqlite._sql import Q, record, run_record
+
+
+class SQLiteReads:
+    """:class:`~keel.store.ports.OperatorReads` of :class:`~keel.store.sqlite.store.SQLiteStore`."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        return await self._db.read_one(Q["get_run"], (run_id,), run_record)
+
+    async def get_runs(self, run_ids: Collection[str]) -> dict[str, RunRecord]:
+        if not run_ids:
+            return {}
+        ids = json.dumps(sorted(set(run_ids)))
+        runs = await self._db.read_all(Q["get_runs"], (ids,), run_record)
+        return {run.run_id: run for run in runs}
+
+    async def list_runs(
+        self,
+        *,
+        workflow: str | Collection[str] | None = None,
+        state: RunState | Collection[RunState] | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        parent_run_id: str | None = None,
+    ) -> RunPage:
+        check_limit(limit)
+        where = run_filter(workflow, state, since, until, parent_run_id)
+        before = decode_cursor(cursor) if cursor else (math.inf, "")
+        params = _filter_params(where) | {
+            "before_created": before[0],
+            "before_run_id": before[1],
+            "limit": limit + 1,  # one more tells whether another page exists
+        }
+        query = Q["list_runs_by_workflow"] if len(where.workflows) == 1 else Q["list_runs"]
+        return page_of(await self._db.read_all(query, params, run_record), limit)
+
+    async def count_runs(
+        self,
+        *,
+        workflow: str | Collection[str] | None = None,
+        state: RunState | Collection[RunState] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        parent_run_id: str | None = None,
+    ) -> int:
+        params = _filter_params(run_filter(workflow, state, since, until, parent_run_id))
+        counted = await self._db.read_one(Q["count_runs"], params, lambda row: int(row["n"]))
+        return counted or 0
+
+    async def history(self, run_id: str, *, after_seq: int = -1) -> list[EventRecord]:
+        return await self._db.read_all(
+            Q["load_events"], (run_id, after_seq), lambda row: record(EventRecord, row)
+        )
+
+
+def _filter_params(where: RunFilter) -> dict[str, object]:
+    """The parameters of a :class:`RunFilter` in the list and count queries."""
+    return {
+        "workflow": where.workflows[0] if where.workflows else None,
+        "workflows": json.dumps(where.workflows) if where.workflows else None,
+        "states": json.dumps([str(s) for s in where.states]) if where.states else None,
+        "since": where.since,
+        "until": where.until,
+        "parent_run_id": where.parent_run_id,
+    }

@@ -1,0 +1,282 @@
+"""Runs, their journals, leases and fencing on SQLite (:class:`keel.store.ports.RunJournal`).
+
+Every write is one function of the writer connection, run inside the writer's
+``BEGIN IMMEDIATE`` transaction (shared with other writes queued at that
+moment: group commit), so a failure part-way rolls back all of that write and
+processes sharing the file take turns.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Collection, Sequence
+
+from keel.core.states import RunState, can_transition
+from keel.errors import RunExistsError, StoreError
+from keel.store._checks import (
+    check_children,
+    check_snapshot,
+    check_tasks,
+    check_terminal,
+    check_ttl,
+    duplicate_task,
+    versions_json,
+)
+from keel.store.base import (
+    Claimed,
+    Lease,
+    NewEvent,
+    NewRun,
+    NewSnapshot,
+    NewTask,
+    RenewOutcome,
+    RunRecord,
+    SnapshotRecord,
+)
+from keel.store.ports import Committed, Continue, Finish, Suspend, Turn
+from keel.store.sqlite._db import Database
+from keel.store.sqlite._journal import (
+    chain_tip,
+    close_family,
+    fence,
+    insert_events,
+    insert_run,
+    lease_next_seq,
+)
+from keel.store.sqlite._sql import Q, params_of, record, run_record
+
+
+class SQLiteRuns:
+    """:class:`~keel.store.ports.RunJournal` of :class:`~keel.store.sqlite.store.SQLiteStore`."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(
+        self, run: NewRun, *, lease_owner: str | None = None, lease_ttl: float = 30.0
+    ) -> tuple[RunRecord, Lease | None, bool]:
+        if lease_owner is not None:
+            check_ttl(lease_ttl)
+
+        def op(conn: sqlite3.Connection) -> tuple[RunRecord, Lease | None, bool]:
+            now = self._db.clock()
+            expires = None if lease_owner is None else now + lease_ttl
+            row = insert_run(conn, run, now, lease_owner=lease_owner, expires=expires)
+            if row is None:  # it exists: nothing was written
+                return run_record(conn.execute(Q["get_run"], (run.run_id,)).fetchone()), None, False
+            lease = None
+            if lease_owner is not None and expires is not None:
+                lease = Lease(run.run_id, lease_owner, 1, expires)
+            return run_record(row), lease, True
+
+        return await self._db.write(op, notify=lease_owner is None)
+
+    async def claim(
+        self,
+        owner: str,
+        *,
+        limit: int,
+        ttl: float,
+        versions: Collection[tuple[str, str]] | None = None,
+    ) -> list[Claimed]:
+        if limit < 1:
+            raise ValueError(f"claim limit must be at least 1, not {limit}")
+        check_ttl(ttl)
+        having = {"versions": versions_json(versions)}
+
+        def candidates(conn: sqlite3.Connection) -> bool:
+            params = {"now": self._db.clock(), "limit": 1, **having}
+            return conn.execute(Q["claim_candidates"], params).fetchone() is not None
+
+        # Idle workers poll often: look on the reader first so that an empty
+        # claim never takes the file's write lock.
+        if not await self._db.read(candidates):
+            return []
+
+        def op(conn: sqlite3.Connection) -> list[Claimed]:
+            now = self._db.clock()
+            expires = now + ttl
+            found = conn.execute(Q["claim_candidates"], {"now": now, "limit": limit, **having})
+            claimed = []
+            for candidate in found.fetchall():
+                params = {
+                    "owner": owner,
+                    "expires_at": expires,
+                    "now": now,
+                    "run_id": candidate["run_id"],
+                }
+                run = run_record(conn.execute(Q["claim_run"], params).fetchone())
+                claimed.append(Claimed(Lease(run.run_id, owner, run.lease_token, expires), run))
+            return claimed
+
+        return await self._db.write(op)
+
+    async def renew(self, owner: str, leases: Sequence[Lease], ttl: float) -> RenewOutcome:
+        check_ttl(ttl)
+        self._db.check_open()
+        if not leases:
+            return RenewOutcome(self._db.clock() + ttl, frozenset(), frozenset())
+
+        def op(conn: sqlite3.Connection) -> RenewOutcome:
+            now = self._db.clock()
+            expires = now + ttl
+            lost: set[str] = set()
+            cancel: set[str] = set()
+            for lease in leases:
+                row = None
+                if lease.owner == owner:
+                    params = {
+                        "expires_at": expires,
+                        "run_id": lease.run_id,
+                        "token": lease.token,
+                        "owner": owner,
+                        "now": now,
+                    }
+                    row = conn.execute(Q["renew_lease"], params).fetchone()
+                if row is None:
+                    lost.add(lease.run_id)
+                elif row["cancel_requested"]:
+                    cancel.add(lease.run_id)
+            return RenewOutcome(expires, frozenset(lost), frozenset(cancel))
+
+        return await self._db.write(op)
+
+    async def commit(self, lease: Lease, turn: Turn) -> Committed:
+        check_children(turn.children)
+        check_tasks(lease.run_id, turn.tasks)
+        end = turn.end
+        if end is not None:
+            check_end(end)
+        wake = _suspend_params(end) if isinstance(end, Suspend) else None
+
+        def op(conn: sqlite3.Connection) -> tuple[list[int], bool]:
+            # One transaction, in the order of the port: fence, events, signal,
+            # children, tasks, end. A failure of any part rolls back all of it.
+            now = self._db.clock()
+            run_id = lease.run_id
+            fence(conn, lease, turn.first_seq, turn.events, now)
+            if turn.consume_signal is not None:
+                _consume(conn, run_id, turn.consume_signal, turn.first_seq)
+            _start_children(conn, turn.children, now)
+            task_ids = _insert_tasks(conn, run_id, turn.tasks, now)
+            woke = False
+            if wake is not None:
+                conn.execute(Q["suspend"], wake | {"run_id": run_id, "now": now})
+            elif isinstance(end, Finish):
+                state = {"state": end.state.value, "result": end.result, "error": end.error}
+                conn.execute(Q["end_run"], state | {"run_id": run_id, "successor": None})
+                woke = close_family(conn, run_id, end.state, now)
+            elif isinstance(end, Continue):
+                _continue(conn, run_id, end.successor, now)
+            return task_ids, woke
+
+        task_ids, woke = await self._db.write(op)
+        # Wake this process's waiters as the change deserves: a suspended run may
+        # be due at once; a finished one is news to result waiters, and to claim
+        # loops only if it made its parent or children due.
+        if isinstance(end, Finish):
+            self._db.waiters.notify(work=woke or bool(turn.children))
+        elif end is not None or turn.children or turn.tasks:
+            self._db.waiters.notify()
+        return Committed(task_ids)
+
+    async def request_cancel(self, run_id: str, cancelled_event: NewEvent) -> RunState:
+        def op(conn: sqlite3.Connection) -> RunState:
+            now = self._db.clock()
+            tip = chain_tip(conn, run_id, "cancel")  # a continued run: its chain's live tip
+            state, expires, next_seq = (
+                RunState(tip["state"]),
+                tip["lease_expires_at"],
+                tip["next_seq"],
+            )
+            held = state is RunState.RUNNING and expires is not None and expires >= now
+            params = {"now": now, "run_id": tip["run_id"]}
+            if held or next_seq > 1:  # a worker delivers it; cleanup may run
+                conn.execute(Q["cancel_request"], params)
+                return state
+            insert_events(conn, tip["run_id"], next_seq, (cancelled_event,), now)
+            conn.execute(Q["cancel_now"], params)
+            close_family(conn, tip["run_id"], RunState.CANCELLED, now)
+            return RunState.CANCELLED
+
+        return await self._db.write(op, notify=True)
+
+    async def save_snapshot(self, lease: Lease, snapshot: NewSnapshot) -> None:
+        await self._db.write(lambda conn: save_snapshot_op(conn, lease, snapshot, self._db.clock()))
+
+    async def load_snapshot(self, run_id: str) -> SnapshotRecord | None:
+        return await self._db.read_one(
+            Q["load_snapshot"], (run_id,), lambda row: record(SnapshotRecord, row)
+        )
+
+
+def save_snapshot_op(
+    conn: sqlite3.Connection, lease: Lease, snapshot: NewSnapshot, now: float
+) -> None:
+    """The fence check and the snapshot row, inside the writer's transaction."""
+    check_snapshot(snapshot, lease_next_seq(conn, lease, now))
+    params = params_of(snapshot) | {"run_id": lease.run_id, "now": now}
+    conn.execute(Q["save_snapshot"], params)
+
+
+def check_end(end: Suspend | Finish | Continue) -> None:
+    """The end of a turn moves a running run along :data:`~keel.core.states.TRANSITIONS`."""
+    if isinstance(end, Finish):
+        check_terminal(end.state)
+    state = (
+        RunState.SUSPENDED
+        if isinstance(end, Suspend)
+        else RunState.CONTINUED
+        if isinstance(end, Continue)
+        else RunState(end.state)
+    )
+    if not can_transition(RunState.RUNNING, state):
+        raise StoreError(f"a running run cannot become {state.value}")
+
+
+def _suspend_params(end: Suspend) -> dict[str, object]:
+    return {
+        "wake_at": end.wake_at,
+        "signal_names": json.dumps(sorted(end.wake_on_signals)),
+        "task_commands": json.dumps(sorted(end.wake_on_tasks)),
+        "child_ids": json.dumps(sorted(end.wake_on_children)),
+        "cancel_delivered": end.cancel_delivered,
+    }
+
+
+def _consume(conn: sqlite3.Connection, run_id: str, signal_id: int, seq: int) -> None:
+    params = {"seq": seq, "id": signal_id, "run_id": run_id}
+    if conn.execute(Q["consume_signal"], params).rowcount != 1:
+        raise StoreError(f"signal {signal_id} is not an unconsumed signal of run {run_id!r}")
+
+
+def _start_children(conn: sqlite3.Connection, children: Sequence[NewRun], now: float) -> None:
+    taken = [c.run_id for c in children if insert_run(conn, c, now) is None]
+    if taken:
+        raise RunExistsError(taken)
+
+
+def _insert_tasks(
+    conn: sqlite3.Connection, run_id: str, tasks: Sequence[NewTask], now: float
+) -> list[int]:
+    ids = []
+    for t in tasks:
+        params = params_of(t) | {"run_id": run_id, "now": now}
+        try:
+            ids.append(conn.execute(Q["insert_task"], params).fetchone()["task_id"])
+        except sqlite3.IntegrityError as exc:  # (run_id, command) is unique
+            raise duplicate_task(run_id, [t.command]) from exc
+    return ids
+
+
+def _continue(conn: sqlite3.Connection, run_id: str, successor: NewRun, now: float) -> None:
+    """End the run ``continued`` and hand its chain to ``successor``."""
+    if insert_run(conn, successor, now) is None:
+        raise RunExistsError([successor.run_id])
+    params = {"run_id": run_id, "successor": successor.run_id}
+    ended = {"state": RunState.CONTINUED.value, "result": None, "error": None}
+    conn.execute(Q["end_run"], params | ended)
+    conn.execute(Q["successor_takes_over"], params)
+    conn.execute(Q["move_signals"], params)
+    close_family(conn, run_id, RunState.CONTINUED, now)
