@@ -143,11 +143,10 @@ class SQLiteRuns:
         return await self._db.write(op)
 
     async def commit(self, lease: Lease, turn: Turn) -> Committed:
+        end = turn.end
+        state = check_end(lease.run_id, end)
         check_children(turn.children)
         check_tasks(lease.run_id, turn.tasks)
-        end = turn.end
-        if end is not None:
-            check_end(end)
         wake = _suspend_params(end) if isinstance(end, Suspend) else None
 
         def op(conn: sqlite3.Connection) -> tuple[list[int], bool]:
@@ -164,9 +163,9 @@ class SQLiteRuns:
             if wake is not None:
                 conn.execute(Q["suspend"], wake | {"run_id": run_id, "now": now})
             elif isinstance(end, Finish):
-                state = {"state": end.state.value, "result": end.result, "error": end.error}
-                conn.execute(Q["end_run"], state | {"run_id": run_id, "successor": None})
-                woke = close_family(conn, run_id, end.state, now)
+                ended = {"state": state.value, "result": end.result, "error": end.error}
+                conn.execute(Q["end_run"], ended | {"run_id": run_id, "successor": None})
+                woke = close_family(conn, run_id, state, now)
             elif isinstance(end, Continue):
                 _continue(conn, run_id, end.successor, now)
             return task_ids, woke
@@ -185,17 +184,13 @@ class SQLiteRuns:
         def op(conn: sqlite3.Connection) -> RunState:
             now = self._db.clock()
             tip = chain_tip(conn, run_id, "cancel")  # a continued run: its chain's live tip
-            state, expires, next_seq = (
-                RunState(tip["state"]),
-                tip["lease_expires_at"],
-                tip["next_seq"],
-            )
+            state, expires = RunState(tip["state"]), tip["lease_expires_at"]
             held = state is RunState.RUNNING and expires is not None and expires >= now
             params = {"now": now, "run_id": tip["run_id"]}
-            if held or next_seq > 1:  # a worker delivers it; cleanup may run
+            if held or tip["next_seq"] > 1:  # a worker delivers it; cleanup may run
                 conn.execute(Q["cancel_request"], params)
                 return state
-            insert_events(conn, tip["run_id"], next_seq, (cancelled_event,), now)
+            insert_events(conn, tip["run_id"], tip["next_seq"], (cancelled_event,), now)
             conn.execute(Q["cancel_now"], params)
             close_family(conn, tip["run_id"], RunState.CANCELLED, now)
             return RunState.CANCELLED
@@ -220,19 +215,23 @@ def save_snapshot_op(
     conn.execute(Q["save_snapshot"], params)
 
 
-def check_end(end: Suspend | Finish | Continue) -> None:
-    """The end of a turn moves a running run along :data:`~keel.core.states.TRANSITIONS`."""
-    if isinstance(end, Finish):
+def check_end(run_id: str, end: Suspend | Finish | Continue | None) -> RunState:
+    """The state a commit ending with ``end`` leaves its running run in, along
+    :data:`~keel.core.states.TRANSITIONS` (placeholder for store-core's shared check)."""
+    if end is None:
+        return RunState.RUNNING
+    if isinstance(end, Suspend):
+        dst = RunState.SUSPENDED
+    elif isinstance(end, Continue):
+        dst = RunState.CONTINUED
+    else:
         check_terminal(end.state)
-    state = (
-        RunState.SUSPENDED
-        if isinstance(end, Suspend)
-        else RunState.CONTINUED
-        if isinstance(end, Continue)
-        else RunState(end.state)
-    )
-    if not can_transition(RunState.RUNNING, state):
-        raise StoreError(f"a running run cannot become {state.value}")
+        dst = RunState(end.state)
+    if not can_transition(RunState.RUNNING, dst) or (
+        isinstance(end, Finish) and dst is RunState.CONTINUED
+    ):
+        raise StoreError(f"run {run_id!r} cannot move from running to {dst.value}")
+    return dst
 
 
 def _suspend_params(end: Suspend) -> dict[str, object]:
