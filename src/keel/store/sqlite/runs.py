@@ -12,13 +12,14 @@ import json
 import sqlite3
 from collections.abc import Collection, Sequence
 
-from keel.core.states import RunState, can_transition
+from keel.core.states import RunState
 from keel.errors import RunExistsError, StoreError
 from keel.store._checks import (
     check_children,
+    check_end,
+    check_move,
     check_snapshot,
     check_tasks,
-    check_terminal,
     check_ttl,
     duplicate_task,
     versions_json,
@@ -190,6 +191,7 @@ class SQLiteRuns:
             if held or tip["next_seq"] > 1:  # a worker delivers it; cleanup may run
                 conn.execute(Q["cancel_request"], params)
                 return state
+            check_move(tip["run_id"], state, RunState.CANCELLED)
             insert_events(conn, tip["run_id"], tip["next_seq"], (cancelled_event,), now)
             conn.execute(Q["cancel_now"], params)
             close_family(conn, tip["run_id"], RunState.CANCELLED, now)
@@ -213,25 +215,6 @@ def save_snapshot_op(
     check_snapshot(snapshot, lease_next_seq(conn, lease, now))
     params = params_of(snapshot) | {"run_id": lease.run_id, "now": now}
     conn.execute(Q["save_snapshot"], params)
-
-
-def check_end(run_id: str, end: Suspend | Finish | Continue | None) -> RunState:
-    """The state a commit ending with ``end`` leaves its running run in, along
-    :data:`~keel.core.states.TRANSITIONS` (placeholder for store-core's shared check)."""
-    if end is None:
-        return RunState.RUNNING
-    if isinstance(end, Suspend):
-        dst = RunState.SUSPENDED
-    elif isinstance(end, Continue):
-        dst = RunState.CONTINUED
-    else:
-        check_terminal(end.state)
-        dst = RunState(end.state)
-    if not can_transition(RunState.RUNNING, dst) or (
-        isinstance(end, Finish) and dst is RunState.CONTINUED
-    ):
-        raise StoreError(f"run {run_id!r} cannot move from running to {dst.value}")
-    return dst
 
 
 def _suspend_params(end: Suspend) -> dict[str, object]:
