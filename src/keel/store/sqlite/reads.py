@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Collection
+from typing import Unpack
 
-from keel.core.states import RunState
-from keel.store._checks import check_limit, decode_cursor, page_of, run_filter
+from keel.store._checks import check_limit, decode_cursor, page_of
+from keel.store._kwargs import RunWhere, where_filter
 from keel.store.base import EventRecord, RunFilter, RunPage, RunRecord
 from keel.store.sqlite._db import Database
 from keel.store.sqlite._sql import Q, record, run_record
@@ -31,37 +32,21 @@ class SQLiteReads:
         return {run.run_id: run for run in runs}
 
     async def list_runs(
-        self,
-        *,
-        workflow: str | Collection[str] | None = None,
-        state: RunState | Collection[RunState] | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        parent_run_id: str | None = None,
+        self, *, limit: int = 50, cursor: str | None = None, **where: Unpack[RunWhere]
     ) -> RunPage:
         check_limit(limit)
-        where = run_filter(workflow, state, since, until, parent_run_id)
+        filters = where_filter(where)
         before = decode_cursor(cursor) if cursor else (math.inf, "")
-        params = _filter_params(where) | {
+        params = _filter_params(filters) | {
             "before_created": before[0],
             "before_run_id": before[1],
             "limit": limit + 1,  # one more tells whether another page exists
         }
-        query = Q["list_runs_by_workflow"] if len(where.workflows) == 1 else Q["list_runs"]
+        query = Q["list_runs_by_workflow"] if len(filters.workflows) == 1 else Q["list_runs"]
         return page_of(await self._db.read_all(query, params, run_record), limit)
 
-    async def count_runs(
-        self,
-        *,
-        workflow: str | Collection[str] | None = None,
-        state: RunState | Collection[RunState] | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        parent_run_id: str | None = None,
-    ) -> int:
-        params = _filter_params(run_filter(workflow, state, since, until, parent_run_id))
+    async def count_runs(self, **where: Unpack[RunWhere]) -> int:
+        params = _filter_params(where_filter(where))
         counted = await self._db.read_one(Q["count_runs"], params, lambda row: int(row["n"]))
         return counted or 0
 

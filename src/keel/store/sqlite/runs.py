@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
+from typing import Unpack
 
 from keel.core.states import RunState
 from keel.errors import RunExistsError, StoreError
 from keel.store._checks import (
     check_children,
+    check_claim_limit,
     check_end,
     check_move,
     check_snapshot,
@@ -24,6 +26,7 @@ from keel.store._checks import (
     duplicate_task,
     versions_json,
 )
+from keel.store._kwargs import ClaimArgs
 from keel.store.base import (
     Claimed,
     Lease,
@@ -73,18 +76,11 @@ class SQLiteRuns:
 
         return await self._db.write(op, notify=lease_owner is None)
 
-    async def claim(
-        self,
-        owner: str,
-        *,
-        limit: int,
-        ttl: float,
-        versions: Collection[tuple[str, str]] | None = None,
-    ) -> list[Claimed]:
-        if limit < 1:
-            raise ValueError(f"claim limit must be at least 1, not {limit}")
+    async def claim(self, owner: str, **args: Unpack[ClaimArgs]) -> list[Claimed]:
+        limit, ttl = args["limit"], args["ttl"]
+        check_claim_limit(limit)
         check_ttl(ttl)
-        having = {"versions": versions_json(versions)}
+        having = {"versions": versions_json(args.get("versions"))}
 
         def candidates(conn: sqlite3.Connection) -> bool:
             params = {"now": self._db.clock(), "limit": 1, **having}

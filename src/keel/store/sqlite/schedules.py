@@ -10,10 +10,12 @@ import builtins
 import json
 import sqlite3
 from collections.abc import Collection
+from typing import Unpack
 
 from keel.errors import ScheduleExistsError, ScheduleNotFoundError
 from keel.store._checks import check_claim_limit, check_fire, check_schedule
-from keel.store.base import DueSchedules, NewRun, NewSchedule, ScheduleRecord
+from keel.store._kwargs import Tick
+from keel.store.base import DueSchedules, NewSchedule, ScheduleRecord
 from keel.store.sqlite._db import Database
 from keel.store.sqlite._journal import insert_run
 from keel.store.sqlite._sql import Q, params_of, schedule_record
@@ -83,25 +85,15 @@ class SQLiteSchedules:
 
         return await self._db.read(op)
 
-    async def fire(
-        self,
-        schedule_id: str,
-        *,
-        expected: float,
-        tick: float,
-        next_fire_at: float | None,
-        run: NewRun | None,
-    ) -> bool:
-        check_fire(expected, tick)
+    async def fire(self, schedule_id: str, **tick: Unpack[Tick]) -> bool:
+        check_fire(tick["expected"], tick["tick"])
+        run = tick["run"]
 
         def op(conn: sqlite3.Connection) -> bool:
             now = self._db.clock()
-            params = {
+            params = tick | {
                 "schedule_id": schedule_id,
-                "expected": expected,
-                "tick": tick,
-                "next_fire_at": next_fire_at,
-                "fired_tick": None if run is None else tick,
+                "fired_tick": None if run is None else tick["tick"],
                 "run_id": None if run is None else run.run_id,
                 "now": now,
             }

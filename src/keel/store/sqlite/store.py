@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import keel.store.ports as ports
 from keel.errors import ConfigurationError
 from keel.store.sqlite._db import Database
 from keel.store.sqlite.changes import SQLiteChanges
@@ -61,14 +62,15 @@ class SQLiteStore:
             clock=clock,
             name=repr(self),
         )
-        self.runs = SQLiteRuns(self.db)
-        self.mailbox = SQLiteMailbox(self.db)
-        self.tasks = SQLiteTasks(self.db)
-        self.keys = SQLiteKeys(self.db)
-        self.schedules = SQLiteSchedules(self.db)
-        self.reads = SQLiteReads(self.db)
-        self.changes = SQLiteChanges(self.db)
-        self.workers = SQLiteWorkers(self.db)
+        # Typed as the ports: a Store's capability attributes are the protocols.
+        self.runs: ports.RunJournal = SQLiteRuns(self.db)
+        self.mailbox: ports.Mailbox = SQLiteMailbox(self.db)
+        self.tasks: ports.TaskQueues = SQLiteTasks(self.db)
+        self.keys: ports.IdempotencyKeys = SQLiteKeys(self.db)
+        self.schedules: ports.Schedules = SQLiteSchedules(self.db)
+        self.reads: ports.OperatorReads = SQLiteReads(self.db)
+        self.changes: ports.ChangeFeed = SQLiteChanges(self.db)
+        self.workers: ports.WorkerRegistry = SQLiteWorkers(self.db)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r}, synchronous={self.synchronous!r})"
