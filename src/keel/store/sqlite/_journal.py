@@ -113,7 +113,7 @@ def close_family(conn: sqlite3.Connection, run_id: str, state: RunState, now: fl
     """A run just ended in ``state``: ask the children it closes to cancel, discard
     its open dispatched steps and (unless it continued) wake its parent. Return
     whether that made any run due (claim loops should look)."""
-    params = {"run_id": run_id, "now": now, "state": state.value}
+    params = {"run_id": run_id, "now": now, "state": state}  # a StrEnum binds as its text
     conn.execute(Q["drop_open_tasks"], params)
     woken = conn.execute(Q["cancel_children"], params).rowcount
     if state is not RunState.CONTINUED:  # the chain has not ended

@@ -8,7 +8,7 @@ from keel.errors import RunCancellingError
 from keel.store.base import SignalRecord
 from keel.store.sqlite._db import Database
 from keel.store.sqlite._journal import chain_tip
-from keel.store.sqlite._sql import Q, record
+from keel.store.sqlite._sql import Q, signal_record
 
 
 class SQLiteMailbox:
@@ -40,6 +40,4 @@ class SQLiteMailbox:
         return await self._db.write(op, notify=True)
 
     async def next(self, run_id: str, name: str) -> SignalRecord | None:
-        return await self._db.read_one(
-            Q["next_signal"], (run_id, name), lambda row: record(SignalRecord, row)
-        )
+        return await self._db.read_one(Q["next_signal"], (run_id, name), signal_record)

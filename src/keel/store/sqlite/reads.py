@@ -12,7 +12,7 @@ from keel.store._checks import check_limit, decode_cursor, page_of
 from keel.store._kwargs import RunWhere, where_filter
 from keel.store.base import EventRecord, RunFilter, RunPage, RunRecord
 from keel.store.sqlite._db import Database
-from keel.store.sqlite._sql import Q, record, run_record
+from keel.store.sqlite._sql import Q, event_record, run_record
 
 
 class SQLiteReads:
@@ -51,9 +51,7 @@ class SQLiteReads:
         return counted or 0
 
     async def history(self, run_id: str, *, after_seq: int = -1) -> list[EventRecord]:
-        return await self._db.read_all(
-            Q["load_events"], (run_id, after_seq), lambda row: record(EventRecord, row)
-        )
+        return await self._db.read_all(Q["load_events"], (run_id, after_seq), event_record)
 
 
 def _filter_params(where: RunFilter) -> dict[str, object]:

@@ -48,7 +48,7 @@ from keel.store.sqlite._journal import (
     insert_run,
     lease_next_seq,
 )
-from keel.store.sqlite._sql import Q, params_of, record, run_record
+from keel.store.sqlite._sql import Q, params_of, run_record, snapshot_record
 
 
 class SQLiteRuns:
@@ -141,30 +141,23 @@ class SQLiteRuns:
 
     async def commit(self, lease: Lease, turn: Turn) -> Committed:
         end = turn.end
-        state = check_end(lease.run_id, end)
-        check_children(turn.children)
-        check_tasks(lease.run_id, turn.tasks)
-        wake = _suspend_params(end) if isinstance(end, Suspend) else None
+        state = RunState.RUNNING if end is None else check_end(lease.run_id, end)
+        if turn.children:
+            check_children(turn.children)
+        if turn.tasks:
+            check_tasks(lease.run_id, turn.tasks)
 
         def op(conn: sqlite3.Connection) -> tuple[list[int], bool]:
             # One transaction, in the order of the port: fence, events, signal,
             # children, tasks, end. A failure of any part rolls back all of it.
             now = self._db.clock()
-            run_id = lease.run_id
             fence(conn, lease, turn.first_seq, turn.events, now)
             if turn.consume_signal is not None:
-                _consume(conn, run_id, turn.consume_signal, turn.first_seq)
-            _start_children(conn, turn.children, now)
-            task_ids = _insert_tasks(conn, run_id, turn.tasks, now)
-            woke = False
-            if wake is not None:
-                conn.execute(Q["suspend"], wake | {"run_id": run_id, "now": now})
-            elif isinstance(end, Finish):
-                ended = {"state": state.value, "result": end.result, "error": end.error}
-                conn.execute(Q["end_run"], ended | {"run_id": run_id, "successor": None})
-                woke = close_family(conn, run_id, state, now)
-            elif isinstance(end, Continue):
-                _continue(conn, run_id, end.successor, now)
+                _consume(conn, lease.run_id, turn.consume_signal, turn.first_seq)
+            if turn.children:
+                _start_children(conn, turn.children, now)
+            task_ids = _insert_tasks(conn, lease.run_id, turn.tasks, now) if turn.tasks else []
+            woke = end is not None and _end(conn, lease.run_id, end, state, now)
             return task_ids, woke
 
         task_ids, woke = await self._db.write(op)
@@ -199,9 +192,7 @@ class SQLiteRuns:
         await self._db.write(lambda conn: save_snapshot_op(conn, lease, snapshot, self._db.clock()))
 
     async def load_snapshot(self, run_id: str) -> SnapshotRecord | None:
-        return await self._db.read_one(
-            Q["load_snapshot"], (run_id,), lambda row: record(SnapshotRecord, row)
-        )
+        return await self._db.read_one(Q["load_snapshot"], (run_id,), snapshot_record)
 
 
 def save_snapshot_op(
@@ -213,14 +204,30 @@ def save_snapshot_op(
     conn.execute(Q["save_snapshot"], params)
 
 
-def _suspend_params(end: Suspend) -> dict[str, object]:
-    return {
-        "wake_at": end.wake_at,
-        "signal_names": json.dumps(sorted(end.wake_on_signals)),
-        "task_commands": json.dumps(sorted(end.wake_on_tasks)),
-        "child_ids": json.dumps(sorted(end.wake_on_children)),
-        "cancel_delivered": end.cancel_delivered,
-    }
+def _end(
+    conn: sqlite3.Connection,
+    run_id: str,
+    end: Suspend | Finish | Continue,
+    state: RunState,
+    now: float,
+) -> bool:
+    """The end of a turn, after its other parts; whether it made another run due."""
+    if isinstance(end, Suspend):
+        wake = {
+            "wake_at": end.wake_at,
+            "signal_names": json.dumps(sorted(end.wake_on_signals)),
+            "task_commands": json.dumps(sorted(end.wake_on_tasks)),
+            "child_ids": json.dumps(sorted(end.wake_on_children)),
+            "cancel_delivered": end.cancel_delivered,
+        }
+        conn.execute(Q["suspend"], wake | {"run_id": run_id, "now": now})
+        return False
+    if isinstance(end, Continue):
+        _continue(conn, run_id, end.successor, now)
+        return False
+    ended = {"state": state, "result": end.result, "error": end.error, "successor": None}
+    conn.execute(Q["end_run"], ended | {"run_id": run_id})
+    return close_family(conn, run_id, state, now)
 
 
 def _consume(conn: sqlite3.Connection, run_id: str, signal_id: int, seq: int) -> None:
@@ -253,7 +260,7 @@ def _continue(conn: sqlite3.Connection, run_id: str, successor: NewRun, now: flo
     if insert_run(conn, successor, now) is None:
         raise RunExistsError([successor.run_id])
     params = {"run_id": run_id, "successor": successor.run_id}
-    ended = {"state": RunState.CONTINUED.value, "result": None, "error": None}
+    ended = {"state": RunState.CONTINUED, "result": None, "error": None}
     conn.execute(Q["end_run"], params | ended)
     conn.execute(Q["successor_takes_over"], params)
     conn.execute(Q["move_signals"], params)

@@ -22,7 +22,7 @@ from keel.store._checks import (
 )
 from keel.store.base import QueueInfo, TaskLease, TaskRecord
 from keel.store.sqlite._db import Database
-from keel.store.sqlite._sql import Q, record
+from keel.store.sqlite._sql import Q, queue_info, task_record
 
 
 class SQLiteTasks:
@@ -60,7 +60,7 @@ class SQLiteTasks:
                 "queues": names,
                 "limit": limit,
             }
-            tasks = [record(TaskRecord, r) for r in conn.execute(Q["claim_tasks"], params)]
+            tasks = [task_record(r) for r in conn.execute(Q["claim_tasks"], params)]
             tasks.sort(key=lambda t: (-t.priority, t.available_at, t.task_id))
             return [(TaskLease(t.task_id, owner, t.attempt, expires), t) for t in tasks], bool(
                 swept
@@ -113,9 +113,7 @@ class SQLiteTasks:
         await self._db.write(op, notify=True)
 
     async def get(self, run_id: str, command: str) -> TaskRecord | None:
-        return await self._db.read_one(
-            Q["get_task"], (run_id, command), lambda row: record(TaskRecord, row)
-        )
+        return await self._db.read_one(Q["get_task"], (run_id, command), task_record)
 
     async def set_limit(self, queue: str, concurrency: int | None) -> None:
         check_queue_limit(queue, concurrency)
@@ -128,7 +126,7 @@ class SQLiteTasks:
         await self._db.write(lambda conn: conn.execute(query, params).close(), notify=True)
 
     async def list_queues(self) -> list[QueueInfo]:
-        return await self._db.read_all(Q["list_queues"], (), lambda row: record(QueueInfo, row))
+        return await self._db.read_all(Q["list_queues"], (), queue_info)
 
 
 def _fence(lease: TaskLease, now: float) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from keel.store._checks import VERSION_ROWS_KEPT, check_registration, check_vers
 from keel.store._kwargs import Registration
 from keel.store.base import WorkerVersion
 from keel.store.sqlite._db import Database
-from keel.store.sqlite._sql import Q, record
+from keel.store.sqlite._sql import Q, worker_version
 from keel.store.sqlite.liveness import (
     FileLivenessLock,
     claim_dead,
@@ -62,9 +62,7 @@ class SQLiteWorkers:
 
     async def list_versions(self, *, live: bool = True) -> list[WorkerVersion]:
         since = self._db.clock() if live else -math.inf
-        return await self._db.read_all(
-            Q["list_versions"], {"since": since}, lambda row: record(WorkerVersion, row)
-        )
+        return await self._db.read_all(Q["list_versions"], {"since": since}, worker_version)
 
     async def hold_liveness(self, owner: str) -> FileLivenessLock | None:
         if sys.platform == "win32":  # no flock: leases expire by TTL alone
