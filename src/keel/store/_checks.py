@@ -29,6 +29,7 @@ from keel.store.base import (
     RunFilter,
     RunPage,
     RunRecord,
+    RunWhere,
     TaskLease,
 )
 from keel.store.ports import Continue, Finish, Suspend
@@ -83,6 +84,17 @@ def run_filter(
         None if since is None else float(since),
         None if until is None else float(until),
         parent_run_id,
+    )
+
+
+def where_filter(where: RunWhere) -> RunFilter:
+    """:func:`run_filter` of the filter arguments taken as ``**where``."""
+    return run_filter(
+        where.get("workflow"),
+        where.get("state"),
+        where.get("since"),
+        where.get("until"),
+        where.get("parent_run_id"),
     )
 
 

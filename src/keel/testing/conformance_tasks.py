@@ -76,7 +76,7 @@ class TaskConformance:
     ) -> None:
         async def body(store: Store) -> None:
             # The task completes while its run is still leased: nothing to wake then,
-            # so suspend_run(wake_on_tasks=...) must leave the run due at once.
+            # so a Suspend(wake_on_tasks=...) must leave the run due at once.
             lease, _ = await dispatched(store, "r1", [new_task("step:a#0")])
             await store.tasks.complete(await claim_one(store), b'"A"')
             await store.runs.commit(

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Unpack
 
-from keel.core.states import RunState
-from keel.store._checks import check_limit, decode_cursor, page_of, run_filter
-from keel.store.base import EventRecord, RunPage, RunRecord
+from keel.store._checks import check_limit, decode_cursor, page_of, where_filter
+from keel.store.base import EventRecord, RunPage, RunRecord, RunWhere
 from keel.store.memory.tables import Tables
 
 
@@ -25,40 +25,24 @@ class MemoryReads:
             return {i: self._t.runs[i] for i in run_ids if i in self._t.runs}
 
     async def list_runs(
-        self,
-        *,
-        workflow: str | Collection[str] | None = None,
-        state: RunState | Collection[RunState] | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        parent_run_id: str | None = None,
+        self, *, limit: int = 50, cursor: str | None = None, **where: Unpack[RunWhere]
     ) -> RunPage:
         check_limit(limit)
-        where = run_filter(workflow, state, since, until, parent_run_id)
+        selected = where_filter(where)
         before = decode_cursor(cursor) if cursor else None
         with self._t.transaction():
             runs = [
                 r
                 for r in self._t.runs.values()
-                if where.matches(r) and (before is None or (r.created_at, r.run_id) < before)
+                if selected.matches(r) and (before is None or (r.created_at, r.run_id) < before)
             ]
         runs.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
         return page_of(runs[: limit + 1], limit)
 
-    async def count_runs(
-        self,
-        *,
-        workflow: str | Collection[str] | None = None,
-        state: RunState | Collection[RunState] | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        parent_run_id: str | None = None,
-    ) -> int:
-        where = run_filter(workflow, state, since, until, parent_run_id)
+    async def count_runs(self, **where: Unpack[RunWhere]) -> int:
+        selected = where_filter(where)
         with self._t.transaction():
-            return sum(1 for r in self._t.runs.values() if where.matches(r))
+            return sum(1 for r in self._t.runs.values() if selected.matches(r))
 
     async def history(self, run_id: str, *, after_seq: int = -1) -> list[EventRecord]:
         with self._t.transaction():

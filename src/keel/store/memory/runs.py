@@ -4,7 +4,7 @@ cancel requests and snapshots (:class:`~keel.store.ports.RunJournal`)."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 
 from keel.core.states import RunState
 from keel.errors import LeaseLostError, RunExistsError, StoreError
@@ -26,6 +26,7 @@ from keel.store.base import (
     RenewOutcome,
     RunRecord,
     SnapshotRecord,
+    VersionPairs,
 )
 from keel.store.memory.tables import Signal, Tables, due
 from keel.store.memory.tasks import insert_tasks, tasks_done, tasks_taken
@@ -55,12 +56,7 @@ class MemoryRuns:
             return record, lease, True
 
     async def claim(
-        self,
-        owner: str,
-        *,
-        limit: int,
-        ttl: float,
-        versions: Collection[tuple[str, str]] | None = None,
+        self, owner: str, *, limit: int, ttl: float, versions: VersionPairs | None = None
     ) -> list[Claimed]:
         check_claim_limit(limit)
         check_ttl(ttl)

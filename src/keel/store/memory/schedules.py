@@ -6,10 +6,11 @@ from __future__ import annotations
 import builtins
 import dataclasses
 from collections.abc import Collection
+from typing import Unpack
 
 from keel.errors import ScheduleExistsError, ScheduleNotFoundError
 from keel.store._checks import check_claim_limit, check_fire, check_schedule
-from keel.store.base import DueSchedules, NewRun, NewSchedule, ScheduleRecord
+from keel.store.base import DueSchedules, NewSchedule, ScheduleRecord, ScheduleTick
 from keel.store.memory.tables import Tables
 
 
@@ -95,30 +96,27 @@ class MemorySchedules:
         earliest = active[0].next_fire_at if active else None
         return DueSchedules(now, ready[:limit], earliest)
 
-    async def fire(
-        self,
-        schedule_id: str,
-        *,
-        expected: float,
-        tick: float,
-        next_fire_at: float | None,
-        run: NewRun | None,
-    ) -> bool:
-        check_fire(expected, tick)
+    async def fire(self, schedule_id: str, **tick: Unpack[ScheduleTick]) -> bool:
+        expected, run = tick["expected"], tick["run"]
+        check_fire(expected, tick["tick"])
         with self._t.transaction() as now:
             schedule = self._t.schedules.get(schedule_id)
             if (
                 schedule is None
                 or schedule.paused
                 or schedule.next_fire_at != expected
-                or tick > now
+                or tick["tick"] > now
             ):
                 return False
-            updated = dataclasses.replace(schedule, next_fire_at=next_fire_at, updated_at=now)
+            updated = dataclasses.replace(
+                schedule, next_fire_at=tick["next_fire_at"], updated_at=now
+            )
             if run is not None:
                 if run.run_id not in self._t.runs:  # a tick's run id is derived from the tick
                     self._t.insert_run(run, now)
-                updated = dataclasses.replace(updated, last_fire_at=tick, last_run_id=run.run_id)
+                updated = dataclasses.replace(
+                    updated, last_fire_at=tick["tick"], last_run_id=run.run_id
+                )
             self._t.schedules[schedule_id] = updated
             self._t.notify()
             return True

@@ -30,6 +30,7 @@ from keel.store.base import (
     SnapshotRecord,
     TaskRecord,
     WorkerVersion,
+    created_record,
 )
 
 #: Task states that still hold work (deleted when their run ends).
@@ -118,28 +119,7 @@ class Tables:
 
     def insert_run(self, run: NewRun, now: float, lease: Lease | None = None) -> RunRecord:
         """Add the run row (pending, or running under ``lease``) and its started event."""
-        record = RunRecord(
-            run_id=run.run_id,
-            workflow=run.workflow,
-            version=run.version,
-            state=RunState.PENDING if lease is None else RunState.RUNNING,
-            input=run.input,
-            result=None,
-            error=None,
-            created_at=now,
-            updated_at=now,
-            wake_at=now if lease is None else None,
-            lease_owner=None if lease is None else lease.owner,
-            lease_token=0 if lease is None else lease.token,
-            lease_expires_at=None if lease is None else lease.expires_at,
-            cancel_requested=False,
-            next_seq=1,
-            parent_run_id=run.parent_run_id,
-            parent_close=run.parent_close,
-            depth=run.depth,
-            chain_id=run.chain_id,
-            generation=run.generation,
-        )
+        record = created_record(run, now, lease)
         self.runs[run.run_id] = record
         if run.parent_run_id is not None:
             self.children.setdefault(run.parent_run_id, []).append(run.run_id)

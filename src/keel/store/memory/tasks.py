@@ -68,14 +68,16 @@ class MemoryTasks:
     async def renew(self, owner: str, leases: Sequence[TaskLease], ttl: float) -> frozenset[int]:
         check_ttl(ttl)
         with self._t.transaction() as now:
-            lost: set[int] = set()
-            for lease in leases:
-                task = self._t.tasks.get(lease.task_id)
-                if task is None or lease.owner != owner or not _holds(task, lease, now):
-                    lost.add(lease.task_id)
-                    continue
+            held = [
+                task
+                for lease in leases
+                if (task := self._t.tasks.get(lease.task_id)) is not None
+                and lease.owner == owner
+                and _holds(task, lease, now)
+            ]
+            for task in held:
                 self._t.tasks[task.task_id] = dataclasses.replace(task, lease_expires_at=now + ttl)
-            return frozenset(lost)
+            return frozenset(lease.task_id for lease in leases) - {t.task_id for t in held}
 
     async def complete(self, lease: TaskLease, result: bytes) -> None:
         with self._t.transaction() as now:

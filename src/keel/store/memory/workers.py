@@ -7,10 +7,8 @@ leases expire by their TTL alone.
 
 from __future__ import annotations
 
-from collections.abc import Collection
-
 from keel.store._checks import VERSION_ROWS_KEPT, check_registration, check_versions
-from keel.store.base import WorkerVersion
+from keel.store.base import VersionPairs, WorkerVersion
 from keel.store.memory.tables import Tables
 from keel.store.ports import LivenessLock
 
@@ -22,13 +20,7 @@ class MemoryWorkers:
         self._t = tables
 
     async def register_versions(
-        self,
-        worker: str,
-        versions: Collection[tuple[str, str]],
-        *,
-        host: str,
-        pid: int,
-        live_for: float,
+        self, worker: str, versions: VersionPairs, *, host: str, pid: int, live_for: float
     ) -> None:
         check_registration(worker, host, pid, live_for)
         pairs = check_versions(versions) or []
