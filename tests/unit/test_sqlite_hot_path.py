@@ -30,7 +30,7 @@ def test_a_lone_write_runs_inline_and_concurrent_ones_share_a_commit(tmp_path: P
     async def main() -> None:
         store = SQLiteStore(tmp_path / "keel.db")
         await store.open()
-        writer = store._writer
+        writer = store.db.writer
         assert writer is not None
         await asyncio.sleep(0.05)  # let the watcher's first look at the connection pass
         commits = writer.commits
@@ -52,7 +52,7 @@ def test_an_inline_write_never_waits_on_the_loop_for_another_writer(tmp_path: Pa
     async def main() -> None:
         store = SQLiteStore(path)
         await store.open()
-        writer = store._writer
+        writer = store.db.writer
         assert writer is not None
         other = sqlite3.connect(path, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")  # another writer holds the file's write lock

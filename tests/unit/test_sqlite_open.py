@@ -20,7 +20,7 @@ from keel.core.states import RunState
 from keel.errors import ConfigurationError, DatabaseError, LeaseLostError, StoreError
 from keel.store import MemoryStore, NewEvent, NewRun, SQLiteStore, open_store
 from keel.store._sqlfiles import parse_named
-from keel.store.ports import Turn
+from keel.store.ports import Committed, Turn
 from keel.store.sqlite import _sql
 from keel.testing.conformance import event, new_run, wait_until_past
 
@@ -300,8 +300,8 @@ def test_group_commit_isolates_a_failing_operation(tmp_path: Path) -> None:
             leases.append(lease)
         sid = await store.mailbox.send("r0", "go", b"1")
         await store.runs.commit(leases[0], Turn(1, [event(1)], consume_signal=sid))
-        assert store._writer is not None
-        commits = store._writer.commits
+        assert store.db.writer is not None
+        commits = store.db.writer.commits
         # Concurrent writes share transactions; the bad ones (wrong seq, a consumed
         # signal: it fails after its events were inserted) must roll back alone.
         outcomes = await asyncio.gather(
@@ -310,9 +310,9 @@ def test_group_commit_isolates_a_failing_operation(tmp_path: Path) -> None:
             store.runs.commit(leases[5], Turn(7, [event(9)])),
             return_exceptions=True,
         )
-        assert store._writer.commits - commits < len(outcomes)  # really grouped
+        assert store.db.writer.commits - commits < len(outcomes)  # really grouped
         assert isinstance(outcomes[0], StoreError) and isinstance(outcomes[-1], StoreError)
-        assert all(o is None for o in outcomes[1:-1])
+        assert all(o == Committed() for o in outcomes[1:-1])
         assert [e.seq for e in await store.reads.history("r0")] == [0, 1]
         assert [e.seq for e in await store.reads.history("r5")] == [0, 1, 2]
         for i in range(1, 30):
@@ -362,7 +362,7 @@ _CLAIMER = textwrap.dedent(
         sys.stdin.readline()  # the parent says go once both are ready
         got = []
         while True:
-            claimed = await store.claim_runs(owner, limit=1, ttl=300)
+            claimed = await store.runs.claim(owner, limit=1, ttl=300)
             if not claimed:
                 break
             got.extend(c.lease.run_id for c in claimed)

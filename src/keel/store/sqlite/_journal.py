@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from keel.core.states import RunState
 from keel.errors import LeaseLostError, RunFinishedError, RunNotFoundError, StoreError
-from keel.store.base import Lease, NewEvent, NewRun
+from keel.store.base import Lease, NewEvent, NewRun, RunRecord, created_record
 from keel.store.sqlite._sql import Q, params_of
 
 
@@ -86,27 +86,15 @@ def insert_events(
 
 
 def insert_run(
-    conn: sqlite3.Connection,
-    run: NewRun,
-    now: float,
-    *,
-    lease_owner: str | None = None,
-    expires: float | None = None,
-) -> sqlite3.Row | None:
-    """Insert ``run`` (pending and due, or running under a new lease of ``lease_owner``)
-    with its started event; its row, or ``None`` (nothing written) if the id is taken."""
-    params = params_of(run) | {
-        "state": "pending" if lease_owner is None else "running",
-        "now": now,
-        "wake_at": now if lease_owner is None else None,
-        "lease_owner": lease_owner,
-        "lease_token": 0 if lease_owner is None else 1,
-        "lease_expires_at": expires,
-    }
-    row: sqlite3.Row | None = conn.execute(Q["insert_run"], params).fetchone()
-    if row is not None:
-        insert_events(conn, run.run_id, 0, (run.started,), now)
-    return row
+    conn: sqlite3.Connection, run: NewRun, now: float, lease: Lease | None = None
+) -> RunRecord | None:
+    """Insert ``run`` (pending and due, or running under ``lease``) with its started
+    event; its row, or ``None`` (nothing written) if the run id is taken."""
+    created = created_record(run, now, lease)
+    if conn.execute(Q["insert_run"], params_of(created)).rowcount == 0:
+        return None
+    insert_events(conn, run.run_id, 0, (run.started,), now)
+    return created
 
 
 def close_family(conn: sqlite3.Connection, run_id: str, state: RunState, now: float) -> bool:

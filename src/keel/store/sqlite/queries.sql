@@ -5,15 +5,16 @@
 -- Runs and their journals (runs.py) -----------------------------------------------------
 
 -- name: insert_run
--- Idempotent on run_id: returns the row only when it was inserted.
-INSERT INTO runs (run_id, workflow, version, state, created_at, updated_at, wake_at,
-                  lease_owner, lease_token, lease_expires_at, next_seq, input,
-                  parent_run_id, parent_close, depth, chain_id, generation)
-VALUES (:run_id, :workflow, :version, :state, :now, :now, :wake_at,
-        :lease_owner, :lease_token, :lease_expires_at, 1, :input,
-        :parent_run_id, :parent_close, :depth, :chain_id, :generation)
-ON CONFLICT (run_id) DO NOTHING
-RETURNING *;
+-- The row of base.created_record (every column); nothing if run_id exists.
+INSERT INTO runs (run_id, workflow, version, state, input, result, error, created_at,
+                  updated_at, wake_at, lease_owner, lease_token, lease_expires_at,
+                  cancel_requested, next_seq, parent_run_id, parent_close, depth, chain_id,
+                  generation, continued_to)
+VALUES (:run_id, :workflow, :version, :state, :input, :result, :error, :created_at,
+        :updated_at, :wake_at, :lease_owner, :lease_token, :lease_expires_at,
+        :cancel_requested, :next_seq, :parent_run_id, :parent_close, :depth, :chain_id,
+        :generation, :continued_to)
+ON CONFLICT (run_id) DO NOTHING;
 
 -- name: insert_event
 INSERT INTO events (run_id, seq, type, command, data, created_at) VALUES (?, ?, ?, ?, ?, ?);

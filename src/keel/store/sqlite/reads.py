@@ -8,9 +8,8 @@ import math
 from collections.abc import Collection
 from typing import Unpack
 
-from keel.store._checks import check_limit, decode_cursor, page_of
-from keel.store._kwargs import RunWhere, where_filter
-from keel.store.base import EventRecord, RunFilter, RunPage, RunRecord
+from keel.store._checks import check_limit, decode_cursor, page_of, where_filter
+from keel.store.base import EventRecord, RunFilter, RunPage, RunRecord, RunWhere
 from keel.store.sqlite._db import Database
 from keel.store.sqlite._sql import Q, event_record, run_record
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
-from typing import Unpack
 
 from keel.core.states import RunState
 from keel.errors import RunExistsError, StoreError
@@ -26,7 +25,6 @@ from keel.store._checks import (
     duplicate_task,
     versions_json,
 )
-from keel.store._kwargs import ClaimArgs
 from keel.store.base import (
     Claimed,
     Lease,
@@ -37,6 +35,7 @@ from keel.store.base import (
     RenewOutcome,
     RunRecord,
     SnapshotRecord,
+    VersionPairs,
 )
 from keel.store.ports import Committed, Continue, Finish, Suspend, Turn
 from keel.store.sqlite._db import Database
@@ -65,22 +64,22 @@ class SQLiteRuns:
 
         def op(conn: sqlite3.Connection) -> tuple[RunRecord, Lease | None, bool]:
             now = self._db.clock()
-            expires = None if lease_owner is None else now + lease_ttl
-            row = insert_run(conn, run, now, lease_owner=lease_owner, expires=expires)
-            if row is None:  # it exists: nothing was written
-                return run_record(conn.execute(Q["get_run"], (run.run_id,)).fetchone()), None, False
             lease = None
-            if lease_owner is not None and expires is not None:
-                lease = Lease(run.run_id, lease_owner, 1, expires)
-            return run_record(row), lease, True
+            if lease_owner is not None:
+                lease = Lease(run.run_id, lease_owner, 1, now + lease_ttl)
+            created = insert_run(conn, run, now, lease)
+            if created is None:  # it exists: nothing was written
+                return run_record(conn.execute(Q["get_run"], (run.run_id,)).fetchone()), None, False
+            return created, lease, True
 
         return await self._db.write(op, notify=lease_owner is None)
 
-    async def claim(self, owner: str, **args: Unpack[ClaimArgs]) -> list[Claimed]:
-        limit, ttl = args["limit"], args["ttl"]
+    async def claim(
+        self, owner: str, *, limit: int, ttl: float, versions: VersionPairs | None = None
+    ) -> list[Claimed]:
         check_claim_limit(limit)
         check_ttl(ttl)
-        having = {"versions": versions_json(args.get("versions"))}
+        having = {"versions": versions_json(versions)}
 
         def candidates(conn: sqlite3.Connection) -> bool:
             params = {"now": self._db.clock(), "limit": 1, **having}

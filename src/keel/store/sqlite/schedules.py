@@ -14,8 +14,7 @@ from typing import Unpack
 
 from keel.errors import ScheduleExistsError, ScheduleNotFoundError
 from keel.store._checks import check_claim_limit, check_fire, check_schedule
-from keel.store._kwargs import Tick
-from keel.store.base import DueSchedules, NewSchedule, ScheduleRecord
+from keel.store.base import DueSchedules, NewSchedule, ScheduleRecord, ScheduleTick
 from keel.store.sqlite._db import Database
 from keel.store.sqlite._journal import insert_run
 from keel.store.sqlite._sql import Q, params_of, schedule_record
@@ -85,7 +84,7 @@ class SQLiteSchedules:
 
         return await self._db.read(op)
 
-    async def fire(self, schedule_id: str, **tick: Unpack[Tick]) -> bool:
+    async def fire(self, schedule_id: str, **tick: Unpack[ScheduleTick]) -> bool:
         check_fire(tick["expected"], tick["tick"])
         run = tick["run"]
 

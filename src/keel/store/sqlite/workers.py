@@ -11,13 +11,10 @@ import math
 import os
 import sqlite3
 import sys
-from collections.abc import Collection
 from pathlib import Path
-from typing import Unpack
 
 from keel.store._checks import VERSION_ROWS_KEPT, check_registration, check_versions
-from keel.store._kwargs import Registration
-from keel.store.base import WorkerVersion
+from keel.store.base import VersionPairs, WorkerVersion
 from keel.store.sqlite._db import Database
 from keel.store.sqlite._sql import Q, worker_version
 from keel.store.sqlite.liveness import (
@@ -41,16 +38,18 @@ class SQLiteWorkers:
         self._db = db
 
     async def register_versions(
-        self, worker: str, versions: Collection[tuple[str, str]], **where: Unpack[Registration]
+        self, worker: str, versions: VersionPairs, *, host: str, pid: int, live_for: float
     ) -> None:
-        check_registration(worker, where["host"], where["pid"], where["live_for"])
+        check_registration(worker, host, pid, live_for)
         pairs = check_versions(versions) or []
 
         def op(conn: sqlite3.Connection) -> None:
             now = self._db.clock()
             conn.execute(Q["prune_versions"], {"before": now - VERSION_ROWS_KEPT})
-            seen = where | {"worker": worker, "now": now, "live_until": now + where["live_for"]}
-            pair_params = [seen | {"workflow": w, "version": v} for w, v in pairs]
+            seen = {"worker": worker, "host": host, "pid": pid, "now": now}
+            pair_params = [
+                seen | {"workflow": w, "version": v, "live_until": now + live_for} for w, v in pairs
+            ]
             conn.executemany(Q["register_version"], pair_params)
 
         await self._db.write(op)
