@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from keel.core.states import RunState
 from keel.errors import LeaseLostError, RunFinishedError, RunNotFoundError, StoreError
 from keel.store.base import Lease, NewEvent, NewRun, RunRecord, created_record
-from keel.store.sqlite._sql import Q, params_of
+from keel.store.sqlite._rows import params_of
+from keel.store.sqlite._sql import Q
 
 
 def fence(

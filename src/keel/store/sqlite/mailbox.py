@@ -8,7 +8,8 @@ from keel.errors import RunCancellingError
 from keel.store.base import SignalRecord
 from keel.store.sqlite._db import Database
 from keel.store.sqlite._journal import chain_tip
-from keel.store.sqlite._sql import Q, signal_record
+from keel.store.sqlite._rows import signal_record
+from keel.store.sqlite._sql import Q
 
 
 class SQLiteMailbox:

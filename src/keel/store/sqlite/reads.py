@@ -11,7 +11,8 @@ from typing import Unpack
 from keel.store._checks import check_limit, decode_cursor, page_of, where_filter
 from keel.store.base import EventRecord, RunFilter, RunPage, RunRecord, RunWhere
 from keel.store.sqlite._db import Database
-from keel.store.sqlite._sql import Q, event_record, run_record
+from keel.store.sqlite._rows import event_record, run_record
+from keel.store.sqlite._sql import Q
 
 
 class SQLiteReads:

@@ -47,7 +47,8 @@ from keel.store.sqlite._journal import (
     insert_run,
     lease_next_seq,
 )
-from keel.store.sqlite._sql import Q, params_of, run_record, snapshot_record
+from keel.store.sqlite._rows import params_of, run_record, snapshot_record
+from keel.store.sqlite._sql import Q
 
 
 class SQLiteRuns:

@@ -17,7 +17,8 @@ from keel.store._checks import check_claim_limit, check_fire, check_schedule
 from keel.store.base import DueSchedules, NewSchedule, ScheduleRecord, ScheduleTick
 from keel.store.sqlite._db import Database
 from keel.store.sqlite._journal import insert_run
-from keel.store.sqlite._sql import Q, params_of, schedule_record
+from keel.store.sqlite._rows import params_of, schedule_record
+from keel.store.sqlite._sql import Q
 
 
 class SQLiteSchedules:

@@ -22,7 +22,8 @@ from keel.store._checks import (
 )
 from keel.store.base import QueueInfo, TaskLease, TaskRecord
 from keel.store.sqlite._db import Database
-from keel.store.sqlite._sql import Q, queue_info, task_record
+from keel.store.sqlite._rows import queue_info, task_record
+from keel.store.sqlite._sql import Q
 
 
 class SQLiteTasks:

@@ -16,7 +16,8 @@ from pathlib import Path
 from keel.store._checks import VERSION_ROWS_KEPT, check_registration, check_versions
 from keel.store.base import VersionPairs, WorkerVersion
 from keel.store.sqlite._db import Database
-from keel.store.sqlite._sql import Q, worker_version
+from keel.store.sqlite._rows import worker_version
+from keel.store.sqlite._sql import Q
 from keel.store.sqlite.liveness import (
     FileLivenessLock,
     claim_dead,
