@@ -13,14 +13,18 @@ import asyncio
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import keel.store.sqlite._schema as _schema  # looked up at call time: benchmarks wrap it
 from keel.errors import StoreError
+from keel.store.sqlite._rows import Reader
 from keel.store.sqlite._threads import ChangeWaiters, DbThread, Watcher
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 T = TypeVar("T")
-R = TypeVar("R")
+R = TypeVar("R", bound="DataclassInstance")
 Params = dict[str, Any] | tuple[Any, ...]
 
 
@@ -125,22 +129,13 @@ class Database:
             raise StoreError(f"{self._name} is not open")
         return await self._reader.call(op)
 
-    async def read_one(
-        self, query: str, params: Params, make: Callable[[sqlite3.Row], R]
-    ) -> R | None:
-        """``make`` of the first row of ``query``, or ``None`` if it has none."""
+    async def read_one(self, query: str, params: Params, reader: Reader[R]) -> R | None:
+        """The record of the first row of ``query``, or ``None`` if it has none."""
+        return await self.read(lambda conn: reader.one(conn.execute(query, params)))
 
-        def op(conn: sqlite3.Connection) -> R | None:
-            row = conn.execute(query, params).fetchone()
-            return None if row is None else make(row)
-
-        return await self.read(op)
-
-    async def read_all(
-        self, query: str, params: Params, make: Callable[[sqlite3.Row], R]
-    ) -> list[R]:
-        """``make`` of every row of ``query``, in order."""
-        return await self.read(lambda conn: [make(row) for row in conn.execute(query, params)])
+    async def read_all(self, query: str, params: Params, reader: Reader[R]) -> list[R]:
+        """The records of every row of ``query``, in order."""
+        return await self.read(lambda conn: reader.all(conn.execute(query, params)))
 
     async def wait(self, timeout: float, *, work: bool) -> None:
         """Return after a change this process made or (polled) another one did, or

@@ -17,15 +17,15 @@ class SQLiteKeys:
         self._db = db
 
     async def get(self, scope: str, key: str) -> bytes | None:
-        return await self._db.read_one(Q["get_idempotent"], (scope, key), _result)
+        def op(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute(Q["get_idempotent"], (scope, key)).fetchone()
+            return None if row is None else bytes(row["result"])
+
+        return await self._db.read(op)
 
     async def put(self, scope: str, key: str, result: bytes) -> bytes:
         def op(conn: sqlite3.Connection) -> bytes:
             conn.execute(Q["put_idempotent"], (scope, key, result, self._db.clock()))
-            return _result(conn.execute(Q["get_idempotent"], (scope, key)).fetchone())
+            return bytes(conn.execute(Q["get_idempotent"], (scope, key)).fetchone()["result"])
 
         return await self._db.write(op)
-
-
-def _result(row: sqlite3.Row) -> bytes:
-    return bytes(row["result"])

@@ -47,8 +47,9 @@ class SQLiteReads:
 
     async def count_runs(self, **where: Unpack[RunWhere]) -> int:
         params = _filter_params(where_filter(where))
-        counted = await self._db.read_one(Q["count_runs"], params, lambda row: int(row["n"]))
-        return counted or 0
+        return await self._db.read(
+            lambda conn: int(conn.execute(Q["count_runs"], params).fetchone()["n"])
+        )
 
     async def history(self, run_id: str, *, after_seq: int = -1) -> list[EventRecord]:
         return await self._db.read_all(Q["load_events"], (run_id, after_seq), event_record)

@@ -70,7 +70,9 @@ class SQLiteRuns:
                 lease = Lease(run.run_id, lease_owner, 1, now + lease_ttl)
             created = insert_run(conn, run, now, lease)
             if created is None:  # it exists: nothing was written
-                return run_record(conn.execute(Q["get_run"], (run.run_id,)).fetchone()), None, False
+                existing = run_record.one(conn.execute(Q["get_run"], (run.run_id,)))
+                assert existing is not None
+                return existing, None, False
             return created, lease, True
 
         return await self._db.write(op, notify=lease_owner is None)
@@ -103,7 +105,8 @@ class SQLiteRuns:
                     "now": now,
                     "run_id": candidate["run_id"],
                 }
-                run = run_record(conn.execute(Q["claim_run"], params).fetchone())
+                run = run_record.one(conn.execute(Q["claim_run"], params))
+                assert run is not None  # a candidate in this transaction
                 claimed.append(Claimed(Lease(run.run_id, owner, run.lease_token, expires), run))
             return claimed
 

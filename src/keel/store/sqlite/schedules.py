@@ -32,10 +32,11 @@ class SQLiteSchedules:
         params = params_of(schedule)
 
         def op(conn: sqlite3.Connection) -> ScheduleRecord:
-            row = conn.execute(Q["insert_schedule"], params | {"now": self._db.clock()}).fetchone()
-            if row is None:
+            now = self._db.clock()
+            created = schedule_record.one(conn.execute(Q["insert_schedule"], params | {"now": now}))
+            if created is None:
                 raise ScheduleExistsError(schedule.schedule_id)
-            return schedule_record(row)
+            return created
 
         # Notify: schedule loops sleeping until a later tick re-read theirs.
         return await self._db.write(op, notify=True)
@@ -60,13 +61,15 @@ class SQLiteSchedules:
         delete). ``ScheduleNotFoundError`` if there is none."""
 
         def op(conn: sqlite3.Connection) -> ScheduleRecord:
-            row = conn.execute(Q["get_schedule"], (schedule_id,)).fetchone()
-            if row is None:
+            before = schedule_record.one(conn.execute(Q["get_schedule"], (schedule_id,)))
+            if before is None:
                 raise ScheduleNotFoundError(schedule_id)
             now = self._db.clock()
             if conn.execute(Q[query], params | {"schedule_id": schedule_id, "now": now}).rowcount:
-                row = conn.execute(Q["get_schedule"], (schedule_id,)).fetchone() or row
-            return schedule_record(row)
+                return (
+                    schedule_record.one(conn.execute(Q["get_schedule"], (schedule_id,))) or before
+                )
+            return before
 
         # Notify on resume: a schedule loop sleeping past its next tick re-reads it.
         return await self._db.write(op, notify=query == "resume_schedule")
@@ -79,7 +82,7 @@ class SQLiteSchedules:
         def op(conn: sqlite3.Connection) -> DueSchedules:
             now = self._db.clock()
             params = {"now": now, "workflows": names, "limit": limit}
-            due = [schedule_record(r) for r in conn.execute(Q["due_schedules"], params)]
+            due = schedule_record.all(conn.execute(Q["due_schedules"], params))
             earliest = conn.execute(Q["next_schedule"], {"workflows": names}).fetchone()
             return DueSchedules(now, due, earliest["earliest"])
 

@@ -61,7 +61,7 @@ class SQLiteTasks:
                 "queues": names,
                 "limit": limit,
             }
-            tasks = [task_record(r) for r in conn.execute(Q["claim_tasks"], params)]
+            tasks = task_record.all(conn.execute(Q["claim_tasks"], params))
             tasks.sort(key=lambda t: (-t.priority, t.available_at, t.task_id))
             return [(TaskLease(t.task_id, owner, t.attempt, expires), t) for t in tasks], bool(
                 swept

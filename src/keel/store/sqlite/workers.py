@@ -115,6 +115,9 @@ class SQLiteWorkers:
 
     async def _leased_owners(self) -> list[str]:
         """Owners of live leases: the workers whose liveness lock a sweep probes."""
-        return await self._db.read_all(
-            Q["leased_owners"], {"now": self._db.clock()}, lambda row: str(row["lease_owner"])
-        )
+
+        def op(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(Q["leased_owners"], {"now": self._db.clock()})
+            return [row["lease_owner"] for row in rows]
+
+        return await self._db.read(op)
