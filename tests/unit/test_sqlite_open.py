@@ -229,7 +229,12 @@ def _schema_of(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
     ]
 
 
-def test_migrations_build_exactly_schema_sql(tmp_path: Path) -> None:
+def test_a_store_migrates_a_new_file_to_the_schema_the_migration_scripts_build(
+    tmp_path: Path,
+) -> None:
+    # schema_script() runs every migration file as a plain script: the store's
+    # migrate() (statement by statement, in one BEGIN IMMEDIATE, foreign keys off)
+    # must end with the same schema.
     path = tmp_path / "migrated.db"
 
     async def main() -> None:

@@ -1,8 +1,9 @@
-"""The SQL that ships next to this module: named queries, migrations, the schema."""
+"""The SQL that ships next to this module: named queries and migrations."""
 
 from __future__ import annotations
 
 import sqlite3
+from functools import cache
 
 from keel.store._sqlfiles import SqlFiles
 
@@ -10,7 +11,6 @@ FILES = SqlFiles("keel.store.sqlite", "SQLite")
 #: The named queries of ``queries.sql``.
 Q = FILES.queries
 latest_version = FILES.latest_version
-schema_script = FILES.schema_script
 
 
 def queries() -> dict[str, str]:
@@ -21,6 +21,24 @@ def queries() -> dict[str, str]:
 def migrations() -> tuple[tuple[int, str], ...]:
     """``(version, script)`` of every file in ``migrations/``, in version order."""
     return FILES.migrations
+
+
+@cache
+def schema_script() -> str:
+    """The current schema, for reading: the ``CREATE`` statements of a database
+    the migrations build, in the order they made them (the migrations say why
+    each part is there; one copy of the schema, so none can drift)."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        for _, script in migrations():
+            conn.executescript(script)
+        rows = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
+            "ORDER BY rowid"
+        )
+        return "".join(f"{sql};\n\n" for (sql,) in rows)
+    finally:
+        conn.close()
 
 
 def split_script(script: str) -> list[str]:
