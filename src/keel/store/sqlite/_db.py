@@ -149,3 +149,11 @@ class Database:
             await asyncio.wait([fut], timeout=timeout)
         finally:
             self.waiters.discard(fut)
+
+
+class Capability:
+    """One capability of the SQLite store (runs, mailbox, ...): it works on the
+    store's :class:`Database`, shared with the others."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db

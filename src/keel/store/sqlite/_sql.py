@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from functools import cache
 
 from keel.store._sqlfiles import SqlFiles
 
 FILES = SqlFiles("keel.store.sqlite", "SQLite")
-#: The named queries of ``queries.sql``.
-Q = FILES.queries
+
+
+def _expanded(queries: dict[str, str]) -> dict[str, str]:
+    """The queries with each ``{name}`` replaced by the named fragment, in
+    parentheses and without its comment lines."""
+
+    def fragment(match: re.Match[str]) -> str:
+        lines = queries[match.group(1)].splitlines()
+        return "(" + "\n".join(ln for ln in lines if not ln.lstrip().startswith("--")) + ")"
+
+    return {name: re.sub(r"\{(\w+)\}", fragment, sql) for name, sql in queries.items()}
+
+
+#: The named queries of ``queries.sql``, fragments included.
+Q = _expanded(FILES.queries)
 latest_version = FILES.latest_version
 
 

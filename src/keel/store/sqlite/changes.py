@@ -4,14 +4,11 @@ watcher thread polling ``PRAGMA data_version``."""
 
 from __future__ import annotations
 
-from keel.store.sqlite._db import Database
+from keel.store.sqlite._db import Capability
 
 
-class SQLiteChanges:
+class SQLiteChanges(Capability):
     """:class:`~keel.store.ports.ChangeFeed` of :class:`~keel.store.sqlite.store.SQLiteStore`."""
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
 
     async def wait(self, timeout: float) -> None:
         await self._db.wait(timeout, work=False)

@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import sqlite3
 
-from keel.store.sqlite._db import Database
+from keel.store.sqlite._db import Capability
 from keel.store.sqlite._sql import Q
 
 
-class SQLiteKeys:
+class SQLiteKeys(Capability):
     """:class:`~keel.store.ports.IdempotencyKeys` of
     :class:`~keel.store.sqlite.store.SQLiteStore`."""
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
 
     async def get(self, scope: str, key: str) -> bytes | None:
         def op(conn: sqlite3.Connection) -> bytes | None:

@@ -6,17 +6,14 @@ import sqlite3
 
 from keel.errors import RunCancellingError
 from keel.store.base import SignalRecord
-from keel.store.sqlite._db import Database
+from keel.store.sqlite._db import Capability
 from keel.store.sqlite._journal import chain_tip
 from keel.store.sqlite._rows import signal_record
 from keel.store.sqlite._sql import Q
 
 
-class SQLiteMailbox:
+class SQLiteMailbox(Capability):
     """:class:`~keel.store.ports.Mailbox` of :class:`~keel.store.sqlite.store.SQLiteStore`."""
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
 
     async def send(
         self, run_id: str, name: str, payload: bytes, *, delivery_id: str | None = None

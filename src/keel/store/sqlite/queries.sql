@@ -1,6 +1,7 @@
 -- Named queries of the SQLite store, loaded by keel.store.sqlite._sql.
--- Each starts at a "-- name: <name>" line. Rows are read by column name
--- (sqlite3.Row): a record's fields are its table's columns (see _sql.record).
+-- Each starts at a "-- name: <name>" line; {name} in a query is that named
+-- fragment. Rows are read by column name: a record's fields are its table's
+-- columns (see _rows.Reader).
 
 -- Runs and their journals (runs.py) -----------------------------------------------------
 
@@ -399,14 +400,19 @@ SELECT * FROM runs WHERE run_id IN (SELECT value FROM json_each(?));
 -- name: load_events
 SELECT * FROM events WHERE run_id = ? AND seq > ? ORDER BY seq;
 
--- name: list_runs
--- :workflows and :states are JSON arrays (runs of any of them) or NULL (no filter).
-SELECT * FROM runs
-WHERE (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
-  AND (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
+-- name: run_filter
+-- A fragment, included as {run_filter}: the filters of list_runs and count_runs
+-- but the workflow (:states is a JSON array, or NULL for no filter).
+(:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
   AND (:since IS NULL OR created_at >= :since)
   AND (:until IS NULL OR created_at < :until)
   AND (:parent_run_id IS NULL OR parent_run_id = :parent_run_id)
+
+-- name: list_runs
+-- :workflows is a JSON array (runs of any of them) or NULL (no filter).
+SELECT * FROM runs
+WHERE (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
+  AND {run_filter}
   AND (created_at, run_id) < (:before_created, :before_run_id)
 ORDER BY created_at DESC, run_id DESC
 LIMIT :limit;
@@ -414,11 +420,7 @@ LIMIT :limit;
 -- name: list_runs_by_workflow
 -- One workflow: walks the runs_workflow index.
 SELECT * FROM runs
-WHERE workflow = :workflow
-  AND (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
-  AND (:since IS NULL OR created_at >= :since)
-  AND (:until IS NULL OR created_at < :until)
-  AND (:parent_run_id IS NULL OR parent_run_id = :parent_run_id)
+WHERE workflow = :workflow AND {run_filter}
   AND (created_at, run_id) < (:before_created, :before_run_id)
 ORDER BY created_at DESC, run_id DESC
 LIMIT :limit;
@@ -426,10 +428,7 @@ LIMIT :limit;
 -- name: count_runs
 SELECT count(*) AS n FROM runs
 WHERE (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
-  AND (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
-  AND (:since IS NULL OR created_at >= :since)
-  AND (:until IS NULL OR created_at < :until)
-  AND (:parent_run_id IS NULL OR parent_run_id = :parent_run_id);
+  AND {run_filter};
 
 -- Workers: versions and liveness (workers.py) -------------------------------------------
 

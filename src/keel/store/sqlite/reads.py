@@ -10,16 +10,13 @@ from typing import Unpack
 
 from keel.store._checks import check_limit, decode_cursor, page_of, where_filter
 from keel.store.base import EventRecord, RunFilter, RunPage, RunRecord, RunWhere
-from keel.store.sqlite._db import Database
+from keel.store.sqlite._db import Capability
 from keel.store.sqlite._rows import event_record, run_record
 from keel.store.sqlite._sql import Q
 
 
-class SQLiteReads:
+class SQLiteReads(Capability):
     """:class:`~keel.store.ports.OperatorReads` of :class:`~keel.store.sqlite.store.SQLiteStore`."""
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         return await self._db.read_one(Q["get_run"], (run_id,), run_record)

@@ -38,7 +38,7 @@ from keel.store.base import (
     VersionPairs,
 )
 from keel.store.ports import Committed, Continue, Finish, Suspend, Turn
-from keel.store.sqlite._db import Database
+from keel.store.sqlite._db import Capability
 from keel.store.sqlite._journal import (
     chain_tip,
     close_family,
@@ -51,11 +51,8 @@ from keel.store.sqlite._rows import params_of, run_record, snapshot_record
 from keel.store.sqlite._sql import Q
 
 
-class SQLiteRuns:
+class SQLiteRuns(Capability):
     """:class:`~keel.store.ports.RunJournal` of :class:`~keel.store.sqlite.store.SQLiteStore`."""
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
 
     async def create(
         self, run: NewRun, *, lease_owner: str | None = None, lease_ttl: float = 30.0

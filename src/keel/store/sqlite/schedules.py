@@ -15,17 +15,14 @@ from typing import Unpack
 from keel.errors import ScheduleExistsError, ScheduleNotFoundError
 from keel.store._checks import check_claim_limit, check_fire, check_schedule
 from keel.store.base import DueSchedules, NewSchedule, ScheduleRecord, ScheduleTick
-from keel.store.sqlite._db import Database
+from keel.store.sqlite._db import Capability
 from keel.store.sqlite._journal import insert_run
 from keel.store.sqlite._rows import params_of, schedule_record
 from keel.store.sqlite._sql import Q
 
 
-class SQLiteSchedules:
+class SQLiteSchedules(Capability):
     """:class:`~keel.store.ports.Schedules` of :class:`~keel.store.sqlite.store.SQLiteStore`."""
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
 
     async def create(self, schedule: NewSchedule) -> ScheduleRecord:
         check_schedule(schedule)

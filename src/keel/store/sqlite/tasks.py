@@ -21,16 +21,13 @@ from keel.store._checks import (
     task_fence_error,
 )
 from keel.store.base import QueueInfo, TaskLease, TaskRecord
-from keel.store.sqlite._db import Database
+from keel.store.sqlite._db import Capability
 from keel.store.sqlite._rows import queue_info, task_record
 from keel.store.sqlite._sql import Q
 
 
-class SQLiteTasks:
+class SQLiteTasks(Capability):
     """:class:`~keel.store.ports.TaskQueues` of :class:`~keel.store.sqlite.store.SQLiteStore`."""
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
 
     async def claim(
         self, owner: str, queues: Collection[str], *, limit: int, ttl: float

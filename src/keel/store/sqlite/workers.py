@@ -15,7 +15,7 @@ from pathlib import Path
 
 from keel.store._checks import VERSION_ROWS_KEPT, check_registration, check_versions
 from keel.store.base import VersionPairs, WorkerVersion
-from keel.store.sqlite._db import Database
+from keel.store.sqlite._db import Capability
 from keel.store.sqlite._rows import worker_version
 from keel.store.sqlite._sql import Q
 from keel.store.sqlite.liveness import (
@@ -31,12 +31,9 @@ from keel.store.sqlite.liveness import (
 log = logging.getLogger("keel.store.sqlite")
 
 
-class SQLiteWorkers:
+class SQLiteWorkers(Capability):
     """:class:`~keel.store.ports.WorkerRegistry` of
     :class:`~keel.store.sqlite.store.SQLiteStore`."""
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
 
     async def register_versions(
         self, worker: str, versions: VersionPairs, *, host: str, pid: int, live_for: float
