@@ -160,6 +160,15 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
     return float(created_at), run_id
 
 
+def keyset(limit: int, cursor: str | None) -> dict[str, object]:
+    """The keyset parameters of one ``list_runs`` page in SQL: the runs before
+    ``cursor`` (all of them without one), ``limit + 1`` at most (the extra one
+    says another page exists; see :func:`page_of`)."""
+    check_limit(limit)
+    created, run_id = decode_cursor(cursor) if cursor else (math.inf, "")
+    return {"before_created": created, "before_run_id": run_id, "limit": limit + 1}
+
+
 def page_of(runs: list[RunRecord], limit: int) -> RunPage:
     """A page from up to ``limit + 1`` runs (the extra one only says there is more)."""
     if len(runs) > limit:

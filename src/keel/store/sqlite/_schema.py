@@ -23,10 +23,8 @@ import time
 from pathlib import Path
 
 from keel.errors import DatabaseCorruptError, DatabaseError
-from keel.store.sqlite._sql import latest_version, migrations, split_script
+from keel.store.sqlite._sql import FILES, latest_version, migrations, split_script
 
-MARKER_KEY = "application"
-MARKER_VALUE = "keel"
 #: Files up to this size (with their WAL) get ``PRAGMA quick_check`` on open:
 #: it reads every page, about 1 ms per MB from the page cache.
 QUICK_CHECK_MAX_BYTES = 32 * 1024 * 1024
@@ -101,21 +99,7 @@ def schema_version(conn: sqlite3.Connection, path: Path) -> int:
         meta = dict(conn.execute("SELECT key, value FROM keel_meta").fetchall())
     except sqlite3.Error as exc:
         raise DatabaseError(f"{path} is not a Keel database (bad keel_meta: {exc})") from exc
-    if meta.get(MARKER_KEY) != MARKER_VALUE:
-        raise DatabaseError(f"{path} is not a Keel database (keel_meta has no Keel marker)")
-    try:
-        version = int(meta.get("schema_version", "0"))
-    except ValueError:
-        raise DatabaseError(
-            f"{path} has a malformed schema_version {meta['schema_version']!r}"
-        ) from None
-    latest = latest_version()
-    if version > latest:
-        raise DatabaseError(
-            f"{path} has Keel schema version {version}, but this Keel knows versions up to "
-            f"{latest}; upgrade Keel to open it"
-        )
-    return version
+    return FILES.checked_version(meta, str(path), "database")
 
 
 def prepare_writer(path: Path, busy_timeout: float, synchronous: str) -> sqlite3.Connection:

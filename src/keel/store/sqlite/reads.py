@@ -4,11 +4,10 @@ served by the reader connection from a WAL snapshot."""
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Collection
 from typing import Unpack
 
-from keel.store._checks import check_limit, decode_cursor, page_of, where_filter
+from keel.store._checks import keyset, page_of, where_filter
 from keel.store.base import EventRecord, RunFilter, RunPage, RunRecord, RunWhere
 from keel.store.sqlite._db import Capability
 from keel.store.sqlite._rows import event_record, run_record
@@ -31,14 +30,8 @@ class SQLiteReads(Capability):
     async def list_runs(
         self, *, limit: int = 50, cursor: str | None = None, **where: Unpack[RunWhere]
     ) -> RunPage:
-        check_limit(limit)
         filters = where_filter(where)
-        before = decode_cursor(cursor) if cursor else (math.inf, "")
-        params = _filter_params(filters) | {
-            "before_created": before[0],
-            "before_run_id": before[1],
-            "limit": limit + 1,  # one more tells whether another page exists
-        }
+        params = _filter_params(filters) | keyset(limit, cursor)
         query = Q["list_runs_by_workflow"] if len(filters.workflows) == 1 else Q["list_runs"]
         return page_of(await self._db.read_all(query, params, run_record), limit)
 
