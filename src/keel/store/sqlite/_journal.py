@@ -21,8 +21,9 @@ def fence(
     events: Sequence[NewEvent],
     now: float,
 ) -> None:
-    """The fence check of a write under ``lease``, then its events at ``first_seq``...;
-    raise if the lease does not hold or the journal continues elsewhere."""
+    """The fence check of a write under ``lease`` (which also takes the seqs of its
+    events), then the events from ``first_seq`` on; raise, having written nothing
+    that stays, if the lease does not hold or the journal continues elsewhere."""
     params = {
         "n": len(events),
         "now": now,
