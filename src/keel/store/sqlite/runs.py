@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
+import keel.store.base as base
 from keel.core.states import RunState
 from keel.store._checks import (
     check_children,
@@ -21,17 +22,6 @@ from keel.store._checks import (
     check_tasks,
     check_ttl,
     versions_json,
-)
-from keel.store.base import (
-    Claimed,
-    Lease,
-    NewEvent,
-    NewRun,
-    NewSnapshot,
-    RenewOutcome,
-    RunRecord,
-    SnapshotRecord,
-    VersionPairs,
 )
 from keel.store.ports import Committed, Finish, Turn
 from keel.store.sqlite._db import Capability
@@ -51,16 +41,16 @@ class SQLiteRuns(Capability):
     """:class:`~keel.store.ports.RunJournal` of :class:`~keel.store.sqlite.store.SQLiteStore`."""
 
     async def create(
-        self, run: NewRun, *, lease_owner: str | None = None, lease_ttl: float = 30.0
-    ) -> tuple[RunRecord, Lease | None, bool]:
+        self, run: base.NewRun, *, lease_owner: str | None = None, lease_ttl: float = 30.0
+    ) -> tuple[base.RunRecord, base.Lease | None, bool]:
         if lease_owner is not None:
             check_ttl(lease_ttl)
 
-        def op(conn: sqlite3.Connection) -> tuple[RunRecord, Lease | None, bool]:
+        def op(conn: sqlite3.Connection) -> tuple[base.RunRecord, base.Lease | None, bool]:
             now = self._db.clock()
             lease = None
             if lease_owner is not None:
-                lease = Lease(run.run_id, lease_owner, 1, now + lease_ttl)
+                lease = base.Lease(run.run_id, lease_owner, 1, now + lease_ttl)
             created = insert_run(conn, run, now, lease)
             if created is None:  # it exists: nothing was written
                 existing = run_record.one(conn.execute(Q["get_run"], (run.run_id,)))
@@ -71,8 +61,8 @@ class SQLiteRuns(Capability):
         return await self._db.write(op, notify=lease_owner is None)
 
     async def claim(
-        self, owner: str, *, limit: int, ttl: float, versions: VersionPairs | None = None
-    ) -> list[Claimed]:
+        self, owner: str, *, limit: int, ttl: float, versions: base.VersionPairs | None = None
+    ) -> list[base.Claimed]:
         check_claim_limit(limit)
         check_ttl(ttl)
         having = {"versions": versions_json(versions)}
@@ -86,7 +76,7 @@ class SQLiteRuns(Capability):
         if not await self._db.read(candidates):
             return []
 
-        def op(conn: sqlite3.Connection) -> list[Claimed]:
+        def op(conn: sqlite3.Connection) -> list[base.Claimed]:
             now = self._db.clock()
             expires = now + ttl
             found = conn.execute(Q["claim_candidates"], {"now": now, "limit": limit, **having})
@@ -100,18 +90,22 @@ class SQLiteRuns(Capability):
                 }
                 run = run_record.one(conn.execute(Q["claim_run"], params))
                 assert run is not None  # a candidate in this transaction
-                claimed.append(Claimed(Lease(run.run_id, owner, run.lease_token, expires), run))
+                claimed.append(
+                    base.Claimed(base.Lease(run.run_id, owner, run.lease_token, expires), run)
+                )
             return claimed
 
         return await self._db.write(op)
 
-    async def renew(self, owner: str, leases: Sequence[Lease], ttl: float) -> RenewOutcome:
+    async def renew(
+        self, owner: str, leases: Sequence[base.Lease], ttl: float
+    ) -> base.RenewOutcome:
         check_ttl(ttl)
         self._db.check_open()
         if not leases:
-            return RenewOutcome(self._db.clock() + ttl, frozenset(), frozenset())
+            return base.RenewOutcome(self._db.clock() + ttl, frozenset(), frozenset())
 
-        def op(conn: sqlite3.Connection) -> RenewOutcome:
+        def op(conn: sqlite3.Connection) -> base.RenewOutcome:
             now = self._db.clock()
             expires = now + ttl
             lost: set[str] = set()
@@ -131,11 +125,11 @@ class SQLiteRuns(Capability):
                     lost.add(lease.run_id)
                 elif row["cancel_requested"]:
                     cancel.add(lease.run_id)
-            return RenewOutcome(expires, frozenset(lost), frozenset(cancel))
+            return base.RenewOutcome(expires, frozenset(lost), frozenset(cancel))
 
         return await self._db.write(op)
 
-    async def commit(self, lease: Lease, turn: Turn) -> Committed:
+    async def commit(self, lease: base.Lease, turn: Turn) -> Committed:
         end = turn.end
         state = RunState.RUNNING if end is None else check_end(lease.run_id, end)
         if turn.children:
@@ -156,7 +150,7 @@ class SQLiteRuns(Capability):
             self._db.waiters.notify()
         return Committed(task_ids)
 
-    async def request_cancel(self, run_id: str, cancelled_event: NewEvent) -> RunState:
+    async def request_cancel(self, run_id: str, cancelled_event: base.NewEvent) -> RunState:
         def op(conn: sqlite3.Connection) -> RunState:
             now = self._db.clock()
             tip = chain_tip(conn, run_id, "cancel")  # a continued run: its chain's live tip
@@ -174,15 +168,15 @@ class SQLiteRuns(Capability):
 
         return await self._db.write(op, notify=True)
 
-    async def save_snapshot(self, lease: Lease, snapshot: NewSnapshot) -> None:
+    async def save_snapshot(self, lease: base.Lease, snapshot: base.NewSnapshot) -> None:
         await self._db.write(lambda conn: save_snapshot_op(conn, lease, snapshot, self._db.clock()))
 
-    async def load_snapshot(self, run_id: str) -> SnapshotRecord | None:
+    async def load_snapshot(self, run_id: str) -> base.SnapshotRecord | None:
         return await self._db.read_one(Q["load_snapshot"], (run_id,), snapshot_record)
 
 
 def save_snapshot_op(
-    conn: sqlite3.Connection, lease: Lease, snapshot: NewSnapshot, now: float
+    conn: sqlite3.Connection, lease: base.Lease, snapshot: base.NewSnapshot, now: float
 ) -> None:
     """The fence check and the snapshot row, inside the writer's transaction."""
     check_snapshot(snapshot, lease_next_seq(conn, lease, now))
