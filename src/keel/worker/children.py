@@ -3,8 +3,8 @@
 A child command is planned in three ways. Not started yet: if it cannot start
 (too deep, its run id taken) ``child_failed`` is journaled at once; otherwise
 ``child_started`` is recorded and the child run is created by the same fenced
-write (:meth:`Store.start_children`), so a crash leaves either both or
-neither. Started: the child run row is read; once it has ended, its outcome
+commit (a :class:`~keel.store.ports.Turn` with ``children``), so a crash leaves
+either both or neither. Started: the child run row is read; once it has ended, its outcome
 is journaled under the parent's lease; until then the parent suspends with
 ``wake_on_children``, and the child's end wakes it in the same transaction.
 """
@@ -31,7 +31,8 @@ from keel.core.events import (
 )
 from keel.core.replay import Execution
 from keel.core.states import RunState
-from keel.store.base import NewEvent, NewRun, RunRecord, Store
+from keel.store.base import NewEvent, NewRun, RunRecord
+from keel.store.ports import Store
 from keel.workflow.children import ChildSpec
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ async def started_children(store: Store, ex: Execution) -> dict[str, RunRecord]:
         for c in ex.pending()
         if c.id.kind is CommandKind.CHILD and c.child_run_id is not None
     ]
-    return await follow_chains(store, await store.get_runs(ids)) if ids else {}
+    return await follow_chains(store, await store.reads.get_runs(ids)) if ids else {}
 
 
 async def follow_chains(store: Store, rows: dict[str, RunRecord]) -> dict[str, RunRecord]:
@@ -101,7 +102,7 @@ async def follow_chains(store: Store, rows: dict[str, RunRecord]) -> dict[str, R
         }
         if not moved:
             return rows
-        tips = await store.get_runs(set(moved.values()))
+        tips = await store.reads.get_runs(set(moved.values()))
         if not any(tip in tips for tip in moved.values()):
             return rows  # a successor is missing: leave the run as it is
         for run_id, tip in moved.items():
@@ -121,9 +122,9 @@ async def refuse_start(
             f"depth {parent.depth} and cannot start child {spec.run_id!r}",
         )
     # Checked before the start is journaled; a run created between this read
-    # and the write makes start_children fail (RunExistsError, nothing written),
+    # and the write of the children fails (RunExistsError, nothing written),
     # and the next turn finds it here.
-    if await store.get_run(spec.run_id) is not None:
+    if await store.reads.get_run(spec.run_id) is not None:
         return Refusal(
             "keel.errors.RunExistsError",
             f"cannot start child workflow {spec.workflow!r}: run id {spec.run_id!r} is taken",
@@ -210,7 +211,7 @@ async def open_waited_children(store: Store, ex: Execution) -> set[str]:
         and isinstance(cmd.target, ChildSpec)
         and cmd.target.parent_close == "wait"
     ]
-    rows = await follow_chains(store, await store.get_runs(waited)) if waited else {}
+    rows = await follow_chains(store, await store.reads.get_runs(waited)) if waited else {}
     return {rec.run_id for rec in rows.values() if not rec.state.is_terminal}
 
 

@@ -1,9 +1,9 @@
 """Continue-as-new, as the driver carries it out: end the run, create its successor.
 
 The workflow raised :class:`keel.errors.ContinueAsNew` with its successor's
-encoded input. The driver journals ``run_continued`` and calls
-:meth:`Store.continue_run`, which in one fenced transaction ends the run
-``continued`` and creates the successor: the same workflow at the version
+encoded input. The driver journals ``run_continued`` and commits a turn
+ending in :class:`keel.store.ports.Continue`, which in one fenced transaction
+ends the run ``continued`` and creates the successor: the same workflow at the version
 that is *current* in this worker, an empty journal, the new input, the same
 chain id and parent. A crash before the commit leaves the run to the next
 lease holder, whose replay asks for the same successor; a crash after it
@@ -27,6 +27,7 @@ from keel.core.replay import Execution
 from keel.core.states import RunState
 from keel.errors import RunExistsError
 from keel.store.base import NewEvent, NewRun, RunRecord
+from keel.store.ports import Continue, Finish, Turn
 
 if TYPE_CHECKING:
     from keel.worker.driver import RunDriver
@@ -77,7 +78,7 @@ async def continue_as_new(driver: RunDriver, ex: Execution, outcome: Outcome) ->
     # crash at the switch never repeats a completed step; then the switch.
     done = ex.take_outbox()
     if done:
-        await driver.store.append_events(driver.lease, done[0].seq, _events(done))
+        await driver.store.runs.commit(driver.lease, Turn(done[0].seq, _events(done)))
     ex.record(
         None, RunContinued(continued_to=successor.run_id, version=version, input=msgspec.Raw(data))
     )
@@ -86,18 +87,17 @@ async def continue_as_new(driver: RunDriver, ex: Execution, outcome: Outcome) ->
         item.task.cancel()  # pending commands are discarded, as on cancel
     first = entries[0].seq
     try:
-        await driver.store.continue_run(driver.lease, first, _events(entries), successor)
+        await driver.store.runs.commit(
+            driver.lease, Turn(first, _events(entries), end=Continue(successor))
+        )
     except RunExistsError as exc:
         # The successor's id is taken by a run of another chain: nothing was
         # written. The run cannot continue, so it fails and says why.
         event, error = run_failed(exc)
         failed = NewEvent(EventType.RUN_FAILED.value, None, encode_data(event))
-        await driver.store.finish_run(
+        await driver.store.runs.commit(
             driver.lease,
-            first,
-            [*_events(entries[:-1]), failed],
-            state=RunState.FAILED,
-            error=error,
+            Turn(first, [*_events(entries[:-1]), failed], end=Finish(RunState.FAILED, error=error)),
         )
     # Waiters in this process re-read the run and follow the chain.
     driver.worker.notify_finished(run.run_id, None)

@@ -10,7 +10,8 @@ from keel.core.commands import Command
 from keel.core.events import UNSET, ErrorInfo, StepCompleted, StepDispatched, StepFailed
 from keel.core.replay import Execution
 from keel.errors import KeelError, error_info
-from keel.store.base import NewTask, Store, TaskRecord
+from keel.store.base import NewTask, TaskRecord
+from keel.store.ports import Store
 
 
 def record_dispatch(ex: Execution, cmd: Command) -> NewTask:
@@ -110,7 +111,7 @@ async def reuse_keyed_result(store: Store, ex: Execution, cmd: Command) -> bool:
     (nothing is dispatched) and return ``True``, if there is one."""
     if cmd.idempotency_key is None:
         return False
-    stored = await store.get_idempotent(cmd.id.name, cmd.idempotency_key)
+    stored = await store.keys.get(cmd.id.name, cmd.idempotency_key)
     if stored is None:
         return False
     record_reused(ex, cmd, stored)
@@ -119,11 +120,11 @@ async def reuse_keyed_result(store: Store, ex: Execution, cmd: Command) -> bool:
 
 async def journal_task_outcome(store: Store, run_id: str, ex: Execution, cmd: Command) -> bool:
     """Journal the outcome of ``cmd``'s task if it has one; ``False`` while it runs."""
-    task = await store.get_task(run_id, cmd.key)
+    task = await store.tasks.get(run_id, cmd.key)
     stored = None
     if task is not None and task.state == "completed" and cmd.idempotency_key is not None:
         # Stored before it is journaled, as for local keyed steps: concurrent
         # completions with one key converge on the first stored result.
         result = task.result if task.result is not None else b"null"
-        stored = await store.put_idempotent(cmd.id.name, cmd.idempotency_key, result)
+        stored = await store.keys.put(cmd.id.name, cmd.idempotency_key, result)
     return record_task_outcome(ex, cmd, task, stored)

@@ -46,6 +46,7 @@ from keel.errors import (
 )
 from keel.local import Finished
 from keel.store.base import Claimed, Lease, NewEvent, NewRun, NewTask
+from keel.store.ports import Finish, Suspend, Turn
 from keel.worker.attempts import record_attempt
 from keel.worker.dispatch import journal_task_outcome, record_dispatch, reuse_keyed_result
 from keel.worker.executor import start_attempt
@@ -333,7 +334,7 @@ class RunDriver:
         """No-cache mode: drop the in-memory execution and replay from the store."""
         old.evict()
         self._execution = None
-        record = await self.store.get_run(self.run_id)
+        record = await self.store.reads.get_run(self.run_id)
         if record is None:
             return None
         self.run = record
@@ -398,7 +399,7 @@ class RunDriver:
                     continue
                 if state == "start":
                     to_start.append(cmd)
-                elif cmd.child_run_id is not None:  # running: suspend_run wakes us if it ends
+                elif cmd.child_run_id is not None:  # running: the suspend wakes us if it ends
                     # (a child that continued-as-new: the tip of its chain)
                     kid = kids.get(cmd.child_run_id)
                     plan.children.add(kid.run_id if kid is not None else cmd.child_run_id)
@@ -421,16 +422,16 @@ class RunDriver:
         assert entries, "step_dispatched/child_started events are recorded with their rows"
         first, events = entries[0].seq, _new_events(entries)
         if tasks:
-            await self.store.dispatch_tasks(self.lease, first, events, tasks)
+            await self.store.runs.commit(self.lease, Turn(first, events, tasks=tasks))
         else:
-            await self.store.start_children(self.lease, first, events, children or [])
+            await self.store.runs.commit(self.lease, Turn(first, events, children=children or []))
         await self.snapshots.maybe_save(self.lease, ex)
 
     async def _plan_task(self, ex: Execution, cmd: Command, now: float, plan: _Plan) -> bool:
         """A dispatched step: journal its task's outcome if it has one, else wait for it."""
         if await journal_task_outcome(self.store, self.run_id, ex, cmd):
             return True
-        plan.tasks.add(cmd.key)  # suspend_run wakes us if it finished meanwhile
+        plan.tasks.add(cmd.key)  # the suspend wakes us if it finished meanwhile
         return False
 
     async def _plan_signal(self, ex: Execution, cmd: Command, now: float, plan: _Plan) -> bool:
@@ -531,8 +532,8 @@ class RunDriver:
         entries = ex.take_outbox()
         if not entries:
             return
-        await self.store.append_events(
-            self.lease, entries[0].seq, _new_events(entries), consume_signal=consume_signal
+        await self.store.runs.commit(
+            self.lease, Turn(entries[0].seq, _new_events(entries), consume_signal=consume_signal)
         )
         await self.snapshots.maybe_save(self.lease, ex)  # every event is durable now
 
@@ -549,12 +550,11 @@ class RunDriver:
             )
             event, error = run_failed(exc)
             failed = NewEvent(EventType.RUN_FAILED.value, None, encode_data(event))
-            await self.store.finish_run(
+            await self.store.runs.commit(
                 self.lease,
-                first,
-                [*_new_events(entries), failed],
-                state=RunState.FAILED,
-                error=error,
+                Turn(
+                    first, [*_new_events(entries), failed], end=Finish(RunState.FAILED, error=error)
+                ),
             )
             self._log_failed(exc)
             self.worker.notify_finished(
@@ -565,17 +565,21 @@ class RunDriver:
         wake = [w for w in plan.wake if math.isfinite(w)]
         if now is not None:
             wake.append(now)
-        await self.store.suspend_run(
+        await self.store.runs.commit(
             self.lease,
-            first,
-            _new_events(entries),
-            wake_at=min(wake) if wake else None,
-            wake_on_signals=plan.signals,
-            wake_on_tasks=plan.tasks,
-            # A request the workflow already got must not keep waking the run
-            # while its cleanup sleeps or waits.
-            cancel_delivered=ex.cancel_requested,
-            wake_on_children=plan.children,
+            Turn(
+                first,
+                _new_events(entries),
+                end=Suspend(
+                    min(wake) if wake else None,
+                    wake_on_signals=plan.signals,
+                    wake_on_tasks=plan.tasks,
+                    wake_on_children=plan.children,
+                    # A request the workflow already got must not keep waking the run
+                    # while its cleanup sleeps or waits.
+                    cancel_delivered=ex.cancel_requested,
+                ),
+            ),
         )
 
     async def _drain(self, ex: Execution, plan: _Plan, now: float) -> None:
@@ -611,7 +615,7 @@ class RunDriver:
         assert outcome is not None
         if outcome.status != "cancelled":
             # parent_close="wait": the run ends only after those children have.
-            # A cancelled run does not wait (finish_run cancels them), and nor
+            # A cancelled run does not wait (a Finish cancels them), and nor
             # does one asked to cancel while it waits: it ends cancelled.
             open_ = await ch.open_waited_children(self.store, ex)
             if open_ and not self.cancel_requested:
@@ -639,13 +643,11 @@ class RunDriver:
         entries = ex.take_outbox()
         for item in self.inflight.values():
             item.task.cancel()
-        await self.store.finish_run(
+        await self.store.runs.commit(
             self.lease,
-            entries[0].seq,
-            _new_events(entries),
-            state=state,
-            result=result,
-            error=error,
+            Turn(
+                entries[0].seq, _new_events(entries), end=Finish(state, result=result, error=error)
+            ),
         )
         if state is RunState.FAILED:
             self._log_failed(failure)
@@ -656,8 +658,8 @@ class RunDriver:
     async def _fail_early(self, next_seq: int, exc: BaseException) -> None:
         failed, error = run_failed(exc)
         event = NewEvent(EventType.RUN_FAILED.value, None, encode_data(failed))
-        await self.store.finish_run(
-            self.lease, next_seq, [event], state=RunState.FAILED, error=error
+        await self.store.runs.commit(
+            self.lease, Turn(next_seq, [event], end=Finish(RunState.FAILED, error=error))
         )
         self._log_failed(exc)
         self.worker.notify_finished(
@@ -681,12 +683,16 @@ class RunDriver:
             entries = ex.take_outbox() if ex is not None else []
             first = entries[0].seq if entries else (ex.next_seq if ex else self.run.next_seq)
             await asyncio.shield(
-                self.store.suspend_run(
+                self.store.runs.commit(
                     self.lease,
-                    first,
-                    _new_events(entries),
-                    wake_at=await self.store.now() + delay,
-                    cancel_delivered=delay > 0,  # a retry after an error keeps its delay
+                    Turn(
+                        first,
+                        _new_events(entries),
+                        end=Suspend(
+                            await self.store.now() + delay,
+                            cancel_delivered=delay > 0,  # a retry after an error keeps its delay
+                        ),
+                    ),
                 )
             )
         except (LeaseLostError, asyncio.CancelledError):

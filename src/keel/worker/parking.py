@@ -6,6 +6,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from keel.store.base import Lease, RunRecord
+from keel.store.ports import Suspend, Turn
 
 if TYPE_CHECKING:
     from keel.worker.worker import Worker
@@ -19,8 +20,11 @@ async def park(worker: Worker, lease: Lease, run: RunRecord) -> None:
     delay = worker.park_delay
     # cancel_delivered: this worker cannot deliver a pending cancel request
     # either, so it must not make the run due at once again.
-    await worker.store.suspend_run(
-        lease, run.next_seq, [], wake_at=await worker.store.now() + delay, cancel_delivered=True
+    await worker.store.runs.commit(
+        lease,
+        Turn(
+            run.next_seq, [], end=Suspend(await worker.store.now() + delay, cancel_delivered=True)
+        ),
     )
     name, version = run.workflow, run.version
     loaded = ", ".join(wf.version for wf in worker.registry.versions(name))

@@ -8,13 +8,13 @@ import msgspec
 from keel.core.commands import Command
 from keel.core.events import SignalAwaited, SignalReceived, SignalTimedOut
 from keel.core.replay import Execution
-from keel.store.base import Store
+from keel.store.ports import Store
 
 
 async def receive(store: Store, ex: Execution, cmd: Command) -> int | None:
     """Journal the oldest buffered signal ``cmd`` waits for, if there is one, and
     return its id: the caller consumes it in the transaction that writes the event."""
-    signal = await store.next_signal(ex.run_id, cmd.id.name)
+    signal = await store.mailbox.next(ex.run_id, cmd.id.name)
     if signal is None:
         return None
     ex.record(

@@ -10,7 +10,7 @@ importing this module patches the store's snapshot write, in this process
 only, so that the K-th snapshot write sends the process SIGKILL after its
 UPSERT has run inside its transaction and before that transaction commits:
 
-- SQLite: ``keel.store.sqlite.snapshots.save_op`` (the fence check and the
+- SQLite: ``keel.store.sqlite.runs.save_snapshot_op`` (the fence check and the
   UPSERT, run by the writer inside ``BEGIN IMMEDIATE``) is wrapped; the
   process dies after it returns, before the writer's ``COMMIT``.
 - PostgreSQL: a snapshot write is one autocommit statement (the server commits
@@ -101,9 +101,10 @@ def _patch_sqlite(killer: _Killer) -> None:
     import sqlite3
 
     from keel.store.base import Lease, NewSnapshot
-    from keel.store.sqlite import snapshots as mixin
+    from keel.store.sqlite import runs
+    from keel.store.sqlite._sql import Q
 
-    real_save_op = mixin.save_op
+    real_save_op = runs.save_snapshot_op
 
     def save_op_then_die(
         conn: sqlite3.Connection, lease: Lease, snapshot: NewSnapshot, now: float
@@ -112,10 +113,10 @@ def _patch_sqlite(killer: _Killer) -> None:
         if not killer.due():
             return
         assert conn.in_transaction, "the snapshot write is not in a transaction"
-        row = conn.execute(mixin.Q["load_snapshot"], (lease.run_id,)).fetchone()
-        killer.die("sqlite", lease.run_id, snapshot.upto_seq, row[1] if row else None)
+        row = conn.execute(Q["load_snapshot"], (lease.run_id,)).fetchone()
+        killer.die("sqlite", lease.run_id, snapshot.upto_seq, row["upto_seq"] if row else None)
 
-    mixin.save_op = save_op_then_die  # looked up at call time by save_snapshot
+    runs.save_snapshot_op = save_op_then_die  # looked up at call time by save_snapshot
 
 
 def _patch_postgres(killer: _Killer) -> None:
