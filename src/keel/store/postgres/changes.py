@@ -1,0 +1,29 @@
+"""Change notifications on PostgreSQL (:class:`~keel.store.ports.ChangeFeed`): every
+Keel write worth waking for NOTIFYs the store's channel (see _listener.py)."""
+
+from __future__ import annotations
+
+from keel.store.postgres.database import PgDatabase
+
+
+class PgChanges:
+    """Waits on the LISTEN connection of a :class:`PgDatabase`."""
+
+    def __init__(self, db: PgDatabase) -> None:
+        self._db = db
+
+    async def wait(self, timeout: float) -> None:
+        if timeout > 0:
+            await self._db.waiters.wait(timeout)
+
+    async def wait_for_work(self, timeout: float) -> None:
+        # Claim loops wait here: a finished run makes nothing claimable, and
+        # capacity freed in this process wakes the worker's claim loop directly.
+        if timeout > 0:
+            await self._db.work_waiters.wait(timeout)
+
+    async def wait_for_schedules(self, timeout: float) -> None:
+        # Schedule loops wait here, woken by schedules created or resumed (or the
+        # listener reconnecting), not by every run.
+        if timeout > 0:
+            await self._db.schedule_waiters.wait(timeout)

@@ -1,0 +1,329 @@
+"""Runs on PostgreSQL: creation, leases, the fenced commit of a turn, cancel
+requests and snapshots (:class:`~keel.store.ports.RunJournal`).
+
+The fence is in each statement (see queries.sql), so a stale write changes
+nothing; only when it matches nothing does a second query find out why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg.rows import tuple_row
+
+from keel.core.states import RunState
+from keel.errors import (
+    LeaseLostError,
+    RunExistsError,
+    RunFinishedError,
+    RunNotFoundError,
+    StoreError,
+)
+from keel.store._checks import (
+    check_children,
+    check_claim_limit,
+    check_end,
+    check_snapshot,
+    check_tasks,
+    check_ttl,
+    duplicate_task,
+    versions_json,
+)
+from keel.store.base import (
+    Claimed,
+    Lease,
+    NewEvent,
+    NewRun,
+    NewSnapshot,
+    RenewOutcome,
+    RunRecord,
+    SnapshotRecord,
+    VersionPairs,
+    created_record,
+)
+from keel.store.ports import Committed, Continue, Finish, Suspend, Turn
+from keel.store.postgres._sql import DICT, SNAPSHOT, Q, run_record, without
+from keel.store.postgres._writes import Statement
+from keel.store.postgres.database import PgDatabase
+from keel.store.postgres.reads import fetch_runs
+
+
+class PgRuns:
+    """Runs, their journals, leases and fencing, in a :class:`PgDatabase`."""
+
+    def __init__(self, db: PgDatabase) -> None:
+        self._db = db
+
+    async def create(
+        self, run: NewRun, *, lease_owner: str | None = None, lease_ttl: float = 30.0
+    ) -> tuple[RunRecord, Lease | None, bool]:
+        if lease_owner is not None:
+            check_ttl(lease_ttl)
+        params = one_run(run, self._db.channel) | {
+            "owner": lease_owner,
+            "ttl": None if lease_owner is None else lease_ttl,
+        }
+        rows = await self._db.write(Q["create_run"], params, DICT)
+        if rows:
+            [row] = rows
+            lease = None
+            if lease_owner is not None:
+                lease = Lease(run.run_id, lease_owner, row["lease_token"], row["lease_expires_at"])
+            return created_record(run, row["created_at"], lease), lease, True
+        # It exists (perhaps committed by a concurrent create a moment ago): write nothing.
+        existing = (await fetch_runs(self._db, [run.run_id])).get(run.run_id)
+        if existing is None:
+            raise StoreError(f"run {run.run_id!r} exists but could not be read back")
+        return existing, None, False
+
+    async def claim(
+        self, owner: str, *, limit: int, ttl: float, versions: VersionPairs | None = None
+    ) -> list[Claimed]:
+        check_claim_limit(limit)
+        check_ttl(ttl)
+        params = {"owner": owner, "limit": limit, "ttl": ttl, "versions": versions_json(versions)}
+        claimed = []
+        for row in await self._db.fetch_clocked(Q["claim_runs"], params, DICT):
+            if row["run_id"] is None:  # the clock-only row: nothing was claimable
+                continue
+            run = run_record(**without(row, "now"))
+            assert run.lease_expires_at is not None
+            lease = Lease(run.run_id, owner, run.lease_token, run.lease_expires_at)
+            claimed.append(Claimed(lease, run))
+        return claimed
+
+    async def renew(self, owner: str, leases: Sequence[Lease], ttl: float) -> RenewOutcome:
+        check_ttl(ttl)
+        if not self._db.pool.is_open:
+            raise StoreError(f"the store of {self._db.target} is not open")
+        if not leases:
+            return RenewOutcome(self._db.clock.now() + ttl, frozenset(), frozenset())
+        mine = [lease for lease in leases if lease.owner == owner]
+        params = {
+            "owner": owner,
+            "ttl": ttl,
+            "run_ids": [lease.run_id for lease in mine],
+            "tokens": [lease.token for lease in mine],
+        }
+        [row] = await self._db.fetch_clocked(Q["renew_leases"], params, DICT)
+        lost = {lease.run_id for lease in leases} - set(row["renewed"])
+        return RenewOutcome(row["expires_at"], frozenset(lost), frozenset(row["cancel_requested"]))
+
+    async def commit(self, lease: Lease, turn: Turn) -> Committed:
+        check_end(lease.run_id, turn.end)
+        born = [*turn.children, *([turn.end.successor] if isinstance(turn.end, Continue) else [])]
+        check_children(born)
+        check_tasks(lease.run_id, turn.tasks)
+        sql, params = turn_statement(lease, turn, self._db.channel)
+        try:
+            if isinstance(turn.end, Continue):
+                # The row lock first, so that the commit's snapshot sees every
+                # signal committed before it (see lock_run).
+                lock = Statement(Q["lock_run"], {"run_id": lease.run_id}, tuple_row)
+                _, rows = await self._db.transaction(lock, Statement(sql, params, DICT))
+            else:
+                rows = await self._db.write(sql, params, DICT)
+        except StoreError as exc:
+            # A unique violation rolled the statement back: say which ids are taken.
+            taken = await fetch_runs(self._db, [r.run_id for r in born]) if born else {}
+            if taken:
+                raise RunExistsError(sorted(taken)) from exc
+            raise
+        if not rows:
+            raise await self._fence_error(lease, turn)
+        ids = {row["command"]: row["task_id"] for row in rows if row.get("task_id") is not None}
+        return Committed([ids[task.command] for task in turn.tasks])
+
+    async def request_cancel(self, run_id: str, cancelled_event: NewEvent) -> RunState:
+        ev = cancelled_event
+        params = {
+            "run_id": run_id,
+            "type": ev.type,
+            "command": ev.command,
+            "data": ev.data,
+            "channel": self._db.channel,
+        }
+        for _ in range(10):
+            rows = await self._db.fetch(Q["request_cancel"], params, DICT)
+            if rows:
+                return RunState(rows[0]["state"])
+            params["run_id"] = await chain_tip(self._db, run_id, "cancel")
+        raise StoreError(f"could not cancel run {run_id!r}: it keeps changing")
+
+    async def save_snapshot(self, lease: Lease, snapshot: NewSnapshot) -> None:
+        params = {
+            "run_id": lease.run_id,
+            "token": lease.token,
+            "owner": lease.owner,
+            "upto_seq": snapshot.upto_seq,
+            "version": snapshot.version,
+            "format": snapshot.format,
+            "data": snapshot.data,
+        }
+        rows = await self._db.write(Q["save_snapshot"], params, DICT)
+        if not rows:
+            error = await self._fence_error(lease, None)
+            if isinstance(error, LeaseLostError):
+                raise error
+            raise StoreError(f"fenced write to run {lease.run_id!r} matched no row; retry it")
+        check_snapshot(snapshot, rows[0]["next_seq"])  # the INSERT had the same condition
+
+    async def load_snapshot(self, run_id: str) -> SnapshotRecord | None:
+        rows = await self._db.fetch(Q["load_snapshot"], {"run_id": run_id}, SNAPSHOT)
+        return rows[0] if rows else None
+
+    async def _fence_error(self, lease: Lease, turn: Turn | None) -> StoreError:
+        """Why a fenced write matched no row: a lost lease, a seq mismatch, a used
+        signal or a task command taken."""
+        signal = None if turn is None else turn.consume_signal
+        commands = [] if turn is None else [t.command for t in turn.tasks]
+        params = {"run_id": lease.run_id, "signal_id": signal, "task_commands": commands}
+        rows = await self._db.fetch(Q["fence_row"], params, DICT)
+        if not rows:
+            return LeaseLostError(lease.run_id, lease.token, "the run does not exist")
+        row = rows[0]
+        holder, token = row["lease_owner"], row["lease_token"]
+        if row["state"] != RunState.RUNNING:
+            detail = f"the run is {row['state']}"
+        elif holder != lease.owner or token != lease.token:
+            detail = f"the run is now leased to {holder!r} with token {token}"
+        elif row["lease_expires_at"] is None or row["lease_expires_at"] < row["now"]:
+            detail = "the lease expired"
+        elif turn is not None and row["next_seq"] != turn.first_seq:
+            return StoreError(
+                f"journal of run {lease.run_id!r} continues at seq {row['next_seq']}, "
+                f"but the write starts at seq {turn.first_seq}"
+            )
+        elif signal is not None and not row["signal_ok"]:
+            return StoreError(
+                f"signal {signal} is not an unconsumed signal of run {lease.run_id!r}"
+            )
+        elif row["tasks_taken"]:
+            return duplicate_task(lease.run_id, commands)
+        else:  # it changed back between the two queries (renewed at the last moment?)
+            return StoreError(f"fenced write to run {lease.run_id!r} matched no row; retry it")
+        return LeaseLostError(lease.run_id, lease.token, detail)
+
+
+#: The parameters of the ``one_run`` piece named as NewRun's fields.
+_RUN_FIELDS = [f.name for f in dataclasses.fields(NewRun) if f.name != "started"]
+
+
+def one_run(run: NewRun | None, channel: str) -> dict[str, Any]:
+    """The parameters of the ``one_run`` piece (create_run, fire_schedule); all
+    ``None`` without a run."""
+    if run is None:
+        values = dict.fromkeys([*_RUN_FIELDS, "type", "command", "data"])
+    else:
+        values = {name: getattr(run, name) for name in _RUN_FIELDS}
+        values |= {"type": run.started.type, "command": run.started.command}
+        values["data"] = run.started.data
+    return values | {"owner": None, "ttl": None, "channel": channel}
+
+
+def turn_statement(lease: Lease, turn: Turn, channel: str) -> tuple[str, dict[str, Any]]:
+    """The ``commit`` variant that records ``turn`` for ``lease``, and its parameters."""
+    events, end = turn.events, turn.end
+    params: dict[str, Any] = {
+        "run_id": lease.run_id,
+        "token": lease.token,
+        "owner": lease.owner,
+        "first_seq": turn.first_seq,
+        "n": len(events),
+        "signal_id": turn.consume_signal,
+        "successor": end.successor.run_id if isinstance(end, Continue) else None,
+        "channel": channel,
+    }
+    tags: list[str] = []
+    notify: list[str] = []  # what the turn tells listeners, on commit
+    if len(events) == 1:  # the common case: scalars, cheaper to send than three arrays
+        [e] = events
+        tags.append("one")
+        params |= {"type": e.type, "command": e.command, "data": e.data}
+    else:
+        tags.append("many")
+        params |= {
+            "types": [e.type for e in events],
+            "commands": [e.command for e in events],
+            "datas": [e.data for e in events],
+        }
+    if turn.consume_signal is not None:
+        tags.append("signal")
+    if turn.children:
+        notify.append("created")
+    born: list[tuple[NewRun, str | None]] = [(c, lease.run_id) for c in turn.children]
+    if isinstance(end, Continue):
+        born.append((end.successor, end.successor.parent_run_id))
+    if born:
+        tags.append("born")
+        params |= _born(born)
+    if turn.tasks:
+        tags.append("tasks")
+        notify.append("dispatched")
+        params |= _tasks(turn)
+    if isinstance(end, Suspend):
+        tags.append("suspend")
+        notify.append("suspended")
+        params |= {
+            "state": RunState.SUSPENDED.value,
+            "wake_at": end.wake_at,
+            "wake_signals": sorted(end.wake_on_signals),
+            "wake_tasks": sorted(end.wake_on_tasks),
+            "wake_children": sorted(end.wake_on_children),
+            "cancel_delivered": end.cancel_delivered,
+        }
+    elif isinstance(end, Finish):
+        tags.append("finish")
+        notify.append("finished")
+        params |= {"state": RunState(end.state).value, "result": end.result, "error": end.error}
+    elif isinstance(end, Continue):
+        tags.append("continue")
+        notify.append("created")
+        params["state"] = RunState.CONTINUED.value
+    if notify:
+        tags.append("notify")
+        params["notify"] = list(dict.fromkeys(notify))
+    return Q.sql("commit", *tags), params
+
+
+def _born(born: list[tuple[NewRun, str | None]]) -> dict[str, Any]:
+    """The arrays of the runs a turn creates (children, a successor), with their parents."""
+    return {
+        "run_ids": [r.run_id for r, _ in born],
+        "workflows": [r.workflow for r, _ in born],
+        "versions": [r.version for r, _ in born],
+        "inputs": [r.input for r, _ in born],
+        "parent_run_ids": [parent for _, parent in born],
+        "parent_closes": [r.parent_close for r, _ in born],
+        "depths": [r.depth for r, _ in born],
+        "chain_ids": [r.chain_id for r, _ in born],
+        "generations": [r.generation for r, _ in born],
+        "started_types": [r.started.type for r, _ in born],
+        "started_commands": [r.started.command for r, _ in born],
+        "started_datas": [r.started.data for r, _ in born],
+    }
+
+
+def _tasks(turn: Turn) -> dict[str, Any]:
+    return {
+        "task_commands": [t.command for t in turn.tasks],
+        "steps": [t.step for t in turn.tasks],
+        "queues": [t.queue for t in turn.tasks],
+        "priorities": [t.priority for t in turn.tasks],
+        "args": [t.args for t in turn.tasks],
+        "max_attempts": [t.max_attempts for t in turn.tasks],
+    }
+
+
+async def chain_tip(db: PgDatabase, run_id: str, action: str) -> str:
+    """The live run a signal or cancel of ``run_id`` reaches (the run, or the tip
+    of its continue-as-new chain); raises if there is none."""
+    rows = await db.fetch(Q["chain_tip"], {"run_id": run_id}, DICT)
+    if not rows:
+        raise RunNotFoundError(run_id)
+    tip, state = rows[0]["run_id"], rows[0]["state"]
+    if RunState(state).is_terminal:
+        raise RunFinishedError(tip, state, action)
+    return str(tip)
