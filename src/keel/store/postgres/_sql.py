@@ -7,6 +7,7 @@ variants asked for with one of those tags keep: see :meth:`Queries.sql`.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from functools import cache
 from typing import Any
@@ -97,19 +98,13 @@ def _is_comment(line: str) -> bool:
 Q = Queries(FILES.queries)
 
 
+latest_version = FILES.latest_version  # the schema version this code creates and understands
+schema_script = FILES.schema_script  # schema.sql, for reference and tests
+
+
 def migrations() -> tuple[tuple[int, str], ...]:
     """``(version, script)`` of every file in ``migrations/``, in version order."""
     return FILES.migrations
-
-
-def latest_version() -> int:
-    """The schema version this code creates and understands."""
-    return FILES.latest_version()
-
-
-def schema_script() -> str:
-    """The full current schema (``schema.sql``), for reference and tests."""
-    return FILES.schema_script()
 
 
 # -- rows to records, by column name ----------------------------------------------------
@@ -119,6 +114,11 @@ def run_record(**columns: Any) -> RunRecord:
     """A run from the columns of the ``run_row`` piece (its state as a :class:`RunState`)."""
     columns["state"] = RunState(columns["state"])
     return RunRecord(**columns)
+
+
+def fields(record: Any) -> dict[str, Any]:
+    """A record's fields by name: the parameters of statements that name them alike."""
+    return {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
 
 
 def without(row: dict[str, Any], *names: str) -> dict[str, Any]:

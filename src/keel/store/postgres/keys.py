@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from keel.errors import StoreError
 from keel.store.postgres._sql import DICT, Q
 from keel.store.postgres.database import PgDatabase
 
 
+@dataclass(frozen=True, slots=True)
 class PgKeys:
     """Step results stored under user keys, in a :class:`PgDatabase`."""
 
-    def __init__(self, db: PgDatabase) -> None:
-        self._db = db
+    db: PgDatabase
 
     async def get(self, scope: str, key: str) -> bytes | None:
-        rows = await self._db.fetch(Q["get_idempotent"], {"scope": scope, "key": key}, DICT)
+        rows = await self.db.fetch(Q["get_idempotent"], {"scope": scope, "key": key}, DICT)
         return bytes(rows[0]["result"]) if rows else None
 
     async def put(self, scope: str, key: str, result: bytes) -> bytes:
         params = {"scope": scope, "key": key, "result": result}
-        rows = await self._db.fetch(Q["put_idempotent"], params, DICT)
+        rows = await self.db.fetch(Q["put_idempotent"], params, DICT)
         if rows:
             return bytes(rows[0]["result"])
         # Lost the race: a new statement (new snapshot) sees the winner's row.

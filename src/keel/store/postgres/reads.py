@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any, Unpack
 
 from keel.store._checks import check_limit, decode_cursor, page_of, where_filter
@@ -13,17 +14,17 @@ from keel.store.postgres._sql import DICT, EVENT, RUN, Q
 from keel.store.postgres.database import PgDatabase
 
 
+@dataclass(frozen=True, slots=True)
 class PgReads:
     """Reads for people and tools, in a :class:`PgDatabase`."""
 
-    def __init__(self, db: PgDatabase) -> None:
-        self._db = db
+    db: PgDatabase
 
     async def get_run(self, run_id: str) -> RunRecord | None:
-        return (await fetch_runs(self._db, [run_id])).get(run_id)
+        return (await fetch_runs(self.db, [run_id])).get(run_id)
 
     async def get_runs(self, run_ids: Collection[str]) -> dict[str, RunRecord]:
-        return await fetch_runs(self._db, run_ids) if run_ids else {}
+        return await fetch_runs(self.db, run_ids) if run_ids else {}
 
     async def list_runs(
         self, *, limit: int = 50, cursor: str | None = None, **where: Unpack[RunWhere]
@@ -41,15 +42,15 @@ class PgReads:
             query = Q.sql("list_runs", "one_workflow")
         else:
             query = Q["list_runs"]
-        return page_of(await self._db.fetch(query, params, RUN), limit)
+        return page_of(await self.db.fetch(query, params, RUN), limit)
 
     async def count_runs(self, **where: Unpack[RunWhere]) -> int:
-        rows = await self._db.fetch(Q["count_runs"], _filter(where_filter(where)), DICT)
+        rows = await self.db.fetch(Q["count_runs"], _filter(where_filter(where)), DICT)
         return int(rows[0]["n"])
 
     async def history(self, run_id: str, *, after_seq: int = -1) -> list[EventRecord]:
         params = {"run_id": run_id, "after_seq": after_seq}
-        return await self._db.fetch(Q["load_events"], params, EVENT)
+        return await self.db.fetch(Q["load_events"], params, EVENT)
 
 
 async def fetch_runs(db: PgDatabase, run_ids: Collection[str]) -> dict[str, RunRecord]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from psycopg.rows import tuple_row
@@ -44,28 +45,28 @@ from keel.store.base import (
     created_record,
 )
 from keel.store.ports import Committed, Continue, Finish, Suspend, Turn
-from keel.store.postgres._sql import DICT, SNAPSHOT, Q, run_record, without
+from keel.store.postgres._sql import DICT, SNAPSHOT, Q, fields, run_record, without
 from keel.store.postgres._writes import Statement
 from keel.store.postgres.database import PgDatabase
 from keel.store.postgres.reads import fetch_runs
 
 
+@dataclass(frozen=True, slots=True)
 class PgRuns:
     """Runs, their journals, leases and fencing, in a :class:`PgDatabase`."""
 
-    def __init__(self, db: PgDatabase) -> None:
-        self._db = db
+    db: PgDatabase
 
     async def create(
         self, run: NewRun, *, lease_owner: str | None = None, lease_ttl: float = 30.0
     ) -> tuple[RunRecord, Lease | None, bool]:
         if lease_owner is not None:
             check_ttl(lease_ttl)
-        params = one_run(run, self._db.channel) | {
+        params = one_run(run, self.db.channel) | {
             "owner": lease_owner,
             "ttl": None if lease_owner is None else lease_ttl,
         }
-        rows = await self._db.write(Q["create_run"], params, DICT)
+        rows = await self.db.write(Q["create_run"], params, DICT)
         if rows:
             [row] = rows
             lease = None
@@ -73,7 +74,7 @@ class PgRuns:
                 lease = Lease(run.run_id, lease_owner, row["lease_token"], row["lease_expires_at"])
             return created_record(run, row["created_at"], lease), lease, True
         # It exists (perhaps committed by a concurrent create a moment ago): write nothing.
-        existing = (await fetch_runs(self._db, [run.run_id])).get(run.run_id)
+        existing = (await fetch_runs(self.db, [run.run_id])).get(run.run_id)
         if existing is None:
             raise StoreError(f"run {run.run_id!r} exists but could not be read back")
         return existing, None, False
@@ -85,7 +86,7 @@ class PgRuns:
         check_ttl(ttl)
         params = {"owner": owner, "limit": limit, "ttl": ttl, "versions": versions_json(versions)}
         claimed = []
-        for row in await self._db.fetch_clocked(Q["claim_runs"], params, DICT):
+        for row in await self.db.fetch_clocked(Q["claim_runs"], params, DICT):
             if row["run_id"] is None:  # the clock-only row: nothing was claimable
                 continue
             run = run_record(**without(row, "now"))
@@ -96,10 +97,10 @@ class PgRuns:
 
     async def renew(self, owner: str, leases: Sequence[Lease], ttl: float) -> RenewOutcome:
         check_ttl(ttl)
-        if not self._db.pool.is_open:
-            raise StoreError(f"the store of {self._db.target} is not open")
+        if not self.db.pool.is_open:
+            raise StoreError(f"the store of {self.db.target} is not open")
         if not leases:
-            return RenewOutcome(self._db.clock.now() + ttl, frozenset(), frozenset())
+            return RenewOutcome(self.db.clock.now() + ttl, frozenset(), frozenset())
         mine = [lease for lease in leases if lease.owner == owner]
         params = {
             "owner": owner,
@@ -107,7 +108,7 @@ class PgRuns:
             "run_ids": [lease.run_id for lease in mine],
             "tokens": [lease.token for lease in mine],
         }
-        [row] = await self._db.fetch_clocked(Q["renew_leases"], params, DICT)
+        [row] = await self.db.fetch_clocked(Q["renew_leases"], params, DICT)
         lost = {lease.run_id for lease in leases} - set(row["renewed"])
         return RenewOutcome(row["expires_at"], frozenset(lost), frozenset(row["cancel_requested"]))
 
@@ -116,18 +117,18 @@ class PgRuns:
         born = [*turn.children, *([turn.end.successor] if isinstance(turn.end, Continue) else [])]
         check_children(born)
         check_tasks(lease.run_id, turn.tasks)
-        sql, params = turn_statement(lease, turn, self._db.channel)
+        sql, params = turn_statement(lease, turn, self.db.channel)
         try:
             if isinstance(turn.end, Continue):
                 # The row lock first, so that the commit's snapshot sees every
                 # signal committed before it (see lock_run).
                 lock = Statement(Q["lock_run"], {"run_id": lease.run_id}, tuple_row)
-                _, rows = await self._db.transaction(lock, Statement(sql, params, DICT))
+                _, rows = await self.db.transaction(lock, Statement(sql, params, DICT))
             else:
-                rows = await self._db.write(sql, params, DICT)
+                rows = await self.db.write(sql, params, DICT)
         except StoreError as exc:
             # A unique violation rolled the statement back: say which ids are taken.
-            taken = await fetch_runs(self._db, [r.run_id for r in born]) if born else {}
+            taken = await fetch_runs(self.db, [r.run_id for r in born]) if born else {}
             if taken:
                 raise RunExistsError(sorted(taken)) from exc
             raise
@@ -143,26 +144,18 @@ class PgRuns:
             "type": ev.type,
             "command": ev.command,
             "data": ev.data,
-            "channel": self._db.channel,
+            "channel": self.db.channel,
         }
         for _ in range(10):
-            rows = await self._db.fetch(Q["request_cancel"], params, DICT)
+            rows = await self.db.fetch(Q["request_cancel"], params, DICT)
             if rows:
                 return RunState(rows[0]["state"])
-            params["run_id"] = await chain_tip(self._db, run_id, "cancel")
+            params["run_id"] = await chain_tip(self.db, run_id, "cancel")
         raise StoreError(f"could not cancel run {run_id!r}: it keeps changing")
 
     async def save_snapshot(self, lease: Lease, snapshot: NewSnapshot) -> None:
-        params = {
-            "run_id": lease.run_id,
-            "token": lease.token,
-            "owner": lease.owner,
-            "upto_seq": snapshot.upto_seq,
-            "version": snapshot.version,
-            "format": snapshot.format,
-            "data": snapshot.data,
-        }
-        rows = await self._db.write(Q["save_snapshot"], params, DICT)
+        params = _fence(lease) | fields(snapshot)
+        rows = await self.db.write(Q["save_snapshot"], params, DICT)
         if not rows:
             error = await self._fence_error(lease, None)
             if isinstance(error, LeaseLostError):
@@ -171,7 +164,7 @@ class PgRuns:
         check_snapshot(snapshot, rows[0]["next_seq"])  # the INSERT had the same condition
 
     async def load_snapshot(self, run_id: str) -> SnapshotRecord | None:
-        rows = await self._db.fetch(Q["load_snapshot"], {"run_id": run_id}, SNAPSHOT)
+        rows = await self.db.fetch(Q["load_snapshot"], {"run_id": run_id}, SNAPSHOT)
         return rows[0] if rows else None
 
     async def _fence_error(self, lease: Lease, turn: Turn | None) -> StoreError:
@@ -180,7 +173,7 @@ class PgRuns:
         signal = None if turn is None else turn.consume_signal
         commands = [] if turn is None else [t.command for t in turn.tasks]
         params = {"run_id": lease.run_id, "signal_id": signal, "task_commands": commands}
-        rows = await self._db.fetch(Q["fence_row"], params, DICT)
+        rows = await self.db.fetch(Q["fence_row"], params, DICT)
         if not rows:
             return LeaseLostError(lease.run_id, lease.token, "the run does not exist")
         row = rows[0]
@@ -207,29 +200,26 @@ class PgRuns:
         return LeaseLostError(lease.run_id, lease.token, detail)
 
 
-#: The parameters of the ``one_run`` piece named as NewRun's fields.
-_RUN_FIELDS = [f.name for f in dataclasses.fields(NewRun) if f.name != "started"]
-
-
 def one_run(run: NewRun | None, channel: str) -> dict[str, Any]:
-    """The parameters of the ``one_run`` piece (create_run, fire_schedule); all
-    ``None`` without a run."""
+    """The parameters of the ``one_run`` piece (create_run, fire_schedule): the
+    run's fields and its started event's, all ``None`` without a run."""
     if run is None:
-        values = dict.fromkeys([*_RUN_FIELDS, "type", "command", "data"])
+        names = [f.name for f in (*dataclasses.fields(NewRun), *dataclasses.fields(NewEvent))]
+        values = dict.fromkeys(names)
     else:
-        values = {name: getattr(run, name) for name in _RUN_FIELDS}
-        values |= {"type": run.started.type, "command": run.started.command}
-        values["data"] = run.started.data
+        values = fields(run) | fields(run.started)
     return values | {"owner": None, "ttl": None, "channel": channel}
+
+
+def _fence(lease: Lease) -> dict[str, Any]:
+    """The parameters of the ``fence`` piece."""
+    return {"run_id": lease.run_id, "token": lease.token, "owner": lease.owner}
 
 
 def turn_statement(lease: Lease, turn: Turn, channel: str) -> tuple[str, dict[str, Any]]:
     """The ``commit`` variant that records ``turn`` for ``lease``, and its parameters."""
     events, end = turn.events, turn.end
-    params: dict[str, Any] = {
-        "run_id": lease.run_id,
-        "token": lease.token,
-        "owner": lease.owner,
+    params: dict[str, Any] = _fence(lease) | {
         "first_seq": turn.first_seq,
         "n": len(events),
         "signal_id": turn.consume_signal,

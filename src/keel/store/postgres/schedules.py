@@ -5,37 +5,27 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any, Unpack
 
 from keel.errors import ScheduleExistsError, ScheduleNotFoundError
 from keel.store._checks import check_claim_limit, check_fire, check_schedule
 from keel.store.base import DueSchedules, NewSchedule, ScheduleRecord, ScheduleTick
-from keel.store.postgres._sql import DICT, SCHEDULE, Q, without
+from keel.store.postgres._sql import DICT, SCHEDULE, Q, fields, without
 from keel.store.postgres.database import PgDatabase
 from keel.store.postgres.runs import one_run
 
 
+@dataclass(frozen=True, slots=True)
 class PgSchedules:
     """Cron and one-shot schedules, in a :class:`PgDatabase`."""
 
-    def __init__(self, db: PgDatabase) -> None:
-        self._db = db
+    db: PgDatabase
 
     async def create(self, schedule: NewSchedule) -> ScheduleRecord:
         check_schedule(schedule)
-        params = {
-            "schedule_id": schedule.schedule_id,
-            "workflow": schedule.workflow,
-            "input": schedule.input,
-            "cron": schedule.cron,
-            "at": schedule.at,
-            "timezone": schedule.timezone,
-            "next_fire_at": schedule.next_fire_at,
-            "overlap": schedule.overlap,
-            "catchup_window": schedule.catchup_window,
-            "channel": self._db.channel,
-        }
-        rows = await self._db.fetch(Q["create_schedule"], params, SCHEDULE)
+        params = fields(schedule) | {"channel": self.db.channel}
+        rows = await self.db.fetch(Q["create_schedule"], params, SCHEDULE)
         if not rows:
             raise ScheduleExistsError(schedule.schedule_id)
         return rows[0]  # type: ignore[no-any-return]
@@ -54,13 +44,13 @@ class PgSchedules:
         return await self._set_paused(schedule_id, False, next_fire_at)
 
     async def delete(self, schedule_id: str) -> None:
-        if not await self._db.fetch(Q["delete_schedule"], {"schedule_id": schedule_id}):
+        if not await self.db.fetch(Q["delete_schedule"], {"schedule_id": schedule_id}):
             raise ScheduleNotFoundError(schedule_id)
 
     async def due(self, workflows: Collection[str], *, limit: int) -> DueSchedules:
         check_claim_limit(limit)
         params = {"workflows": sorted(set(workflows)), "limit": limit}
-        rows = await self._db.fetch_clocked(Q["due_schedules"], params, DICT)
+        rows = await self.db.fetch_clocked(Q["due_schedules"], params, DICT)
         due = [
             ScheduleRecord(**without(r, "now", "next_at"))
             for r in rows
@@ -78,12 +68,12 @@ class PgSchedules:
             "next_fire_at": tick["next_fire_at"],
             "fired_tick": None if run is None else tick["tick"],
         }
-        params |= one_run(run, self._db.channel)  # no run: the tick is skipped
-        return bool(await self._db.write(Q["fire_schedule"], params))
+        params |= one_run(run, self.db.channel)  # no run: the tick is skipped
+        return bool(await self.db.write(Q["fire_schedule"], params))
 
     async def _select(self, **where: str | None) -> builtins.list[ScheduleRecord]:
         params = {"schedule_id": None, "workflow": None} | where
-        return await self._db.fetch(Q["get_schedules"], params, SCHEDULE)
+        return await self.db.fetch(Q["get_schedules"], params, SCHEDULE)
 
     async def _set_paused(
         self, schedule_id: str, paused: bool, next_fire_at: float | None
@@ -92,9 +82,9 @@ class PgSchedules:
             "schedule_id": schedule_id,
             "paused": paused,
             "next_fire_at": next_fire_at,
-            "channel": self._db.channel,
+            "channel": self.db.channel,
         }
-        rows = await self._db.fetch(Q["set_paused"], params, SCHEDULE)
+        rows = await self.db.fetch(Q["set_paused"], params, SCHEDULE)
         if not rows:
             raise ScheduleNotFoundError(schedule_id)
         return rows[0]  # type: ignore[no-any-return]

@@ -5,6 +5,7 @@ commit of the turn that dispatches them (see runs.py)."""
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from psycopg.rows import tuple_row
@@ -23,11 +24,11 @@ from keel.store.postgres._writes import Statement
 from keel.store.postgres.database import PgDatabase
 
 
+@dataclass(frozen=True, slots=True)
 class PgTasks:
     """Task queues and their limits, in a :class:`PgDatabase`."""
 
-    def __init__(self, db: PgDatabase) -> None:
-        self._db = db
+    db: PgDatabase
 
     async def claim(
         self, owner: str, queues: Collection[str], *, limit: int, ttl: float
@@ -40,14 +41,14 @@ class PgTasks:
             "queues": names,
             "limit": limit,
             "ttl": ttl,
-            "channel": self._db.channel,
+            "channel": self.db.channel,
         }
         # The sweep, the lock of capped queues and the claim: one pipeline, one
         # round trip, one transaction. The claim is a statement of its own so
         # that its snapshot sees what the sweep freed and what claims that held
         # the queue locks before it committed.
-        _, _, rows = await self._db.transaction(
-            Statement(Q["sweep_tasks"], {"channel": self._db.channel}, tuple_row),
+        _, _, rows = await self.db.transaction(
+            Statement(Q["sweep_tasks"], {"channel": self.db.channel}, tuple_row),
             Statement(Q["lock_queues"], {"queues": names}, tuple_row),
             Statement(Q["claim_tasks"], params, DICT),
             clocked=True,
@@ -65,8 +66,8 @@ class PgTasks:
 
     async def renew(self, owner: str, leases: Sequence[TaskLease], ttl: float) -> frozenset[int]:
         check_ttl(ttl)
-        if not self._db.pool.is_open:
-            raise StoreError(f"the store of {self._db.target} is not open")
+        if not self.db.pool.is_open:
+            raise StoreError(f"the store of {self.db.target} is not open")
         mine = [lease for lease in leases if lease.owner == owner]
         if not mine:
             return frozenset(lease.task_id for lease in leases)
@@ -76,7 +77,7 @@ class PgTasks:
             "task_ids": [lease.task_id for lease in mine],
             "attempts": [lease.attempt for lease in mine],
         }
-        [row] = await self._db.fetch_clocked(Q["renew_task_leases"], params, DICT)
+        [row] = await self.db.fetch_clocked(Q["renew_task_leases"], params, DICT)
         return frozenset(lease.task_id for lease in leases) - set(row["renewed"])
 
     async def complete(self, lease: TaskLease, result: bytes) -> None:
@@ -86,16 +87,16 @@ class PgTasks:
         await self._end_attempt(lease, error=error, retry_at=retry_at)
 
     async def get(self, run_id: str, command: str) -> TaskRecord | None:
-        rows = await self._db.fetch(Q["get_task"], {"run_id": run_id, "command": command}, TASK)
+        rows = await self.db.fetch(Q["get_task"], {"run_id": run_id, "command": command}, TASK)
         return rows[0] if rows else None
 
     async def set_limit(self, queue: str, concurrency: int | None) -> None:
         check_queue_limit(queue, concurrency)
-        params = {"queue": queue, "concurrency": concurrency, "channel": self._db.channel}
-        await self._db.write(Q["set_queue_limit"], params)
+        params = {"queue": queue, "concurrency": concurrency, "channel": self.db.channel}
+        await self.db.write(Q["set_queue_limit"], params)
 
     async def list_queues(self) -> list[QueueInfo]:
-        return await self._db.fetch(Q["list_queues"], {}, QUEUE)
+        return await self.db.fetch(Q["list_queues"], {}, QUEUE)
 
     async def _end_attempt(self, lease: TaskLease, **outcome: Any) -> None:
         """Fenced by the task lease: complete (``result``) or fail (``error``, ``retry_at``)."""
@@ -106,13 +107,13 @@ class PgTasks:
             "result": None,
             "error": None,
             "retry_at": None,
-            "channel": self._db.channel,
+            "channel": self.db.channel,
         }
-        if await self._db.write(Q["end_attempt"], params | outcome):
+        if await self.db.write(Q["end_attempt"], params | outcome):
             return
-        rows = await self._db.fetch(Q["task_fence_row"], {"task_id": lease.task_id}, DICT)
+        rows = await self.db.fetch(Q["task_fence_row"], {"task_id": lease.task_id}, DICT)
         if not rows:
-            raise task_fence_error(lease, self._db.clock.now(), None)
+            raise task_fence_error(lease, self.db.clock.now(), None)
         row = rows[0]
         held = (row["run_id"], row["state"], row["lease_owner"], row["attempt"])
         raise task_fence_error(lease, row["now"], (*held, row["lease_expires_at"]))

@@ -4,6 +4,7 @@ each worker runs, and liveness by session-level advisory locks (liveness.py)."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from keel.store._checks import VERSION_ROWS_KEPT, check_registration, check_versions
 from keel.store.base import VersionPairs, WorkerVersion
@@ -21,11 +22,11 @@ from keel.store.postgres.liveness import (
 log = logging.getLogger("keel.store.postgres")
 
 
+@dataclass(frozen=True, slots=True)
 class PgWorkers:
     """Workers' ``(workflow, version)`` pairs and liveness locks, in a :class:`PgDatabase`."""
 
-    def __init__(self, db: PgDatabase) -> None:
-        self._db = db
+    db: PgDatabase
 
     async def register_versions(
         self, worker: str, versions: VersionPairs, *, host: str, pid: int, live_for: float
@@ -41,17 +42,17 @@ class PgWorkers:
             "workflows": [w for w, _ in pairs],
             "versions": [v for _, v in pairs],
         }
-        await self._db.fetch(Q["register_versions"], params)
+        await self.db.fetch(Q["register_versions"], params)
 
     async def forget_versions(self, worker: str) -> None:
-        await self._db.fetch(Q["forget_versions"], {"worker": worker})
+        await self.db.fetch(Q["forget_versions"], {"worker": worker})
 
     async def list_versions(self, *, live: bool = True) -> list[WorkerVersion]:
-        return await self._db.fetch(Q["list_versions"], {"live": live}, WORKER_VERSION)
+        return await self.db.fetch(Q["list_versions"], {"live": live}, WORKER_VERSION)
 
     async def hold_liveness(self, owner: str) -> PgLivenessLock | None:
-        key = lock_key(self._db.schema, owner)
-        with self._db.pool.errors():
+        key = lock_key(self.db.schema, owner)
+        with self.db.pool.errors():
             conn = await take(self._connect, owner, key)
         if conn is None:
             log.warning("liveness lock of %s is held by another session", owner)
@@ -59,8 +60,8 @@ class PgWorkers:
         return PgLivenessLock(self._connect, owner, key, conn)
 
     async def expire_dead_owners(self) -> int:
-        params = {"lock_class": LIVENESS_CLASS, "channel": self._db.channel}
-        [row] = await self._db.fetch(Q["expire_dead_owners"], params, DICT)
+        params = {"lock_class": LIVENESS_CLASS, "channel": self.db.channel}
+        [row] = await self.db.fetch(Q["expire_dead_owners"], params, DICT)
         if row["owners"]:
             log.warning(
                 "expired %d lease(s) of dead worker(s) %s",
@@ -71,5 +72,5 @@ class PgWorkers:
 
     async def _connect(self) -> Conn:
         """A liveness session: the store's settings, tighter server keepalives."""
-        options = f"{self._db.pool.kwargs.get('options', '')} {SERVER_KEEPALIVES}".strip()
-        return await self._db.pool.connect(options=options)
+        options = f"{self.db.pool.kwargs.get('options', '')} {SERVER_KEEPALIVES}".strip()
+        return await self.db.pool.connect(options=options)
