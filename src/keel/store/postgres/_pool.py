@@ -40,6 +40,10 @@ class Pool:
     def is_open(self) -> bool:
         return self._pool is not None
 
+    def check_open(self) -> None:
+        if self._pool is None:
+            raise StoreError(f"the store of {self.target} is not open")
+
     def errors(self) -> ErrorMapper:
         """A ``with`` block turning psycopg errors into :class:`StoreError`."""
         return ErrorMapper(self.target)
@@ -83,9 +87,9 @@ class Pool:
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Conn]:
         """A pooled connection; errors inside the block become :class:`StoreError`."""
+        self.check_open()
         pool = self._pool
-        if pool is None:
-            raise StoreError(f"the store of {self.target} is not open")
+        assert pool is not None
         with self.errors():
             for _ in range(self._size + 1):
                 conn = await pool.getconn()

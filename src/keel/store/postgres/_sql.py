@@ -15,17 +15,8 @@ from typing import Any
 from psycopg.rows import BaseRowFactory, class_row, dict_row, kwargs_row
 
 from keel.core.states import RunState
+from keel.store import base
 from keel.store._sqlfiles import SqlFiles
-from keel.store.base import (
-    EventRecord,
-    QueueInfo,
-    RunRecord,
-    ScheduleRecord,
-    SignalRecord,
-    SnapshotRecord,
-    TaskRecord,
-    WorkerVersion,
-)
 
 FILES = SqlFiles("keel.store.postgres", "PostgreSQL")
 
@@ -110,10 +101,10 @@ def migrations() -> tuple[tuple[int, str], ...]:
 # -- rows to records, by column name ----------------------------------------------------
 
 
-def run_record(**columns: Any) -> RunRecord:
+def run_record(**columns: Any) -> base.RunRecord:
     """A run from the columns of the ``run_row`` piece (its state as a :class:`RunState`)."""
     columns["state"] = RunState(columns["state"])
-    return RunRecord(**columns)
+    return base.RunRecord(**columns)
 
 
 def fields(record: Any) -> dict[str, Any]:
@@ -129,10 +120,10 @@ def without(row: dict[str, Any], *names: str) -> dict[str, Any]:
 Row = BaseRowFactory[Any]
 DICT: Row = dict_row
 RUN: Row = kwargs_row(run_record)
-EVENT: Row = class_row(EventRecord)
-SIGNAL: Row = class_row(SignalRecord)
-SNAPSHOT: Row = class_row(SnapshotRecord)
-TASK: Row = class_row(TaskRecord)
-QUEUE: Row = class_row(QueueInfo)
-SCHEDULE: Row = class_row(ScheduleRecord)
-WORKER_VERSION: Row = class_row(WorkerVersion)
+EVENT: Row = class_row(base.EventRecord)
+SIGNAL: Row = class_row(base.SignalRecord)
+SNAPSHOT: Row = class_row(base.SnapshotRecord)
+TASK: Row = class_row(base.TaskRecord)
+QUEUE: Row = class_row(base.QueueInfo)
+SCHEDULE: Row = class_row(base.ScheduleRecord)
+WORKER_VERSION: Row = class_row(base.WorkerVersion)

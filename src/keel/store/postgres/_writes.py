@@ -85,8 +85,7 @@ class GroupCommit:
         batch whose transaction failed wrote nothing at all; its statements are
         then run again one by one, so one bad write fails only its caller.
         """
-        if not self._pool.is_open:
-            raise StoreError(f"the store of {self._pool.target} is not open")
+        self._pool.check_open()
         if not (self._inline or self._flushers):
             # Alone (the sequential case): run it here, saving the hand-off to a
             # flusher task. Writes arriving meanwhile queue for a flusher.
@@ -136,7 +135,7 @@ class GroupCommit:
             conn = await self._pool.connect()
             if not self._pool.is_open:  # closed meanwhile
                 await conn.close()
-                raise StoreError(f"the store of {self._pool.target} is not open")
+                self._pool.check_open()
             self._solo = conn
         idle = False
         try:

@@ -12,14 +12,12 @@ trip, from the clock readings that claims and renewals bring back anyway.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from typing import Any
 
 from psycopg.rows import tuple_row
 
-from keel.errors import ConfigurationError
-from keel.store.postgres._conn import ClockOffset, check_schema, connection_params
+from keel.store.postgres._conn import ClockOffset
 from keel.store.postgres._listener import ChangeWaiters, Listener
 from keel.store.postgres._pool import Conn, Pool
 from keel.store.postgres._schema import migrate, prepare, schema_version
@@ -30,50 +28,26 @@ from keel.store.postgres._writes import GroupCommit, Statement
 class PgDatabase:
     """The pool, the group-commit writer, the listener and the clock of one store.
 
-    See :class:`~keel.store.postgres.store.PostgresStore` for the options. The
-    database belongs to the event loop that opened it.
+    See :class:`~keel.store.postgres.store.PostgresStore` for the settings. It
+    belongs to the event loop that opened it.
     """
 
     def __init__(
         self,
-        url: str,
+        pool: Pool,
         *,
         schema: str,
-        min_size: int,
-        max_size: int,
-        connect_timeout: float,
-        pool_timeout: float,
-        application_name: str,
         statement_timeout: float,
+        sizes: tuple[int, int],
+        timeouts: tuple[float, float],
     ) -> None:
-        if not isinstance(url, str) or not url.strip():
-            raise ConfigurationError(f"PostgreSQL URL must be a non-empty string, not {url!r}")
-        if not 1 <= min_size <= max_size:
-            raise ConfigurationError(
-                f"need 1 <= min_size <= max_size, not min_size={min_size}, max_size={max_size}"
-            )
-        if not (connect_timeout > 0 and pool_timeout > 0):
-            raise ConfigurationError("connect_timeout and pool_timeout must be positive")
-        if isinstance(statement_timeout, bool) or not (
-            isinstance(statement_timeout, int | float) and 0 < statement_timeout < math.inf
-        ):
-            raise ConfigurationError(
-                f"statement_timeout must be a positive number of seconds, not {statement_timeout!r}"
-            )
-        self.schema = check_schema(schema)
+        self.pool = pool
+        self.schema = schema
         self.channel = f"{schema}.changes"  # NOTIFY channel of every Keel write worth waking for
-        self.statement_timeout = float(statement_timeout)
-        kwargs, admin_kwargs, target = connection_params(
-            url,
-            schema=schema,
-            connect_timeout=connect_timeout,
-            application_name=application_name,
-            statement_timeout=statement_timeout,
-        )
-        self.pool = Pool(url, target, kwargs, admin_kwargs)
+        self.statement_timeout = statement_timeout
+        self._sizes = sizes  # of the pool: min and max
+        self._timeouts = timeouts  # to connect, and to wait for a free connection
         self.writes = GroupCommit(self.pool, self.statement_timeout)
-        self._sizes = (min_size, max_size)
-        self._timeouts = (connect_timeout, pool_timeout)
         self.clock = ClockOffset()
         self.waiters = ChangeWaiters()  # changes.wait: woken by every notification
         self.work_waiters = ChangeWaiters()  # changes.wait_for_work: not by runs finishing

@@ -97,17 +97,12 @@ class PgRuns:
 
     async def renew(self, owner: str, leases: Sequence[Lease], ttl: float) -> RenewOutcome:
         check_ttl(ttl)
-        if not self.db.pool.is_open:
-            raise StoreError(f"the store of {self.db.target} is not open")
+        self.db.pool.check_open()
         if not leases:
             return RenewOutcome(self.db.clock.now() + ttl, frozenset(), frozenset())
         mine = [lease for lease in leases if lease.owner == owner]
-        params = {
-            "owner": owner,
-            "ttl": ttl,
-            "run_ids": [lease.run_id for lease in mine],
-            "tokens": [lease.token for lease in mine],
-        }
+        held = {"run_ids": [m.run_id for m in mine], "tokens": [m.token for m in mine]}
+        params = {"owner": owner, "ttl": ttl} | held
         [row] = await self.db.fetch_clocked(Q["renew_leases"], params, DICT)
         lost = {lease.run_id for lease in leases} - set(row["renewed"])
         return RenewOutcome(row["expires_at"], frozenset(lost), frozenset(row["cancel_requested"]))

@@ -7,16 +7,12 @@ over it.
 
 from __future__ import annotations
 
-from keel.store.ports import (
-    ChangeFeed,
-    IdempotencyKeys,
-    Mailbox,
-    OperatorReads,
-    RunJournal,
-    Schedules,
-    TaskQueues,
-    WorkerRegistry,
-)
+import math
+
+from keel.errors import ConfigurationError
+from keel.store import ports
+from keel.store.postgres._conn import check_schema, connection_params
+from keel.store.postgres._pool import Pool
 from keel.store.postgres._schema import migration_script
 from keel.store.postgres._sql import latest_version
 from keel.store.postgres.changes import PgChanges
@@ -64,27 +60,45 @@ class PostgresStore:
         application_name: str = "keel",
         statement_timeout: float = 30.0,
     ) -> None:
-        self.db = PgDatabase(
+        if not isinstance(url, str) or not url.strip():
+            raise ConfigurationError(f"PostgreSQL URL must be a non-empty string, not {url!r}")
+        if not 1 <= min_size <= max_size:
+            raise ConfigurationError(
+                f"need 1 <= min_size <= max_size, not min_size={min_size}, max_size={max_size}"
+            )
+        if not (connect_timeout > 0 and pool_timeout > 0):
+            raise ConfigurationError("connect_timeout and pool_timeout must be positive")
+        if isinstance(statement_timeout, bool) or not (
+            isinstance(statement_timeout, int | float) and 0 < statement_timeout < math.inf
+        ):
+            raise ConfigurationError(
+                f"statement_timeout must be a positive number of seconds, not {statement_timeout!r}"
+            )
+        kwargs, admin_kwargs, target = connection_params(
             url,
-            schema=schema,
-            min_size=min_size,
-            max_size=max_size,
+            schema=check_schema(schema),
             connect_timeout=connect_timeout,
-            pool_timeout=pool_timeout,
             application_name=application_name,
             statement_timeout=statement_timeout,
+        )
+        self.db = PgDatabase(
+            Pool(url, target, kwargs, admin_kwargs),
+            schema=schema,
+            statement_timeout=float(statement_timeout),
+            sizes=(min_size, max_size),
+            timeouts=(connect_timeout, pool_timeout),
         )
         self.url = url
         self.auto_migrate = auto_migrate
         # Typed as the ports: a Store's capability attributes are the protocols.
-        self.runs: RunJournal = PgRuns(self.db)
-        self.mailbox: Mailbox = PgMailbox(self.db)
-        self.tasks: TaskQueues = PgTasks(self.db)
-        self.keys: IdempotencyKeys = PgKeys(self.db)
-        self.schedules: Schedules = PgSchedules(self.db)
-        self.reads: OperatorReads = PgReads(self.db)
-        self.changes: ChangeFeed = PgChanges(self.db)
-        self.workers: WorkerRegistry = PgWorkers(self.db)
+        self.runs: ports.RunJournal = PgRuns(self.db)
+        self.mailbox: ports.Mailbox = PgMailbox(self.db)
+        self.tasks: ports.TaskQueues = PgTasks(self.db)
+        self.keys: ports.IdempotencyKeys = PgKeys(self.db)
+        self.schedules: ports.Schedules = PgSchedules(self.db)
+        self.reads: ports.OperatorReads = PgReads(self.db)
+        self.changes: ports.ChangeFeed = PgChanges(self.db)
+        self.workers: ports.WorkerRegistry = PgWorkers(self.db)
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.db.target!r}, schema={self.schema!r})"

@@ -10,7 +10,6 @@ from typing import Any
 
 from psycopg.rows import tuple_row
 
-from keel.errors import StoreError
 from keel.store._checks import (
     check_claim_limit,
     check_queue_limit,
@@ -66,17 +65,12 @@ class PgTasks:
 
     async def renew(self, owner: str, leases: Sequence[TaskLease], ttl: float) -> frozenset[int]:
         check_ttl(ttl)
-        if not self.db.pool.is_open:
-            raise StoreError(f"the store of {self.db.target} is not open")
+        self.db.pool.check_open()
         mine = [lease for lease in leases if lease.owner == owner]
         if not mine:
             return frozenset(lease.task_id for lease in leases)
-        params = {
-            "owner": owner,
-            "ttl": ttl,
-            "task_ids": [lease.task_id for lease in mine],
-            "attempts": [lease.attempt for lease in mine],
-        }
+        held = {"task_ids": [m.task_id for m in mine], "attempts": [m.attempt for m in mine]}
+        params = {"owner": owner, "ttl": ttl} | held
         [row] = await self.db.fetch_clocked(Q["renew_task_leases"], params, DICT)
         return frozenset(lease.task_id for lease in leases) - set(row["renewed"])
 
