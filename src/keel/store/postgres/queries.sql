@@ -40,9 +40,15 @@ r.run_id, r.workflow, r.version, r.state, p.input, p.result, p.error,
        r.parent_close, r.depth, r.chain_id, r.generation, r.continued_to
 
 -- name: get_runs
+-- One run (one: a scalar parameter, cheaper to send than an array), or several.
 SELECT {run_row}
 FROM runs r JOIN run_payloads p ON p.run_id = r.run_id
-WHERE r.run_id = ANY (%(run_ids)s::text[]);
+--[one
+WHERE r.run_id = %(run_id)s::text
+--]
+--[many
+WHERE r.run_id = ANY (%(run_ids)s::text[])
+--]
 
 -- name: run_filter
 -- The filters of list_runs and count_runs: %(workflows)s and %(states)s are

@@ -21,7 +21,7 @@ class PgReads:
     db: PgDatabase
 
     async def get_run(self, run_id: str) -> RunRecord | None:
-        return (await fetch_runs(self.db, [run_id])).get(run_id)
+        return await fetch_run(self.db, run_id)
 
     async def get_runs(self, run_ids: Collection[str]) -> dict[str, RunRecord]:
         return await fetch_runs(self.db, run_ids) if run_ids else {}
@@ -53,9 +53,16 @@ class PgReads:
         return await self.db.fetch(Q["load_events"], params, EVENT)
 
 
+async def fetch_run(db: PgDatabase, run_id: str) -> RunRecord | None:
+    """The row of run ``run_id``, if it exists."""
+    rows: list[RunRecord] = await db.fetch(Q.sql("get_runs", "one"), {"run_id": run_id}, RUN)
+    return rows[0] if rows else None
+
+
 async def fetch_runs(db: PgDatabase, run_ids: Collection[str]) -> dict[str, RunRecord]:
     """The rows of those of ``run_ids`` that exist, by run id."""
-    rows: list[RunRecord] = await db.fetch(Q["get_runs"], {"run_ids": sorted(set(run_ids))}, RUN)
+    params = {"run_ids": sorted(set(run_ids))}
+    rows: list[RunRecord] = await db.fetch(Q.sql("get_runs", "many"), params, RUN)
     return {run.run_id: run for run in rows}
 
 

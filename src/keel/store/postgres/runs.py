@@ -48,7 +48,7 @@ from keel.store.ports import Committed, Continue, Finish, Suspend, Turn
 from keel.store.postgres._sql import DICT, SNAPSHOT, Q, fields, run_record, without
 from keel.store.postgres._writes import Statement
 from keel.store.postgres.database import PgDatabase
-from keel.store.postgres.reads import fetch_runs
+from keel.store.postgres.reads import fetch_run, fetch_runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +74,7 @@ class PgRuns:
                 lease = Lease(run.run_id, lease_owner, row["lease_token"], row["lease_expires_at"])
             return created_record(run, row["created_at"], lease), lease, True
         # It exists (perhaps committed by a concurrent create a moment ago): write nothing.
-        existing = (await fetch_runs(self.db, [run.run_id])).get(run.run_id)
+        existing = await fetch_run(self.db, run.run_id)
         if existing is None:
             raise StoreError(f"run {run.run_id!r} exists but could not be read back")
         return existing, None, False
