@@ -18,7 +18,7 @@ from keel.store.ports import Finish, Suspend, Turn
 from keel.store.postgres import PostgresStore
 from keel.store.postgres._conn import ClockOffset
 from keel.store.postgres._sql import Q
-from keel.store.postgres.runs import turn_statement
+from keel.store.postgres.turns import turn_statement
 from keel.testing.conformance import StoreConformance, StoreFactory, event, leased, new_run
 from keel.testing.conformance_schedules import new_schedule
 from tests.pg import pg_url, postgres_server  # noqa: F401  (fixtures)

@@ -5,7 +5,7 @@ one round trip, one transaction (a lone write uses a connection of its own,
 sparing the pool checkout). Run writes that arrive while another batch of
 them is in flight are group-committed (see :mod:`keel.store.postgres._writes`).
 Wake-ups come by LISTEN/NOTIFY on one more connection. All time comparisons
-use the database clock; :meth:`PgDatabase.now` estimates it without a round
+use the database clock; :attr:`PgDatabase.clock` estimates it without a round
 trip, from the clock readings that claims and renewals bring back anyway.
 """
 
