@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from keel.store.postgres.database import PgDatabase
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass
 class PgChanges:
     """Waits on the LISTEN connection of a :class:`PgDatabase`."""
 

@@ -9,7 +9,7 @@ from keel.store.postgres._sql import DICT, Q
 from keel.store.postgres.database import PgDatabase
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass
 class PgKeys:
     """Step results stored under user keys, in a :class:`PgDatabase`."""
 

@@ -11,7 +11,7 @@ from keel.store.postgres.database import PgDatabase
 from keel.store.postgres.runs import chain_tip
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass
 class PgMailbox:
     """Signals sent to runs, buffered in a :class:`PgDatabase` until taken."""
 

@@ -183,16 +183,20 @@ SELECT clock.now, {run_row}
 FROM clock LEFT JOIN (claimed r JOIN run_payloads p ON p.run_id = r.run_id) ON true
 ORDER BY r.due, r.run_id;
 
+-- name: held
+-- A lease (of the row updated) still held by %(owner)s: an expired one cannot be
+-- renewed or used, since another worker may have claimed the run (or the task's
+-- attempt may be consumed).
+lease_owner = %(owner)s::text AND lease_expires_at >= clock.now
+
 -- name: renew_leases
--- An expired lease cannot be renewed: another worker may already have claimed
--- the run. Returns the clock, the new expiry, and which runs were renewed and
--- which of those have a cancel request.
+-- Returns the clock, the new expiry, and which runs were renewed and which of
+-- those have a cancel request.
 WITH {clock}, renewed AS (
     UPDATE runs SET lease_expires_at = clock.now + %(ttl)s::float8
     FROM clock, unnest(%(run_ids)s::text[], %(tokens)s::bigint[]) AS held (run_id, token)
     WHERE runs.run_id = held.run_id AND runs.lease_token = held.token
-      AND runs.lease_owner = %(owner)s::text AND runs.state = 'running'
-      AND runs.lease_expires_at >= clock.now
+      AND runs.state = 'running' AND {held}
     RETURNING runs.run_id, runs.cancel_requested
 )
 SELECT clock.now, clock.now + %(ttl)s::float8 AS expires_at,
@@ -201,11 +205,10 @@ SELECT clock.now, clock.now + %(ttl)s::float8 AS expires_at,
 FROM clock;
 
 -- name: fence
--- The fence of every write made for a worker: the lease's token and owner, the
--- run running, the lease unexpired on the database clock.
+-- The fence of every write made for a worker: the lease's token, the run
+-- running, the lease held.
 runs.run_id = %(run_id)s::text AND runs.lease_token = %(token)s::bigint
-      AND runs.lease_owner = %(owner)s::text AND runs.state = 'running'
-      AND runs.lease_expires_at >= clock.now
+      AND runs.state = 'running' AND {held}
 
 -- name: family
 -- The CTE "ended" (run_id, parent_run_id, state) holds runs that just ended.
@@ -580,14 +583,30 @@ RETURNING result;
 task_id, run_id, command, step, queue, priority, args, attempt, max_attempts, state,
        available_at, lease_owner, lease_expires_at, result, error, created_at
 
--- name: task_woken
--- After the CTEs "attempts" (the task rows changed) and "ended_tasks" (run_id
--- of each that ended): the runs are made due (a running one too: its holder's
--- suspend then sees its row changed) and task workers are notified.
-task_woken AS (
+-- name: end_attempts
+-- The attempts of the CTE "ending" (task_id, result, error, retry_at; rows it
+-- locked) end: completed with a result; else available again from retry_at
+-- at the next attempt (retry_at is NULL when none is left); else failed for
+-- good, keeping its last error when it brings none. A task that ended makes
+-- its run due (a running one too: its holder's suspend then sees its row
+-- changed), and task workers are notified.
+attempts AS (
+    UPDATE tasks
+    SET state = CASE WHEN ending.result IS NOT NULL THEN 'completed'
+                     WHEN ending.retry_at IS NOT NULL THEN 'available'
+                     ELSE 'failed' END,
+        available_at = coalesce(ending.retry_at, tasks.available_at),
+        attempt = tasks.attempt + (ending.retry_at IS NOT NULL)::integer,
+        result = ending.result, error = coalesce(ending.error, tasks.error),
+        lease_owner = NULL, lease_expires_at = NULL
+    FROM ending
+    WHERE tasks.task_id = ending.task_id
+    RETURNING tasks.run_id, tasks.state
+), task_woken AS (
     UPDATE runs SET {wake}
     FROM clock
-    WHERE runs.run_id IN (SELECT run_id FROM ended_tasks) AND {live}
+    WHERE {live} AND runs.run_id IN (
+        SELECT run_id FROM attempts WHERE state IN ('completed', 'failed'))
 ), task_notified AS (
     SELECT count(pg_notify(%(channel)s::text, 'task'))
     FROM (SELECT 1 FROM attempts LIMIT 1) AS any_attempt
@@ -596,35 +615,27 @@ task_woken AS (
 -- name: sweep_tasks
 -- An expired task lease consumes its attempt: available again at once at the
 -- next attempt, or failed for good when none is left (error: the JSON of
--- _checks.lease_expired_error), which wakes its run. Run by claim_tasks in
--- the transaction of its claim, just before it. Rows another sweeper holds
--- are skipped. At most 500 per claim, oldest expiry first, so that a mass
--- expiry (a fleet of task workers lost) is worked off in short transactions.
--- SET expressions read the row as it was.
+-- _checks.lease_expired_error). Run by claim_tasks in the transaction of its
+-- claim, just before it. Rows another sweeper holds are skipped. At most 500
+-- per claim, oldest expiry first, so that a mass expiry (a fleet of task
+-- workers lost) is worked off in short transactions.
 WITH {clock}, expired AS (
-    SELECT tasks.task_id FROM tasks, clock
+    SELECT tasks.task_id, tasks.attempt, tasks.attempt < tasks.max_attempts AS retry
+    FROM tasks, clock
     WHERE tasks.state = 'leased' AND tasks.lease_expires_at < clock.now
     ORDER BY tasks.lease_expires_at
     LIMIT 500
     FOR UPDATE OF tasks SKIP LOCKED
-), attempts AS (
-    UPDATE tasks
-    SET state = CASE WHEN attempt >= max_attempts THEN 'failed' ELSE 'available' END,
-        available_at = CASE WHEN attempt >= max_attempts THEN available_at ELSE clock.now END,
-        attempt = CASE WHEN attempt >= max_attempts THEN attempt ELSE attempt + 1 END,
-        error = convert_to(jsonb_build_object(
-            'type', 'keel.errors.StepTimeoutError',
-            'message', 'task lease expired on attempt ' || attempt
-                       || CASE WHEN attempt >= max_attempts
-                               THEN ' and no attempts are left' ELSE '' END,
-            'traceback', '')::text, 'UTF8'),
-        lease_owner = NULL, lease_expires_at = NULL
+), ending AS (
+    SELECT expired.task_id, NULL::bytea AS result,
+           CASE WHEN expired.retry THEN clock.now END AS retry_at,
+           convert_to(jsonb_build_object(
+               'type', 'keel.errors.StepTimeoutError',
+               'message', 'task lease expired on attempt ' || expired.attempt
+                          || CASE WHEN expired.retry THEN '' ELSE ' and no attempts are left' END,
+               'traceback', '')::text, 'UTF8') AS error
     FROM expired, clock
-    WHERE tasks.task_id = expired.task_id
-    RETURNING tasks.run_id, tasks.state
-), ended_tasks AS (
-    SELECT run_id FROM attempts WHERE state = 'failed'
-), {task_woken}
+), {end_attempts}
 SELECT count(*) AS n FROM attempts, task_notified;
 
 -- name: lock_queues
@@ -675,40 +686,27 @@ FROM clock LEFT JOIN claimed ON true
 ORDER BY priority DESC, available_at, task_id;
 
 -- name: renew_task_leases
--- An expired task lease cannot be renewed: its attempt may already be consumed.
 WITH {clock}, renewed AS (
     UPDATE tasks SET lease_expires_at = clock.now + %(ttl)s::float8
     FROM clock, unnest(%(task_ids)s::bigint[], %(attempts)s::bigint[]) AS held (task_id, attempt)
     WHERE tasks.task_id = held.task_id AND tasks.attempt = held.attempt
-      AND tasks.lease_owner = %(owner)s::text AND tasks.state = 'leased'
-      AND tasks.lease_expires_at >= clock.now
+      AND tasks.state = 'leased' AND {held}
     RETURNING tasks.task_id
 )
 SELECT clock.now, array(SELECT task_id FROM renewed) AS renewed FROM clock;
 
 -- name: end_attempt
--- Fenced by the task lease. Completed (a result): stored. Failed with
--- retry_at and an attempt left: available again from retry_at at the next
--- attempt. Otherwise failed for good. A task that ended wakes its run.
-WITH {clock}, attempts AS (
-    UPDATE tasks
-    SET state = CASE WHEN %(result)s::bytea IS NOT NULL THEN 'completed'
-                     WHEN %(retry_at)s::float8 IS NOT NULL AND attempt < max_attempts
-                     THEN 'available' ELSE 'failed' END,
-        available_at = CASE WHEN %(retry_at)s::float8 IS NOT NULL AND attempt < max_attempts
-                            THEN %(retry_at)s::float8 ELSE available_at END,
-        attempt = CASE WHEN %(retry_at)s::float8 IS NOT NULL AND attempt < max_attempts
-                       THEN attempt + 1 ELSE attempt END,
-        result = %(result)s::bytea, error = coalesce(%(error)s::bytea, error),
-        lease_owner = NULL, lease_expires_at = NULL
-    FROM clock
-    WHERE tasks.task_id = %(task_id)s::bigint AND tasks.lease_owner = %(owner)s::text
-      AND tasks.attempt = %(attempt)s::bigint AND tasks.state = 'leased'
-      AND tasks.lease_expires_at >= clock.now
-    RETURNING tasks.run_id, tasks.state
-), ended_tasks AS (
-    SELECT run_id FROM attempts WHERE state IN ('completed', 'failed')
-), {task_woken}
+-- One attempt ends (see {end_attempts}), fenced by its task lease; a retry
+-- only while an attempt is left.
+WITH {clock}, ending AS (
+    SELECT tasks.task_id, %(result)s::bytea AS result, %(error)s::bytea AS error,
+           CASE WHEN tasks.attempt < tasks.max_attempts THEN %(retry_at)s::float8 END
+               AS retry_at
+    FROM tasks, clock
+    WHERE tasks.task_id = %(task_id)s::bigint AND tasks.attempt = %(attempt)s::bigint
+      AND tasks.state = 'leased' AND {held}
+    FOR UPDATE OF tasks
+), {end_attempts}
 SELECT 1 FROM attempts, task_notified;
 
 -- name: task_fence_row

@@ -14,7 +14,7 @@ from keel.store.postgres._sql import DICT, EVENT, RUN, Q
 from keel.store.postgres.database import PgDatabase
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass
 class PgReads:
     """Reads for people and tools, in a :class:`PgDatabase`."""
 

@@ -49,7 +49,7 @@ from keel.store.postgres.reads import fetch_run, fetch_runs
 from keel.store.postgres.turns import fence, turn_statement
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass
 class PgRuns:
     """Runs, their journals, leases and fencing, in a :class:`PgDatabase`."""
 

@@ -16,7 +16,7 @@ from keel.store.postgres.database import PgDatabase
 from keel.store.postgres.runs import one_run
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass
 class PgSchedules:
     """Cron and one-shot schedules, in a :class:`PgDatabase`."""
 

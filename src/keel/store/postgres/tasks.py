@@ -23,7 +23,7 @@ from keel.store.postgres._writes import Statement
 from keel.store.postgres.database import PgDatabase
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass
 class PgTasks:
     """Task queues and their limits, in a :class:`PgDatabase`."""
 

@@ -22,7 +22,7 @@ from keel.store.postgres.liveness import (
 log = logging.getLogger("keel.store.postgres")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass
 class PgWorkers:
     """Workers' ``(workflow, version)`` pairs and liveness locks, in a :class:`PgDatabase`."""
 
