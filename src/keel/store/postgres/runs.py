@@ -117,7 +117,8 @@ class PgRuns:
                 rows = await self.db.write(sql, params, DICT)
         except StoreError as exc:
             # A unique violation rolled the statement back: say which ids are taken.
-            taken = await fetch_runs(self.db, params.get("run_ids", []))
+            born = params.get("run_ids")  # the children, and a successor
+            taken = await fetch_runs(self.db, born) if born else {}
             if taken:
                 raise RunExistsError(sorted(taken)) from exc
             raise
