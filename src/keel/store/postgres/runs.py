@@ -107,14 +107,17 @@ class PgRuns:
 
     async def commit(self, lease: Lease, turn: Turn) -> Committed:
         sql, params = turn_statement(lease, turn, self.db.channel)
+        # Only a turn with tasks reads its row (the task ids); others need to know
+        # that one came back, and the hot path skips making a dict of it.
+        row = DICT if turn.tasks else tuple_row
         try:
             if isinstance(turn.end, Continue):
                 # The row lock first, so that the commit's snapshot sees every
                 # signal committed before it (see lock_run).
                 lock = Statement(Q["lock_run"], {"run_id": lease.run_id}, tuple_row)
-                _, rows = await self.db.transaction(lock, Statement(sql, params, DICT))
+                _, rows = await self.db.transaction(lock, Statement(sql, params, row))
             else:
-                rows = await self.db.write(sql, params, DICT)
+                rows = await self.db.write(sql, params, row)
         except StoreError as exc:
             # A unique violation rolled the statement back: say which ids are taken.
             born = params.get("run_ids")  # the children, and a successor
@@ -124,7 +127,9 @@ class PgRuns:
             raise
         if not rows:
             raise await self._fence_error(lease, turn)
-        ids = {row["command"]: row["task_id"] for row in rows if row.get("task_id") is not None}
+        if not turn.tasks:
+            return Committed()
+        ids = {r["command"]: r["task_id"] for r in rows}
         return Committed([ids[task.command] for task in turn.tasks])
 
     async def request_cancel(self, run_id: str, cancelled_event: NewEvent) -> RunState:
