@@ -17,7 +17,8 @@ from keel.store.base import NewEvent, NewRun
 from keel.store.ports import Finish, Suspend, Turn
 from keel.store.postgres import PostgresStore
 from keel.store.postgres._conn import ClockOffset
-from keel.store.postgres.store import Q
+from keel.store.postgres._sql import Q
+from keel.store.postgres.turns import turn_statement
 from keel.testing.conformance import StoreConformance, StoreFactory, event, leased, new_run
 from keel.testing.conformance_schedules import new_schedule
 from tests.pg import pg_url, postgres_server  # noqa: F401  (fixtures)
@@ -95,7 +96,7 @@ def test_store_recovers_after_its_connections_are_killed(pg_url: str) -> None:  
         await other.open()
         try:
             await store.runs.create(new_run("before"))
-            listener = store._listener
+            listener = store.db.listener
             assert listener is not None and listener.connected.is_set()
             assert _kill_other_backends(pg_url) >= 3  # pool connections and the listeners
 
@@ -128,7 +129,7 @@ def test_a_connection_lost_mid_query_is_a_store_error(pg_url: str) -> None:  # n
         try:
 
             async def slow() -> None:
-                async with store._connection() as conn:
+                async with store.db.pool.connection() as conn:
                     await conn.execute("SELECT pg_sleep(10)")
 
             task = asyncio.create_task(slow())
@@ -159,7 +160,7 @@ def test_clock_offset_is_zero_for_a_local_server(pg_url: str) -> None:  # noqa: 
         try:
             assert abs(await store.now() - time.time()) < 0.01
             await store.runs.claim("w", limit=1, ttl=1)  # refreshes the offset
-            assert store._clock.offset == 0.0  # same machine, same clock
+            assert store.db.clock.offset == 0.0  # same machine, same clock
         finally:
             await store.close()
 
@@ -362,13 +363,10 @@ def test_child_ending_while_parent_suspend_waits_for_the_row_still_wakes(
             started = NewEvent("child_started", "child:wf#0", b"{}")
             await store.runs.commit(lease, Turn(1, [started], children=[child]))
             [claimed] = await store.runs.claim("w2", limit=1, ttl=30)
-            params = store._fence(claimed.lease, 1, []) | {
-                "state": "completed",
-                "result": b"1",
-                "error": None,
-            }
-            cur = await finisher.execute(Q["finish_run"], params)  # rows locked, not committed
-            assert await cur.fetchall() == [(1,)]
+            end = Finish(RunState.COMPLETED, result=b"1")
+            sql, params = turn_statement(claimed.lease, Turn(1, [], end=end), store.channel)
+            cur = await finisher.execute(sql, params)  # rows locked, not committed
+            assert await cur.fetchall() == [("p/c",)]
             suspend = asyncio.create_task(
                 store.runs.commit(lease, Turn(2, [], end=Suspend(None, wake_on_children=["p/c"])))
             )

@@ -8,7 +8,7 @@ import asyncio
 import psycopg
 
 from keel.store.postgres import PostgresStore
-from keel.store.postgres.store import Q
+from keel.store.postgres._sql import Q
 from keel.testing.conformance import new_run
 from tests.conformance.test_postgres import until_blocked_on_a_lock
 from tests.pg import pg_url, postgres_server  # noqa: F401  (fixtures)
@@ -37,7 +37,7 @@ def test_a_repeat_blocked_behind_the_first_send_is_a_no_op(pg_url: str) -> None:
             assert await asyncio.wait_for(repeat, 5) is None
             signal = await store.mailbox.next("r1", "go")
             assert signal is not None and signal.payload == b"1"
-            async with store._connection() as conn:
+            async with store.db.pool.connection() as conn:
                 cur = await conn.execute("SELECT count(*) FROM signals")
                 assert await cur.fetchone() == (1,)
         finally:
