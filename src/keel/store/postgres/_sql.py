@@ -109,7 +109,13 @@ def run_record(**columns: Any) -> base.RunRecord:
 
 def fields(record: Any) -> dict[str, Any]:
     """A record's fields by name: the parameters of statements that name them alike."""
-    return {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+    names = _FIELDS.get(type(record))
+    if names is None:
+        names = _FIELDS[type(record)] = tuple(f.name for f in dataclasses.fields(record))
+    return {name: getattr(record, name) for name in names}
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {}  # the field names of each record class
 
 
 def without(row: dict[str, Any], *names: str) -> dict[str, Any]:

@@ -398,7 +398,7 @@ WITH {clock}, fenced AS (
 --[notify
 , notified AS (
     SELECT count(pg_notify(%(channel)s::text, kind))
-    FROM fenced, unnest(%(notify)s::text[]) AS kind
+    FROM fenced, unnest(string_to_array(%(notify)s::text, ',')) AS kind
 )
 --]
 SELECT fenced.run_id

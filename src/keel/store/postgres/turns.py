@@ -22,45 +22,41 @@ def turn_statement(lease: Lease, turn: Turn, channel: str) -> tuple[str, dict[st
     A turn refused by the checks every store makes raises here, before any write."""
     events, end = turn.events, turn.end
     check_end(lease.run_id, end)
-    check_children([*turn.children, *([end.successor] if isinstance(end, Continue) else [])])
-    check_tasks(lease.run_id, turn.tasks)
-    params: dict[str, Any] = fence(lease) | {
+    successor = end.successor if isinstance(end, Continue) else None
+    params: dict[str, Any] = {
+        "run_id": lease.run_id,
+        "token": lease.token,
+        "owner": lease.owner,
         "first_seq": turn.first_seq,
         "n": len(events),
         "signal_id": turn.consume_signal,
-        "successor": end.successor.run_id if isinstance(end, Continue) else None,
+        "successor": None if successor is None else successor.run_id,
         "channel": channel,
     }
-    tags: list[str] = []
-    notify: list[str] = []  # what the turn tells listeners, on commit
-    if len(events) == 1:  # the common case: scalars, cheaper to send than three arrays
+    if len(events) == 1:  # the hot path: scalars, cheaper to send than three arrays
         [e] = events
-        tags.append("one")
-        params |= {"type": e.type, "command": e.command, "data": e.data}
+        tags = ["one"]
+        params["type"], params["command"], params["data"] = e.type, e.command, e.data
     else:
-        tags.append("many")
-        params |= {
-            "types": [e.type for e in events],
-            "commands": [e.command for e in events],
-            "datas": [e.data for e in events],
-        }
+        tags = ["many"]
+        params["types"] = [e.type for e in events]
+        params["commands"] = [e.command for e in events]
+        params["datas"] = [e.data for e in events]
     if turn.consume_signal is not None:
         tags.append("signal")
-    if turn.children:
-        notify.append("created")
-    born: list[tuple[NewRun, str | None]] = [(c, lease.run_id) for c in turn.children]
-    if isinstance(end, Continue):
-        born.append((end.successor, end.successor.parent_run_id))
-    if born:
+    if turn.children or successor is not None:
+        born: list[tuple[NewRun, str | None]] = [(c, lease.run_id) for c in turn.children]
+        if successor is not None:
+            born.append((successor, successor.parent_run_id))
+        check_children([r for r, _ in born])
         tags.append("born")
         params |= _born(born)
     if turn.tasks:
+        check_tasks(lease.run_id, turn.tasks)
         tags.append("tasks")
-        notify.append("dispatched")
         params |= _tasks(turn)
     if isinstance(end, Suspend):
         tags.append("suspend")
-        notify.append("suspended")
         params |= {
             "state": RunState.SUSPENDED.value,
             "wake_at": end.wake_at,
@@ -71,16 +67,25 @@ def turn_statement(lease: Lease, turn: Turn, channel: str) -> tuple[str, dict[st
         }
     elif isinstance(end, Finish):
         tags.append("finish")
-        notify.append("finished")
         params |= {"state": RunState(end.state).value, "result": end.result, "error": end.error}
-    elif isinstance(end, Continue):
+    elif successor is not None:
         tags.append("continue")
-        notify.append("created")
         params["state"] = RunState.CONTINUED.value
+    # What the turn tells listeners, on commit: one text (an array costs more to send).
+    notify = [_NOTIFY[tag] for tag in tags if tag in _NOTIFY]
     if notify:
         tags.append("notify")
-        params["notify"] = list(dict.fromkeys(notify))
+        params["notify"] = ",".join(dict.fromkeys(notify))
     return Q.sql("commit", *tags), params
+
+
+#: The NOTIFY payload of each part of a turn that has one (see _listener.py).
+_NOTIFY = {
+    "born": "created",
+    "tasks": "dispatched",
+    "suspend": "suspended",
+    "finish": "finished",
+}
 
 
 def _born(born: list[tuple[NewRun, str | None]]) -> dict[str, Any]:
