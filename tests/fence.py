@@ -78,9 +78,9 @@ class Fence:
             for owner in (psycopg.Connection, psycopg.AsyncConnection):
                 original = owner.__dict__["connect"]  # a classmethod; pools call cls.connect()
                 restore.append((owner, "connect", original))
-                owner.connect = classmethod(self._fenced(original.__func__))
+                owner.connect = classmethod(self._fenced(original.__func__))  # type: ignore[method-assign,assignment]
             restore.append((psycopg, "connect", psycopg.connect))
-            psycopg.connect = self._fenced(psycopg.connect)  # type: ignore[assignment]
+            psycopg.connect = self._fenced(psycopg.connect)
         self.breaches = []
         self._test = test
         try:
