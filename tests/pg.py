@@ -10,8 +10,9 @@ A session creates ``keel_<pid>_<random>_tpl`` once, migrated by opening a
 ... TEMPLATE``: no migrations per test). Two spares are cloned ahead of need
 in the background. A used database is dropped in the background as soon as
 its test ends, on several threads: each ``DROP DATABASE`` waits for a
-checkpoint, and concurrent drops share one, so a session's end has little
-left to drop and drops that in parallel too. Every statement the harness
+checkpoint, and concurrent drops share one. At most MAX_PENDING_DROPS wait
+(a test's teardown waits when more would), so a session's end has little left
+to drop, and drops that in parallel too. Every statement the harness
 sends waits out a server restart (see :func:`retrying`). Use the fixtures
 (list this module in ``pytest_plugins``, or import them into a test module)
 or the plain functions::
@@ -47,6 +48,9 @@ URL_ENV = "KEEL_TEST_POSTGRES_URL"
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 SPARES = 2  # databases cloned ahead of need
 DROP_THREADS = 8  # concurrent DROP DATABASEs (they share checkpoints)
+# Used databases waiting to be dropped, at most: when drops fall behind the
+# tests (a loaded server), a test's teardown waits, so the session's end stays short.
+MAX_PENDING_DROPS = 2 * DROP_THREADS
 RESTART_DEADLINE = 60.0  # seconds every harness statement waits for a restarting server
 PROBE_REFUSED_GRACE = 3.0  # seconds the first probe retries a refused connection
 # tests/fence.py lets threads named so connect while a unit test runs.
@@ -195,6 +199,7 @@ class Session:
         self.spares: collections.deque[concurrent.futures.Future[str]] = collections.deque()
         self.cloner: concurrent.futures.ThreadPoolExecutor | None = None
         self.dropper: concurrent.futures.ThreadPoolExecutor | None = None
+        self.pending_drops = threading.BoundedSemaphore(MAX_PENDING_DROPS)
         self.at_exit = False
 
     # -- statements, each waiting out a restart ------------------------------------
@@ -307,20 +312,29 @@ class Session:
             self.created.discard(name)
 
     def drop_database_later(self, url: str) -> None:
-        """:meth:`drop_database` in the background (or now, if the session is ending).
+        """:meth:`drop_database` in the background (or now, if the session is ending),
+        after waiting while MAX_PENDING_DROPS drops are pending.
 
         A background drop that fails leaves the name in ``created``: drop_all retries it.
         """
+
+        def drop() -> None:
+            try:
+                self.drop_database(url)
+            finally:
+                self.pending_drops.release()
+
         with self.lock:
             if self.dropper is None:
                 self.dropper = concurrent.futures.ThreadPoolExecutor(
                     DROP_THREADS, thread_name_prefix=f"{THREAD_PREFIX}-drop"
                 )
             dropper = self.dropper
+        self.pending_drops.acquire()
         try:
-            dropper.submit(self.drop_database, url)
+            dropper.submit(drop)
         except RuntimeError:  # drop_all is shutting it down, or the interpreter is exiting
-            self.drop_database(url)
+            drop()
 
     def drop_all(self) -> None:
         """Drop every database this session made, spares included, template last. Idempotent."""
