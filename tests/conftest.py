@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -28,12 +28,13 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def make_store(backend: str, tmp_path: Path) -> Callable[[], Any]:
+def make_store(backend: str, tmp_path: Path) -> Iterator[Callable[[], Any]]:
     """A factory of fresh (unopened) stores of the parametrised backend.
 
     Every store made by one test shares one database (the memory store
     object, the SQLite file, the PostgreSQL database), so several stores act
-    like several processes on one database.
+    like several processes on one database. The PostgreSQL database is
+    dropped (in the background) when the test ends.
     """
     shared_memory: list[MemoryStore] = []
     pg_url: list[str] = []
@@ -49,7 +50,9 @@ def make_store(backend: str, tmp_path: Path) -> Callable[[], Any]:
             return PostgresStore(pg_url[0])
         return SQLiteStore(tmp_path / "keel.db")
 
-    return make
+    yield make
+    for url in pg_url:
+        pg.drop_database_later(url)
 
 
 @pytest.fixture

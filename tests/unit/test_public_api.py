@@ -1,4 +1,10 @@
-"""The public API: one curated, sorted ``__all__``; everything in it is documented."""
+"""The public API: one curated, sorted ``__all__``; everything in it is documented.
+
+``keel.__all__`` is pinned to the literal list below, so adding or removing a
+public name takes a deliberate edit here too. ``keel.testing`` and
+``keel.errors`` define no ``__all__``; every exception ``keel.errors`` defines
+must be in ``keel.__all__``, so the pin covers the exception tree as well.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,83 @@ import inspect
 
 import keel
 from keel import errors
+
+PUBLIC_API = [
+    "ChildHandle",
+    "ChildWorkflowCancelled",
+    "ChildWorkflowError",
+    "Client",
+    "ConfigurationError",
+    "ContinueAsNew",
+    "ControlFlowSwallowedError",
+    "DatabaseCorruptError",
+    "DatabaseError",
+    "HistoryEvent",
+    "InvalidInputError",
+    "InvalidScheduleError",
+    "KeelControl",
+    "KeelError",
+    "LeaseLostError",
+    "NondeterminismError",
+    "PatchMismatchError",
+    "QueueInfo",
+    "Registry",
+    "ResultTimeoutError",
+    "RetryPolicy",
+    "RunCancelledError",
+    "RunCancellingError",
+    "RunExistsError",
+    "RunFailedError",
+    "RunFinishedError",
+    "RunHandle",
+    "RunInfo",
+    "RunList",
+    "RunNotFoundError",
+    "RunState",
+    "Saga",
+    "ScheduleExistsError",
+    "ScheduleInfo",
+    "ScheduleNotFoundError",
+    "SchemaMissingError",
+    "SerializationError",
+    "SignalTimeoutError",
+    "StepDef",
+    "StepFailedError",
+    "StepInfo",
+    "StepTimeoutError",
+    "StoreError",
+    "Worker",
+    "WorkflowCancelled",
+    "WorkflowDef",
+    "WorkflowError",
+    "WorkflowNotFoundError",
+    "WorkflowSuspended",
+    "cancel_requested",
+    "continue_as_new",
+    "current_step",
+    "deprecate_patch",
+    "get_child",
+    "in_workflow",
+    "now",
+    "open_store",
+    "patched",
+    "random",
+    "run_child",
+    "saga",
+    "side_effect",
+    "sleep",
+    "start_child",
+    "step",
+    "uuid4",
+    "wait_for_signal",
+    "workflow",
+]
+
+
+def test_all_is_exactly_the_pinned_public_api() -> None:
+    added = sorted(set(keel.__all__) - set(PUBLIC_API))
+    removed = sorted(set(PUBLIC_API) - set(keel.__all__))
+    assert keel.__all__ == PUBLIC_API, f"added {added}, removed {removed}"
 
 
 def test_all_is_sorted_unique_and_importable() -> None:
