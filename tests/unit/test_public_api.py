@@ -24,6 +24,7 @@ PUBLIC_API = [
     "DatabaseCorruptError",
     "DatabaseError",
     "HistoryEvent",
+    "IllegalTransitionError",
     "InvalidInputError",
     "InvalidScheduleError",
     "KeelControl",
