@@ -14,7 +14,7 @@ from keel.core.events import EventType
 from keel.core.journal import JournalEntry
 from keel.errors import LeaseLostError
 from keel.replay import check_journal
-from keel.worker.continue_as_new import successor_id
+from keel.worker.plan.ending import successor_id
 from tests.integration._support import wait_state, wait_until
 
 calls: Counter[str] = Counter()

@@ -1,0 +1,195 @@
+"""What a run's driver may do, as data: the planners (:mod:`keel.worker.plan`)
+return these, and :class:`keel.worker.effects.RunEffects` carries them out.
+
+Three families:
+
+* performed at once, in order: :class:`RecordEvent` (journal an event into
+  the execution's outbox and feed it to the workflow) and the fenced writes
+  (:class:`Commit`, :class:`ConsumeSignal`, :class:`Dispatch`,
+  :class:`StartChildren`), :class:`StoreKeyed`, :class:`ReportAttempt`;
+* work started in this worker once the turn settles: :class:`StartAttempt`,
+  :class:`WaitUntil`;
+* what ends the turn: :class:`Suspend` (built from the :data:`Wake`
+  conditions the planners return), :class:`Finish`, :class:`Continue`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from keel.core.commands import Command
+from keel.core.events import EventType
+from keel.core.states import RunState
+from keel.store.base import NewRun, NewTask
+
+# --- journal and store writes ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RecordEvent:
+    """Journal an event of ``command`` (``None``: of the run) into the outbox and
+    feed it to the workflow; it becomes durable with the next write."""
+
+    command: Command | None
+    type: EventType
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """Write what is journaled and not yet durable (one fenced write), if anything."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumeSignal:
+    """Write the journal now, consuming mailbox row ``signal_id`` in the same
+    transaction (its ``signal_received`` is in the outbox)."""
+
+    signal_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """Write the journal with these tasks (their ``step_dispatched`` events are
+    in the outbox): one transaction inserts them all."""
+
+    tasks: tuple[NewTask, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StartChildren:
+    """Write the journal creating these child runs (their ``child_started``
+    events are in the outbox): one transaction makes them all."""
+
+    runs: tuple[NewRun, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreKeyed:
+    """Store a dispatched step's result under its idempotency key, unless a
+    result is stored there already (the first stored wins); the next turn
+    reads which one it is and journals that."""
+
+    scope: str
+    key: str
+    result: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReportAttempt:
+    """Log a failed step attempt (one WARNING), before its event is journaled.
+    ``then % args`` says what happens next; formatted only if logged."""
+
+    step: str
+    attempt: int
+    max_attempts: int
+    error: BaseException
+    then: str
+    args: tuple[object, ...] = ()
+
+
+# --- in-worker work ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StartAttempt:
+    """Run attempt number ``attempt`` of an inline step or side effect here."""
+
+    command: Command
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class WaitUntil:
+    """Wait in this worker until ``at`` (store clock): a timer about to fire,
+    or a retry about to be due, within the worker's ``inline_wait``."""
+
+    command: Command
+    what: Literal["timer", "retry"]
+    at: float
+
+
+# --- what wakes a suspended run --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WakeAt:
+    """Be due again at ``at`` (a timer, a retry, a signal's deadline)."""
+
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class WakeOnSignal:
+    """Be woken when a signal named ``name`` arrives."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class WakeOnTask:
+    """Be woken when the task of dispatched step ``command`` (its key) ends."""
+
+    command: str
+
+
+@dataclass(frozen=True, slots=True)
+class WakeOnChild:
+    """Be woken when child run ``run_id`` ends."""
+
+    run_id: str
+
+
+Wake = WakeAt | WakeOnSignal | WakeOnTask | WakeOnChild
+
+# --- ending the turn -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Suspend:
+    """Write the journal and release the run until one of its wake-ups (see
+    :meth:`keel.store.base.Store.suspend_run`)."""
+
+    wake_at: float | None = None
+    signals: frozenset[str] = frozenset()
+    tasks: frozenset[str] = frozenset()
+    children: frozenset[str] = frozenset()
+    cancel_delivered: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """Write the journal and end the run in ``state``; ``failure`` is the error
+    a failed run is logged with."""
+
+    state: RunState
+    result: bytes | None = None
+    error: bytes | None = None
+    failure: BaseException | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Continue:
+    """Write the journal, end the run ``continued`` and create ``successor``."""
+
+    successor: NewRun
+
+
+Action = (
+    RecordEvent
+    | Commit
+    | ConsumeSignal
+    | Dispatch
+    | StartChildren
+    | StoreKeyed
+    | ReportAttempt
+    | StartAttempt
+    | WaitUntil
+    | Suspend
+    | Finish
+    | Continue
+)
+
+#: What a planner returns: actions, and the conditions that wake the run if it suspends.
+Planned = Action | Wake

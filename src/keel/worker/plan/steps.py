@@ -1,0 +1,95 @@
+"""Inline steps and side effects: when to run the next attempt, and what to
+journal once an attempt has ended (its result, a retry, or the step's failure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from keel.core import codec
+from keel.core import journal as jr
+from keel.core.commands import Command
+from keel.core.events import CommandKind, EventType
+from keel.errors import SerializationError, error_info
+from keel.worker.actions import (
+    Action,
+    Planned,
+    RecordEvent,
+    ReportAttempt,
+    StartAttempt,
+    WaitUntil,
+    WakeAt,
+)
+from keel.worker.step_runner import StoredResult
+
+
+def plan_attempt(cmd: Command, now: float, inline_wait: float) -> list[Planned]:
+    """The next attempt of ``cmd``: now, after a retry delay waited here (if it is
+    due within ``inline_wait`` seconds), or at a durable wake-up."""
+    retry_at = cmd.retry_at
+    if retry_at is not None and retry_at > now:
+        if retry_at - now <= inline_wait:
+            return [WaitUntil(cmd, "retry", retry_at)]
+        return [WakeAt(retry_at)]
+    return [StartAttempt(cmd, cmd.attempts + 1)]
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """How a step attempt ended: its return value, or what it raised (a
+    cancelled attempt raised :class:`asyncio.CancelledError`)."""
+
+    value: Any = None
+    error: BaseException | None = None
+
+
+def plan_attempt_ended(
+    cmd: Command, attempt: int, ended: Ended, now: float, jitter: float
+) -> list[Action]:
+    """What to journal for attempt ``attempt`` of ``cmd``: its result, a retry
+    (``step_attempt_failed`` with the retry time, from ``now`` on the worker's
+    clock and the uniform draw ``jitter``) or the step's failure."""
+    step = cmd.id.kind is CommandKind.STEP
+    if ended.error is None:
+        reused = False
+        value = ended.value
+        if isinstance(value, StoredResult):
+            data, reused = value.data, value.reused
+        else:
+            try:
+                data = codec.encode(value, what=f"result of {cmd.id.describe()}")
+            except SerializationError as enc_exc:
+                return _failed(cmd, attempt, enc_exc, "not retried")
+        extra = {"reused": True, "idempotency_key": cmd.idempotency_key} if reused else {}
+        if step:
+            event, data_ = EventType.STEP_COMPLETED, {"result": jr.raw(data)}
+        else:
+            event, data_ = EventType.SIDE_EFFECT, {"value": jr.raw(data)}
+        body = jr.envelope(**data_, args_hash=cmd.args_hash, attempt=attempt, **extra)
+        return [RecordEvent(cmd, event, body)]
+    exc = ended.error
+    policy = cmd.target.retry
+    if isinstance(exc, SerializationError):  # a result that cannot be stored: no retry
+        return _failed(cmd, attempt, exc, "not retried")
+    if isinstance(exc, Exception) and policy.should_retry(attempt, exc):
+        delay = policy.delay(attempt, jitter)
+        data = jr.envelope(
+            attempt=attempt, error=error_info(exc), retry_at=now + delay, args_hash=cmd.args_hash
+        )
+        return [
+            _report(cmd, attempt, exc, "retrying in %.3gs", delay),
+            RecordEvent(cmd, EventType.STEP_ATTEMPT_FAILED, data),
+        ]
+    why = "no attempts left" if attempt >= policy.max_attempts else "not retryable"
+    return _failed(cmd, attempt, exc, why)
+
+
+def _failed(cmd: Command, attempt: int, exc: BaseException, why: str) -> list[Action]:
+    data = jr.envelope(attempts=attempt, error=error_info(exc), args_hash=cmd.args_hash)
+    return [_report(cmd, attempt, exc, why), RecordEvent(cmd, EventType.STEP_FAILED, data)]
+
+
+def _report(
+    cmd: Command, attempt: int, exc: BaseException, then: str, *args: object
+) -> ReportAttempt:
+    return ReportAttempt(cmd.id.name, attempt, cmd.target.retry.max_attempts, exc, then, args)
