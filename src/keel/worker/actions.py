@@ -11,6 +11,10 @@ Three families:
   :class:`WaitUntil`;
 * what ends the turn: :class:`Suspend` (built from the :data:`Wake`
   conditions the planners return), :class:`Finish`, :class:`Continue`.
+
+Actions are never changed once planned, but they are plain slotted
+dataclasses, not frozen ones: several are made per step on the hot path, and
+a frozen dataclass takes three times as long to build.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from keel.store.base import NewRun, NewTask
 # --- journal and store writes ---------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RecordEvent:
     """Journal an event of ``command`` (``None``: of the run) into the outbox and
     feed it to the workflow; it becomes durable with the next write."""
@@ -36,12 +40,12 @@ class RecordEvent:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Commit:
     """Write what is journaled and not yet durable (one fenced write), if anything."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ConsumeSignal:
     """Write the journal now, consuming mailbox row ``signal_id`` in the same
     transaction (its ``signal_received`` is in the outbox)."""
@@ -49,7 +53,7 @@ class ConsumeSignal:
     signal_id: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Dispatch:
     """Write the journal with these tasks (their ``step_dispatched`` events are
     in the outbox): one transaction inserts them all."""
@@ -57,7 +61,7 @@ class Dispatch:
     tasks: tuple[NewTask, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StartChildren:
     """Write the journal creating these child runs (their ``child_started``
     events are in the outbox): one transaction makes them all."""
@@ -65,7 +69,7 @@ class StartChildren:
     runs: tuple[NewRun, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StoreKeyed:
     """Store a dispatched step's result under its idempotency key, unless a
     result is stored there already (the first stored wins); the next turn
@@ -76,7 +80,7 @@ class StoreKeyed:
     result: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReportAttempt:
     """Log a failed step attempt (one WARNING), before its event is journaled.
     ``then % args`` says what happens next; formatted only if logged."""
@@ -92,7 +96,7 @@ class ReportAttempt:
 # --- in-worker work ------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StartAttempt:
     """Run attempt number ``attempt`` of an inline step or side effect here."""
 
@@ -100,7 +104,7 @@ class StartAttempt:
     attempt: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WaitUntil:
     """Wait in this worker until ``at`` (store clock): a timer about to fire,
     or a retry about to be due, within the worker's ``inline_wait``."""
@@ -113,28 +117,28 @@ class WaitUntil:
 # --- what wakes a suspended run --------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WakeAt:
     """Be due again at ``at`` (a timer, a retry, a signal's deadline)."""
 
     at: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WakeOnSignal:
     """Be woken when a signal named ``name`` arrives."""
 
     name: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WakeOnTask:
     """Be woken when the task of dispatched step ``command`` (its key) ends."""
 
     command: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WakeOnChild:
     """Be woken when child run ``run_id`` ends."""
 
@@ -146,7 +150,7 @@ Wake = WakeAt | WakeOnSignal | WakeOnTask | WakeOnChild
 # --- ending the turn -----------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Suspend:
     """Write the journal and release the run until one of its wake-ups (see
     :meth:`keel.store.base.Store.suspend_run`)."""
@@ -158,7 +162,7 @@ class Suspend:
     cancel_delivered: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Finish:
     """Write the journal and end the run in ``state``; ``failure`` is the error
     a failed run is logged with."""
@@ -169,7 +173,7 @@ class Finish:
     failure: BaseException | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Continue:
     """Write the journal, end the run ``continued`` and create ``successor``."""
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from keel.core.replay import Execution
 from keel.errors import LeaseLostError, NondeterminismError, SerializationError
 from keel.store.base import Claimed, Lease, RunRecord
-from keel.worker.actions import Action, WaitUntil
+from keel.worker.actions import WaitUntil
 from keel.worker.effects import RunEffects
 from keel.worker.gather import gather_turn, open_children
 from keel.worker.inflight import Abandoned, Inflight
@@ -201,7 +201,7 @@ class RunDriver:
                 await self._drain(ex)
                 return
             effects.start(plan.work, plan.now)
-            if not inflight:
+            if not inflight.items:
                 await effects.perform([suspension(plan.wake, cancel_delivered=ex.cancel_requested)])
                 return
             await self._wait_and_record(ex)
@@ -210,8 +210,8 @@ class RunDriver:
         """Read, plan one pass over the pending commands, and journal what it
         decided now (stopping once the workflow has ended)."""
         pending = ex.pending()
-        reads = await gather_turn(self.store, self.run_id, pending, self.inflight)
-        plan = plan_turn(pending, self.inflight, reads, self.run, self.settings)
+        reads = await gather_turn(self.store, self.run_id, pending)
+        plan = plan_turn(pending, self.inflight.items, reads, self.effects.run, self.settings)
         for actions in plan.journal:
             if ex.outcome is not None:
                 break
@@ -231,15 +231,17 @@ class RunDriver:
             cmd = by_key.get(item.key)
             if cmd is None or ex.outcome is not None:
                 continue  # resolved meanwhile (e.g. cancelled); the outcome is moot
-            actions: list[Action]
-            if item.what == "timer":
-                actions = timers.plan_fired(cmd)
-            elif item.what == "attempt":
-                now, jitter = self.worker.clock_now(), random.random()
-                actions = steps.plan_attempt_ended(cmd, item.attempt, item.ended(), now, jitter)
+            if item.what == "attempt":
+                ended = item.ended()
+                now = jitter = 0.0
+                if ended.error is not None:  # a retry's time: this worker's clock, a draw
+                    now, jitter = self.worker.clock_now(), random.random()
+                journal = steps.plan_attempt_ended(cmd, item.attempt, ended, now, jitter)
+                self.effects.journal(journal)
+            elif item.what == "timer":
+                self.effects.journal(timers.plan_fired(cmd))
             else:
                 continue  # the retry is due: the next plan starts the attempt
-            await self.effects.perform(actions)
             by_key = {c.key: c for c in ex.pending()}
 
     async def _drain(self, ex: Execution) -> None:

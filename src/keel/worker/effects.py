@@ -73,10 +73,14 @@ class RunEffects:
 
     # --- performing actions ----------------------------------------------------------
     async def perform(self, actions: Iterable[Action]) -> None:
-        """Carry out ``actions`` in order."""
+        """Carry out ``actions`` in order (the common ones first)."""
         for action in actions:
-            if isinstance(action, RecordEvent):
-                self._execution().record(action.type, action.command, action.data)
+            if isinstance(action, (RecordEvent, ReportAttempt)):
+                self.journal((action,))
+            elif isinstance(action, Finish):
+                await self._finish(action)
+            elif isinstance(action, Suspend):
+                await self._suspend(action)
             elif isinstance(action, Commit):
                 await self.commit()
             elif isinstance(action, ConsumeSignal):
@@ -87,16 +91,21 @@ class RunEffects:
                 await self._write_rows(children=action.runs)
             elif isinstance(action, StoreKeyed):
                 await self.store.put_idempotent(action.scope, action.key, action.result)
-            elif isinstance(action, ReportAttempt):
-                self._report(action)
-            elif isinstance(action, Suspend):
-                await self._suspend(action)
-            elif isinstance(action, Finish):
-                await self._finish(action)
             elif isinstance(action, Continue):
                 await self._continue(action)
             else:  # StartAttempt, WaitUntil: see start()
                 raise TypeError(f"{action!r} is started with start(), not performed")
+
+    def journal(self, actions: Iterable[RecordEvent | ReportAttempt]) -> None:
+        """Journal events into the execution (durable with the next write) and
+        log failed attempts: what needs no write."""
+        ex = self.ex
+        assert ex is not None, "no execution to journal into"
+        for action in actions:
+            if isinstance(action, RecordEvent):
+                ex.record(action.type, action.command, action.data)
+            else:
+                self._report(action)
 
     def start(self, work: Iterable[StartAttempt | WaitUntil], now: float) -> None:
         """Start ``work`` in this worker (``now``: the store's clock it was planned at)."""
@@ -119,7 +128,8 @@ class RunEffects:
     # --- fenced writes -----------------------------------------------------------------
     async def commit(self, consume_signal: int | None = None) -> None:
         """Write what is journaled and not yet durable, if anything."""
-        ex = self._execution()
+        ex = self.ex
+        assert ex is not None, "no execution to commit"
         entries = ex.take_outbox()
         if not entries:
             return

@@ -6,7 +6,7 @@ every write is :mod:`keel.worker.effects`'s.
 
 from __future__ import annotations
 
-from collections.abc import Container, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from keel.core.commands import Command
 from keel.core.events import CommandKind
@@ -19,22 +19,19 @@ from keel.worker.plan.turn import Reads
 from keel.workflow.children import ChildSpec
 
 
-async def gather_turn(
-    store: Store, run_id: str, pending: Sequence[Command], busy: Container[str]
-) -> Reads:
-    """The store's clock, and for the pending commands not ``busy``: the task
-    row of each dispatched step (and, once completed, the result stored under
-    its idempotency key), the result stored under a queued step's key, the
-    oldest signal of each name waited on, and the runs child commands name
-    (one read for them all)."""
+async def gather_turn(store: Store, run_id: str, pending: Sequence[Command]) -> Reads:
+    """The store's clock, and for the pending commands: the task row of each
+    dispatched step (and, once completed, the result stored under its
+    idempotency key), the result stored under a queued step's key, the oldest
+    signal of each name waited on, and the runs child commands name (one read
+    for them all). Inline steps, side effects and timers need nothing (and
+    only they are ever in flight in this worker)."""
     now = await store.now()
     tasks: dict[str, TaskRecord | None] = {}
     keyed: dict[str, bytes] = {}
     names: list[str] = []
     child_ids: list[str] = []
     for cmd in pending:
-        if cmd.key in busy:
-            continue
         kind = cmd.id.kind
         if kind is CommandKind.STEP:
             key = cmd.idempotency_key
@@ -52,11 +49,11 @@ async def gather_turn(
         elif kind is CommandKind.CHILD:
             child_ids.append(cmd.child_run_id or child_spec(cmd).run_id)
     signals: dict[str, SignalRecord] = {}
-    for name in dict.fromkeys(names):
+    for name in dict.fromkeys(names) if names else ():
         signal = await store.next_signal(run_id, name)
         if signal is not None:
             signals[name] = signal
-    children: Mapping[str, RunRecord | None] = {}
+    children: dict[str, RunRecord | None] = {}
     if child_ids:
         rows = await follow_chains(store, await store.get_runs(child_ids))
         children = {run_id: rows.get(run_id) for run_id in child_ids}

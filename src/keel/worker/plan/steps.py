@@ -12,7 +12,6 @@ from keel.core.commands import Command
 from keel.core.events import CommandKind, EventType
 from keel.errors import SerializationError, error_info
 from keel.worker.actions import (
-    Action,
     Planned,
     RecordEvent,
     ReportAttempt,
@@ -34,7 +33,7 @@ def plan_attempt(cmd: Command, now: float, inline_wait: float) -> list[Planned]:
     return [StartAttempt(cmd, cmd.attempts + 1)]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per attempt, on the hot path: not frozen
 class Ended:
     """How a step attempt ended: its return value, or what it raised (a
     cancelled attempt raised :class:`asyncio.CancelledError`)."""
@@ -45,7 +44,7 @@ class Ended:
 
 def plan_attempt_ended(
     cmd: Command, attempt: int, ended: Ended, now: float, jitter: float
-) -> list[Action]:
+) -> list[RecordEvent | ReportAttempt]:
     """What to journal for attempt ``attempt`` of ``cmd``: its result, a retry
     (``step_attempt_failed`` with the retry time, from ``now`` on the worker's
     clock and the uniform draw ``jitter``) or the step's failure."""
@@ -62,11 +61,12 @@ def plan_attempt_ended(
                 return _failed(cmd, attempt, enc_exc, "not retried")
         extra = {"reused": True, "idempotency_key": cmd.idempotency_key} if reused else {}
         if step:
-            event, data_ = EventType.STEP_COMPLETED, {"result": jr.raw(data)}
-        else:
-            event, data_ = EventType.SIDE_EFFECT, {"value": jr.raw(data)}
-        body = jr.envelope(**data_, args_hash=cmd.args_hash, attempt=attempt, **extra)
-        return [RecordEvent(cmd, event, body)]
+            body = jr.envelope(
+                result=jr.raw(data), args_hash=cmd.args_hash, attempt=attempt, **extra
+            )
+            return [RecordEvent(cmd, EventType.STEP_COMPLETED, body)]
+        body = jr.envelope(value=jr.raw(data), args_hash=cmd.args_hash, attempt=attempt, **extra)
+        return [RecordEvent(cmd, EventType.SIDE_EFFECT, body)]
     exc = ended.error
     policy = cmd.target.retry
     if isinstance(exc, SerializationError):  # a result that cannot be stored: no retry
@@ -84,7 +84,9 @@ def plan_attempt_ended(
     return _failed(cmd, attempt, exc, why)
 
 
-def _failed(cmd: Command, attempt: int, exc: BaseException, why: str) -> list[Action]:
+def _failed(
+    cmd: Command, attempt: int, exc: BaseException, why: str
+) -> list[RecordEvent | ReportAttempt]:
     data = jr.envelope(attempts=attempt, error=error_info(exc), args_hash=cmd.args_hash)
     return [_report(cmd, attempt, exc, why), RecordEvent(cmd, EventType.STEP_FAILED, data)]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from keel.core import journal as jr
 from keel.core.commands import Command
 from keel.core.events import EventType
-from keel.worker.actions import Action, Planned, RecordEvent, WaitUntil, WakeAt
+from keel.worker.actions import Planned, RecordEvent, WaitUntil, WakeAt
 
 
 def plan_timer(cmd: Command, now: float, inline_wait: float) -> list[Planned]:
@@ -27,6 +27,6 @@ def plan_timer(cmd: Command, now: float, inline_wait: float) -> list[Planned]:
     return planned
 
 
-def plan_fired(cmd: Command) -> list[Action]:
+def plan_fired(cmd: Command) -> list[RecordEvent]:
     """A timer waited for in this worker has fired."""
     return [RecordEvent(cmd, EventType.TIMER_FIRED, jr.envelope())]

@@ -42,7 +42,7 @@ from keel.worker.actions import (
 from keel.worker.plan import children, queued, signals, steps, timers
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reads:
     """What the store said just before a pass was planned (see :mod:`keel.worker.gather`)."""
 
@@ -66,20 +66,26 @@ class Settings:
     max_child_depth: int
 
 
-@dataclass(frozen=True, slots=True)
+# Reads and TurnPlan are not frozen: one of each is made per pass, on the hot path.
+@dataclass(slots=True)
 class TurnPlan:
     """One pass: what to journal now, and what to do if that changes nothing."""
 
     now: float  # the store's clock it was planned at
     #: Each command's actions, in issue order; the rest is moot once the workflow has ended.
-    journal: list[list[Action]] = field(default_factory=list)
-    progressed: bool = False
+    journal: list[list[Action]]
+    progressed: bool
     #: Not progressed: ``step_dispatched`` / ``child_started`` events and the write of their rows.
-    rows: list[Action] = field(default_factory=list)
+    rows: list[Action]
     #: Not progressed, no rows: work to start here once the journal is durable.
-    work: list[StartAttempt | WaitUntil] = field(default_factory=list)
+    work: list[StartAttempt | WaitUntil]
     #: Not progressed, no rows: what wakes the run if it suspends.
-    wake: list[Wake] = field(default_factory=list)
+    wake: list[Wake]
+
+
+_WORK = (StartAttempt, WaitUntil)
+_WAKE = (WakeAt, WakeOnSignal, WakeOnTask, WakeOnChild)
+_ROWS = (Dispatch, StartChildren)
 
 
 def plan_turn(
@@ -91,12 +97,10 @@ def plan_turn(
 ) -> TurnPlan:
     """Plan the pending commands not ``busy`` (in flight in this worker)."""
     now, inline_wait = reads.now, settings.inline_wait
-    plan = TurnPlan(now)
-    dispatched: list[Action] = []  # step_dispatched events, recorded last
-    tasks: list[NewTask] = []
-    started: list[Action] = []  # child_started events, recorded last
-    runs: list[NewRun] = []
-    starting: set[str] = set()  # ids of the children this pass starts
+    journal: list[list[Action]] = []
+    work: list[StartAttempt | WaitUntil] = []
+    wake: list[Wake] = []
+    held: list[Planned] = []  # dispatches and child starts: recorded last, if at all
     received: set[str] = set()  # names whose signal read this pass hands out
     progressed = False
     for cmd in pending:
@@ -104,11 +108,14 @@ def plan_turn(
             continue
         kind = cmd.id.kind
         planned: list[Planned]
-        if kind is CommandKind.STEP and cmd.dispatched:
-            planned = queued.plan_task(cmd, reads.tasks[cmd.key], reads.keyed.get(cmd.key))
-        elif kind is CommandKind.STEP and queued.is_queued(cmd):
-            planned = queued.plan_dispatch(cmd, reads.keyed.get(cmd.key))
-        elif kind is CommandKind.STEP or kind is CommandKind.SIDE_EFFECT:
+        if kind is CommandKind.STEP:
+            if cmd.dispatched:
+                planned = queued.plan_task(cmd, reads.tasks[cmd.key], reads.keyed.get(cmd.key))
+            elif queued.is_queued(cmd):
+                planned = queued.plan_dispatch(cmd, reads.keyed.get(cmd.key))
+            else:
+                planned = steps.plan_attempt(cmd, now, inline_wait)
+        elif kind is CommandKind.SIDE_EFFECT:
             planned = steps.plan_attempt(cmd, now, inline_wait)
         elif kind is CommandKind.SLEEP:
             planned = timers.plan_timer(cmd, now, inline_wait)
@@ -120,46 +127,63 @@ def plan_turn(
             if cmd.child_run_id is None:
                 run_id = children.child_spec(cmd).run_id
                 taken = reads.children[run_id] is not None
+                starting = {r.run_id for a in held if isinstance(a, StartChildren) for r in a.runs}
                 planned = children.plan_start(cmd, run, settings.max_child_depth, taken, starting)
             else:
                 planned = children.plan_outcome(cmd, reads.children[cmd.child_run_id])
         else:
             continue
-        last = planned[-1]
-        if isinstance(last, Dispatch):
-            dispatched += [item for item in planned if isinstance(item, RecordEvent)]
-            tasks += last.tasks
+        if isinstance(planned[-1], _ROWS):
+            held += planned
             continue
-        if isinstance(last, StartChildren):
-            started += [item for item in planned if isinstance(item, RecordEvent)]
-            runs += last.runs
-            starting.update(child.run_id for child in last.runs)
-            continue
-        actions: list[Action] = []
+        actions: list[Action] | None = None
         for item in planned:
-            if isinstance(item, RecordEvent):
-                actions.append(item)
-                progressed = progressed or item.type in RESOLVING
-            elif isinstance(item, StartAttempt | WaitUntil):
-                plan.work.append(item)
-            elif isinstance(item, WakeAt | WakeOnSignal | WakeOnTask | WakeOnChild):
-                plan.wake.append(item)
+            if isinstance(item, _WORK):
+                work.append(item)
+            elif isinstance(item, _WAKE):
+                wake.append(item)
             else:
+                if actions is None:
+                    actions = []
+                    journal.append(actions)
                 actions.append(item)
-        if actions:
-            plan.journal.append(actions)
-        if isinstance(last, ConsumeSignal):
-            received.add(cmd.id.name)
-        elif isinstance(last, StoreKeyed):
-            progressed = True
-            break
+                if isinstance(item, RecordEvent) and item.type in RESOLVING:
+                    progressed = True
+        if actions is not None:
+            last = actions[-1]
+            if isinstance(last, ConsumeSignal):
+                received.add(cmd.id.name)
+            elif isinstance(last, StoreKeyed):
+                progressed = True
+                break
     if progressed:
-        return TurnPlan(now, journal=plan.journal, progressed=True)
+        return TurnPlan(now, journal, True, [], [], [])
+    return TurnPlan(now, journal, False, _rows(held) if held else [], work, wake)
+
+
+def _rows(held: list[Planned]) -> list[Action]:
+    """The held events, then one write creating their rows: the dispatches'
+    if there are any (the child starts are planned again next pass), else the
+    child starts'."""
+    tasks: list[NewTask] = []
+    runs: list[NewRun] = []
+    dispatched: list[Action] = []
+    started: list[Action] = []
+    group: list[Action] = []
+    for item in held:
+        if isinstance(item, Dispatch):
+            dispatched += group
+            tasks += item.tasks
+            group = []
+        elif isinstance(item, StartChildren):
+            started += group
+            runs += item.runs
+            group = []
+        elif isinstance(item, RecordEvent):
+            group.append(item)
     if tasks:
-        plan.rows.extend([*dispatched, Dispatch(tuple(tasks))])
-    elif runs:
-        plan.rows.extend([*started, StartChildren(tuple(runs))])
-    return plan
+        return [*dispatched, Dispatch(tuple(tasks))]
+    return [*started, StartChildren(tuple(runs))]
 
 
 def suspension(
