@@ -37,13 +37,20 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import msgspec
 from _common import median, raw_commit_rate, scratch_db
 
 import keel
 from keel.core import codec
-from keel.core import journal as jr
 from keel.core import snapshot as sn
-from keel.core.events import EventType
+from keel.core.events import (
+    EventType,
+    StepCompleted,
+    TimerFired,
+    TimerStarted,
+    encode_data,
+    run_started,
+)
 from keel.core.journal import JournalEntry
 from keel.core.replay import Execution
 from keel.replay import _NoLiveValues
@@ -72,28 +79,31 @@ async def naps(n: int) -> int:
     return n
 
 
+def _started(wf: Any, n: int) -> bytes:
+    """The data of the run_started of ``wf(n)``."""
+    return encode_data(run_started(wf.name, wf.version, f"[{n}]".encode()))
+
+
 def naps_journal_of(events: int) -> list[JournalEntry]:
     """The journal of ``naps``: timer_started + timer_fired per sleep."""
     n = events // 2
-    entries = [
-        JournalEntry(0, EventType.RUN_STARTED, None, jr.envelope(input=jr.raw(f"[{n}]".encode())))
-    ]
+    entries = [JournalEntry(0, EventType.RUN_STARTED, None, _started(naps, n))]
+    fired = encode_data(TimerFired())
     for i in range(n):
         cmd = f"sleep:sleep#{i}"
-        started = jr.envelope(duration=1.0, fire_at=1_700_000_000.0 + i)
+        started = encode_data(TimerStarted(duration=1.0, fire_at=1_700_000_000.0 + i))
         entries.append(JournalEntry(2 * i + 1, EventType.TIMER_STARTED, cmd, started))
-        entries.append(JournalEntry(2 * i + 2, EventType.TIMER_FIRED, cmd, jr.envelope()))
+        entries.append(JournalEntry(2 * i + 2, EventType.TIMER_FIRED, cmd, fired))
     return entries
 
 
 def journal_of(n: int) -> list[JournalEntry]:
     """The journal a live run of ``long(n)`` writes."""
-    entries = [
-        JournalEntry(0, EventType.RUN_STARTED, None, jr.envelope(input=jr.raw(f"[{n}]".encode())))
-    ]
+    entries = [JournalEntry(0, EventType.RUN_STARTED, None, _started(long, n))]
     for i in range(n):
         args_hash = codec.args_hash(codec.encode_args(inc.fn, (i,), {}, what="bench"))
-        data = jr.envelope(result=jr.raw(str(i + 1).encode()), args_hash=args_hash, attempt=1)
+        result = msgspec.Raw(str(i + 1).encode())
+        data = encode_data(StepCompleted(result=result, args_hash=args_hash, attempt=1))
         entries.append(JournalEntry(i + 1, EventType.STEP_COMPLETED, f"step:{inc.name}#{i}", data))
     return entries
 

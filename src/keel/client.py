@@ -14,8 +14,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 import keel.schedules as schedules
 from keel.core import codec, names
-from keel.core import journal as jr
-from keel.core.events import CommandId, EventType
+from keel.core.events import CommandId, EventType, RunCancelled, encode_data, plain, run_started
 from keel.core.inputs import check_input
 from keel.core.states import RunState
 from keel.errors import (
@@ -78,7 +77,7 @@ class RunInfo:
             wake_at=_dt(rec.wake_at) if rec.wake_at is not None else None,
             cancel_requested=rec.cancel_requested,
             lease_owner=rec.lease_owner,
-            error=jr.decode_plain(rec.error) if rec.error else None,
+            error=codec.decode(rec.error) if rec.error else None,
             parent_run_id=rec.parent_run_id,
             depth=rec.depth,
             chain_id=rec.chain,
@@ -214,11 +213,8 @@ class Client:
         # Decoded as the worker will decode it: a value that does not fit its
         # annotation is refused here, before the run exists (InvalidInputError).
         check_input(wf.codec, data, wf.name)
-        started = NewEvent(
-            EventType.RUN_STARTED.value,
-            None,
-            jr.envelope(workflow=wf.name, version=wf.version, input=jr.raw(data)),
-        )
+        first = run_started(wf.name, wf.version, data)
+        started = NewEvent(EventType.RUN_STARTED.value, None, encode_data(first))
         new = NewRun(run_id, wf.name, wf.version, data, started)
         await self.open()  # only now: bad input creates nothing, not even a file
         worker = self.worker
@@ -305,7 +301,7 @@ class Client:
             return codec.decode(result or b"null", result_type, what=f"result of run {run_id!r}")
         if state is RunState.CANCELLED:
             raise RunCancelledError(run_id)
-        err = jr.decode_plain(error) if error else {}
+        err = codec.decode(error) if error else {}
         raise RunFailedError(
             run_id,
             str(err.get("type", "unknown")),
@@ -351,7 +347,9 @@ class Client:
         names.text(run_id, "run_id")
         await self.open()
         event = NewEvent(
-            EventType.RUN_CANCELLED.value, None, jr.envelope(reason="cancelled by client")
+            EventType.RUN_CANCELLED.value,
+            None,
+            encode_data(RunCancelled(reason="cancelled by client")),
         )
         state = await self.store.request_cancel(run_id, event)
         if self.worker is not None:
@@ -598,7 +596,7 @@ class Client:
                     command=rec.command,
                     kind=kind,
                     name=name,
-                    data=jr.decode_plain(rec.data),
+                    data=plain(rec.type, rec.data),
                     created_at=_dt(rec.created_at),
                 )
             )

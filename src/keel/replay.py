@@ -31,8 +31,7 @@ import msgspec
 from keel._selection import PAGE_SIZE, iter_runs, open_source
 from keel.client import Client
 from keel.core import codec
-from keel.core import journal as jr
-from keel.core.events import EventType
+from keel.core.events import EventType, RunCompleted, RunContinued, RunFailed, RunStarted, read
 from keel.core.journal import JournalEntry
 from keel.core.replay import Execution
 from keel.core.states import RunState
@@ -241,7 +240,7 @@ def check_replay(
     """
     if not journal or journal[0].type is not EventType.RUN_STARTED:
         raise ValueError("a journal starts with its run_started event")
-    data = jr.raw_field(journal[0].data, "input")
+    data = bytes(read(RunStarted, journal[0].data).input)
     # The worker's own replay: the same decoding of the input, the same execution.
     ex = Replayer(workflow, run_id, data, _NoLiveValues())(journal)
     try:
@@ -273,7 +272,7 @@ def _ending(
         status = "cancelled" if ended is EventType.RUN_CANCELLED else "suspended"
         return ReplayReport(status, None, len(journal))
     if ended is EventType.RUN_COMPLETED:
-        recorded = jr.raw_field(last.data, "result")
+        recorded = bytes(read(RunCompleted, last.data).result)
         if outcome.status != "completed" or msgspec.json.decode(recorded) != msgspec.json.decode(
             outcome.result or b"null"
         ):
@@ -283,7 +282,7 @@ def _ending(
             )
     elif ended is EventType.RUN_CONTINUED:
         # continue-as-new: the code must ask for it again, with the same input.
-        recorded = jr.raw_field(last.data, "input")
+        recorded = bytes(read(RunContinued, last.data).input)
         if outcome.status != "continued" or msgspec.json.decode(recorded) != msgspec.json.decode(
             outcome.result or b"null"
         ):
@@ -336,9 +335,8 @@ def check_journal(
     """
     if not journal or journal[0].type is not EventType.RUN_STARTED:
         raise ValueError("a journal starts with its run_started event")
-    name = str(jr.field(journal[0].data, "workflow", ""))
-    version = jr.field(journal[0].data, "version")
-    return _verdict(journal, registry, run_id, source, name, version)
+    started = read(RunStarted, journal[0].data)
+    return _verdict(journal, registry, run_id, source, started.workflow, started.version or None)
 
 
 def _verdict(
@@ -360,8 +358,7 @@ def _verdict(
             message=f"workflow {name!r} is not registered (registered: {known})",
         )
     if _failed_before_code(journal):
-        error = jr.field(journal[-1].data, "error")
-        message = error.get("message", "") if isinstance(error, dict) else ""
+        message = read(RunFailed, journal[-1].data).error.get("message", "")
         return replace(
             base,
             status="nothing_to_check",
@@ -401,11 +398,9 @@ def _failed_before_code(journal: Sequence[JournalEntry]) -> bool:
     """
     if len(journal) != 2 or journal[-1].type is not EventType.RUN_FAILED:
         return False
-    error = jr.field(journal[-1].data, "error")
-    return (
-        isinstance(error, dict)
-        and error.get("type") == "keel.errors.SerializationError"
-        and INPUT_OF_WORKFLOW in str(error.get("message", ""))
+    error = read(RunFailed, journal[-1].data).error
+    return error.get("type") == "keel.errors.SerializationError" and INPUT_OF_WORKFLOW in str(
+        error.get("message", "")
     )
 
 
@@ -418,8 +413,8 @@ def _failed_at_replay(journal: Sequence[JournalEntry]) -> bool:
     last = journal[-1]
     if last.type is not EventType.RUN_FAILED:
         return False
-    error = jr.field(last.data, "error")
-    return isinstance(error, dict) and error.get("type") == "keel.errors.NondeterminismError"
+    error = read(RunFailed, last.data).error
+    return error.get("type") == "keel.errors.NondeterminismError"
 
 
 # --- many journals ------------------------------------------------------------------------

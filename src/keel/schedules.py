@@ -15,8 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from keel.core import codec, cron
-from keel.core import journal as jr
-from keel.core.events import EventType
+from keel.core.events import EventType, encode_data, run_started
 from keel.core.inputs import check_input
 from keel.errors import InvalidScheduleError, SerializationError
 from keel.store._checks import OVERLAP_POLICIES
@@ -70,7 +69,7 @@ class ScheduleInfo:
             last_run_id=rec.last_run_id,
             created_at=datetime.fromtimestamp(rec.created_at, UTC),
             updated_at=datetime.fromtimestamp(rec.updated_at, UTC),
-            input=jr.decode_plain(rec.input),
+            input=codec.decode(rec.input),
         )
 
 
@@ -176,17 +175,8 @@ def tick_run(wf: WorkflowDef[Any, Any], rec: ScheduleRecord, tick: float) -> New
     """The run of one tick: its id derived from the schedule and the tick, and the
     schedule named in its started event."""
     run_id = cron.tick_run_id(rec.schedule_id, tick)
-    started = NewEvent(
-        EventType.RUN_STARTED.value,
-        None,
-        jr.envelope(
-            workflow=wf.name,
-            version=wf.version,
-            input=jr.raw(rec.input),
-            schedule=rec.schedule_id,
-            scheduled_at=tick,
-        ),
-    )
+    first = run_started(wf.name, wf.version, rec.input, schedule=rec.schedule_id, scheduled_at=tick)
+    started = NewEvent(EventType.RUN_STARTED.value, None, encode_data(first))
     return NewRun(run_id, wf.name, wf.version, rec.input, started)
 
 

@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 
 from keel.cli.common import Settings, aware, parse_since
 from keel.cli.main import cli
-from keel.core import journal as jr
+from keel.core.events import encode_data, run_started
 from keel.errors import RunFailedError
 from keel.store.base import NewEvent, NewRun
 from tests import pg
@@ -243,7 +243,7 @@ def test_a_run_that_failed_decoding_its_input_has_nothing_to_check(db: str, tmp_
             good = await client.start(shop, "SKU", 1)
             await good.result(timeout=30)
             bad = b'{"sku": 7}'  # not the recorded shape: the worker cannot decode it
-            started = jr.envelope(workflow="rc_shop", version=shop.version, input=jr.raw(bad))
+            started = encode_data(run_started("rc_shop", shop.version, bad))
             await client.store.create_run(
                 NewRun(
                     "bad-input",

@@ -7,10 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import msgspec
+
 import keel
 from keel.core import codec
-from keel.core import journal as jr
-from keel.core.events import CommandKind, EventType
+from keel.core.events import CommandKind, StepCompleted, StepFailed, TimerFired, TimerStarted
 from keel.core.journal import JournalEntry
 from keel.core.replay import Execution
 from keel.errors import error_info
@@ -65,18 +66,13 @@ def complete(ex: Execution, cmd: Any) -> None:
         try:
             value = cmd.target.fn(*args, **kwargs)
         except Exception as exc:
-            data = jr.envelope(attempts=1, error=error_info(exc), args_hash=cmd.args_hash)
-            ex.record(EventType.STEP_FAILED, cmd, data)
+            ex.record(cmd, StepFailed(attempts=1, error=error_info(exc), args_hash=cmd.args_hash))
             return
-        result = jr.raw(codec.encode(value))
-        ex.record(
-            EventType.STEP_COMPLETED,
-            cmd,
-            jr.envelope(result=result, args_hash=cmd.args_hash, attempt=1),
-        )
+        result = msgspec.Raw(codec.encode(value))
+        ex.record(cmd, StepCompleted(result=result, args_hash=cmd.args_hash, attempt=1))
     elif cmd.id.kind is CommandKind.SLEEP:
-        ex.record(EventType.TIMER_STARTED, cmd, jr.envelope(fire_at=1.0, duration=1.0))
-        ex.record(EventType.TIMER_FIRED, cmd, jr.envelope())
+        ex.record(cmd, TimerStarted(fire_at=1.0, duration=1.0))
+        ex.record(cmd, TimerFired())
     else:
         raise AssertionError(cmd)
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 import keel
-from keel.core import journal as jr
-from keel.core.events import EventType
+from keel.core.events import EventType, Patched, read
 from keel.core.journal import JournalEntry
 from keel.core.replay import Execution
 from keel.errors import NondeterminismError, PatchMismatchError
@@ -61,7 +60,7 @@ def test_new_run_journals_a_marker_and_takes_the_new_path() -> None:
     ex, journal = run_live(with_patch, 1)
     assert result(ex) == b"202"
     assert markers(journal) == [(1, "patch:bonus#0")]
-    assert jr.field(journal[1].data, "patch") == "bonus"
+    assert read(Patched, journal[1].data).patch == "bonus"
     again = replay(with_patch, journal, 1)
     assert result(again) == b"202" and again.outbox == []
 

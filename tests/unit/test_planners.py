@@ -12,9 +12,18 @@ import msgspec
 import pytest
 
 import keel
-from keel.core import journal as jr
 from keel.core.commands import Command, Outcome
-from keel.core.events import EventType
+from keel.core.events import (
+    ChildStarted,
+    Event,
+    EventType,
+    SignalAwaited,
+    StepAttemptFailed,
+    StepDispatched,
+    TimerFired,
+    TimerStarted,
+    encode_data,
+)
 from keel.core.replay import Execution
 from keel.core.states import RunState
 from keel.store.base import NewRun, RunRecord, SignalRecord, TaskRecord
@@ -141,14 +150,15 @@ def run_record(run_id: str = "r1", *, depth: int = 0, **fields: Any) -> RunRecor
 
 
 def data(action: object) -> dict[str, Any]:
+    """A RecordEvent's event data as the journal stores it, decoded to plain JSON."""
     assert isinstance(action, RecordEvent)
-    decoded: dict[str, Any] = msgspec.json.decode(action.data)
+    decoded: dict[str, Any] = msgspec.json.decode(encode_data(action.event))
     return decoded
 
 
 def types(actions: list[Any]) -> list[Any]:
     """Each action's event type (a RecordEvent) or class."""
-    return [a.type if isinstance(a, RecordEvent) else type(a) for a in actions]
+    return [a.event.TYPE if isinstance(a, RecordEvent) else type(a) for a in actions]
 
 
 # --- timers ----------------------------------------------------------------------------
@@ -165,7 +175,7 @@ def test_a_new_timer_is_journaled_with_its_fire_time_and_wakes_the_run_then() ->
 def test_a_due_timer_plans_timer_fired() -> None:
     ex = live(nap.fn)
     cmd = the_command(ex)
-    ex.record(EventType.TIMER_STARTED, cmd, jr.envelope(duration=10.0, fire_at=110.0))
+    ex.record(cmd, TimerStarted(duration=10.0, fire_at=110.0))
     planned = timers.plan_timer(cmd, now=110.0, inline_wait=1.0)
     assert types(planned) == [EventType.TIMER_FIRED]
     assert planned[0].command is cmd  # type: ignore[union-attr]
@@ -174,7 +184,7 @@ def test_a_due_timer_plans_timer_fired() -> None:
 def test_a_timer_firing_within_inline_wait_is_waited_for_here() -> None:
     ex = live(nap.fn)
     cmd = the_command(ex)
-    ex.record(EventType.TIMER_STARTED, cmd, jr.envelope(duration=10.0, fire_at=110.0))
+    ex.record(cmd, TimerStarted(duration=10.0, fire_at=110.0))
     assert timers.plan_timer(cmd, now=109.5, inline_wait=1.0) == [WaitUntil(cmd, "timer", 110.0)]
     assert timers.plan_timer(cmd, now=105.0, inline_wait=1.0) == [WakeAt(110.0)]
 
@@ -190,8 +200,8 @@ def test_a_step_with_no_attempt_yet_starts_attempt_one() -> None:
 def _retrying(retry_at: float) -> Command:
     ex = live(one_step.fn, 4)
     cmd = the_command(ex)
-    failed = jr.envelope(attempt=1, error={"type": "x", "message": "y"}, retry_at=retry_at)
-    ex.record(EventType.STEP_ATTEMPT_FAILED, cmd, failed)
+    failed = StepAttemptFailed(attempt=1, error={"type": "x", "message": "y"}, retry_at=retry_at)
+    ex.record(cmd, failed)
     return cmd
 
 
@@ -271,21 +281,21 @@ def test_no_signal_yet_journals_the_wait_once_with_its_deadline() -> None:
     assert types(planned) == [EventType.SIGNAL_AWAITED, WakeOnSignal, WakeAt]
     assert data(planned[0]) == {"name": "approve", "timeout": 30.0, "deadline": 130.0}
     assert planned[1:] == [WakeOnSignal("approve"), WakeAt(130.0)]
-    ex.record(EventType.SIGNAL_AWAITED, cmd, data_of(planned[0]))
+    ex.record(cmd, event_of(planned[0]))
     assert signals.plan_signal(cmd, now=101.0, signal=None) == planned[1:]
 
 
 def test_a_signal_wait_past_its_deadline_times_out() -> None:
     ex = live(approval.fn)
     cmd = the_command(ex)
-    ex.record(EventType.SIGNAL_AWAITED, cmd, jr.envelope(name="approve", deadline=130.0))
+    ex.record(cmd, SignalAwaited(name="approve", deadline=130.0))
     planned = signals.plan_signal(cmd, now=130.0, signal=None)
     assert types(planned) == [EventType.SIGNAL_TIMED_OUT]
 
 
-def data_of(action: object) -> bytes:
+def event_of(action: object) -> Event:
     assert isinstance(action, RecordEvent)
-    return action.data
+    return action.event
 
 
 # --- children ----------------------------------------------------------------------------
@@ -294,7 +304,7 @@ def data_of(action: object) -> bytes:
 def _started_child() -> Command:
     ex = live(child_wf.fn, 5)
     cmd = the_command(ex)
-    ex.record(EventType.CHILD_STARTED, cmd, jr.envelope(child_run_id="kid-1"))
+    ex.record(cmd, ChildStarted(child_run_id="kid-1"))
     return cmd
 
 
@@ -305,7 +315,7 @@ def test_a_child_that_ended_plans_its_outcome_event() -> None:
     assert data(children.plan_outcome(cmd, done)[0]) == {"child_run_id": "kid-1", "result": 5}
     failed = run_record("kid-1", state=RunState.FAILED, error=b'{"type": "E", "message": "m"}')
     [event] = children.plan_outcome(cmd, failed)
-    assert event.type is EventType.CHILD_FAILED  # type: ignore[union-attr]
+    assert types([event]) == [EventType.CHILD_FAILED]
     assert data(event)["error"] == {"type": "E", "message": "m"}
     cancelled = run_record("kid-1", state=RunState.CANCELLED)
     assert types(children.plan_outcome(cmd, cancelled)) == [EventType.CHILD_CANCELLED]
@@ -376,7 +386,7 @@ def test_a_queued_step_is_dispatched_with_its_task() -> None:
 def test_a_dispatched_step_waits_for_its_task_then_journals_its_outcome() -> None:
     ex = live(render_page.fn, 1)
     cmd = the_command(ex)
-    ex.record(EventType.STEP_DISPATCHED, cmd, jr.envelope(queue="render"))
+    ex.record(cmd, StepDispatched(queue="render"))
     assert queued.plan_task(cmd, _task("leased"), stored=None) == [WakeOnTask(cmd.key)]
     [event] = queued.plan_task(cmd, _task("completed", b'"page 1"'), stored=None)
     assert types([event]) == [EventType.STEP_COMPLETED]
@@ -388,7 +398,7 @@ def test_a_dispatched_step_waits_for_its_task_then_journals_its_outcome() -> Non
 def test_a_keyed_task_result_is_stored_under_its_key_before_it_is_journaled() -> None:
     ex = live(keyed_page.fn, 1)
     cmd = the_command(ex)
-    ex.record(EventType.STEP_DISPATCHED, cmd, jr.envelope(queue="render"))
+    ex.record(cmd, StepDispatched(queue="render"))
     done = _task("completed", b'"page 1"')
     assert queued.plan_task(cmd, done, stored=None) == [
         StoreKeyed("plan.keyed_render", "k1", b'"page 1"')
@@ -478,8 +488,8 @@ def test_a_pass_that_resolves_a_command_plans_again_before_starting_anything() -
 def test_a_settled_pass_records_dispatches_last_with_one_write() -> None:
     ex = live(fan.fn)
     step, timer, long_timer = ex.pending()
-    ex.record(EventType.TIMER_STARTED, timer, jr.envelope(duration=0, fire_at=100.0))
-    ex.record(EventType.TIMER_FIRED, timer, jr.envelope())
+    ex.record(timer, TimerStarted(duration=0, fire_at=100.0))
+    ex.record(timer, TimerFired())
     plan = plan_turn(ex.pending(), (), Reads(now=100.0), run_record(), SETTINGS)
     assert not plan.progressed
     assert types(plan.journal[0]) == [EventType.TIMER_STARTED]

@@ -9,12 +9,22 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import pytest
 
 import keel
 from keel.core import codec
-from keel.core import journal as jr
-from keel.core.events import CommandKind, EventType
+from keel.core.events import (
+    CommandKind,
+    EventType,
+    StepCompleted,
+    StepDispatched,
+    TimerFired,
+    TimerStarted,
+    decode,
+    encode_data,
+    recorded_hash,
+)
 from keel.core.journal import JournalEntry
 from keel.core.replay import Execution
 from keel.errors import NondeterminismError, WorkflowError
@@ -55,13 +65,12 @@ def run_live(
             a, kw = codec.decode_args(cmd.target.fn, cmd.args, what="t")
             value = codec.encode(cmd.target.fn(*a, **kw))
             ex.record(
-                EventType.STEP_COMPLETED,
                 cmd,
-                jr.envelope(result=jr.raw(value), args_hash=cmd.args_hash, attempt=1),
+                StepCompleted(result=msgspec.Raw(value), args_hash=cmd.args_hash, attempt=1),
             )
         elif cmd.id.kind is CommandKind.SLEEP:
-            ex.record(EventType.TIMER_STARTED, cmd, jr.envelope(fire_at=1.0, duration=1.0))
-            ex.record(EventType.TIMER_FIRED, cmd, jr.envelope())
+            ex.record(cmd, TimerStarted(fire_at=1.0, duration=1.0))
+            ex.record(cmd, TimerFired())
         else:
             raise AssertionError(cmd)
     return ex, list(ex.journal)
@@ -263,7 +272,8 @@ def _with_dispatch(journal: list[JournalEntry], command: str) -> list[JournalEnt
     out: list[JournalEntry] = []
     for entry in journal:
         if entry.command == command and entry.type is EventType.STEP_COMPLETED:
-            data = jr.envelope(queue="gpu", priority=0, args_hash=jr.field(entry.data, "args_hash"))
+            recorded = recorded_hash(decode(entry.type, entry.data))
+            data = encode_data(StepDispatched(queue="gpu", priority=0, args_hash=recorded))
             out.append(JournalEntry(len(out), EventType.STEP_DISPATCHED, command, data))
         out.append(JournalEntry(len(out), entry.type, entry.command, entry.data))
     return out

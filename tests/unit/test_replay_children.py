@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 import keel
-from keel.core import journal as jr
-from keel.core.events import CommandKind, EventType
+from keel.core.events import ChildCompleted, ChildFailed, ChildStarted, CommandKind
 from keel.core.journal import JournalEntry
 from keel.core.replay import Execution
 from keel.errors import NondeterminismError
@@ -33,23 +33,16 @@ def _live() -> tuple[Execution, list[JournalEntry]]:
     ex.start()
     [first] = ex.pending()
     assert first.id.kind is CommandKind.CHILD and first.child_run_id is None
-    ex.record(
-        EventType.CHILD_STARTED, first, jr.envelope(child_run_id="p/a", args_hash=first.args_hash)
-    )
+    ex.record(first, ChildStarted(child_run_id="p/a", args_hash=first.args_hash))
     # Started: the second child is issued while the first is still running.
     first_cmd, second = ex.pending()
     assert first_cmd is first and second.id.ordinal == 1
+    ex.record(second, ChildStarted(child_run_id="p/b", args_hash=second.args_hash))
     ex.record(
-        EventType.CHILD_STARTED, second, jr.envelope(child_run_id="p/b", args_hash=second.args_hash)
-    )
-    ex.record(
-        EventType.CHILD_FAILED,
         second,
-        jr.envelope(child_run_id="p/b", error={"type": "builtins.ValueError", "message": "no"}),
+        ChildFailed(child_run_id="p/b", error={"type": "builtins.ValueError", "message": "no"}),
     )
-    ex.record(
-        EventType.CHILD_COMPLETED, first, jr.envelope(child_run_id="p/a", result=jr.raw(b"7"))
-    )
+    ex.record(first, ChildCompleted(child_run_id="p/a", result=msgspec.Raw(b"7")))
     assert ex.outcome is not None and ex.outcome.result == b'"7 builtins.ValueError"'
     return ex, list(ex.journal)
 
@@ -74,9 +67,8 @@ def test_a_refused_start_raises_at_start_child() -> None:
     ex.start()
     [first] = ex.pending()
     ex.record(
-        EventType.CHILD_FAILED,
         first,
-        jr.envelope(
+        ChildFailed(
             child_run_id="p/a", error={"type": "keel.errors.RunExistsError", "message": "taken"}
         ),
     )
@@ -105,8 +97,8 @@ def test_a_changed_child_id_is_nondeterminism() -> None:
     ex = Execution("p", named.fn, ("a",), {}, [STARTED], FixedLive())
     ex.start()
     [cmd] = ex.pending()
-    ex.record(EventType.CHILD_STARTED, cmd, jr.envelope(child_run_id="a", args_hash=cmd.args_hash))
-    ex.record(EventType.CHILD_COMPLETED, cmd, jr.envelope(child_run_id="a", result=jr.raw(b"1")))
+    ex.record(cmd, ChildStarted(child_run_id="a", args_hash=cmd.args_hash))
+    ex.record(cmd, ChildCompleted(child_run_id="a", result=msgspec.Raw(b"1")))
     assert ex.outcome is not None and ex.outcome.result == b"1"
     same = Execution("p", named.fn, ("a",), {}, list(ex.journal), FixedLive())
     same.start()

@@ -14,13 +14,21 @@ import threading
 from collections import Counter
 from typing import Any
 
+import msgspec
 import pytest
 
 import keel
 from keel.core import codec
-from keel.core import journal as jr
 from keel.core import snapshot as sn
-from keel.core.events import EventType
+from keel.core.events import (
+    EventType,
+    StepAttemptFailed,
+    StepCompleted,
+    StepFailed,
+    TimerFired,
+    TimerStarted,
+    encode_data,
+)
 from keel.core.journal import JournalEntry
 from keel.core.replay import Execution
 from keel.errors import NondeterminismError
@@ -264,10 +272,13 @@ def test_hash_of_a_dropped_first_event_is_carried_and_checked() -> None:
         1,
         EventType.STEP_ATTEMPT_FAILED,
         "step:snap.add#0",
-        jr.envelope(attempt=1, retry_at=0.0, args_hash=_h(1)),
+        encode_data(StepAttemptFailed(attempt=1, retry_at=0.0, args_hash=_h(1))),
     )
     done = JournalEntry(
-        2, EventType.STEP_COMPLETED, "step:snap.add#0", jr.envelope(result=jr.raw(b"1"))
+        2,
+        EventType.STEP_COMPLETED,
+        "step:snap.add#0",
+        encode_data(StepCompleted(result=msgspec.Raw(b"1"))),
     )
     snap = sn.compact([started, failed, done], 2, "v")
     assert [e.seq for e in snap.entries] == [0, 2]
@@ -287,8 +298,10 @@ def test_hash_of_a_dropped_first_event_is_carried_and_checked() -> None:
 def test_step_failed_without_attempt_count_keeps_its_attempts() -> None:
     entries = [
         JournalEntry(0, EventType.RUN_STARTED, None, b"{}"),
-        JournalEntry(1, EventType.STEP_ATTEMPT_FAILED, "step:x#0", jr.envelope(attempt=1)),
-        JournalEntry(2, EventType.STEP_FAILED, "step:x#0", jr.envelope(error={})),
+        JournalEntry(
+            1, EventType.STEP_ATTEMPT_FAILED, "step:x#0", encode_data(StepAttemptFailed(attempt=1))
+        ),
+        JournalEntry(2, EventType.STEP_FAILED, "step:x#0", encode_data(StepFailed(error={}))),
     ]
     assert len(sn.compact(entries, 2, "v").entries) == 3
 
@@ -296,8 +309,10 @@ def test_step_failed_without_attempt_count_keeps_its_attempts() -> None:
 def test_corrupt_torn_or_foreign_snapshots_are_rejected() -> None:
     entries = [
         JournalEntry(0, EventType.RUN_STARTED, None, b"{}"),
-        JournalEntry(1, EventType.TIMER_STARTED, "sleep:sleep#0", jr.envelope(fire_at=1.0)),
-        JournalEntry(2, EventType.TIMER_FIRED, "sleep:sleep#0", jr.envelope()),
+        JournalEntry(
+            1, EventType.TIMER_STARTED, "sleep:sleep#0", encode_data(TimerStarted(fire_at=1.0))
+        ),
+        JournalEntry(2, EventType.TIMER_FIRED, "sleep:sleep#0", encode_data(TimerFired())),
     ]
     snap = sn.compact(entries, 2, "v1")
     assert [e.seq for e in snap.entries] == [0, 2]

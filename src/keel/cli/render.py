@@ -15,7 +15,33 @@ from rich.text import Text
 
 from keel.cli.common import use_local_time
 from keel.client import HistoryEvent, RunInfo
-from keel.core.events import EventType
+from keel.core.events import (
+    UNSET,
+    CancelRequested,
+    ChildCancelled,
+    ChildCompleted,
+    ChildFailed,
+    ChildStarted,
+    Event,
+    EventType,
+    Patched,
+    RunCancelled,
+    RunCompleted,
+    RunContinued,
+    RunFailed,
+    RunStarted,
+    SideEffect,
+    SignalAwaited,
+    SignalReceived,
+    SignalTimedOut,
+    StepAttemptFailed,
+    StepCompleted,
+    StepDispatched,
+    StepFailed,
+    TimerFired,
+    TimerStarted,
+    decode,
+)
 from keel.schedules import ScheduleInfo
 
 STATE_STYLES = {
@@ -292,78 +318,81 @@ class Timeline:
 
     def summary(self, event: HistoryEvent) -> str:
         """What happened, in a few words."""
-        d, t = event.data, event.type
-        if t == EventType.RUN_STARTED:
-            version = str(d.get("version", ""))[:8]
-            text = (
-                f"started {d.get('workflow')} (version {version}) at "
-                f"{time_text(event.created_at)} with {compact(d.get('input'))}"
-            )
-            if d.get("schedule") is not None:
-                text += f" by schedule {d['schedule']}"
-            return text
-        if t == EventType.STEP_COMPLETED:
-            attempt = d.get("attempt")
-            suffix = f"  (attempt {attempt})" if isinstance(attempt, int) and attempt > 1 else ""
-            return f"→ {compact(d.get('result'))}{suffix}"
-        if t == EventType.STEP_ATTEMPT_FAILED:
-            retry = ""
-            retry_at = d.get("retry_at")
-            if isinstance(retry_at, int | float):
-                retry = f"; retry in {max(0.0, retry_at - event.created_at.timestamp()):.2f}s"
-            return (
-                f"attempt {d.get('attempt')} failed: {_cut(error_summary(d.get('error')))}{retry}"
-            )
-        if t == EventType.STEP_DISPATCHED:
-            return f"dispatched to queue {d.get('queue')!r} (priority {d.get('priority')})"
-        if t == EventType.STEP_FAILED:
-            err = _cut(error_summary(d.get("error")))
-            return f"failed after {d.get('attempts')} attempt(s): {err}"
-        if t == EventType.TIMER_STARTED:
-            self._timer_started[event.command or ""] = event.created_at
-            duration = d.get("duration")
-            return f"sleep {float(duration)}s" if isinstance(duration, int | float) else "sleep"
-        if t == EventType.TIMER_FIRED:
-            started = self._timer_started.get(event.command or "")
-            if started is None:
-                return "timer fired"
-            return f"timer fired (slept {(event.created_at - started).total_seconds():.2f}s)"
-        if t == EventType.SIGNAL_AWAITED:
-            timeout = d.get("timeout")
-            limit = f" (timeout {timeout:g}s)" if isinstance(timeout, int | float) else ""
-            return f"waiting for signal {d.get('name')!r}{limit}"
-        if t == EventType.SIGNAL_RECEIVED:
-            return f"received {compact(d.get('payload'))}"
-        if t == EventType.SIGNAL_TIMED_OUT:
-            timeout = d.get("timeout")
-            return (
-                f"timed out after {timeout:g}s" if isinstance(timeout, int | float) else "timed out"
-            )
-        if t == EventType.SIDE_EFFECT:
-            return f"→ {compact(d.get('value'))}"
-        if t == EventType.PATCHED:
-            return f"patch {d.get('patch')!r}: new code path"
-        if t == EventType.CANCEL_REQUESTED:
-            return "cancel requested: pending work discarded, cleanup may run"
-        if t == EventType.CHILD_STARTED:
-            return (
-                f"started child run {d.get('child_run_id')} (parent close: {d.get('parent_close')})"
-            )
-        if t == EventType.CHILD_COMPLETED:
-            return f"child {d.get('child_run_id')} → {compact(d.get('result'))}"
-        if t == EventType.CHILD_FAILED:
-            return f"child {d.get('child_run_id')} failed: {_cut(error_summary(d.get('error')))}"
-        if t == EventType.CHILD_CANCELLED:
-            return f"child {d.get('child_run_id')} cancelled"
-        if t == EventType.RUN_COMPLETED:
-            return f"completed → {compact(d.get('result'))}"
-        if t == EventType.RUN_FAILED:
-            return f"failed: {_cut(error_summary(d.get('error')))}"
-        if t == EventType.RUN_CANCELLED:
-            return f"cancelled ({d.get('reason', 'no reason given')})"
-        if t == EventType.RUN_CONTINUED:
-            return f"continued as new → {d.get('continued_to')} {compact(d.get('input'))}"
-        return f"{t} {compact(d)}"
+        try:
+            ev = typed(event)
+        except ValueError:  # a type this Keel does not know, or data that does not fit it
+            return f"{event.type} {compact(event.data)}"
+        match ev:
+            case RunStarted():
+                text = (
+                    f"started {ev.workflow} (version {ev.version[:8]}) at "
+                    f"{time_text(event.created_at)} with {_value(ev.input)}"
+                )
+                if isinstance(ev.schedule, str):
+                    text += f" by schedule {ev.schedule}"
+                return text
+            case StepCompleted():
+                suffix = f"  (attempt {ev.attempt})" if ev.attempt > 1 else ""
+                return f"→ {_value(ev.result)}{suffix}"
+            case StepAttemptFailed():
+                retry = ""
+                if ev.retry_at is not None:
+                    retry = (
+                        f"; retry in {max(0.0, ev.retry_at - event.created_at.timestamp()):.2f}s"
+                    )
+                return f"attempt {ev.attempt} failed: {_cut(error_summary(ev.error))}{retry}"
+            case StepDispatched():
+                return f"dispatched to queue {ev.queue!r} (priority {ev.priority})"
+            case StepFailed():
+                attempts = "?" if ev.attempts is UNSET else ev.attempts
+                return f"failed after {attempts} attempt(s): {_cut(error_summary(ev.error))}"
+            case TimerStarted():
+                self._timer_started[event.command or ""] = event.created_at
+                return "sleep" if ev.duration is None else f"sleep {float(ev.duration)}s"
+            case TimerFired():
+                started = self._timer_started.get(event.command or "")
+                if started is None:
+                    return "timer fired"
+                return f"timer fired (slept {(event.created_at - started).total_seconds():.2f}s)"
+            case SignalAwaited():
+                limit = "" if ev.timeout is None else f" (timeout {ev.timeout:g}s)"
+                return f"waiting for signal {ev.name!r}{limit}"
+            case SignalReceived():
+                return f"received {_value(ev.payload)}"
+            case SignalTimedOut():
+                return "timed out" if ev.timeout is None else f"timed out after {ev.timeout:g}s"
+            case SideEffect():
+                return f"→ {_value(ev.value)}"
+            case Patched():
+                return f"patch {ev.patch!r}: new code path"
+            case CancelRequested():
+                return "cancel requested: pending work discarded, cleanup may run"
+            case ChildStarted():
+                return f"started child run {ev.child_run_id} (parent close: {ev.parent_close})"
+            case ChildCompleted():
+                return f"child {ev.child_run_id} → {_value(ev.result)}"
+            case ChildFailed():
+                return f"child {ev.child_run_id} failed: {_cut(error_summary(ev.error))}"
+            case ChildCancelled():
+                return f"child {ev.child_run_id} cancelled"
+            case RunCompleted():
+                return f"completed → {_value(ev.result)}"
+            case RunFailed():
+                return f"failed: {_cut(error_summary(ev.error))}"
+            case RunCancelled():
+                return f"cancelled ({ev.reason or 'no reason given'})"
+            case RunContinued():
+                return f"continued as new → {ev.continued_to} {_value(ev.input)}"
+
+
+def typed(event: HistoryEvent) -> Event:
+    """The typed event of a history entry (``ValueError`` if there is none)."""
+    return decode(EventType(event.type), msgspec.json.encode(event.data))
+
+
+def _value(raw: msgspec.Raw) -> str:
+    """A user value of an event, shortened."""
+    return compact(msgspec.json.decode(raw))
 
 
 def _cut(text: str, limit: int = SUMMARY_LIMIT) -> str:

@@ -7,8 +7,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from keel.core import journal as jr
-from keel.core.events import CommandId, CommandKind, EventType
+from keel.core.events import HASHED, CommandId, CommandKind, EventType, decode, recorded_hash
 from keel.core.journal import JournalEntry
 
 #: Which event types may belong to which command kind.
@@ -124,20 +123,11 @@ CHILD_EVENTS = frozenset(
 
 
 #: Events that carry the arguments hash of their step or child.
-HASHED_EVENTS = frozenset(
-    {
-        EventType.CHILD_STARTED,
-        EventType.CHILD_FAILED,
-        EventType.STEP_COMPLETED,
-        EventType.STEP_FAILED,
-        EventType.STEP_ATTEMPT_FAILED,
-        EventType.STEP_DISPATCHED,
-    }
-)
+HASHED_EVENTS = frozenset(cls.TYPE for cls in HASHED)
 
 
 def args_hash_of(entry: JournalEntry) -> str | None:
     """The arguments hash an event of a step or child carries, if any."""
     if entry.type not in HASHED_EVENTS:
         return None
-    return jr.parse(entry.data).args_hash
+    return recorded_hash(decode(entry.type, entry.data))

@@ -33,10 +33,23 @@ from collections.abc import Callable, Coroutine, Generator, Iterator, Mapping, S
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from keel.core import codec
-from keel.core import journal as jr
 from keel.core.commands import ALLOWED, Command, LiveSource, Outcome, describe_event
-from keel.core.events import KIND_TEXT, RUN_EVENTS, CommandId, CommandKind, EventType
+from keel.core.events import (
+    KIND_TEXT,
+    RUN_EVENTS,
+    CancelRequested,
+    CommandId,
+    CommandKind,
+    Event,
+    EventType,
+    Patched,
+    SideEffect,
+    encode,
+    read,
+)
 from keel.core.journal import JournalEntry
 from keel.core.loop import DeterministicLoop
 from keel.core.resolve import INLINE_PROGRESS, INLINE_RESOLVING, apply_event, check_args_hash
@@ -225,14 +238,16 @@ class Execution:
         """Unresolved commands, in issue order."""
         return list(self._pending.values())  # dicts keep insertion (= issue) order
 
-    def record(self, type_: EventType, cmd: Command | None, data: bytes) -> JournalEntry:
-        """Journal a live event (into :attr:`outbox`) and feed it to the workflow."""
+    def record(self, cmd: Command | None, event: Event) -> JournalEntry:
+        """Journal a live event of ``cmd`` (``None``: of the run) into
+        :attr:`outbox` and feed it to the workflow."""
+        type_, data = encode(event)
         entry = JournalEntry(self.next_seq, type_, cmd.key if cmd else None, data)
         self.journal.append(entry)
         self.outbox.append(entry)
         self.cursor += 1
         if cmd is not None:
-            self._apply(cmd, entry)
+            self._apply(cmd, entry, event)
             self._settle()
         return entry
 
@@ -255,7 +270,8 @@ class Execution:
         if self.outcome is not None or self.cancel_requested:
             return
         assert not self.replaying, "cancel() is for the live tail"
-        entry = JournalEntry(self.next_seq, EventType.CANCEL_REQUESTED, None, jr.envelope())
+        type_, data = encode(CancelRequested())
+        entry = JournalEntry(self.next_seq, type_, None, data)
         self.journal.append(entry)
         self.outbox.append(entry)
         self.cursor += 1
@@ -349,11 +365,10 @@ class Execution:
             if entry.command != key or entry.type is not EventType.SIDE_EFFECT:
                 self._abort(self._mismatch(entry, requested=cid.describe()))
             self.cursor += 1
-            return codec.decode(jr.raw_field(entry.data, "value"), result_type, what=key)
+            return codec.decode(read(SideEffect, entry.data).value, result_type, what=key)
         value_json = codec.encode(produce(), what=key)
-        entry = JournalEntry(
-            self.next_seq, EventType.SIDE_EFFECT, key, jr.envelope(value=jr.raw(value_json))
-        )
+        type_, data = encode(SideEffect(value=msgspec.Raw(value_json)))
+        entry = JournalEntry(self.next_seq, type_, key, data)
         self.journal.append(entry)
         self.outbox.append(entry)
         self.cursor += 1
@@ -388,7 +403,8 @@ class Execution:
                 # now marks another place, and the decisions would disagree.
                 self._abort(PatchMismatchError(self.run_id, entry.seq, name, self._markers[key]))
         elif not deprecated:
-            entry = JournalEntry(self.next_seq, EventType.PATCHED, key, jr.envelope(patch=name))
+            type_, data = encode(Patched(patch=name))
+            entry = JournalEntry(self.next_seq, type_, key, data)
             self.journal.append(entry)
             self.outbox.append(entry)
             self.cursor += 1
@@ -553,11 +569,12 @@ class Execution:
         self._cancel_deferred = not interrupted
         self._settle()
 
-    def _apply(self, cmd: Command, entry: JournalEntry) -> None:
+    def _apply(self, cmd: Command, entry: JournalEntry, event: Event | None = None) -> None:
+        """Feed ``entry`` (``event``: its decoded event, if at hand) to ``cmd``."""
         if entry.type not in ALLOWED[cmd.id.kind]:
             raise self._mismatch(entry, requested=cmd.id.describe())
-        env = check_args_hash(self.run_id, cmd, entry, self._carried_hashes)
-        apply_event(cmd, entry, env, self._resolve)
+        event = check_args_hash(self.run_id, cmd, entry, self._carried_hashes, event)
+        apply_event(cmd, entry, event, self._resolve)
 
     def _resolve(self, cmd: Command) -> asyncio.Future[Any]:
         """Take ``cmd`` off the pending commands; return the future to resolve."""

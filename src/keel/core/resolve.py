@@ -12,10 +12,27 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from msgspec import UNSET
+
 from keel.core import codec
-from keel.core import journal as jr
 from keel.core.commands import CHILD_EVENTS, HASHED_EVENTS, Command
-from keel.core.events import EventType
+from keel.core.events import (
+    ChildCancelled,
+    ChildCompleted,
+    ChildFailed,
+    ChildStarted,
+    Event,
+    EventType,
+    SideEffect,
+    SignalAwaited,
+    SignalReceived,
+    StepAttemptFailed,
+    StepCompleted,
+    StepFailed,
+    TimerStarted,
+    decode,
+    read,
+)
 from keel.core.journal import JournalEntry
 from keel.errors import (
     ChildWorkflowCancelled,
@@ -50,23 +67,26 @@ INLINE_PROGRESS = frozenset(
 
 
 def check_args_hash(
-    run_id: str, cmd: Command, entry: JournalEntry, carried: dict[str, str]
-) -> jr.Envelope | None:
+    run_id: str, cmd: Command, entry: JournalEntry, carried: dict[str, str], event: Event | None
+) -> Event | None:
     """At a command's first journal event, compare its arguments hash with the
-    recorded one; return the entry's parsed data if it was parsed.
+    recorded one; return the entry's event if it is decoded (``event``: the
+    caller's, if it has it).
 
     Compared here, not when the code issued the command, so that a reordering
     is reported as such rather than as changed arguments. ``carried`` holds
     the hashes of first events a snapshot dropped.
     """
     if not cmd.unchecked:
-        return None
+        return event
     cmd.unchecked = False
-    env = None
     recorded = carried.get(cmd.key) if carried else None
     if recorded is None and entry.type in HASHED_EVENTS:
-        env = jr.parse(entry.data)
-        recorded = env.args_hash
+        if event is None:
+            event = decode(entry.type, entry.data)
+        # Every HASHED_EVENTS event has one (events.recorded_hash(), inline: hot path).
+        found = event.args_hash  # type: ignore[union-attr]
+        recorded = None if found is UNSET else found
     if recorded is not None and recorded != cmd.args_hash:
         raise NondeterminismError(
             run_id,
@@ -74,25 +94,31 @@ def check_args_hash(
             f"{cmd.id.describe()} with arguments hash {recorded}",
             f"{cmd.id.describe()} with different arguments (hash {cmd.args_hash})",
         )
-    return env
+    return event
 
 
 def apply_event(
     cmd: Command,
     entry: JournalEntry,
-    env: jr.Envelope | None,
+    event: Event | None,
     release: Callable[[Command], asyncio.Future[Any]],
 ) -> None:
     """Apply ``entry`` (already checked to belong to ``cmd``'s kind) to ``cmd``.
 
-    ``env`` is the entry's parsed data if the caller has it; ``release``
-    removes ``cmd`` from the pending commands and returns the future to settle.
+    ``event`` is the entry's decoded event if the caller has it (events whose
+    data nothing here reads are not decoded); ``release`` removes ``cmd`` from
+    the pending commands and returns the future to settle. (``x if
+    isinstance(x, C) else read(C, data)``, not a helper: this is replay's
+    hot path, and a call per event shows.)
     """
     t, data = entry.type, entry.data
     if t is EventType.STEP_COMPLETED or t is EventType.SIDE_EFFECT:
-        if env is None:
-            env = jr.parse(data)
-        raw = env.result if t is EventType.STEP_COMPLETED else env.value
+        if t is EventType.STEP_COMPLETED:
+            done = event if isinstance(event, StepCompleted) else read(StepCompleted, data)
+            raw = done.result
+        else:
+            effect = event if isinstance(event, SideEffect) else read(SideEffect, data)
+            raw = effect.value
         fut = release(cmd)
         try:
             value = _decode(raw, cmd, "result")
@@ -101,33 +127,40 @@ def apply_event(
         else:
             fut.set_result(value)
     elif t is EventType.STEP_ATTEMPT_FAILED:
-        cmd.attempts = int(jr.field(data, "attempt", cmd.attempts + 1))
-        cmd.retry_at = jr.field(data, "retry_at")
+        attempt_failed = (
+            event if isinstance(event, StepAttemptFailed) else read(StepAttemptFailed, data)
+        )
+        cmd.attempts = attempt_failed.attempt or cmd.attempts + 1
+        cmd.retry_at = attempt_failed.retry_at
     elif t is EventType.STEP_DISPATCHED:
         cmd.dispatched = True
-        task_id = jr.field(data, "task_id")
-        cmd.task_id = int(task_id) if task_id is not None else None
+        cmd.task_id = None  # known once the task's outcome is journaled
     elif t is EventType.STEP_FAILED:
         fut = release(cmd)
-        err = jr.field(data, "error", {}) or {}
-        cmd.attempts = int(jr.field(data, "attempts", cmd.attempts))
+        failed = event if isinstance(event, StepFailed) else read(StepFailed, data)
+        if failed.attempts is not UNSET:
+            cmd.attempts = failed.attempts
+        err = failed.error
         fut.set_exception(
             StepFailedError(
                 cmd.id.name, cmd.attempts, str(err.get("type", "")), str(err.get("message", ""))
             )
         )
     elif t is EventType.TIMER_STARTED:
-        cmd.fire_at = jr.field(data, "fire_at")
+        started = event if isinstance(event, TimerStarted) else read(TimerStarted, data)
+        cmd.fire_at = started.fire_at
     elif t is EventType.TIMER_FIRED:
         fut = release(cmd)
         fut.set_result(None)
     elif t is EventType.SIGNAL_AWAITED:
         cmd.awaited = True
-        cmd.deadline = jr.field(data, "deadline")
+        awaited = event if isinstance(event, SignalAwaited) else read(SignalAwaited, data)
+        cmd.deadline = awaited.deadline
     elif t is EventType.SIGNAL_RECEIVED:
         fut = release(cmd)
         try:
-            value = _decode(jr.parse(data).payload, cmd, "payload")
+            received = event if isinstance(event, SignalReceived) else read(SignalReceived, data)
+            value = _decode(received.payload, cmd, "payload")
         except Exception as exc:
             fut.set_exception(exc)
         else:
@@ -136,7 +169,7 @@ def apply_event(
         fut = release(cmd)
         fut.set_exception(SignalTimeoutError(cmd.id.name, float(cmd.timeout or 0.0)))
     elif t in CHILD_EVENTS:
-        _apply_child(cmd, entry, release)
+        _apply_child(cmd, entry, event if event is not None else decode(t, data), release)
 
 
 def _decode(raw: bytes, cmd: Command, what: str) -> Any:
@@ -150,31 +183,32 @@ def _decode(raw: bytes, cmd: Command, what: str) -> Any:
 
 
 def _apply_child(
-    cmd: Command, entry: JournalEntry, release: Callable[[Command], asyncio.Future[Any]]
+    cmd: Command,
+    entry: JournalEntry,
+    event: Event,
+    release: Callable[[Command], asyncio.Future[Any]],
 ) -> None:
     """A child command's events: started resolves ``start_child``, an outcome the result."""
-    t, data = entry.type, entry.data
-    child_id = str(jr.field(data, "child_run_id", cmd.child_run_id or ""))
+    assert isinstance(event, ChildStarted | ChildCompleted | ChildFailed | ChildCancelled)
+    child_id = event.child_run_id or cmd.child_run_id or ""
     cmd.child_run_id = child_id
-    if t is EventType.CHILD_STARTED:
+    if isinstance(event, ChildStarted):
         if cmd.started is not None and not cmd.started.done():
             cmd.started.set_result(child_id)
         return
     release(cmd)
     exc: BaseException | None = None
-    if t is EventType.CHILD_COMPLETED:
+    if isinstance(event, ChildCompleted):
         try:
             value = codec.decode(
-                jr.raw_field(data, "result"),
-                cmd.result_type,
-                what=f"result of {cmd.id.describe()}",
+                event.result, cmd.result_type, what=f"result of {cmd.id.describe()}"
             )
         except Exception as dec_exc:
             exc = dec_exc
         else:
             cmd.future.set_result(value)
-    elif t is EventType.CHILD_FAILED:
-        err = jr.field(data, "error", {}) or {}
+    elif isinstance(event, ChildFailed):
+        err = event.error
         exc = ChildWorkflowError(
             child_id, cmd.id.name, str(err.get("type", "")), str(err.get("message", ""))
         )

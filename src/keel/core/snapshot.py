@@ -31,10 +31,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
+from msgspec import UNSET
 
-from keel.core import journal as jr
 from keel.core.commands import args_hash_of
-from keel.core.events import RESOLVING, EventType
+from keel.core.events import RESOLVING, EventType, StepFailed, read
 from keel.core.journal import JournalEntry
 
 #: The encoding and compaction rules of this module; another number is ignored.
@@ -99,7 +99,7 @@ def compact(
         key = e.command
         if key is not None and e.type in RESOLVING and key not in resolved:
             resolved[key] = e.seq
-            if e.type is EventType.STEP_FAILED and "attempts" not in jr.fields(e.data):
+            if e.type is EventType.STEP_FAILED and read(StepFailed, e.data).attempts is UNSET:
                 keep_attempts.add(key)
     carried = dict(hashes or {})
     seen: set[str] = set()

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from keel.core.commands import Command
-from keel.core.events import EventType
+from keel.core.events import Event
 from keel.core.states import RunState
 from keel.store.base import NewRun, NewTask
 
@@ -32,12 +32,11 @@ from keel.store.base import NewRun, NewTask
 
 @dataclass(slots=True)
 class RecordEvent:
-    """Journal an event of ``command`` (``None``: of the run) into the outbox and
-    feed it to the workflow; it becomes durable with the next write."""
+    """Journal ``event`` of ``command`` (``None``: of the run) into the outbox
+    and feed it to the workflow; it becomes durable with the next write."""
 
     command: Command | None
-    type: EventType
-    data: bytes
+    event: Event
 
 
 @dataclass(slots=True)

@@ -103,7 +103,7 @@ class RunEffects:
         assert ex is not None, "no execution to journal into"
         for action in actions:
             if isinstance(action, RecordEvent):
-                ex.record(action.type, action.command, action.data)
+                ex.record(action.command, action.event)
             else:
                 self._report(action)
 

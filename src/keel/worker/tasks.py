@@ -17,8 +17,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from keel.core import codec
-from keel.core import journal as jr
 from keel.errors import ConfigurationError, LeaseLostError, SerializationError, error_info
 from keel.store._checks import check_queue_name
 from keel.store.base import TaskLease, TaskRecord
@@ -232,7 +233,7 @@ class TaskRunner:
         return policy.delay(record.attempt, random.random())
 
     async def _fail(self, item: _Running, exc: Exception, delay: float | None) -> None:
-        error = jr.envelope(**error_info(exc))
+        error = msgspec.json.encode(error_info(exc))
         retry_at = None if delay is None else await self.store.now() + delay
         await self.store.fail_task(item.lease, error, retry_at)
 

@@ -14,10 +14,20 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
+import msgspec
+
 from keel.core import codec
-from keel.core import journal as jr
 from keel.core.commands import Command
-from keel.core.events import EventType
+from keel.core.events import (
+    ChildCancelled,
+    ChildCompleted,
+    ChildFailed,
+    ChildStarted,
+    ErrorInfo,
+    EventType,
+    encode_data,
+    run_started,
+)
 from keel.core.states import RunState
 from keel.store.base import NewEvent, NewRun, RunRecord
 from keel.worker.actions import Planned, RecordEvent, StartChildren, WakeOnChild
@@ -62,22 +72,14 @@ def plan_start(
             f"{spec.run_id!r} is taken by another child started at the same time",
         )
     assert cmd.args is not None  # child commands carry their encoded input
-    data = jr.envelope(
+    event = ChildStarted(
         child_run_id=spec.run_id,
         workflow=spec.workflow,
         parent_close=spec.parent_close,
         args_hash=cmd.args_hash,
     )
-    started = NewEvent(
-        EventType.RUN_STARTED.value,
-        None,
-        jr.envelope(
-            workflow=spec.workflow,
-            version=spec.version,
-            input=jr.raw(cmd.args),
-            parent_run_id=parent.run_id,
-        ),
-    )
+    first = run_started(spec.workflow, spec.version, cmd.args, parent_run_id=parent.run_id)
+    started = NewEvent(EventType.RUN_STARTED.value, None, encode_data(first))
     child = NewRun(
         spec.run_id,
         spec.workflow,
@@ -88,7 +90,7 @@ def plan_start(
         parent_close=spec.parent_close,
         depth=parent.depth + 1,
     )
-    return [RecordEvent(cmd, EventType.CHILD_STARTED, data), StartChildren((child,))]
+    return [RecordEvent(cmd, event), StartChildren((child,))]
 
 
 def plan_outcome(cmd: Command, child: RunRecord | None) -> list[Planned]:
@@ -102,33 +104,29 @@ def plan_outcome(cmd: Command, child: RunRecord | None) -> list[Planned]:
             "message": f"child run {run_id!r} is missing from the store",
             "traceback": "",
         }
-        data = jr.envelope(child_run_id=run_id, error=gone)
-        return [RecordEvent(cmd, EventType.CHILD_FAILED, data)]
+        return [RecordEvent(cmd, ChildFailed(child_run_id=run_id, error=gone))]
     if child.state is RunState.COMPLETED:
         result = child.result if child.result is not None else b"null"
-        data = jr.envelope(child_run_id=run_id, result=jr.raw(result))
-        return [RecordEvent(cmd, EventType.CHILD_COMPLETED, data)]
+        return [RecordEvent(cmd, ChildCompleted(child_run_id=run_id, result=msgspec.Raw(result)))]
     if child.state is RunState.FAILED:
-        data = jr.envelope(child_run_id=run_id, error=_error_of(child))
-        return [RecordEvent(cmd, EventType.CHILD_FAILED, data)]
+        return [RecordEvent(cmd, ChildFailed(child_run_id=run_id, error=_error_of(child)))]
     if child.state is RunState.CANCELLED:
-        data = jr.envelope(child_run_id=run_id)
-        return [RecordEvent(cmd, EventType.CHILD_CANCELLED, data)]
+        return [RecordEvent(cmd, ChildCancelled(child_run_id=run_id))]
     return [WakeOnChild(child.run_id)]  # (a chain's latest run: the one whose end wakes us)
 
 
 def _refused(cmd: Command, error_type: str, message: str) -> list[Planned]:
     """Journal ``child_failed`` for a child that cannot start: no child run."""
-    data = jr.envelope(
+    refused = ChildFailed(
         child_run_id=child_spec(cmd).run_id,
         started=False,
         error={"type": error_type, "message": message, "traceback": ""},
         args_hash=cmd.args_hash,
     )
-    return [RecordEvent(cmd, EventType.CHILD_FAILED, data)]
+    return [RecordEvent(cmd, refused)]
 
 
-def _error_of(child: RunRecord) -> object:
+def _error_of(child: RunRecord) -> ErrorInfo:
     fallback = {"type": "keel.errors.KeelError", "message": "the child run failed"}
     if child.error is None:
         return fallback

@@ -17,11 +17,20 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from keel.core import journal as jr
+import msgspec
+
 from keel.core.commands import Outcome
-from keel.core.events import EventType
+from keel.core.events import (
+    EventType,
+    RunCancelled,
+    RunCompleted,
+    RunContinued,
+    encode_data,
+    run_failed,
+    run_started,
+)
 from keel.core.states import RunState
-from keel.errors import KeelError, error_info
+from keel.errors import KeelError
 from keel.store.base import NewEvent, NewRun, RunRecord
 from keel.worker.actions import Action, Commit, Continue, Finish, RecordEvent, Suspend
 
@@ -51,33 +60,38 @@ def plan_end(
     if outcome.status == "continued":
         data = outcome.result if outcome.result is not None else b"{}"
         successor = successor_of(run, version, data)
-        continued = jr.envelope(continued_to=successor.run_id, version=version, input=jr.raw(data))
+        continued = RunContinued(
+            continued_to=successor.run_id, version=version, input=msgspec.Raw(data)
+        )
         # Two writes: what the turn journaled (step results) commits first, so a
         # crash at the switch never repeats a completed step; then the switch.
         return [
             Commit(),
-            RecordEvent(None, EventType.RUN_CONTINUED, continued),
+            RecordEvent(None, continued),
             Continue(successor),
         ]
     if outcome.status == "completed":
         result = outcome.result
-        data = jr.envelope(result=jr.raw(result or b"null"))
         return [
-            RecordEvent(None, EventType.RUN_COMPLETED, data),
+            RecordEvent(None, RunCompleted(result=msgspec.Raw(result or b"null"))),
             Finish(RunState.COMPLETED, result=result),
         ]
     if outcome.status == "cancelled":
-        data = jr.envelope(reason="cancel requested")
-        return [RecordEvent(None, EventType.RUN_CANCELLED, data), Finish(RunState.CANCELLED)]
-    event, finish = failure(outcome.error or KeelError("unknown failure"))
-    return [RecordEvent(None, EventType.RUN_FAILED, event.data), finish]
+        return [
+            RecordEvent(None, RunCancelled(reason="cancel requested")),
+            Finish(RunState.CANCELLED),
+        ]
+    failure = outcome.error or KeelError("unknown failure")
+    event, error = run_failed(failure)
+    return [RecordEvent(None, event), Finish(RunState.FAILED, error=error, failure=failure)]
 
 
 def failure(exc: BaseException) -> tuple[NewEvent, Finish]:
-    """The ``run_failed`` event and the finish of a run that fails with ``exc``."""
-    error = jr.envelope(**error_info(exc))
-    event = NewEvent(EventType.RUN_FAILED.value, None, jr.envelope(error=jr.raw(error)))
-    return event, Finish(RunState.FAILED, error=error, failure=exc)
+    """The ``run_failed`` event (as stored) and the finish of a run that fails
+    with ``exc`` outside the workflow's code (nothing to feed the event to)."""
+    event, error = run_failed(exc)
+    failed = NewEvent(EventType.RUN_FAILED.value, None, encode_data(event))
+    return failed, Finish(RunState.FAILED, error=error, failure=exc)
 
 
 def successor_id(chain_id: str, generation: int) -> str:
@@ -89,19 +103,16 @@ def successor_of(run: RunRecord, version: str, data: bytes) -> NewRun:
     """The run that continues ``run`` with input ``data`` at ``version``."""
     generation = run.generation + 1
     run_id = successor_id(run.chain, generation)
-    started = NewEvent(
-        EventType.RUN_STARTED.value,
-        None,
-        jr.envelope(
-            workflow=run.workflow,
-            version=version,
-            input=jr.raw(data),
-            chain_id=run.chain,
-            generation=generation,
-            continued_from=run.run_id,
-            parent_run_id=run.parent_run_id,
-        ),
+    first = run_started(
+        run.workflow,
+        version,
+        data,
+        chain_id=run.chain,
+        generation=generation,
+        continued_from=run.run_id,
+        parent_run_id=run.parent_run_id,
     )
+    started = NewEvent(EventType.RUN_STARTED.value, None, encode_data(first))
     return NewRun(
         run_id,
         run.workflow,

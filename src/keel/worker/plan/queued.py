@@ -4,12 +4,18 @@ stored on the task row."""
 
 from __future__ import annotations
 
-from typing import Any
+import msgspec
 
 from keel.core import codec
-from keel.core import journal as jr
 from keel.core.commands import Command
-from keel.core.events import CommandKind, EventType
+from keel.core.events import (
+    UNSET,
+    CommandKind,
+    ErrorInfo,
+    StepCompleted,
+    StepDispatched,
+    StepFailed,
+)
 from keel.errors import KeelError, error_info
 from keel.store.base import NewTask, TaskRecord
 from keel.worker.actions import Dispatch, Planned, RecordEvent, StoreKeyed, WakeOnTask
@@ -28,7 +34,9 @@ def plan_dispatch(cmd: Command, stored: bytes | None) -> list[Planned]:
         return [_reused(cmd, stored)]
     target = cmd.target
     assert cmd.args is not None  # steps always carry their encoded arguments
-    data = jr.envelope(queue=target.queue, priority=target.priority, args_hash=cmd.args_hash)
+    dispatched = StepDispatched(
+        queue=target.queue, priority=target.priority, args_hash=cmd.args_hash
+    )
     task = NewTask(
         command=cmd.key,
         step=cmd.id.name,
@@ -37,7 +45,7 @@ def plan_dispatch(cmd: Command, stored: bytes | None) -> list[Planned]:
         args=cmd.args,
         max_attempts=target.retry.max_attempts,
     )
-    return [RecordEvent(cmd, EventType.STEP_DISPATCHED, data), Dispatch((task,))]
+    return [RecordEvent(cmd, dispatched), Dispatch((task,))]
 
 
 def plan_task(cmd: Command, task: TaskRecord | None, stored: bytes | None) -> list[Planned]:
@@ -53,48 +61,48 @@ def plan_task(cmd: Command, task: TaskRecord | None, stored: bytes | None) -> li
         # The journal says dispatched but the task is gone (deleted by hand?):
         # fail the step rather than wait forever.
         exc = KeelError(f"the task of {cmd.id.describe()} is missing from the store")
-        data = jr.envelope(attempts=cmd.attempts, error=error_info(exc), args_hash=cmd.args_hash)
-        return [RecordEvent(cmd, EventType.STEP_FAILED, data)]
+        missing = StepFailed(attempts=cmd.attempts, error=error_info(exc), args_hash=cmd.args_hash)
+        return [RecordEvent(cmd, missing)]
     if task.state == "completed":
         result = task.result if task.result is not None else b"null"
-        extra: dict[str, Any] = {}
+        reused = False
         if cmd.idempotency_key is not None:
             if stored is None:
                 return [StoreKeyed(cmd.id.name, cmd.idempotency_key, result)]
             if stored != result:
-                result = stored
-                extra = {"reused": True, "idempotency_key": cmd.idempotency_key}
-        data = jr.envelope(
-            result=jr.raw(result),
+                result, reused = stored, True
+        completed = StepCompleted(
+            result=msgspec.Raw(result),
             args_hash=cmd.args_hash,
             attempt=task.attempt,
             task_id=task.task_id,
-            **extra,
+            reused=True if reused else UNSET,
+            idempotency_key=cmd.idempotency_key if reused else UNSET,
         )
-        return [RecordEvent(cmd, EventType.STEP_COMPLETED, data)]
+        return [RecordEvent(cmd, completed)]
     if task.state == "failed":
-        data = jr.envelope(
+        failed = StepFailed(
             attempts=min(task.attempt, task.max_attempts),
             error=_task_error(task),
             args_hash=cmd.args_hash,
             task_id=task.task_id,
         )
-        return [RecordEvent(cmd, EventType.STEP_FAILED, data)]
+        return [RecordEvent(cmd, failed)]
     return [WakeOnTask(cmd.key)]
 
 
 def _reused(cmd: Command, stored: bytes) -> RecordEvent:
-    data = jr.envelope(
-        result=jr.raw(stored),
+    completed = StepCompleted(
+        result=msgspec.Raw(stored),
         args_hash=cmd.args_hash,
         attempt=1,
         reused=True,
         idempotency_key=cmd.idempotency_key,
     )
-    return RecordEvent(cmd, EventType.STEP_COMPLETED, data)
+    return RecordEvent(cmd, completed)
 
 
-def _task_error(task: TaskRecord) -> Any:
+def _task_error(task: TaskRecord) -> ErrorInfo:
     """The error info a task worker stored (``type``/``message``/``traceback``)."""
     fallback = {"type": "keel.errors.KeelError", "message": "the dispatched step failed"}
     if task.error is None:

@@ -3,9 +3,10 @@ it in the same write), note the wait and its deadline, or journal its time-out."
 
 from __future__ import annotations
 
-from keel.core import journal as jr
+import msgspec
+
 from keel.core.commands import Command
-from keel.core.events import EventType
+from keel.core.events import SignalAwaited, SignalReceived, SignalTimedOut
 from keel.store.base import SignalRecord
 from keel.worker.actions import ConsumeSignal, Planned, RecordEvent, WakeAt, WakeOnSignal
 
@@ -14,17 +15,18 @@ def plan_signal(cmd: Command, now: float, signal: SignalRecord | None) -> list[P
     """``signal``: the oldest unconsumed signal of the name ``cmd`` waits for, if any."""
     name = cmd.id.name
     if signal is not None:
-        data = jr.envelope(name=name, payload=jr.raw(signal.payload), signal_id=signal.id)
-        return [RecordEvent(cmd, EventType.SIGNAL_RECEIVED, data), ConsumeSignal(signal.id)]
+        received = SignalReceived(
+            name=name, payload=msgspec.Raw(signal.payload), signal_id=signal.id
+        )
+        return [RecordEvent(cmd, received), ConsumeSignal(signal.id)]
     planned: list[Planned] = []
     deadline = cmd.deadline
     if not cmd.awaited:  # journaled once, with its deadline
         deadline = None if cmd.timeout is None else now + cmd.timeout
-        data = jr.envelope(name=name, timeout=cmd.timeout, deadline=deadline)
-        planned.append(RecordEvent(cmd, EventType.SIGNAL_AWAITED, data))
+        awaited = SignalAwaited(name=name, timeout=cmd.timeout, deadline=deadline)
+        planned.append(RecordEvent(cmd, awaited))
     if deadline is not None and deadline <= now:
-        data = jr.envelope(name=name, timeout=cmd.timeout)
-        planned.append(RecordEvent(cmd, EventType.SIGNAL_TIMED_OUT, data))
+        planned.append(RecordEvent(cmd, SignalTimedOut(name=name, timeout=cmd.timeout)))
         return planned
     planned.append(WakeOnSignal(name))
     if deadline is not None:

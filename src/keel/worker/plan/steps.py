@@ -6,10 +6,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from keel.core import codec
-from keel.core import journal as jr
 from keel.core.commands import Command
-from keel.core.events import CommandKind, EventType
+from keel.core.events import (
+    UNSET,
+    CommandKind,
+    SideEffect,
+    StepAttemptFailed,
+    StepCompleted,
+    StepFailed,
+)
 from keel.errors import SerializationError, error_info
 from keel.worker.actions import (
     Planned,
@@ -48,7 +56,6 @@ def plan_attempt_ended(
     """What to journal for attempt ``attempt`` of ``cmd``: its result, a retry
     (``step_attempt_failed`` with the retry time, from ``now`` on the worker's
     clock and the uniform draw ``jitter``) or the step's failure."""
-    step = cmd.id.kind is CommandKind.STEP
     if ended.error is None:
         reused = False
         value = ended.value
@@ -59,27 +66,27 @@ def plan_attempt_ended(
                 data = codec.encode(value, what=f"result of {cmd.id.describe()}")
             except SerializationError as enc_exc:
                 return _failed(cmd, attempt, enc_exc, "not retried")
-        extra = {"reused": True, "idempotency_key": cmd.idempotency_key} if reused else {}
-        if step:
-            body = jr.envelope(
-                result=jr.raw(data), args_hash=cmd.args_hash, attempt=attempt, **extra
-            )
-            return [RecordEvent(cmd, EventType.STEP_COMPLETED, body)]
-        body = jr.envelope(value=jr.raw(data), args_hash=cmd.args_hash, attempt=attempt, **extra)
-        return [RecordEvent(cmd, EventType.SIDE_EFFECT, body)]
+        if cmd.id.kind is not CommandKind.STEP:
+            value = SideEffect(value=msgspec.Raw(data), args_hash=cmd.args_hash, attempt=attempt)
+            return [RecordEvent(cmd, value)]
+        completed = StepCompleted(
+            result=msgspec.Raw(data),
+            args_hash=cmd.args_hash,
+            attempt=attempt,
+            reused=True if reused else UNSET,
+            idempotency_key=cmd.idempotency_key if reused else UNSET,
+        )
+        return [RecordEvent(cmd, completed)]
     exc = ended.error
     policy = cmd.target.retry
     if isinstance(exc, SerializationError):  # a result that cannot be stored: no retry
         return _failed(cmd, attempt, exc, "not retried")
     if isinstance(exc, Exception) and policy.should_retry(attempt, exc):
         delay = policy.delay(attempt, jitter)
-        data = jr.envelope(
+        failed = StepAttemptFailed(
             attempt=attempt, error=error_info(exc), retry_at=now + delay, args_hash=cmd.args_hash
         )
-        return [
-            _report(cmd, attempt, exc, "retrying in %.3gs", delay),
-            RecordEvent(cmd, EventType.STEP_ATTEMPT_FAILED, data),
-        ]
+        return [_report(cmd, attempt, exc, "retrying in %.3gs", delay), RecordEvent(cmd, failed)]
     why = "no attempts left" if attempt >= policy.max_attempts else "not retryable"
     return _failed(cmd, attempt, exc, why)
 
@@ -87,8 +94,8 @@ def plan_attempt_ended(
 def _failed(
     cmd: Command, attempt: int, exc: BaseException, why: str
 ) -> list[RecordEvent | ReportAttempt]:
-    data = jr.envelope(attempts=attempt, error=error_info(exc), args_hash=cmd.args_hash)
-    return [_report(cmd, attempt, exc, why), RecordEvent(cmd, EventType.STEP_FAILED, data)]
+    failed = StepFailed(attempts=attempt, error=error_info(exc), args_hash=cmd.args_hash)
+    return [_report(cmd, attempt, exc, why), RecordEvent(cmd, failed)]
 
 
 def _report(

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from keel.core import journal as jr
 from keel.core.commands import Command
-from keel.core.events import EventType
+from keel.core.events import TimerFired, TimerStarted
 from keel.worker.actions import Planned, RecordEvent, WaitUntil, WakeAt
 
 
@@ -16,10 +15,9 @@ def plan_timer(cmd: Command, now: float, inline_wait: float) -> list[Planned]:
     fire_at = cmd.fire_at
     if fire_at is None:
         fire_at = now + float(cmd.duration or 0.0)
-        data = jr.envelope(duration=cmd.duration, fire_at=fire_at)
-        planned.append(RecordEvent(cmd, EventType.TIMER_STARTED, data))
+        planned.append(RecordEvent(cmd, TimerStarted(duration=cmd.duration, fire_at=fire_at)))
     if fire_at <= now:
-        planned.append(RecordEvent(cmd, EventType.TIMER_FIRED, jr.envelope()))
+        planned.append(RecordEvent(cmd, TimerFired()))
     elif fire_at - now <= inline_wait:
         planned.append(WaitUntil(cmd, "timer", fire_at))
     else:
@@ -29,4 +27,4 @@ def plan_timer(cmd: Command, now: float, inline_wait: float) -> list[Planned]:
 
 def plan_fired(cmd: Command) -> list[RecordEvent]:
     """A timer waited for in this worker has fired."""
-    return [RecordEvent(cmd, EventType.TIMER_FIRED, jr.envelope())]
+    return [RecordEvent(cmd, TimerFired())]

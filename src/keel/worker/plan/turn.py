@@ -147,7 +147,7 @@ def plan_turn(
                     actions = []
                     journal.append(actions)
                 actions.append(item)
-                if isinstance(item, RecordEvent) and item.type in RESOLVING:
+                if isinstance(item, RecordEvent) and item.event.TYPE in RESOLVING:
                     progressed = True
         if actions is not None:
             last = actions[-1]
