@@ -226,6 +226,7 @@ class RunDriver:
             # the lease ran out: nothing that ended under such a lease is
             # journaled. lease_lost() has cancelled this task; end it here.
             raise asyncio.CancelledError
+        # Journaling one outcome resolves only its own command: the map holds.
         by_key = {c.key: c for c in ex.pending()}
         for item in self.inflight.take_done():
             cmd = by_key.get(item.key)
@@ -240,9 +241,7 @@ class RunDriver:
                 self.effects.journal(journal)
             elif item.what == "timer":
                 self.effects.journal(timers.plan_fired(cmd))
-            else:
-                continue  # the retry is due: the next plan starts the attempt
-            by_key = {c.key: c for c in ex.pending()}
+            # else: a retry is due; the next plan starts the attempt
 
     async def _drain(self, ex: Execution) -> None:
         """Worker is stopping: let running attempts finish, then release the run

@@ -123,8 +123,8 @@ class Inflight:
 
     async def wait(self) -> None:
         """Until a piece of work has ended or :meth:`wake` was called."""
-        tasks = [item.task for item in self.items.values()]
-        if not self.poke.is_set() and not any(t.done() for t in tasks):
+        items = self.items.values()
+        if not self.poke.is_set() and not any(item.task.done() for item in items):
             # One future woken by whichever comes first: a finished task or a poke.
             # Attempt tasks call it themselves as they end (_attempt_done);
             # timer and retry waits through a done-callback.
@@ -134,7 +134,7 @@ class Inflight:
                 if not wake.done():
                     wake.set_result(None)
 
-            waits = [item.task for item in self.items.values() if item.what != "attempt"]
+            waits = [item.task for item in items if item.what != "attempt"]
             for t in waits:
                 t.add_done_callback(wake_up)
             self._on_poke = wake_up

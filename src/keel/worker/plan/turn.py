@@ -100,7 +100,7 @@ def plan_turn(
     journal: list[list[Action]] = []
     work: list[StartAttempt | WaitUntil] = []
     wake: list[Wake] = []
-    held: list[Planned] = []  # dispatches and child starts: recorded last, if at all
+    held: list[Action] = []  # dispatches and child starts: recorded last, if at all
     received: set[str] = set()  # names whose signal read this pass hands out
     progressed = False
     for cmd in pending:
@@ -111,7 +111,7 @@ def plan_turn(
         if kind is CommandKind.STEP:
             if cmd.dispatched:
                 planned = queued.plan_task(cmd, reads.tasks[cmd.key], reads.keyed.get(cmd.key))
-            elif queued.is_queued(cmd):
+            elif getattr(cmd.target, "queue", None) is not None:  # queued.is_queued(cmd)
                 planned = queued.plan_dispatch(cmd, reads.keyed.get(cmd.key))
             else:
                 planned = steps.plan_attempt(cmd, now, inline_wait)
@@ -133,9 +133,6 @@ def plan_turn(
                 planned = children.plan_outcome(cmd, reads.children[cmd.child_run_id])
         else:
             continue
-        if isinstance(planned[-1], _ROWS):
-            held += planned
-            continue
         actions: list[Action] | None = None
         for item in planned:
             if isinstance(item, _WORK):
@@ -145,23 +142,29 @@ def plan_turn(
             else:
                 if actions is None:
                     actions = []
-                    journal.append(actions)
                 actions.append(item)
                 if isinstance(item, RecordEvent) and item.event.TYPE in RESOLVING:
                     progressed = True
-        if actions is not None:
-            last = actions[-1]
-            if isinstance(last, ConsumeSignal):
-                received.add(cmd.id.name)
-            elif isinstance(last, StoreKeyed):
-                progressed = True
-                break
+        if actions is None:
+            continue
+        last = actions[-1]
+        if isinstance(last, _ROWS):
+            held += actions
+        elif isinstance(last, ConsumeSignal):
+            journal.append(actions)
+            received.add(cmd.id.name)
+        elif isinstance(last, StoreKeyed):
+            journal.append(actions)
+            progressed = True
+            break
+        else:
+            journal.append(actions)
     if progressed:
         return TurnPlan(now, journal, True, [], [], [])
     return TurnPlan(now, journal, False, _rows(held) if held else [], work, wake)
 
 
-def _rows(held: list[Planned]) -> list[Action]:
+def _rows(held: list[Action]) -> list[Action]:
     """The held events, then one write creating their rows: the dispatches'
     if there are any (the child starts are planned again next pass), else the
     child starts'."""
