@@ -221,3 +221,18 @@ class StoreCounters:
         while self._undo:
             owner, name, value = self._undo.pop()
             setattr(owner, name, value)
+
+
+# --- store methods by capability ---------------------------------------------------------
+def sqlite_store_methods(names: Sequence[str]) -> list[tuple[str, Any, str]]:
+    """``(name, class, method)`` of each ``"capability.method"`` name of the SQLite store
+    (``"runs.commit"``: the class of ``store.runs`` and ``"commit"``), found on a
+    store that is never opened, so a benchmark can wrap the class's methods."""
+    from keel.store.sqlite import SQLiteStore
+
+    probe = SQLiteStore(Path(tempfile.gettempdir()) / f"keel-probe-{uuid.uuid4().hex}.db")
+    found = []
+    for name in names:
+        capability, method = name.split(".")
+        found.append((name, type(getattr(probe, capability)), method))
+    return found

@@ -54,7 +54,8 @@ from keel.core.events import (
 from keel.core.journal import JournalEntry
 from keel.core.replay import Execution
 from keel.replay import _NoLiveValues
-from keel.store.base import NewEvent, NewRun, NewSnapshot, Store
+from keel.store.base import NewEvent, NewRun, NewSnapshot
+from keel.store.ports import Store, Turn
 
 TARGET_MS = 50.0
 
@@ -128,16 +129,16 @@ async def stored_run(store: Store, journal: list[JournalEntry], wf: Any = long) 
     run_id = f"bench-{secrets.token_hex(4)}"
     started = NewEvent(journal[0].type.value, None, journal[0].data)
     new = NewRun(run_id, wf.name, wf.version, f"[{len(journal) - 1}]".encode(), started)
-    _, lease, _ = await store.create_run(new, lease_owner="bench", lease_ttl=600)
+    _, lease, _ = await store.runs.create(new, lease_owner="bench", lease_ttl=600)
     assert lease is not None
     seq = 1
     for i in range(1, len(journal), 1000):
         batch = [NewEvent(e.type.value, e.command, e.data) for e in journal[i : i + 1000]]
-        await store.append_events(lease, seq, batch)
+        await store.runs.commit(lease, Turn(seq, batch))
         seq += len(batch)
     upto = len(journal) - 1 - len(journal) // 100
     snap = sn.compact(journal, upto, wf.version)
-    await store.save_snapshot(lease, NewSnapshot(upto, wf.version, sn.FORMAT, sn.encode(snap)))
+    await store.runs.save_snapshot(lease, NewSnapshot(upto, wf.version, sn.FORMAT, sn.encode(snap)))
     return run_id
 
 
@@ -156,13 +157,13 @@ async def recovery(
         without, with_ = [], []
         for _ in range(reps):
             start = time.perf_counter()
-            replay(n, _entries(await store.load_events(run_id)), wf=wf)
+            replay(n, _entries(await store.reads.history(run_id)), wf=wf)
             without.append(time.perf_counter() - start)
             start = time.perf_counter()
-            record = await store.load_snapshot(run_id)
+            record = await store.runs.load_snapshot(run_id)
             assert record is not None
             snap = sn.decode(record.data, version=wf.version, upto_seq=record.upto_seq)
-            tail = _entries(await store.load_events(run_id, after_seq=snap.upto_seq))
+            tail = _entries(await store.reads.history(run_id, after_seq=snap.upto_seq))
             replay(n, [*snap.entries, *tail], snap.hashes, wf=wf)
             with_.append(time.perf_counter() - start)
         return without, with_

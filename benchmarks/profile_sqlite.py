@@ -40,28 +40,25 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import SYNCHRONOUS, StoreCounters, percentile, scratch_db
+from _common import SYNCHRONOUS, StoreCounters, percentile, scratch_db, sqlite_store_methods
 from bench_sqlite import run_case
 
 _STORE_CALLS = (
-    "create_run",
-    "append_events",
-    "suspend_run",
-    "finish_run",
-    "get_run",
-    "claim_runs",
-    "load_events",
-    "wait_for_change",
-    "wait_for_work",
+    "runs.create",
+    "runs.commit",  # the journal writes: append, suspend, finish, ...
+    "runs.claim",
+    "reads.get_run",
+    "reads.history",
+    "changes.wait",
+    "changes.wait_for_work",
 )
 
 
 @contextmanager
 def store_call_timing(samples: dict[str, list[float]]) -> Iterator[None]:
     """Time every SQLiteStore coroutine call of interest, from the caller's side."""
-    from keel.store.sqlite import SQLiteStore
-
-    originals = {name: getattr(SQLiteStore, name) for name in _STORE_CALLS}
+    methods = sqlite_store_methods(_STORE_CALLS)
+    originals = {name: (cls, method, getattr(cls, method)) for name, cls, method in methods}
 
     def timed(name: str, fn: Any) -> Any:
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -73,13 +70,13 @@ def store_call_timing(samples: dict[str, list[float]]) -> Iterator[None]:
 
         return wrapper
 
-    for name, fn in originals.items():
-        setattr(SQLiteStore, name, timed(name, fn))
+    for name, (cls, method, fn) in originals.items():
+        setattr(cls, method, timed(name, fn))
     try:
         yield
     finally:
-        for name, fn in originals.items():
-            setattr(SQLiteStore, name, fn)
+        for cls, method, fn in originals.values():
+            setattr(cls, method, fn)
 
 
 class _TimedConnection(sqlite3.Connection):

@@ -22,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import SYNCHRONOUS, scratch_db
+from _common import SYNCHRONOUS, scratch_db, sqlite_store_methods
 from bench_sqlite import WORKFLOWS
 
 import keel
@@ -38,8 +38,8 @@ def _mark(what: str) -> None:
 
 
 def _instrument() -> None:
-    for name in ("create_run", "append_events", "finish_run", "get_run"):
-        original = getattr(SQLiteStore, name)
+    for name, cls, method in sqlite_store_methods(("runs.create", "runs.commit", "reads.get_run")):
+        original = getattr(cls, method)
 
         def wrap(original: Any = original, name: str = name) -> Any:
             async def timed(*args: Any, **kwargs: Any) -> Any:
@@ -50,7 +50,7 @@ def _instrument() -> None:
 
             return timed
 
-        setattr(SQLiteStore, name, wrap())
+        setattr(cls, method, wrap())
     write = _threads.DbThread._write
 
     def _write(self: Any, conn: Any, batch: Any, **kw: Any) -> Any:

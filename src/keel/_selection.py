@@ -7,7 +7,8 @@ from datetime import datetime, timedelta
 
 from keel.client import Client
 from keel.core.states import RunState
-from keel.store.base import RunRecord, Store
+from keel.store.base import RunRecord
+from keel.store.ports import Store
 
 PAGE_SIZE = 100  # runs per list_runs call: bounds what a caller holds at once
 
@@ -65,7 +66,9 @@ async def _pages(
 ) -> AsyncGenerator[RunRecord, None]:
     cursor = None
     while True:
-        page = await store.list_runs(workflow=workflow, state=state, limit=size, cursor=cursor)
+        page = await store.reads.list_runs(
+            workflow=workflow, state=state, limit=size, cursor=cursor
+        )
         for run in page.runs:
             if after is not None and run.created_at < after:
                 return  # newest first: every later run is older still

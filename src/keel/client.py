@@ -29,15 +29,8 @@ from keel.errors import (
 from keel.local import LocalWorker
 from keel.schedules import ScheduleInfo
 from keel.store import open_store
-from keel.store.base import (
-    Claimed,
-    NewEvent,
-    NewRun,
-    QueueInfo,
-    RunRecord,
-    Store,
-    WorkerVersion,
-)
+from keel.store.base import Claimed, NewEvent, NewRun, QueueInfo, RunRecord, WorkerVersion
+from keel.store.ports import Store
 from keel.workflow.definitions import Registry, WorkflowDef, default_registry
 
 P = ParamSpec("P")
@@ -219,7 +212,7 @@ class Client:
         await self.open()  # only now: bad input creates nothing, not even a file
         worker = self.worker
         local = worker is not None and worker.has_capacity()
-        record, lease, created = await self.store.create_run(
+        record, lease, created = await self.store.runs.create(
             new,
             lease_owner=worker.owner if local and worker else None,
             lease_ttl=worker.lease_ttl if worker else 30.0,
@@ -261,7 +254,7 @@ class Client:
                 )
         poll = 0.005
         while True:
-            rec = await self.store.get_run(run_id)
+            rec = await self.store.reads.get_run(run_id)
             if rec is None:
                 raise RunNotFoundError(run_id)
             if rec.state is RunState.CONTINUED and rec.continued_to is not None:
@@ -282,7 +275,7 @@ class Client:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(fut, timeout=max(wait, 0.05))
             else:
-                await self.store.wait_for_change(wait)
+                await self.store.changes.wait(wait)
             poll = min(poll * 2, 0.25)
 
     def _outcome(
@@ -331,7 +324,7 @@ class Client:
             names.name(delivery_id, "delivery_id")
         data = codec.encode(payload, what=f"payload of signal {name!r}")
         await self.open()
-        sid = await self.store.send_signal(run_id, name, data, delivery_id=delivery_id)
+        sid = await self.store.mailbox.send(run_id, name, data, delivery_id=delivery_id)
         return sid is not None
 
     async def cancel(self, run_id: str) -> RunState:
@@ -351,13 +344,13 @@ class Client:
             None,
             encode_data(RunCancelled(reason="cancelled by client")),
         )
-        state = await self.store.request_cancel(run_id, event)
+        state = await self.store.runs.request_cancel(run_id, event)
         if self.worker is not None:
             # A continued run: the request went to its chain's live run.
-            rec = await self.store.get_run(run_id)
+            rec = await self.store.reads.get_run(run_id)
             while rec is not None and rec.continued_to is not None:
                 run_id = rec.continued_to
-                rec = await self.store.get_run(run_id)
+                rec = await self.store.reads.get_run(run_id)
             self.worker.poke_cancel(run_id)
         return state
 
@@ -372,12 +365,12 @@ class Client:
         """
         names.text(queue, "queue name")
         await self.open()
-        await self.store.set_queue_limit(queue, concurrency)
+        await self.store.tasks.set_limit(queue, concurrency)
 
     async def queues(self) -> builtins.list[QueueInfo]:
         """Queues with a limit or with dispatched steps waiting or running."""
         await self.open()
-        return await self.store.list_queues()
+        return await self.store.tasks.list_queues()
 
     # --- schedules ------------------------------------------------------------------------------
     async def schedule(
@@ -429,13 +422,13 @@ class Client:
         )
         await self.open()
         new = schedules.on_store_clock(new, await self.store.now())
-        return ScheduleInfo.from_record(await self.store.create_schedule(new))
+        return ScheduleInfo.from_record(await self.store.schedules.create(new))
 
     async def get_schedule(self, schedule_id: str) -> ScheduleInfo:
         """One schedule; raises :class:`ScheduleNotFoundError`."""
         names.text(schedule_id, "schedule_id")
         await self.open()
-        rec = await self.store.get_schedule(schedule_id)
+        rec = await self.store.schedules.get(schedule_id)
         if rec is None:
             raise ScheduleNotFoundError(schedule_id)
         return ScheduleInfo.from_record(rec)
@@ -445,38 +438,40 @@ class Client:
         names.optional_text(workflow, "workflow")
         await self.open()
         return [
-            ScheduleInfo.from_record(r) for r in await self.store.list_schedules(workflow=workflow)
+            ScheduleInfo.from_record(r) for r in await self.store.schedules.list(workflow=workflow)
         ]
 
     async def pause_schedule(self, schedule_id: str) -> ScheduleInfo:
         """Stop starting runs until resumed (runs already started go on)."""
         names.text(schedule_id, "schedule_id")
         await self.open()
-        return ScheduleInfo.from_record(await self.store.pause_schedule(schedule_id))
+        return ScheduleInfo.from_record(await self.store.schedules.pause(schedule_id))
 
     async def resume_schedule(self, schedule_id: str) -> ScheduleInfo:
         """Start runs again: a cron schedule from its next tick (ticks missed while
         paused are skipped), a one-shot at its time (at once if that has passed)."""
         names.text(schedule_id, "schedule_id")
         await self.open()
-        rec = await self.store.get_schedule(schedule_id)
+        rec = await self.store.schedules.get(schedule_id)
         if rec is None:
             raise ScheduleNotFoundError(schedule_id)
         next_fire_at = schedules.resume_time(rec, await self.store.now())
-        return ScheduleInfo.from_record(await self.store.resume_schedule(schedule_id, next_fire_at))
+        return ScheduleInfo.from_record(
+            await self.store.schedules.resume(schedule_id, next_fire_at)
+        )
 
     async def delete_schedule(self, schedule_id: str) -> None:
         """Delete a schedule; the runs it started are kept."""
         names.text(schedule_id, "schedule_id")
         await self.open()
-        await self.store.delete_schedule(schedule_id)
+        await self.store.schedules.delete(schedule_id)
 
     # --- inspection -----------------------------------------------------------------------------
     async def get(self, run_id: str) -> RunInfo:
         """One run's state; raises :class:`RunNotFoundError`."""
         names.text(run_id, "run_id")
         await self.open()
-        rec = await self.store.get_run(run_id)
+        rec = await self.store.reads.get_run(run_id)
         if rec is None:
             raise RunNotFoundError(run_id)
         return replace(RunInfo.from_record(rec), waiting=await self.waiting(rec))
@@ -487,7 +482,9 @@ class Client:
         :meth:`versions`); ``None`` if one did, or the run ended or is held."""
         if run.state.is_terminal:
             return None
-        return _waiting(run, await self.store.list_versions(live=True), await self.store.now())
+        return _waiting(
+            run, await self.store.workers.list_versions(live=True), await self.store.now()
+        )
 
     async def versions(self, *, live: bool = True) -> builtins.list[WorkerVersion]:
         """The ``(workflow, version)`` pairs workers registered, one row per worker
@@ -496,7 +493,7 @@ class Client:
         if not isinstance(live, bool):
             raise TypeError(f"live must be a bool, not {live!r}")
         await self.open()
-        return await self.store.list_versions(live=live)
+        return await self.store.workers.list_versions(live=live)
 
     async def list(
         self,
@@ -521,11 +518,11 @@ class Client:
         names.optional_text(cursor, "cursor")
         await self.open()
         where = await self._run_filter(workflows, state, since, until, parent_run_id)
-        page = await self.store.list_runs(limit=limit, cursor=cursor, **where)
+        page = await self.store.reads.list_runs(limit=limit, cursor=cursor, **where)
         live: builtins.list[WorkerVersion] = []
         now = 0.0
         if any(not r.state.is_terminal for r in page.runs):  # one look for the whole page
-            live, now = await self.store.list_versions(live=True), await self.store.now()
+            live, now = await self.store.workers.list_versions(live=True), await self.store.now()
         infos = [replace(RunInfo.from_record(r), waiting=_waiting(r, live, now)) for r in page.runs]
         return RunList(infos, page.next_cursor)
 
@@ -542,7 +539,7 @@ class Client:
         workflows = _workflow_names(workflow)
         await self.open()
         where = await self._run_filter(workflows, state, since, until, parent_run_id)
-        return await self.store.count_runs(**where)
+        return await self.store.reads.count_runs(**where)
 
     async def _run_filter(
         self,
@@ -578,10 +575,10 @@ class Client:
         """The run's journal, decoded; raises :class:`RunNotFoundError`."""
         names.text(run_id, "run_id")
         await self.open()
-        if await self.store.get_run(run_id) is None:
+        if await self.store.reads.get_run(run_id) is None:
             raise RunNotFoundError(run_id)
         events = []
-        for rec in await self.store.load_events(run_id):
+        for rec in await self.store.reads.history(run_id):
             kind = name = None
             if rec.command:
                 try:

@@ -31,6 +31,7 @@ code must never swallow)::
         └── StoreError                  storage-level failures
             ├── LeaseLostError          stale fencing token: the write changed nothing
             ├── RunExistsError          a child run's id is taken: nothing was written
+            ├── IllegalTransitionError  a write would move a run off TRANSITIONS (a ValueError too)
             └── DatabaseError           unreadable, foreign or too-new database, or no Keel schema
                 ├── DatabaseCorruptError    the database file is damaged: retrying cannot help
                 └── SchemaMissingError      no Keel schema there, and this store creates none
@@ -287,6 +288,12 @@ class RunExistsError(StoreError):
     def __init__(self, run_ids: list[str]) -> None:
         super().__init__(f"run id(s) already taken: {', '.join(map(repr, run_ids))}")
         self.run_ids = run_ids
+
+
+class IllegalTransitionError(StoreError, ValueError):
+    """A write would move a run between states :data:`keel.core.states.TRANSITIONS`
+    does not connect (a finish in a live state, ``continued`` without a successor):
+    the store refused it and wrote nothing."""
 
 
 class DatabaseError(StoreError):

@@ -36,7 +36,8 @@ from keel.core.journal import JournalEntry
 from keel.core.replay import Execution
 from keel.core.states import RunState
 from keel.errors import NondeterminismError, RunNotFoundError
-from keel.store.base import EventRecord, RunRecord, Store
+from keel.store.base import EventRecord, RunRecord
+from keel.store.ports import Store
 from keel.worker.replaying import INPUT_OF_WORKFLOW, Replayer, journal_of
 from keel.workflow.definitions import Registry, WorkflowDef, default_registry
 
@@ -461,7 +462,7 @@ async def check_runs(
 
 
 async def _check_run(store: Store, run: RunRecord, registry: Registry | None) -> JournalVerdict:
-    records = await store.load_events(run.run_id)
+    records = await store.reads.history(run.run_id)
     try:
         journal = journal_of(records)
     except ValueError as exc:  # written by a newer Keel
@@ -493,14 +494,14 @@ async def export_runs(
         if workflow or state or since is not None or limit is not None:
             raise ValueError("give run ids or filters, not both")
         for run_id in run_ids:
-            if await st.get_run(run_id) is None:
+            if await st.reads.get_run(run_id) is None:
                 raise RunNotFoundError(run_id)
     await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
     written: list[Path] = []
 
     async def export(run_id: str) -> None:
         path = out / journal_filename(run_id)
-        await asyncio.to_thread(dump_journal, await st.load_events(run_id), path)
+        await asyncio.to_thread(dump_journal, await st.reads.history(run_id), path)
         written.append(path)
 
     if run_ids:

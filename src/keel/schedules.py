@@ -3,7 +3,7 @@
 A schedule starts runs of a workflow on a cron expression in a time zone, or
 once at a given time. The client checks everything when the schedule is made
 (:func:`new_schedule`); any worker that has the workflow registered fires it
-(:func:`plan_tick`, then :meth:`keel.store.base.Store.fire_schedule`).
+(:func:`plan_tick`, then :meth:`keel.store.ports.Schedules.fire`).
 """
 
 from __future__ import annotations

@@ -88,6 +88,6 @@ async def test_worker_gives_up_on_corruption_found_while_running(
     await store.open()
     try:
         with pytest.raises(DatabaseCorruptError):
-            await store.claim_runs("me", limit=10, ttl=30)
+            await store.runs.claim("me", limit=10, ttl=30)
     finally:
         await store.close()

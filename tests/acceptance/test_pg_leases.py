@@ -19,6 +19,7 @@ import pytest
 from keel.core.states import RunState
 from keel.errors import LeaseLostError
 from keel.store import Lease, NewEvent, RunRecord
+from keel.store.ports import Finish, Suspend, Turn
 from keel.store.postgres import PostgresStore
 from keel.testing.conformance import event, new_run
 from tests.acceptance.apps import pg_flows
@@ -193,55 +194,60 @@ async def test_stale_holder_cannot_append_finish_or_cancel(harness: Harness) -> 
     await b.open()
     try:
         run_id = "stale-1"
-        _rec, lease_a, created = await a.create_run(new_run(run_id), lease_owner="A", lease_ttl=30)
+        _rec, lease_a, created = await a.runs.create(new_run(run_id), lease_owner="A", lease_ttl=30)
         assert created and lease_a is not None
-        await a.append_events(lease_a, 1, [event(1)])
+        await a.runs.commit(lease_a, Turn(1, [event(1)]))
 
         # Expired but not yet claimed again: already refused.
         assert await harness.sql(EXPIRE, (run_id,)) == [(lease_a.token,)]
         with pytest.raises(LeaseLostError, match="expired"):
-            await a.append_events(lease_a, 2, [event(2)])
+            await a.runs.commit(lease_a, Turn(2, [event(2)]))
 
-        [claimed] = await b.claim_runs("B", limit=10, ttl=30)
+        [claimed] = await b.runs.claim("B", limit=10, ttl=30)
         lease_b = claimed.lease
         assert (lease_b.run_id, lease_b.owner) == (run_id, "B")
         assert lease_b.token > lease_a.token
-        journal = await b.load_events(run_id)
-        record = row(await b.get_run(run_id))
+        journal = await b.reads.history(run_id)
+        record = row(await b.reads.get_run(run_id))
 
         cancelled = NewEvent("run_cancelled", None, b'{"reason":"cancel requested"}')
         stale_writes: dict[str, Callable[[], Awaitable[None]]] = {
-            "append": lambda: a.append_events(lease_a, 2, [event(2)]),
-            "append at a wrong seq": lambda: a.append_events(lease_a, 5, [event(5)]),
-            "suspend": lambda: a.suspend_run(lease_a, 2, [event(2)], wake_at=None),
-            "complete": lambda: a.finish_run(
-                lease_a, 2, [event(2, "run_completed")], state=RunState.COMPLETED, result=b"1"
+            "append": lambda: a.runs.commit(lease_a, Turn(2, [event(2)])),
+            "append at a wrong seq": lambda: a.runs.commit(lease_a, Turn(5, [event(5)])),
+            "suspend": lambda: a.runs.commit(lease_a, Turn(2, [event(2)], end=Suspend(None))),
+            "complete": lambda: a.runs.commit(
+                lease_a,
+                Turn(2, [event(2, "run_completed")], end=Finish(RunState.COMPLETED, result=b"1")),
             ),
-            "cancel": lambda: a.finish_run(lease_a, 2, [cancelled], state=RunState.CANCELLED),
-            "fail": lambda: a.finish_run(
-                lease_a, 2, [event(2, "run_failed")], state=RunState.FAILED, error=b"{}"
+            "cancel": lambda: a.runs.commit(
+                lease_a, Turn(2, [cancelled], end=Finish(RunState.CANCELLED))
+            ),
+            "fail": lambda: a.runs.commit(
+                lease_a, Turn(2, [event(2, "run_failed")], end=Finish(RunState.FAILED, error=b"{}"))
             ),
         }
         for what, write in stale_writes.items():
             with pytest.raises(LeaseLostError, match=f"token {lease_b.token}") as caught:
                 await write()
             assert caught.value.token == lease_a.token, what
-            assert await b.load_events(run_id) == journal, f"stale {what} changed the journal"
-            assert row(await b.get_run(run_id)) == record, f"stale {what} changed the run row"
-        renewed = await a.renew_leases("A", [lease_a], 30)
+            assert await b.reads.history(run_id) == journal, f"stale {what} changed the journal"
+            assert row(await b.reads.get_run(run_id)) == record, f"stale {what} changed the run row"
+        renewed = await a.runs.renew("A", [lease_a], 30)
         assert renewed.lost == {run_id}
-        assert row(await b.get_run(run_id)) == record, "a stale renewal changed the run row"
+        assert row(await b.reads.get_run(run_id)) == record, "a stale renewal changed the run row"
         # A lease forged with B's token but A's name is no better.
         forged = Lease(run_id, "A", lease_b.token, lease_b.expires_at)
         with pytest.raises(LeaseLostError):
-            await a.append_events(forged, 2, [event(2)])
+            await a.runs.commit(forged, Turn(2, [event(2)]))
 
-        await b.append_events(lease_b, 2, [event(2)])
-        await b.finish_run(lease_b, 3, [event(3, "run_completed")], state=RunState.COMPLETED)
-        assert [e.seq for e in await b.load_events(run_id)] == [0, 1, 2, 3]
+        await b.runs.commit(lease_b, Turn(2, [event(2)]))
+        await b.runs.commit(
+            lease_b, Turn(3, [event(3, "run_completed")], end=Finish(RunState.COMPLETED))
+        )
+        assert [e.seq for e in await b.reads.history(run_id)] == [0, 1, 2, 3]
         with pytest.raises(LeaseLostError, match="completed"):
-            await a.finish_run(lease_a, 4, [cancelled], state=RunState.CANCELLED)
-        assert [e.seq for e in await b.load_events(run_id)] == [0, 1, 2, 3]
+            await a.runs.commit(lease_a, Turn(4, [cancelled], end=Finish(RunState.CANCELLED)))
+        assert [e.seq for e in await b.reads.history(run_id)] == [0, 1, 2, 3]
     finally:
         await a.close()
         await b.close()
@@ -261,14 +267,14 @@ async def test_racing_claims_claim_a_run_exactly_once(harness: Harness) -> None:
         for round_ in range(30):
             run_id = f"race-{round_:02d}"
             if round_ % 2:  # a dead worker's run: claimable because its lease expired
-                _r, lease, _c = await maker.create_run(new_run(run_id), lease_owner="dead")
+                _r, lease, _c = await maker.runs.create(new_run(run_id), lease_owner="dead")
                 assert lease is not None
                 assert await harness.sql(EXPIRE, (run_id,)) == [(lease.token,)]
                 last_token = max(last_token, lease.token)
             else:
-                await maker.create_run(new_run(run_id))
+                await maker.runs.create(new_run(run_id))
             results = await asyncio.gather(
-                *(s.claim_runs(f"w{i}", limit=4, ttl=30) for i, s in enumerate(stores))
+                *(s.runs.claim(f"w{i}", limit=4, ttl=30) for i, s in enumerate(stores))
             )
             winners = [(i, c) for i, got in enumerate(results) for c in got]
             assert len(winners) == 1, f"round {round_}: {len(winners)} claims: {winners}"
@@ -276,7 +282,7 @@ async def test_racing_claims_claim_a_run_exactly_once(harness: Harness) -> None:
             assert claimed.run.run_id == run_id
             assert claimed.lease.token > last_token
             last_token = claimed.lease.token
-            record = await maker.get_run(run_id)
+            record = await maker.reads.get_run(run_id)
             assert record is not None
             assert (record.state, record.lease_owner, record.lease_token) == (
                 RunState.RUNNING,

@@ -87,13 +87,13 @@ async def test_sigkill_inside_a_snapshot_write(harness: Harness, kill_at: int) -
 
         # Nothing of the dying transaction committed: the run's snapshot is the
         # one before it (or none), while the events it covered were durable.
-        before = await store.load_snapshot(run_id)
+        before = await store.runs.load_snapshot(run_id)
         if kill_at == 1:
             assert before is None
         else:
             assert before is not None
             assert before.upto_seq <= killed_upto - snapkill.EVERY
-        held = await store.get_run(run_id)
+        held = await store.reads.get_run(run_id)
         assert held is not None and held.state == "running"  # leased by the dead worker
         assert held.next_seq > killed_upto
         history_before = await client.history(run_id)
@@ -112,8 +112,8 @@ async def test_sigkill_inside_a_snapshot_write(harness: Harness, kill_at: int) -
         result = await client.result(run_id)
         assert result == await client.result(control.run_id) == snapkill.expected(N)
         history = await client.history(run_id)
-        final = await store.get_run(run_id)
-        after = await store.load_snapshot(run_id)
+        final = await store.reads.get_run(run_id)
+        after = await store.runs.load_snapshot(run_id)
 
     # The journal: contiguous, each step completed exactly once, nothing rewritten.
     assert_journal_sound(history)

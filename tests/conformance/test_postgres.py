@@ -14,9 +14,11 @@ from keel.core.states import RunState
 from keel.errors import ConfigurationError, StoreError
 from keel.store import open_store
 from keel.store.base import NewEvent, NewRun
+from keel.store.ports import Finish, Suspend, Turn
 from keel.store.postgres import PostgresStore
 from keel.store.postgres._conn import ClockOffset
-from keel.store.postgres.store import Q
+from keel.store.postgres._sql import Q
+from keel.store.postgres.turns import turn_statement
 from keel.testing.conformance import StoreConformance, StoreFactory, event, leased, new_run
 from keel.testing.conformance_schedules import new_schedule
 from tests.pg import pg_url, postgres_server  # noqa: F401  (fixtures)
@@ -49,7 +51,7 @@ def test_unreachable_server_is_a_store_error_not_a_hang() -> None:
             await store.open()
         assert time.monotonic() - start < 5
         with pytest.raises(StoreError, match="not open"):
-            await store.get_run("r")
+            await store.reads.get_run("r")
 
     asyncio.run(main())
 
@@ -93,23 +95,23 @@ def test_store_recovers_after_its_connections_are_killed(pg_url: str) -> None:  
         await store.open()
         await other.open()
         try:
-            await store.create_run(new_run("before"))
-            listener = store._listener
+            await store.runs.create(new_run("before"))
+            listener = store.db.listener
             assert listener is not None and listener.connected.is_set()
             assert _kill_other_backends(pg_url) >= 3  # pool connections and the listeners
 
             # Idle pooled connections killed by the server are spotted and replaced
             # before use: no operation fails.
-            run = await store.get_run("before")
+            run = await store.reads.get_run("before")
             assert run is not None and run.run_id == "before"
-            await store.create_run(new_run("after"))
-            await other.create_run(new_run("other"))
+            await store.runs.create(new_run("after"))
+            await other.runs.create(new_run("other"))
 
             # The listener reconnects in the background and wakes waiters on return.
             await _until(lambda: listener.reconnects >= 1)
-            waiter = asyncio.create_task(store.wait_for_change(10))
+            waiter = asyncio.create_task(store.changes.wait(10))
             await asyncio.sleep(0.05)
-            await _eventually(lambda: other.create_run(new_run("wakes")))
+            await _eventually(lambda: other.runs.create(new_run("wakes")))
             start = time.monotonic()
             await asyncio.wait_for(waiter, 5)
             assert time.monotonic() - start < 2
@@ -127,7 +129,7 @@ def test_a_connection_lost_mid_query_is_a_store_error(pg_url: str) -> None:  # n
         try:
 
             async def slow() -> None:
-                async with store._connection() as conn:
+                async with store.db.pool.connection() as conn:
                     await conn.execute("SELECT pg_sleep(10)")
 
             task = asyncio.create_task(slow())
@@ -136,7 +138,7 @@ def test_a_connection_lost_mid_query_is_a_store_error(pg_url: str) -> None:  # n
             with pytest.raises(StoreError, match="failed or was lost"):
                 await asyncio.wait_for(task, 5)
             # The broken connection went back to the pool, which discarded it.
-            assert await _eventually(lambda: store.get_run("nope")) is None
+            assert await _eventually(lambda: store.reads.get_run("nope")) is None
         finally:
             await store.close()
 
@@ -157,8 +159,8 @@ def test_clock_offset_is_zero_for_a_local_server(pg_url: str) -> None:  # noqa: 
         await store.open()
         try:
             assert abs(await store.now() - time.time()) < 0.01
-            await store.claim_runs("w", limit=1, ttl=1)  # refreshes the offset
-            assert store._clock.offset == 0.0  # same machine, same clock
+            await store.runs.claim("w", limit=1, ttl=1)  # refreshes the offset
+            assert store.db.clock.offset == 0.0  # same machine, same clock
         finally:
             await store.close()
 
@@ -176,18 +178,18 @@ def test_signal_committed_while_suspend_waits_for_the_row_still_wakes(
         await store.open()
         sender = await psycopg.AsyncConnection.connect(pg_url, options="-csearch_path=keel")
         try:
-            _, lease, _ = await store.create_run(new_run("r1"), lease_owner="w1")
+            _, lease, _ = await store.runs.create(new_run("r1"), lease_owner="w1")
             assert lease is not None
             params = {"run_id": "r1", "name": "go", "payload": b"1", "channel": store.channel}
             params["delivery_id"] = None
             await sender.execute(Q["send_signal"], params)  # row locked, not committed
             suspend = asyncio.create_task(
-                store.suspend_run(lease, 1, [], wake_at=None, wake_on_signals=["go"])
+                store.runs.commit(lease, Turn(1, [], end=Suspend(None, wake_on_signals=["go"])))
             )
             await until_blocked_on_a_lock(pg_url)
             await sender.commit()
             await asyncio.wait_for(suspend, 5)
-            run = await store.get_run("r1")
+            run = await store.reads.get_run("r1")
             assert run is not None and run.wake_at is not None
             assert run.wake_at <= await store.now()
         finally:
@@ -218,12 +220,12 @@ def test_racing_claimers_take_each_run_exactly_once(pg_url: str) -> None:  # noq
         await asyncio.gather(*(s.open() for s in stores))
         try:
             for i in range(60):
-                await stores[0].create_run(new_run(f"r{i:02d}"))
+                await stores[0].runs.create(new_run(f"r{i:02d}"))
 
             async def claimer(store: PostgresStore, owner: str) -> list[str]:
                 got: list[str] = []
                 for _ in range(40):
-                    got += [c.lease.run_id for c in await store.claim_runs(owner, limit=3, ttl=30)]
+                    got += [c.lease.run_id for c in await store.runs.claim(owner, limit=3, ttl=30)]
                 return got
 
             results = await asyncio.gather(
@@ -256,18 +258,20 @@ def test_wait_for_work_is_not_woken_by_runs_finishing(pg_url: str) -> None:  # n
         await store.open()
         await other.open()
         try:
-            _, lease, _ = await other.create_run(new_run("done"), lease_owner="w")
+            _, lease, _ = await other.runs.create(new_run("done"), lease_owner="w")
             assert lease is not None
-            await store.wait_for_change(0.1)  # absorb any late notice of that write
-            work = asyncio.create_task(store.wait_for_work(10))
-            change = asyncio.create_task(store.wait_for_change(10))
+            await store.changes.wait(0.1)  # absorb any late notice of that write
+            work = asyncio.create_task(store.changes.wait_for_work(10))
+            change = asyncio.create_task(store.changes.wait(10))
             await asyncio.sleep(0.05)
             end = NewEvent("run_completed", None, b"{}")
-            await other.finish_run(lease, 1, [end], state=RunState.COMPLETED, result=b"1")
+            await other.runs.commit(
+                lease, Turn(1, [end], end=Finish(RunState.COMPLETED, result=b"1"))
+            )
             await asyncio.wait_for(change, 5)  # result pollers are woken
             await asyncio.sleep(0.2)
             assert not work.done()  # claim loops are not: nothing became claimable
-            await other.create_run(new_run("new"))
+            await other.runs.create(new_run("new"))
             await asyncio.wait_for(work, 5)
         finally:
             await other.close()
@@ -288,16 +292,16 @@ def test_a_failing_write_in_a_group_commit_fails_alone(pg_url: str) -> None:  # 
             bad = NewEvent(None, None, b"{}")  # type: ignore[arg-type]  # NOT NULL violation
             results = await asyncio.gather(
                 *(
-                    store.append_events(lease, 1, [bad if i == 2 else event(1)])
+                    store.runs.commit(lease, Turn(1, [bad if i == 2 else event(1)]))
                     for i, lease in enumerate(leases)
                 ),
                 return_exceptions=True,
             )
             assert [isinstance(r, StoreError) for r in results] == [False, False, True, False]
             for i in range(4):
-                run = await store.get_run(f"g{i}")
+                run = await store.reads.get_run(f"g{i}")
                 assert run is not None and run.next_seq == (1 if i == 2 else 2)
-                assert len(await store.load_events(f"g{i}")) == (1 if i == 2 else 2)
+                assert len(await store.reads.history(f"g{i}")) == (1 if i == 2 else 2)
         finally:
             await store.close()
 
@@ -310,21 +314,21 @@ def test_wait_for_schedules_is_woken_only_by_schedule_changes(pg_url: str) -> No
         await store.open()
         await other.open()
         try:
-            await store.wait_for_change(0.1)
-            schedules = asyncio.create_task(store.wait_for_schedules(10))
-            work = asyncio.create_task(store.wait_for_work(10))
+            await store.changes.wait(0.1)
+            schedules = asyncio.create_task(store.changes.wait_for_schedules(10))
+            work = asyncio.create_task(store.changes.wait_for_work(10))
             await asyncio.sleep(0.05)
-            await other.create_run(new_run("busy"))  # work, not a schedule
+            await other.runs.create(new_run("busy"))  # work, not a schedule
             await asyncio.wait_for(work, 5)
             await asyncio.sleep(0.2)
             assert not schedules.done()  # schedule loops sleep on through busy traffic
             now = await other.now()
-            await other.create_schedule(new_schedule("s", now + 3600))
+            await other.schedules.create(new_schedule("s", now + 3600))
             await asyncio.wait_for(schedules, 5)
-            resumed = asyncio.create_task(store.wait_for_schedules(10))
+            resumed = asyncio.create_task(store.changes.wait_for_schedules(10))
             await asyncio.sleep(0.05)
-            await other.pause_schedule("s")
-            await other.resume_schedule("s", now + 60)
+            await other.schedules.pause("s")
+            await other.schedules.resume("s", now + 60)
             await asyncio.wait_for(resumed, 5)
         finally:
             await other.close()
@@ -344,7 +348,7 @@ def test_child_ending_while_parent_suspend_waits_for_the_row_still_wakes(
         await store.open()
         finisher = await psycopg.AsyncConnection.connect(pg_url, options="-csearch_path=keel")
         try:
-            _, lease, _ = await store.create_run(new_run("p"), lease_owner="w1")
+            _, lease, _ = await store.runs.create(new_run("p"), lease_owner="w1")
             assert lease is not None
             child = NewRun(
                 "p/c",
@@ -357,22 +361,19 @@ def test_child_ending_while_parent_suspend_waits_for_the_row_still_wakes(
                 depth=1,
             )
             started = NewEvent("child_started", "child:wf#0", b"{}")
-            await store.start_children(lease, 1, [started], [child])
-            [claimed] = await store.claim_runs("w2", limit=1, ttl=30)
-            params = store._fence(claimed.lease, 1, []) | {
-                "state": "completed",
-                "result": b"1",
-                "error": None,
-            }
-            cur = await finisher.execute(Q["finish_run"], params)  # rows locked, not committed
-            assert await cur.fetchall() == [(1,)]
+            await store.runs.commit(lease, Turn(1, [started], children=[child]))
+            [claimed] = await store.runs.claim("w2", limit=1, ttl=30)
+            end = Finish(RunState.COMPLETED, result=b"1")
+            sql, params = turn_statement(claimed.lease, Turn(1, [], end=end), store.channel)
+            cur = await finisher.execute(sql, params)  # rows locked, not committed
+            assert await cur.fetchall() == [("p/c",)]
             suspend = asyncio.create_task(
-                store.suspend_run(lease, 2, [], wake_at=None, wake_on_children=["p/c"])
+                store.runs.commit(lease, Turn(2, [], end=Suspend(None, wake_on_children=["p/c"])))
             )
             await until_blocked_on_a_lock(pg_url)
             await finisher.commit()
             await asyncio.wait_for(suspend, 5)
-            run = await store.get_run("p")
+            run = await store.reads.get_run("p")
             assert run is not None and run.wake_at is not None
             assert run.wake_at <= await store.now()
         finally:

@@ -8,7 +8,7 @@ import asyncio
 import psycopg
 
 from keel.store.postgres import PostgresStore
-from keel.store.postgres.store import Q
+from keel.store.postgres._sql import Q
 from keel.testing.conformance import new_run
 from tests.conformance.test_postgres import until_blocked_on_a_lock
 from tests.pg import pg_url, postgres_server  # noqa: F401  (fixtures)
@@ -20,7 +20,7 @@ def test_a_repeat_blocked_behind_the_first_send_is_a_no_op(pg_url: str) -> None:
         await store.open()
         first = await psycopg.AsyncConnection.connect(pg_url, options="-csearch_path=keel")
         try:
-            await store.create_run(new_run("r1"))
+            await store.runs.create(new_run("r1"))
             params = {
                 "run_id": "r1",
                 "name": "go",
@@ -31,13 +31,13 @@ def test_a_repeat_blocked_behind_the_first_send_is_a_no_op(pg_url: str) -> None:
             cur = await first.execute(Q["send_signal"], params)  # row locked, not committed
             row = await cur.fetchone()
             assert row is not None and row[2] is not None  # delivered
-            repeat = asyncio.create_task(store.send_signal("r1", "go", b"2", delivery_id="once"))
+            repeat = asyncio.create_task(store.mailbox.send("r1", "go", b"2", delivery_id="once"))
             await until_blocked_on_a_lock(pg_url)  # its snapshot cannot see the first
             await first.commit()
             assert await asyncio.wait_for(repeat, 5) is None
-            signal = await store.next_signal("r1", "go")
+            signal = await store.mailbox.next("r1", "go")
             assert signal is not None and signal.payload == b"1"
-            async with store._connection() as conn:
+            async with store.db.pool.connection() as conn:
                 cur = await conn.execute("SELECT count(*) FROM signals")
                 assert await cur.fetchone() == (1,)
         finally:

@@ -151,14 +151,14 @@ async def test_cancel_waits_for_a_worker_that_has_the_workflow(env: Any) -> None
     other = keel.Registry()
     keel.workflow(name="ci.other", registry=other)(_other)
     async with env(registry=other) as (client, worker):
-        token = (await worker.store.get_run(run.run_id)).lease_token
+        token = (await worker.store.reads.get_run(run.run_id)).lease_token
         assert await client.cancel(run.run_id) is keel.RunState.SUSPENDED
         # A run the worker has, due after the cancel: once it is done, the
         # worker has claimed while the cancelled run was due, and passed it over.
         outside = keel.Client(worker.store, registry=other)  # not the worker's: no hand-over
         started = await outside.start("ci.other")
         assert await outside.result(started.run_id, timeout=10) == "other"
-        record = await worker.store.get_run(run.run_id)
+        record = await worker.store.reads.get_run(run.run_id)
         assert record.lease_token == token and record.state is keel.RunState.SUSPENDED
         info = await client.get(run.run_id)
         assert info.cancel_requested and info.waiting is not None

@@ -12,6 +12,8 @@ import pytest
 
 import keel
 from keel.errors import LeaseLostError
+from keel.store.base import Lease
+from keel.store.ports import Committed, Turn
 
 calls: Counter[str] = Counter()
 _lock = threading.Lock()
@@ -371,21 +373,22 @@ async def test_unknown_child_and_handle_misuse(env: Any) -> None:
 async def test_crash_right_after_a_child_started(env: Any) -> None:
     """The worker dies right after the start committed: another finishes, one child."""
     async with env(lease_ttl=0.5) as (client, worker):
-        store = worker.store
-        real = store.start_children
+        runs = worker.store.runs
+        real = runs.commit
         crashed = asyncio.Event()
 
-        async def start_then_die(*args: Any, **kwargs: Any) -> None:
-            await real(*args, **kwargs)
-            if not crashed.is_set():
+        async def start_then_die(lease: Lease, turn: Turn) -> Committed:
+            committed = await real(lease, turn)
+            if turn.children and not crashed.is_set():
                 crashed.set()
                 # The process "dies" after the commit: no release, the lease just expires.
                 raise LeaseLostError("fan-crash", 0, "simulated crash")
+            return committed
 
-        store.start_children = start_then_die  # type: ignore[method-assign]
+        runs.commit = start_then_die  # type: ignore[method-assign]
         await client.start(fan, 2, run_id="fan-crash")
         await asyncio.wait_for(crashed.wait(), 20)
-        del store.start_children  # the next worker has the real method
+        del runs.commit  # the next worker has the real method
     async with env(lease_ttl=0.5) as (client, _):
         assert await client.result("fan-crash", timeout=20) == [0, 2]
         kids = await _children_of(client, "children.leaf")

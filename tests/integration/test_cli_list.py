@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import keel
+from keel.store.ports import Turn
 from keel.testing.conformance_children import child_run, started
 from keel.testing.conformance_helpers import leased, new_run
 from tests import pg
@@ -41,13 +42,13 @@ def populate(url: str) -> dict[str, float]:
             store = client.store
             for name, count in (("a", 4), ("b", 3)):
                 for i in range(count):
-                    await store.create_run(new_run(f"{name}{i}", name))
+                    await store.runs.create(new_run(f"{name}{i}", name))
             lease = await leased(store, "p0")
             kids = [child_run("p0/k0", "p0"), child_run("p0/k1", "p0")]
-            await store.start_children(lease, 1, [started(0), started(1)], kids)
+            await store.runs.commit(lease, Turn(1, [started(0), started(1)], children=kids))
             for run_id in ("a1", "b1"):
                 await client.cancel(run_id)
-            return {r.run_id: r.created_at for r in (await store.list_runs(limit=100)).runs}
+            return {r.run_id: r.created_at for r in (await store.reads.list_runs(limit=100)).runs}
 
     return asyncio.run(go())
 
@@ -194,6 +195,8 @@ def iso_between(earlier: float, later: float) -> tuple[str, float]:
 def populate_times(url: str) -> dict[str, float]:
     async def go() -> dict[str, float]:
         async with keel.Client(url) as client:
-            return {r.run_id: r.created_at for r in (await client.store.list_runs(limit=100)).runs}
+            return {
+                r.run_id: r.created_at for r in (await client.store.reads.list_runs(limit=100)).runs
+            }
 
     return asyncio.run(go())

@@ -244,7 +244,7 @@ def test_a_run_that_failed_decoding_its_input_has_nothing_to_check(db: str, tmp_
             await good.result(timeout=30)
             bad = b'{"sku": 7}'  # not the recorded shape: the worker cannot decode it
             started = encode_data(run_started("rc_shop", shop.version, bad))
-            await client.store.create_run(
+            await client.store.runs.create(
                 NewRun(
                     "bad-input",
                     "rc_shop",

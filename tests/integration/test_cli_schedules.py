@@ -110,7 +110,7 @@ def test_a_schedule_created_by_the_cli_is_fired_by_a_worker(cwd: Path) -> None: 
         async with keel.Worker(url, poll_interval=0.05) as worker:  # the app is imported
             client = worker.client()
             deadline = time.monotonic() + 15
-            while await client.store.get_run(run_id) is None:
+            while await client.store.reads.get_run(run_id) is None:
                 assert time.monotonic() < deadline, "the schedule never fired"
                 await asyncio.sleep(0.02)
             result: str = await client.result(run_id, timeout=10)

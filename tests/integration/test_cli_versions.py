@@ -18,14 +18,14 @@ def test_versions_list_shows_live_workers_and_all_with_the_flag(tmp_path: Path) 
         store = SQLiteStore(db)
         await store.open()
         try:
-            await store.register_versions(
+            await store.workers.register_versions(
                 "w-live", [("orders", "v2"), ("billing", "b1")], host="h1", pid=11, live_for=60
             )
-            await store.register_versions(
+            await store.workers.register_versions(
                 "w-gone", [("orders", "v1")], host="h2", pid=22, live_for=1e-6
             )
             deadline = time.monotonic() + 5
-            while [v.worker for v in await store.list_versions()] != ["w-live", "w-live"]:
+            while [v.worker for v in await store.workers.list_versions()] != ["w-live", "w-live"]:
                 assert time.monotonic() < deadline, "w-gone's rows stayed live"
                 await asyncio.sleep(0.001)  # until they are past live_until
         finally:

@@ -14,6 +14,8 @@ from keel.core.events import EventType
 from keel.core.journal import JournalEntry
 from keel.errors import LeaseLostError
 from keel.replay import check_journal
+from keel.store.base import Lease
+from keel.store.ports import Committed, Continue, Turn
 from keel.worker.plan.ending import successor_id
 from tests.integration._support import wait_state, wait_until
 
@@ -189,23 +191,23 @@ async def test_crash_around_the_switch_gives_exactly_one_successor(env: Any, whe
     """The worker dies right before, or right after, the continue transaction
     commits; another worker takes over after the lease expired."""
     async with env(lease_ttl=0.5) as (client, worker):
-        store = worker.store
-        real = store.continue_run
+        runs = worker.store.runs
+        real = runs.commit
         crashed = asyncio.Event()
 
-        async def die(*args: Any, **kwargs: Any) -> None:
-            if not crashed.is_set():
+        async def die(lease: Lease, turn: Turn) -> Committed:
+            if isinstance(turn.end, Continue) and not crashed.is_set():
                 if when == "after-commit":
-                    await real(*args, **kwargs)
+                    await real(lease, turn)
                 crashed.set()
                 # The process "dies": no release, the lease just expires.
                 raise LeaseLostError("crash", 0, "simulated crash")
-            await real(*args, **kwargs)
+            return await real(lease, turn)
 
-        store.continue_run = die  # type: ignore[method-assign]
+        runs.commit = die  # type: ignore[method-assign]
         await client.start(loop, 0, rounds=3, run_id="cr")
         await asyncio.wait_for(crashed.wait(), 20)
-        del store.continue_run  # the next worker has the real method
+        del runs.commit  # the next worker has the real method
     async with env(lease_ttl=0.5) as (client, _):
         assert await client.result("cr", timeout=20) == 0 + 1 + 2
         page = await client.list(workflow="can.loop")
@@ -224,7 +226,7 @@ async def test_continued_runs_replay_cleanly_with_the_checker(env: Any) -> None:
         run = await client.start(loop, 0, rounds=2, run_id="rp")
         assert await run.result(timeout=20) == 1
         for run_id, outcome in (("rp", "continued"), (successor_id("rp", 1), "completed")):
-            records = await worker.store.load_events(run_id)
+            records = await worker.store.reads.history(run_id)
             journal = [JournalEntry(r.seq, EventType(r.type), r.command, r.data) for r in records]
             verdict = check_journal(journal, run_id=run_id)
             assert (verdict.status, verdict.outcome) == ("ok", outcome), verdict.message

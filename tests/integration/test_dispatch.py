@@ -19,7 +19,7 @@ import pytest
 
 import keel
 from keel import RetryPolicy
-from keel.store.base import Store
+from keel.store.ports import Committed, Store, Suspend, Turn
 from keel.workflow.definitions import default_registry
 
 _lock = threading.Lock()
@@ -449,28 +449,41 @@ async def test_attempt_cut_off_by_drain_loses_its_lease_and_is_retried(
 
 
 class _LateSuspend:
-    """A memory store whose suspend_run commits only after the run's task has
-    completed: the completion lands while the run is still leased, so only
-    suspend_run's ``wake_on_tasks`` can notice it."""
+    """A memory store whose suspending commits go through only after the run's task
+    has completed: the completion lands while the run is still leased, so only
+    the suspend's ``wake_on_tasks`` can notice it."""
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
-        self.due_at_suspend: list[bool] = []  # per late suspend: due at once?
+        self.runs = _LateSuspendRuns(inner)
+        self.due_at_suspend = self.runs.due_at_suspend
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    async def suspend_run(self, lease: Any, *args: Any, **kwargs: Any) -> None:
-        task = await self._inner.get_task(lease.run_id, "step:dispatch.price#0")
+
+class _LateSuspendRuns:
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.due_at_suspend: list[bool] = []  # per late suspend: due at once?
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store.runs, name)
+
+    async def commit(self, lease: Any, turn: Turn) -> Committed:
+        if not isinstance(turn.end, Suspend):
+            return await self._store.runs.commit(lease, turn)
+        task = await self._store.tasks.get(lease.run_id, "step:dispatch.price#0")
         while task is not None and task.state not in ("completed", "failed"):
             await asyncio.sleep(0.01)
-            task = await self._inner.get_task(lease.run_id, "step:dispatch.price#0")
-        await self._inner.suspend_run(lease, *args, **kwargs)
+            task = await self._store.tasks.get(lease.run_id, "step:dispatch.price#0")
+        committed = await self._store.runs.commit(lease, turn)
         if task is not None:
-            run = await self._inner.get_run(lease.run_id)
+            run = await self._store.reads.get_run(lease.run_id)
             self.due_at_suspend.append(
-                run.wake_at is not None and run.wake_at <= await self._inner.now()
+                run.wake_at is not None and run.wake_at <= await self._store.now()
             )
+        return committed
 
 
 async def test_task_done_while_the_run_was_leased_is_still_noticed() -> None:

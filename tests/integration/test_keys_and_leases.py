@@ -95,7 +95,7 @@ async def test_worker_adopts_a_run_it_reclaims_while_driving_it(env: Any) -> Non
         worker._tasks[1].cancel()  # stall heartbeats: our own lease will expire
         run = await client.start(waits_for_gate, "r")
         deadline = time.monotonic() + 10
-        while (await worker.store.get_run(run.run_id)).lease_token < 2:  # type: ignore[union-attr]
+        while (await worker.store.reads.get_run(run.run_id)).lease_token < 2:  # type: ignore[union-attr]
             assert time.monotonic() < deadline, "the run was never re-claimed"
             await asyncio.sleep(0.02)
         assert worker.active_runs == [run.run_id]
@@ -111,14 +111,22 @@ class _SlowClaims(MemoryStore):
         super().__init__()
         self.claiming = asyncio.Event()
         self.gate = asyncio.Event()
+        self.runs = _SlowClaimRuns(self, self.runs)
 
-    async def claim_runs(
-        self, owner: str, *, limit: int, ttl: float, versions: Any = None
-    ) -> list[Any]:
-        claimed = await super().claim_runs(owner, limit=limit, ttl=ttl, versions=versions)
+
+class _SlowClaimRuns:
+    def __init__(self, store: _SlowClaims, inner: Any) -> None:
+        self._store = store
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def claim(self, owner: str, *, limit: int, ttl: float, versions: Any = None) -> list[Any]:
+        claimed = await self._inner.claim(owner, limit=limit, ttl=ttl, versions=versions)
         if claimed:
-            self.claiming.set()
-            await self.gate.wait()
+            self._store.claiming.set()
+            await self._store.gate.wait()
         return claimed
 
 
@@ -136,7 +144,7 @@ async def test_a_run_claimed_while_the_worker_stops_is_handed_back() -> None:
     store.gate.set()
     await asyncio.wait_for(stopping, 10)
     await store.open()  # stop() closed it; the data stays
-    after = await store.get_run(run.run_id)
+    after = await store.reads.get_run(run.run_id)
     assert after is not None and after.state is keel.RunState.SUSPENDED
     assert after.lease_owner is None and after.wake_at is not None
     assert after.wake_at <= await store.now()  # due at once for another worker

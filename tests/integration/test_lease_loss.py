@@ -16,6 +16,7 @@ import pytest
 
 import keel
 from keel.store.base import Claimed
+from keel.store.ports import Suspend, Turn
 from tests.integration._support import calls, note, reset, wait_until
 
 open_gate = threading.Event()  # lets the sync step body finish
@@ -99,7 +100,7 @@ async def test_a_stolen_lease_stops_the_running_step(
         try:
 
             async def steal() -> list[Claimed]:
-                got: list[Claimed] = await thief.claim_runs("thief", limit=1, ttl=30.0)
+                got: list[Claimed] = await thief.runs.claim("thief", limit=1, ttl=30.0)
                 return got
 
             (stolen,) = await wait_until(steal, "the lease to expire and be taken")
@@ -111,8 +112,8 @@ async def test_a_stolen_lease_stops_the_running_step(
             async_gates[-1].set()
             journal = await client.history(run.run_id)
             # Hand the run back; the worker takes it again and runs the step anew.
-            await thief.suspend_run(
-                stolen.lease, stolen.run.next_seq, [], wake_at=await thief.now()
+            await thief.runs.commit(
+                stolen.lease, Turn(stolen.run.next_seq, [], end=Suspend(await thief.now()))
             )
         finally:
             if thief is not worker.store:

@@ -19,8 +19,8 @@ import psycopg
 import pytest
 
 from keel.errors import LeaseLostError
-from keel.store.liveness import LivenessStore
 from keel.store.memory import MemoryStore
+from keel.store.ports import Turn
 from keel.testing.conformance_helpers import event, new_run
 
 LIVE = pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
@@ -29,7 +29,6 @@ LIVE = pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
 async def opened(make_store: Callable[[], Any]) -> Any:
     store = make_store()
     await store.open()
-    assert isinstance(store, LivenessStore)
     return store
 
 
@@ -63,28 +62,28 @@ async def test_only_registered_owners_without_their_lock_are_dead(
 ) -> None:
     a, b = await opened(make_store), await opened(make_store)
     try:
-        lock_a = await a.hold_liveness("worker-a")
-        lock_b = await b.hold_liveness("worker-b")
+        lock_a = await a.workers.hold_liveness("worker-a")
+        lock_b = await b.workers.hold_liveness("worker-b")
         assert lock_a is not None and lock_b is not None and lock_a.held
         for run_id in ("r-a", "r-b", "r-plain"):
-            await a.create_run(new_run(run_id))
-        [held_a] = await a.claim_runs("worker-a", limit=1, ttl=30.0)
-        [held_b] = await b.claim_runs("worker-b", limit=1, ttl=30.0)
-        [plain] = await b.claim_runs("plain", limit=1, ttl=30.0)  # never took a lock
+            await a.runs.create(new_run(run_id))
+        [held_a] = await a.runs.claim("worker-a", limit=1, ttl=30.0)
+        [held_b] = await b.runs.claim("worker-b", limit=1, ttl=30.0)
+        [plain] = await b.runs.claim("plain", limit=1, ttl=30.0)  # never took a lock
 
         # Two workers of one process, and an owner without a lock: all alive.
-        assert await b.expire_dead_owners() == 0
-        assert await a.expire_dead_owners() == 0
+        assert await b.workers.expire_dead_owners() == 0
+        assert await a.workers.expire_dead_owners() == 0
 
         await kill_holder(a, lock_a)
-        assert await b.expire_dead_owners() == 1
-        assert await b.expire_dead_owners() == 0  # expired once, then forgotten
-        [taken] = await b.claim_runs("worker-b", limit=5, ttl=30.0)
+        assert await b.workers.expire_dead_owners() == 1
+        assert await b.workers.expire_dead_owners() == 0  # expired once, then forgotten
+        [taken] = await b.runs.claim("worker-b", limit=5, ttl=30.0)
         assert taken.run.run_id == held_a.run.run_id
         assert taken.lease.token > held_a.lease.token
         with pytest.raises(LeaseLostError):  # the dead holder's write is fenced off
-            await a.append_events(held_a.lease, held_a.run.next_seq, [event(1)])
-        rows = await b.get_runs([held_b.run.run_id, plain.run.run_id])
+            await a.runs.commit(held_a.lease, Turn(held_a.run.next_seq, [event(1)]))
+        rows = await b.reads.get_runs([held_b.run.run_id, plain.run.run_id])
         assert rows[held_b.run.run_id].lease_owner == "worker-b"
         assert rows[plain.run.run_id].lease_owner == "plain"
         assert rows[plain.run.run_id].lease_token == plain.lease.token
@@ -98,11 +97,11 @@ async def test_only_registered_owners_without_their_lock_are_dead(
 async def test_same_owner_twice_gets_no_second_lock(make_store: Callable[[], Any]) -> None:
     a, b = await opened(make_store), await opened(make_store)
     try:
-        first = await a.hold_liveness("twin")
+        first = await a.workers.hold_liveness("twin")
         assert first is not None
-        assert await b.hold_liveness("twin") is None
+        assert await b.workers.hold_liveness("twin") is None
         await first.release()
-        again = await b.hold_liveness("twin")  # released: free to take
+        again = await b.workers.hold_liveness("twin")  # released: free to take
         assert again is not None
         await again.release()
     finally:
@@ -118,12 +117,12 @@ async def test_cut_session_is_taken_again(make_store: Callable[[], Any]) -> None
     (A SQLite flock cannot be lost by a live process.)"""
     a, b = await opened(make_store), await opened(make_store)
     try:
-        lock = await a.hold_liveness("blip")
+        lock = await a.workers.hold_liveness("blip")
         assert lock is not None
-        await a.create_run(new_run("r-blip"))
-        [held] = await a.claim_runs("blip", limit=1, ttl=30.0)
+        await a.runs.create(new_run("r-blip"))
+        [held] = await a.runs.claim("blip", limit=1, ttl=30.0)
         await terminate_session(a, lock)
-        assert await b.expire_dead_owners() == 1
+        assert await b.workers.expire_dead_owners() == 1
         deadline = time.monotonic() + 20
         while lock.held:  # the holder's next check finds the session gone...
             assert time.monotonic() < deadline, "the lost session was never noticed"
@@ -131,17 +130,20 @@ async def test_cut_session_is_taken_again(make_store: Callable[[], Any]) -> None
         while not lock.held:  # ...and takes the lock again
             assert time.monotonic() < deadline, "the lock was never taken again"
             await asyncio.sleep(0.05)
-        assert await b.expire_dead_owners() == 0
+        assert await b.workers.expire_dead_owners() == 0
         with pytest.raises(LeaseLostError):
-            await a.append_events(held.lease, held.run.next_seq, [event(1)])
+            await a.runs.commit(held.lease, Turn(held.run.next_seq, [event(1)]))
         await lock.release()
     finally:
         await a.close()
         await b.close()
 
 
-def test_memory_store_offers_no_liveness() -> None:
-    assert not isinstance(MemoryStore(), LivenessStore)
+async def test_memory_store_offers_no_liveness() -> None:
+    store = MemoryStore()
+    await store.open()
+    assert await store.workers.hold_liveness("w1") is None
+    assert await store.workers.expire_dead_owners() == 0
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
@@ -152,18 +154,18 @@ async def test_files_of_dead_workers_are_cleaned_up(make_store: Callable[[], Any
 
     a, b = await opened(make_store), await opened(make_store)
     try:
-        idle = await a.hold_liveness("idle-dead")
-        busy = await a.hold_liveness("busy-dead")
-        await a.create_run(new_run("r-busy"))
-        [held] = await a.claim_runs("busy-dead", limit=1, ttl=30.0)
+        idle = await a.workers.hold_liveness("idle-dead")
+        busy = await a.workers.hold_liveness("busy-dead")
+        await a.runs.create(new_run("r-busy"))
+        [held] = await a.runs.claim("busy-dead", limit=1, ttl=30.0)
         folder = lock_dir(a.path)
         assert len(list(folder.glob("*.lock"))) == 2
         die(idle)
         die(busy)
-        fresh = await b.hold_liveness("fresh")
+        fresh = await b.workers.hold_liveness("fresh")
         assert fresh is not None
         assert [p.read_text() for p in folder.glob("*.lock")] == ["fresh"]
-        [taken] = await b.claim_runs("fresh", limit=1, ttl=30.0)  # expired at that start
+        [taken] = await b.runs.claim("fresh", limit=1, ttl=30.0)  # expired at that start
         assert taken.run.run_id == held.run.run_id and taken.lease.token > held.lease.token
         await fresh.release()
         assert list(folder.glob("*.lock")) == []

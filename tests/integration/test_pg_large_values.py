@@ -15,6 +15,7 @@ import pytest
 import keel
 from keel.errors import StoreError
 from keel.store.base import NewEvent
+from keel.store.ports import Turn
 from keel.store.postgres import PostgresStore
 from keel.testing.conformance_helpers import new_run
 from tests import pg
@@ -88,21 +89,23 @@ async def test_concurrent_multi_megabyte_journal_writes_commit_together() -> Non
     try:
         leases = []
         for i in range(6):
-            _, lease, _ = await store.create_run(new_run(f"big-{i}"), lease_owner="w")
+            _, lease, _ = await store.runs.create(new_run(f"big-{i}"), lease_owner="w")
             assert lease is not None
             leases.append(lease)
         datas = [b'{"v":"' + bytes([97 + i]) * (3 * MB + i * MB) + b'"}' for i in range(6)]
         await asyncio.wait_for(
             asyncio.gather(
                 *(
-                    store.append_events(lease, 1, [NewEvent("step_completed", "step:s#0", data)])
+                    store.runs.commit(
+                        lease, Turn(1, [NewEvent("step_completed", "step:s#0", data)])
+                    )
                     for lease, data in zip(leases, datas, strict=True)
                 )
             ),
             timeout=45,
         )
         for lease, data in zip(leases, datas, strict=True):
-            events = await store.load_events(lease.run_id, after_seq=0)
+            events = await store.reads.history(lease.run_id, after_seq=0)
             assert [e.data for e in events] == [data]
     finally:
         await store.close()

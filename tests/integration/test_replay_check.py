@@ -11,7 +11,8 @@ import pytest
 
 import keel
 from keel.replay import check_files, check_runs, export_runs, iter_runs
-from keel.store.base import RunPage, Store
+from keel.store.base import RunPage
+from keel.store.ports import Store
 from tests.replay.shop import define, define_other, record, recording
 
 MakeStore = Callable[[], Any]
@@ -76,18 +77,27 @@ async def test_filters_select_runs_newest_first(make_store: MakeStore) -> None:
 
 
 class CountingStore:
-    """A store that counts ``list_runs`` calls and the pages' sizes."""
+    """A store that counts ``reads.list_runs`` calls and the pages' sizes."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self.limits: list[int] = []
-
-    async def list_runs(self, **kwargs: Any) -> RunPage:
-        self.limits.append(kwargs["limit"])
-        return await self._store.list_runs(**kwargs)
+        self.reads = _CountingReads(self)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
+
+
+class _CountingReads:
+    def __init__(self, counting: CountingStore) -> None:
+        self._counting = counting
+
+    async def list_runs(self, **kwargs: Any) -> RunPage:
+        self._counting.limits.append(kwargs["limit"])
+        return await self._counting._store.reads.list_runs(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._counting._store.reads, name)
 
 
 async def test_runs_are_read_a_page_at_a_time_and_no_further_than_needed(

@@ -100,7 +100,7 @@ async def test_a_one_shot_in_the_past_fires_at_once(env: Any) -> None:
 
 
 async def _exists(client: keel.Client, run_id: str) -> bool:
-    return await client.store.get_run(run_id) is not None
+    return await client.store.reads.get_run(run_id) is not None
 
 
 async def test_workers_racing_on_every_tick_start_each_once(
@@ -372,7 +372,7 @@ async def test_a_schedule_that_cannot_be_fired_does_not_hold_up_the_others() -> 
     broken = NewSchedule(
         "broken", "sched_echo", b'{"label":"b"}', "not a cron", None, "UTC", now - 2
     )
-    await store.create_schedule(broken)
+    await store.schedules.create(broken)
     async with keel.Worker(store, poll_interval=0.05, cache=False) as worker:
         client = worker.client()
         at = datetime.fromtimestamp(now - 1, UTC)

@@ -40,7 +40,7 @@ async def test_a_bad_delivery_id_is_refused(env: Any) -> None:
                 await client.signal(run.run_id, "go", "a", delivery_id=bad)
         with pytest.raises(TypeError, match="delivery_id must be a str, not int"):
             await client.signal(run.run_id, "go", "a", delivery_id=7)  # type: ignore[arg-type]
-        assert await client.store.next_signal(run.run_id, "go") is None  # nothing stored
+        assert await client.store.mailbox.next(run.run_id, "go") is None  # nothing stored
         await client.cancel(run.run_id)
 
 

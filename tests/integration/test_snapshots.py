@@ -21,7 +21,8 @@ import keel
 from keel.core import snapshot as sn
 from keel.core.events import EventType
 from keel.core.journal import JournalEntry
-from keel.store.base import NewSnapshot, SnapshotRecord, Store
+from keel.store.base import NewSnapshot, SnapshotRecord
+from keel.store.ports import Store, Suspend, Turn
 from tests.integration._support import crash, wait_until
 
 calls: Counter[str] = Counter()
@@ -68,23 +69,41 @@ class Spy:
     def __init__(self, inner: Store, on_save: Callable[[], Any] | None = None) -> None:
         self._inner = inner
         self.on_save = on_save
-        self.loads: list[int] = []  # after_seq of every load_events
+        self.loads: list[int] = []  # after_seq of every history read
         self.saves = 0
+        self.reads = _SpyReads(self)
+        self.runs = _SpyRuns(self)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    async def load_events(self, run_id: str, *, after_seq: int = -1) -> Any:
-        self.loads.append(after_seq)
-        return await self._inner.load_events(run_id, after_seq=after_seq)
+
+class _SpyReads:
+    def __init__(self, spy: Spy) -> None:
+        self._spy = spy
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._spy._inner.reads, name)
+
+    async def history(self, run_id: str, *, after_seq: int = -1) -> Any:
+        self._spy.loads.append(after_seq)
+        return await self._spy._inner.reads.history(run_id, after_seq=after_seq)
+
+
+class _SpyRuns:
+    def __init__(self, spy: Spy) -> None:
+        self._spy = spy
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._spy._inner.runs, name)
 
     async def save_snapshot(self, lease: Any, snapshot: NewSnapshot) -> None:
-        self.saves += 1
-        if self.on_save is not None:
-            result = self.on_save()
+        self._spy.saves += 1
+        if self._spy.on_save is not None:
+            result = self._spy.on_save()
             if asyncio.iscoroutine(result):
                 await result
-        await self._inner.save_snapshot(lease, snapshot)
+        await self._spy._inner.runs.save_snapshot(lease, snapshot)
 
 
 def _worker(store: Any, **options: Any) -> keel.Worker:
@@ -95,7 +114,7 @@ def _worker(store: Any, **options: Any) -> keel.Worker:
 
 
 async def _snapshot(store: Store, run_id: str) -> SnapshotRecord | None:
-    return await store.load_snapshot(run_id)
+    return await store.runs.load_snapshot(run_id)
 
 
 async def _waiting(client: keel.Client, run_id: str) -> None:
@@ -147,7 +166,7 @@ async def _reclaim(store: Store, run_id: str) -> Any:
     """Lease the (due) run ourselves, as a worker would."""
 
     async def probe() -> Any:
-        return await store.claim_runs("tester", limit=10, ttl=30)
+        return await store.runs.claim("tester", limit=10, ttl=30)
 
     [claimed] = await wait_until(probe, f"claim of {run_id}", timeout=30)
     assert claimed.run.run_id == run_id
@@ -200,8 +219,10 @@ async def test_unusable_snapshot_is_ignored_for_a_full_replay(
     try:
         await keel.Client(store).signal("long-2", "more", 2)
         claimed = await _reclaim(store, "long-2")
-        await store.save_snapshot(claimed.lease, _bad_snapshots(good, long.version)[kind])
-        await store.suspend_run(claimed.lease, claimed.run.next_seq, [], wake_at=await store.now())
+        await store.runs.save_snapshot(claimed.lease, _bad_snapshots(good, long.version)[kind])
+        await store.runs.commit(
+            claimed.lease, Turn(claimed.run.next_seq, [], end=Suspend(await store.now()))
+        )
     finally:
         await store.close()
     spy = Spy(make_store())

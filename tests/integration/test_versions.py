@@ -145,7 +145,7 @@ def parks(caplog: pytest.LogCaptureFixture, run_id: str) -> list[logging.LogReco
 
 
 async def journal(client: keel.Client, run_id: str) -> list[JournalEntry]:
-    records = await client.store.load_events(run_id)
+    records = await client.store.reads.history(run_id)
     return [JournalEntry(r.seq, EventType(r.type), r.command, r.data) for r in records]
 
 
@@ -231,7 +231,7 @@ async def test_run_held_without_its_version_is_parked(
     async with keel.Client(make_store(), registry=DEPLOY1) as client:
         run = await client.start("ver.order", "o-5")
     async with env(registry=keel.Registry(), park_delay=60.0) as (client, worker):
-        [claimed] = await worker.store.claim_runs(worker.owner, limit=1, ttl=5.0)
+        [claimed] = await worker.store.runs.claim(worker.owner, limit=1, ttl=5.0)
         worker.adopt(claimed)
 
         async def parked() -> bool:
@@ -250,7 +250,7 @@ async def test_run_held_without_its_version_is_parked(
 
 async def _record(make_store: Any, run_id: str) -> Any:
     async with keel.Client(make_store()) as client:
-        return await client.store.get_run(run_id)
+        return await client.store.reads.get_run(run_id)
 
 
 async def test_bad_version_inputs_at_the_call_site(env: Any) -> None:

@@ -104,7 +104,7 @@ async def test_a_parked_run_is_logged(make_store: Any, caplog: pytest.LogCapture
     store = make_store()
     async with keel.Worker(store, registry=other, poll_interval=0.05) as worker:
         run = await keel.Client(store).start(retries, "p")
-        [claimed] = await worker.store.claim_runs(worker.owner, limit=1, ttl=5.0)
+        [claimed] = await worker.store.runs.claim(worker.owner, limit=1, ttl=5.0)
         worker.adopt(claimed)
         await wait_until(
             lambda: _records(caplog, logging.WARNING, run.run_id), "the run to be parked"

@@ -123,7 +123,7 @@ async def main(force: bool) -> None:
                     print(f"kept     {path.relative_to(HERE.parent)}")
                     continue
                 await scenario(client, run_id)
-                dump_journal(await worker.store.load_events(run_id), path)
+                dump_journal(await worker.store.reads.history(run_id), path)
                 print(f"recorded {path.relative_to(HERE.parent)}")
 
             saga = await client.start(golden_saga_cancelled, "rome", run_id="golden-2")
@@ -137,7 +137,7 @@ async def main(force: bool) -> None:
             except keel.RunCancelledError:
                 print("golden-2 cancelled")
             path = HERE / "golden_saga_cancelled.json"
-            dump_journal(await worker.store.load_events(saga.run_id), path)
+            dump_journal(await worker.store.reads.history(saga.run_id), path)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import keel
-from keel.store.base import Store
+from keel.store.ports import Store
 
 VARIANTS = ("v1", "reordered", "renamed", "changed_args")
 
@@ -108,4 +108,4 @@ async def _until_waiting(client: keel.Client, run_id: str) -> None:
     while (await client.get(run_id)).state is not keel.RunState.SUSPENDED:
         if loop.time() > deadline:
             raise AssertionError(f"run {run_id} never suspended waiting for its signal")
-        await client.store.wait_for_change(0.2)
+        await client.store.changes.wait(0.2)

@@ -109,7 +109,7 @@ async def test_a_changed_child_input_is_reported() -> None:
     async with keel.Worker(store, registry=registry, cache=False, poll_interval=0.02) as worker:
         run = await worker.client().start(parent, "o-1")
         assert await run.result(timeout=10) == "o-1: packed lamp"
-        records = await store.load_events(run.run_id)
+        records = await store.reads.history(run.run_id)
     journal = [JournalEntry(r.seq, EventType(r.type), r.command, r.data) for r in records]
     child_started = next(e for e in journal if e.type is EventType.CHILD_STARTED)
 

@@ -46,9 +46,6 @@ def _in(module: str, package: str) -> bool:
     return module == package or module.startswith(package + ".")
 
 
-@pytest.mark.xfail(
-    strict=True, reason="store backends import their package: the store redesign removes it"
-)
 def test_no_import_cycles() -> None:
     index: dict[str, int] = {}
     low: dict[str, int] = {}

@@ -152,7 +152,7 @@ def test_without_auto_migrate_an_old_schema_is_an_error_until_migrated(empty_url
         assert await store.migrate() == []
         await store.open()
         try:
-            await store.create_run(new_run("r1"))
+            await store.runs.create(new_run("r1"))
         finally:
             await store.close()
 
@@ -163,8 +163,8 @@ def test_concurrent_opens_migrate_once(empty_url: str) -> None:
     async def main() -> None:
         stores = [PostgresStore(empty_url) for _ in range(6)]
         await asyncio.gather(*(s.open() for s in stores))
-        await stores[0].create_run(new_run("r1"))
-        assert (await stores[-1].get_run("r1")) is not None
+        await stores[0].runs.create(new_run("r1"))
+        assert (await stores[-1].reads.get_run("r1")) is not None
         await asyncio.gather(*(s.close() for s in stores))
 
     run(main())

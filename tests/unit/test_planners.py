@@ -35,6 +35,7 @@ from keel.worker.actions import (
     Finish,
     RecordEvent,
     ReportAttempt,
+    ReportFailed,
     StartAttempt,
     StartChildren,
     StoreKeyed,
@@ -437,16 +438,18 @@ def test_a_completed_workflow_plans_run_completed_and_finish() -> None:
 
 
 def test_a_failed_workflow_plans_run_failed_with_the_error() -> None:
-    event, finish = _end(Outcome("failed", error=ValueError("bad")))
+    error = ValueError("bad")
+    event, finish, report = _end(Outcome("failed", error=error))
     assert types([event]) == [EventType.RUN_FAILED]
     assert isinstance(finish, Finish) and finish.state is RunState.FAILED
-    assert isinstance(finish.failure, ValueError)
     assert msgspec.json.decode(finish.error or b"")["type"] == "builtins.ValueError"
+    assert data(event)["error"] == msgspec.json.decode(finish.error or b"")
+    assert report == ReportFailed(error)  # logged once the finish is written
 
 
 def test_a_run_with_open_waited_children_suspends_until_they_end() -> None:
     planned = _end(Outcome("completed", result=b"1"), open_children={"k1", "k2"})
-    assert planned == [Suspend(children=frozenset({"k1", "k2"}))]
+    assert planned == [Suspend(None, wake_on_children=frozenset({"k1", "k2"}))]
 
 
 def test_a_run_asked_to_cancel_does_not_wait_for_its_children() -> None:
@@ -525,6 +528,10 @@ def test_the_suspend_wakes_the_run_at_the_earliest_wake_up() -> None:
         cancel_delivered=True,
     )  # fmt: skip
     assert suspend == Suspend(
-        20.0, frozenset({"go"}), frozenset({"step:a#0"}), frozenset({"c"}), True
+        20.0,
+        wake_on_signals=frozenset({"go"}),
+        wake_on_tasks=frozenset({"step:a#0"}),
+        wake_on_children=frozenset({"c"}),
+        cancel_delivered=True,
     )
     assert suspension([], cancel_delivered=False, due_at=7.0).wake_at == 7.0

@@ -142,7 +142,7 @@ async def _record() -> dict[str, tuple[Any, list[JournalEntry]]]:
     out = {}
     await store.open()
     for run_id, fn, args in (("rich", rich, (5,)), ("cancellable", cancellable, (1,))):
-        records = await store.load_events(run_id)
+        records = await store.reads.history(run_id)
         out[run_id] = (
             (fn, args),
             [JournalEntry(r.seq, EventType(r.type), r.command, r.data) for r in records],

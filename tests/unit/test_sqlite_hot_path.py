@@ -14,6 +14,7 @@ from typing import Any
 from keel.client import new_run_id
 from keel.core.states import RunState
 from keel.store import SQLiteStore
+from keel.store.ports import Finish, Turn
 from keel.testing.conformance import event, new_run
 
 
@@ -29,7 +30,7 @@ def test_a_lone_write_runs_inline_and_concurrent_ones_share_a_commit(tmp_path: P
     async def main() -> None:
         store = SQLiteStore(tmp_path / "keel.db")
         await store.open()
-        writer = store._writer
+        writer = store.db.writer
         assert writer is not None
         await asyncio.sleep(0.05)  # let the watcher's first look at the connection pass
         commits = writer.commits
@@ -51,7 +52,7 @@ def test_an_inline_write_never_waits_on_the_loop_for_another_writer(tmp_path: Pa
     async def main() -> None:
         store = SQLiteStore(path)
         await store.open()
-        writer = store._writer
+        writer = store.db.writer
         assert writer is not None
         other = sqlite3.connect(path, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")  # another writer holds the file's write lock
@@ -79,19 +80,21 @@ def test_a_run_finishing_wakes_result_waiters_but_not_work_waiters(tmp_path: Pat
     async def main() -> None:
         store = SQLiteStore(tmp_path / "keel.db", poll_interval=0.01)
         await store.open()
-        _, lease, _ = await store.create_run(new_run("r1"), lease_owner="w1")
+        _, lease, _ = await store.runs.create(new_run("r1"), lease_owner="w1")
         assert lease is not None
-        work = asyncio.create_task(store.wait_for_work(10))
-        change = asyncio.create_task(store.wait_for_change(10))
+        work = asyncio.create_task(store.changes.wait_for_work(10))
+        change = asyncio.create_task(store.changes.wait(10))
         await asyncio.sleep(0.05)
         # Its own journal writes and the run finishing: nothing became claimable.
-        await store.append_events(lease, 1, [event(1)])
-        await store.finish_run(lease, 2, [event(2)], state=RunState.COMPLETED, result=b"1")
+        await store.runs.commit(lease, Turn(1, [event(1)]))
+        await store.runs.commit(
+            lease, Turn(2, [event(2)], end=Finish(RunState.COMPLETED, result=b"1"))
+        )
         await asyncio.wait_for(change, 5)
         await asyncio.sleep(0.1)  # several watcher polls: the store's own commits are not news
         assert not work.done()
         # A run nobody leases is claimable work.
-        await store.create_run(new_run("r2"))
+        await store.runs.create(new_run("r2"))
         await asyncio.wait_for(work, 5)
         await store.close()
 
@@ -106,11 +109,11 @@ def test_work_waiters_hear_of_another_stores_commits(tmp_path: Path) -> None:
         b = SQLiteStore(path)
         await a.open()
         await b.open()
-        work = asyncio.create_task(a.wait_for_work(10))
+        work = asyncio.create_task(a.changes.wait_for_work(10))
         await asyncio.sleep(0.05)
         assert not work.done()
         start = time.monotonic()
-        await b.create_run(new_run("r1"))
+        await b.runs.create(new_run("r1"))
         await asyncio.wait_for(work, 5)
         assert time.monotonic() - start < 2
         await a.close()

@@ -20,6 +20,7 @@ from keel.core.states import RunState
 from keel.errors import ConfigurationError, DatabaseError, LeaseLostError, StoreError
 from keel.store import MemoryStore, NewEvent, NewRun, SQLiteStore, open_store
 from keel.store._sqlfiles import parse_named
+from keel.store.ports import Committed, Turn
 from keel.store.sqlite import _sql
 from keel.testing.conformance import event, new_run, wait_until_past
 
@@ -133,7 +134,7 @@ def test_new_file_gets_schema_wal_and_recorded_version(tmp_path: Path) -> None:
     async def main() -> None:
         store = SQLiteStore(path)
         await store.open()
-        await store.create_run(new_run("r1"))
+        await store.runs.create(new_run("r1"))
         await store.close()
 
     run(main)
@@ -150,7 +151,7 @@ def test_empty_existing_file_is_initialised(tmp_path: Path) -> None:
     async def main() -> None:
         store = SQLiteStore(path)
         await store.open()
-        await store.create_run(new_run("r1"))
+        await store.runs.create(new_run("r1"))
         await store.close()
 
     run(main)
@@ -163,17 +164,17 @@ def test_reopen_keeps_data_and_does_not_migrate_again(tmp_path: Path) -> None:
     async def first() -> None:
         store = SQLiteStore(path)
         await store.open()
-        _, lease, _ = await store.create_run(new_run("r1"), lease_owner="w1")
+        _, lease, _ = await store.runs.create(new_run("r1"), lease_owner="w1")
         assert lease is not None
-        await store.append_events(lease, 1, [event(1)])
+        await store.runs.commit(lease, Turn(1, [event(1)]))
         await store.close()
 
     async def second() -> None:
         store = SQLiteStore(path)
         await store.open()
-        got = await store.get_run("r1")
+        got = await store.reads.get_run("r1")
         assert got is not None and got.next_seq == 2 and got.state is RunState.RUNNING
-        assert [e.seq for e in await store.load_events("r1")] == [0, 1]
+        assert [e.seq for e in await store.reads.history("r1")] == [0, 1]
         await store.close()
 
     run(first)
@@ -186,7 +187,7 @@ def test_store_can_be_reopened_after_close(tmp_path: Path) -> None:
 
     async def use(run_id: str) -> None:
         await store.open()
-        await store.create_run(new_run(run_id))
+        await store.runs.create(new_run(run_id))
         await store.close()
 
     run(lambda: use("a"))
@@ -194,7 +195,7 @@ def test_store_can_be_reopened_after_close(tmp_path: Path) -> None:
 
     async def check() -> None:
         await store.open()
-        assert [r.run_id for r in (await store.list_runs()).runs] == ["b", "a"]
+        assert [r.run_id for r in (await store.reads.list_runs()).runs] == ["b", "a"]
         await store.close()
 
     run(check)
@@ -210,7 +211,7 @@ def test_cancelled_open_leaves_a_store_that_closes_and_reopens(tmp_path: Path) -
             await task
         await asyncio.wait_for(store.close(), 10)
         await store.open()
-        assert await store.get_run("r") is None
+        assert await store.reads.get_run("r") is None
         await store.close()
 
     run(main)
@@ -228,7 +229,12 @@ def _schema_of(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
     ]
 
 
-def test_migrations_build_exactly_schema_sql(tmp_path: Path) -> None:
+def test_a_store_migrates_a_new_file_to_the_schema_the_migration_scripts_build(
+    tmp_path: Path,
+) -> None:
+    # schema_script() runs every migration file as a plain script: the store's
+    # migrate() (statement by statement, in one BEGIN IMMEDIATE, foreign keys off)
+    # must end with the same schema.
     path = tmp_path / "migrated.db"
 
     async def main() -> None:
@@ -251,7 +257,7 @@ def test_concurrent_first_opens_of_one_new_file_are_safe(tmp_path: Path) -> None
     async def main(path: Path) -> None:
         stores = [SQLiteStore(path) for _ in range(6)]
         await asyncio.gather(*(s.open() for s in stores))
-        results = await asyncio.gather(*(s.create_run(new_run("same")) for s in stores))
+        results = await asyncio.gather(*(s.runs.create(new_run("same")) for s in stores))
         assert sum(created for _, _, created in results) == 1
         for s in stores:
             await s.close()
@@ -294,28 +300,28 @@ def test_group_commit_isolates_a_failing_operation(tmp_path: Path) -> None:
         await store.open()
         leases = []
         for i in range(30):
-            _, lease, _ = await store.create_run(new_run(f"r{i}"), lease_owner="w1")
+            _, lease, _ = await store.runs.create(new_run(f"r{i}"), lease_owner="w1")
             assert lease is not None
             leases.append(lease)
-        sid = await store.send_signal("r0", "go", b"1")
-        await store.append_events(leases[0], 1, [event(1)], consume_signal=sid)
-        assert store._writer is not None
-        commits = store._writer.commits
+        sid = await store.mailbox.send("r0", "go", b"1")
+        await store.runs.commit(leases[0], Turn(1, [event(1)], consume_signal=sid))
+        assert store.db.writer is not None
+        commits = store.db.writer.commits
         # Concurrent writes share transactions; the bad ones (wrong seq, a consumed
         # signal: it fails after its events were inserted) must roll back alone.
         outcomes = await asyncio.gather(
-            store.append_events(leases[0], 2, [event(2)], consume_signal=sid),
-            *(store.append_events(lease, 1, [event(1), event(2)]) for lease in leases[1:]),
-            store.append_events(leases[5], 7, [event(9)]),
+            store.runs.commit(leases[0], Turn(2, [event(2)], consume_signal=sid)),
+            *(store.runs.commit(lease, Turn(1, [event(1), event(2)])) for lease in leases[1:]),
+            store.runs.commit(leases[5], Turn(7, [event(9)])),
             return_exceptions=True,
         )
-        assert store._writer.commits - commits < len(outcomes)  # really grouped
+        assert store.db.writer.commits - commits < len(outcomes)  # really grouped
         assert isinstance(outcomes[0], StoreError) and isinstance(outcomes[-1], StoreError)
-        assert all(o is None for o in outcomes[1:-1])
-        assert [e.seq for e in await store.load_events("r0")] == [0, 1]
-        assert [e.seq for e in await store.load_events("r5")] == [0, 1, 2]
+        assert all(o == Committed() for o in outcomes[1:-1])
+        assert [e.seq for e in await store.reads.history("r0")] == [0, 1]
+        assert [e.seq for e in await store.reads.history("r5")] == [0, 1, 2]
         for i in range(1, 30):
-            got = await store.get_run(f"r{i}")
+            got = await store.reads.get_run(f"r{i}")
             assert got is not None and got.next_seq == 3
         await store.close()
 
@@ -329,18 +335,18 @@ def test_two_stores_on_one_file_fence_each_other(tmp_path: Path) -> None:
         a, b = SQLiteStore(path), SQLiteStore(path)
         await a.open()
         await b.open()
-        _, lease, _ = await a.create_run(new_run("r1"), lease_owner="wa", lease_ttl=0.05)
+        _, lease, _ = await a.runs.create(new_run("r1"), lease_owner="wa", lease_ttl=0.05)
         assert lease is not None
         await wait_until_past(a, lease.expires_at)
-        [claimed] = await b.claim_runs("wb", limit=1, ttl=30)
+        [claimed] = await b.runs.claim("wb", limit=1, ttl=30)
         assert claimed.lease.token > lease.token
         with pytest.raises(LeaseLostError):
-            await a.append_events(lease, 1, [event(1)])
+            await a.runs.commit(lease, Turn(1, [event(1)]))
         # b's commit reaches a's wait_for_change through the data_version watcher.
-        waiter = asyncio.create_task(a.wait_for_change(10))
+        waiter = asyncio.create_task(a.changes.wait(10))
         await asyncio.sleep(0.05)
         start = time.monotonic()
-        await b.append_events(claimed.lease, 1, [event(1)])
+        await b.runs.commit(claimed.lease, Turn(1, [event(1)]))
         await asyncio.wait_for(waiter, 5)
         assert time.monotonic() - start < 2
         await a.close()
@@ -361,7 +367,7 @@ _CLAIMER = textwrap.dedent(
         sys.stdin.readline()  # the parent says go once both are ready
         got = []
         while True:
-            claimed = await store.claim_runs(owner, limit=1, ttl=300)
+            claimed = await store.runs.claim(owner, limit=1, ttl=300)
             if not claimed:
                 break
             got.extend(c.lease.run_id for c in claimed)
@@ -381,7 +387,7 @@ def test_two_processes_never_claim_the_same_run(tmp_path: Path) -> None:
         store = SQLiteStore(path)
         await store.open()
         for run_id in sorted(ids):
-            await store.create_run(new_run(run_id))
+            await store.runs.create(new_run(run_id))
         await store.close()
 
     run(setup)
@@ -466,10 +472,10 @@ def test_store_options_are_validated(tmp_path: Path) -> None:
     async def main() -> None:
         store = SQLiteStore(tmp_path / "x.db")
         with pytest.raises(StoreError):
-            await store.get_run("r")  # not open yet
+            await store.reads.get_run("r")  # not open yet
         await store.open()
         started = NewEvent("run_started", None, b"{}")
-        await store.create_run(NewRun("r", "wf", "v1", b"{}", started))
+        await store.runs.create(NewRun("r", "wf", "v1", b"{}", started))
         await store.close()
 
     run(main)

@@ -1,7 +1,9 @@
-"""Run states: the transition table is the only source of truth."""
+"""Run states: the transition table is the documented lifecycle, and the stores
+change states along it and nowhere else."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 
 import pytest
@@ -13,6 +15,27 @@ from keel.core.states import (
     can_transition,
     check_transition,
 )
+from keel.errors import IllegalTransitionError
+from keel.store._checks import check_move
+from keel.store.memory import MemoryStore
+from keel.testing.conformance_turns import walk_lifecycle
+
+#: The lifecycle as the README tells it ("pending → running → suspended ⇄ running →
+#: completed | failed | cancelled | continued", cancelling, lease takeover), written
+#: out here by hand so that an edit of the table alone fails.
+DOCUMENTED = {
+    ("pending", "running"),  # a worker claims it
+    ("pending", "cancelled"),  # cancelled before any worker took it
+    ("running", "running"),  # a worker takes over an expired lease
+    ("running", "suspended"),  # waits (timer, signal, step, child), or is released
+    ("running", "completed"),
+    ("running", "failed"),
+    ("running", "cancelled"),  # its workflow handled the cancel, or a lost holder's run
+    ("running", "continued"),  # continue-as-new
+    ("suspended", "running"),  # woken and claimed
+    ("suspended", "cancelled"),  # cancelled while no worker holds it
+}
+TABLE = {(src.value, dst.value) for src, targets in TRANSITIONS.items() for dst in targets}
 
 ALLOWED = sorted((src, dst) for src, targets in TRANSITIONS.items() for dst in targets)
 FORBIDDEN = sorted(
@@ -37,18 +60,30 @@ def test_everything_else_is_rejected(src: RunState, dst: RunState) -> None:
         check_transition(src, dst)
 
 
-def test_the_table_covers_the_lifecycle() -> None:
-    # Spot-check the transitions the engine relies on, so an accidental edit of
-    # the table fails here rather than in a worker.
-    assert can_transition(RunState.PENDING, RunState.RUNNING)
-    assert can_transition(RunState.RUNNING, RunState.SUSPENDED)
-    assert can_transition(RunState.SUSPENDED, RunState.RUNNING)
-    assert can_transition(RunState.RUNNING, RunState.RUNNING)  # lease takeover
-    assert can_transition(RunState.PENDING, RunState.CANCELLED)
-    assert not can_transition(RunState.PENDING, RunState.COMPLETED)
-    assert not can_transition(RunState.SUSPENDED, RunState.COMPLETED)
-    assert can_transition(RunState.RUNNING, RunState.CONTINUED)  # continue-as-new
-    assert not can_transition(RunState.SUSPENDED, RunState.CONTINUED)
+def test_the_table_is_the_documented_lifecycle() -> None:
+    assert sorted(TABLE - DOCUMENTED) == [], "the table allows what the docs do not describe"
+    assert sorted(DOCUMENTED - TABLE) == [], "the table lacks what the docs describe"
+
+
+def test_the_store_api_makes_every_transition_of_the_table_and_no_other() -> None:
+    """The conformance walk drives a store through the whole lifecycle: each change
+    it sees is in the table, and each entry of the table is a change a store makes."""
+
+    async def walk() -> set[tuple[str, str]]:
+        store = MemoryStore()
+        await store.open()
+        try:
+            return {(src.value, dst.value) for src, dst in await walk_lifecycle(store)}
+        finally:
+            await store.close()
+
+    assert asyncio.run(walk()) == TABLE
+
+
+@pytest.mark.parametrize(("src", "dst"), FORBIDDEN)
+def test_the_stores_check_refuses_everything_else(src: RunState, dst: RunState) -> None:
+    with pytest.raises(IllegalTransitionError, match=f"from {src} to {dst}$"):
+        check_move("r1", src, dst)
 
 
 @pytest.mark.parametrize("state", sorted(TERMINAL_STATES))

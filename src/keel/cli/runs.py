@@ -166,7 +166,7 @@ def show_run(run_id: str, db: str | None, as_json: bool) -> None:
     """Show one run: state, times, lease, and its result or error."""
 
     async def fetch(client: Client) -> tuple[RunInfo, Any, Any, bool]:
-        rec = await client.store.get_run(run_id)
+        rec = await client.store.reads.get_run(run_id)
         if rec is None:
             raise RunNotFoundError(run_id)
         info = replace(RunInfo.from_record(rec), waiting=await client.waiting(rec))

@@ -26,14 +26,15 @@ TERMINAL_STATES = frozenset(
 )
 
 #: Every allowed transition. ``running -> running`` is a lease taken over from an
-#: expired holder; ``pending/suspended -> cancelled`` is a cancel with no worker.
+#: expired holder; ``pending/suspended -> cancelled`` (and ``running -> cancelled``
+#: when the holder's lease expired) is a cancel with no worker. The stores refuse
+#: anything else (``keel.store._checks.check_move``).
 TRANSITIONS: dict[RunState, frozenset[RunState]] = {
     RunState.PENDING: frozenset({RunState.RUNNING, RunState.CANCELLED}),
     RunState.RUNNING: frozenset(
         {
             RunState.RUNNING,
-            RunState.SUSPENDED,
-            RunState.PENDING,  # lease released on drain before the first turn finished
+            RunState.SUSPENDED,  # also how a worker releases a run it holds (drain, parking)
             RunState.COMPLETED,
             RunState.FAILED,
             RunState.CANCELLED,

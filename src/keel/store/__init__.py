@@ -1,4 +1,4 @@
-"""Storage: the :class:`Store` protocol, its records and the backends.
+"""Storage: the :class:`~keel.store.ports.Store` protocol, its records and the backends.
 
 :func:`open_store` maps a URL to a backend (without opening it)::
 
@@ -30,10 +30,10 @@ from keel.store.base import (
     RunPage,
     RunRecord,
     SignalRecord,
-    Store,
     WorkerVersion,
 )
 from keel.store.memory import MemoryStore
+from keel.store.ports import Store
 from keel.store.sqlite import SQLiteStore
 
 if TYPE_CHECKING:

@@ -13,8 +13,14 @@ import math
 from collections.abc import Collection, Sequence
 from functools import lru_cache
 
-from keel.core.states import RunState
-from keel.errors import ConfigurationError, LeaseLostError, RunExistsError, StoreError
+from keel.core.states import RunState, can_transition
+from keel.errors import (
+    ConfigurationError,
+    IllegalTransitionError,
+    LeaseLostError,
+    RunExistsError,
+    StoreError,
+)
 from keel.store.base import (
     NewRun,
     NewSchedule,
@@ -23,8 +29,10 @@ from keel.store.base import (
     RunFilter,
     RunPage,
     RunRecord,
+    RunWhere,
     TaskLease,
 )
+from keel.store.ports import Continue, Finish, Suspend
 
 MAX_PAGE = 1000
 
@@ -79,6 +87,17 @@ def run_filter(
     )
 
 
+def where_filter(where: RunWhere) -> RunFilter:
+    """:func:`run_filter` of the filter arguments taken as ``**where``."""
+    return run_filter(
+        where.get("workflow"),
+        where.get("state"),
+        where.get("since"),
+        where.get("until"),
+        where.get("parent_run_id"),
+    )
+
+
 def _names(what: str, value: str | Collection[str] | None) -> tuple[str, ...]:
     if value is None:
         return ()
@@ -88,8 +107,38 @@ def _names(what: str, value: str | Collection[str] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
+def check_move(run_id: str, src: RunState, dst: RunState) -> None:
+    """Every change of a run's state goes along :data:`~keel.core.states.TRANSITIONS`."""
+    if not can_transition(src, dst):
+        raise IllegalTransitionError(f"run {run_id!r} cannot move from {src.value} to {dst.value}")
+
+
+def check_end(run_id: str, end: Suspend | Finish | Continue | None) -> RunState:
+    """The state a fenced commit ending with ``end`` leaves its (running) run in.
+
+    A :class:`Finish` ends a run for good: its state is ``completed``, ``failed``
+    or ``cancelled``. ``continued`` needs a successor, so only :class:`Continue`
+    reaches it. Checked before anything is written.
+    """
+    if end is None:
+        return RunState.RUNNING
+    if isinstance(end, Suspend):
+        dst = RunState.SUSPENDED
+    elif isinstance(end, Continue):
+        dst = RunState.CONTINUED
+    else:
+        dst = RunState(end.state)
+        if not dst.is_terminal or dst is RunState.CONTINUED:
+            raise IllegalTransitionError(
+                f"run {run_id!r} cannot finish in state {dst.value}: a Finish needs "
+                "completed, failed or cancelled (continued comes with a Continue)"
+            )
+    check_move(run_id, RunState.RUNNING, dst)
+    return dst
+
+
 def check_terminal(state: RunState) -> None:
-    """``finish_run`` only ends runs in a terminal state."""
+    """The old ``finish_run`` check, kept until the SQL backends move to :func:`check_end`."""
     if not RunState(state).is_terminal:
         raise ValueError(f"finish_run needs a terminal state, not {state!s}")
 
@@ -109,6 +158,15 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
     if not isinstance(created_at, int | float) or not isinstance(run_id, str):
         raise ConfigurationError(f"invalid list_runs cursor {cursor!r}")
     return float(created_at), run_id
+
+
+def keyset(limit: int, cursor: str | None) -> dict[str, object]:
+    """The keyset parameters of one ``list_runs`` page in SQL: the runs before
+    ``cursor`` (all of them without one), ``limit + 1`` at most (the extra one
+    says another page exists; see :func:`page_of`)."""
+    check_limit(limit)
+    created, run_id = decode_cursor(cursor) if cursor else (math.inf, "")
+    return {"before_created": created, "before_run_id": run_id, "limit": limit + 1}
 
 
 def page_of(runs: list[RunRecord], limit: int) -> RunPage:

@@ -7,8 +7,15 @@ found and split, shared so both backends read them the same way.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from functools import cached_property
 from importlib import resources
+
+from keel.errors import DatabaseError
+
+#: The ``keel_meta`` row that marks a database (or schema) as Keel's.
+MARKER_KEY = "application"
+MARKER_VALUE = "keel"
 
 _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 _MIGRATION = re.compile(r"^(\d{4})_\w+\.sql$")
@@ -65,6 +72,25 @@ class SqlFiles:
     def latest_version(self) -> int:
         """The schema version this code creates and understands: the highest migration."""
         return self.migrations[-1][0] if self.migrations else 0
+
+    def checked_version(self, meta: Mapping[str, str], where: str, noun: str) -> int:
+        """The schema version recorded in ``meta``, the ``keel_meta`` rows of ``where``
+        (a Keel ``noun``: "database", "schema"); ``DatabaseError`` if they lack the
+        Keel marker or hold a malformed version, or one newer than this Keel knows."""
+        if meta.get(MARKER_KEY) != MARKER_VALUE:
+            raise DatabaseError(f"{where} is not a Keel {noun} (keel_meta has no Keel marker)")
+        try:
+            version = int(meta.get("schema_version", "0"))
+        except ValueError:
+            raise DatabaseError(
+                f"{where} has a malformed schema_version {meta['schema_version']!r}"
+            ) from None
+        if version > self.latest_version():
+            raise DatabaseError(
+                f"{where} has Keel schema version {version}, but this Keel knows versions "
+                f"up to {self.latest_version()}; upgrade Keel to use it"
+            )
+        return version
 
     def schema_script(self) -> str:
         """The full current schema (``schema.sql``), for reference and tests."""

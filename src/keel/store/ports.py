@@ -367,7 +367,18 @@ class LivenessLock(Protocol):
 
 
 class WorkerRegistry(Protocol):
-    """Which workers are alive and which workflow versions they run."""
+    """Which workers are alive and which workflow versions they run.
+
+    Liveness: without it a killed worker's runs wait for their leases to expire
+    (the lease TTL). A store that offers liveness gives each worker a lock the
+    operating system or the database drops the instant the worker's process dies
+    (a flock on a per-worker file for SQLite, a session-level advisory lock for
+    PostgreSQL), and lets any worker find owners whose lock is gone and expire
+    their leases early. Fencing is unchanged: an expired lease is taken by the
+    next claim under a larger token, and the dead holder's writes (should it not
+    be dead after all) fail as they would after a normal expiry. Owners that never
+    took a liveness lock are never judged dead; their leases expire after the TTL.
+    """
 
     async def register_versions(
         self,

@@ -11,6 +11,9 @@ returns a callable making a new, unopened store over an empty database::
         def store_factory(self, tmp_path):
             return lambda: MyStore(tmp_path / "keel.db")
 
+The store is a :class:`keel.store.ports.Store`; each capability has its own
+module of tests (``keel.testing.conformance_runs`` for ``store.runs``,
+``conformance_mailbox`` for ``store.mailbox``, ...), all composed here.
 Tests are plain functions running their body with ``asyncio.run`` (no pytest
 plugin needed). Times are always relative to ``await store.now()``.
 """
@@ -19,6 +22,8 @@ from __future__ import annotations
 
 import pytest
 
+from keel.testing.conformance_cancel import CancelConformance
+from keel.testing.conformance_changes import ChangeConformance
 from keel.testing.conformance_children import ChildConformance
 from keel.testing.conformance_continue import ContinueConformance
 from keel.testing.conformance_helpers import (
@@ -27,6 +32,7 @@ from keel.testing.conformance_helpers import (
     Body,
     ClockedStoreFactory,
     StoreFactory,
+    child_run,
     claim_ids,
     event,
     expired_lease,
@@ -35,18 +41,20 @@ from keel.testing.conformance_helpers import (
     leased,
     new_run,
     run_with_store,
+    started,
     suspended,
     wait_until_past,
 )
 from keel.testing.conformance_keys import IdempotencyConformance
-from keel.testing.conformance_leases import LeaseConformance
+from keel.testing.conformance_mailbox import SignalConformance
 from keel.testing.conformance_queues import QueueLimitConformance
+from keel.testing.conformance_reads import ReadConformance
 from keel.testing.conformance_runs import RunConformance
 from keel.testing.conformance_schedules import ScheduleConformance
-from keel.testing.conformance_signals import SignalConformance
 from keel.testing.conformance_snapshots import SnapshotConformance
 from keel.testing.conformance_tasks import TaskConformance
-from keel.testing.conformance_versions import VersionConformance
+from keel.testing.conformance_turns import TurnConformance
+from keel.testing.conformance_workers import VersionConformance
 
 __all__ = [
     "CANCELLED",
@@ -55,6 +63,7 @@ __all__ = [
     "ClockedStoreFactory",
     "StoreConformance",
     "StoreFactory",
+    "child_run",
     "claim_ids",
     "event",
     "expired_lease",
@@ -63,6 +72,7 @@ __all__ = [
     "leased",
     "new_run",
     "run_with_store",
+    "started",
     "suspended",
     "wait_until_past",
 ]
@@ -70,15 +80,18 @@ __all__ = [
 
 class StoreConformance(
     RunConformance,
-    LeaseConformance,
-    SignalConformance,
-    IdempotencyConformance,
-    TaskConformance,
-    QueueLimitConformance,
-    ScheduleConformance,
+    TurnConformance,
+    CancelConformance,
     ChildConformance,
     ContinueConformance,
     SnapshotConformance,
+    SignalConformance,
+    TaskConformance,
+    QueueLimitConformance,
+    IdempotencyConformance,
+    ScheduleConformance,
+    ReadConformance,
+    ChangeConformance,
     VersionConformance,
 ):
     """Behaviour shared by every backend; subclasses supply ``store_factory``."""

@@ -8,11 +8,12 @@ import pytest
 
 from keel.core.states import RunState
 from keel.errors import LeaseLostError, RunExistsError, RunFinishedError
-from keel.store.base import Lease, NewEvent, NewRun, RunRecord, Store
-from keel.testing.conformance_children import child_run
+from keel.store.base import Lease, NewEvent, NewRun, RunRecord
+from keel.store.ports import Continue, Store, Suspend, Turn
 from keel.testing.conformance_helpers import (
     CANCELLED,
     StoreFactory,
+    child_run,
     claim_ids,
     event,
     expired_lease,
@@ -45,7 +46,7 @@ def successor(run: RunRecord, run_id: str | None = None, data: bytes = b'{"n":2}
 async def _continue(store: Store, lease: Lease, first_seq: int = 1) -> RunRecord:
     run = await get(store, lease.run_id)
     new = successor(run)
-    await store.continue_run(lease, first_seq, [event(0), CONTINUED], new)
+    await store.runs.commit(lease, Turn(first_seq, [event(0), CONTINUED], end=Continue(new)))
     return await get(store, new.run_id)
 
 
@@ -63,7 +64,7 @@ class ContinueConformance:
             assert first.state is RunState.CONTINUED
             assert (first.continued_to, first.chain, first.chain_id) == ("c/continue:1", "c", None)
             assert (first.next_seq, first.lease_owner, first.wake_at) == (3, None, None)
-            assert [e.type for e in await store.load_events("c")] == [
+            assert [e.type for e in await store.reads.history("c")] == [
                 "run_started",
                 "step_completed",
                 "run_continued",
@@ -80,8 +81,8 @@ class ContinueConformance:
                 1,
                 None,
             )
-            assert [e.type for e in await store.load_events(nxt.run_id)] == ["run_started"]
-            [claimed] = await store.claim_runs("w3", limit=5, ttl=30)
+            assert [e.type for e in await store.reads.history(nxt.run_id)] == ["run_started"]
+            [claimed] = await store.runs.claim("w3", limit=5, ttl=30)
             assert claimed.run.run_id == nxt.run_id
             # And again: generation 2 keeps the chain id.
             last = await _continue(store, claimed.lease)
@@ -95,11 +96,11 @@ class ContinueConformance:
             assert await claim_ids(store) == ["f"]  # another worker holds it now
             run = await get(store, "f")
             with pytest.raises(LeaseLostError):
-                await store.continue_run(stale, 1, [CONTINUED], successor(run))
-            assert await store.get_run("f/continue:1") is None
+                await store.runs.commit(stale, Turn(1, [CONTINUED], end=Continue(successor(run))))
+            assert await store.reads.get_run("f/continue:1") is None
             after = await get(store, "f")
             assert (after.state, after.next_seq, after.continued_to) == (RunState.RUNNING, 1, None)
-            assert len(await store.load_events("f")) == 1
+            assert len(await store.reads.history("f")) == 1
 
         run_with_store(store_factory, body)
 
@@ -109,25 +110,26 @@ class ContinueConformance:
         async def body(store: Store) -> None:
             lease = await leased(store, "r")
             run = await get(store, "r")
-            await store.continue_run(lease, 1, [CONTINUED], successor(run))
+            await store.runs.commit(lease, Turn(1, [CONTINUED], end=Continue(successor(run))))
             with pytest.raises(LeaseLostError):  # the same write again: the run has ended
-                await store.continue_run(lease, 1, [CONTINUED], successor(run))
-            page = await store.list_runs()
+                await store.runs.commit(lease, Turn(1, [CONTINUED], end=Continue(successor(run))))
+            page = await store.reads.list_runs()
             assert sorted(r.run_id for r in page.runs) == ["r", "r/continue:1"]
 
         run_with_store(store_factory, body)
 
     def test_a_taken_successor_id_writes_nothing(self, store_factory: StoreFactory) -> None:
         async def body(store: Store) -> None:
-            await store.create_run(new_run("t/continue:1"))
+            await store.runs.create(new_run("t/continue:1"))
             lease = await leased(store, "t")
             with pytest.raises(RunExistsError):
-                await store.continue_run(
-                    lease, 1, [event(0), CONTINUED], successor(await get(store, "t"))
+                await store.runs.commit(
+                    lease,
+                    Turn(1, [event(0), CONTINUED], end=Continue(successor(await get(store, "t")))),
                 )
             run = await get(store, "t")
             assert (run.state, run.next_seq, run.continued_to) == (RunState.RUNNING, 1, None)
-            assert len(await store.load_events("t")) == 1
+            assert len(await store.reads.history("t")) == 1
 
         run_with_store(store_factory, body)
 
@@ -136,24 +138,24 @@ class ContinueConformance:
     ) -> None:
         async def body(store: Store) -> None:
             lease = await leased(store, "s")
-            used = await store.send_signal("s", "go", b"0")
-            await store.append_events(lease, 1, [event(0)], consume_signal=used)
-            a = await store.send_signal("s", "msg", b"1")
-            b = await store.send_signal("s", "msg", b"2")
+            used = await store.mailbox.send("s", "go", b"0")
+            await store.runs.commit(lease, Turn(1, [event(0)], consume_signal=used))
+            a = await store.mailbox.send("s", "msg", b"1")
+            b = await store.mailbox.send("s", "msg", b"2")
             nxt = await _continue(store, lease, first_seq=2)
-            assert await store.next_signal("s", "msg") is None
-            moved = await store.next_signal(nxt.run_id, "msg")
+            assert await store.mailbox.next("s", "msg") is None
+            moved = await store.mailbox.next(nxt.run_id, "msg")
             assert moved is not None and (moved.id, moved.payload) == (a, b"1")
-            assert await store.next_signal(nxt.run_id, "go") is None  # consumed: stays
-            c = await store.send_signal("s", "msg", b"3")  # to the first id: reaches the tip
+            assert await store.mailbox.next(nxt.run_id, "go") is None  # consumed: stays
+            c = await store.mailbox.send("s", "msg", b"3")  # to the first id: reaches the tip
             assert a is not None and b is not None and c is not None
             assert a < b < c
             tip = await get(store, nxt.run_id)
             assert tip.wake_at is not None
-            [claimed] = await store.claim_runs("w2", limit=1, ttl=30)
-            await store.append_events(claimed.lease, 1, [event(1)], consume_signal=a)
-            await store.append_events(claimed.lease, 2, [event(2)], consume_signal=b)
-            last = await store.next_signal(nxt.run_id, "msg")
+            [claimed] = await store.runs.claim("w2", limit=1, ttl=30)
+            await store.runs.commit(claimed.lease, Turn(1, [event(1)], consume_signal=a))
+            await store.runs.commit(claimed.lease, Turn(2, [event(2)], consume_signal=b))
+            last = await store.mailbox.next(nxt.run_id, "msg")
             assert last is not None and (last.id, last.payload) == (c, b"3")
 
         run_with_store(store_factory, body)
@@ -165,13 +167,13 @@ class ContinueConformance:
             lease = await leased(store, "k")
             nxt = await _continue(store, lease)
             # The successor has journaled nothing but its start: cancelled at once.
-            assert await store.request_cancel("k", CANCELLED) is RunState.CANCELLED
+            assert await store.runs.request_cancel("k", CANCELLED) is RunState.CANCELLED
             assert (await get(store, nxt.run_id)).state is RunState.CANCELLED
             assert (await get(store, "k")).state is RunState.CONTINUED
             with pytest.raises(RunFinishedError):
-                await store.send_signal("k", "x", b"1")
+                await store.mailbox.send("k", "x", b"1")
             with pytest.raises(RunFinishedError):
-                await store.request_cancel("k", CANCELLED)
+                await store.runs.request_cancel("k", CANCELLED)
 
         run_with_store(store_factory, body)
 
@@ -180,17 +182,20 @@ class ContinueConformance:
     ) -> None:
         async def body(store: Store) -> None:
             parent = await leased(store, "p")
-            await store.start_children(
-                parent, 1, [event(0, "child_started")], [child_run("p/k", "p")]
+            await store.runs.commit(
+                parent, Turn(1, [event(0, "child_started")], children=[child_run("p/k", "p")])
             )
-            await store.suspend_run(parent, 2, [], wake_at=None, wake_on_children=["p/k"])
-            [claimed] = await store.claim_runs("w1", limit=1, ttl=30)
+            await store.runs.commit(
+                parent, Turn(2, [], end=Suspend(None, wake_on_children=["p/k"]))
+            )
+            [claimed] = await store.runs.claim("w1", limit=1, ttl=30)
             assert claimed.run.run_id == "p/k"
-            await store.append_events(claimed.lease, 1, [event(0)])
-            assert await store.request_cancel("p/k", CANCELLED) is RunState.RUNNING
+            await store.runs.commit(claimed.lease, Turn(1, [event(0)]))
+            assert await store.runs.request_cancel("p/k", CANCELLED) is RunState.RUNNING
             # A grandchild the child closes when it continues.
-            await store.start_children(
-                claimed.lease, 2, [event(1, "child_started")], [child_run("p/k/g", "p/k", depth=2)]
+            await store.runs.commit(
+                claimed.lease,
+                Turn(2, [event(1, "child_started")], children=[child_run("p/k/g", "p/k", depth=2)]),
             )
             nxt = await _continue(store, claimed.lease, first_seq=3)
             assert (nxt.parent_run_id, nxt.parent_close, nxt.depth) == ("p", "cancel", 1)
@@ -208,25 +213,25 @@ class ContinueConformance:
             run = await get(store, "race")
 
             async def send(i: int) -> int:
-                sid = await store.send_signal("race", "x", str(i).encode())
+                sid = await store.mailbox.send("race", "x", str(i).encode())
                 assert sid is not None  # sent without a delivery id: always delivered
                 return sid
 
             sends = [asyncio.ensure_future(send(i)) for i in range(20)]
             await asyncio.sleep(0)
-            await store.continue_run(lease, 1, [CONTINUED], successor(run))
+            await store.runs.commit(lease, Turn(1, [CONTINUED], end=Continue(successor(run))))
             sends += [asyncio.ensure_future(send(i)) for i in range(20, 30)]
             ids = await asyncio.gather(*sends)
-            assert await store.next_signal("race", "x") is None  # none left behind
-            [claimed] = await store.claim_runs("w2", limit=5, ttl=30)
+            assert await store.mailbox.next("race", "x") is None  # none left behind
+            [claimed] = await store.runs.claim("w2", limit=5, ttl=30)
             assert claimed.run.run_id == "race/continue:1"
             got = []
             for seq in range(1, 31):
-                signal = await store.next_signal(claimed.run.run_id, "x")
+                signal = await store.mailbox.next(claimed.run.run_id, "x")
                 assert signal is not None, f"signal {seq} of 30 is missing"
                 got.append(signal.id)
-                await store.append_events(
-                    claimed.lease, seq, [event(seq)], consume_signal=signal.id
+                await store.runs.commit(
+                    claimed.lease, Turn(seq, [event(seq)], consume_signal=signal.id)
                 )
             assert got == sorted(ids)  # each once, in delivery order
 

@@ -7,8 +7,10 @@ import asyncio
 import pytest
 
 from keel.errors import ConfigurationError
-from keel.store.base import QueueInfo, Store
-from keel.testing.conformance_tasks import StoreFactory, _run, dispatched, new_task
+from keel.store.base import QueueInfo
+from keel.store.ports import Store
+from keel.testing.conformance_helpers import StoreFactory, run_with_store
+from keel.testing.conformance_tasks import dispatched, new_task
 
 
 class QueueLimitConformance:
@@ -16,26 +18,26 @@ class QueueLimitConformance:
 
     def test_set_and_list_queue_limits(self, store_factory: StoreFactory) -> None:
         async def body(store: Store) -> None:
-            assert await store.list_queues() == []
-            await store.set_queue_limit("gpu", 2)
-            await store.set_queue_limit("gpu", 3)  # replaces
-            await store.set_queue_limit("io", 1)
+            assert await store.tasks.list_queues() == []
+            await store.tasks.set_limit("gpu", 2)
+            await store.tasks.set_limit("gpu", 3)  # replaces
+            await store.tasks.set_limit("io", 1)
             await dispatched(store, "r1", [new_task("step:a#0", queue="cpu")])
-            await store.claim_tasks("t1", ["gpu"], limit=1, ttl=30)  # nothing due
-            assert await store.list_queues() == [
+            await store.tasks.claim("t1", ["gpu"], limit=1, ttl=30)  # nothing due
+            assert await store.tasks.list_queues() == [
                 QueueInfo("cpu", None, 1, 0),
                 QueueInfo("gpu", 3, 0, 0),
                 QueueInfo("io", 1, 0, 0),
             ]
-            await store.claim_tasks("t1", ["cpu"], limit=1, ttl=30)
-            await store.set_queue_limit("io", None)
-            await store.set_queue_limit("never-set", None)  # removing no limit is fine
-            assert await store.list_queues() == [
+            await store.tasks.claim("t1", ["cpu"], limit=1, ttl=30)
+            await store.tasks.set_limit("io", None)
+            await store.tasks.set_limit("never-set", None)  # removing no limit is fine
+            assert await store.tasks.list_queues() == [
                 QueueInfo("cpu", None, 0, 1),
                 QueueInfo("gpu", 3, 0, 0),
             ]
 
-        _run(store_factory, body)
+        run_with_store(store_factory, body)
 
     @pytest.mark.parametrize(
         ("queue", "limit"),
@@ -46,52 +48,52 @@ class QueueLimitConformance:
     ) -> None:
         async def body(store: Store) -> None:
             with pytest.raises(ConfigurationError):
-                await store.set_queue_limit(queue, limit)
-            assert await store.list_queues() == []
+                await store.tasks.set_limit(queue, limit)
+            assert await store.tasks.list_queues() == []
 
-        _run(store_factory, body)
+        run_with_store(store_factory, body)
 
     def test_claims_never_lease_more_than_the_limit(self, store_factory: StoreFactory) -> None:
         async def body(store: Store) -> None:
-            await store.set_queue_limit("q", 2)
+            await store.tasks.set_limit("q", 2)
             await dispatched(store, "r1", [new_task(f"step:s#{i}") for i in range(5)])
-            first = await store.claim_tasks("t1", ["q"], limit=10, ttl=30)
+            first = await store.tasks.claim("t1", ["q"], limit=10, ttl=30)
             assert [t.command for _, t in first] == ["step:s#0", "step:s#1"]
-            assert await store.claim_tasks("t2", ["q"], limit=10, ttl=30) == []
-            await store.complete_task(first[0][0], b'"done"')
-            [(_, again)] = await store.claim_tasks("t2", ["q"], limit=10, ttl=30)
+            assert await store.tasks.claim("t2", ["q"], limit=10, ttl=30) == []
+            await store.tasks.complete(first[0][0], b'"done"')
+            [(_, again)] = await store.tasks.claim("t2", ["q"], limit=10, ttl=30)
             assert again.command == "step:s#2"
             # Raising the limit lets claimers take more; leases held are kept.
-            await store.set_queue_limit("q", 4)
-            more = await store.claim_tasks("t3", ["q"], limit=10, ttl=30)
+            await store.tasks.set_limit("q", 4)
+            more = await store.tasks.claim("t3", ["q"], limit=10, ttl=30)
             assert [t.command for _, t in more] == ["step:s#3", "step:s#4"]
-            [info] = await store.list_queues()
+            [info] = await store.tasks.list_queues()
             assert info == QueueInfo("q", 4, 0, 4)
 
-        _run(store_factory, body)
+        run_with_store(store_factory, body)
 
     def test_a_full_queue_does_not_crowd_out_the_others(self, store_factory: StoreFactory) -> None:
         async def body(store: Store) -> None:
-            await store.set_queue_limit("gpu", 1)
+            await store.tasks.set_limit("gpu", 1)
             gpu = [new_task(f"step:g#{i}", queue="gpu", priority=9) for i in range(6)]
             cpu = [new_task(f"step:c#{i}", queue="cpu") for i in range(3)]
             await dispatched(store, "r1", gpu + cpu)
             # The high-priority gpu tasks come first, but only one fits (a
             # backend may fill the rest of this claim with cpu tasks, or not).
-            first = await store.claim_tasks("t1", ["gpu", "cpu"], limit=3, ttl=30)
+            first = await store.tasks.claim("t1", ["gpu", "cpu"], limit=3, ttl=30)
             assert first[0][1].command == "step:g#0"
             assert [t.queue for _, t in first[1:]] == ["cpu"] * (len(first) - 1)
             # Now gpu is full: claims of both queues get the cpu tasks, not nothing.
-            second = await store.claim_tasks("t1", ["gpu", "cpu"], limit=3, ttl=30)
+            second = await store.tasks.claim("t1", ["gpu", "cpu"], limit=3, ttl=30)
             cpu_claimed = [t.command for _, t in first[1:] + second]
             assert cpu_claimed == ["step:c#0", "step:c#1", "step:c#2"]
 
-        _run(store_factory, body)
+        run_with_store(store_factory, body)
 
     def test_concurrent_claimers_share_the_limit(self, store_factory: StoreFactory) -> None:
         async def body(store: Store) -> None:
             limit = 3
-            await store.set_queue_limit("q", limit)
+            await store.tasks.set_limit("q", limit)
             await dispatched(store, "r1", [new_task(f"step:s#{i}") for i in range(30)])
             leased_max = 0
             total, completed = 30, 0
@@ -106,11 +108,11 @@ class QueueLimitConformance:
                 done = 0
                 while completed < total:
                     assert asyncio.get_running_loop().time() < deadline, "claimers stalled"
-                    claimed = await store.claim_tasks(owner, ["q"], limit=2, ttl=30)
-                    queues = await store.list_queues()
+                    claimed = await store.tasks.claim(owner, ["q"], limit=2, ttl=30)
+                    queues = await store.tasks.list_queues()
                     leased_max = max(leased_max, *(q.leased for q in queues))
                     for lease, _ in claimed:
-                        await store.complete_task(lease, b'"ok"')
+                        await store.tasks.complete(lease, b'"ok"')
                         done += 1
                         completed += 1
                     if not claimed:
@@ -121,4 +123,4 @@ class QueueLimitConformance:
             assert sum(results) == 30
             assert 1 <= leased_max <= limit
 
-        _run(store_factory, body)
+        run_with_store(store_factory, body)

@@ -1,24 +1,24 @@
-"""Conformance tests for run lifecycle, creation, claims, the journal, finishing and listing
-(mixed into StoreConformance)."""
+"""Conformance of ``store.runs``: creating and claiming runs, the journal, fencing and
+renewing leases, finishing (mixed into StoreConformance)."""
 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 
 from keel.core.states import RunState
-from keel.errors import ConfigurationError, LeaseLostError, StoreError
-from keel.store.base import RunRecord, Store
-from keel.testing.conformance_children import child_run, started
+from keel.errors import (
+    LeaseLostError,
+    StoreError,
+)
+from keel.store.base import Lease
+from keel.store.ports import Finish, Store, Suspend, Turn
 from keel.testing.conformance_helpers import (
     CANCELLED,
-    ClockedStoreFactory,
     StoreFactory,
+    assert_implements_the_ports,
     claim_ids,
     event,
     expired_lease,
@@ -32,22 +32,22 @@ from keel.testing.conformance_helpers import (
 
 
 class RunConformance:
-    """Every backend creates, claims, journals, finishes and lists runs the same way."""
+    """Every backend creates, claims, journals, fences and finishes runs the same way."""
 
-    # -- lifecycle -------------------------------------------------------------------
+    # -- lifecycle -----------------------------------------------------------
 
     def test_open_and_close_are_idempotent(self, store_factory: StoreFactory) -> None:
         async def main() -> None:
             store = store_factory()
-            assert isinstance(store, Store)
+            assert_implements_the_ports(store)
             assert isinstance(store.url, str) and store.url
             await store.open()
             await store.open()
-            await store.create_run(new_run("r"))
+            await store.runs.create(new_run("r"))
             await store.close()
             await store.close()
             with pytest.raises(StoreError):
-                await store.get_run("r")
+                await store.reads.get_run("r")
 
         asyncio.run(main())
 
@@ -57,39 +57,39 @@ class RunConformance:
 
         run_with_store(store_factory, body)
 
-    # -- create ----------------------------------------------------------------------
+    # -- create --------------------------------------------------------------
 
     def test_create_run_inserts_pending_run_and_started_event(
         self, store_factory: StoreFactory
     ) -> None:
         async def body(store: Store) -> None:
             before = await store.now()
-            run, lease, created = await store.create_run(new_run("r1", "orders", b'{"a":1}'))
+            run, lease, created = await store.runs.create(new_run("r1", "orders", b'{"a":1}'))
             assert created and lease is None
-            assert run == await store.get_run("r1")
+            assert run == await store.reads.get_run("r1")
             assert (run.run_id, run.workflow, run.version) == ("r1", "orders", "v1")
             assert run.state is RunState.PENDING and run.input == b'{"a":1}'
             assert run.result is None and run.error is None
             assert run.next_seq == 1 and run.lease_token == 0 and run.lease_owner is None
             assert run.wake_at is not None and before <= run.wake_at <= await store.now()
             assert not run.cancel_requested
-            [started] = await store.load_events("r1")
+            [started] = await store.reads.history("r1")
             assert (started.run_id, started.seq, started.type) == ("r1", 0, "run_started")
             assert started.data == b'{"a":1}' and started.command is None
-            assert await store.get_run("nope") is None
+            assert await store.reads.get_run("nope") is None
 
         run_with_store(store_factory, body)
 
     def test_create_run_is_idempotent_and_writes_nothing(self, store_factory: StoreFactory) -> None:
         async def body(store: Store) -> None:
-            first, _, _ = await store.create_run(new_run("r1", "wf", b'{"v":1}'))
-            again, lease, created = await store.create_run(
+            first, _, _ = await store.runs.create(new_run("r1", "wf", b'{"v":1}'))
+            again, lease, created = await store.runs.create(
                 new_run("r1", "other", b'{"v":2}'), lease_owner="w1"
             )
             assert not created and lease is None
-            assert again == first == await store.get_run("r1")
-            assert len(await store.load_events("r1")) == 1
-            assert [r.run_id for r in (await store.list_runs()).runs] == ["r1"]
+            assert again == first == await store.reads.get_run("r1")
+            assert len(await store.reads.history("r1")) == 1
+            assert [r.run_id for r in (await store.reads.list_runs()).runs] == ["r1"]
 
         run_with_store(store_factory, body)
 
@@ -99,13 +99,13 @@ class RunConformance:
         async def body(store: Store) -> None:
             results = await asyncio.gather(
                 *(
-                    store.create_run(new_run("dup"), lease_owner=f"w{i}" if i % 2 else None)
+                    store.runs.create(new_run("dup"), lease_owner=f"w{i}" if i % 2 else None)
                     for i in range(20)
                 )
             )
             assert sum(created for _, _, created in results) == 1
             assert sum(lease is not None for _, lease, _ in results) <= 1
-            assert len(await store.load_events("dup")) == 1
+            assert len(await store.reads.history("dup")) == 1
 
         run_with_store(store_factory, body)
 
@@ -114,7 +114,7 @@ class RunConformance:
     ) -> None:
         async def body(store: Store) -> None:
             before = await store.now()
-            run, lease, created = await store.create_run(
+            run, lease, created = await store.runs.create(
                 new_run("r1"), lease_owner="w1", lease_ttl=30
             )
             assert created and lease is not None
@@ -123,23 +123,23 @@ class RunConformance:
             assert run.state is RunState.RUNNING and run.lease_owner == "w1"
             assert (run.lease_token, run.lease_expires_at) == (lease.token, lease.expires_at)
             assert await claim_ids(store) == []
-            await store.append_events(lease, 1, [event(1)])  # the lease is usable at once
+            await store.runs.commit(lease, Turn(1, [event(1)]))  # the lease is usable at once
 
         run_with_store(store_factory, body)
 
-    # -- claims ----------------------------------------------------------------------
+    # -- claims --------------------------------------------------------------
 
     def test_claim_takes_only_runnable_runs(self, store_factory: StoreFactory) -> None:
         async def body(store: Store) -> None:
             now = await store.now()
-            await store.create_run(new_run("pending"))
+            await store.runs.create(new_run("pending"))
             await leased(store, "running")
             await suspended(store, "sleeping", now + 3600)
             await suspended(store, "waiting-forever", None)
             await suspended(store, "due", now - 1)
             await finished(store, "done")
-            await store.create_run(new_run("cancelled"))
-            await store.request_cancel("cancelled", CANCELLED)
+            await store.runs.create(new_run("cancelled"))
+            await store.runs.request_cancel("cancelled", CANCELLED)
             assert sorted(await claim_ids(store)) == ["due", "pending"]
             assert await claim_ids(store) == []
 
@@ -171,29 +171,29 @@ class RunConformance:
     def test_claim_honours_limit(self, store_factory: StoreFactory) -> None:
         async def body(store: Store) -> None:
             for i in range(7):
-                await store.create_run(new_run(f"r{i}"))
+                await store.runs.create(new_run(f"r{i}"))
             first = await claim_ids(store, limit=3)
             second = await claim_ids(store, limit=3)
             third = await claim_ids(store, limit=3)
             assert (len(first), len(second), len(third)) == (3, 3, 1)
             assert sorted(first + second + third) == [f"r{i}" for i in range(7)]
             with pytest.raises(ValueError):
-                await store.claim_runs("w", limit=0, ttl=30)
+                await store.runs.claim("w", limit=0, ttl=30)
             with pytest.raises(ValueError):
-                await store.claim_runs("w", limit=1, ttl=0)
+                await store.runs.claim("w", limit=1, ttl=0)
 
         run_with_store(store_factory, body)
 
     def test_claim_returns_running_row_under_new_lease(self, store_factory: StoreFactory) -> None:
         async def body(store: Store) -> None:
-            created, _, _ = await store.create_run(new_run("r1"))
+            created, _, _ = await store.runs.create(new_run("r1"))
             before = await store.now()
-            [claimed] = await store.claim_runs("w9", limit=10, ttl=20)
+            [claimed] = await store.runs.claim("w9", limit=10, ttl=20)
             lease, run = claimed.lease, claimed.run
             assert (lease.run_id, lease.owner) == ("r1", "w9")
             assert lease.token > created.lease_token
             assert before + 20 <= lease.expires_at <= await store.now() + 20
-            assert run == await store.get_run("r1")
+            assert run == await store.reads.get_run("r1")
             assert run.state is RunState.RUNNING and run.lease_owner == "w9"
             assert (run.lease_token, run.lease_expires_at) == (lease.token, lease.expires_at)
             assert (run.input, run.next_seq, run.created_at) == (
@@ -209,7 +209,7 @@ class RunConformance:
     ) -> None:
         async def body(store: Store) -> None:
             old = await expired_lease(store, "r1")
-            [claimed] = await store.claim_runs("w2", limit=5, ttl=30)
+            [claimed] = await store.runs.claim("w2", limit=5, ttl=30)
             assert claimed.lease.run_id == "r1" and claimed.lease.owner == "w2"
             assert claimed.lease.token > old.token
             assert await claim_ids(store, "w3") == []  # the new lease is live
@@ -218,13 +218,13 @@ class RunConformance:
 
     def test_every_claim_gets_a_strictly_larger_token(self, store_factory: StoreFactory) -> None:
         async def body(store: Store) -> None:
-            await store.create_run(new_run("r1"))
+            await store.runs.create(new_run("r1"))
             tokens = []
             for turn in range(4):
-                [claimed] = await store.claim_runs(f"w{turn}", limit=1, ttl=30)
+                [claimed] = await store.runs.claim(f"w{turn}", limit=1, ttl=30)
                 tokens.append(claimed.lease.token)
                 now = await store.now()
-                await store.suspend_run(claimed.lease, 1, [], wake_at=now - 1)
+                await store.runs.commit(claimed.lease, Turn(1, [], end=Suspend(now - 1)))
                 run = await get(store, "r1")
                 assert run.lease_owner is None and run.lease_expires_at is None
                 assert run.lease_token == claimed.lease.token  # kept for the next claim
@@ -232,15 +232,15 @@ class RunConformance:
 
         run_with_store(store_factory, body)
 
-    # -- journal ---------------------------------------------------------------------
+    # -- journal -------------------------------------------------------------
 
     def test_append_assigns_contiguous_seqs(self, store_factory: StoreFactory) -> None:
         async def body(store: Store) -> None:
             lease = await leased(store, "r1")
-            await store.append_events(lease, 1, [event(1)])
-            await store.append_events(lease, 2, [event(2), event(3), event(4)])
-            await store.append_events(lease, 5, [])
-            events = await store.load_events("r1")
+            await store.runs.commit(lease, Turn(1, [event(1)]))
+            await store.runs.commit(lease, Turn(2, [event(2), event(3), event(4)]))
+            await store.runs.commit(lease, Turn(5, []))
+            events = await store.reads.history("r1")
             assert [e.seq for e in events] == [0, 1, 2, 3, 4]
             assert [e.command for e in events[1:]] == [f"step:s#{n}" for n in range(1, 5)]
             assert events[3].data == b'{"n":3}' and events[3].type == "step_completed"
@@ -254,12 +254,14 @@ class RunConformance:
     ) -> None:
         async def body(store: Store) -> None:
             lease = await leased(store, "r1")
-            await store.append_events(lease, 1, [event(1)])
+            await store.runs.commit(lease, Turn(1, [event(1)]))
             for wrong in (1, 3, 0):
                 writes = [
-                    store.append_events(lease, wrong, [event(9)]),
-                    store.suspend_run(lease, wrong, [event(9)], wake_at=None),
-                    store.finish_run(lease, wrong, [event(9)], state=RunState.COMPLETED),
+                    store.runs.commit(lease, Turn(wrong, [event(9)])),
+                    store.runs.commit(lease, Turn(wrong, [event(9)], end=Suspend(None))),
+                    store.runs.commit(
+                        lease, Turn(wrong, [event(9)], end=Finish(RunState.COMPLETED))
+                    ),
                 ]
                 for write in writes:
                     with pytest.raises(StoreError) as info:
@@ -267,32 +269,25 @@ class RunConformance:
                     assert not isinstance(info.value, LeaseLostError), info.value
             run = await get(store, "r1")
             assert run.next_seq == 2 and run.state is RunState.RUNNING
-            assert [e.seq for e in await store.load_events("r1")] == [0, 1]
-            await store.append_events(lease, 2, [event(2)])  # the lease still works
+            assert [e.seq for e in await store.reads.history("r1")] == [0, 1]
+            await store.runs.commit(lease, Turn(2, [event(2)]))  # the lease still works
 
         run_with_store(store_factory, body)
 
-    def test_load_events_after_seq(self, store_factory: StoreFactory) -> None:
-        async def body(store: Store) -> None:
-            lease = await leased(store, "r1")
-            await store.append_events(lease, 1, [event(n) for n in range(1, 6)])
-            assert [e.seq for e in await store.load_events("r1", after_seq=3)] == [4, 5]
-            assert [e.seq for e in await store.load_events("r1", after_seq=-1)] == list(range(6))
-            assert await store.load_events("r1", after_seq=5) == []
-            assert await store.load_events("missing") == []
-
-        run_with_store(store_factory, body)
-
-    # -- finishing -------------------------------------------------------------------
+    # -- finishing -----------------------------------------------------------
 
     def test_finish_run_ends_the_run(self, store_factory: StoreFactory) -> None:
         async def body(store: Store) -> None:
             ok = await leased(store, "ok")
             bad = await leased(store, "bad")
-            await store.send_signal("ok", "late", b"1")
+            await store.mailbox.send("ok", "late", b"1")
             done = event(1, "run_completed")
-            await store.finish_run(ok, 1, [done], state=RunState.COMPLETED, result=b'"yes"')
-            await store.finish_run(bad, 1, [done], state=RunState.FAILED, error=b'{"e":1}')
+            await store.runs.commit(
+                ok, Turn(1, [done], end=Finish(RunState.COMPLETED, result=b'"yes"'))
+            )
+            await store.runs.commit(
+                bad, Turn(1, [done], end=Finish(RunState.FAILED, error=b'{"e":1}'))
+            )
             run = await get(store, "ok")
             assert (run.state, run.result, run.error) == (RunState.COMPLETED, b'"yes"', None)
             assert run.lease_owner is None and run.lease_expires_at is None
@@ -301,166 +296,146 @@ class RunConformance:
             assert (failed.state, failed.error) == (RunState.FAILED, b'{"e":1}')
             assert await claim_ids(store) == []
             with pytest.raises(ValueError):
-                await store.finish_run(ok, 2, [], state=RunState.SUSPENDED)
+                await store.runs.commit(ok, Turn(2, [], end=Finish(RunState.SUSPENDED)))
 
         run_with_store(store_factory, body)
 
-    # -- listing ---------------------------------------------------------------------
+    # -- fencing -------------------------------------------------------------
 
-    def test_list_runs_pages_cover_every_run_once(self, store_factory: StoreFactory) -> None:
-        async def body(store: Store) -> None:
-            for i in range(23):
-                await store.create_run(new_run(f"r{i:02d}", "a" if i % 3 else "b"))
-            seen: list[RunRecord] = []
-            cursor = None
-            while True:
-                page = await store.list_runs(limit=5, cursor=cursor)
-                assert len(page.runs) <= 5
-                seen.extend(page.runs)
-                cursor = page.next_cursor
-                if cursor is None:
-                    break
-                assert isinstance(cursor, str)
-            assert sorted(r.run_id for r in seen) == [f"r{i:02d}" for i in range(23)]
-            keys = [(r.created_at, r.run_id) for r in seen]
-            assert keys == sorted(keys, reverse=True)
-            assert (await store.list_runs(limit=23)).next_cursor is None
-
-        run_with_store(store_factory, body)
-
-    def test_list_runs_orders_equal_times_by_run_id(
-        self, clocked_store_factory: ClockedStoreFactory | None
-    ) -> None:
-        if clocked_store_factory is None:
-            pytest.skip("the backend takes no injected clock")
-        now = [1_000_000.0]
-        factory = clocked_store_factory
-
-        async def body(store: Store) -> None:
-            for i in [3, 0, 4, 1, 2, 6, 5]:
-                if i == 5:
-                    now[0] += 1  # one run later than all others
-                await store.create_run(new_run(f"r{i}"))
-            seen: list[str] = []
-            cursor = None
-            while True:
-                page = await store.list_runs(limit=2, cursor=cursor)
-                seen.extend(r.run_id for r in page.runs)
-                if (cursor := page.next_cursor) is None:
-                    break
-            assert seen == ["r5", "r6", "r4", "r3", "r2", "r1", "r0"]
-
-        run_with_store(lambda: factory(lambda: now[0]), body)
-
-    def test_list_runs_filters_by_workflow_and_state(self, store_factory: StoreFactory) -> None:
-        async def body(store: Store) -> None:
-            for i in range(9):
-                await store.create_run(new_run(f"r{i}", "a" if i % 3 else "b"))
-            for run_id in ("r1", "r3"):
-                await store.request_cancel(run_id, CANCELLED)
-
-            async def ids(workflow: str | None = None, state: RunState | None = None) -> list[str]:
-                out: list[str] = []
-                cursor = None
-                while True:
-                    page = await store.list_runs(
-                        workflow=workflow, state=state, limit=2, cursor=cursor
-                    )
-                    out.extend(r.run_id for r in page.runs)
-                    if (cursor := page.next_cursor) is None:
-                        return sorted(out)
-
-            assert await ids(workflow="b") == ["r0", "r3", "r6"]
-            assert await ids(state=RunState.CANCELLED) == ["r1", "r3"]
-            assert await ids(workflow="a", state=RunState.PENDING) == ["r2", "r4", "r5", "r7", "r8"]
-            assert await ids(workflow="none") == []
-
-        run_with_store(store_factory, body)
-
-    def test_list_runs_and_count_runs_take_several_values_times_and_a_parent(
+    def test_stale_append_is_rejected_and_changes_nothing(
         self, store_factory: StoreFactory
     ) -> None:
         async def body(store: Store) -> None:
-            for i in range(9):
-                await store.create_run(new_run(f"r{i}", "abc"[i % 3]))
-            for parent, kids in (("p0", 2), ("p1", 1)):
-                lease = await leased(store, parent)
-                children = [child_run(f"{parent}/k{i}", parent) for i in range(kids)]
-                await store.start_children(lease, 1, [started(i) for i in range(kids)], children)
-            for run_id in ("r1", "r4", "p0/k0"):
-                await store.request_cancel(run_id, CANCELLED)
-            runs = {r.run_id: r for r in (await store.list_runs(limit=100)).runs}
-            times = sorted({r.created_at for r in runs.values()})
-            since, until = times[2], times[-2]  # bounds from the stores' own clocks
-
-            async def check(expected: Callable[[RunRecord], bool], **where: Any) -> None:
-                want = sorted(i for i, r in runs.items() if expected(r))
-                out: list[str] = []
-                cursor = None
-                while True:
-                    page = await store.list_runs(limit=2, cursor=cursor, **where)
-                    out.extend(r.run_id for r in page.runs)
-                    if (cursor := page.next_cursor) is None:
-                        break
-                assert sorted(out) == want, where
-                assert await store.count_runs(**where) == len(want), where
-
-            cancelled, pending = RunState.CANCELLED, RunState.PENDING
-            await check(lambda r: r.workflow in ("a", "b"), workflow=["a", "b"])
-            await check(lambda r: r.workflow == "a", workflow=("a",))
-            await check(lambda r: True, workflow=[])
-            await check(lambda r: True)
-            await check(lambda r: r.state in (cancelled, pending), state=[cancelled, pending])
-            await check(lambda r: r.state is cancelled, state=["cancelled"])
-            await check(
-                lambda r: r.workflow in ("b", "child_wf") and r.state is cancelled,
-                workflow={"b", "child_wf"},
-                state=cancelled,
-            )
-            await check(lambda r: r.created_at >= since, since=since)
-            await check(lambda r: r.created_at < until, until=until)
-            await check(lambda r: since <= r.created_at < until, since=since, until=until)
-            await check(
-                lambda r: r.workflow == "c" and r.created_at >= since, workflow="c", since=since
-            )
-            await check(lambda r: r.parent_run_id == "p0", parent_run_id="p0")
-            await check(
-                lambda r: r.parent_run_id == "p0" and r.state is pending,
-                parent_run_id="p0",
-                state=pending,
-            )
-            await check(lambda r: False, parent_run_id="r5")
-            assert await store.count_runs(workflow="a") == 3
-            assert await store.count_runs(parent_run_id="p0") == 2
+            old = await expired_lease(store, "r1")
+            sid = await store.mailbox.send("r1", "go", b"1")
+            [claimed] = await store.runs.claim("w2", limit=1, ttl=30)
+            before = await get(store, "r1")
+            with pytest.raises(LeaseLostError) as info:
+                await store.runs.commit(old, Turn(1, [event(1)], consume_signal=sid))
+            assert info.value.run_id == "r1" and info.value.token == old.token
+            assert len(await store.reads.history("r1")) == 1
+            assert await get(store, "r1") == before
+            signal = await store.mailbox.next("r1", "go")
+            assert signal is not None and signal.id == sid  # not consumed
+            await store.runs.commit(claimed.lease, Turn(1, [event(1)], consume_signal=sid))
+            assert await store.mailbox.next("r1", "go") is None
 
         run_with_store(store_factory, body)
 
-    def test_list_runs_refuses_bad_filters(self, store_factory: StoreFactory) -> None:
+    def test_expired_lease_cannot_write_before_anyone_reclaims(
+        self, store_factory: StoreFactory
+    ) -> None:
         async def body(store: Store) -> None:
-            bad: list[dict[str, Any]] = [
-                {"state": "sleeping"},
-                {"state": ["pending", "nope"]},
-                {"since": math.nan},
-                {"until": math.inf},
-                {"since": "yesterday"},
-                {"workflow": [1, 2]},
-                {"parent_run_id": 7},
+            lease = await expired_lease(store, "r1")
+            before = await get(store, "r1")
+            with pytest.raises(LeaseLostError):
+                await store.runs.commit(lease, Turn(1, [event(1)]))
+            with pytest.raises(LeaseLostError):
+                await store.runs.commit(lease, Turn(1, [event(1)], end=Suspend(None)))
+            with pytest.raises(LeaseLostError):
+                await store.runs.commit(lease, Turn(1, [], end=Finish(RunState.COMPLETED)))
+            assert await get(store, "r1") == before
+            assert len(await store.reads.history("r1")) == 1
+
+        run_with_store(store_factory, body)
+
+    def test_foreign_owner_or_token_cannot_write(self, store_factory: StoreFactory) -> None:
+        async def body(store: Store) -> None:
+            lease = await leased(store, "r1", "w1")
+            forged = [
+                Lease("r1", "w2", lease.token, lease.expires_at),
+                Lease("r1", "w1", lease.token + 1, lease.expires_at),
+                Lease("r1", "w1", lease.token - 1, lease.expires_at),
+                Lease("missing", "w1", lease.token, lease.expires_at),
             ]
-            for where in bad:
-                with pytest.raises(ConfigurationError):
-                    await store.list_runs(**where)
-                with pytest.raises(ConfigurationError):
-                    await store.count_runs(**where)
+            for bad in forged:
+                with pytest.raises(LeaseLostError):
+                    await store.runs.commit(bad, Turn(1, [event(1)]))
+            assert len(await store.reads.history("r1")) == 1
+            assert (await get(store, "r1")).next_seq == 1
 
         run_with_store(store_factory, body)
 
-    def test_list_runs_validates_arguments(self, store_factory: StoreFactory) -> None:
+    def test_stale_suspend_is_rejected_and_changes_nothing(
+        self, store_factory: StoreFactory
+    ) -> None:
         async def body(store: Store) -> None:
-            for bad in (0, -1, 1001):
-                with pytest.raises(ValueError):
-                    await store.list_runs(limit=bad)
-            with pytest.raises(ValueError):
-                await store.list_runs(cursor="not a cursor")
-            assert (await store.list_runs(limit=1000)).runs == []
+            old = await expired_lease(store, "r1")
+            await store.runs.claim("w2", limit=1, ttl=30)
+            before = await get(store, "r1")
+            with pytest.raises(LeaseLostError):
+                await store.runs.commit(
+                    old, Turn(1, [event(1)], end=Suspend(await store.now() + 60))
+                )
+            assert await get(store, "r1") == before
+            assert before.state is RunState.RUNNING and before.lease_owner == "w2"
+            assert len(await store.reads.history("r1")) == 1
+
+        run_with_store(store_factory, body)
+
+    def test_stale_finish_is_rejected_and_changes_nothing(
+        self, store_factory: StoreFactory
+    ) -> None:
+        async def body(store: Store) -> None:
+            old = await expired_lease(store, "r1")
+            await store.runs.claim("w2", limit=1, ttl=30)
+            before = await get(store, "r1")
+            with pytest.raises(LeaseLostError):
+                await store.runs.commit(
+                    old,
+                    Turn(
+                        1, [event(1, "run_completed")], end=Finish(RunState.COMPLETED, result=b"1")
+                    ),
+                )
+            assert await get(store, "r1") == before
+            assert len(await store.reads.history("r1")) == 1
+
+        run_with_store(store_factory, body)
+
+    def test_lease_dies_with_suspend_and_finish(self, store_factory: StoreFactory) -> None:
+        async def body(store: Store) -> None:
+            lease = await suspended(store, "r1", None)
+            with pytest.raises(LeaseLostError):
+                await store.runs.commit(lease, Turn(1, [event(1)]))
+            done = await finished(store, "r2")
+            with pytest.raises(LeaseLostError):
+                await store.runs.commit(done, Turn(1, [event(1)]))
+            with pytest.raises(LeaseLostError):
+                await store.runs.commit(done, Turn(1, [], end=Finish(RunState.FAILED, error=b"x")))
+            assert (await get(store, "r2")).state is RunState.COMPLETED
+
+        run_with_store(store_factory, body)
+
+    # -- renewals ------------------------------------------------------------
+
+    def test_renew_extends_held_leases_and_reports_lost(self, store_factory: StoreFactory) -> None:
+        async def body(store: Store) -> None:
+            held = await leased(store, "held", "w1", ttl=5)
+            other = await leased(store, "other", "w2")
+            done = await finished(store, "done")
+            stale = await expired_lease(store, "stale", "w1")
+            await store.runs.claim("w3", limit=10, ttl=30)  # takes "stale"
+            expired = await expired_lease(store, "expired", "w1")
+            before = await store.now()
+            outcome = await store.runs.renew("w1", [held, other, done, stale, expired], 40)
+            assert outcome.lost == {"other", "done", "stale", "expired"}
+            assert outcome.cancel_requested == frozenset()
+            assert before + 40 <= outcome.expires_at <= await store.now() + 40
+            assert (await get(store, "held")).lease_expires_at == outcome.expires_at
+            assert (await get(store, "other")).lease_expires_at == other.expires_at
+            assert (await get(store, "expired")).lease_expires_at == expired.expires_at
+            renewed = Lease("held", "w1", held.token, outcome.expires_at)
+            await store.runs.commit(renewed, Turn(1, [event(1)]))
+            assert (await store.runs.renew("w1", [], 10)).lost == frozenset()
+
+        run_with_store(store_factory, body)
+
+    def test_renew_reports_cancel_requests(self, store_factory: StoreFactory) -> None:
+        async def body(store: Store) -> None:
+            a = await leased(store, "a")
+            b = await leased(store, "b")
+            assert await store.runs.request_cancel("a", CANCELLED) is RunState.RUNNING
+            outcome = await store.runs.renew("w1", [a, b], 30)
+            assert outcome.cancel_requested == {"a"} and outcome.lost == frozenset()
 
         run_with_store(store_factory, body)

@@ -13,16 +13,14 @@ import pytest
 
 from keel.core.states import RunState
 from keel.errors import ScheduleExistsError, ScheduleNotFoundError
-from keel.store.base import NewEvent, NewRun, NewSchedule, ScheduleRecord, Store
+from keel.store.base import NewEvent, NewRun, NewSchedule, ScheduleRecord
+from keel.store.ports import Store
+from keel.testing.conformance_helpers import (
+    StoreFactory,
+    run_with_store,
+)
 
-StoreFactory = Callable[[], Store]
 HOUR = 3600.0
-
-
-def _run(factory: StoreFactory, body: Callable[[Store], Awaitable[None]]) -> None:
-    from keel.testing.conformance import run_with_store  # the suite imports this module
-
-    run_with_store(factory, body)
 
 
 def new_schedule(
@@ -53,13 +51,13 @@ def tick_run(run_id: str, workflow: str = "wf") -> NewRun:
 
 
 async def schedule_of(store: Store, schedule_id: str) -> ScheduleRecord:
-    schedule = await store.get_schedule(schedule_id)
+    schedule = await store.schedules.get(schedule_id)
     assert schedule is not None
     return schedule
 
 
 async def due_ids(store: Store, workflows: tuple[str, ...] = ("wf",), limit: int = 50) -> list[str]:
-    return [s.schedule_id for s in (await store.due_schedules(workflows, limit=limit)).due]
+    return [s.schedule_id for s in (await store.schedules.due(workflows, limit=limit)).due]
 
 
 class ScheduleConformance:
@@ -68,7 +66,7 @@ class ScheduleConformance:
     def test_create_get_and_list_schedules(self, store_factory: StoreFactory) -> None:
         async def body(store: Store) -> None:
             now = await store.now()
-            made = await store.create_schedule(new_schedule("b", now + HOUR))
+            made = await store.schedules.create(new_schedule("b", now + HOUR))
             assert made == await schedule_of(store, "b")
             assert (made.schedule_id, made.workflow, made.input) == ("b", "wf", b'{"n":1}')
             assert (made.cron, made.at, made.timezone) == ("* * * * *", None, "Europe/Paris")
@@ -76,29 +74,29 @@ class ScheduleConformance:
             assert made.catchup_window == 60.0
             assert made.last_fire_at is None and made.last_run_id is None
             assert now - 5 <= made.created_at == made.updated_at <= now + 5
-            once = await store.create_schedule(
+            once = await store.schedules.create(
                 new_schedule("a", now + 2 * HOUR, workflow="other", cron=None)
             )
             assert (once.cron, once.at, once.next_fire_at) == (None, now + 2 * HOUR, now + 2 * HOUR)
-            assert [s.schedule_id for s in await store.list_schedules()] == ["a", "b"]
-            assert await store.list_schedules(workflow="other") == [once]
-            assert await store.list_schedules(workflow="none") == []
-            assert await store.get_schedule("c") is None
+            assert [s.schedule_id for s in await store.schedules.list()] == ["a", "b"]
+            assert await store.schedules.list(workflow="other") == [once]
+            assert await store.schedules.list(workflow="none") == []
+            assert await store.schedules.get("c") is None
 
-        _run(store_factory, body)
+        run_with_store(store_factory, body)
 
     def test_duplicate_schedule_id_is_refused_and_changes_nothing(
         self, store_factory: StoreFactory
     ) -> None:
         async def body(store: Store) -> None:
             now = await store.now()
-            first = await store.create_schedule(new_schedule("s", now + HOUR))
+            first = await store.schedules.create(new_schedule("s", now + HOUR))
             with pytest.raises(ScheduleExistsError) as err:
-                await store.create_schedule(new_schedule("s", now + 5, workflow="other"))
+                await store.schedules.create(new_schedule("s", now + 5, workflow="other"))
             assert err.value.schedule_id == "s"
-            assert await store.list_schedules() == [first]
+            assert await store.schedules.list() == [first]
 
-        _run(store_factory, body)
+        run_with_store(store_factory, body)
 
     def test_bad_schedules_are_refused(self, store_factory: StoreFactory) -> None:
         async def body(store: Store) -> None:
@@ -112,119 +110,119 @@ class ScheduleConformance:
                 NewSchedule("s", "wf", b"{}", "* * * * *", None, "UTC", now, catchup_window=0),
             ):
                 with pytest.raises(ValueError):
-                    await store.create_schedule(bad)
-            assert await store.list_schedules() == []
-            await store.create_schedule(good)
+                    await store.schedules.create(bad)
+            assert await store.schedules.list() == []
+            await store.schedules.create(good)
             with pytest.raises(ValueError, match="before the due time"):
-                await store.fire_schedule(
+                await store.schedules.fire(
                     "s", expected=now, tick=now - 1, next_fire_at=None, run=None
                 )
             with pytest.raises(ValueError):
-                await store.due_schedules(["wf"], limit=0)
+                await store.schedules.due(["wf"], limit=0)
 
-        _run(store_factory, body)
+        run_with_store(store_factory, body)
 
     def test_unknown_schedule_ids_raise(self, store_factory: StoreFactory) -> None:
         async def body(store: Store) -> None:
             for action in (
-                store.pause_schedule("nope"),
-                store.resume_schedule("nope", None),
-                store.delete_schedule("nope"),
+                store.schedules.pause("nope"),
+                store.schedules.resume("nope", None),
+                store.schedules.delete("nope"),
             ):
                 with pytest.raises(ScheduleNotFoundError, match="nope"):
                     await action
 
-        _run(store_factory, body)
+        run_with_store(store_factory, body)
 
     def test_due_schedules_are_the_active_due_ones_of_the_given_workflows(
         self, store_factory: StoreFactory
     ) -> None:
         async def body(store: Store) -> None:
             now = await store.now()
-            await store.create_schedule(new_schedule("later", now + HOUR))
-            found = await store.due_schedules(["wf"], limit=10)
+            await store.schedules.create(new_schedule("later", now + HOUR))
+            found = await store.schedules.due(["wf"], limit=10)
             assert found.due == [] and found.next_fire_at == now + HOUR
             assert now - 5 <= found.now <= now + 5
-            await store.create_schedule(new_schedule("due2", now - 1))
-            await store.create_schedule(new_schedule("due1", now - 2))
-            await store.create_schedule(new_schedule("other", now - 3, workflow="x"))
-            await store.create_schedule(new_schedule("paused", now - 4))
-            await store.pause_schedule("paused")
-            found = await store.due_schedules(["wf"], limit=10)
+            await store.schedules.create(new_schedule("due2", now - 1))
+            await store.schedules.create(new_schedule("due1", now - 2))
+            await store.schedules.create(new_schedule("other", now - 3, workflow="x"))
+            await store.schedules.create(new_schedule("paused", now - 4))
+            await store.schedules.pause("paused")
+            found = await store.schedules.due(["wf"], limit=10)
             assert [s.schedule_id for s in found.due] == ["due1", "due2"]  # earliest first
             assert found.next_fire_at == now - 2
             assert found.due[0] == await schedule_of(store, "due1")
             assert await due_ids(store, ("wf", "x")) == ["other", "due1", "due2"]
             assert await due_ids(store, ("wf", "x"), limit=1) == ["other"]
             assert await due_ids(store, ()) == []
-            assert (await store.due_schedules(["y"], limit=10)).next_fire_at is None
+            assert (await store.schedules.due(["y"], limit=10)).next_fire_at is None
 
-        _run(store_factory, body)
+        run_with_store(store_factory, body)
 
     def test_fire_starts_the_run_and_advances_exactly_once(
         self, store_factory: StoreFactory
     ) -> None:
         async def body(store: Store) -> None:
             now = await store.now()
-            await store.create_schedule(new_schedule("s", now - 1))
+            await store.schedules.create(new_schedule("s", now - 1))
             fire = {"expected": now - 1, "tick": now - 1, "next_fire_at": now + 59.0}
-            assert await store.fire_schedule("s", **fire, run=tick_run("s@1"))
-            run = await store.get_run("s@1")
+            assert await store.schedules.fire("s", **fire, run=tick_run("s@1"))
+            run = await store.reads.get_run("s@1")
             assert run is not None and run.state is RunState.PENDING
             assert (run.workflow, run.version, run.input) == ("wf", "v1", b'{"n":1}')
             assert run.wake_at is not None and run.wake_at <= await store.now()
-            [started] = await store.load_events("s@1")
+            [started] = await store.reads.history("s@1")
             assert (started.seq, started.type) == (0, "run_started")
             schedule = await schedule_of(store, "s")
             assert (schedule.next_fire_at, schedule.last_fire_at) == (now + 59.0, now - 1)
             assert schedule.last_run_id == "s@1"
             # The same tick again (a second worker that read it as due): nothing.
-            assert not await store.fire_schedule("s", **fire, run=tick_run("s@1b"))
-            assert await store.get_run("s@1b") is None
+            assert not await store.schedules.fire("s", **fire, run=tick_run("s@1b"))
+            assert await store.reads.get_run("s@1b") is None
             assert await schedule_of(store, "s") == schedule
             assert await due_ids(store) == []
-            claimed = await store.claim_runs("w1", limit=10, ttl=30.0)
+            claimed = await store.runs.claim("w1", limit=10, ttl=30.0)
             assert [c.run.run_id for c in claimed] == ["s@1"]  # a due run like any other
 
-        _run(store_factory, body)
+        run_with_store(store_factory, body)
 
     def test_fire_needs_an_active_schedule_at_the_expected_due_time(
         self, store_factory: StoreFactory
     ) -> None:
         async def body(store: Store) -> None:
             now = await store.now()
-            await store.create_schedule(new_schedule("s", now - 1))
-            await store.create_schedule(new_schedule("future", now + HOUR))
+            await store.schedules.create(new_schedule("s", now - 1))
+            await store.schedules.create(new_schedule("future", now + HOUR))
 
             async def fire(schedule_id: str, expected: float, tick: float) -> bool:
                 run = tick_run(f"{schedule_id}@{tick}")
-                return await store.fire_schedule(
+                return await store.schedules.fire(
                     schedule_id, expected=expected, tick=tick, next_fire_at=now + HOUR, run=run
                 )
 
             assert not await fire("s", now - 2, now - 1)  # another time was due
             assert not await fire("future", now + HOUR, now + HOUR)  # not due yet
             assert not await fire("gone", now - 1, now - 1)
-            await store.pause_schedule("s")
+            await store.schedules.pause("s")
             assert not await fire("s", now - 1, now - 1)
-            assert (await store.list_runs()).runs == []
+            assert (await store.reads.list_runs()).runs == []
             assert (await schedule_of(store, "s")).next_fire_at == now - 1
 
-        _run(store_factory, body)
+        run_with_store(store_factory, body)
 
     def test_a_tick_without_a_run_is_skipped(self, store_factory: StoreFactory) -> None:
         async def body(store: Store) -> None:
             now = await store.now()
-            await store.create_schedule(new_schedule("s", now - 1))
-            assert await store.fire_schedule(
+            await store.schedules.create(new_schedule("s", now - 1))
+            assert await store.schedules.fire(
                 "s", expected=now - 1, tick=now - 1, next_fire_at=now + 60, run=None
             )
             schedule = await schedule_of(store, "s")
             assert schedule.next_fire_at == now + 60
             assert schedule.last_fire_at is None and schedule.last_run_id is None
-            assert (await store.list_runs()).runs == []
+            assert (await store.reads.list_runs()).runs == []
 
-        _run(store_factory, body)
+        run_with_store(store_factory, body)
 
     def test_a_tick_whose_run_exists_advances_without_a_second_run(
         self, store_factory: StoreFactory
@@ -234,45 +232,45 @@ class ScheduleConformance:
             # But a run id derived from the tick may exist (started by hand, or by a
             # schedule deleted and created again): the tick must not start it twice.
             now = await store.now()
-            first, _, _ = await store.create_run(tick_run("s@t", workflow="old"))
-            await store.create_schedule(new_schedule("s", now - 1))
-            assert await store.fire_schedule(
+            first, _, _ = await store.runs.create(tick_run("s@t", workflow="old"))
+            await store.schedules.create(new_schedule("s", now - 1))
+            assert await store.schedules.fire(
                 "s", expected=now - 1, tick=now - 1, next_fire_at=now + 60, run=tick_run("s@t")
             )
-            assert await store.get_run("s@t") == first
-            assert len(await store.load_events("s@t")) == 1
+            assert await store.reads.get_run("s@t") == first
+            assert len(await store.reads.history("s@t")) == 1
             assert (await schedule_of(store, "s")).last_run_id == "s@t"
 
-        _run(store_factory, body)
+        run_with_store(store_factory, body)
 
     def test_a_one_shot_fires_once_then_is_done(self, store_factory: StoreFactory) -> None:
         async def body(store: Store) -> None:
             now = await store.now()
-            await store.create_schedule(new_schedule("once", now - 1, cron=None))
+            await store.schedules.create(new_schedule("once", now - 1, cron=None))
             assert await due_ids(store) == ["once"]
-            assert await store.fire_schedule(
+            assert await store.schedules.fire(
                 "once", expected=now - 1, tick=now - 1, next_fire_at=None, run=tick_run("once@t")
             )
             done = await schedule_of(store, "once")
             assert done.next_fire_at is None and done.last_run_id == "once@t"
-            found = await store.due_schedules(["wf"], limit=10)
+            found = await store.schedules.due(["wf"], limit=10)
             assert found.due == [] and found.next_fire_at is None
-            assert not await store.fire_schedule(
+            assert not await store.schedules.fire(
                 "once", expected=now - 1, tick=now - 1, next_fire_at=None, run=tick_run("again")
             )
-            assert [r.run_id for r in (await store.list_runs()).runs] == ["once@t"]
+            assert [r.run_id for r in (await store.reads.list_runs()).runs] == ["once@t"]
 
-        _run(store_factory, body)
+        run_with_store(store_factory, body)
 
     def test_concurrent_fires_of_one_tick_start_one_run(self, store_factory: StoreFactory) -> None:
         async def body(store: Store) -> None:
             now = await store.now()
-            await store.create_schedule(new_schedule("s", now - 1))
+            await store.schedules.create(new_schedule("s", now - 1))
             # Racers that read the same due tick; each proposes its own run id, as
             # racers computing "now" a moment apart might.
             results = await asyncio.gather(
                 *(
-                    store.fire_schedule(
+                    store.schedules.fire(
                         "s",
                         expected=now - 1,
                         tick=now - 1,
@@ -284,67 +282,67 @@ class ScheduleConformance:
             )
             assert sum(results) == 1
             winner = results.index(True)
-            assert [r.run_id for r in (await store.list_runs()).runs] == [f"s@{winner}"]
+            assert [r.run_id for r in (await store.reads.list_runs()).runs] == [f"s@{winner}"]
             schedule = await schedule_of(store, "s")
             assert (schedule.next_fire_at, schedule.last_run_id) == (
                 now + 60 + winner,
                 f"s@{winner}",
             )
 
-        _run(store_factory, body)
+        run_with_store(store_factory, body)
 
     def test_pause_and_resume(self, store_factory: StoreFactory) -> None:
         async def body(store: Store) -> None:
             now = await store.now()
-            await store.create_schedule(new_schedule("s", now - 1))
-            paused = await store.pause_schedule("s")
+            await store.schedules.create(new_schedule("s", now - 1))
+            paused = await store.schedules.pause("s")
             assert paused.paused and paused.next_fire_at == now - 1
-            assert await store.pause_schedule("s") == paused  # idempotent
+            assert await store.schedules.pause("s") == paused  # idempotent
             assert await due_ids(store) == []
-            assert (await store.due_schedules(["wf"], limit=5)).next_fire_at is None
-            resumed = await store.resume_schedule("s", now + 30)
+            assert (await store.schedules.due(["wf"], limit=5)).next_fire_at is None
+            resumed = await store.schedules.resume("s", now + 30)
             assert not resumed.paused and resumed.next_fire_at == now + 30
             assert await schedule_of(store, "s") == resumed
             # Resuming an active schedule changes nothing (its next time stays).
-            assert await store.resume_schedule("s", now + 999) == resumed
+            assert await store.schedules.resume("s", now + 999) == resumed
 
-        _run(store_factory, body)
+        run_with_store(store_factory, body)
 
     def test_delete_removes_the_schedule_not_its_runs(self, store_factory: StoreFactory) -> None:
         async def body(store: Store) -> None:
             now = await store.now()
-            await store.create_schedule(new_schedule("s", now - 1))
-            await store.fire_schedule(
+            await store.schedules.create(new_schedule("s", now - 1))
+            await store.schedules.fire(
                 "s", expected=now - 1, tick=now - 1, next_fire_at=now + 60, run=tick_run("s@t")
             )
-            await store.delete_schedule("s")
-            assert await store.get_schedule("s") is None
-            assert await store.list_schedules() == []
-            assert await store.get_run("s@t") is not None
-            assert not await store.fire_schedule(
+            await store.schedules.delete("s")
+            assert await store.schedules.get("s") is None
+            assert await store.schedules.list() == []
+            assert await store.reads.get_run("s@t") is not None
+            assert not await store.schedules.fire(
                 "s", expected=now + 60, tick=now + 60, next_fire_at=None, run=tick_run("x")
             )
             with pytest.raises(ScheduleNotFoundError):
-                await store.delete_schedule("s")
-            await store.create_schedule(new_schedule("s", now + 1))  # the id is free again
+                await store.schedules.delete("s")
+            await store.schedules.create(new_schedule("s", now + 1))  # the id is free again
 
-        _run(store_factory, body)
+        run_with_store(store_factory, body)
 
     def test_schedules_survive_closing_the_store(self, store_factory: StoreFactory) -> None:
         async def body(store: Store) -> None:
             now = await store.now()
-            await store.create_schedule(new_schedule("s", now - 1))
-            await store.fire_schedule(
+            await store.schedules.create(new_schedule("s", now - 1))
+            await store.schedules.fire(
                 "s", expected=now - 1, tick=now - 1, next_fire_at=now + 60, run=tick_run("s@t")
             )
-            await store.pause_schedule("s")
+            await store.schedules.pause("s")
             before = await schedule_of(store, "s")
             await store.close()
             await store.open()
-            assert await store.get_schedule("s") == before
-            assert await store.get_run("s@t") is not None
+            assert await store.schedules.get("s") == before
+            assert await store.reads.get_run("s@t") is not None
 
-        _run(store_factory, body)
+        run_with_store(store_factory, body)
 
     def test_creating_or_resuming_a_schedule_wakes_waiters(
         self, store_factory: StoreFactory
@@ -353,17 +351,17 @@ class ScheduleConformance:
         # resumed) schedule may be due sooner, so they must be woken.
         async def body(store: Store) -> None:
             now = await store.now()
-            await store.create_schedule(new_schedule("s", now + HOUR))
-            await store.pause_schedule("s")
+            await store.schedules.create(new_schedule("s", now + HOUR))
+            await store.schedules.pause("s")
             changes: list[Callable[[], Awaitable[ScheduleRecord]]] = [
-                lambda: store.create_schedule(new_schedule("t", now + HOUR)),
-                lambda: store.resume_schedule("s", now + 1),
+                lambda: store.schedules.create(new_schedule("t", now + HOUR)),
+                lambda: store.schedules.resume("s", now + 1),
             ]
             for change in changes:
-                await store.wait_for_change(0.05)  # absorb earlier notices
-                waiter = asyncio.ensure_future(store.wait_for_change(30))
+                await store.changes.wait(0.05)  # absorb earlier notices
+                waiter = asyncio.ensure_future(store.changes.wait(30))
                 await asyncio.sleep(0.02)
                 await change()
                 await asyncio.wait_for(waiter, 10)
 
-        _run(store_factory, body)
+        run_with_store(store_factory, body)

@@ -8,22 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 import pytest
 
 from keel.core.states import RunState
 from keel.errors import LeaseLostError, StoreError
-from keel.store.base import Lease, NewEvent, NewTask, Store, TaskLease, TaskRecord
-
-StoreFactory = Callable[[], Store]
-SHORT_TTL = 0.05  # seconds, as in the main suite
-
-
-def _run(factory: StoreFactory, body: Callable[[Store], Awaitable[None]]) -> None:
-    from keel.testing.conformance import run_with_store  # the suite imports this module
-
-    run_with_store(factory, body)
+from keel.store.base import Lease, NewEvent, NewTask, TaskLease, TaskRecord
+from keel.store.ports import Continue, Finish, Store, Suspend, Turn
+from keel.testing.conformance_helpers import (
+    SHORT_TTL,
+    StoreFactory,
+    expired_lease,
+    get,
+    leased,
+    run_with_store,
+    wait_until_past,
+)
 
 
 def new_task(
@@ -42,28 +43,29 @@ async def dispatched(
 ) -> tuple[Lease, list[int]]:
     """Create ``run_id`` leased to w1 and dispatch ``tasks`` at seq 1 (then suspend it
     without a wake-up time if ``suspend``: only a task outcome can wake it)."""
-    from keel.testing.conformance import leased
 
     lease = await leased(store, run_id)
-    ids = await store.dispatch_tasks(lease, 1, [scheduled(t) for t in tasks], tasks)
+    ids = (
+        await store.runs.commit(lease, Turn(1, [scheduled(t) for t in tasks], tasks=tasks))
+    ).task_ids
     if suspend:
-        await store.suspend_run(lease, 1 + len(tasks), [], wake_at=None)
+        await store.runs.commit(lease, Turn(1 + len(tasks), [], end=Suspend(None)))
     return lease, ids
 
 
 async def task_of(store: Store, run_id: str, command: str) -> TaskRecord:
-    task = await store.get_task(run_id, command)
+    task = await store.tasks.get(run_id, command)
     assert task is not None
     return task
 
 
 async def claim_one(store: Store, owner: str = "t1", ttl: float = 30.0) -> TaskLease:
-    [(lease, _)] = await store.claim_tasks(owner, ["q"], limit=1, ttl=ttl)
+    [(lease, _)] = await store.tasks.claim(owner, ["q"], limit=1, ttl=ttl)
     return lease
 
 
 async def run_ids_claimable(store: Store) -> list[str]:
-    return [c.lease.run_id for c in await store.claim_runs("w2", limit=100, ttl=30.0)]
+    return [c.lease.run_id for c in await store.runs.claim("w2", limit=100, ttl=30.0)]
 
 
 class TaskConformance:
@@ -74,18 +76,22 @@ class TaskConformance:
     ) -> None:
         async def body(store: Store) -> None:
             # The task completes while its run is still leased: nothing to wake then,
-            # so suspend_run(wake_on_tasks=...) must leave the run due at once.
+            # so a Suspend(wake_on_tasks=...) must leave the run due at once.
             lease, _ = await dispatched(store, "r1", [new_task("step:a#0")])
-            await store.complete_task(await claim_one(store), b'"A"')
-            await store.suspend_run(lease, 2, [], wake_at=None, wake_on_tasks=["step:a#0"])
+            await store.tasks.complete(await claim_one(store), b'"A"')
+            await store.runs.commit(
+                lease, Turn(2, [], end=Suspend(None, wake_on_tasks=["step:a#0"]))
+            )
             assert await run_ids_claimable(store) == ["r1"]
             # Without naming the task (or naming another), the run stays asleep.
             lease2, _ = await dispatched(store, "r2", [new_task("step:b#0")])
-            await store.complete_task(await claim_one(store), b'"B"')
-            await store.suspend_run(lease2, 2, [], wake_at=None, wake_on_tasks=["step:x#0"])
+            await store.tasks.complete(await claim_one(store), b'"B"')
+            await store.runs.commit(
+                lease2, Turn(2, [], end=Suspend(None, wake_on_tasks=["step:x#0"]))
+            )
             assert await run_ids_claimable(store) == []
 
-        _run(store_factory, body)
+        run_with_store(store_factory, body)
 
     # -- dispatch ----------------------------------------------------------------------
 
@@ -95,12 +101,12 @@ class TaskConformance:
             tasks = [new_task("step:a#0", queue="img", priority=2), new_task("step:b#0")]
             _, ids = await dispatched(store, "r1", tasks)
             assert len(ids) == 2 and len(set(ids)) == 2 and ids == sorted(ids)
-            events = await store.load_events("r1")
+            events = await store.reads.history("r1")
             assert [(e.seq, e.type, e.command) for e in events[1:]] == [
                 (1, "step_dispatched", "step:a#0"),
                 (2, "step_dispatched", "step:b#0"),
             ]
-            run = await store.get_run("r1")
+            run = await store.reads.get_run("r1")
             assert run is not None and run.next_seq == 3
             a = await task_of(store, "r1", "step:a#0")
             assert (
@@ -118,55 +124,53 @@ class TaskConformance:
             assert before <= a.created_at == a.available_at <= await store.now()
             assert a.lease_owner is None and a.lease_expires_at is None
             assert a.result is None and a.error is None
-            assert await store.get_task("r1", "step:zz#0") is None
-            assert await store.get_task("nope", "step:a#0") is None
+            assert await store.tasks.get("r1", "step:zz#0") is None
+            assert await store.tasks.get("nope", "step:a#0") is None
 
-        _run(store_factory, body)
+        run_with_store(store_factory, body)
 
     def test_stale_dispatch_is_rejected_and_writes_nothing(
         self, store_factory: StoreFactory
     ) -> None:
         async def body(store: Store) -> None:
-            from keel.testing.conformance import expired_lease, get
 
             old = await expired_lease(store, "r1")
-            [claimed] = await store.claim_runs("w2", limit=1, ttl=30)
+            [claimed] = await store.runs.claim("w2", limit=1, ttl=30)
             before = await get(store, "r1")
             task = new_task("step:a#0")
             with pytest.raises(LeaseLostError) as info:
-                await store.dispatch_tasks(old, 1, [scheduled(task)], [task])
+                await store.runs.commit(old, Turn(1, [scheduled(task)], tasks=[task]))
             assert info.value.run_id == "r1" and info.value.token == old.token
             with pytest.raises(StoreError):  # the new holder, at the wrong seq
-                await store.dispatch_tasks(claimed.lease, 5, [scheduled(task)], [task])
+                await store.runs.commit(claimed.lease, Turn(5, [scheduled(task)], tasks=[task]))
             assert await get(store, "r1") == before
-            assert len(await store.load_events("r1")) == 1
-            assert await store.get_task("r1", "step:a#0") is None
-            assert await store.claim_tasks("t1", ["q"], limit=10, ttl=30) == []
+            assert len(await store.reads.history("r1")) == 1
+            assert await store.tasks.get("r1", "step:a#0") is None
+            assert await store.tasks.claim("t1", ["q"], limit=10, ttl=30) == []
 
-        _run(store_factory, body)
+        run_with_store(store_factory, body)
 
     def test_duplicate_task_rejects_the_whole_dispatch(self, store_factory: StoreFactory) -> None:
         async def body(store: Store) -> None:
-            from keel.testing.conformance import get
 
             lease, [first] = await dispatched(store, "r1", [new_task("step:a#0")])
             before = await get(store, "r1")
             again = [new_task("step:b#0"), new_task("step:a#0")]
             with pytest.raises(StoreError):
-                await store.dispatch_tasks(lease, 2, [scheduled(t) for t in again], again)
+                await store.runs.commit(lease, Turn(2, [scheduled(t) for t in again], tasks=again))
             twice = [new_task("step:c#0"), new_task("step:c#0")]
             with pytest.raises(StoreError):
-                await store.dispatch_tasks(lease, 2, [scheduled(t) for t in twice], twice)
+                await store.runs.commit(lease, Turn(2, [scheduled(t) for t in twice], tasks=twice))
             assert await get(store, "r1") == before
-            assert len(await store.load_events("r1")) == 2
-            assert await store.get_task("r1", "step:b#0") is None
-            assert await store.get_task("r1", "step:c#0") is None
+            assert len(await store.reads.history("r1")) == 2
+            assert await store.tasks.get("r1", "step:b#0") is None
+            assert await store.tasks.get("r1", "step:c#0") is None
             assert (await task_of(store, "r1", "step:a#0")).task_id == first
             # The same command in another run is another task.
             _, [other] = await dispatched(store, "r2", [new_task("step:a#0")])
             assert other != first
 
-        _run(store_factory, body)
+        run_with_store(store_factory, body)
 
     # -- claims ------------------------------------------------------------------------
 
@@ -182,7 +186,7 @@ class TaskConformance:
             # Dispatched later: same priority as the first two, but younger.
             _, [late] = await dispatched(store, "r2", [new_task("step:late#0", priority=5)])
             before = await store.now()
-            claimed = await store.claim_tasks("t1", ["q"], limit=10, ttl=30)
+            claimed = await store.tasks.claim("t1", ["q"], limit=10, ttl=30)
             assert [t.task_id for _, t in claimed] == [ids[1], ids[3], late, ids[2], ids[0]]
             for lease, task in claimed:
                 assert (lease.task_id, lease.owner, lease.attempt) == (task.task_id, "t1", 1)
@@ -190,26 +194,26 @@ class TaskConformance:
                 assert task.lease_expires_at == lease.expires_at
                 assert before + 30 <= lease.expires_at <= await store.now() + 30
                 assert await task_of(store, task.run_id, task.command) == task
-            assert await store.claim_tasks("t2", ["q"], limit=10, ttl=30) == []
+            assert await store.tasks.claim("t2", ["q"], limit=10, ttl=30) == []
 
-        _run(store_factory, body)
+        run_with_store(store_factory, body)
 
     def test_claim_filters_by_queue_and_honours_limit(self, store_factory: StoreFactory) -> None:
         async def body(store: Store) -> None:
             tasks = [new_task(f"step:s#{i}", queue="abc"[i % 3]) for i in range(9)]
             await dispatched(store, "r1", tasks)
-            assert await store.claim_tasks("t1", [], limit=10, ttl=30) == []
-            first = await store.claim_tasks("t1", ["a", "b"], limit=4, ttl=30)
-            rest = await store.claim_tasks("t1", ["b", "a"], limit=4, ttl=30)
+            assert await store.tasks.claim("t1", [], limit=10, ttl=30) == []
+            first = await store.tasks.claim("t1", ["a", "b"], limit=4, ttl=30)
+            rest = await store.tasks.claim("t1", ["b", "a"], limit=4, ttl=30)
             assert len(first) == 4 and len(rest) == 2
             assert {t.queue for _, t in first + rest} == {"a", "b"}
             assert len({t.task_id for _, t in first + rest}) == 6
-            c = await store.claim_tasks("t2", {"c"}, limit=100, ttl=30)
+            c = await store.tasks.claim("t2", {"c"}, limit=100, ttl=30)
             assert sorted(t.command for _, t in c) == ["step:s#2", "step:s#5", "step:s#8"]
             with pytest.raises(ValueError):
-                await store.claim_tasks("t1", ["a"], limit=0, ttl=30)
+                await store.tasks.claim("t1", ["a"], limit=0, ttl=30)
 
-        _run(store_factory, body)
+        run_with_store(store_factory, body)
 
     def test_concurrent_claimers_get_each_task_once(self, store_factory: StoreFactory) -> None:
         async def body(store: Store) -> None:
@@ -218,7 +222,7 @@ class TaskConformance:
             async def claimer(owner: str) -> list[int]:
                 got: list[int] = []
                 for _ in range(8):
-                    claimed = await store.claim_tasks(owner, ["q"], limit=3, ttl=30)
+                    claimed = await store.tasks.claim(owner, ["q"], limit=3, ttl=30)
                     got += [t.task_id for _, t in claimed]
                 return got
 
@@ -226,13 +230,12 @@ class TaskConformance:
             claimed = [task_id for got in results for task_id in got]
             assert len(claimed) == 40 and len(set(claimed)) == 40
 
-        _run(store_factory, body)
+        run_with_store(store_factory, body)
 
     # -- expiry --------------------------------------------------------------------------
 
     def test_expired_task_lease_consumes_an_attempt(self, store_factory: StoreFactory) -> None:
         async def body(store: Store) -> None:
-            from keel.testing.conformance import wait_until_past
 
             await dispatched(store, "r1", [new_task("step:a#0")])
             old = await claim_one(store, "t1", ttl=SHORT_TTL)
@@ -245,37 +248,35 @@ class TaskConformance:
             assert "expired on attempt 1" in json.loads(task.error)["message"]
             for stale in (old, TaskLease(old.task_id, "t2", 1, new.expires_at)):
                 with pytest.raises(LeaseLostError) as info:
-                    await store.complete_task(stale, b'"late"')
+                    await store.tasks.complete(stale, b'"late"')
                 assert info.value.task_id == old.task_id and info.value.run_id == "r1"
             assert await task_of(store, "r1", "step:a#0") == task
-            await store.complete_task(new, b'"ok"')
+            await store.tasks.complete(new, b'"ok"')
             assert (await task_of(store, "r1", "step:a#0")).result == b'"ok"'
 
-        _run(store_factory, body)
+        run_with_store(store_factory, body)
 
     def test_expired_leases_are_swept_in_batches_of_500(self, store_factory: StoreFactory) -> None:
         async def body(store: Store) -> None:
-            from keel.testing.conformance import wait_until_past
 
             await dispatched(store, "r1", [new_task(f"step:s#{i}") for i in range(501)])
-            leases = await store.claim_tasks("t1", ["q"], limit=501, ttl=SHORT_TTL)
+            leases = await store.tasks.claim("t1", ["q"], limit=501, ttl=SHORT_TTL)
             assert len(leases) == 501
             await wait_until_past(store, max(lease.expires_at for lease, _ in leases))
             # Claims of another queue take nothing but sweep: 500, then the rest.
-            assert await store.claim_tasks("t2", ["other"], limit=1, ttl=30) == []
-            [info] = await store.list_queues()
+            assert await store.tasks.claim("t2", ["other"], limit=1, ttl=30) == []
+            [info] = await store.tasks.list_queues()
             assert (info.available, info.leased) == (500, 1)
-            await store.claim_tasks("t2", ["other"], limit=1, ttl=30)
-            [info] = await store.list_queues()
+            await store.tasks.claim("t2", ["other"], limit=1, ttl=30)
+            [info] = await store.tasks.list_queues()
             assert (info.available, info.leased) == (501, 0)
 
-        _run(store_factory, body)
+        run_with_store(store_factory, body)
 
     def test_expired_last_attempt_fails_the_task_and_wakes_the_run(
         self, store_factory: StoreFactory
     ) -> None:
         async def body(store: Store) -> None:
-            from keel.testing.conformance import wait_until_past
 
             await dispatched(store, "r1", [new_task("step:a#0", max_attempts=2)], suspend=True)
             first = await claim_one(store, "t1", ttl=SHORT_TTL)
@@ -285,7 +286,7 @@ class TaskConformance:
             assert await run_ids_claimable(store) == []  # a retry does not wake the run
             await wait_until_past(store, second.expires_at)
             # Any claim sweeps every queue's expired leases, even one finding nothing.
-            assert await store.claim_tasks("t3", ["other"], limit=1, ttl=30) == []
+            assert await store.tasks.claim("t3", ["other"], limit=1, ttl=30) == []
             task = await task_of(store, "r1", "step:a#0")
             assert (task.state, task.attempt, task.lease_owner) == ("failed", 2, None)
             assert task.lease_expires_at is None and task.result is None
@@ -294,12 +295,12 @@ class TaskConformance:
             assert error["type"] == "keel.errors.StepTimeoutError"
             assert "expired on attempt 2" in error["message"]
             assert "no attempts are left" in error["message"]
-            assert await store.claim_tasks("t3", ["q"], limit=1, ttl=30) == []
+            assert await store.tasks.claim("t3", ["q"], limit=1, ttl=30) == []
             assert await run_ids_claimable(store) == ["r1"]
             with pytest.raises(LeaseLostError):
-                await store.complete_task(second, b'"late"')
+                await store.tasks.complete(second, b'"late"')
 
-        _run(store_factory, body)
+        run_with_store(store_factory, body)
 
     # -- outcomes ------------------------------------------------------------------------
 
@@ -310,81 +311,78 @@ class TaskConformance:
             await dispatched(store, "r1", [new_task("step:a#0")], suspend=True)
             assert await run_ids_claimable(store) == []
             lease = await claim_one(store)
-            await store.complete_task(lease, b'{"png":1}')
+            await store.tasks.complete(lease, b'{"png":1}')
             task = await task_of(store, "r1", "step:a#0")
             assert (task.state, task.result, task.attempt) == ("completed", b'{"png":1}', 1)
             assert task.lease_owner is None and task.lease_expires_at is None
-            run = await store.get_run("r1")
+            run = await store.reads.get_run("r1")
             assert run is not None and run.wake_at is not None
             assert run.wake_at <= await store.now()
             assert await run_ids_claimable(store) == ["r1"]
-            assert await store.claim_tasks("t2", ["q"], limit=1, ttl=30) == []
+            assert await store.tasks.claim("t2", ["q"], limit=1, ttl=30) == []
             with pytest.raises(LeaseLostError):  # completed once
-                await store.complete_task(lease, b'"again"')
+                await store.tasks.complete(lease, b'"again"')
 
-        _run(store_factory, body)
+        run_with_store(store_factory, body)
 
     def test_complete_task_leaves_a_running_run_alone(self, store_factory: StoreFactory) -> None:
         async def body(store: Store) -> None:
-            from keel.testing.conformance import get
 
             run_lease, _ = await dispatched(store, "r1", [new_task("step:a#0")])
-            await store.complete_task(await claim_one(store), b"1")
+            await store.tasks.complete(await claim_one(store), b"1")
             run = await get(store, "r1")
             assert run.state is RunState.RUNNING and run.lease_token == run_lease.token
-            await store.append_events(run_lease, 2, [])  # still the holder's
+            await store.runs.commit(run_lease, Turn(2, []))  # still the holder's
 
-        _run(store_factory, body)
+        run_with_store(store_factory, body)
 
     def test_stale_task_writes_are_rejected_and_change_nothing(
         self, store_factory: StoreFactory
     ) -> None:
         async def body(store: Store) -> None:
-            from keel.testing.conformance import get, wait_until_past
 
             tasks = [new_task("step:a#0"), new_task("step:b#0", queue="q2")]
             await dispatched(store, "r1", tasks)
             # An older attempt: attempt 1 failed and was retried as attempt 2.
             a1 = await claim_one(store, "t1")
-            await store.fail_task(a1, b'{"e":1}', retry_at=await store.now())
+            await store.tasks.fail(a1, b'{"e":1}', retry_at=await store.now())
             a2 = await claim_one(store, "t1")
             assert (a2.task_id, a2.attempt) == (a1.task_id, 2)
             # Another owner; and an expired lease nobody has swept yet (no claim
             # runs after it expires).
             foreign = TaskLease(a2.task_id, "t9", 2, a2.expires_at)
-            [(b, _)] = await store.claim_tasks("t1", ["q2"], limit=1, ttl=SHORT_TTL)
+            [(b, _)] = await store.tasks.claim("t1", ["q2"], limit=1, ttl=SHORT_TTL)
             await wait_until_past(store, b.expires_at)
             before_a = await task_of(store, "r1", "step:a#0")
             before_b = await task_of(store, "r1", "step:b#0")
             before_run = await get(store, "r1")
             for stale in (a1, foreign, b):
                 with pytest.raises(LeaseLostError) as info:
-                    await store.complete_task(stale, b'"stale"')
+                    await store.tasks.complete(stale, b'"stale"')
                 assert info.value.task_id == stale.task_id
                 with pytest.raises(LeaseLostError):
-                    await store.fail_task(stale, b'{"e":2}', retry_at=None)
+                    await store.tasks.fail(stale, b'{"e":2}', retry_at=None)
                 with pytest.raises(LeaseLostError):
-                    await store.fail_task(stale, b'{"e":2}', retry_at=await store.now())
+                    await store.tasks.fail(stale, b'{"e":2}', retry_at=await store.now())
             with pytest.raises(LeaseLostError, match="does not exist"):
-                await store.complete_task(TaskLease(10**9, "t1", 1, a2.expires_at), b"1")
+                await store.tasks.complete(TaskLease(10**9, "t1", 1, a2.expires_at), b"1")
             assert await task_of(store, "r1", "step:a#0") == before_a
             assert await task_of(store, "r1", "step:b#0") == before_b
             assert await get(store, "r1") == before_run
 
-        _run(store_factory, body)
+        run_with_store(store_factory, body)
 
     def test_fail_task_with_retry_at_retries_from_then(self, store_factory: StoreFactory) -> None:
         async def body(store: Store) -> None:
-            from keel.testing.conformance import wait_until_past
 
             tasks = [new_task("step:soon#0"), new_task("step:later#0")]
             await dispatched(store, "r1", tasks, suspend=True)
             soon, later = [
-                lease for lease, _ in await store.claim_tasks("t1", ["q"], limit=2, ttl=30)
+                lease for lease, _ in await store.tasks.claim("t1", ["q"], limit=2, ttl=30)
             ]
             now = await store.now()
-            await store.fail_task(soon, b'{"e":"soon"}', retry_at=now + SHORT_TTL)
-            await store.fail_task(later, b'{"e":"later"}', retry_at=now + 3600)
+            await store.tasks.fail(soon, b'{"e":"soon"}', retry_at=now + SHORT_TTL)
+            await store.tasks.fail(later, b'{"e":"later"}', retry_at=now + 3600)
             task = await task_of(store, "r1", "step:soon#0")
             assert (task.state, task.attempt, task.available_at) == (
                 "available",
@@ -394,7 +392,7 @@ class TaskConformance:
             assert task.error == b'{"e":"soon"}' and task.lease_owner is None
             assert await run_ids_claimable(store) == []  # a retry does not wake the run
             await wait_until_past(store, now + SHORT_TTL)
-            [(again, record)] = await store.claim_tasks("t2", ["q"], limit=5, ttl=30)
+            [(again, record)] = await store.tasks.claim("t2", ["q"], limit=5, ttl=30)
             assert (again.task_id, again.attempt, record.command) == (
                 soon.task_id,
                 2,
@@ -402,7 +400,7 @@ class TaskConformance:
             )
             assert (await task_of(store, "r1", "step:later#0")).state == "available"
 
-        _run(store_factory, body)
+        run_with_store(store_factory, body)
 
     def test_fail_task_without_retry_fails_for_good_and_wakes_the_run(
         self, store_factory: StoreFactory
@@ -410,14 +408,14 @@ class TaskConformance:
         async def body(store: Store) -> None:
             await dispatched(store, "r1", [new_task("step:a#0")], suspend=True)
             lease = await claim_one(store)
-            await store.fail_task(lease, b'{"type":"ValueError"}', retry_at=None)
+            await store.tasks.fail(lease, b'{"type":"ValueError"}', retry_at=None)
             task = await task_of(store, "r1", "step:a#0")
             assert (task.state, task.attempt, task.error) == ("failed", 1, b'{"type":"ValueError"}')
             assert task.lease_owner is None and task.lease_expires_at is None
             assert await run_ids_claimable(store) == ["r1"]
-            assert await store.claim_tasks("t1", ["q"], limit=1, ttl=30) == []
+            assert await store.tasks.claim("t1", ["q"], limit=1, ttl=30) == []
 
-        _run(store_factory, body)
+        run_with_store(store_factory, body)
 
     def test_fail_task_on_the_last_attempt_fails_for_good(
         self, store_factory: StoreFactory
@@ -425,12 +423,12 @@ class TaskConformance:
         async def body(store: Store) -> None:
             await dispatched(store, "r1", [new_task("step:a#0", max_attempts=1)], suspend=True)
             lease = await claim_one(store)
-            await store.fail_task(lease, b'{"e":1}', retry_at=await store.now())
+            await store.tasks.fail(lease, b'{"e":1}', retry_at=await store.now())
             task = await task_of(store, "r1", "step:a#0")
             assert (task.state, task.attempt) == ("failed", 1)
             assert await run_ids_claimable(store) == ["r1"]
 
-        _run(store_factory, body)
+        run_with_store(store_factory, body)
 
     # -- heartbeats ----------------------------------------------------------------------
 
@@ -438,7 +436,6 @@ class TaskConformance:
         self, store_factory: StoreFactory
     ) -> None:
         async def body(store: Store) -> None:
-            from keel.testing.conformance import wait_until_past
 
             tasks = [new_task("step:a#0"), new_task("step:b#0"), new_task("step:c#0")]
             await dispatched(store, "r1", tasks)
@@ -447,18 +444,18 @@ class TaskConformance:
             other = await claim_one(store, "t2", ttl=30)
             await wait_until_past(store, short.expires_at)
             before = await store.now()
-            lost = await store.renew_task_leases("t1", [short, held, other], ttl=30)
+            lost = await store.tasks.renew("t1", [short, held, other], ttl=30)
             assert lost == {short.task_id, other.task_id}
             task = await task_of(store, "r1", "step:b#0")
             assert task.lease_expires_at is not None and task.lease_expires_at >= before + 30
             assert (await task_of(store, "r1", "step:c#0")).lease_expires_at == other.expires_at
-            assert await store.renew_task_leases("t1", [], ttl=30) == frozenset()
+            assert await store.tasks.renew("t1", [], ttl=30) == frozenset()
             # The renewed lease still writes; the expired one was not revived.
-            await store.complete_task(TaskLease(held.task_id, "t1", 1, before + 30), b"1")
+            await store.tasks.complete(TaskLease(held.task_id, "t1", 1, before + 30), b"1")
             with pytest.raises(LeaseLostError):
-                await store.complete_task(short, b"1")
+                await store.tasks.complete(short, b"1")
 
-        _run(store_factory, body)
+        run_with_store(store_factory, body)
 
     @pytest.mark.parametrize("end", ["finish", "continue"])
     def test_a_run_that_ends_discards_its_open_tasks(
@@ -469,22 +466,22 @@ class TaskConformance:
 
             commands = ["step:a#0", "step:b#0", "step:c#0"]
             lease, _ = await dispatched(store, "r1", [new_task(c) for c in commands])
-            await store.complete_task(await claim_one(store), b'"A"')  # a: done, kept
+            await store.tasks.complete(await claim_one(store), b'"A"')  # a: done, kept
             held = await claim_one(store, "t2")  # b: running on a task worker
             ended = NewEvent("run_cancelled", None, b"{}")
             if end == "finish":
-                await store.finish_run(lease, 4, [ended], state=RunState.CANCELLED)
+                await store.runs.commit(lease, Turn(4, [ended], end=Finish(RunState.CANCELLED)))
             else:
-                run = await store.get_run("r1")
+                run = await store.reads.get_run("r1")
                 assert run is not None
-                await store.continue_run(lease, 4, [ended], successor(run))
+                await store.runs.commit(lease, Turn(4, [ended], end=Continue(successor(run))))
             # c is never claimed; b's worker learns at its heartbeat and stops.
-            assert await store.claim_tasks("t3", ["q"], limit=10, ttl=30) == []
-            assert await store.renew_task_leases("t2", [held], 30) == frozenset({held.task_id})
+            assert await store.tasks.claim("t3", ["q"], limit=10, ttl=30) == []
+            assert await store.tasks.renew("t2", [held], 30) == frozenset({held.task_id})
             with pytest.raises(LeaseLostError):
-                await store.complete_task(held, b'"B"')
+                await store.tasks.complete(held, b'"B"')
             assert (await task_of(store, "r1", "step:a#0")).state == "completed"
-            assert await store.get_task("r1", "step:c#0") is None
-            assert await store.list_queues() == []  # nothing open is counted
+            assert await store.tasks.get("r1", "step:c#0") is None
+            assert await store.tasks.list_queues() == []  # nothing open is counted
 
-        _run(store_factory, body)
+        run_with_store(store_factory, body)

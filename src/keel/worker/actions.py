@@ -9,8 +9,10 @@ Three families:
   :class:`StartChildren`), :class:`StoreKeyed`, :class:`ReportAttempt`;
 * work started in this worker once the turn settles: :class:`StartAttempt`,
   :class:`WaitUntil`;
-* what ends the turn: :class:`Suspend` (built from the :data:`Wake`
-  conditions the planners return), :class:`Finish`, :class:`Continue`.
+* what ends the turn: the store's :class:`~keel.store.ports.Suspend` (built
+  from the :data:`Wake` conditions the planners return),
+  :class:`~keel.store.ports.Finish` and :class:`~keel.store.ports.Continue`,
+  then :class:`ReportFailed`.
 
 Actions are never changed once planned, but they are plain slotted
 dataclasses, not frozen ones: several are made per step on the hot path, and
@@ -24,8 +26,10 @@ from typing import Literal
 
 from keel.core.commands import Command
 from keel.core.events import Event
-from keel.core.states import RunState
 from keel.store.base import NewRun, NewTask
+from keel.store.ports import Continue as Continue
+from keel.store.ports import Finish as Finish
+from keel.store.ports import Suspend as Suspend
 
 # --- journal and store writes ---------------------------------------------------------
 
@@ -148,35 +152,16 @@ Wake = WakeAt | WakeOnSignal | WakeOnTask | WakeOnChild
 
 # --- ending the turn -----------------------------------------------------------------
 
-
-@dataclass(slots=True)
-class Suspend:
-    """Write the journal and release the run until one of its wake-ups (see
-    :meth:`keel.store.base.Store.suspend_run`)."""
-
-    wake_at: float | None = None
-    signals: frozenset[str] = frozenset()
-    tasks: frozenset[str] = frozenset()
-    children: frozenset[str] = frozenset()
-    cancel_delivered: bool = False
+# Suspend, Finish and Continue are the store's own ends of a turn
+# (keel.store.ports), used as actions as they are: the executor commits what is
+# journaled with one of them.
 
 
 @dataclass(slots=True)
-class Finish:
-    """Write the journal and end the run in ``state``; ``failure`` is the error
-    a failed run is logged with."""
+class ReportFailed:
+    """Log that the run failed with ``error`` (once its :class:`Finish` is written)."""
 
-    state: RunState
-    result: bytes | None = None
-    error: bytes | None = None
-    failure: BaseException | None = None
-
-
-@dataclass(slots=True)
-class Continue:
-    """Write the journal, end the run ``continued`` and create ``successor``."""
-
-    successor: NewRun
+    error: BaseException
 
 
 Action = (
@@ -192,6 +177,7 @@ Action = (
     | Suspend
     | Finish
     | Continue
+    | ReportFailed
 )
 
 #: What a planner returns: actions, and the conditions that wake the run if it suspends.

@@ -317,7 +317,7 @@ class RunDriver:
     async def _rebuild(self) -> Execution | None:
         """No-cache mode: drop the in-memory execution and replay from the store."""
         self.effects.drop()
-        record = await self.store.get_run(self.run_id)
+        record = await self.store.reads.get_run(self.run_id)
         if record is None:
             return None
         self.effects.run = record

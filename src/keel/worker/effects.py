@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterable, Sequence
 
 from keel.core.journal import JournalEntry
 from keel.core.replay import Execution
-from keel.core.states import RunState
 from keel.errors import ControlFlowSwallowedError, RunExistsError
 from keel.local import Finished
-from keel.store.base import Lease, NewEvent, NewRun, NewTask, RunRecord, Store
+from keel.store.base import Lease, NewEvent, NewRun, NewTask, RunRecord
+from keel.store.ports import Store, Turn
 from keel.worker.actions import (
     Action,
     Commit,
@@ -28,6 +28,7 @@ from keel.worker.actions import (
     Finish,
     RecordEvent,
     ReportAttempt,
+    ReportFailed,
     StartAttempt,
     StartChildren,
     StoreKeyed,
@@ -90,9 +91,11 @@ class RunEffects:
             elif isinstance(action, StartChildren):
                 await self._write_rows(children=action.runs)
             elif isinstance(action, StoreKeyed):
-                await self.store.put_idempotent(action.scope, action.key, action.result)
+                await self.store.keys.put(action.scope, action.key, action.result)
             elif isinstance(action, Continue):
                 await self._continue(action)
+            elif isinstance(action, ReportFailed):
+                self._log_failed(action.error)
             else:  # StartAttempt, WaitUntil: see start()
                 raise TypeError(f"{action!r} is started with start(), not performed")
 
@@ -133,9 +136,8 @@ class RunEffects:
         entries = ex.take_outbox()
         if not entries:
             return
-        await self.store.append_events(
-            self.lease, entries[0].seq, _new_events(entries), consume_signal=consume_signal
-        )
+        turn = Turn(entries[0].seq, _new_events(entries), consume_signal=consume_signal)
+        await self.store.runs.commit(self.lease, turn)
         await self.snapshots.maybe_save(self.lease, ex)  # every event is durable now
 
     async def save_snapshot(self) -> None:
@@ -151,10 +153,8 @@ class RunEffects:
         entries = ex.take_outbox()
         assert entries, "step_dispatched/child_started events are recorded with their rows"
         first, events = entries[0].seq, _new_events(entries)
-        if tasks:
-            await self.store.dispatch_tasks(self.lease, first, events, list(tasks))
-        else:
-            await self.store.start_children(self.lease, first, events, list(children))
+        turn = Turn(first, events, children=children, tasks=tasks)
+        await self.store.runs.commit(self.lease, turn)
         await self.snapshots.maybe_save(self.lease, ex)
 
     async def _suspend(self, suspend: Suspend) -> None:
@@ -171,17 +171,9 @@ class RunEffects:
             )
             failed, finish = failure(exc)
             await self._write_finish(first, [*_new_events(entries), failed], finish)
+            self._log_failed(exc)
             return
-        await self.store.suspend_run(
-            self.lease,
-            first,
-            _new_events(entries),
-            wake_at=suspend.wake_at,
-            wake_on_signals=suspend.signals,
-            wake_on_tasks=suspend.tasks,
-            cancel_delivered=suspend.cancel_delivered,
-            wake_on_children=suspend.children,
-        )
+        await self.store.runs.commit(self.lease, Turn(first, _new_events(entries), end=suspend))
 
     async def _finish(self, finish: Finish) -> None:
         entries = self._execution().take_outbox()
@@ -189,16 +181,7 @@ class RunEffects:
         await self._write_finish(entries[0].seq, _new_events(entries), finish)
 
     async def _write_finish(self, first: int, events: list[NewEvent], finish: Finish) -> None:
-        await self.store.finish_run(
-            self.lease,
-            first,
-            events,
-            state=finish.state,
-            result=finish.result,
-            error=finish.error,
-        )
-        if finish.failure is not None:
-            self._log_failed(finish.failure)
+        await self.store.runs.commit(self.lease, Turn(first, events, end=finish))
         run = self.run
         self.notify(
             run.run_id,
@@ -210,18 +193,13 @@ class RunEffects:
         self.inflight.cancel()  # pending commands are discarded, as on cancel
         first = entries[0].seq
         try:
-            await self.store.continue_run(self.lease, first, _new_events(entries), cont.successor)
+            await self.store.runs.commit(self.lease, Turn(first, _new_events(entries), end=cont))
         except RunExistsError as exc:
             # The successor's id is taken by a run of another chain: nothing was
             # written. The run cannot continue, so it fails and says why.
             failed, finish = failure(exc)
-            await self.store.finish_run(
-                self.lease,
-                first,
-                [*_new_events(entries[:-1]), failed],
-                state=RunState.FAILED,
-                error=finish.error,
-            )
+            events = [*_new_events(entries[:-1]), failed]
+            await self.store.runs.commit(self.lease, Turn(first, events, end=finish))
         # Waiters in this process re-read the run and follow the chain.
         self.notify(self.run.run_id, None)
 
@@ -230,6 +208,7 @@ class RunEffects:
         its journal does not replay): ``run_failed`` at its next seq."""
         failed, finish = failure(exc)
         await self._write_finish(self.run.next_seq, [failed], finish)
+        self._log_failed(exc)
 
     async def release(self, *, delay: float, cancel_delivered: bool) -> None:
         """Hand the run back, flushing what is journaled, due again in ``delay``
@@ -238,13 +217,8 @@ class RunEffects:
         ex = self.ex
         entries = ex.take_outbox() if ex is not None else []
         first = entries[0].seq if entries else (ex.next_seq if ex else self.run.next_seq)
-        await self.store.suspend_run(
-            self.lease,
-            first,
-            _new_events(entries),
-            wake_at=await self.store.now() + delay,
-            cancel_delivered=cancel_delivered,
-        )
+        end = Suspend(await self.store.now() + delay, cancel_delivered=cancel_delivered)
+        await self.store.runs.commit(self.lease, Turn(first, _new_events(entries), end=end))
 
     def drop(self) -> None:
         """Unwind the execution, if there is one (the run has left this driver)."""

@@ -12,7 +12,8 @@ from keel.core.commands import Command
 from keel.core.events import CommandKind
 from keel.core.replay import Execution
 from keel.core.states import RunState
-from keel.store.base import RunRecord, SignalRecord, Store, TaskRecord
+from keel.store.base import RunRecord, SignalRecord, TaskRecord
+from keel.store.ports import Store
 from keel.worker.plan.children import child_spec
 from keel.worker.plan.queued import is_queued
 from keel.worker.plan.turn import Reads
@@ -36,12 +37,12 @@ async def gather_turn(store: Store, run_id: str, pending: Sequence[Command]) -> 
         if kind is CommandKind.STEP:
             key = cmd.idempotency_key
             if cmd.dispatched:
-                task = tasks[cmd.key] = await store.get_task(run_id, cmd.key)
+                task = tasks[cmd.key] = await store.tasks.get(run_id, cmd.key)
                 if key is None or task is None or task.state != "completed":
                     continue
             elif key is None or not is_queued(cmd):
                 continue
-            stored = await store.get_idempotent(cmd.id.name, key)
+            stored = await store.keys.get(cmd.id.name, key)
             if stored is not None:
                 keyed[cmd.key] = stored
         elif kind is CommandKind.SIGNAL:
@@ -50,12 +51,12 @@ async def gather_turn(store: Store, run_id: str, pending: Sequence[Command]) -> 
             child_ids.append(cmd.child_run_id or child_spec(cmd).run_id)
     signals: dict[str, SignalRecord] = {}
     for name in dict.fromkeys(names) if names else ():
-        signal = await store.next_signal(run_id, name)
+        signal = await store.mailbox.next(run_id, name)
         if signal is not None:
             signals[name] = signal
     children: dict[str, RunRecord | None] = {}
     if child_ids:
-        rows = await follow_chains(store, await store.get_runs(child_ids))
+        rows = await follow_chains(store, await store.reads.get_runs(child_ids))
         children = {run_id: rows.get(run_id) for run_id in child_ids}
     return Reads(now, tasks, keyed, signals, children)
 
@@ -75,7 +76,7 @@ async def open_children(store: Store, ex: Execution) -> set[str]:
         and isinstance(cmd.target, ChildSpec)
         and cmd.target.parent_close == "wait"
     ]
-    rows = await follow_chains(store, await store.get_runs(waited)) if waited else {}
+    rows = await follow_chains(store, await store.reads.get_runs(waited)) if waited else {}
     return {rec.run_id for rec in rows.values() if not rec.state.is_terminal}
 
 
@@ -91,7 +92,7 @@ async def follow_chains(store: Store, rows: Mapping[str, RunRecord]) -> dict[str
         }
         if not moved:
             return rows
-        tips = await store.get_runs(set(moved.values()))
+        tips = await store.reads.get_runs(set(moved.values()))
         if not any(tip in tips for tip in moved.values()):
             return rows  # a successor is missing: leave the run as it is
         for run_id, tip in moved.items():

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from keel.core.commands import Command
-from keel.store.base import Store
+from keel.store.ports import Store
 from keel.worker.plan.steps import Ended
 from keel.worker.step_runner import start_attempt
 from keel.workflow.context import StepInfo, discard_attempt

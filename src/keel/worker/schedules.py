@@ -46,20 +46,13 @@ class ScheduleRunner:
     async def loop(self) -> None:
         loop = asyncio.get_running_loop()
         backstop = max(self.worker.poll_interval, BACKSTOP)
-        # The narrowest wake-up the store offers (none is in the Store protocol):
-        # PostgreSQL's wakes for schedule changes only; the others for any work.
-        wait: Callable[[float], Coroutine[Any, Any, None]] = getattr(
-            self.store,
-            "wait_for_schedules",
-            getattr(self.store, "wait_for_work", self.store.wait_for_change),
-        )
         while not self.worker.draining:
             # Cleared before looking, not before sleeping: a wake-up that arrives
             # while we look must cut the next sleep short, not be lost.
             self._wake.clear()
             delay = backstop
             try:
-                found = await self.store.due_schedules(self.worker.registry.names(), limit=BATCH)
+                found = await self.store.schedules.due(self.worker.registry.names(), limit=BATCH)
                 failed = False
                 for rec in found.due:
                     if self.worker.draining:
@@ -84,7 +77,9 @@ class ScheduleRunner:
                     return
                 log.exception("looking for due schedules failed; retrying")
             started = loop.time()
-            await self._sleep(wait, delay)
+            # The narrowest wake-up: a schedule created or resumed (the tick's own
+            # time is the delay).
+            await self._sleep(self.store.changes.wait_for_schedules, delay)
             early = delay - (loop.time() - started)
             if early > 0 and not self.worker.draining:
                 # Woken by some write before the tick: keep a gap between looks.
@@ -116,7 +111,7 @@ class ScheduleRunner:
         skipped = await self._skip_reason(rec, tick, now)
         if skipped:
             run = None
-        fired = await self.store.fire_schedule(
+        fired = await self.store.schedules.fire(
             rec.schedule_id,
             expected=rec.next_fire_at,
             tick=tick,
@@ -136,7 +131,7 @@ class ScheduleRunner:
         if rec.catchup_window is not None and now - tick > rec.catchup_window:
             return f"{now - tick:.0f}s late, past the catch-up window of {rec.catchup_window:g}s"
         if rec.overlap == "skip" and rec.last_run_id is not None:
-            last = await self.store.get_run(rec.last_run_id)
+            last = await self.store.reads.get_run(rec.last_run_id)
             if last is not None and not last.state.is_terminal:
                 return f"run {rec.last_run_id} is still {last.state.value}"
         return ""

@@ -15,7 +15,8 @@ from keel.core import snapshot as sn
 from keel.core.journal import JournalEntry
 from keel.core.replay import Execution
 from keel.errors import NondeterminismError
-from keel.store.base import Lease, NewSnapshot, RunRecord, Store
+from keel.store.base import Lease, NewSnapshot, RunRecord
+from keel.store.ports import Store
 from keel.worker.replaying import journal_of
 
 log = logging.getLogger("keel.worker")
@@ -68,7 +69,7 @@ class Snapshots:
         self.upto_seq, self.hashes = -1, {}
         record = None
         if self.every is not None and run.next_seq > self.every:
-            record = await self.store.load_snapshot(self.run_id)
+            record = await self.store.runs.load_snapshot(self.run_id)
         if record is not None:
             try:
                 if record.format != sn.FORMAT or record.version != self.version:
@@ -81,7 +82,7 @@ class Snapshots:
             except sn.SnapshotInvalid as exc:
                 log.debug("run %s: snapshot ignored, full replay: %s", self.run_id, exc)
             else:
-                tail = await self.store.load_events(self.run_id, after_seq=snap.upto_seq)
+                tail = await self.store.reads.history(self.run_id, after_seq=snap.upto_seq)
                 self.upto_seq, self.hashes = snap.upto_seq, snap.hashes
                 return [*snap.entries, *journal_of(tail)]
         return await self.full_journal()
@@ -89,7 +90,7 @@ class Snapshots:
     async def full_journal(self) -> list[JournalEntry]:
         """The whole journal (and no snapshot in use)."""
         self.upto_seq, self.hashes = -1, {}
-        return journal_of(await self.store.load_events(self.run_id))
+        return journal_of(await self.store.reads.history(self.run_id))
 
     async def maybe_save(self, lease: Lease, ex: Execution) -> None:
         """Write a snapshot of ``ex``'s journal if enough events were journaled
@@ -103,7 +104,9 @@ class Snapshots:
         try:
             snap = sn.compact(ex.journal, upto, self.version, self.hashes)
             data = sn.encode(snap)
-            await self.store.save_snapshot(lease, NewSnapshot(upto, self.version, sn.FORMAT, data))
+            await self.store.runs.save_snapshot(
+                lease, NewSnapshot(upto, self.version, sn.FORMAT, data)
+            )
         except Exception as exc:
             # The journal is the truth: a run never fails for want of a snapshot.
             log.warning("run %s: could not write a snapshot: %r", self.run_id, exc)

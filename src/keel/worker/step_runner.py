@@ -11,7 +11,7 @@ from typing import Any
 
 from keel.core import codec
 from keel.errors import StepTimeoutError
-from keel.store.base import Store
+from keel.store.ports import Store
 from keel.workflow.context import StepInfo, _step_info
 
 
@@ -120,12 +120,12 @@ async def run_keyed_attempt(
     Stored before it is journaled: a crash in between reuses it next time.
     """
     store, scope, key = keyed
-    stored = await store.get_idempotent(scope, key)
+    stored = await store.keys.get(scope, key)
     if stored is not None:
         return StoredResult(stored, reused=True)
     value = await run_attempt(target, args, info, pool, leased)
     data = codec.encode(value, what=f"result of step {info.step!r}")
-    winner = await store.put_idempotent(scope, key, data)
+    winner = await store.keys.put(scope, key, data)
     return StoredResult(winner, reused=winner != data)
 
 

@@ -118,7 +118,7 @@ class TaskRunner:
             limit = min(room, self.concurrency - len(self.running))
             if limit <= 0 or self.worker.draining:
                 break
-            claimed = await self.store.claim_tasks(
+            claimed = await self.store.tasks.claim(
                 self.worker.owner, names, limit=limit, ttl=self.worker.lease_ttl
             )
             for lease, record in claimed:
@@ -146,7 +146,7 @@ class TaskRunner:
             self._wake.clear()
             loop = asyncio.get_running_loop()
             waiter = loop.create_task(self._wake.wait())
-            changed = loop.create_task(self.store.wait_for_change(self.worker.poll_interval))
+            changed = loop.create_task(self.store.changes.wait(self.worker.poll_interval))
             try:
                 await asyncio.wait({waiter, changed}, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -197,7 +197,7 @@ class TaskRunner:
             except Exception as exc:
                 await self._fail(item, exc, self._retry_delay(step, record, exc))
                 return
-            await self.store.complete_task(item.lease, data)
+            await self.store.tasks.complete(item.lease, data)
         except LeaseLostError as exc:
             log.warning("task %s of run %s: %s", record.task_id, record.run_id, exc)
         except asyncio.CancelledError:
@@ -235,7 +235,7 @@ class TaskRunner:
     async def _fail(self, item: _Running, exc: Exception, delay: float | None) -> None:
         error = msgspec.json.encode(error_info(exc))
         retry_at = None if delay is None else await self.store.now() + delay
-        await self.store.fail_task(item.lease, error, retry_at)
+        await self.store.tasks.fail(item.lease, error, retry_at)
 
     # --- heartbeats and drain ---------------------------------------------------------------
     async def renew(self) -> None:
@@ -243,7 +243,7 @@ class TaskRunner:
         items = list(self.running.values())
         if not items:
             return
-        lost = await self.store.renew_task_leases(
+        lost = await self.store.tasks.renew(
             self.worker.owner, [i.lease for i in items], self.worker.lease_ttl
         )
         for item in items:

@@ -8,14 +8,14 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from keel.errors import ConfigurationError, DatabaseCorruptError, LeaseLostError
 from keel.local import Finished
 from keel.store import open_store
-from keel.store.base import Claimed, Store
-from keel.store.liveness import LivenessLock, LivenessStore
+from keel.store.base import Claimed
+from keel.store.ports import LivenessLock, Store, Suspend, Turn
 from keel.worker.driver import RunDriver
 from keel.worker.inflight import Abandoned
 from keel.worker.live import SystemLiveSource
@@ -47,7 +47,7 @@ class Worker:
     ``queues=None`` it runs no dispatched steps (it still drives runs).
 
     It claims only runs whose workflow version is registered here, and records
-    those versions in the store (``Store.register_versions``, refreshed by the
+    those versions in the store (``store.workers.register_versions``, refreshed by the
     heartbeat loop) so operators see which versions are live. A run it holds
     anyway without the version (claimed by other means) is *parked*: its lease
     is released and any worker may try it again ``park_delay`` seconds later.
@@ -194,7 +194,7 @@ class Worker:
             await self._liveness.release()
         if self._registered:  # its versions are no longer live
             try:
-                await self.store.forget_versions(self.owner)
+                await self.store.workers.forget_versions(self.owner)
             except Exception:
                 log.exception("could not remove this worker's versions from the store")
         await self.store.close()
@@ -329,12 +329,6 @@ class Worker:
 
     async def _claim_loop(self) -> None:
         batch = min(self.concurrency, 32)
-        # A store may offer wait_for_work (not in the Store protocol): like
-        # wait_for_change, but runs finishing do not wake it, so a sequential
-        # stream of runs does not cost a claim read per run.
-        wait_for_work: Callable[[float], Coroutine[Any, Any, None]] = getattr(
-            self.store, "wait_for_work", self.store.wait_for_change
-        )
         while not self.draining:
             got = 0
             try:
@@ -343,7 +337,7 @@ class Worker:
                 if self._liveness is not None and not self._liveness.held:
                     capacity = 0  # others may be expiring our leases: take no more
                 if capacity > 0:
-                    claimed = await self.store.claim_runs(
+                    claimed = await self.store.runs.claim(
                         self.owner,
                         limit=min(capacity, batch),
                         ttl=self.lease_ttl,
@@ -378,7 +372,11 @@ class Worker:
                 continue
             self._wake.clear()
             waiter = asyncio.get_running_loop().create_task(self._wake.wait())
-            changed = asyncio.get_running_loop().create_task(wait_for_work(self._idle_wait()))
+            changed = asyncio.get_running_loop().create_task(
+                # Not woken by runs finishing: a sequential stream of runs does
+                # not cost a claim read per run.
+                self.store.changes.wait_for_work(self._idle_wait())
+            )
             try:
                 await asyncio.wait({waiter, changed}, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -387,12 +385,11 @@ class Worker:
 
     async def _hold_liveness(self) -> LivenessLock | None:
         """Take this worker's liveness lock, if the store offers one (see
-        :mod:`keel.store.liveness`): while it is held no other worker takes our
-        runs before their leases expire; once this process dies they may at once."""
-        if not isinstance(self.store, LivenessStore):
-            return None
+        :meth:`keel.store.ports.WorkerRegistry.hold_liveness`): while it is held no
+        other worker takes our runs before their leases expire; once this process
+        dies they may at once."""
         try:
-            return await self.store.hold_liveness(self.owner)
+            return await self.store.workers.hold_liveness(self.owner)
         except Exception:
             log.exception("could not take the liveness lock; runs of this worker move by TTL")
             return None
@@ -400,18 +397,16 @@ class Worker:
     async def _sweep_dead_owners(self) -> None:
         """At most once per poll interval, expire the leases of dead workers, so
         that this claim (and the others', woken by the store) takes their runs."""
-        store = self.store
-        # Without a lock of its own (see _hold_liveness) a worker still sweeps.
-        if not isinstance(store, LivenessStore) or time.monotonic() < self._next_sweep:
+        # Without a lock of its own (see _hold_liveness) a worker still sweeps; a
+        # store without liveness locks finds no dead owners.
+        if time.monotonic() < self._next_sweep:
             return
         self._next_sweep = time.monotonic() + self.poll_interval
-        await store.expire_dead_owners()
+        await self.store.workers.expire_dead_owners()
 
     def _idle_wait(self) -> float:
         """How long the claim loop may sleep: a poll interval, but never past the
         next dead-owner sweep (wake-ups in between must not push it back)."""
-        if not isinstance(self.store, LivenessStore):
-            return self.poll_interval
         return max(0.0, min(self.poll_interval, self._next_sweep - time.monotonic()))
 
     async def _release(self, claimed: Sequence[Claimed]) -> None:
@@ -423,8 +418,8 @@ class Worker:
                 continue
             try:
                 await asyncio.shield(
-                    self.store.suspend_run(
-                        c.lease, c.run.next_seq, [], wake_at=await self.store.now()
+                    self.store.runs.commit(
+                        c.lease, Turn(c.run.next_seq, [], end=Suspend(await self.store.now()))
                     )
                 )
             except LeaseLostError:
@@ -437,7 +432,7 @@ class Worker:
         """Record (refresh) the versions this worker has; live for a lease TTL,
         three heartbeats. A failure is logged: claims do not depend on it."""
         try:
-            await self.store.register_versions(
+            await self.store.workers.register_versions(
                 self.owner,
                 self.registry.pairs(),
                 host=socket.gethostname(),
@@ -471,7 +466,7 @@ class Worker:
             try:
                 sent = [d.lease for d in drivers]
                 sent_at = time.monotonic()
-                outcome = await self.store.renew_leases(self.owner, sent, self.lease_ttl)
+                outcome = await self.store.runs.renew(self.owner, sent, self.lease_ttl)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

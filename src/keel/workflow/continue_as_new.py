@@ -4,7 +4,7 @@
 at the call, then raises :class:`keel.errors.ContinueAsNew`. The worker ends the
 run ``continued`` and creates the successor (same workflow, its current
 version, an empty journal, the new input) in one transaction
-(:meth:`keel.store.base.Store.continue_run`). All runs of a chain share the
+(a :class:`keel.store.ports.Continue` turn). All runs of a chain share the
 first run's id as their chain id; the client follows the chain from any id.
 """
 

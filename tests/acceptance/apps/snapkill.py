@@ -10,12 +10,12 @@ importing this module patches the store's snapshot write, in this process
 only, so that the K-th snapshot write sends the process SIGKILL after its
 UPSERT has run inside its transaction and before that transaction commits:
 
-- SQLite: ``keel.store.sqlite.snapshots.save_op`` (the fence check and the
+- SQLite: ``keel.store.sqlite.runs.save_snapshot_op`` (the fence check and the
   UPSERT, run by the writer inside ``BEGIN IMMEDIATE``) is wrapped; the
   process dies after it returns, before the writer's ``COMMIT``.
 - PostgreSQL: a snapshot write is one autocommit statement (the server commits
   it as it runs), so there is no "sent, not yet committed" moment on the real
-  path. ``PostgresStore._write`` is wrapped for ``save_snapshot`` alone: the
+  path. ``PgDatabase.write`` is wrapped for ``save_snapshot`` alone: the
   store's own ``save_snapshot`` statement runs inside an explicit ``BEGIN`` on
   a connection made like the store's, and the process dies before ``COMMIT``;
   the server sees the connection drop and rolls the transaction back.
@@ -101,9 +101,10 @@ def _patch_sqlite(killer: _Killer) -> None:
     import sqlite3
 
     from keel.store.base import Lease, NewSnapshot
-    from keel.store.sqlite import snapshots as mixin
+    from keel.store.sqlite import runs
+    from keel.store.sqlite._sql import Q
 
-    real_save_op = mixin.save_op
+    real_save_op = runs.save_snapshot_op
 
     def save_op_then_die(
         conn: sqlite3.Connection, lease: Lease, snapshot: NewSnapshot, now: float
@@ -112,40 +113,43 @@ def _patch_sqlite(killer: _Killer) -> None:
         if not killer.due():
             return
         assert conn.in_transaction, "the snapshot write is not in a transaction"
-        row = conn.execute(mixin.Q["load_snapshot"], (lease.run_id,)).fetchone()
-        killer.die("sqlite", lease.run_id, snapshot.upto_seq, row[1] if row else None)
+        row = conn.execute(Q["load_snapshot"], (lease.run_id,)).fetchone()
+        killer.die("sqlite", lease.run_id, snapshot.upto_seq, row["upto_seq"] if row else None)
 
-    mixin.save_op = save_op_then_die  # looked up at call time by save_snapshot
+    runs.save_snapshot_op = save_op_then_die  # looked up at call time by save_snapshot
 
 
 def _patch_postgres(killer: _Killer) -> None:
     try:
         from psycopg.pq import TransactionStatus
+        from psycopg.rows import tuple_row
 
-        from keel.store.postgres import PostgresStore
-        from keel.store.postgres._sql import queries
+        from keel.store.postgres._sql import Q
+        from keel.store.postgres.database import PgDatabase
     except ImportError:  # no PostgreSQL driver: only SQLite can be patched
         return
-    q = queries()
-    real_write = PostgresStore._write
+    real_write = PgDatabase.write
 
-    async def write_then_die(self: Any, query: str, params: dict[str, Any]) -> Any:
-        if query != "save_snapshot" or not killer.due():
-            return await real_write(self, query, params)
-        conn = await self._connect()  # made like the store's own (autocommit, search_path)
+    async def write_then_die(
+        self: Any, sql: str, params: dict[str, Any], row: Any = tuple_row
+    ) -> Any:
+        if sql != Q["save_snapshot"] or not killer.due():
+            return await real_write(self, sql, params, row)
+        conn = await self.pool.connect()  # made like the store's own (autocommit, search_path)
         await conn.execute("BEGIN")
-        cur = await conn.execute(q["save_snapshot"], params, binary=True)
+        cur = conn.cursor(row_factory=row, binary=True)
+        await cur.execute(sql, params)
         rows = await cur.fetchall()
         if not rows:  # fenced out: nothing to die in the middle of
             await conn.rollback()
             await conn.close()
             return rows
         assert conn.pgconn.transaction_status == TransactionStatus.INTRANS
-        cur = await conn.execute(q["load_snapshot"], {"run_id": params["run_id"]})
-        row = await cur.fetchone()
-        killer.die("postgres", params["run_id"], params["upto_seq"], row[1] if row else None)
+        cur2 = await conn.execute(Q["load_snapshot"], {"run_id": params["run_id"]})
+        found = await cur2.fetchone()
+        killer.die("postgres", params["run_id"], params["upto_seq"], found[1] if found else None)
 
-    PostgresStore._write = write_then_die  # type: ignore[method-assign]
+    PgDatabase.write = write_then_die  # type: ignore[method-assign]
 
 
 if os.environ.get(KILL_ENV):

@@ -42,16 +42,18 @@ def connection_params(
     schema: str,
     connect_timeout: float,
     application_name: str,
-    statement_timeout: float | None = None,
-) -> tuple[dict[str, Any], str]:
-    """Connection keyword arguments for ``url``, and a password-free description of it.
+    statement_timeout: float,
+) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """Connection keyword arguments for ``url`` (for the pool and other statements,
+    and for schema work, which is not bounded by the statement timeout), and a
+    password-free description of where it connects.
 
     Every connection works in Keel's schema (search_path, set at connect time
     so it costs no round trip), in autocommit mode (each write is one
     statement, hence one transaction) and prepares statements on first use.
-    With ``statement_timeout`` (seconds) the server cancels any statement,
-    lock waits included, that runs longer: a worker then never holds a run's
-    row lock for longer than that without making progress.
+    After ``statement_timeout`` seconds the server cancels any statement, lock
+    waits included: a worker then never holds a run's row lock for longer than
+    that without making progress. Migrations may rightly run longer.
     """
     try:
         params = conninfo_to_dict(url)
@@ -59,16 +61,15 @@ def connection_params(
         # libpq may quote the URL back, password included.
         raise ConfigurationError(f"invalid PostgreSQL URL: {redact(str(exc))}") from None
     settings = [str(params.get("options") or ""), f"-csearch_path={schema}"]
-    if statement_timeout is not None:
-        settings.append(f"-cstatement_timeout={max(1, math.ceil(statement_timeout * 1000))}")
-    options = " ".join(filter(None, settings))
-    kwargs: dict[str, Any] = {
+    admin_options = " ".join(filter(None, settings))
+    timeout = f"-cstatement_timeout={max(1, math.ceil(statement_timeout * 1000))}"
+    admin: dict[str, Any] = {
         "autocommit": True,
         "prepare_threshold": 0,
         "context": ADAPTERS,
         "connect_timeout": max(1, math.ceil(connect_timeout)),
         "application_name": application_name,
-        "options": options,
+        "options": admin_options,
         # A peer that vanished without closing the socket is noticed within a minute.
         "keepalives": 1,
         "keepalives_idle": 30,
@@ -79,7 +80,7 @@ def connection_params(
     port = params.get("port") or "5432"
     dbname = params.get("dbname") or params.get("user")
     target = f"{host}:{port}/{dbname}" if dbname else f"{host}:{port}"
-    return kwargs, target
+    return admin | {"options": f"{admin_options} {timeout}"}, admin, target
 
 
 def store_error(exc: BaseException, target: str) -> StoreError:
@@ -93,6 +94,22 @@ def store_error(exc: BaseException, target: str) -> StoreError:
     err = StoreError(redact(msg).strip())
     err.__cause__ = exc
     return err
+
+
+class ErrorMapper:
+    """``with``-block turning psycopg errors into :class:`StoreError` (Keel's pass through)."""
+
+    __slots__ = ("_target",)
+
+    def __init__(self, target: str) -> None:
+        self._target = target
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if isinstance(exc, psycopg.Error):
+            raise store_error(exc, self._target) from exc
 
 
 def _readable(fd: int, timeout: float = 0.0) -> bool:

@@ -1,4 +1,4 @@
-"""LISTEN/NOTIFY wake-ups: a dedicated connection that wakes ``wait_for_change`` callers.
+"""LISTEN/NOTIFY wake-ups: a dedicated connection that wakes the store's change waiters.
 
 Notifications only cut latency (callers re-check state and sweep periodically),
 so the listener never raises to callers: a lost connection is re-established
@@ -22,7 +22,7 @@ log = logging.getLogger("keel.store.postgres")
 
 
 class ChangeWaiters:
-    """Futures of the coroutines inside ``wait_for_change``."""
+    """Futures of the coroutines waiting in one of ``store.changes``' waits."""
 
     def __init__(self) -> None:
         self._waiters: set[asyncio.Future[None]] = set()
@@ -42,11 +42,11 @@ class ChangeWaiters:
                 fut.set_result(None)
 
 
-#: NOTIFY payloads that cannot make work claimable: they wake ``wait_for_change``
-#: callers (result pollers) but not ``wait_for_work`` callers (claim loops).
+#: NOTIFY payloads that cannot make work claimable: they wake ``changes.wait``
+#: callers (result pollers) but not ``changes.wait_for_work`` callers (claim loops).
 NOT_WORK = frozenset({"finished"})
 #: The NOTIFY payload of a schedule created or resumed: it also wakes
-#: ``wait_for_schedules`` callers (schedule loops), whom nothing else wakes.
+#: ``changes.wait_for_schedules`` callers (schedule loops), whom nothing else wakes.
 SCHEDULE = "schedule"
 
 

@@ -15,9 +15,8 @@ import psycopg
 from psycopg import sql
 
 from keel.errors import DatabaseError, SchemaMissingError
-from keel.store.postgres import _sql
+from keel.store.postgres._sql import Q, latest_version, migrations
 
-Q = _sql.queries()
 _LOCK_CLASS = 0x6B65656C  # "keel": the first key of Keel's advisory locks
 MARKER_KEY = "application"
 MARKER_VALUE = "keel"
@@ -52,7 +51,7 @@ async def schema_version(conn: psycopg.AsyncConnection[Any], schema: str, target
         raise DatabaseError(
             f"{where} has a malformed schema_version {meta['schema_version']!r}"
         ) from None
-    latest = _sql.latest_version()
+    latest = latest_version()
     if version > latest:
         raise DatabaseError(
             f"{where} has Keel schema version {version}, but this Keel knows versions up to "
@@ -70,7 +69,7 @@ async def migrate(conn: psycopg.AsyncConnection[Any], schema: str, target: str) 
         await conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(name))
         # Re-read under the lock: another process may have migrated meanwhile.
         version = await schema_version(conn, schema, target)
-        pending = [(n, script) for n, script in _sql.migrations() if n > version]
+        pending = [(n, script) for n, script in migrations() if n > version]
         if not pending:
             return []
         await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(name))
@@ -89,7 +88,7 @@ async def prepare(
     schema raises :class:`SchemaMissingError` (it may be an application's own).
     """
     version = await schema_version(conn, schema, target)  # read-only, no lock when up to date
-    latest = _sql.latest_version()
+    latest = latest_version()
     if version == latest:
         return
     if not auto_migrate and version == 0:
@@ -107,7 +106,7 @@ async def prepare(
 
 def migration_script(schema: str, after_version: int) -> str:
     """SQL applying every migration newer than ``after_version``, for a DBA to run."""
-    pending = [(n, script) for n, script in _sql.migrations() if n > after_version]
+    pending = [(n, script) for n, script in migrations() if n > after_version]
     if not pending:
         return f"-- Keel schema {schema!r} is up to date (version {after_version}).\n"
     key1, key2 = lock_key(schema)

@@ -1,49 +1,96 @@
-"""Loading the SQL that ships next to this module, and mapping rows to records."""
+"""The SQL that ships next to this module, and the records its rows make (by column name).
+
+``queries.sql`` holds named pieces. A piece may include another as ``{name}``
+and may hold sections (a line ``--[tag ...`` to a line ``--]``) that only the
+variants asked for with one of those tags keep: see :meth:`Queries.sql`.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from functools import cache
 from typing import Any
 
+from psycopg.rows import BaseRowFactory, class_row, dict_row, kwargs_row
+
 from keel.core.states import RunState
+from keel.store import base
 from keel.store._sqlfiles import SqlFiles
-from keel.store.base import EventRecord, RunRecord, ScheduleRecord, SignalRecord, TaskRecord
 
-FILES = SqlFiles("keel.store.postgres", "PostgreSQL", strip_semicolon=True)
+FILES = SqlFiles("keel.store.postgres", "PostgreSQL")
 
-
-# The events of a fenced journal write, passed as arrays ...
-_UNNEST_EVENTS = re.compile(
-    r"unnest\(%\(types\)s::text\[\], %\(commands\)s::text\[\], %\(datas\)s::bytea\[\]\)"
-    r"\s+WITH ORDINALITY AS e \(type, command, data, i\)"
-)
-# ... or, for a single event, as scalars (cheaper to send than three one-element arrays).
-_ONE_EVENT = (
-    "(VALUES (%(type)s::text, %(command)s::text, %(data)s::bytea, 1::bigint))"
-    " AS e (type, command, data, i)"
-)
-#: Fenced journal writes that have a one-event variant, named ``<query>.1``.
-ONE_EVENT_QUERIES = (
-    "append_events",
-    "suspend_run",
-    "finish_run",
-    "dispatch_tasks",
-    "start_children",
-    "continue_run",
-)
+_INCLUDE = re.compile(r"\{(\w+)\}")
+_OPEN = "--["
+_CLOSE = "--]"
 
 
-def queries() -> dict[str, str]:
-    """The named queries of ``queries.sql``, plus the ``<query>.1`` variants of
-    :data:`ONE_EVENT_QUERIES` that take one event's ``type``, ``command`` and
-    ``data`` as scalars instead of the ``types``, ``commands`` and ``datas`` arrays."""
-    named = dict(FILES.queries)
-    for name in ONE_EVENT_QUERIES:
-        one, found = _UNNEST_EVENTS.subn(_ONE_EVENT, named[name])
-        if found != 1:
-            raise RuntimeError(f"queries.sql: {name} does not unnest its events as expected")
-        named[f"{name}.1"] = one
-    return named
+class Queries:
+    """The pieces of ``queries.sql``, their includes expanded, by name and tags."""
+
+    def __init__(self, pieces: dict[str, str]) -> None:
+        self._pieces = {name: _trimmed(text) for name, text in pieces.items()}
+
+    def __getitem__(self, name: str) -> str:
+        return self.sql(name)
+
+    @cache  # noqa: B019 - one instance per process, living as long as it
+    def sql(self, name: str, *tags: str) -> str:
+        """Piece ``name`` with its includes expanded, keeping the sections of ``tags``."""
+        wanted = set(tags)
+        known: set[str] = set()
+        kept: list[str] = []
+        section: set[str] | None = None
+        for line in self._expand(name).splitlines():
+            if line.startswith(_OPEN):
+                if section is not None:
+                    raise RuntimeError(f"queries.sql: {name}: a section opens inside another")
+                section = set(line[len(_OPEN) :].split())
+                known |= section
+            elif line.startswith(_CLOSE):
+                section = None
+            elif section is None or section & wanted:
+                kept.append(line)
+        if section is not None or not wanted <= known:
+            raise RuntimeError(f"queries.sql: {name}: unclosed section or unknown tags {tags}")
+        return "\n".join(kept)
+
+    def _expand(self, name: str, seen: tuple[str, ...] = ()) -> str:
+        """Piece ``name`` with ``{piece}`` replaced by that piece (outside comments)."""
+        if name in seen:
+            raise RuntimeError(f"queries.sql: {' -> '.join(seen)} includes itself")
+
+        def include(match: re.Match[str]) -> str:
+            piece = self._expand(match.group(1), (*seen, name))
+            lines = [ln for ln in piece.splitlines() if ln.strip() and not _is_comment(ln)]
+            # A comment at its end must not swallow what follows it on the line.
+            return "\n".join(lines) + ("\n" if "--" in lines[-1] else "")
+
+        return "\n".join(
+            line if _is_comment(line) else _INCLUDE.sub(include, line)
+            for line in self._pieces[name].splitlines()
+        )
+
+
+def _trimmed(text: str) -> str:
+    """A piece without the comments after it (a heading of what follows) or its ``;``."""
+    lines = text.splitlines()
+    while lines and (not lines[-1].strip() or _is_comment(lines[-1])):
+        lines.pop()
+    return "\n".join(lines).removesuffix(";")
+
+
+def _is_comment(line: str) -> bool:
+    """A line of comment only (a section mark is not one)."""
+    text = line.lstrip()
+    return text.startswith("--") and not text.startswith((_OPEN, _CLOSE))
+
+
+Q = Queries(FILES.queries)
+
+
+latest_version = FILES.latest_version  # the schema version this code creates and understands
+schema_script = FILES.schema_script  # schema.sql, for reference and tests
 
 
 def migrations() -> tuple[tuple[int, str], ...]:
@@ -51,57 +98,38 @@ def migrations() -> tuple[tuple[int, str], ...]:
     return FILES.migrations
 
 
-def latest_version() -> int:
-    """The schema version this code creates and understands."""
-    return FILES.latest_version()
+# -- rows to records, by column name ----------------------------------------------------
 
 
-def schema_script() -> str:
-    """The full current schema (``schema.sql``), for reference and tests."""
-    return FILES.schema_script()
+def run_record(**columns: Any) -> base.RunRecord:
+    """A run from the columns of the ``run_row`` piece (its state as a :class:`RunState`)."""
+    columns["state"] = RunState(columns["state"])
+    return base.RunRecord(**columns)
 
 
-def run_record(row: Any, offset: int = 0) -> RunRecord:
-    """A run selected in RunRecord field order, starting at column ``offset``."""
-    r = row[offset : offset + 21]
-    return RunRecord(
-        run_id=r[0],
-        workflow=r[1],
-        version=r[2],
-        state=RunState(r[3]),
-        input=r[4],
-        result=r[5],
-        error=r[6],
-        created_at=r[7],
-        updated_at=r[8],
-        wake_at=r[9],
-        lease_owner=r[10],
-        lease_token=r[11],
-        lease_expires_at=r[12],
-        cancel_requested=r[13],
-        next_seq=r[14],
-        parent_run_id=r[15],
-        parent_close=r[16],
-        depth=r[17],
-        chain_id=r[18],
-        generation=r[19],
-        continued_to=r[20],
-    )
+def fields(record: Any) -> dict[str, Any]:
+    """A record's fields by name: the parameters of statements that name them alike."""
+    names = _FIELDS.get(type(record))
+    if names is None:
+        names = _FIELDS[type(record)] = tuple(f.name for f in dataclasses.fields(record))
+    return {name: getattr(record, name) for name in names}
 
 
-def event_record(row: Any) -> EventRecord:
-    return EventRecord(row[0], row[1], row[2], row[3], row[4], row[5])
+_FIELDS: dict[type, tuple[str, ...]] = {}  # the field names of each record class
 
 
-def signal_record(row: Any) -> SignalRecord:
-    return SignalRecord(row[0], row[1], row[2], row[3], row[4])
+def without(row: dict[str, Any], *names: str) -> dict[str, Any]:
+    """``row`` less ``names`` (the extra columns, such as a claim's clock)."""
+    return {k: v for k, v in row.items() if k not in names}
 
 
-def task_record(row: Any, offset: int = 0) -> TaskRecord:
-    """A task selected in TaskRecord field order, starting at column ``offset``."""
-    return TaskRecord(*row[offset : offset + 16])
-
-
-def schedule_record(row: Any, offset: int = 0) -> ScheduleRecord:
-    """A schedule selected in ScheduleRecord field order, starting at column ``offset``."""
-    return ScheduleRecord(*row[offset : offset + 14])
+Row = BaseRowFactory[Any]
+DICT: Row = dict_row
+RUN: Row = kwargs_row(run_record)
+EVENT: Row = class_row(base.EventRecord)
+SIGNAL: Row = class_row(base.SignalRecord)
+SNAPSHOT: Row = class_row(base.SnapshotRecord)
+TASK: Row = class_row(base.TaskRecord)
+QUEUE: Row = class_row(base.QueueInfo)
+SCHEDULE: Row = class_row(base.ScheduleRecord)
+WORKER_VERSION: Row = class_row(base.WorkerVersion)

@@ -1,4 +1,4 @@
-"""Group commit: how :class:`~keel.store.postgres.PostgresStore` sends its run writes.
+"""Group commit: how a PostgreSQL store sends its run writes.
 
 A write that arrives alone runs at once on a connection of its own, sparing
 the pool checkout. Writes that arrive while another batch of them is in
@@ -20,17 +20,16 @@ server rolls its transaction back.
 from __future__ import annotations
 
 import asyncio
-from contextlib import AbstractAsyncContextManager, AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg.pq import TransactionStatus
-from psycopg_pool import AsyncConnectionPool
 
 from keel.errors import StoreError
-from keel.store.postgres import _conn, _sql
+from keel.store.postgres._conn import is_dead
+from keel.store.postgres._pool import Conn, Pool, run
+from keel.store.postgres._sql import Row
 
-Q = _sql.queries()
 _FLUSHERS = 1  # group-commit batches in flight at once
 _MAX_BATCH = 64  # statements per batch
 #: Parameter bytes one pipeline may carry: far below what the kernel's socket
@@ -41,33 +40,41 @@ PIPELINE_BYTES = 64 * 1024
 #: it is abandoned on the client side (the server's own timeout fires first
 #: when the statement is running; this catches a batch stuck mid-send).
 _CLIENT_GRACE = 2.0
-_Conn = psycopg.AsyncConnection[Any]
-_Row = tuple[Any, ...]
-_Queued = tuple[str, dict[str, Any], asyncio.Future[list[_Row]]]
 
 
-class GroupCommitMixin:
-    """The write path of :class:`~keel.store.postgres.PostgresStore` (see :meth:`_write`)."""
+class Statement(NamedTuple):
+    """One statement to run: its SQL, parameters and row factory."""
 
-    # Set up by PostgresStore.__init__ (and open/close).
-    _pool: AsyncConnectionPool[_Conn] | None
-    _queue: list[_Queued]  # writes waiting for the next batch
-    _flushers: set[asyncio.Task[None]]  # batches in flight
-    _inline: bool  # a lone write runs in its caller's task...
-    _solo: _Conn | None  # ...on this connection (see _solo_write)
-    statement_timeout: float  # seconds (see PostgresStore)
+    sql: str
+    params: dict[str, Any]
+    row: Row
 
-    if TYPE_CHECKING:  # provided by PostgresStore
 
-        async def _connect(self) -> _Conn: ...
+class _Queued(NamedTuple):
+    """A write waiting for a batch: its statement's fields, and its caller's future."""
 
-        def _connection(self) -> AbstractAsyncContextManager[_Conn]: ...
+    sql: str
+    params: dict[str, Any]
+    row: Row
+    done: asyncio.Future[list[Any]]
 
-        def _errors(self) -> AbstractContextManager[None]: ...
+    @property
+    def statement(self) -> Statement:
+        return Statement(self.sql, self.params, self.row)
 
-        async def _fetch(self, query: str, params: dict[str, Any]) -> list[_Row]: ...
 
-    async def _write(self, query: str, params: dict[str, Any]) -> list[_Row]:
+class GroupCommit:
+    """The write path of a PostgreSQL store (see :meth:`write`)."""
+
+    def __init__(self, pool: Pool, statement_timeout: float) -> None:
+        self._pool = pool
+        self._timeout = statement_timeout
+        self._queue: list[_Queued] = []  # writes waiting for the next batch
+        self._flushers: set[asyncio.Task[None]] = set()  # batches in flight
+        self._inline = False  # a lone write runs in its caller's task...
+        self._solo: Conn | None = None  # ...on this connection (see _solo_write)
+
+    async def write(self, statement: Statement) -> list[Any]:
         """Run a single-statement write, group-committed with concurrent ones.
 
         Writes that arrive while a batch is in flight queue up and go out as the
@@ -78,46 +85,63 @@ class GroupCommitMixin:
         batch whose transaction failed wrote nothing at all; its statements are
         then run again one by one, so one bad write fails only its caller.
         """
-        if self._pool is None:
-            raise StoreError(f"{self!r} is not open")
+        self._pool.check_open()
         if not (self._inline or self._flushers):
             # Alone (the sequential case): run it here, saving the hand-off to a
             # flusher task. Writes arriving meanwhile queue for a flusher.
             self._inline = True
             try:
-                return await self._solo_write(query, params)
+                return await self._solo_write(statement)
             finally:
                 self._inline = False
-        fut: asyncio.Future[list[_Row]] = asyncio.get_running_loop().create_future()
-        self._queue.append((query, params, fut))
+        done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Queued(*statement, done))
         if len(self._flushers) < _FLUSHERS:
             task = asyncio.get_running_loop().create_task(self._flush())
             self._flushers.add(task)
-        return await fut
+        return await done
 
-    async def _solo_write(self, query: str, params: dict[str, Any]) -> list[_Row]:
+    async def transaction(self, statements: list[Statement]) -> list[list[Any]]:
+        """Run ``statements`` in one pipeline: one round trip, one implicit transaction
+        (if any fails, none of them is committed). Past :data:`PIPELINE_BYTES` of
+        parameters, in an explicit transaction instead (see the module docstring)."""
+        if sum(_param_bytes(s.params) for s in statements) > PIPELINE_BYTES:
+            async with self._pool.connection() as conn, conn.transaction():
+                return [await run(conn, *s) for s in statements]
+        async with self._pool.connection() as conn:
+            return await _pipelined(conn, statements)
+
+    async def close(self) -> None:
+        """Let the batches in flight finish (their callers await them), then drop
+        the lone writes' connection."""
+        if self._flushers:
+            await asyncio.gather(*self._flushers, return_exceptions=True)
+        solo, self._solo = self._solo, None
+        if solo is not None:
+            await solo.close()
+
+    async def _solo_write(self, statement: Statement) -> list[Any]:
         """Run a lone write on the store's own connection for them, sparing the pool
         checkout. Only one runs at a time (``_inline``); batches use the pool.
         As for a pooled connection, a dead one is spotted (and replaced) before
         use, and one left unfit (cancelled mid-query, broken) is closed after it;
         the next lone write then opens another."""
         conn = self._solo
-        if conn is not None and _conn.is_dead(conn):  # killed while idle
+        if conn is not None and is_dead(conn):  # killed while idle
             self._solo = None
             await conn.close()
             conn = None
         if conn is None:
-            conn = await self._connect()
-            if self._pool is None:  # closed meanwhile
+            conn = await self._pool.connect()
+            if not self._pool.is_open:  # closed meanwhile
                 await conn.close()
-                raise StoreError(f"{self!r} is not open")
+                self._pool.check_open()
             self._solo = conn
         idle = False
         try:
             try:
-                with self._errors():
-                    cur = await conn.execute(Q[query], params, binary=True)
-                    rows = await cur.fetchall()
+                with self._pool.errors():
+                    rows = await run(conn, *statement)
             except Exception:  # a failed statement (autocommit) leaves a healthy one idle
                 idle = _idle(conn)
                 raise
@@ -145,77 +169,65 @@ class GroupCommitMixin:
         while self._queue:
             batch = _take_batch(self._queue)
             del self._queue[: len(batch)]
-            results: list[list[_Row] | BaseException]
+            results: list[list[Any] | BaseException]
             try:
-                async with asyncio.timeout(self.statement_timeout + _CLIENT_GRACE):
+                async with asyncio.timeout(self._timeout + _CLIENT_GRACE):
                     if len(batch) == 1:
-                        results = [await self._fetch(batch[0][0], batch[0][1])]
+                        results = [await self._pool.fetch(*batch[0].statement)]
                     else:
                         results = await self._pipeline(batch)
             except TimeoutError:
                 # Abandoned: psycopg asks the server to cancel it, and a connection
                 # left mid-statement is closed by the pool, not reused; either way
                 # the server rolls the batch back and its row locks are released.
-                stuck = StoreError(
-                    f"{self!r}: a write did not complete within {self.statement_timeout:g} s"
-                )
-                for _, _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(stuck)
-                continue
+                results = [
+                    StoreError(
+                        f"{self._pool.target}: a write did not complete within {self._timeout:g} s"
+                    )
+                ] * len(batch)
             except BaseException as exc:
-                err = exc if isinstance(exc, Exception) else StoreError(f"{self!r}: {exc!r}")
-                for _, _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(err)
+                err = exc if isinstance(exc, Exception) else StoreError(f"{exc!r}")
+                _settle(batch, [err] * len(batch))
                 if not isinstance(exc, Exception):
                     raise
                 continue
-            for (_, _, fut), result in zip(batch, results, strict=True):
-                if fut.done():
-                    continue
-                if isinstance(result, BaseException):
-                    fut.set_exception(result)
-                else:
-                    fut.set_result(result)
+            _settle(batch, results)
 
-    async def _pipeline(self, batch: list[_Queued]) -> list[list[_Row] | BaseException]:
-        async with self._connection() as conn:
+    async def _pipeline(self, batch: list[_Queued]) -> list[list[Any] | BaseException]:
+        async with self._pool.connection() as conn:
             try:
-                async with conn.pipeline() as pipe:
-                    cursors = [
-                        await conn.execute(Q[query], params, binary=True)
-                        for query, params, _ in batch
-                    ]
-                    await pipe.sync()
-                    return [await cur.fetchall() for cur in cursors]
+                return list(await _pipelined(conn, [q.statement for q in batch]))
             except psycopg.Error:
                 if conn.broken or conn.closed:
                     raise  # whether the batch committed is unknown: like a lone statement
                 # Otherwise its transaction was rolled back: nothing was written.
-        results: list[list[_Row] | BaseException] = []
-        for query, params, _ in batch:
+        results: list[list[Any] | BaseException] = []
+        for queued in batch:
             try:
-                results.append(await self._fetch(query, params))
+                results.append(await self._pool.fetch(*queued.statement))
             except Exception as exc:
                 results.append(exc)
         return results
 
-    async def _transaction(self, statements: list[tuple[str, dict[str, Any]]]) -> list[list[_Row]]:
-        """Run ``statements`` in one pipeline: one round trip, one implicit transaction
-        (if any fails, none of them is committed). Past :data:`PIPELINE_BYTES` of
-        parameters, in an explicit transaction instead (see the module docstring)."""
-        if sum(_param_bytes(params) for _, params in statements) > PIPELINE_BYTES:
-            async with self._connection() as conn, conn.transaction():
-                results = []
-                for q, params in statements:
-                    cur = await conn.execute(Q[q], params, binary=True)
-                    results.append(await cur.fetchall())
-                return results
-        async with self._connection() as conn, conn.pipeline() as pipe:
-            cursors = [await conn.execute(Q[q], params, binary=True) for q, params in statements]
-            await pipe.sync()
-            return [await cur.fetchall() for cur in cursors]
+
+async def _pipelined(conn: Conn, statements: list[Statement]) -> list[list[Any]]:
+    async with conn.pipeline() as pipe:
+        cursors = []
+        for sql, params, row in statements:
+            cur = conn.cursor(row_factory=row, binary=True)
+            cursors.append(await cur.execute(sql, params))
+        await pipe.sync()
+        return [await cur.fetchall() for cur in cursors]
+
+
+def _settle(batch: list[_Queued], results: list[list[Any] | BaseException]) -> None:
+    for queued, result in zip(batch, results, strict=True):
+        if queued.done.done():
+            continue
+        if isinstance(result, BaseException):
+            queued.done.set_exception(result)
+        else:
+            queued.done.set_result(result)
 
 
 def _param_bytes(params: dict[str, Any]) -> int:
@@ -232,13 +244,13 @@ def _take_batch(queue: list[_Queued]) -> list[_Queued]:
     """The next batch from the head of ``queue``: at most ``_MAX_BATCH`` writes and
     :data:`PIPELINE_BYTES` of parameters, except that a larger write goes alone."""
     total = 0
-    for n, (_, params, _) in enumerate(queue[:_MAX_BATCH]):
+    for n, (_, params, *_) in enumerate(queue[:_MAX_BATCH]):
         total += _param_bytes(params)
         if total > PIPELINE_BYTES:
             return queue[: max(n, 1)]
     return queue[:_MAX_BATCH]
 
 
-def _idle(conn: _Conn) -> bool:
+def _idle(conn: Conn) -> bool:
     """Whether ``conn`` is fit for another statement (what the pool checks on return)."""
     return not conn.broken and conn.pgconn.transaction_status == TransactionStatus.IDLE

@@ -8,7 +8,7 @@ or the network dies, once the server's TCP keepalives give up on the socket
 (set tighter than the defaults on this connection, :data:`SERVER_KEEPALIVES`);
 the lease TTL still bounds whatever those miss. ``expire_dead_owners`` (see
 queries.sql) finds registered owners whose lock no session holds and expires
-their leases in one statement.
+their leases in one statement (see workers.py).
 
 A worker whose liveness session is lost while it lives (a network blip, a
 terminated backend) sees :attr:`PgLivenessLock.held` turn false, stops
@@ -23,13 +23,15 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
 
-import psycopg
-
-from keel.store.postgres._writes import Q, _Conn, _Row
+from keel.store.postgres._pool import Conn, run
+from keel.store.postgres._sql import DICT, Q
 
 log = logging.getLogger("keel.store.postgres")
+
+#: Opens a new connection for a liveness session.
+Connect = Callable[[], Awaitable[Conn]]
 
 #: The first key of every liveness lock ("kliv"); migrations lock under "keel".
 LIVENESS_CLASS = 0x6B6C6976
@@ -55,11 +57,11 @@ def lock_key(schema: str, owner: str) -> int:
 class PgLivenessLock:
     """A worker's advisory lock and registration, kept up by a background task."""
 
-    def __init__(self, connect: Any, owner: str, key: int, conn: _Conn) -> None:
+    def __init__(self, connect: Connect, owner: str, key: int, conn: Conn) -> None:
         self._connect = connect
         self.owner = owner
         self.key = key
-        self._conn: _Conn | None = conn
+        self._conn: Conn | None = conn
         self._held = True
         self._task = asyncio.get_running_loop().create_task(
             self._keep(), name=f"keel-liveness-{owner}"
@@ -114,26 +116,22 @@ class PgLivenessLock:
                     with contextlib.suppress(Exception):
                         await conn.close()
 
-    async def _check(self, conn: _Conn) -> None:
+    async def _check(self, conn: Conn) -> None:
         """A round trip on the session; re-register if a sweep dropped us meanwhile
         (it saw our old session gone before this one took the lock)."""
-        cur = await conn.execute(Q["worker_registered"], {"owner": self.owner})
-        row = await cur.fetchone()
-        if not (row and row[0]):
+        [row] = await run(conn, Q["worker_registered"], {"owner": self.owner}, DICT)
+        if not row["registered"]:
             await conn.execute(Q["register_worker"], {"owner": self.owner, "lock_key": self.key})
 
 
-async def take(connect: Any, owner: str, key: int) -> _Conn | None:
+async def take(connect: Connect, owner: str, key: int) -> Conn | None:
     """A new connection holding ``owner``'s lock with the owner registered; ``None``
     if another session holds that lock."""
-    conn: _Conn = await connect()
+    conn = await connect()
     try:
-        cur = await conn.execute(
-            "SELECT pg_try_advisory_lock(%(cls)s::int4, %(key)s::int4)",
-            {"cls": LIVENESS_CLASS, "key": key},
-        )
-        row = await cur.fetchone()
-        if not (row and row[0]):
+        params = {"lock_class": LIVENESS_CLASS, "lock_key": key}
+        [row] = await run(conn, Q["take_liveness"], params, DICT)
+        if not row["taken"]:
             await conn.close()
             return None
         await conn.execute(Q["register_worker"], {"owner": owner, "lock_key": key})
@@ -142,43 +140,3 @@ async def take(connect: Any, owner: str, key: int) -> _Conn | None:
             await conn.close()
         raise
     return conn
-
-
-class LivenessMixin:
-    """:class:`~keel.store.postgres.PostgresStore`'s liveness methods
-    (see :mod:`keel.store.liveness`)."""
-
-    url: str
-    schema: str
-    channel: str
-    _kwargs: dict[str, Any]
-
-    if TYPE_CHECKING:  # provided by PostgresStore
-
-        async def _fetch(self, query: str, params: dict[str, Any]) -> list[_Row]: ...
-
-        def _errors(self) -> contextlib.AbstractContextManager[None]: ...
-
-    async def _connect_liveness(self) -> _Conn:
-        kwargs = dict(self._kwargs)
-        kwargs["options"] = f"{kwargs.get('options', '')} {SERVER_KEEPALIVES}".strip()
-        with self._errors():
-            return await psycopg.AsyncConnection.connect(self.url, **kwargs)
-
-    async def hold_liveness(self, owner: str) -> PgLivenessLock | None:
-        key = lock_key(self.schema, owner)
-        with self._errors():
-            conn = await take(self._connect_liveness, owner, key)
-        if conn is None:
-            log.warning("liveness lock of %s is held by another session", owner)
-            return None
-        return PgLivenessLock(self._connect_liveness, owner, key, conn)
-
-    async def expire_dead_owners(self) -> int:
-        params = {"lock_class": LIVENESS_CLASS, "channel": self.channel}
-        [(expired, forgotten)] = await self._fetch("expire_dead_owners", params)
-        if forgotten:
-            log.warning(
-                "expired %d lease(s) of dead worker(s) %s", expired, ", ".join(sorted(forgotten))
-            )
-        return int(expired)

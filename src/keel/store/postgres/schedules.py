@@ -1,122 +1,90 @@
-"""Schedules in the PostgreSQL store (see :class:`SchedulesMixin`)."""
+"""Schedules on PostgreSQL (:class:`~keel.store.ports.Schedules`): every operation is
+one statement; firing a tick is a compare-and-set that also creates its run."""
 
 from __future__ import annotations
 
-import time
+import builtins
 from collections.abc import Collection
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any, Unpack
 
 from keel.errors import ScheduleExistsError, ScheduleNotFoundError
 from keel.store._checks import check_claim_limit, check_fire, check_schedule
-from keel.store.base import DueSchedules, NewRun, NewSchedule, ScheduleRecord
-from keel.store.postgres import _conn, _sql
-from keel.store.postgres._writes import _Row
+from keel.store.base import DueSchedules, NewSchedule, ScheduleRecord, ScheduleTick
+from keel.store.postgres._sql import DICT, SCHEDULE, Q, fields, without
+from keel.store.postgres.database import PgDatabase
+from keel.store.postgres.runs import one_run
 
 
-class SchedulesMixin:
-    """:class:`~keel.store.postgres.PostgresStore`'s schedules: every operation is
-    one statement; firing a tick is a compare-and-set that also creates its run."""
+@dataclass
+class PgSchedules:
+    """Cron and one-shot schedules, in a :class:`PgDatabase`."""
 
-    # Set up by PostgresStore.
-    channel: str
-    _clock: _conn.ClockOffset
+    db: PgDatabase
 
-    if TYPE_CHECKING:  # provided by PostgresStore and GroupCommitMixin
-
-        async def _fetch(self, query: str, params: dict[str, Any]) -> list[_Row]: ...
-
-        async def _write(self, query: str, params: dict[str, Any]) -> list[_Row]: ...
-
-    async def create_schedule(self, schedule: NewSchedule) -> ScheduleRecord:
+    async def create(self, schedule: NewSchedule) -> ScheduleRecord:
         check_schedule(schedule)
-        params = {
-            "schedule_id": schedule.schedule_id,
-            "workflow": schedule.workflow,
-            "input": schedule.input,
-            "cron": schedule.cron,
-            "at": schedule.at,
-            "timezone": schedule.timezone,
-            "next_fire_at": schedule.next_fire_at,
-            "overlap": schedule.overlap,
-            "catchup_window": schedule.catchup_window,
-            "channel": self.channel,
-        }
-        rows = await self._fetch("create_schedule", params)
+        params = fields(schedule) | {"channel": self.db.channel}
+        rows = await self.db.fetch(Q["create_schedule"], params, SCHEDULE)
         if not rows:
             raise ScheduleExistsError(schedule.schedule_id)
-        return _sql.schedule_record(rows[0])
+        return rows[0]  # type: ignore[no-any-return]
 
-    async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
-        rows = await self._fetch("get_schedule", {"schedule_id": schedule_id})
-        return _sql.schedule_record(rows[0]) if rows else None
+    async def get(self, schedule_id: str) -> ScheduleRecord | None:
+        rows = await self._select(schedule_id=schedule_id)
+        return rows[0] if rows else None
 
-    async def list_schedules(self, *, workflow: str | None = None) -> list[ScheduleRecord]:
-        rows = await self._fetch("list_schedules", {"workflow": workflow})
-        return [_sql.schedule_record(r) for r in rows]
+    async def list(self, *, workflow: str | None = None) -> builtins.list[ScheduleRecord]:
+        return await self._select(workflow=workflow)
 
-    async def pause_schedule(self, schedule_id: str) -> ScheduleRecord:
-        rows = await self._fetch("pause_schedule", {"schedule_id": schedule_id})
-        if not rows:
-            raise ScheduleNotFoundError(schedule_id)
-        return _sql.schedule_record(rows[0])
+    async def pause(self, schedule_id: str) -> ScheduleRecord:
+        return await self._set_paused(schedule_id, True, None)
 
-    async def resume_schedule(self, schedule_id: str, next_fire_at: float | None) -> ScheduleRecord:
-        params = {
-            "schedule_id": schedule_id,
-            "next_fire_at": next_fire_at,
-            "channel": self.channel,
-        }
-        rows = await self._fetch("resume_schedule", params)
-        if not rows:
-            raise ScheduleNotFoundError(schedule_id)
-        return _sql.schedule_record(rows[0])
+    async def resume(self, schedule_id: str, next_fire_at: float | None) -> ScheduleRecord:
+        return await self._set_paused(schedule_id, False, next_fire_at)
 
-    async def delete_schedule(self, schedule_id: str) -> None:
-        if not await self._fetch("delete_schedule", {"schedule_id": schedule_id}):
+    async def delete(self, schedule_id: str) -> None:
+        if not await self.db.fetch(Q["delete_schedule"], {"schedule_id": schedule_id}):
             raise ScheduleNotFoundError(schedule_id)
 
-    async def due_schedules(self, workflows: Collection[str], *, limit: int) -> DueSchedules:
+    async def due(self, workflows: Collection[str], *, limit: int) -> DueSchedules:
         check_claim_limit(limit)
         params = {"workflows": sorted(set(workflows)), "limit": limit}
-        sent = time.time()
-        rows = await self._fetch("due_schedules", params)
-        self._clock.observe(rows[0][0], sent, time.time())
-        due = [_sql.schedule_record(r, offset=2) for r in rows if r[2] is not None]
-        return DueSchedules(rows[0][0], due, rows[0][1])
+        rows = await self.db.fetch_clocked(Q["due_schedules"], params, DICT)
+        due = [
+            ScheduleRecord(**without(r, "now", "next_at"))
+            for r in rows
+            if r["schedule_id"] is not None
+        ]
+        return DueSchedules(rows[0]["now"], due, rows[0]["next_at"])
 
-    async def fire_schedule(
-        self,
-        schedule_id: str,
-        *,
-        expected: float,
-        tick: float,
-        next_fire_at: float | None,
-        run: NewRun | None,
-    ) -> bool:
-        check_fire(expected, tick)
+    async def fire(self, schedule_id: str, **tick: Unpack[ScheduleTick]) -> bool:
+        check_fire(tick["expected"], tick["tick"])
+        run = tick["run"]
         params: dict[str, Any] = {
             "schedule_id": schedule_id,
-            "expected": expected,
-            "tick": tick,
-            "next_fire_at": next_fire_at,
-            "fired_tick": None if run is None else tick,
-            "run_id": None,
-            "workflow": None,
-            "version": None,
-            "input": None,
-            "type": None,
-            "command": None,
-            "data": None,
-            "channel": self.channel,
+            "expected": tick["expected"],
+            "tick": tick["tick"],
+            "next_fire_at": tick["next_fire_at"],
+            "fired_tick": None if run is None else tick["tick"],
         }
-        if run is not None:
-            params |= {
-                "run_id": run.run_id,
-                "workflow": run.workflow,
-                "version": run.version,
-                "input": run.input,
-                "type": run.started.type,
-                "command": run.started.command,
-                "data": run.started.data,
-            }
-        return bool(await self._write("fire_schedule", params))
+        params |= one_run(run, self.db.channel)  # no run: the tick is skipped
+        return bool(await self.db.write(Q["fire_schedule"], params))
+
+    async def _select(self, **where: str | None) -> builtins.list[ScheduleRecord]:
+        params = {"schedule_id": None, "workflow": None} | where
+        return await self.db.fetch(Q["get_schedules"], params, SCHEDULE)
+
+    async def _set_paused(
+        self, schedule_id: str, paused: bool, next_fire_at: float | None
+    ) -> ScheduleRecord:
+        params = {
+            "schedule_id": schedule_id,
+            "paused": paused,
+            "next_fire_at": next_fire_at,
+            "channel": self.db.channel,
+        }
+        rows = await self.db.fetch(Q["set_paused"], params, SCHEDULE)
+        if not rows:
+            raise ScheduleNotFoundError(schedule_id)
+        return rows[0]  # type: ignore[no-any-return]

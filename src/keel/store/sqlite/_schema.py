@@ -23,10 +23,8 @@ import time
 from pathlib import Path
 
 from keel.errors import DatabaseCorruptError, DatabaseError
-from keel.store.sqlite import _sql
+from keel.store.sqlite._sql import FILES, latest_version, migrations, split_script
 
-MARKER_KEY = "application"
-MARKER_VALUE = "keel"
 #: Files up to this size (with their WAL) get ``PRAGMA quick_check`` on open:
 #: it reads every page, about 1 ms per MB from the page cache.
 QUICK_CHECK_MAX_BYTES = 32 * 1024 * 1024
@@ -101,21 +99,7 @@ def schema_version(conn: sqlite3.Connection, path: Path) -> int:
         meta = dict(conn.execute("SELECT key, value FROM keel_meta").fetchall())
     except sqlite3.Error as exc:
         raise DatabaseError(f"{path} is not a Keel database (bad keel_meta: {exc})") from exc
-    if meta.get(MARKER_KEY) != MARKER_VALUE:
-        raise DatabaseError(f"{path} is not a Keel database (keel_meta has no Keel marker)")
-    try:
-        version = int(meta.get("schema_version", "0"))
-    except ValueError:
-        raise DatabaseError(
-            f"{path} has a malformed schema_version {meta['schema_version']!r}"
-        ) from None
-    latest = _sql.latest_version()
-    if version > latest:
-        raise DatabaseError(
-            f"{path} has Keel schema version {version}, but this Keel knows versions up to "
-            f"{latest}; upgrade Keel to open it"
-        )
-    return version
+    return FILES.checked_version(meta, str(path), "database")
 
 
 def prepare_writer(path: Path, busy_timeout: float, synchronous: str) -> sqlite3.Connection:
@@ -128,7 +112,7 @@ def prepare_writer(path: Path, busy_timeout: float, synchronous: str) -> sqlite3
             check_intact(conn, path)
         _use_wal(conn, busy_timeout)
         conn.execute(f"PRAGMA synchronous={synchronous}")
-        if version < _sql.latest_version():
+        if version < latest_version():
             migrate(conn, path)
         conn.execute("PRAGMA foreign_keys=ON")  # after migrating: see migrate()
         # From here on the writer retries BEGIN IMMEDIATE itself (DbThread._begin).
@@ -136,6 +120,7 @@ def prepare_writer(path: Path, busy_timeout: float, synchronous: str) -> sqlite3
     except BaseException:
         conn.close()
         raise
+    conn.row_factory = sqlite3.Row  # the store reads columns by name
     return conn
 
 
@@ -193,10 +178,10 @@ def migrate(conn: sqlite3.Connection, path: Path) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         version = schema_version(conn, path)  # another process may have migrated meanwhile
-        latest = _sql.latest_version()
-        for number, script in _sql.migrations():
+        latest = latest_version()
+        for number, script in migrations():
             if number > version:
-                for statement in _sql.split_script(script):
+                for statement in split_script(script):
                     conn.execute(statement)
         if version < latest:
             conn.execute(
@@ -215,4 +200,5 @@ def prepare_reader(path: Path, busy_timeout: float) -> sqlite3.Connection:
     """A read-only connection (opened after the writer made the schema)."""
     conn = connect(path, busy_timeout)
     conn.execute("PRAGMA query_only=ON")
+    conn.row_factory = sqlite3.Row
     return conn

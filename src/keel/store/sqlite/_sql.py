@@ -1,20 +1,35 @@
-"""Loading the SQL that ships next to this module, and mapping rows to records."""
+"""The SQL that ships next to this module: named queries and migrations."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
-from typing import Any
+from functools import cache
 
-from keel.core.states import RunState
 from keel.store._sqlfiles import SqlFiles
-from keel.store.base import EventRecord, RunRecord, ScheduleRecord, SignalRecord, TaskRecord
 
 FILES = SqlFiles("keel.store.sqlite", "SQLite")
 
 
+def _expanded(queries: dict[str, str]) -> dict[str, str]:
+    """The queries with each ``{name}`` replaced by the named fragment, in
+    parentheses and without its comment lines."""
+
+    def fragment(match: re.Match[str]) -> str:
+        lines = queries[match.group(1)].splitlines()
+        return "(" + "\n".join(ln for ln in lines if not ln.lstrip().startswith("--")) + ")"
+
+    return {name: re.sub(r"\{(\w+)\}", fragment, sql) for name, sql in queries.items()}
+
+
+#: The named queries of ``queries.sql``, fragments included.
+Q = _expanded(FILES.queries)
+latest_version = FILES.latest_version
+
+
 def queries() -> dict[str, str]:
     """The named queries of ``queries.sql``."""
-    return FILES.queries
+    return Q
 
 
 def migrations() -> tuple[tuple[int, str], ...]:
@@ -22,14 +37,22 @@ def migrations() -> tuple[tuple[int, str], ...]:
     return FILES.migrations
 
 
-def latest_version() -> int:
-    """The schema version this code creates and understands."""
-    return FILES.latest_version()
-
-
+@cache
 def schema_script() -> str:
-    """The full current schema (``schema.sql``), for reference and tests."""
-    return FILES.schema_script()
+    """The current schema, for reading: the ``CREATE`` statements of a database
+    the migrations build, in the order they made them (the migrations say why
+    each part is there; one copy of the schema, so none can drift)."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        for _, script in migrations():
+            conn.executescript(script)
+        rows = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
+            "ORDER BY rowid"
+        )
+        return "".join(f"{sql};\n\n" for (sql,) in rows)
+    finally:
+        conn.close()
 
 
 def split_script(script: str) -> list[str]:
@@ -50,50 +73,3 @@ def split_script(script: str) -> list[str]:
     ):
         raise ValueError(f"incomplete SQL statement at end of script: {buf.strip()[:80]!r}")
     return statements
-
-
-def run_record(row: Any) -> RunRecord:
-    """A ``runs`` row selected in RunRecord field order."""
-    return RunRecord(
-        run_id=row[0],
-        workflow=row[1],
-        version=row[2],
-        state=RunState(row[3]),
-        input=row[4],
-        result=row[5],
-        error=row[6],
-        created_at=row[7],
-        updated_at=row[8],
-        wake_at=row[9],
-        lease_owner=row[10],
-        lease_token=row[11],
-        lease_expires_at=row[12],
-        cancel_requested=bool(row[13]),
-        next_seq=row[14],
-        parent_run_id=row[15],
-        parent_close=row[16],
-        depth=row[17],
-        chain_id=row[18],
-        generation=row[19],
-        continued_to=row[20],
-    )
-
-
-def event_record(row: Any) -> EventRecord:
-    return EventRecord(row[0], row[1], row[2], row[3], row[4], row[5])
-
-
-def signal_record(row: Any) -> SignalRecord:
-    return SignalRecord(row[0], row[1], row[2], row[3], row[4])
-
-
-def task_record(row: Any) -> TaskRecord:
-    """A ``tasks`` row selected in TaskRecord field order."""
-    return TaskRecord(*row)
-
-
-def schedule_record(row: Any) -> ScheduleRecord:
-    """A ``schedules`` row selected in ScheduleRecord field order."""
-    fields = list(row)
-    fields[7] = bool(fields[7])  # paused: stored as 0/1
-    return ScheduleRecord(*fields)

@@ -1,76 +1,24 @@
 -- Named queries of the SQLite store, loaded by keel.store.sqlite._sql.
--- Each starts at a "-- name: <name>" line. Run rows are always selected in
--- RunRecord field order (see _sql.run_record).
+-- Each starts at a "-- name: <name>" line; {name} in a query is that named
+-- fragment. Rows are read by column name: a record's fields are its table's
+-- columns (see _rows.Reader).
 
--- name: get_run
-SELECT run_id, workflow, version, state, input, result, error, created_at, updated_at,
-       wake_at, lease_owner, lease_token, lease_expires_at, cancel_requested, next_seq,
-       parent_run_id, parent_close, depth, chain_id, generation, continued_to
-FROM runs WHERE run_id = ?;
-
--- name: get_runs
-SELECT run_id, workflow, version, state, input, result, error, created_at, updated_at,
-       wake_at, lease_owner, lease_token, lease_expires_at, cancel_requested, next_seq,
-       parent_run_id, parent_close, depth, chain_id, generation, continued_to
-FROM runs WHERE run_id IN (SELECT value FROM json_each(?));
+-- Runs and their journals (runs.py) -----------------------------------------------------
 
 -- name: insert_run
--- Idempotent on run_id: returns the row only when it was inserted.
-INSERT INTO runs (run_id, workflow, version, state, created_at, updated_at, wake_at,
-                  lease_owner, lease_token, lease_expires_at, next_seq, input,
-                  parent_run_id, parent_close, depth, chain_id, generation)
-VALUES (:run_id, :workflow, :version, :state, :now, :now, :wake_at,
-        :lease_owner, :lease_token, :lease_expires_at, 1, :input,
-        :parent_run_id, :parent_close, :depth, :chain_id, :generation)
-ON CONFLICT (run_id) DO NOTHING
-RETURNING run_id, workflow, version, state, input, result, error, created_at, updated_at,
-          wake_at, lease_owner, lease_token, lease_expires_at, cancel_requested, next_seq,
-          parent_run_id, parent_close, depth, chain_id, generation, continued_to;
+-- The row of base.created_record (every column); nothing if run_id exists.
+INSERT INTO runs (run_id, workflow, version, state, input, result, error, created_at,
+                  updated_at, wake_at, lease_owner, lease_token, lease_expires_at,
+                  cancel_requested, next_seq, parent_run_id, parent_close, depth, chain_id,
+                  generation, continued_to)
+VALUES (:run_id, :workflow, :version, :state, :input, :result, :error, :created_at,
+        :updated_at, :wake_at, :lease_owner, :lease_token, :lease_expires_at,
+        :cancel_requested, :next_seq, :parent_run_id, :parent_close, :depth, :chain_id,
+        :generation, :continued_to)
+ON CONFLICT (run_id) DO NOTHING;
 
 -- name: insert_event
 INSERT INTO events (run_id, seq, type, command, data, created_at) VALUES (?, ?, ?, ?, ?, ?);
-
--- name: load_events
-SELECT run_id, seq, type, command, data, created_at
-FROM events WHERE run_id = ? AND seq > ? ORDER BY seq;
-
--- name: list_runs
--- :workflows and :states are JSON arrays (runs of any of them) or NULL (no filter).
-SELECT run_id, workflow, version, state, input, result, error, created_at, updated_at,
-       wake_at, lease_owner, lease_token, lease_expires_at, cancel_requested, next_seq,
-       parent_run_id, parent_close, depth, chain_id, generation, continued_to
-FROM runs
-WHERE (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
-  AND (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
-  AND (:since IS NULL OR created_at >= :since)
-  AND (:until IS NULL OR created_at < :until)
-  AND (:parent_run_id IS NULL OR parent_run_id = :parent_run_id)
-  AND (created_at, run_id) < (:before_created, :before_run_id)
-ORDER BY created_at DESC, run_id DESC
-LIMIT :limit;
-
--- name: list_runs_by_workflow
--- One workflow: walks the runs_workflow index.
-SELECT run_id, workflow, version, state, input, result, error, created_at, updated_at,
-       wake_at, lease_owner, lease_token, lease_expires_at, cancel_requested, next_seq,
-       parent_run_id, parent_close, depth, chain_id, generation, continued_to
-FROM runs
-WHERE workflow = :workflow
-  AND (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
-  AND (:since IS NULL OR created_at >= :since)
-  AND (:until IS NULL OR created_at < :until)
-  AND (:parent_run_id IS NULL OR parent_run_id = :parent_run_id)
-  AND (created_at, run_id) < (:before_created, :before_run_id)
-ORDER BY created_at DESC, run_id DESC
-LIMIT :limit;
-
--- name: count_runs
-SELECT count(*) FROM runs
-WHERE (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
-  AND (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
-  AND (:since IS NULL OR created_at >= :since)
-  AND (:until IS NULL OR created_at < :until)
-  AND (:parent_run_id IS NULL OR parent_run_id = :parent_run_id);
 
 -- name: claim_candidates
 -- Due runs and runs whose lease expired, each branch walking its partial index,
@@ -99,9 +47,7 @@ UPDATE runs
 SET state = 'running', lease_owner = :owner, lease_token = lease_token + 1,
     lease_expires_at = :expires_at, wake_at = NULL, updated_at = :now
 WHERE run_id = :run_id
-RETURNING run_id, workflow, version, state, input, result, error, created_at, updated_at,
-          wake_at, lease_owner, lease_token, lease_expires_at, cancel_requested, next_seq,
-          parent_run_id, parent_close, depth, chain_id, generation, continued_to;
+RETURNING *;
 
 -- name: renew_lease
 -- An expired lease cannot be renewed: another worker may already have claimed the run.
@@ -111,18 +57,28 @@ WHERE run_id = :run_id AND lease_token = :token AND lease_owner = :owner
 RETURNING cancel_requested;
 
 -- name: fenced_append
--- The fence and the seq check in one statement; zero rows means one of them failed.
+-- The fence of every write made under a lease, first in its transaction: the
+-- lease and the seq check in one statement, which also takes the turn's seqs.
+-- Zero rows means one of them failed (run_head then says which).
 UPDATE runs SET next_seq = next_seq + :n, updated_at = :now
 WHERE run_id = :run_id AND lease_token = :token AND lease_owner = :owner
   AND state = 'running' AND lease_expires_at >= :now AND next_seq = :first_seq;
 
--- name: fenced_suspend
--- A buffered signal the run waits for, a task or a child run it waits for
--- that already finished, or a cancel request not yet delivered to the
--- workflow, makes it due at once.
+-- name: run_head
+-- The small columns of a run: why a fence failed, a cancel, a chain's next run.
+SELECT run_id, state, lease_owner, lease_token, lease_expires_at, next_seq, continued_to
+FROM runs WHERE run_id = ?;
+
+-- name: consume_signal
+UPDATE signals SET consumed_seq = :seq
+WHERE id = :id AND run_id = :run_id AND consumed_seq IS NULL;
+
+-- name: suspend
+-- After the fence, the turn's other parts: a buffered signal the run waits
+-- for, a task or a child run it waits for that already finished, or a cancel
+-- request not yet delivered to the workflow, makes it due at once.
 UPDATE runs
-SET next_seq = next_seq + :n, updated_at = :now, state = 'suspended',
-    lease_owner = NULL, lease_expires_at = NULL,
+SET state = 'suspended', lease_owner = NULL, lease_expires_at = NULL,
     wake_at = CASE
         WHEN (cancel_requested AND NOT :cancel_delivered) OR EXISTS (
             SELECT 1 FROM signals s
@@ -139,19 +95,24 @@ SET next_seq = next_seq + :n, updated_at = :now, state = 'suspended',
         THEN min(coalesce(:wake_at, :now), :now)
         ELSE :wake_at
     END
-WHERE run_id = :run_id AND lease_token = :token AND lease_owner = :owner
-  AND state = 'running' AND lease_expires_at >= :now AND next_seq = :first_seq;
+WHERE run_id = :run_id;
 
--- name: fenced_finish
+-- name: end_run
+-- After the fence: the run ends in :state (a finish), or 'continued' with its
+-- successor (inserted with insert_run in the same transaction).
 UPDATE runs
-SET next_seq = next_seq + :n, updated_at = :now, state = :state, result = :result,
-    error = :error, lease_owner = NULL, lease_expires_at = NULL, wake_at = NULL
-WHERE run_id = :run_id AND lease_token = :token AND lease_owner = :owner
-  AND state = 'running' AND lease_expires_at >= :now AND next_seq = :first_seq;
+SET state = :state, result = :result, error = :error, continued_to = :successor,
+    lease_owner = NULL, lease_expires_at = NULL, wake_at = NULL
+WHERE run_id = :run_id;
+
+-- name: drop_open_tasks
+-- A run ended: its queued and leased dispatched steps are discarded, so there is
+-- nothing left to claim and a task worker's next heartbeat finds its lease gone.
+DELETE FROM tasks WHERE run_id = :run_id AND state IN ('available', 'leased');
 
 -- name: wake_parent
 -- Commit before wake: a child that ends makes its parent due in the same
--- transaction (a running parent too: its suspend_run re-checks its children).
+-- transaction (a running parent too: its suspend re-checks its children).
 UPDATE runs SET wake_at = min(coalesce(wake_at, :now), :now), updated_at = :now
 WHERE run_id = (SELECT parent_run_id FROM runs WHERE run_id = :run_id)
   AND state IN ('pending', 'running', 'suspended');
@@ -165,15 +126,6 @@ SET cancel_requested = 1, wake_at = min(coalesce(wake_at, :now), :now), updated_
 WHERE parent_run_id = :run_id AND state IN ('pending', 'running', 'suspended')
   AND (parent_close = 'cancel' OR (parent_close = 'wait' AND :state = 'cancelled'));
 
--- name: fenced_continue
--- Continue-as-new: fenced like fenced_finish; the run ends 'continued' and
--- names its successor (inserted with insert_run in the same transaction).
-UPDATE runs
-SET next_seq = next_seq + :n, updated_at = :now, state = 'continued',
-    continued_to = :successor, lease_owner = NULL, lease_expires_at = NULL, wake_at = NULL
-WHERE run_id = :run_id AND lease_token = :token AND lease_owner = :owner
-  AND state = 'running' AND lease_expires_at >= :now AND next_seq = :first_seq;
-
 -- name: successor_takes_over
 -- The successor inherits a cancel request the run had not handled, and its
 -- unconsumed signals (their ids, hence their delivery order, stay).
@@ -184,17 +136,29 @@ WHERE run_id = :successor;
 -- name: move_signals
 UPDATE signals SET run_id = :successor WHERE run_id = :run_id AND consumed_seq IS NULL;
 
--- name: chain_step
--- One step along a continue-as-new chain: the run's state and its successor.
-SELECT state, continued_to FROM runs WHERE run_id = ?;
+-- name: cancel_now
+UPDATE runs
+SET state = 'cancelled', next_seq = next_seq + 1, cancel_requested = 1, wake_at = NULL,
+    lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
+WHERE run_id = :run_id;
 
--- name: fence_row
--- Read only after a fenced write matched nothing, to say why.
-SELECT state, lease_owner, lease_token, lease_expires_at, next_seq FROM runs WHERE run_id = ?;
+-- name: cancel_request
+UPDATE runs
+SET cancel_requested = 1, wake_at = min(coalesce(wake_at, :now), :now), updated_at = :now
+WHERE run_id = :run_id;
 
--- name: consume_signal
-UPDATE signals SET consumed_seq = :seq
-WHERE id = :id AND run_id = :run_id AND consumed_seq IS NULL;
+-- name: save_snapshot
+-- The latest per run, replaced in place (after the fence check, in the same transaction).
+INSERT INTO snapshots (run_id, upto_seq, version, format, data, created_at)
+VALUES (:run_id, :upto_seq, :version, :format, :data, :now)
+ON CONFLICT (run_id) DO UPDATE SET
+    upto_seq = excluded.upto_seq, version = excluded.version, format = excluded.format,
+    data = excluded.data, created_at = excluded.created_at;
+
+-- name: load_snapshot
+SELECT * FROM snapshots WHERE run_id = ?;
+
+-- Signals (mailbox.py) ------------------------------------------------------------------
 
 -- name: wake_for_signal
 -- Commit before wake: the run becomes due in the same transaction as the signal.
@@ -209,9 +173,6 @@ SELECT 1 FROM signals
 WHERE delivery_id = :delivery_id
   AND chain_id = (SELECT coalesce(chain_id, run_id) FROM runs WHERE run_id = :run_id);
 
--- name: run_state
-SELECT state FROM runs WHERE run_id = ?;
-
 -- name: insert_signal
 INSERT INTO signals (run_id, name, payload, created_at, delivery_id, chain_id)
 VALUES (:run_id, :name, :payload, :now, :delivery_id,
@@ -219,38 +180,12 @@ VALUES (:run_id, :name, :payload, :now, :delivery_id,
              THEN (SELECT coalesce(chain_id, run_id) FROM runs WHERE run_id = :run_id) END);
 
 -- name: next_signal
-SELECT id, run_id, name, payload, created_at FROM signals
+SELECT * FROM signals
 WHERE run_id = ? AND name = ? AND consumed_seq IS NULL
 ORDER BY id LIMIT 1;
 
--- name: cancel_row
-SELECT state, lease_expires_at, next_seq FROM runs WHERE run_id = ?;
-
--- name: cancel_now
-UPDATE runs
-SET state = 'cancelled', next_seq = next_seq + 1, cancel_requested = 1, wake_at = NULL,
-    lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
-WHERE run_id = :run_id;
-
--- name: cancel_request
-UPDATE runs
-SET cancel_requested = 1, wake_at = min(coalesce(wake_at, :now), :now), updated_at = :now
-WHERE run_id = :run_id;
-
--- name: data_version
-PRAGMA data_version;
-
--- name: get_idempotent
-SELECT result FROM idempotency_keys WHERE scope = ? AND key = ?;
-
--- name: put_idempotent
--- Keeps the first committed result; the caller then reads what is stored.
-INSERT INTO idempotency_keys (scope, key, result, created_at) VALUES (?, ?, ?, ?)
-ON CONFLICT (scope, key) DO NOTHING;
-
--- Dispatched steps. Task rows are always selected in TaskRecord field order
--- (see _sql.task_record). Task fences: the task leased to the owner at the
--- attempt, its lease unexpired; zero rows means the fence failed.
+-- Dispatched steps (tasks.py). Task fences: the task leased to the owner at
+-- the attempt, its lease unexpired; zero rows means the fence failed.
 
 -- name: insert_task
 INSERT INTO tasks (run_id, command, step, queue, priority, args, attempt, max_attempts, state,
@@ -260,9 +195,7 @@ VALUES (:run_id, :command, :step, :queue, :priority, :args, 1, :max_attempts, 'a
 RETURNING task_id;
 
 -- name: get_task
-SELECT task_id, run_id, command, step, queue, priority, args, attempt, max_attempts, state,
-       available_at, lease_owner, lease_expires_at, result, error, created_at
-FROM tasks WHERE run_id = ? AND command = ?;
+SELECT * FROM tasks WHERE run_id = ? AND command = ?;
 
 -- name: task_candidates
 -- Read first, on the reader: whether a claim has anything to do at all (a
@@ -274,7 +207,8 @@ SELECT EXISTS (SELECT 1 FROM tasks WHERE state = 'leased' AND lease_expires_at <
                  AND queue NOT IN (
                      SELECT q.queue FROM queues q
                      WHERE q.concurrency <= (SELECT count(*) FROM tasks l
-                                             WHERE l.queue = q.queue AND l.state = 'leased')));
+                                             WHERE l.queue = q.queue AND l.state = 'leased')))
+    AS found;
 
 -- name: sweep_tasks
 -- An expired task lease consumes its attempt: available again at once at the
@@ -331,8 +265,7 @@ WITH room AS (
 )
 UPDATE tasks SET state = 'leased', lease_owner = :owner, lease_expires_at = :expires_at
 WHERE task_id IN (SELECT task_id FROM ranked WHERE free IS NULL OR n <= free)
-RETURNING task_id, run_id, command, step, queue, priority, args, attempt, max_attempts, state,
-          available_at, lease_owner, lease_expires_at, result, error, created_at;
+RETURNING *;
 
 -- name: set_queue_limit
 INSERT INTO queues (queue, concurrency) VALUES (:queue, :concurrency)
@@ -350,12 +283,13 @@ WITH open AS (
     FROM tasks WHERE state IN ('available', 'leased')
     GROUP BY queue
 )
-SELECT q.queue, q.concurrency, coalesce(o.available, 0), coalesce(o.leased, 0)
+SELECT q.queue AS queue, q.concurrency AS concurrency,
+       coalesce(o.available, 0) AS available, coalesce(o.leased, 0) AS leased
 FROM queues q LEFT JOIN open o ON o.queue = q.queue
 UNION ALL
 SELECT o.queue, NULL, o.available, o.leased
 FROM open o WHERE o.queue NOT IN (SELECT queue FROM queues)
-ORDER BY 1;
+ORDER BY queue;
 
 -- name: renew_task_lease
 UPDATE tasks SET lease_expires_at = :expires_at
@@ -367,7 +301,7 @@ RETURNING task_id;
 UPDATE tasks SET state = 'completed', result = :result, lease_owner = NULL, lease_expires_at = NULL
 WHERE task_id = :task_id AND lease_owner = :owner AND attempt = :attempt
   AND state = 'leased' AND lease_expires_at >= :now
-RETURNING run_id;
+RETURNING run_id, state;
 
 -- name: fail_task
 -- With retry_at and an attempt left: available again from retry_at at the
@@ -388,7 +322,17 @@ RETURNING run_id, state;
 -- Read only after a fenced task write matched nothing, to say why.
 SELECT run_id, state, lease_owner, attempt, lease_expires_at FROM tasks WHERE task_id = ?;
 
--- Schedules. Rows are selected in ScheduleRecord field order (see _sql.schedule_record).
+-- Idempotency keys (keys.py) ------------------------------------------------------------
+
+-- name: get_idempotent
+SELECT result FROM idempotency_keys WHERE scope = ? AND key = ?;
+
+-- name: put_idempotent
+-- Keeps the first committed result; the caller then reads what is stored.
+INSERT INTO idempotency_keys (scope, key, result, created_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (scope, key) DO NOTHING;
+
+-- Schedules (schedules.py) --------------------------------------------------------------
 
 -- name: insert_schedule
 -- Returns the row only when it was inserted (an existing id is an error).
@@ -397,20 +341,13 @@ INSERT INTO schedules (schedule_id, workflow, input, cron, at, timezone, next_fi
 VALUES (:schedule_id, :workflow, :input, :cron, :at, :timezone, :next_fire_at, :overlap,
         :catchup_window, :now, :now)
 ON CONFLICT (schedule_id) DO NOTHING
-RETURNING schedule_id, workflow, input, cron, at, timezone, next_fire_at, paused, overlap,
-          catchup_window, last_fire_at, last_run_id, created_at, updated_at;
+RETURNING *;
 
 -- name: get_schedule
-SELECT schedule_id, workflow, input, cron, at, timezone, next_fire_at, paused, overlap,
-       catchup_window, last_fire_at, last_run_id, created_at, updated_at
-FROM schedules WHERE schedule_id = ?;
+SELECT * FROM schedules WHERE schedule_id = ?;
 
 -- name: list_schedules
-SELECT schedule_id, workflow, input, cron, at, timezone, next_fire_at, paused, overlap,
-       catchup_window, last_fire_at, last_run_id, created_at, updated_at
-FROM schedules
-WHERE :workflow IS NULL OR workflow = :workflow
-ORDER BY schedule_id;
+SELECT * FROM schedules WHERE :workflow IS NULL OR workflow = :workflow ORDER BY schedule_id;
 
 -- name: pause_schedule
 UPDATE schedules SET paused = 1, updated_at = :now
@@ -422,20 +359,18 @@ UPDATE schedules SET paused = 0, next_fire_at = :next_fire_at, updated_at = :now
 WHERE schedule_id = :schedule_id AND paused = 1;
 
 -- name: delete_schedule
-DELETE FROM schedules WHERE schedule_id = ?;
+DELETE FROM schedules WHERE schedule_id = :schedule_id;
 
 -- name: due_schedules
 -- Walks schedules_due: active schedules of the caller's workflows, earliest first.
-SELECT schedule_id, workflow, input, cron, at, timezone, next_fire_at, paused, overlap,
-       catchup_window, last_fire_at, last_run_id, created_at, updated_at
-FROM schedules
+SELECT * FROM schedules
 WHERE paused = 0 AND next_fire_at IS NOT NULL AND next_fire_at <= :now
   AND workflow IN (SELECT value FROM json_each(:workflows))
 ORDER BY next_fire_at, schedule_id
 LIMIT :limit;
 
 -- name: next_schedule
-SELECT min(next_fire_at) FROM schedules
+SELECT min(next_fire_at) AS earliest FROM schedules
 WHERE paused = 0 AND next_fire_at IS NOT NULL
   AND workflow IN (SELECT value FROM json_each(:workflows));
 
@@ -454,27 +389,53 @@ WHERE schedule_id = :schedule_id AND paused = 0 AND next_fire_at = :expected
   AND :tick <= :now
 RETURNING schedule_id;
 
--- Journal snapshots: the latest per run, replaced in place (save_snapshot runs
--- the fence check on fence_row first, in the same transaction).
+-- Operator reads (reads.py) -------------------------------------------------------------
 
--- name: save_snapshot
-INSERT INTO snapshots (run_id, upto_seq, version, format, data, created_at)
-VALUES (:run_id, :upto_seq, :version, :format, :data, :now)
-ON CONFLICT (run_id) DO UPDATE SET
-    upto_seq = excluded.upto_seq, version = excluded.version, format = excluded.format,
-    data = excluded.data, created_at = excluded.created_at;
+-- name: get_run
+SELECT * FROM runs WHERE run_id = ?;
 
--- name: load_snapshot
-SELECT run_id, upto_seq, version, format, data, created_at FROM snapshots WHERE run_id = ?;
+-- name: get_runs
+SELECT * FROM runs WHERE run_id IN (SELECT value FROM json_each(?));
 
--- name: drop_open_tasks
--- A run ended: its queued and leased dispatched steps are discarded, so there is
--- nothing left to claim and a task worker's next heartbeat finds its lease gone.
-DELETE FROM tasks WHERE run_id = :run_id AND state IN ('available', 'leased');
+-- name: load_events
+SELECT * FROM events WHERE run_id = ? AND seq > ? ORDER BY seq;
+
+-- name: run_filter
+-- A fragment, included as {run_filter}: the filters of list_runs and count_runs
+-- but the workflow (:states is a JSON array, or NULL for no filter).
+(:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
+  AND (:since IS NULL OR created_at >= :since)
+  AND (:until IS NULL OR created_at < :until)
+  AND (:parent_run_id IS NULL OR parent_run_id = :parent_run_id)
+
+-- name: list_runs
+-- :workflows is a JSON array (runs of any of them) or NULL (no filter).
+SELECT * FROM runs
+WHERE (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
+  AND {run_filter}
+  AND (created_at, run_id) < (:before_created, :before_run_id)
+ORDER BY created_at DESC, run_id DESC
+LIMIT :limit;
+
+-- name: list_runs_by_workflow
+-- One workflow: walks the runs_workflow index.
+SELECT * FROM runs
+WHERE workflow = :workflow AND {run_filter}
+  AND (created_at, run_id) < (:before_created, :before_run_id)
+ORDER BY created_at DESC, run_id DESC
+LIMIT :limit;
+
+-- name: count_runs
+SELECT count(*) AS n FROM runs
+WHERE (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
+  AND {run_filter};
+
+-- Workers: versions and liveness (workers.py) -------------------------------------------
 
 -- name: leased_owners
 -- Owners of live leases: the workers whose liveness a sweep probes (see liveness.py).
-SELECT DISTINCT lease_owner FROM runs WHERE state = 'running' AND lease_expires_at >= :now;
+SELECT DISTINCT lease_owner FROM runs
+WHERE state = 'running' AND lease_expires_at >= :now AND lease_owner IS NOT NULL;
 
 -- name: expire_owner_leases
 -- A dead owner's leases expire now; the next claim takes each under a larger
@@ -498,7 +459,4 @@ DELETE FROM worker_versions WHERE last_seen < :before;
 DELETE FROM worker_versions WHERE worker = :worker;
 
 -- name: list_versions
-SELECT workflow, version, worker, host, pid, first_seen, last_seen, live_until
-FROM worker_versions
-WHERE live_until >= :since
-ORDER BY workflow, version, worker;
+SELECT * FROM worker_versions WHERE live_until >= :since ORDER BY workflow, version, worker;

@@ -32,7 +32,15 @@ from keel.core.events import (
 from keel.core.states import RunState
 from keel.errors import KeelError
 from keel.store.base import NewEvent, NewRun, RunRecord
-from keel.worker.actions import Action, Commit, Continue, Finish, RecordEvent, Suspend
+from keel.worker.actions import (
+    Action,
+    Commit,
+    Continue,
+    Finish,
+    RecordEvent,
+    ReportFailed,
+    Suspend,
+)
 
 
 def plan_end(
@@ -55,7 +63,8 @@ def plan_end(
     """
     if outcome.status != "cancelled" and open_children:
         if not cancel_requested:
-            return [Suspend(children=frozenset(open_children), cancel_delivered=cancel_delivered)]
+            waiting = frozenset(open_children)
+            return [Suspend(None, wake_on_children=waiting, cancel_delivered=cancel_delivered)]
         outcome = Outcome("cancelled")
     if outcome.status == "continued":
         data = outcome.result if outcome.result is not None else b"{}"
@@ -83,7 +92,7 @@ def plan_end(
         ]
     failure = outcome.error or KeelError("unknown failure")
     event, error = run_failed(failure)
-    return [RecordEvent(None, event), Finish(RunState.FAILED, error=error, failure=failure)]
+    return [RecordEvent(None, event), Finish(RunState.FAILED, error=error), ReportFailed(failure)]
 
 
 def failure(exc: BaseException) -> tuple[NewEvent, Finish]:
@@ -91,7 +100,7 @@ def failure(exc: BaseException) -> tuple[NewEvent, Finish]:
     with ``exc`` outside the workflow's code (nothing to feed the event to)."""
     event, error = run_failed(exc)
     failed = NewEvent(EventType.RUN_FAILED.value, None, encode_data(event))
-    return failed, Finish(RunState.FAILED, error=error, failure=exc)
+    return failed, Finish(RunState.FAILED, error=error)
 
 
 def successor_id(chain_id: str, generation: int) -> str:

@@ -215,8 +215,8 @@ def suspension(
         times.append(due_at)
     return Suspend(
         min(times) if times else None,
-        frozenset(names),
-        frozenset(tasks),
-        frozenset(kids),
-        cancel_delivered,
+        wake_on_signals=frozenset(names),
+        wake_on_tasks=frozenset(tasks),
+        wake_on_children=frozenset(kids),
+        cancel_delivered=cancel_delivered,
     )

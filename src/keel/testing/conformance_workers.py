@@ -8,11 +8,13 @@ from typing import Any
 import pytest
 
 from keel.errors import ConfigurationError
-from keel.store.base import NewEvent, NewRun, Store
+from keel.store.base import NewEvent, NewRun
+from keel.store.ports import Store
 from keel.testing.conformance_helpers import (
     SHORT_TTL,
     StoreFactory,
     get,
+    leased,
     run_with_store,
     wait_until_past,
 )
@@ -23,12 +25,12 @@ def _run(run_id: str, workflow: str, version: str) -> NewRun:
 
 
 async def _claim(store: Store, versions: Any, owner: str = "w2") -> list[str]:
-    claimed = await store.claim_runs(owner, limit=100, ttl=30.0, versions=versions)
+    claimed = await store.runs.claim(owner, limit=100, ttl=30.0, versions=versions)
     return sorted(c.lease.run_id for c in claimed)
 
 
 async def _register(store: Store, worker: str, pairs: Any, live_for: float = 30.0) -> None:
-    await store.register_versions(worker, pairs, host="h", pid=7, live_for=live_for)
+    await store.workers.register_versions(worker, pairs, host="h", pid=7, live_for=live_for)
 
 
 class VersionConformance:
@@ -44,7 +46,7 @@ class VersionConformance:
                 ("b1", "b", "v1"),
                 ("c1", "c", "v1"),
             ]:
-                await store.create_run(_run(run_id, wf, version))
+                await store.runs.create(_run(run_id, wf, version))
             assert await _claim(store, [("a", "v2"), ("b", "v1")]) == ["a2", "b1"]
             # Same version string, other workflow: not a match.
             assert await _claim(store, {("a", "v9"), ("c", "v2")}) == []
@@ -57,7 +59,7 @@ class VersionConformance:
 
     def test_claim_filters_runs_whose_lease_expired(self, store_factory: StoreFactory) -> None:
         async def body(store: Store) -> None:
-            _, lease, _ = await store.create_run(
+            _, lease, _ = await store.runs.create(
                 _run("r1", "a", "v1"), lease_owner="w1", lease_ttl=SHORT_TTL
             )
             assert lease is not None
@@ -76,9 +78,9 @@ class VersionConformance:
 
         async def body(store: Store) -> None:
             for i in range(5):
-                await store.create_run(_run(f"old{i}", "a", "v1"))
-            await store.create_run(_run("new", "a", "v2"))
-            claimed = await store.claim_runs("w2", limit=2, ttl=30.0, versions=[("a", "v2")])
+                await store.runs.create(_run(f"old{i}", "a", "v1"))
+            await store.runs.create(_run("new", "a", "v2"))
+            claimed = await store.runs.claim("w2", limit=2, ttl=30.0, versions=[("a", "v2")])
             assert [c.lease.run_id for c in claimed] == ["new"]
 
         run_with_store(store_factory, body)
@@ -88,9 +90,9 @@ class VersionConformance:
         self, store_factory: StoreFactory, versions: Any
     ) -> None:
         async def body(store: Store) -> None:
-            await store.create_run(_run("r1", "a", "v1"))
+            await store.runs.create(_run("r1", "a", "v1"))
             with pytest.raises(TypeError, match="versions"):
-                await store.claim_runs("w2", limit=1, ttl=30.0, versions=versions)
+                await store.runs.claim("w2", limit=1, ttl=30.0, versions=versions)
             assert (await get(store, "r1")).lease_owner is None
 
         run_with_store(store_factory, body)
@@ -99,11 +101,11 @@ class VersionConformance:
         self, store_factory: StoreFactory
     ) -> None:
         async def body(store: Store) -> None:
-            assert await store.list_versions() == []
+            assert await store.workers.list_versions() == []
             before = await store.now()
             await _register(store, "w1", [("a", "v1"), ("b", "v1")])
             await _register(store, "w2", [("a", "v2")])
-            rows = await store.list_versions()
+            rows = await store.workers.list_versions()
             assert [(v.workflow, v.version, v.worker) for v in rows] == [
                 ("a", "v1", "w1"),
                 ("a", "v2", "w2"),
@@ -115,7 +117,7 @@ class VersionConformance:
             assert first.live_until == pytest.approx(first.last_seen + 30.0)
             await wait_until_past(store, first.last_seen)
             await _register(store, "w1", [("a", "v1")])  # a refresh keeps first_seen
-            again = (await store.list_versions())[0]
+            again = (await store.workers.list_versions())[0]
             assert again.first_seen == first.first_seen and again.last_seen > first.last_seen
 
         run_with_store(store_factory, body)
@@ -124,10 +126,15 @@ class VersionConformance:
         async def body(store: Store) -> None:
             await _register(store, "dead", [("a", "v1")], live_for=SHORT_TTL)
             await _register(store, "alive", [("a", "v2")])
-            [dead] = [v for v in await store.list_versions(live=False) if v.worker == "dead"]
+            [dead] = [
+                v for v in await store.workers.list_versions(live=False) if v.worker == "dead"
+            ]
             await wait_until_past(store, dead.live_until)
-            assert [v.worker for v in await store.list_versions()] == ["alive"]
-            assert [v.worker for v in await store.list_versions(live=False)] == ["dead", "alive"]
+            assert [v.worker for v in await store.workers.list_versions()] == ["alive"]
+            assert [v.worker for v in await store.workers.list_versions(live=False)] == [
+                "dead",
+                "alive",
+            ]
 
         run_with_store(store_factory, body)
 
@@ -135,9 +142,9 @@ class VersionConformance:
         async def body(store: Store) -> None:
             await _register(store, "w1", [("a", "v1")])
             await _register(store, "w2", [("a", "v1")])
-            await store.forget_versions("w1")
-            await store.forget_versions("nobody")
-            assert [v.worker for v in await store.list_versions(live=False)] == ["w2"]
+            await store.workers.forget_versions("w1")
+            await store.workers.forget_versions("nobody")
+            assert [v.worker for v in await store.workers.list_versions(live=False)] == ["w2"]
 
         run_with_store(store_factory, body)
 
@@ -166,7 +173,25 @@ class VersionConformance:
             } | kwargs
             worker, versions = args.pop("worker"), args.pop("versions")
             with pytest.raises(error):
-                await store.register_versions(worker, versions, **args)
-            assert await store.list_versions(live=False) == []
+                await store.workers.register_versions(worker, versions, **args)
+            assert await store.workers.list_versions(live=False) == []
+
+        run_with_store(store_factory, body)
+
+    def test_liveness_locks_where_the_backend_has_them(self, store_factory: StoreFactory) -> None:
+        async def body(store: Store) -> None:
+            lease = await leased(store, "r1", "w1")
+            lock = await store.workers.hold_liveness("w1")
+            try:
+                assert lock is None or lock.held  # None: this backend has no such locks
+                # Its owner is alive: nothing is expired early.
+                assert await store.workers.expire_dead_owners() == 0
+            finally:
+                if lock is not None:
+                    await lock.release()
+                    await lock.release()  # idempotent
+            # Released on stopping: the owner is not judged dead either.
+            assert await store.workers.expire_dead_owners() == 0
+            assert (await get(store, "r1")).lease_expires_at == lease.expires_at
 
         run_with_store(store_factory, body)

@@ -1,0 +1,49 @@
+"""The in-memory store's operator reads (:class:`~keel.store.ports.OperatorReads`)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Unpack
+
+from keel.store._checks import check_limit, decode_cursor, page_of, where_filter
+from keel.store.base import EventRecord, RunPage, RunRecord, RunWhere
+from keel.store.memory.tables import Tables
+
+
+class MemoryReads:
+    """Runs, pages and counts of runs, and journals, over the store's :class:`Tables`."""
+
+    def __init__(self, tables: Tables) -> None:
+        self._t = tables
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        with self._t.transaction():
+            return self._t.runs.get(run_id)
+
+    async def get_runs(self, run_ids: Collection[str]) -> dict[str, RunRecord]:
+        with self._t.transaction():
+            return {i: self._t.runs[i] for i in run_ids if i in self._t.runs}
+
+    async def list_runs(
+        self, *, limit: int = 50, cursor: str | None = None, **where: Unpack[RunWhere]
+    ) -> RunPage:
+        check_limit(limit)
+        selected = where_filter(where)
+        before = decode_cursor(cursor) if cursor else None
+        with self._t.transaction():
+            runs = [
+                r
+                for r in self._t.runs.values()
+                if selected.matches(r) and (before is None or (r.created_at, r.run_id) < before)
+            ]
+        runs.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
+        return page_of(runs[: limit + 1], limit)
+
+    async def count_runs(self, **where: Unpack[RunWhere]) -> int:
+        selected = where_filter(where)
+        with self._t.transaction():
+            return sum(1 for r in self._t.runs.values() if selected.matches(r))
+
+    async def history(self, run_id: str, *, after_seq: int = -1) -> list[EventRecord]:
+        with self._t.transaction():
+            return [e for e in self._t.events.get(run_id, ()) if e.seq > after_seq]

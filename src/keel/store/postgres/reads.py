@@ -1,0 +1,77 @@
+"""Operator reads on PostgreSQL: runs, pages and counts of runs, journals
+(:class:`~keel.store.ports.OperatorReads`)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any, Unpack
+
+from keel.store._checks import check_limit, decode_cursor, page_of, where_filter
+from keel.store.base import EventRecord, RunFilter, RunPage, RunRecord, RunWhere
+from keel.store.postgres._sql import DICT, EVENT, RUN, Q
+from keel.store.postgres.database import PgDatabase
+
+
+@dataclass
+class PgReads:
+    """Reads for people and tools, in a :class:`PgDatabase`."""
+
+    db: PgDatabase
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        return await fetch_run(self.db, run_id)
+
+    async def get_runs(self, run_ids: Collection[str]) -> dict[str, RunRecord]:
+        return await fetch_runs(self.db, run_ids) if run_ids else {}
+
+    async def list_runs(
+        self, *, limit: int = 50, cursor: str | None = None, **where: Unpack[RunWhere]
+    ) -> RunPage:
+        check_limit(limit)
+        selected = where_filter(where)
+        before = decode_cursor(cursor) if cursor else (math.inf, "")
+        params = _filter(selected) | {
+            "before_created": before[0],
+            "before_run_id": before[1],
+            "limit": limit + 1,  # one more tells whether another page exists
+        }
+        if len(selected.workflows) == 1:  # walks the runs_workflow index
+            params |= {"workflow": selected.workflows[0], "workflows": None}
+            query = Q.sql("list_runs", "one_workflow")
+        else:
+            query = Q["list_runs"]
+        return page_of(await self.db.fetch(query, params, RUN), limit)
+
+    async def count_runs(self, **where: Unpack[RunWhere]) -> int:
+        rows = await self.db.fetch(Q["count_runs"], _filter(where_filter(where)), DICT)
+        return int(rows[0]["n"])
+
+    async def history(self, run_id: str, *, after_seq: int = -1) -> list[EventRecord]:
+        params = {"run_id": run_id, "after_seq": after_seq}
+        return await self.db.fetch(Q["load_events"], params, EVENT)
+
+
+async def fetch_run(db: PgDatabase, run_id: str) -> RunRecord | None:
+    """The row of run ``run_id``, if it exists."""
+    rows: list[RunRecord] = await db.fetch(Q.sql("get_runs", "one"), {"run_id": run_id}, RUN)
+    return rows[0] if rows else None
+
+
+async def fetch_runs(db: PgDatabase, run_ids: Collection[str]) -> dict[str, RunRecord]:
+    """The rows of those of ``run_ids`` that exist, by run id."""
+    params = {"run_ids": sorted(set(run_ids))}
+    rows: list[RunRecord] = await db.fetch(Q.sql("get_runs", "many"), params, RUN)
+    return {run.run_id: run for run in rows}
+
+
+def _filter(where: RunFilter) -> dict[str, Any]:
+    """The parameters of the ``run_filter`` piece."""
+    return {
+        "workflows": list(where.workflows) or None,
+        "states": [str(s) for s in where.states] or None,
+        "since": where.since,
+        "until": where.until,
+        "parent_run_id": where.parent_run_id,
+    }

@@ -1,0 +1,57 @@
+"""Reads for people and tools on SQLite (:class:`keel.store.ports.OperatorReads`),
+served by the reader connection from a WAL snapshot."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from typing import Unpack
+
+from keel.store._checks import keyset, page_of, where_filter
+from keel.store.base import EventRecord, RunFilter, RunPage, RunRecord, RunWhere
+from keel.store.sqlite._db import Capability
+from keel.store.sqlite._rows import event_record, run_record
+from keel.store.sqlite._sql import Q
+
+
+class SQLiteReads(Capability):
+    """:class:`~keel.store.ports.OperatorReads` of :class:`~keel.store.sqlite.store.SQLiteStore`."""
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        return await self._db.read_one(Q["get_run"], (run_id,), run_record)
+
+    async def get_runs(self, run_ids: Collection[str]) -> dict[str, RunRecord]:
+        if not run_ids:
+            return {}
+        ids = json.dumps(sorted(set(run_ids)))
+        runs = await self._db.read_all(Q["get_runs"], (ids,), run_record)
+        return {run.run_id: run for run in runs}
+
+    async def list_runs(
+        self, *, limit: int = 50, cursor: str | None = None, **where: Unpack[RunWhere]
+    ) -> RunPage:
+        filters = where_filter(where)
+        params = _filter_params(filters) | keyset(limit, cursor)
+        query = Q["list_runs_by_workflow"] if len(filters.workflows) == 1 else Q["list_runs"]
+        return page_of(await self._db.read_all(query, params, run_record), limit)
+
+    async def count_runs(self, **where: Unpack[RunWhere]) -> int:
+        params = _filter_params(where_filter(where))
+        return await self._db.read(
+            lambda conn: int(conn.execute(Q["count_runs"], params).fetchone()["n"])
+        )
+
+    async def history(self, run_id: str, *, after_seq: int = -1) -> list[EventRecord]:
+        return await self._db.read_all(Q["load_events"], (run_id, after_seq), event_record)
+
+
+def _filter_params(where: RunFilter) -> dict[str, object]:
+    """The parameters of a :class:`RunFilter` in the list and count queries."""
+    return {
+        "workflow": where.workflows[0] if where.workflows else None,
+        "workflows": json.dumps(where.workflows) if where.workflows else None,
+        "states": json.dumps([str(s) for s in where.states]) if where.states else None,
+        "since": where.since,
+        "until": where.until,
+        "parent_run_id": where.parent_run_id,
+    }
