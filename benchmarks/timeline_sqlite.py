@@ -27,7 +27,8 @@ from bench_sqlite import WORKFLOWS
 
 import keel
 from keel.store.sqlite import SQLiteStore, _threads
-from keel.worker import driver as _driver
+from keel.worker.inflight import Inflight
+from keel.worker.plan import steps
 
 _log: list[tuple[float, str]] = []
 
@@ -61,20 +62,20 @@ def _instrument() -> None:
         return outcomes
 
     _threads.DbThread._write = _write  # type: ignore[method-assign]
-    start = _driver.RunDriver._start_attempt
+    start = Inflight.start_attempt
 
     def _start_attempt(self: Any, cmd: Any, attempt: int) -> None:
         _mark("step task created")
         start(self, cmd, attempt)
 
-    _driver.RunDriver._start_attempt = _start_attempt  # type: ignore[method-assign]
-    record = _driver.RunDriver._record_attempt
+    Inflight.start_attempt = _start_attempt  # type: ignore[method-assign]
+    plan = steps.plan_attempt_ended
 
-    def _record_attempt(self: Any, ex: Any, cmd: Any, item: Any) -> None:
-        _mark("step result recorded")
-        record(self, ex, cmd, item)
+    def _plan_attempt_ended(*args: Any) -> Any:
+        _mark("step result recorded")  # planned here, journaled at once
+        return plan(*args)
 
-    _driver.RunDriver._record_attempt = _record_attempt  # type: ignore[method-assign]
+    steps.plan_attempt_ended = _plan_attempt_ended
 
 
 async def _run(path: Path, n: int, synchronous: str, steps: str) -> list[list[tuple[float, str]]]:

@@ -38,6 +38,7 @@ from keel.core.states import RunState
 from keel.errors import NondeterminismError, RunNotFoundError
 from keel.store.base import EventRecord, RunRecord
 from keel.store.ports import Store
+from keel.worker.replaying import INPUT_OF_WORKFLOW, Replayer, journal_of
 from keel.workflow.definitions import Registry, WorkflowDef, default_registry
 
 __all__ = [
@@ -241,12 +242,9 @@ def check_replay(
     if not journal or journal[0].type is not EventType.RUN_STARTED:
         raise ValueError("a journal starts with its run_started event")
     data = bytes(read(RunStarted, journal[0].data).input)
-    args, kwargs = codec.decode_args(workflow.fn, data, what=f"input of {workflow.name!r}")
-    ex = Execution(
-        run_id, workflow.fn, args, kwargs, journal, _NoLiveValues(), workflow_name=workflow.name
-    )
+    # The worker's own replay: the same decoding of the input, the same execution.
+    ex = Replayer(workflow, run_id, data, _NoLiveValues())(journal)
     try:
-        ex.start()
         return _ending(workflow, ex, journal)
     finally:
         # Unwind the workflow coroutine (its finally blocks run) whatever happened.
@@ -402,13 +400,9 @@ def _failed_before_code(journal: Sequence[JournalEntry]) -> bool:
     if len(journal) != 2 or journal[-1].type is not EventType.RUN_FAILED:
         return False
     error = read(RunFailed, journal[-1].data).error
-    return error.get("type") == "keel.errors.SerializationError" and _INPUT_OF_WORKFLOW in str(
+    return error.get("type") == "keel.errors.SerializationError" and INPUT_OF_WORKFLOW in str(
         error.get("message", "")
     )
-
-
-# What the worker's decoding of a run's input names (see worker/driver.py, _build).
-_INPUT_OF_WORKFLOW = "input of workflow "
 
 
 def _failed_at_replay(journal: Sequence[JournalEntry]) -> bool:
@@ -470,7 +464,7 @@ async def check_runs(
 async def _check_run(store: Store, run: RunRecord, registry: Registry | None) -> JournalVerdict:
     records = await store.reads.history(run.run_id)
     try:
-        journal = [JournalEntry(r.seq, EventType(r.type), r.command, r.data) for r in records]
+        journal = journal_of(records)
     except ValueError as exc:  # written by a newer Keel
         return JournalVerdict(
             run.run_id, run.workflow, "diverged", events=len(records), message=str(exc)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from keel.worker.continue_as_new import successor_id
+from keel.worker.plan.ending import successor_id
 from tests.acceptance.apps import flows
 from tests.acceptance.harness import Harness, step_completions
 from tests.pg import pg_url, postgres_server  # noqa: F401  (fixtures)

@@ -16,7 +16,7 @@ from keel.errors import LeaseLostError
 from keel.replay import check_journal
 from keel.store.base import Lease
 from keel.store.ports import Committed, Continue, Turn
-from keel.worker.continue_as_new import successor_id
+from keel.worker.plan.ending import successor_id
 from tests.integration._support import wait_state, wait_until
 
 calls: Counter[str] = Counter()

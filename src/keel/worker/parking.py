@@ -1,12 +1,13 @@
-"""Parking: a worker that lacks a run's workflow version releases the run untouched."""
+"""Parking: a worker that lacks a run's workflow version releases the run
+untouched (:meth:`keel.worker.effects.RunEffects.release`); any worker may try
+it again ``park_delay`` seconds later, and one that has its version finishes it."""
 
 from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING
 
-from keel.store.base import Lease, RunRecord
-from keel.store.ports import Suspend, Turn
+from keel.store.base import RunRecord
 
 if TYPE_CHECKING:
     from keel.worker.worker import Worker
@@ -14,18 +15,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("keel.worker")
 
 
-async def park(worker: Worker, lease: Lease, run: RunRecord) -> None:
-    """Release ``run`` without journaling anything; any worker may try it again
-    ``worker.park_delay`` seconds later (one that has its version finishes it)."""
-    delay = worker.park_delay
-    # cancel_delivered: this worker cannot deliver a pending cancel request
-    # either, so it must not make the run due at once again.
-    await worker.store.runs.commit(
-        lease,
-        Turn(
-            run.next_seq, [], end=Suspend(await worker.store.now() + delay, cancel_delivered=True)
-        ),
-    )
+def report_parked(worker: Worker, run: RunRecord) -> None:
+    """Say why ``run`` was parked: once per missing version and worker as a
+    WARNING (a parked run comes back), then at DEBUG."""
     name, version = run.workflow, run.version
     loaded = ", ".join(wf.version for wf in worker.registry.versions(name))
     why = (
@@ -33,8 +25,13 @@ async def park(worker: Worker, lease: Lease, run: RunRecord) -> None:
         if loaded
         else f"workflow {name!r} is not registered here"
     )
-    # Warned once per missing version and worker: a parked run comes back.
     seen = (name, version) in worker.missing_versions
     worker.missing_versions.add((name, version))
     level = logging.DEBUG if seen else logging.WARNING
-    log.log(level, "run %s: %s; parked it (lease released, retried in %gs)", run.run_id, why, delay)
+    log.log(
+        level,
+        "run %s: %s; parked it (lease released, retried in %gs)",
+        run.run_id,
+        why,
+        worker.park_delay,
+    )

@@ -12,18 +12,14 @@ import logging
 from collections.abc import Callable, Mapping
 
 from keel.core import snapshot as sn
-from keel.core.events import EventType
 from keel.core.journal import JournalEntry
 from keel.core.replay import Execution
 from keel.errors import NondeterminismError
-from keel.store.base import EventRecord, Lease, NewSnapshot, RunRecord
+from keel.store.base import Lease, NewSnapshot, RunRecord
 from keel.store.ports import Store
+from keel.worker.replaying import journal_of
 
 log = logging.getLogger("keel.worker")
-
-
-def _entries(records: list[EventRecord]) -> list[JournalEntry]:
-    return [JournalEntry(r.seq, EventType(r.type), r.command, r.data) for r in records]
 
 
 class Snapshots:
@@ -88,13 +84,13 @@ class Snapshots:
             else:
                 tail = await self.store.reads.history(self.run_id, after_seq=snap.upto_seq)
                 self.upto_seq, self.hashes = snap.upto_seq, snap.hashes
-                return [*snap.entries, *_entries(tail)]
+                return [*snap.entries, *journal_of(tail)]
         return await self.full_journal()
 
     async def full_journal(self) -> list[JournalEntry]:
         """The whole journal (and no snapshot in use)."""
         self.upto_seq, self.hashes = -1, {}
-        return _entries(await self.store.reads.history(self.run_id))
+        return journal_of(await self.store.reads.history(self.run_id))
 
     async def maybe_save(self, lease: Lease, ex: Execution) -> None:
         """Write a snapshot of ``ex``'s journal if enough events were journaled

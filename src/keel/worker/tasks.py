@@ -23,7 +23,7 @@ from keel.core import codec
 from keel.errors import ConfigurationError, LeaseLostError, SerializationError, error_info
 from keel.store._checks import check_queue_name
 from keel.store.base import TaskLease, TaskRecord
-from keel.worker.executor import run_attempt
+from keel.worker.step_runner import run_attempt
 from keel.workflow.context import StepInfo, _step_info, discard_attempt
 from keel.workflow.definitions import StepDef, default_registry
 

@@ -16,9 +16,10 @@ from keel.local import Finished
 from keel.store import open_store
 from keel.store.base import Claimed
 from keel.store.ports import LivenessLock, Store, Suspend, Turn
-from keel.worker.children import MAX_CHILD_DEPTH
-from keel.worker.driver import Abandoned, RunDriver
+from keel.worker.driver import RunDriver
+from keel.worker.inflight import Abandoned
 from keel.worker.live import SystemLiveSource
+from keel.worker.plan.children import MAX_CHILD_DEPTH
 from keel.worker.schedules import ScheduleRunner
 from keel.worker.tasks import TaskRunner, queue_limits
 from keel.worker.threads import StepThreads
