@@ -8,11 +8,14 @@ variants asked for with one of those tags keep: see :meth:`Queries.sql`.
 from __future__ import annotations
 
 import dataclasses
+import operator
 import re
+from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any
 
-from psycopg.rows import BaseRowFactory, class_row, dict_row, kwargs_row
+from psycopg import AsyncCursor
+from psycopg.rows import BaseRowFactory, RowMaker, class_row, dict_row, kwargs_row
 
 from keel.core.states import RunState
 from keel.store import base
@@ -126,7 +129,32 @@ def without(row: dict[str, Any], *names: str) -> dict[str, Any]:
 Row = BaseRowFactory[Any]
 DICT: Row = dict_row
 RUN: Row = kwargs_row(run_record)
-EVENT: Row = class_row(base.EventRecord)
+
+
+def record_row(cls: type[Any]) -> Row:
+    """Rows of ``cls`` by column name, like psycopg's ``class_row``, but the names
+    are matched to the fields once per query and each row is built positionally
+    (``class_row`` builds a keyword dict per row: ~10% of loading a long journal).
+    A query that lacks one of the fields falls back to ``class_row``."""
+    fields = [f.name for f in dataclasses.fields(cls)]
+    by_kwargs = class_row(cls)
+
+    def factory(cursor: AsyncCursor[Any]) -> RowMaker[Any]:
+        names = [column.name for column in cursor.description or ()]
+        if not set(fields) <= set(names):
+            return by_kwargs(cursor)
+        if len(fields) == 1:
+            index = names.index(fields[0])
+            return lambda values: cls(values[index])
+        pick: Callable[[Sequence[Any]], tuple[Any, ...]] = operator.itemgetter(
+            *(names.index(name) for name in fields)
+        )
+        return lambda values: cls(*pick(values))
+
+    return factory  # type: ignore[return-value]
+
+
+EVENT: Row = record_row(base.EventRecord)
 SIGNAL: Row = class_row(base.SignalRecord)
 SNAPSHOT: Row = class_row(base.SnapshotRecord)
 TASK: Row = class_row(base.TaskRecord)
