@@ -42,9 +42,12 @@ def die(lock: Any) -> None:
 
 
 async def terminate_session(store: Any, lock: Any) -> None:
+    """End the lock's session and wait until its backend has exited: a bare
+    pg_terminate_backend only signals it, and until it exits it holds the lock."""
     pid = lock._conn.info.backend_pid
     async with await psycopg.AsyncConnection.connect(store.url, autocommit=True) as conn:
-        await conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        cur = await conn.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))
+        assert await cur.fetchone() == (True,), "the backend did not exit within 10 s"
 
 
 async def kill_holder(store: Any, lock: Any) -> None:

@@ -363,7 +363,8 @@ class LivenessLock(Protocol):
         until it is taken again: the worker should not claim meanwhile)."""
 
     async def release(self) -> None:
-        """Give the lock up and unregister the owner. Idempotent."""
+        """Give the lock up and unregister the owner. Idempotent. Closing the store
+        that handed the lock out releases it too."""
 
 
 class WorkerRegistry(Protocol):

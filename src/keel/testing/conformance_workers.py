@@ -195,3 +195,23 @@ class VersionConformance:
             assert (await get(store, "r1")).lease_expires_at == lease.expires_at
 
         run_with_store(store_factory, body)
+
+    def test_closing_the_store_releases_its_liveness_locks(
+        self, store_factory: StoreFactory
+    ) -> None:
+        """A lock left held when its store closes is released with it (its session
+        or file is not leaked), so the owner can take it again at once."""
+
+        async def body(store: Store) -> None:
+            lock = await store.workers.hold_liveness("w1")
+            if lock is None:
+                return  # this backend has no such locks
+            await store.close()
+            assert not lock.held
+            await lock.release()  # still idempotent
+            await store.open()
+            again = await store.workers.hold_liveness("w1")
+            assert again is not None and again.held
+            await again.release()
+
+        run_with_store(store_factory, body)

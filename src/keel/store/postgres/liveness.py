@@ -71,6 +71,11 @@ class PgLivenessLock:
     def held(self) -> bool:
         return self._held
 
+    @property
+    def released(self) -> bool:
+        """Whether :meth:`release` ran (a lost session is not released: it is retaken)."""
+        return self._task.done() and self._conn is None
+
     async def release(self) -> None:
         task, conn = self._task, self._conn
         if task.done() and conn is None:

@@ -98,7 +98,8 @@ class PostgresStore:
         self.schedules: ports.Schedules = PgSchedules(self.db)
         self.reads: ports.OperatorReads = PgReads(self.db)
         self.changes: ports.ChangeFeed = PgChanges(self.db)
-        self.workers: ports.WorkerRegistry = PgWorkers(self.db)
+        self._workers = PgWorkers(self.db)
+        self.workers: ports.WorkerRegistry = self._workers
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.db.target!r}, schema={self.schema!r})"
@@ -121,7 +122,9 @@ class PostgresStore:
         await self.db.open(auto_migrate=self.auto_migrate)
 
     async def close(self) -> None:
-        """Stop the listener and close every connection. Idempotent."""
+        """Release the liveness locks this store handed out, stop the listener and
+        close every connection. Idempotent."""
+        await self._workers.release_locks()
         await self.db.close()
 
     async def now(self) -> float:

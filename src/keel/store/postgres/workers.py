@@ -4,7 +4,7 @@ each worker runs, and liveness by session-level advisory locks (liveness.py)."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from keel.store._checks import VERSION_ROWS_KEPT, check_registration, check_versions
 from keel.store.base import VersionPairs, WorkerVersion
@@ -27,6 +27,13 @@ class PgWorkers:
     """Workers' ``(workflow, version)`` pairs and liveness locks, in a :class:`PgDatabase`."""
 
     db: PgDatabase
+    _locks: list[PgLivenessLock] = field(default_factory=list)  # handed out; released on close
+
+    async def release_locks(self) -> None:
+        """Release every liveness lock this store handed out (on closing it)."""
+        locks, self._locks = self._locks, []
+        for lock in locks:
+            await lock.release()
 
     async def register_versions(
         self, worker: str, versions: VersionPairs, *, host: str, pid: int, live_for: float
@@ -57,7 +64,9 @@ class PgWorkers:
         if conn is None:
             log.warning("liveness lock of %s is held by another session", owner)
             return None
-        return PgLivenessLock(self._connect, owner, key, conn)
+        lock = PgLivenessLock(self._connect, owner, key, conn)
+        self._locks = [held for held in self._locks if not held.released] + [lock]
+        return lock
 
     async def expire_dead_owners(self) -> int:
         params = {"lock_class": LIVENESS_CLASS, "channel": self.db.channel}

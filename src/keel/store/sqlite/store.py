@@ -70,7 +70,8 @@ class SQLiteStore:
         self.schedules: ports.Schedules = SQLiteSchedules(self.db)
         self.reads: ports.OperatorReads = SQLiteReads(self.db)
         self.changes: ports.ChangeFeed = SQLiteChanges(self.db)
-        self.workers: ports.WorkerRegistry = SQLiteWorkers(self.db)
+        self._workers = SQLiteWorkers(self.db)
+        self.workers: ports.WorkerRegistry = self._workers
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r}, synchronous={self.synchronous!r})"
@@ -80,7 +81,9 @@ class SQLiteStore:
         await self.db.open()
 
     async def close(self) -> None:
-        """Finish queued writes, close every connection and stop the threads. Idempotent."""
+        """Finish queued writes, release the liveness locks this store handed out,
+        close every connection and stop the threads. Idempotent."""
+        await self._workers.release_locks()
         await self.db.close()
 
     async def now(self) -> float:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from keel.store._checks import VERSION_ROWS_KEPT, check_registration, check_versions
 from keel.store.base import VersionPairs, WorkerVersion
-from keel.store.sqlite._db import Capability
+from keel.store.sqlite._db import Capability, Database
 from keel.store.sqlite._rows import worker_version
 from keel.store.sqlite._sql import Q
 from keel.store.sqlite.liveness import (
@@ -34,6 +34,16 @@ log = logging.getLogger("keel.store.sqlite")
 class SQLiteWorkers(Capability):
     """:class:`~keel.store.ports.WorkerRegistry` of
     :class:`~keel.store.sqlite.store.SQLiteStore`."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self._locks: list[FileLivenessLock] = []  # handed out; released on close
+
+    async def release_locks(self) -> None:
+        """Release every liveness lock this store handed out (on closing it)."""
+        locks, self._locks = self._locks, []
+        for lock in locks:
+            await lock.release()
 
     async def register_versions(
         self, worker: str, versions: VersionPairs, *, host: str, pid: int, live_for: float
@@ -74,7 +84,9 @@ class SQLiteWorkers(Capability):
         # The files of workers that died holding no lease are found by no sweep.
         await self.expire_dead_owners()
         remove_unleased(folder, set(await self._leased_owners()))
-        return FileLivenessLock(path, fd)
+        lock = FileLivenessLock(path, fd)
+        self._locks = [held for held in self._locks if held.held] + [lock]
+        return lock
 
     async def expire_dead_owners(self) -> int:
         if sys.platform == "win32":
