@@ -90,13 +90,31 @@ RULES = [
             "keel.testing",
             "keel.replay",
             "keel.schedules",
+            "keel.observe",
         ],
     ),
-    ("keel.store", ["keel.worker", "keel.client", "keel.workflow", "keel.cli", "keel.replay"]),
+    (
+        "keel.store",
+        ["keel.worker", "keel.client", "keel.workflow", "keel.cli", "keel.replay", "keel.observe"],
+    ),
     ("keel.workflow", ["keel.worker", "keel.client", "keel.cli", "keel.store", "keel.replay"]),
     ("keel.client", ["keel.worker", "keel.cli", "keel.testing"]),
     ("keel.worker", ["keel.cli", "keel.testing", "keel.replay"]),
     ("keel.replay", ["keel.cli", "keel.testing"]),
+    # Observability sits beside the store: the worker and the client call its
+    # hooks, the CLI and the dashboard serve its endpoints.
+    (
+        "keel.observe",
+        [
+            "keel.worker",
+            "keel.client",
+            "keel.workflow",
+            "keel.cli",
+            "keel.testing",
+            "keel.replay",
+            "keel.schedules",
+        ],
+    ),
 ]
 
 

@@ -97,6 +97,26 @@ class Lease:
 
 
 @dataclass(frozen=True, slots=True)
+class RunStats:
+    """What metrics and health checks read of the runs table, at one moment.
+
+    ``by_state``: how many runs are in each state (every state, 0 when none).
+    ``oldest_due_at``: when the runnable run that has waited longest became
+    due (a pending or suspended run's ``wake_at``, a running run's expired
+    lease), ``None`` when none is due. ``now``: the store clock it was read at.
+    """
+
+    by_state: dict[RunState, int]
+    oldest_due_at: float | None
+    now: float
+
+    @property
+    def oldest_due_age(self) -> float:
+        """Seconds the longest-waiting due run has waited (0 when none is due)."""
+        return 0.0 if self.oldest_due_at is None else max(0.0, self.now - self.oldest_due_at)
+
+
+@dataclass(frozen=True, slots=True)
 class Claimed:
     """A run a worker has just claimed, with the row as it was after the claim."""
 

@@ -56,6 +56,7 @@ from keel.store.base import (
     RenewOutcome,
     RunPage,
     RunRecord,
+    RunStats,
     ScheduleRecord,
     SignalRecord,
     SnapshotRecord,
@@ -338,6 +339,13 @@ class OperatorReads(Protocol):
 
     async def history(self, run_id: str, *, after_seq: int = -1) -> list[EventRecord]:
         """Journal entries with ``seq > after_seq``, in ``seq`` order."""
+
+    async def first_event(self, run_id: str) -> EventRecord | None:
+        """The run's ``run_started`` event (``seq`` 0), or ``None``: one row."""
+
+    async def run_stats(self) -> RunStats:
+        """Runs per state and the oldest due run, read together (for gauges and
+        health checks; counting every row, it is not for a hot path)."""
 
 
 class ChangeFeed(Protocol):

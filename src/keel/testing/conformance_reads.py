@@ -21,11 +21,14 @@ from keel.testing.conformance_helpers import (
     StoreFactory,
     child_run,
     event,
+    expired_lease,
+    finished,
     get,
     leased,
     new_run,
     run_with_store,
     started,
+    suspended,
 )
 
 
@@ -214,5 +217,52 @@ class ReadConformance:
             with pytest.raises(ValueError):
                 await store.reads.list_runs(cursor="not a cursor")
             assert (await store.reads.list_runs(limit=1000)).runs == []
+
+        run_with_store(store_factory, body)
+
+    # -- what metrics and health checks read -------------------------------------
+
+    def test_first_event_is_the_run_started_row(self, store_factory: StoreFactory) -> None:
+        async def body(store: Store) -> None:
+            lease = await leased(store, "r1")
+            await store.runs.commit(lease, Turn(1, [event(1), event(2)]))
+            first = await store.reads.first_event("r1")
+            assert first is not None
+            assert (first.seq, first.type, first.data) == (0, "run_started", b'{"n":1}')
+            assert await store.reads.first_event("missing") is None
+
+        run_with_store(store_factory, body)
+
+    def test_run_stats_counts_states_and_finds_the_oldest_due_run(
+        self, store_factory: StoreFactory
+    ) -> None:
+        async def body(store: Store) -> None:
+            empty = await store.reads.run_stats()
+            assert set(empty.by_state) == set(RunState)
+            assert sum(empty.by_state.values()) == 0
+            assert empty.oldest_due_at is None and empty.oldest_due_age == 0.0
+
+            await store.runs.create(new_run("pending"))  # due at once
+            now = await store.now()
+            await suspended(store, "later", now + 3600)  # not due
+            await finished(store, "done")
+            await leased(store, "held")  # running under a live lease: not due
+            stats = await store.reads.run_stats()
+            assert stats.by_state[RunState.PENDING] == 1
+            assert stats.by_state[RunState.SUSPENDED] == 1
+            assert stats.by_state[RunState.COMPLETED] == 1
+            assert stats.by_state[RunState.RUNNING] == 1
+            assert stats.by_state[RunState.FAILED] == 0
+            pending = await get(store, "pending")
+            assert stats.oldest_due_at == pending.wake_at
+            assert stats.now >= now and stats.oldest_due_age >= 0.0
+
+            # A run whose lease expired is due from its expiry on, and counts
+            # when it became due before the pending one.
+            expired = await expired_lease(store, "orphan")
+            stats = await store.reads.run_stats()
+            assert pending.wake_at is not None
+            assert stats.oldest_due_at == min(expired.expires_at, pending.wake_at)
+            assert stats.by_state[RunState.RUNNING] == 2
 
         run_with_store(store_factory, body)

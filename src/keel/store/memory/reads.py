@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Unpack
 
+from keel.core.states import RunState
 from keel.store._checks import check_limit, decode_cursor, page_of, where_filter
-from keel.store.base import EventRecord, RunPage, RunRecord, RunWhere
+from keel.store.base import EventRecord, RunPage, RunRecord, RunStats, RunWhere
 from keel.store.memory.tables import Tables
 
 
@@ -47,3 +48,22 @@ class MemoryReads:
     async def history(self, run_id: str, *, after_seq: int = -1) -> list[EventRecord]:
         with self._t.transaction():
             return [e for e in self._t.events.get(run_id, ()) if e.seq > after_seq]
+
+    async def first_event(self, run_id: str) -> EventRecord | None:
+        with self._t.transaction():
+            events = self._t.events.get(run_id)
+            return events[0] if events else None
+
+    async def run_stats(self) -> RunStats:
+        by_state = dict.fromkeys(RunState, 0)
+        due: list[float] = []
+        with self._t.transaction() as now:
+            for r in self._t.runs.values():
+                by_state[r.state] += 1
+                waiting = r.state in (RunState.PENDING, RunState.SUSPENDED)
+                if waiting and r.wake_at is not None and r.wake_at <= now:
+                    due.append(r.wake_at)
+                expiry = r.lease_expires_at if r.state is RunState.RUNNING else None
+                if expiry is not None and expiry < now:
+                    due.append(expiry)
+        return RunStats(by_state, min(due, default=None), now)

@@ -80,6 +80,27 @@ SELECT run_id, seq, type, command, data, created_at
 FROM events WHERE run_id = %(run_id)s::text AND seq > %(after_seq)s::bigint
 ORDER BY seq;
 
+-- name: first_event
+SELECT run_id, seq, type, command, data, created_at
+FROM events WHERE run_id = %(run_id)s::text AND seq = 0;
+
+-- name: run_stats
+-- Runs per state, and the earliest moment a run that can be claimed now
+-- became due (each branch walks its partial index, as claim_candidates does),
+-- read in one statement with the clock they were compared with.
+WITH clock AS MATERIALIZED (SELECT extract(epoch FROM clock_timestamp())::float8 AS now),
+due AS (
+    SELECT min(wake_at) AS due FROM runs, clock
+    WHERE state IN ('pending', 'suspended') AND wake_at <= clock.now
+    UNION ALL
+    SELECT min(lease_expires_at) FROM runs, clock
+    WHERE state = 'running' AND lease_expires_at < clock.now
+)
+SELECT clock.now, (SELECT min(due) FROM due) AS oldest_due,
+       counts.state, counts.n
+FROM clock
+LEFT JOIN (SELECT state, count(*) AS n FROM runs GROUP BY state) AS counts ON true;
+
 -- name: new_runs
 -- INSERT INTO runs {new_runs}: the runs of the CTE "born" (NewRun's columns, and
 -- lease_owner, lease_ttl, cancel_requested), pending and due at once, or (with

@@ -8,8 +8,9 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Unpack
 
+from keel.core.states import RunState
 from keel.store._checks import check_limit, decode_cursor, page_of, where_filter
-from keel.store.base import EventRecord, RunFilter, RunPage, RunRecord, RunWhere
+from keel.store.base import EventRecord, RunFilter, RunPage, RunRecord, RunStats, RunWhere
 from keel.store.postgres._sql import DICT, EVENT, RUN, Q
 from keel.store.postgres.database import PgDatabase
 
@@ -51,6 +52,19 @@ class PgReads:
     async def history(self, run_id: str, *, after_seq: int = -1) -> list[EventRecord]:
         params = {"run_id": run_id, "after_seq": after_seq}
         return await self.db.fetch(Q["load_events"], params, EVENT)
+
+    async def first_event(self, run_id: str) -> EventRecord | None:
+        rows: list[EventRecord] = await self.db.fetch(Q["first_event"], {"run_id": run_id}, EVENT)
+        return rows[0] if rows else None
+
+    async def run_stats(self) -> RunStats:
+        rows = await self.db.fetch(Q["run_stats"], {}, DICT)
+        by_state = dict.fromkeys(RunState, 0)
+        for row in rows:
+            if row["state"] is not None:  # no runs at all: one row of NULLs
+                by_state[RunState(row["state"])] = int(row["n"])
+        due = rows[0]["oldest_due"]
+        return RunStats(by_state, None if due is None else float(due), float(rows[0]["now"]))
 
 
 async def fetch_run(db: PgDatabase, run_id: str) -> RunRecord | None:

@@ -400,6 +400,22 @@ SELECT * FROM runs WHERE run_id IN (SELECT value FROM json_each(?));
 -- name: load_events
 SELECT * FROM events WHERE run_id = ? AND seq > ? ORDER BY seq;
 
+-- name: first_event
+SELECT * FROM events WHERE run_id = ? AND seq = 0;
+
+-- name: runs_by_state
+SELECT state, count(*) AS n FROM runs GROUP BY state;
+
+-- name: oldest_due
+-- The earliest moment a run that can be claimed now became due; each branch
+-- walks its partial index (runs_due, runs_lease), as claim_candidates does.
+SELECT min(due) AS due FROM (
+    SELECT min(wake_at) AS due FROM runs
+    WHERE state IN ('pending', 'suspended') AND wake_at <= :now
+    UNION ALL
+    SELECT min(lease_expires_at) AS due FROM runs
+    WHERE state = 'running' AND lease_expires_at < :now);
+
 -- name: run_filter
 -- A fragment, included as {run_filter}: the filters of list_runs and count_runs
 -- but the workflow (:states is a JSON array, or NULL for no filter).

@@ -4,11 +4,13 @@ served by the reader connection from a WAL snapshot."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Collection
 from typing import Unpack
 
+from keel.core.states import RunState
 from keel.store._checks import keyset, page_of, where_filter
-from keel.store.base import EventRecord, RunFilter, RunPage, RunRecord, RunWhere
+from keel.store.base import EventRecord, RunFilter, RunPage, RunRecord, RunStats, RunWhere
 from keel.store.sqlite._db import Capability
 from keel.store.sqlite._rows import event_record, run_record
 from keel.store.sqlite._sql import Q
@@ -43,6 +45,21 @@ class SQLiteReads(Capability):
 
     async def history(self, run_id: str, *, after_seq: int = -1) -> list[EventRecord]:
         return await self._db.read_all(Q["load_events"], (run_id, after_seq), event_record)
+
+    async def first_event(self, run_id: str) -> EventRecord | None:
+        return await self._db.read_one(Q["first_event"], (run_id,), event_record)
+
+    async def run_stats(self) -> RunStats:
+        now = self._db.clock()
+
+        def read(conn: sqlite3.Connection) -> RunStats:
+            by_state = dict.fromkeys(RunState, 0)
+            for row in conn.execute(Q["runs_by_state"]):
+                by_state[RunState(row["state"])] = int(row["n"])
+            due = conn.execute(Q["oldest_due"], {"now": now}).fetchone()["due"]
+            return RunStats(by_state, None if due is None else float(due), now)
+
+        return await self._db.read(read)
 
 
 def _filter_params(where: RunFilter) -> dict[str, object]:

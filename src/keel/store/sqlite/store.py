@@ -8,8 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import keel.store.ports as ports
+import keel.store.sqlite._schema as _schema
 from keel.errors import ConfigurationError
 from keel.store.sqlite._db import Database
+from keel.store.sqlite._sql import latest_version
 from keel.store.sqlite.changes import SQLiteChanges
 from keel.store.sqlite.keys import SQLiteKeys
 from keel.store.sqlite.mailbox import SQLiteMailbox
@@ -89,3 +91,11 @@ class SQLiteStore:
     async def now(self) -> float:
         # One machine shares this clock with every process using the file.
         return self.db.clock()
+
+    #: The schema version this code creates and understands.
+    LATEST_SCHEMA = latest_version()
+
+    async def schema_version(self) -> int:
+        """The file's Keel schema version as it is now (another process may have
+        migrated it since this store opened); see also :attr:`LATEST_SCHEMA`."""
+        return await self.db.read(lambda conn: _schema.schema_version(conn, self.path))

@@ -1,0 +1,244 @@
+"""Keel's metrics, through the OpenTelemetry metrics API, and the Prometheus
+exposition that adds the gauges read from the database.
+
+Two kinds of numbers:
+
+* **Events counted by the process that saw them** (instruments of the meter
+  ``keel``, no-ops until the application, or ``keel worker --metrics-port``,
+  installs an SDK ``MeterProvider``). Summing them over workers is right.
+* **State read from the database at scrape time** (:func:`store_gauges`): runs
+  per state, the oldest due run's age, queue depth, live workers. Read from the
+  one shared database, so several workers never double count them; every
+  scrape of any worker (or the dashboard) gives the same values.
+
+No label carries a run id (one series per run would grow without bound).
+
+==============================  =========  =======================  ===========================
+OpenTelemetry name              type       attributes               Prometheus name (``keel_``)
+==============================  =========  =======================  ===========================
+``keel.runs.ended``             counter    workflow, outcome        runs_ended_total
+``keel.run.duration``           histogram  workflow, outcome        run_duration_seconds
+``keel.step.attempt.duration``  histogram  workflow, step, outcome  step_attempt_duration_seconds
+``keel.step.attempt.failures``  counter    workflow, step           step_attempt_failures_total
+``keel.claim.latency``          histogram  kind (run, task)         claim_latency_seconds
+``keel.queue.wait``             histogram  queue                    queue_wait_seconds
+``keel.lease.losses``           counter    workflow                 lease_losses_total
+``keel.runs.parked``            counter    workflow                 runs_parked_total
+``keel.replay.duration``        histogram  workflow                 replay_duration_seconds
+``keel.worker.slots.used``      up-down    kind (run, task)         worker_slots_used
+==============================  =========  =======================  ===========================
+
+Durations are in seconds.
+
+Read from the database (:func:`store_gauges`): ``keel_runs{state}``,
+``keel_oldest_due_run_age_seconds``, ``keel_queue_depth{queue}``,
+``keel_queue_leased{queue}``, ``keel_workers_live``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Iterable, Mapping
+
+from opentelemetry import metrics
+
+from keel.store.ports import Store
+
+__all__ = [
+    "CONTENT_TYPE",
+    "claimed",
+    "lease_lost",
+    "queue_waited",
+    "render_exposition",
+    "replayed",
+    "run_ended",
+    "run_parked",
+    "slots",
+    "step_attempt_ended",
+    "store_gauges",
+]
+
+#: The content type of the text exposition (Prometheus text format 0.0.4).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Seconds: steps and runs take from milliseconds to days; claims and replays less.
+_LONG = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 86400)
+_SHORT = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+# Created once: a proxy meter delegates to the provider installed later, if any.
+_meter = metrics.get_meter("keel")
+_runs_ended = _meter.create_counter("keel.runs.ended", description="Runs that ended, by outcome")
+_run_duration = _meter.create_histogram(
+    "keel.run.duration",
+    unit="s",
+    description="From a run's creation to its end",
+    explicit_bucket_boundaries_advisory=_LONG,
+)
+_attempt_duration = _meter.create_histogram(
+    "keel.step.attempt.duration",
+    unit="s",
+    description="How long one step attempt ran",
+    explicit_bucket_boundaries_advisory=_LONG,
+)
+_attempt_failures = _meter.create_counter(
+    "keel.step.attempt.failures", description="Step attempts that raised"
+)
+_claim_latency = _meter.create_histogram(
+    "keel.claim.latency",
+    unit="s",
+    description="Round trip of one claim of runs or tasks",
+    explicit_bucket_boundaries_advisory=_SHORT,
+)
+_queue_wait = _meter.create_histogram(
+    "keel.queue.wait",
+    unit="s",
+    description="From a dispatched step's task becoming due to a worker claiming it",
+    explicit_bucket_boundaries_advisory=_LONG,
+)
+_lease_losses = _meter.create_counter(
+    "keel.lease.losses", description="Runs whose lease this worker lost while driving them"
+)
+_parked = _meter.create_counter(
+    "keel.runs.parked", description="Runs released because their workflow version is not here"
+)
+_replay_duration = _meter.create_histogram(
+    "keel.replay.duration",
+    unit="s",
+    description="Replaying a run's journal up to its live tail",
+    explicit_bucket_boundaries_advisory=_SHORT,
+)
+_slots = _meter.create_up_down_counter(
+    "keel.worker.slots.used", description="Runs driven and task attempts running in this process"
+)
+
+
+@functools.lru_cache(maxsize=4096)
+def _attrs(*pairs: str) -> Mapping[str, str]:
+    """One shared attribute mapping per label set (not a new dict per event)."""
+    it = iter(pairs)
+    return dict(zip(it, it, strict=True))
+
+
+def run_ended(workflow: str, outcome: str, seconds: float) -> None:
+    """A run ended as ``outcome`` (completed, failed, cancelled, continued)."""
+    attrs = _attrs("workflow", workflow, "outcome", outcome)
+    _runs_ended.add(1, attrs)
+    _run_duration.record(max(0.0, seconds), attrs)
+
+
+def step_attempt_ended(workflow: str, step: str, seconds: float, ok: bool) -> None:
+    """A step attempt ended (``ok``: it returned)."""
+    attrs = _attrs("workflow", workflow, "step", step, "outcome", "ok" if ok else "error")
+    _attempt_duration.record(seconds, attrs)
+    if not ok:
+        _attempt_failures.add(1, _attrs("workflow", workflow, "step", step))
+
+
+def claimed(kind: str, seconds: float) -> None:
+    """A claim of ``kind`` ("run" or "task") took ``seconds``."""
+    _claim_latency.record(seconds, _attrs("kind", kind))
+
+
+def queue_waited(queue: str, seconds: float) -> None:
+    """A task of ``queue`` waited ``seconds`` from due to claimed."""
+    _queue_wait.record(max(0.0, seconds), _attrs("queue", queue))
+
+
+def lease_lost(workflow: str) -> None:
+    _lease_losses.add(1, _attrs("workflow", workflow))
+
+
+def run_parked(workflow: str) -> None:
+    _parked.add(1, _attrs("workflow", workflow))
+
+
+def replayed(workflow: str, seconds: float) -> None:
+    _replay_duration.record(seconds, _attrs("workflow", workflow))
+
+
+def slots(kind: str, delta: int) -> None:
+    """``delta`` slots of ``kind`` ("run" or "task") taken (positive) or freed."""
+    _slots.add(delta, _attrs("kind", kind))
+
+
+# --- the exposition ---------------------------------------------------------------------
+
+
+async def store_gauges(store: Store) -> bytes:
+    """The gauges read from ``store`` now, in the Prometheus text format.
+
+    Several reads (runs per state counts every row): meant for a scrape every
+    few seconds, not for a hot path.
+    """
+    stats = await store.reads.run_stats()
+    queues = await store.tasks.list_queues()
+    workers = {v.worker for v in await store.workers.list_versions(live=True)}
+    out: list[str] = []
+    _gauge(
+        out,
+        "keel_runs",
+        "Runs in each state",
+        [((("state", str(state)),), n) for state, n in sorted(stats.by_state.items())],
+    )
+    _gauge(
+        out,
+        "keel_oldest_due_run_age_seconds",
+        "How long the run that is due longest has waited to be claimed (0: none due)",
+        [((), stats.oldest_due_age)],
+    )
+    _gauge(
+        out,
+        "keel_queue_depth",
+        "Dispatched steps waiting for a worker, by queue (retries not yet due included)",
+        (((("queue", q.queue),), q.available) for q in queues),
+    )
+    _gauge(
+        out,
+        "keel_queue_leased",
+        "Dispatched steps being run now, by queue",
+        (((("queue", q.queue),), q.leased) for q in queues),
+    )
+    _gauge(out, "keel_workers_live", "Workers alive now", [((), len(workers))])
+    return "".join(out).encode()
+
+
+def process_metrics() -> bytes:
+    """This process's metrics in prometheus_client's default registry (where
+    ``keel worker --metrics-port``, or an application, installed OpenTelemetry's
+    Prometheus reader); empty without prometheus_client."""
+    try:
+        from prometheus_client import REGISTRY, generate_latest
+    except ImportError:
+        return b""
+    return generate_latest(REGISTRY)
+
+
+async def render_exposition(store: Store) -> bytes:
+    """The whole Prometheus text exposition: this process's metrics
+    (:func:`process_metrics`), then the gauges read from ``store``
+    (:func:`store_gauges`). Serve it with :data:`CONTENT_TYPE`."""
+    return process_metrics() + await store_gauges(store)
+
+
+def _gauge(
+    out: list[str],
+    name: str,
+    help: str,
+    samples: Iterable[tuple[tuple[tuple[str, str], ...], float]],
+) -> None:
+    out.append(f"# HELP {name} {help}\n# TYPE {name} gauge\n")
+    for labels, value in samples:
+        shown = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
+        series = f"{name}{{{shown}}}" if shown else name
+        out.append(f"{series} {_number(value)}\n")
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    if isinstance(value, int):
+        return str(value)
+    return repr(float(value)) if math.isfinite(value) else ("+Inf" if value > 0 else "NaN")

@@ -1,0 +1,194 @@
+"""OpenTelemetry spans of Keel's work, through ``opentelemetry-api`` only.
+
+Keel creates spans; an application that wants them installs an SDK (a
+``TracerProvider`` with an exporter). Without one every call here is a no-op,
+and the worker skips what only tracing needs (reading a run's trace context).
+
+Spans (all under the tracer named ``keel``):
+
+========================  =========  =====================================================
+name                      kind       when
+========================  =========  =====================================================
+``keel.start_workflow``   producer   a client starts a run (also the idempotent repeat)
+``keel.run``              consumer   one lease turn: a worker's pass over a run, from its
+                                     claim (replay included) until it suspends, ends,
+                                     or leaves the worker
+``keel.step``             internal   one step attempt run in the worker (``consumer``:
+                                     a dispatched step's attempt on a queue's worker)
+``keel.signal.send``      producer   a client sends a signal
+``keel.child.start``      internal   a run starts child runs (the write that creates them)
+========================  =========  =====================================================
+
+Attributes: ``keel.run_id``, ``keel.workflow``, ``keel.step``, ``keel.attempt``,
+``keel.queue``, ``keel.worker``, ``keel.signal``, ``keel.child.run_ids``.
+
+The trace context travels with the run: the ``run_started`` event keeps the
+W3C ``traceparent`` of the span that started it (the client's
+``keel.start_workflow``, or the parent's ``keel.run`` for a child, the
+predecessor's for a continue-as-new successor). Every later ``keel.run`` turn,
+on any worker and however much later, is its child, so the whole run is one
+trace. Replaying past events emits no span: only work done now does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import AttributeValue
+
+__all__ = [
+    "ATTEMPT",
+    "CHILD_RUN_IDS",
+    "QUEUE",
+    "RUN_ID",
+    "SIGNAL",
+    "SPAN_CHILD_START",
+    "SPAN_RUN",
+    "SPAN_SIGNAL_SEND",
+    "SPAN_START_WORKFLOW",
+    "SPAN_STEP",
+    "STEP",
+    "WORKER",
+    "WORKFLOW",
+    "child_start",
+    "enabled",
+    "run_turn",
+    "signal_send",
+    "start_workflow",
+    "step_attempt",
+]
+
+SPAN_START_WORKFLOW = "keel.start_workflow"
+SPAN_RUN = "keel.run"
+SPAN_STEP = "keel.step"
+SPAN_SIGNAL_SEND = "keel.signal.send"
+SPAN_CHILD_START = "keel.child.start"
+
+RUN_ID = "keel.run_id"
+WORKFLOW = "keel.workflow"
+STEP = "keel.step"
+ATTEMPT = "keel.attempt"
+QUEUE = "keel.queue"
+WORKER = "keel.worker"
+SIGNAL = "keel.signal"
+CHILD_RUN_IDS = "keel.child.run_ids"
+
+# A proxy until the application installs a provider; it then delegates to it.
+_tracer = trace.get_tracer("keel")
+_propagator = TraceContextTextMapPropagator()
+
+
+def enabled() -> bool:
+    """Whether an SDK's tracer provider is installed (else spans are no-ops)."""
+    provider = trace.get_tracer_provider()
+    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+
+
+def traceparent(span: Span) -> str | None:
+    """The W3C ``traceparent`` of ``span``; ``None`` for a span that is not real."""
+    if not span.get_span_context().is_valid:
+        return None
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier, context=trace.set_span_in_context(span))
+    return carrier.get("traceparent")
+
+
+def context_of(parent: str | None) -> Context | None:
+    """The context a stored ``traceparent`` names (``None``: none stored)."""
+    if not parent:
+        return None
+    return _propagator.extract({"traceparent": parent})
+
+
+@contextmanager
+def start_workflow(run_id: str, workflow: str) -> Iterator[str | None]:
+    """The client's span around starting a run; yields the ``traceparent`` to store
+    in its ``run_started`` event (``None`` without an SDK)."""
+    if not enabled():
+        yield None
+        return
+    attributes = {RUN_ID: run_id, WORKFLOW: workflow}
+    with _tracer.start_as_current_span(
+        SPAN_START_WORKFLOW, kind=SpanKind.PRODUCER, attributes=attributes
+    ) as span:
+        yield traceparent(span)
+
+
+@contextmanager
+def run_turn(
+    parent: str | None, run_id: str, workflow: str, worker: str, start_time: int | None = None
+) -> Iterator[Span]:
+    """The span of one lease turn of a run, a child of the run's stored
+    ``parent`` context; current while the turn runs, so the step attempts it
+    starts are its children. ``start_time``: nanoseconds since the epoch."""
+    attributes = {RUN_ID: run_id, WORKFLOW: workflow, WORKER: worker}
+    with _tracer.start_as_current_span(
+        SPAN_RUN,
+        context=context_of(parent) or Context(),  # never the claim loop's context
+        kind=SpanKind.CONSUMER,
+        attributes=attributes,
+        start_time=start_time,
+    ) as span:
+        yield span
+
+
+def current_traceparent() -> str | None:
+    """The ``traceparent`` of the current span (a child run's parent context)."""
+    return traceparent(trace.get_current_span())
+
+
+@contextmanager
+def step_attempt(
+    run_id: str,
+    workflow: str,
+    step: str,
+    attempt: int,
+    *,
+    queue: str | None = None,
+    parent: str | None = None,
+) -> Iterator[Span]:
+    """The span of one step attempt. In the worker that drives the run it is a
+    child of the current ``keel.run`` span; a dispatched step's attempt on a
+    queue's worker gives the run's stored ``parent`` context instead."""
+    attributes: dict[str, AttributeValue] = {
+        RUN_ID: run_id,
+        WORKFLOW: workflow,
+        STEP: step,
+        ATTEMPT: attempt,
+    }
+    if queue is not None:
+        attributes[QUEUE] = queue
+    kind = SpanKind.INTERNAL if queue is None else SpanKind.CONSUMER
+    context = context_of(parent) if queue is not None else None
+    with _tracer.start_as_current_span(
+        SPAN_STEP, context=context, kind=kind, attributes=attributes
+    ) as span:
+        yield span
+
+
+@contextmanager
+def signal_send(run_id: str, name: str) -> Iterator[Span]:
+    """The client's span around sending signal ``name`` to run ``run_id``."""
+    with _tracer.start_as_current_span(
+        SPAN_SIGNAL_SEND, kind=SpanKind.PRODUCER, attributes={RUN_ID: run_id, SIGNAL: name}
+    ) as span:
+        yield span
+
+
+@contextmanager
+def child_start(run_id: str, workflow: str, children: Mapping[str, str]) -> Iterator[Span]:
+    """The span around the write that starts ``children`` (run id -> workflow)
+    of run ``run_id``."""
+    attributes: dict[str, AttributeValue] = {
+        RUN_ID: run_id,
+        WORKFLOW: workflow,
+        CHILD_RUN_IDS: list(children),
+        "keel.child.workflows": sorted(set(children.values())),
+    }
+    with _tracer.start_as_current_span(SPAN_CHILD_START, attributes=attributes) as span:
+        yield span
