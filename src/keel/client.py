@@ -27,6 +27,7 @@ from keel.errors import (
     SerializationError,
 )
 from keel.local import LocalWorker
+from keel.observe import tracing
 from keel.schedules import ScheduleInfo
 from keel.store import open_store
 from keel.store.base import Claimed, NewEvent, NewRun, QueueInfo, RunRecord, WorkerVersion
@@ -206,19 +207,20 @@ class Client:
         # Decoded as the worker will decode it: a value that does not fit its
         # annotation is refused here, before the run exists (InvalidInputError).
         check_input(wf.codec, data, wf.name)
-        first = run_started(wf.name, wf.version, data)
-        started = NewEvent(EventType.RUN_STARTED.value, None, encode_data(first))
-        new = NewRun(run_id, wf.name, wf.version, data, started)
-        await self.open()  # only now: bad input creates nothing, not even a file
-        worker = self.worker
-        local = worker is not None and worker.has_capacity()
-        record, lease, created = await self.store.runs.create(
-            new,
-            lease_owner=worker.owner if local and worker else None,
-            lease_ttl=worker.lease_ttl if worker else 30.0,
-        )
-        if created and lease is not None and worker is not None:
-            worker.adopt(Claimed(lease, record))
+        with tracing.start_workflow(run_id, wf.name) as parent:  # its spans' trace
+            first = run_started(wf.name, wf.version, data, traceparent=parent)
+            started = NewEvent(EventType.RUN_STARTED.value, None, encode_data(first))
+            new = NewRun(run_id, wf.name, wf.version, data, started)
+            await self.open()  # only now: bad input creates nothing, not even a file
+            worker = self.worker
+            local = worker is not None and worker.has_capacity()
+            record, lease, created = await self.store.runs.create(
+                new,
+                lease_owner=worker.owner if local and worker else None,
+                lease_ttl=worker.lease_ttl if worker else 30.0,
+            )
+            if created and lease is not None and worker is not None:
+                worker.adopt(Claimed(lease, record))
         return RunHandle(self, record.run_id, record.workflow, created)
 
     # --- waiting ------------------------------------------------------------------------------
@@ -324,7 +326,8 @@ class Client:
             names.name(delivery_id, "delivery_id")
         data = codec.encode(payload, what=f"payload of signal {name!r}")
         await self.open()
-        sid = await self.store.mailbox.send(run_id, name, data, delivery_id=delivery_id)
+        with tracing.signal_send(run_id, name):
+            sid = await self.store.mailbox.send(run_id, name, data, delivery_id=delivery_id)
         return sid is not None
 
     async def cancel(self, run_id: str) -> RunState:

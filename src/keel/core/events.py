@@ -213,6 +213,8 @@ class RunStarted(BaseEvent, frozen=True, kw_only=True, gc=False):
     parent_run_id: str | UnsetType | None = UNSET  # a child run: the run that started it
     schedule: str | UnsetType = UNSET  # a tick of this schedule started the run
     scheduled_at: float | UnsetType = UNSET  # the tick
+    # The W3C trace context the run's spans continue (see keel.observe.tracing).
+    traceparent: str | UnsetType = UNSET
 
 
 class StepCompleted(BaseEvent, frozen=True, kw_only=True, gc=False):
@@ -413,6 +415,7 @@ def run_started(
     continued_from: str | None = None,
     schedule: str | None = None,
     scheduled_at: float | None = None,
+    traceparent: str | None = None,
 ) -> RunStarted:
     """The first event of a run of ``workflow`` at ``version`` with encoded ``input``.
 
@@ -421,7 +424,8 @@ def run_started(
     continue-as-new successor gives ``chain_id``, ``generation`` and
     ``continued_from`` (its predecessor), and records the chain's parent even
     when there is none (``null``). A schedule's tick gives ``schedule`` and
-    ``scheduled_at``. What is not given is left out of the data.
+    ``scheduled_at``. ``traceparent``: the W3C trace context its spans
+    continue (only when tracing is on). What is not given is left out of the data.
     """
     successor = continued_from is not None
     return RunStarted(
@@ -434,6 +438,7 @@ def run_started(
         parent_run_id=parent_run_id if successor else _given(parent_run_id),
         schedule=_given(schedule),
         scheduled_at=_given(scheduled_at),
+        traceparent=_given(traceparent),
     )
 
 

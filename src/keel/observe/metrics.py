@@ -127,11 +127,13 @@ def run_ended(workflow: str, outcome: str, seconds: float) -> None:
     _run_duration.record(max(0.0, seconds), attrs)
 
 
-def step_attempt_ended(workflow: str, step: str, seconds: float, ok: bool) -> None:
-    """A step attempt ended (``ok``: it returned)."""
-    attrs = _attrs("workflow", workflow, "step", step, "outcome", "ok" if ok else "error")
-    _attempt_duration.record(seconds, attrs)
-    if not ok:
+def step_attempt_ended(workflow: str, step: str, seconds: float, outcome: str) -> None:
+    """A step attempt ended: ``ok`` (returned), ``error`` (raised: a failure)
+    or ``cancelled`` (cut off: lease lost, run cancelled, drain)."""
+    _attempt_duration.record(
+        seconds, _attrs("workflow", workflow, "step", step, "outcome", outcome)
+    )
+    if outcome == "error":
         _attempt_failures.add(1, _attrs("workflow", workflow, "step", step))
 
 

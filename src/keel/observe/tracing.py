@@ -41,6 +41,9 @@ from opentelemetry.trace import Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
+from keel.core.events import UNSET, EventType, decode
+from keel.store.ports import Store
+
 __all__ = [
     "ATTEMPT",
     "CHILD_RUN_IDS",
@@ -61,6 +64,7 @@ __all__ = [
     "signal_send",
     "start_workflow",
     "step_attempt",
+    "stored_traceparent",
 ]
 
 SPAN_START_WORKFLOW = "keel.start_workflow"
@@ -192,3 +196,15 @@ def child_start(run_id: str, workflow: str, children: Mapping[str, str]) -> Iter
     }
     with _tracer.start_as_current_span(SPAN_CHILD_START, attributes=attributes) as span:
         yield span
+
+
+async def stored_traceparent(store: Store, run_id: str) -> str | None:
+    """The ``traceparent`` kept in run ``run_id``'s ``run_started`` event (one
+    read of one row; ``None`` when it has none). Only worth reading when
+    :func:`enabled`."""
+    first = await store.reads.first_event(run_id)
+    if first is None or first.type != EventType.RUN_STARTED.value:
+        return None
+    event = decode(EventType.RUN_STARTED, first.data)
+    found = getattr(event, "traceparent", UNSET)
+    return found if isinstance(found, str) else None

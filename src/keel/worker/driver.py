@@ -13,10 +13,13 @@ import asyncio
 import logging
 import random
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from keel.core.replay import Execution
 from keel.errors import LeaseLostError, NondeterminismError, SerializationError
+from keel.observe import metrics, tracing
+from keel.observe.logs import run_fields
 from keel.store.base import Claimed, Lease, RunRecord
 from keel.worker.actions import WaitUntil
 from keel.worker.effects import RunEffects
@@ -67,6 +70,8 @@ class RunDriver:
             worker.store, run, claimed.lease, self.inflight, self.snapshots, worker.notify_finished
         )
         self.lease = claimed.lease  # sets lease_deadline
+        #: The trace context stored with the run (read only when tracing is on).
+        self.traceparent: str | None = None
 
     @property
     def run(self) -> RunRecord:
@@ -139,6 +144,7 @@ class RunDriver:
         return self.inflight.attempts()
 
     def _log_lost(self, why: str, abandoned: list[Abandoned]) -> None:
+        metrics.lease_lost(self.run.workflow)
         log.warning(
             "run %s (workflow %s): lease lost (%s); abandoned %s",
             self.run_id,
@@ -146,10 +152,38 @@ class RunDriver:
             why,
             ", ".join(f"step {a.step!r} attempt {a.attempt}" for a in abandoned)
             or "no step attempt",
+            extra=run_fields(self.run_id, self.run.workflow),
         )
 
     # --- main loop --------------------------------------------------------------------
     async def drive(self) -> None:
+        """One lease turn of the run: a ``keel.run`` span when tracing is on,
+        continuing the trace stored with the run (its steps' spans nest in it)."""
+        metrics.slots("run", 1)
+        try:
+            if not tracing.enabled():
+                await self._turn()
+                return
+            started = time.time_ns()
+            self.traceparent = await self._stored_traceparent()
+            run = self.run
+            with tracing.run_turn(
+                self.traceparent, run.run_id, run.workflow, self.worker.owner, started
+            ):
+                # Children started this turn continue the trace from this span.
+                self.settings = replace(self.settings, traceparent=tracing.current_traceparent())
+                await self._turn()
+        finally:
+            metrics.slots("run", -1)
+
+    async def _stored_traceparent(self) -> str | None:
+        try:
+            return await tracing.stored_traceparent(self.store, self.run_id)
+        except Exception as exc:  # tracing must never stop a run; the claim's error path will
+            log.debug("run %s: could not read its trace context: %s", self.run_id, exc)
+            return None
+
+    async def _turn(self) -> None:
         try:
             await self._drive()
         except LeaseLostError as exc:
@@ -288,6 +322,7 @@ class RunDriver:
             cancel_requested=self.cancel_requested,
             cancel_delivered=ex.cancel_requested,
             version=version,
+            traceparent=self.traceparent,
         )
         await self.effects.perform(actions)
 
@@ -305,8 +340,10 @@ class RunDriver:
             return None
         self.snapshots.every, self.snapshots.version = wf.snapshot_every, wf.version
         try:
+            replaying = time.perf_counter()
             replayer = Replayer(wf, run.run_id, run.input, self.worker.live)
             ex = await replay_run(run, replayer, self.snapshots)
+            metrics.replayed(run.workflow, time.perf_counter() - replaying)
         except (NondeterminismError, SerializationError) as exc:
             await self.effects.fail_early(exc)
             return None

@@ -17,6 +17,8 @@ from keel.core.journal import JournalEntry
 from keel.core.replay import Execution
 from keel.errors import ControlFlowSwallowedError, RunExistsError
 from keel.local import Finished
+from keel.observe import metrics, tracing
+from keel.observe.logs import run_fields
 from keel.store.base import Lease, NewEvent, NewRun, NewTask, RunRecord
 from keel.store.ports import Store, Turn
 from keel.worker.actions import (
@@ -89,7 +91,7 @@ class RunEffects:
             elif isinstance(action, Dispatch):
                 await self._write_rows(tasks=action.tasks)
             elif isinstance(action, StartChildren):
-                await self._write_rows(children=action.runs)
+                await self._start_children(action)
             elif isinstance(action, StoreKeyed):
                 await self.store.keys.put(action.scope, action.key, action.result)
             elif isinstance(action, Continue):
@@ -157,6 +159,14 @@ class RunEffects:
         await self.store.runs.commit(self.lease, turn)
         await self.snapshots.maybe_save(self.lease, ex)
 
+    async def _start_children(self, action: StartChildren) -> None:
+        if not tracing.enabled():
+            await self._write_rows(children=action.runs)
+            return
+        children = {child.run_id: child.workflow for child in action.runs}
+        with tracing.child_start(self.run.run_id, self.run.workflow, children):
+            await self._write_rows(children=action.runs)
+
     async def _suspend(self, suspend: Suspend) -> None:
         ex = self._execution()
         entries = ex.take_outbox()
@@ -183,6 +193,7 @@ class RunEffects:
     async def _write_finish(self, first: int, events: list[NewEvent], finish: Finish) -> None:
         await self.store.runs.commit(self.lease, Turn(first, events, end=finish))
         run = self.run
+        await self._ended(str(finish.state))
         self.notify(
             run.run_id,
             Finished(run.workflow, run.version, finish.state, finish.result, finish.error),
@@ -200,6 +211,7 @@ class RunEffects:
             failed, finish = failure(exc)
             events = [*_new_events(entries[:-1]), failed]
             await self.store.runs.commit(self.lease, Turn(first, events, end=finish))
+        await self._ended("continued")
         # Waiters in this process re-read the run and follow the chain.
         self.notify(self.run.run_id, None)
 
@@ -226,6 +238,11 @@ class RunEffects:
         if ex is not None:
             ex.evict()
 
+    async def _ended(self, outcome: str) -> None:
+        """Count the run's end (its duration from creation, by the store clock)."""
+        run = self.run
+        metrics.run_ended(run.workflow, outcome, await self.store.now() - run.created_at)
+
     # --- logs --------------------------------------------------------------------------
     def _report(self, report: ReportAttempt) -> None:
         """One WARNING per failed attempt; formatted only if the level is enabled."""
@@ -240,6 +257,7 @@ class RunEffects:
             type(exc).__name__,
             exc,
             *report.args,
+            extra=run_fields(self.run.run_id, self.run.workflow, report.step, report.attempt),
         )
 
     def _log_failed(self, exc: BaseException) -> None:
@@ -250,6 +268,7 @@ class RunEffects:
             self.run.workflow,
             type(exc).__name__,
             exc,
+            extra=run_fields(self.run.run_id, self.run.workflow),
         )
 
 

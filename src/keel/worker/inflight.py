@@ -103,6 +103,7 @@ class Inflight:
             on_done=self._attempt_done,
             keyed=keyed,
             leased=self._leased,
+            workflow=self.workflow,
         )
         self.items[cmd.key] = Running(cmd.key, "attempt", attempt, task, info)
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from keel.observe import metrics
+from keel.observe.logs import run_fields
 from keel.store.base import RunRecord
 
 if TYPE_CHECKING:
@@ -34,4 +36,6 @@ def report_parked(worker: Worker, run: RunRecord) -> None:
         run.run_id,
         why,
         worker.park_delay,
+        extra=run_fields(run.run_id, name),
     )
+    metrics.run_parked(name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Any
 
 from keel.core import codec
 from keel.errors import StepTimeoutError
+from keel.observe import metrics, tracing
 from keel.store.ports import Store
 from keel.workflow.context import StepInfo, _step_info
 
@@ -137,13 +139,37 @@ async def _attempt_then(
     on_done: Callable[[], None],
     keyed: tuple[Store, str, str] | None,
     leased: Callable[[], bool] | None,
+    workflow: str,
 ) -> Any:
+    started = time.perf_counter()
+    outcome = "cancelled"  # until it returns or raises an Exception
     try:
-        if keyed is not None:
-            return await run_keyed_attempt(target, args, info, pool, keyed, leased)
-        return await run_attempt(target, args, info, pool, leased)
+        if tracing.enabled():
+            with tracing.step_attempt(info.run_id, workflow, info.step, info.attempt):
+                value = await _attempt(target, args, info, pool, keyed, leased)
+        else:
+            value = await _attempt(target, args, info, pool, keyed, leased)
+        outcome = "ok"
+        return value
+    except Exception:
+        outcome = "error"
+        raise
     finally:
+        metrics.step_attempt_ended(workflow, info.step, time.perf_counter() - started, outcome)
         on_done()
+
+
+async def _attempt(
+    target: Any,
+    args: bytes | None,
+    info: StepInfo,
+    pool: Executor,
+    keyed: tuple[Store, str, str] | None,
+    leased: Callable[[], bool] | None,
+) -> Any:
+    if keyed is not None:
+        return await run_keyed_attempt(target, args, info, pool, keyed, leased)
+    return await run_attempt(target, args, info, pool, leased)
 
 
 def start_attempt(
@@ -154,15 +180,18 @@ def start_attempt(
     on_done: Callable[[], None] | None = None,
     keyed: tuple[Store, str, str] | None = None,
     leased: Callable[[], bool] | None = None,
+    workflow: str = "",
 ) -> asyncio.Task[Any]:
     """Start one attempt as a task on the running loop, with ``info`` in its context.
 
     ``on_done`` is called by the task itself as its last act, however it ends:
     the task is done by the time any callback it schedules runs. That wakes a
     waiter one event-loop iteration sooner than a done-callback would.
-    ``leased``: see :func:`run_attempt`.
+    ``leased``: see :func:`run_attempt`. ``workflow``: the run's, for the
+    attempt's span and metrics (see :mod:`keel.observe`).
     """
     ctx = contextvars.copy_context()
     ctx.run(_step_info.set, info)
-    coro = _attempt_then(target, args, info, pool, on_done or (lambda: None), keyed, leased)
+    done = on_done or (lambda: None)
+    coro = _attempt_then(target, args, info, pool, done, keyed, leased, workflow)
     return asyncio.get_running_loop().create_task(coro, context=ctx)

@@ -13,6 +13,7 @@ import asyncio
 import contextvars
 import logging
 import random
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ import msgspec
 
 from keel.core import codec
 from keel.errors import ConfigurationError, LeaseLostError, SerializationError, error_info
+from keel.observe import metrics, tracing
 from keel.store._checks import check_queue_name
 from keel.store.base import TaskLease, TaskRecord
 from keel.worker.step_runner import run_attempt
@@ -34,6 +36,10 @@ log = logging.getLogger("keel.worker")
 
 #: Seconds before a task whose step is not registered in this worker is tried again.
 UNKNOWN_STEP_RETRY = 5.0
+
+#: The ``workflow`` label of a dispatched step's attempt: the task row does not
+#: name the run's workflow, and reading it per attempt would cost a round trip.
+_QUEUED = ""
 
 
 def queue_limits(
@@ -118,10 +124,14 @@ class TaskRunner:
             limit = min(room, self.concurrency - len(self.running))
             if limit <= 0 or self.worker.draining:
                 break
+            asked = time.perf_counter()
             claimed = await self.store.tasks.claim(
                 self.worker.owner, names, limit=limit, ttl=self.worker.lease_ttl
             )
+            metrics.claimed("task", time.perf_counter() - asked)
+            now = time.time()  # the store clock of SQLite; PostgreSQL's within clock skew
             for lease, record in claimed:
+                metrics.queue_waited(record.queue, now - record.available_at)
                 self._start(lease, record)
             got += len(claimed)
         return got
@@ -174,6 +184,30 @@ class TaskRunner:
         return self.worker.registry.find_step(name) or default_registry.find_step(name)
 
     async def _execute(self, item: _Running, info: StepInfo) -> None:
+        metrics.slots("task", 1)
+        try:
+            if not tracing.enabled():
+                await self._execute_task(item, info)
+                return
+            record = item.task
+            try:
+                parent = await tracing.stored_traceparent(self.store, record.run_id)
+            except Exception as exc:  # tracing must never stop an attempt
+                log.debug("run %s: could not read its trace context: %s", record.run_id, exc)
+                parent = None
+            with tracing.step_attempt(
+                record.run_id,
+                "",  # the run's workflow is not on the task; the run id leads to it
+                record.step,
+                record.attempt,
+                queue=record.queue,
+                parent=parent,
+            ):
+                await self._execute_task(item, info)
+        finally:
+            metrics.slots("task", -1)
+
+    async def _execute_task(self, item: _Running, info: StepInfo) -> None:
         record = item.task
         try:
             step = self._find_step(record.step)
@@ -182,24 +216,39 @@ class TaskRunner:
                     f"step {record.step!r} is not registered in worker {self.worker.owner} "
                     f"(serving queue {record.queue!r})"
                 )
-                log.error("task %s of run %s: %s", record.task_id, record.run_id, exc)
+                log.error(
+                    "task %s of run %s: %s",
+                    record.task_id,
+                    record.run_id,
+                    exc,
+                    extra=_fields(record),
+                )
                 retry = record.attempt < record.max_attempts
                 await self._fail(item, exc, UNKNOWN_STEP_RETRY if retry else None)
                 return
+            started, outcome = time.perf_counter(), "cancelled"
             try:
                 value = await run_attempt(step, record.args, info, self.worker.step_pool)
                 data = codec.encode(value, what=f"result of step {record.step!r}")
+                outcome = "ok"
             except asyncio.CancelledError:
                 raise  # lease lost or drain cut it off: the lease expires, no write
             except SerializationError as exc:  # cannot be stored or decoded: no retry
+                outcome = "error"
                 await self._fail(item, exc, None)
                 return
             except Exception as exc:
+                outcome = "error"
                 await self._fail(item, exc, self._retry_delay(step, record, exc))
                 return
+            finally:
+                seconds = time.perf_counter() - started
+                metrics.step_attempt_ended(_QUEUED, record.step, seconds, outcome)
             await self.store.tasks.complete(item.lease, data)
         except LeaseLostError as exc:
-            log.warning("task %s of run %s: %s", record.task_id, record.run_id, exc)
+            log.warning(
+                "task %s of run %s: %s", record.task_id, record.run_id, exc, extra=_fields(record)
+            )
         except asyncio.CancelledError:
             if not item.lost:
                 log.warning(
@@ -207,10 +256,14 @@ class TaskRunner:
                     record.task_id,
                     record.run_id,
                     record.attempt,
+                    extra=_fields(record),
                 )
         except Exception:
             log.exception(
-                "task %s of run %s: could not report the attempt", record.task_id, record.run_id
+                "task %s of run %s: could not report the attempt",
+                record.task_id,
+                record.run_id,
+                extra=_fields(record),
             )
         finally:
             if self.running.get(record.task_id) is item:
@@ -253,6 +306,7 @@ class TaskRunner:
                     item.task.task_id,
                     item.task.run_id,
                     item.task.attempt,
+                    extra=_fields(item.task),
                 )
                 item.lost = True
                 if item.info is not None:
@@ -262,3 +316,14 @@ class TaskRunner:
 
     def jobs(self) -> list[asyncio.Task[None]]:
         return [i.job for i in self.running.values() if i.job is not None]
+
+
+def _fields(record: TaskRecord) -> dict[str, Any]:
+    """The structured fields of a record about a task's attempt (see keel.observe.logs)."""
+    return {
+        "run_id": record.run_id,
+        "step": record.step,
+        "attempt": record.attempt,
+        "task_id": record.task_id,
+        "queue": record.queue,
+    }

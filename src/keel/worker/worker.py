@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from keel.errors import ConfigurationError, DatabaseCorruptError, LeaseLostError
 from keel.local import Finished
+from keel.observe import metrics
 from keel.store import open_store
 from keel.store.base import Claimed
 from keel.store.ports import LivenessLock, Store, Suspend, Turn
@@ -337,12 +338,14 @@ class Worker:
                 if self._liveness is not None and not self._liveness.held:
                     capacity = 0  # others may be expiring our leases: take no more
                 if capacity > 0:
+                    asked = time.perf_counter()
                     claimed = await self.store.runs.claim(
                         self.owner,
                         limit=min(capacity, batch),
                         ttl=self.lease_ttl,
                         versions=self.registry.pairs(),
                     )
+                    metrics.claimed("run", time.perf_counter() - asked)
                     got = len(claimed)
                     for i, c in enumerate(claimed):
                         if self.draining:  # stopping meanwhile: hand the rest back now

@@ -44,12 +44,18 @@ def child_spec(cmd: Command) -> ChildSpec:
 
 
 def plan_start(
-    cmd: Command, parent: RunRecord, max_depth: int, taken: bool, starting: Collection[str]
+    cmd: Command,
+    parent: RunRecord,
+    max_depth: int,
+    taken: bool,
+    starting: Collection[str],
+    traceparent: str | None = None,
 ) -> list[Planned]:
     """A child not started yet. ``taken``: a run with its id exists (read
     before this turn; one created after that read makes the start's write fail
     with ``RunExistsError``, nothing written, and the next turn finds it);
-    ``starting``: the ids of the children this turn starts before it."""
+    ``starting``: the ids of the children this turn starts before it;
+    ``traceparent``: the trace context the child's spans continue."""
     spec = child_spec(cmd)
     if parent.depth + 1 > max_depth:
         return _refused(
@@ -78,7 +84,9 @@ def plan_start(
         parent_close=spec.parent_close,
         args_hash=cmd.args_hash,
     )
-    first = run_started(spec.workflow, spec.version, cmd.args, parent_run_id=parent.run_id)
+    first = run_started(
+        spec.workflow, spec.version, cmd.args, parent_run_id=parent.run_id, traceparent=traceparent
+    )
     started = NewEvent(EventType.RUN_STARTED.value, None, encode_data(first))
     child = NewRun(
         spec.run_id,

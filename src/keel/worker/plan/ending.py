@@ -51,6 +51,7 @@ def plan_end(
     cancel_requested: bool,
     cancel_delivered: bool,
     version: str,
+    traceparent: str | None = None,
 ) -> list[Action]:
     """How to end a run whose workflow has ended with ``outcome``.
 
@@ -59,7 +60,8 @@ def plan_end(
     they have, unless it is asked to cancel meanwhile, when it ends cancelled.
     A cancelled run does not wait (finishing cancels them). ``cancel_delivered``:
     the workflow got the cancel request (see :class:`Suspend`). ``version``:
-    the workflow version current in this worker, for a successor.
+    the workflow version current in this worker, for a successor, whose
+    spans continue ``traceparent`` (the run's own trace context).
     """
     if outcome.status != "cancelled" and open_children:
         if not cancel_requested:
@@ -68,7 +70,7 @@ def plan_end(
         outcome = Outcome("cancelled")
     if outcome.status == "continued":
         data = outcome.result if outcome.result is not None else b"{}"
-        successor = successor_of(run, version, data)
+        successor = successor_of(run, version, data, traceparent)
         continued = RunContinued(
             continued_to=successor.run_id, version=version, input=msgspec.Raw(data)
         )
@@ -108,7 +110,9 @@ def successor_id(chain_id: str, generation: int) -> str:
     return f"{chain_id}/continue:{generation}"
 
 
-def successor_of(run: RunRecord, version: str, data: bytes) -> NewRun:
+def successor_of(
+    run: RunRecord, version: str, data: bytes, traceparent: str | None = None
+) -> NewRun:
     """The run that continues ``run`` with input ``data`` at ``version``."""
     generation = run.generation + 1
     run_id = successor_id(run.chain, generation)
@@ -120,6 +124,7 @@ def successor_of(run: RunRecord, version: str, data: bytes) -> NewRun:
         generation=generation,
         continued_from=run.run_id,
         parent_run_id=run.parent_run_id,
+        traceparent=traceparent,
     )
     started = NewEvent(EventType.RUN_STARTED.value, None, encode_data(first))
     return NewRun(

@@ -64,6 +64,7 @@ class Settings:
 
     inline_wait: float  # timers and retries due within this many seconds are waited for here
     max_child_depth: int
+    traceparent: str | None = None  # the trace context children started now continue
 
 
 # Reads and TurnPlan are not frozen: one of each is made per pass, on the hot path.
@@ -128,7 +129,9 @@ def plan_turn(
                 run_id = children.child_spec(cmd).run_id
                 taken = reads.children[run_id] is not None
                 starting = {r.run_id for a in held if isinstance(a, StartChildren) for r in a.runs}
-                planned = children.plan_start(cmd, run, settings.max_child_depth, taken, starting)
+                planned = children.plan_start(
+                    cmd, run, settings.max_child_depth, taken, starting, settings.traceparent
+                )
             else:
                 planned = children.plan_outcome(cmd, reads.children[cmd.child_run_id])
         else:
