@@ -123,10 +123,11 @@ class Harness:
         db: str | None = None,
         queues: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
+        extra: tuple[str, ...] = (),
     ) -> WorkerProcess:
         """Start ``keel worker MODULE... --db ...`` in the background (serving the
         dispatched-step ``queues``, each ``NAME[=LIMIT]``, if any), with ``env``
-        added to this one process's environment."""
+        added to this one process's environment and ``extra`` options."""
         args = [*(modules or (FLOWS,)), "--db", db or self.db_url]
         for queue in queues:
             args += ["--queue", queue]
@@ -137,6 +138,7 @@ class Harness:
             args += ["--drain-timeout", str(drain_timeout)]
         if no_cache:
             args.append("--no-cache")
+        args += extra
         name = f"worker{len(self.workers) + 1}"
         out, err = self.root / f"{name}.out", self.root / f"{name}.err"
         with out.open("wb") as fout, err.open("wb") as ferr:

@@ -26,6 +26,7 @@ from keel.cli.common import (
     workflow_call,
 )
 from keel.cli.db import db
+from keel.cli.health import health
 from keel.cli.queues import queues
 from keel.cli.replay import replay
 from keel.cli.runs import runs
@@ -71,6 +72,7 @@ cli.add_command(db)
 cli.add_command(queues)
 cli.add_command(replay)
 cli.add_command(versions)
+cli.add_command(health)
 
 
 # --- worker ----------------------------------------------------------------------------
@@ -138,6 +140,26 @@ cli.add_command(versions)
     default="INFO",
     show_default=True,
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"], case_sensitive=False),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per line, with run_id, workflow, step and attempt fields.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    default=None,
+    help="Serve /metrics (Prometheus), /healthz and /readyz on this port "
+    "(needs the metrics extra: pip install 'keel[metrics]').",
+)
+@click.option(
+    "--metrics-host",
+    default="0.0.0.0",
+    show_default=True,
+    help="Address the --metrics-port endpoints listen on.",
+)
 def worker(
     modules: tuple[str, ...],
     db: str | None,
@@ -150,6 +172,9 @@ def worker(
     task_concurrency: int,
     no_schedules: bool,
     log_level: str,
+    log_format: str,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Import MODULEs (registering their workflows) and execute runs until stopped.
 
@@ -162,11 +187,14 @@ def worker(
     limits = _queue_limits(queues, task_concurrency)
     from keel.cli.serve import WorkerOptions, serve
 
-    logging.basicConfig(
-        level=log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    if metrics_port is not None:  # before anything counts: the instruments delegate to it
+        from keel.observe.endpoints import install_meter_provider
+
+        try:
+            install_meter_provider()
+        except KeelError as exc:
+            raise CliError(str(exc)) from None
+    _configure_logging(log_level, log_format)
     import_apps(modules)
     opts = WorkerOptions(
         url=resolve_db(db),
@@ -179,8 +207,22 @@ def worker(
         queues=limits,
         task_concurrency=task_concurrency,
         schedules=not no_schedules,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
     )
     asyncio.run(serve(opts))
+
+
+def _configure_logging(level: str, fmt: str) -> None:
+    """Log to stderr at ``level``, as text lines or (``json``) one JSON object a line."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt.lower() == "json":
+        from keel.observe.logs import JsonFormatter
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
 def _queue_limits(specs: tuple[str, ...], default: int) -> dict[str, int]:

@@ -8,11 +8,15 @@ import signal
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keel.core.redact import redact
+from keel.errors import ConfigurationError
 from keel.worker import Worker
 from keel.workflow.definitions import default_registry
+
+if TYPE_CHECKING:
+    from keel.observe.endpoints import Endpoints
 
 log = logging.getLogger("keel.cli.worker")
 
@@ -35,6 +39,8 @@ class WorkerOptions:
     queues: Mapping[str, int] = field(default_factory=dict)  # queue -> limit
     task_concurrency: int = 10
     schedules: bool = True  # fire due schedules of the imported workflows
+    metrics_port: int | None = None  # serve /metrics, /healthz, /readyz there
+    metrics_host: str = "0.0.0.0"
 
 
 async def serve(opts: WorkerOptions) -> None:
@@ -61,8 +67,11 @@ async def serve(opts: WorkerOptions) -> None:
 
     loop = asyncio.get_running_loop()
     installed = _install(loop, on_signal)
+    endpoints: Endpoints | None = None
     try:
         await worker.start()
+        if opts.metrics_port is not None:
+            endpoints = _serve_endpoints(worker, opts)
         names = default_registry.names()
         log.info(
             "keel worker %s started: db=%s modules=%s workflows=[%s] concurrency=%d queues=[%s]",
@@ -106,6 +115,33 @@ async def serve(opts: WorkerOptions) -> None:
         for sig in installed:
             loop.remove_signal_handler(sig)
         await worker.stop(timeout=opts.drain_timeout)  # no-op after a clean stop
+        if endpoints is not None:
+            endpoints.close()
+
+
+def _serve_endpoints(worker: Worker, opts: WorkerOptions) -> Endpoints:
+    """Start serving /metrics, /healthz and /readyz for the worker's store."""
+    from keel.observe.endpoints import Endpoints
+
+    assert opts.metrics_port is not None
+    try:
+        endpoints = Endpoints(
+            worker.store,
+            asyncio.get_running_loop(),
+            host=opts.metrics_host,
+            port=opts.metrics_port,
+        )
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot serve metrics on {opts.metrics_host}:{opts.metrics_port}: {exc.strerror}"
+        ) from None
+    endpoints.start()
+    log.info(
+        "serving /metrics, /healthz and /readyz on http://%s:%d",
+        opts.metrics_host,
+        endpoints.port,
+    )
+    return endpoints
 
 
 async def _first(*waits: Coroutine[Any, Any, Any]) -> None:

@@ -20,7 +20,14 @@ from typing import Any, Protocol, runtime_checkable
 from keel.core.redact import redact
 from keel.store.ports import Store
 
-__all__ = ["DEFAULT_OVERDUE_AFTER", "Check", "HealthReport", "check", "liveness"]
+__all__ = [
+    "DEFAULT_OVERDUE_AFTER",
+    "Check",
+    "HealthReport",
+    "check",
+    "liveness",
+    "unreachable",
+]
 
 #: Seconds a due run may wait unclaimed before readiness fails.
 DEFAULT_OVERDUE_AFTER = 300.0
@@ -96,9 +103,10 @@ async def check(
     return HealthReport(tuple(checks))
 
 
-def unreachable(exc: BaseException) -> HealthReport:
-    """The report for a store that could not even be opened."""
-    return HealthReport((Check("store", False, _error(exc)),))
+def unreachable(why: BaseException | str) -> HealthReport:
+    """The report for a store that could not even be opened (``why``: the error)."""
+    detail = redact(why) if isinstance(why, str) else _error(why)
+    return HealthReport((Check("store", False, detail),))
 
 
 async def _store_check(store: Store, timeout: float) -> Check:
