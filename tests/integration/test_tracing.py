@@ -1,0 +1,172 @@
+"""Spans through the OpenTelemetry API, caught by the SDK's in-memory exporter:
+one trace from a client's start to a step run by another worker, children in
+their parent's trace, and no step spans for what a worker replays.
+
+Real workers on a real SQLite file, in this process (the tracer provider is
+global to a process: it is installed once, and each test reads only the spans
+it caused).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import keel
+from keel.observe import tracing
+from tests.integration._support import wait_state
+
+_exporter = InMemorySpanExporter()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _provider() -> None:
+    current = trace.get_tracer_provider()
+    if isinstance(current, TracerProvider):  # installed by an earlier module: add ours
+        current.add_span_processor(SimpleSpanProcessor(_exporter))
+        return
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(_exporter))
+    trace.set_tracer_provider(provider)
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    _exporter.clear()
+    yield _exporter
+    _exporter.clear()
+
+
+@keel.step(name="tr.first")
+def first(x: int) -> int:
+    return x + 1
+
+
+@keel.step(name="tr.second")
+def second(x: int) -> int:
+    return x * 10
+
+
+@keel.step(name="tr.third")
+def third(x: int) -> int:
+    return x - 1
+
+
+@keel.workflow(name="tr.two_halves")
+async def two_halves(x: int) -> int:
+    y = await first(x)
+    await keel.wait_for_signal("go")  # the first worker stops here
+    z = await second(y)
+    return await third(z)
+
+
+@keel.workflow(name="tr.child")
+async def child(x: int) -> int:
+    return await second(x)
+
+
+@keel.workflow(name="tr.parent")
+async def parent(x: int) -> int:
+    y = await first(x)
+    return await (await keel.start_child(child, y)).result()
+
+
+def _named(found: list[ReadableSpan], name: str) -> list[ReadableSpan]:
+    return [s for s in found if s.name == name]
+
+
+def _attr(span: ReadableSpan, key: str) -> object:
+    assert span.attributes is not None
+    return span.attributes.get(key)
+
+
+def _finished(exporter: InMemorySpanExporter, run_id: str) -> list[ReadableSpan]:
+    return [s for s in exporter.get_finished_spans() if _attr(s, tracing.RUN_ID) == run_id]
+
+
+async def test_one_trace_from_start_to_a_step_on_another_worker(
+    tmp_path: Path, spans: InMemorySpanExporter
+) -> None:
+    url = f"sqlite:///{tmp_path / 'keel.db'}"
+    async with keel.Client(url) as client:
+        async with keel.Worker(url, poll_interval=0.02, owner="worker-a"):
+            handle = await client.start(two_halves, 1)
+            await wait_state(client, handle.run_id, keel.RunState.SUSPENDED)
+        # worker-a has stopped; worker-b, another worker (replaying every
+        # turn from the store), finishes the run after the signal.
+        async with keel.Worker(url, poll_interval=0.02, owner="worker-b", cache=False):
+            await client.signal(handle.run_id, "go")
+            assert await client.result(handle.run_id, timeout=20) == 19
+
+    found = _finished(spans, handle.run_id)
+    (start,) = _named(found, tracing.SPAN_START_WORKFLOW)
+    trace_id = start.context.trace_id
+    assert {s.context.trace_id for s in found if s.name != tracing.SPAN_SIGNAL_SEND} == {trace_id}
+
+    turns = _named(found, tracing.SPAN_RUN)
+    assert {_attr(t, tracing.WORKER) for t in turns} == {"worker-a", "worker-b"}
+    for turn in turns:  # every lease turn continues the trace the client started
+        assert turn.parent is not None and turn.parent.span_id == start.context.span_id
+        assert _attr(turn, tracing.WORKFLOW) == "tr.two_halves"
+    turn_of = {t.context.span_id: _attr(t, tracing.WORKER) for t in turns}
+
+    steps = _named(found, tracing.SPAN_STEP)
+    where = {
+        _attr(s, tracing.STEP): turn_of[s.parent.span_id] for s in steps if s.parent is not None
+    }
+    assert where == {"tr.first": "worker-a", "tr.second": "worker-b", "tr.third": "worker-b"}
+    assert len(steps) == 3  # one span per attempt run; worker-b replayed tr.first: none
+    assert {_attr(s, tracing.ATTEMPT) for s in steps} == {1}
+    (sent,) = _named(found, tracing.SPAN_SIGNAL_SEND)
+    assert _attr(sent, tracing.SIGNAL) == "go"
+
+
+async def test_no_step_spans_for_steps_replayed_after_a_restart(
+    tmp_path: Path, spans: InMemorySpanExporter
+) -> None:
+    url = f"sqlite:///{tmp_path / 'keel.db'}"
+    async with keel.Client(url) as client:
+        async with keel.Worker(url, poll_interval=0.02, cache=False):
+            handle = await client.start(two_halves, 2)
+            await wait_state(client, handle.run_id, keel.RunState.SUSPENDED)
+        before = {
+            _attr(s, tracing.STEP) for s in _named(_finished(spans, handle.run_id), "keel.step")
+        }
+        assert before == {"tr.first"}
+        spans.clear()
+        # Restarted: the run's journal is replayed (tr.first completed) on every
+        # turn, since nothing is cached; only new work makes spans.
+        async with keel.Worker(url, poll_interval=0.02, cache=False):
+            await client.signal(handle.run_id, "go")
+            assert await client.result(handle.run_id, timeout=20) == 29
+    steps = _named(_finished(spans, handle.run_id), tracing.SPAN_STEP)
+    assert sorted(str(_attr(s, tracing.STEP)) for s in steps) == ["tr.second", "tr.third"]
+
+
+async def test_a_child_run_is_in_its_parents_trace(
+    tmp_path: Path, spans: InMemorySpanExporter
+) -> None:
+    url = f"sqlite:///{tmp_path / 'keel.db'}"
+    async with keel.Worker(url, poll_interval=0.02) as worker:
+        client = worker.client()
+        handle = await client.start(parent, 4)
+        assert await client.result(handle.run_id, timeout=20) == 50
+    mine = _finished(spans, handle.run_id)
+    (start,) = _named(mine, tracing.SPAN_START_WORKFLOW)
+    (started,) = _named(mine, tracing.SPAN_CHILD_START)
+    ids = _attr(started, tracing.CHILD_RUN_IDS)
+    assert isinstance(ids, tuple) and len(ids) == 1
+    child_id = str(ids[0])
+    assert child_id.startswith(handle.run_id)
+    theirs = _finished(spans, child_id)
+    assert _named(theirs, tracing.SPAN_RUN) and _named(theirs, tracing.SPAN_STEP)
+    assert {s.context.trace_id for s in [*mine, *theirs]} == {start.context.trace_id}
+    parent_turns = {t.context.span_id for t in _named(mine, tracing.SPAN_RUN)}
+    for turn in _named(theirs, tracing.SPAN_RUN):  # under the turn that started it
+        assert turn.parent is not None and turn.parent.span_id in parent_turns
