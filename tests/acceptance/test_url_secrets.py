@@ -79,17 +79,23 @@ async def test_no_command_shows_the_database_password(harness: Harness) -> None:
     )
     assert "ok" in started
     w = harness.worker(db=url)
+    wj = harness.worker(db=url, extra=("--log-format", "json"))  # JSON lines mask it too
     async with harness.client() as client:
-        await harness.wait_finished(client, ["ok"], alive=(w,))
+        await harness.wait_finished(client, ["ok"], alive=(w, wj))
 
     def ready(proc: WorkerProcess) -> bool:
         return " started: " in proc.err.read_text(errors="replace")
 
-    await harness.wait_for(lambda: ready(w), "the worker's start line", alive=(w,))
-    w.terminate()
-    assert w.wait(timeout=30) == 0, w.output()
-    log = w.out.read_text() + w.err.read_text()
-    assert " started: db=postgresql://" in log and SECRET not in log, log
+    for proc in (w, wj):
+        await harness.wait_for(lambda p=proc: ready(p), "the worker's start line", alive=(proc,))
+    health = assert_hidden("health while workers run", harness.cli("health", "--json", *db), 0)
+    assert '"ready": true' in health
+    for proc in (w, wj):
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0, proc.output()
+        log = proc.out.read_text() + proc.err.read_text()
+        assert " started: db=postgresql://" in log and SECRET not in log, log
+    assert wj.err.read_text().startswith("{")
 
     for args in (
         ("runs", "list"),
@@ -117,6 +123,8 @@ async def test_no_command_shows_the_database_password(harness: Harness) -> None:
         proc = harness.cli("runs", "list", "--db", bad)
         line = assert_hidden(f"runs list on {what}", proc, 1)
         assert line.startswith("error: "), line
+        report = assert_hidden(f"health on {what}", harness.cli("health", "--db", bad), 1)
+        assert report.startswith("store  FAIL"), report
     for what, bad_worker in bad_workers.items():
         code = bad_worker.wait(timeout=30)
         log = bad_worker.out.read_text() + bad_worker.err.read_text()
