@@ -98,6 +98,7 @@ RULES = [
         ["keel.worker", "keel.client", "keel.workflow", "keel.cli", "keel.replay", "keel.observe"],
     ),
     ("keel.workflow", ["keel.worker", "keel.client", "keel.cli", "keel.store", "keel.replay"]),
+    ("keel.graph", ["keel.worker", "keel.client", "keel.cli", "keel.store", "keel.replay"]),
     ("keel.client", ["keel.worker", "keel.cli", "keel.testing"]),
     ("keel.worker", ["keel.cli", "keel.testing", "keel.replay"]),
     ("keel.replay", ["keel.cli", "keel.testing"]),
