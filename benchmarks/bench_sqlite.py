@@ -210,6 +210,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--trace-sql", action="store_true", help="also count COMMITs with a sqlite trace callback"
     )
     p.add_argument("--json", action="store_true", help="print one JSON document instead")
+    p.add_argument(
+        "--observe",
+        action="store_true",
+        help="install the OpenTelemetry SDK first: spans to a batch processor (its exporter "
+        "drops them), metrics to a Prometheus reader, as `keel worker --metrics-port` does",
+    )
     args = p.parse_args(argv)
     if args.n < 1 or args.concurrency < 1 or args.reps < 1 or args.warmup < 0:
         p.error("--n, --concurrency and --reps must be >= 1, --warmup >= 0")
@@ -349,9 +355,38 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def install_observability() -> None:
+    """Tracing and metrics on, as an application would turn them on: the SDK's
+    tracer provider with a batch span processor (exporting to nowhere, so the
+    network is not measured) and Keel's own Prometheus meter provider."""
+    from collections.abc import Sequence
+
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    from keel.observe.endpoints import install_meter_provider
+
+    class Dropped(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Dropped()))
+    trace.set_tracer_provider(provider)
+    install_meter_provider()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.observe:
+        install_observability()
     report = run(args)
+    report["settings"]["observe"] = args.observe
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:

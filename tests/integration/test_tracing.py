@@ -170,3 +170,35 @@ async def test_a_child_run_is_in_its_parents_trace(
     parent_turns = {t.context.span_id for t in _named(mine, tracing.SPAN_RUN)}
     for turn in _named(theirs, tracing.SPAN_RUN):  # under the turn that started it
         assert turn.parent is not None and turn.parent.span_id in parent_turns
+
+
+@keel.step(name="tr.queued", queue="tr-q")
+def queued(x: int) -> int:
+    return x + 100
+
+
+@keel.workflow(name="tr.dispatching")
+async def dispatching(x: int) -> int:
+    return await queued(await first(x))
+
+
+async def test_a_dispatched_step_on_a_queue_worker_is_in_the_runs_trace(
+    tmp_path: Path, spans: InMemorySpanExporter
+) -> None:
+    url = f"sqlite:///{tmp_path / 'keel.db'}"
+    async with (
+        keel.Worker(url, poll_interval=0.02, owner="driver") as driver,
+        keel.Worker(url, poll_interval=0.02, owner="queue-worker", queues=["tr-q"]),
+    ):
+        client = driver.client()
+        handle = await client.start(dispatching, 1)
+        assert await client.result(handle.run_id, timeout=20) == 102
+    found = _finished(spans, handle.run_id)
+    (start,) = _named(found, tracing.SPAN_START_WORKFLOW)
+    assert {s.context.trace_id for s in found} == {start.context.trace_id}
+    (task_step,) = [s for s in _named(found, tracing.SPAN_STEP) if _attr(s, tracing.QUEUE)]
+    assert (_attr(task_step, tracing.STEP), _attr(task_step, tracing.QUEUE)) == (
+        "tr.queued",
+        "tr-q",
+    )
+    assert task_step.parent is not None and task_step.parent.span_id == start.context.span_id

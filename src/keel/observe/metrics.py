@@ -25,7 +25,7 @@ OpenTelemetry name              type       attributes               Prometheus n
 ``keel.lease.losses``           counter    workflow                 lease_losses_total
 ``keel.runs.parked``            counter    workflow                 runs_parked_total
 ``keel.replay.duration``        histogram  workflow                 replay_duration_seconds
-``keel.worker.slots.used``      up-down    kind (run, task)         worker_slots_used
+``keel.worker.slots.used``      gauge      kind (run, task)         worker_slots_used
 ==============================  =========  =======================  ===========================
 
 Durations are in seconds.
@@ -39,9 +39,10 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
 
 from keel.store.ports import Store
 
@@ -54,9 +55,9 @@ __all__ = [
     "replayed",
     "run_ended",
     "run_parked",
-    "slots",
     "step_attempt_ended",
     "store_gauges",
+    "track_slots",
 ]
 
 #: The content type of the text exposition (Prometheus text format 0.0.4).
@@ -108,8 +109,24 @@ _replay_duration = _meter.create_histogram(
     description="Replaying a run's journal up to its live tail",
     explicit_bucket_boundaries_advisory=_SHORT,
 )
-_slots = _meter.create_up_down_counter(
-    "keel.worker.slots.used", description="Runs driven and task attempts running in this process"
+
+#: What each worker of this process reports as its slots in use: (runs, tasks).
+_slot_sources: dict[int, Callable[[], tuple[int, int]]] = {}
+
+
+def _observe_slots(_options: CallbackOptions) -> Iterable[Observation]:
+    # Read at collection time from the workers' own tables: no cost per run.
+    runs = tasks = 0
+    for source in list(_slot_sources.values()):
+        r, t = source()
+        runs, tasks = runs + r, tasks + t
+    return [Observation(runs, {"kind": "run"}), Observation(tasks, {"kind": "task"})]
+
+
+_meter.create_observable_gauge(
+    "keel.worker.slots.used",
+    callbacks=[_observe_slots],
+    description="Runs driven and dispatched-step attempts running in this process",
 )
 
 
@@ -159,9 +176,13 @@ def replayed(workflow: str, seconds: float) -> None:
     _replay_duration.record(seconds, _attrs("workflow", workflow))
 
 
-def slots(kind: str, delta: int) -> None:
-    """``delta`` slots of ``kind`` ("run" or "task") taken (positive) or freed."""
-    _slots.add(delta, _attrs("kind", kind))
+def track_slots(key: int, source: Callable[[], tuple[int, int]] | None) -> None:
+    """Report what ``source`` says (runs driven, task attempts running) as slots
+    in use, under ``key`` (a worker's id); ``None`` stops reporting it."""
+    if source is None:
+        _slot_sources.pop(key, None)
+    else:
+        _slot_sources[key] = source
 
 
 # --- the exposition ---------------------------------------------------------------------

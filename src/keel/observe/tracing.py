@@ -34,10 +34,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
@@ -58,12 +60,14 @@ __all__ = [
     "STEP",
     "WORKER",
     "WORKFLOW",
+    "adopted_traceparent",
+    "begin_step",
     "child_start",
     "enabled",
+    "end_step",
     "run_turn",
     "signal_send",
     "start_workflow",
-    "step_attempt",
     "stored_traceparent",
 ]
 
@@ -95,11 +99,10 @@ def enabled() -> bool:
 
 def traceparent(span: Span) -> str | None:
     """The W3C ``traceparent`` of ``span``; ``None`` for a span that is not real."""
-    if not span.get_span_context().is_valid:
+    ctx = span.get_span_context()
+    if not ctx.is_valid:
         return None
-    carrier: dict[str, str] = {}
-    _propagator.inject(carrier, context=trace.set_span_in_context(span))
-    return carrier.get("traceparent")
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
 
 
 def context_of(parent: str | None) -> Context | None:
@@ -107,6 +110,12 @@ def context_of(parent: str | None) -> Context | None:
     if not parent:
         return None
     return _propagator.extract({"traceparent": parent})
+
+
+# The run a client is starting in this task and its traceparent: a worker of the
+# same process that adopts the run (its driver task copies this context) needs
+# no read to learn it.
+_starting: ContextVar[tuple[str, str | None] | None] = ContextVar("keel_starting", default=None)
 
 
 @contextmanager
@@ -120,7 +129,19 @@ def start_workflow(run_id: str, workflow: str) -> Iterator[str | None]:
     with _tracer.start_as_current_span(
         SPAN_START_WORKFLOW, kind=SpanKind.PRODUCER, attributes=attributes
     ) as span:
-        yield traceparent(span)
+        parent = traceparent(span)
+        token = _starting.set((run_id, parent))
+        try:
+            yield parent
+        finally:
+            _starting.reset(token)
+
+
+def adopted_traceparent(run_id: str) -> str | None:
+    """The ``traceparent`` of run ``run_id`` if this task's context comes from
+    the client call that just started it (a local worker adopting the run)."""
+    found = _starting.get()
+    return found[1] if found is not None and found[0] == run_id else None
 
 
 @contextmanager
@@ -146,8 +167,7 @@ def current_traceparent() -> str | None:
     return traceparent(trace.get_current_span())
 
 
-@contextmanager
-def step_attempt(
+def begin_step(
     run_id: str,
     workflow: str,
     step: str,
@@ -155,10 +175,14 @@ def step_attempt(
     *,
     queue: str | None = None,
     parent: str | None = None,
-) -> Iterator[Span]:
-    """The span of one step attempt. In the worker that drives the run it is a
-    child of the current ``keel.run`` span; a dispatched step's attempt on a
-    queue's worker gives the run's stored ``parent`` context instead."""
+) -> Span:
+    """Start the span of one step attempt and make it current in the context
+    this is called in: call it in the attempt's own (copied) context, so code
+    in the step nests its spans under it; end it with :func:`end_step`.
+
+    In the worker that drives the run it is a child of the current
+    ``keel.run`` span; a dispatched step's attempt on a queue's worker gives
+    the run's stored ``parent`` context instead."""
     attributes: dict[str, AttributeValue] = {
         RUN_ID: run_id,
         WORKFLOW: workflow,
@@ -169,10 +193,18 @@ def step_attempt(
         attributes[QUEUE] = queue
     kind = SpanKind.INTERNAL if queue is None else SpanKind.CONSUMER
     context = context_of(parent) if queue is not None else None
-    with _tracer.start_as_current_span(
-        SPAN_STEP, context=context, kind=kind, attributes=attributes
-    ) as span:
-        yield span
+    span = _tracer.start_span(SPAN_STEP, context=context, kind=kind, attributes=attributes)
+    # Never detached: the context is the attempt's own and ends with it.
+    otel_context.attach(trace.set_span_in_context(span))
+    return span
+
+
+def end_step(span: Span, error: BaseException | None) -> None:
+    """End a step attempt's span; an attempt that raised is an error span."""
+    if error is not None:
+        span.record_exception(error)
+        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+    span.end()
 
 
 @contextmanager

@@ -159,22 +159,20 @@ class RunDriver:
     async def drive(self) -> None:
         """One lease turn of the run: a ``keel.run`` span when tracing is on,
         continuing the trace stored with the run (its steps' spans nest in it)."""
-        metrics.slots("run", 1)
-        try:
-            if not tracing.enabled():
-                await self._turn()
-                return
-            started = time.time_ns()
-            self.traceparent = await self._stored_traceparent()
-            run = self.run
-            with tracing.run_turn(
-                self.traceparent, run.run_id, run.workflow, self.worker.owner, started
-            ):
-                # Children started this turn continue the trace from this span.
-                self.settings = replace(self.settings, traceparent=tracing.current_traceparent())
-                await self._turn()
-        finally:
-            metrics.slots("run", -1)
+        if not tracing.enabled():
+            await self._turn()
+            return
+        started = time.time_ns()
+        self.traceparent = (
+            tracing.adopted_traceparent(self.run_id) or await self._stored_traceparent()
+        )
+        run = self.run
+        with tracing.run_turn(
+            self.traceparent, run.run_id, run.workflow, self.worker.owner, started
+        ):
+            # Children started this turn continue the trace from this span.
+            self.settings = replace(self.settings, traceparent=tracing.current_traceparent())
+            await self._turn()
 
     async def _stored_traceparent(self) -> str | None:
         try:

@@ -140,21 +140,22 @@ async def _attempt_then(
     keyed: tuple[Store, str, str] | None,
     leased: Callable[[], bool] | None,
     workflow: str,
+    traced: bool,
 ) -> Any:
     started = time.perf_counter()
-    outcome = "cancelled"  # until it returns or raises an Exception
+    # The attempt's span (tracing on), current in this task's own context.
+    span = tracing.begin_step(info.run_id, workflow, info.step, info.attempt) if traced else None
+    outcome, error = "cancelled", None  # until it returns or raises an Exception
     try:
-        if tracing.enabled():
-            with tracing.step_attempt(info.run_id, workflow, info.step, info.attempt):
-                value = await _attempt(target, args, info, pool, keyed, leased)
-        else:
-            value = await _attempt(target, args, info, pool, keyed, leased)
+        value = await _attempt(target, args, info, pool, keyed, leased)
         outcome = "ok"
         return value
-    except Exception:
-        outcome = "error"
+    except BaseException as exc:
+        outcome, error = ("error" if isinstance(exc, Exception) else "cancelled"), exc
         raise
     finally:
+        if span is not None:
+            tracing.end_step(span, error)
         metrics.step_attempt_ended(workflow, info.step, time.perf_counter() - started, outcome)
         on_done()
 
@@ -193,5 +194,6 @@ def start_attempt(
     ctx = contextvars.copy_context()
     ctx.run(_step_info.set, info)
     done = on_done or (lambda: None)
-    coro = _attempt_then(target, args, info, pool, done, keyed, leased, workflow)
+    traced = tracing.enabled()
+    coro = _attempt_then(target, args, info, pool, done, keyed, leased, workflow, traced)
     return asyncio.get_running_loop().create_task(coro, context=ctx)

@@ -77,6 +77,7 @@ class _Running:
     job: asyncio.Task[None] | None = None
     info: StepInfo | None = None
     lost: bool = False
+    failed: BaseException | None = None  # how the attempt failed, if it raised
 
 
 class TaskRunner:
@@ -184,28 +185,33 @@ class TaskRunner:
         return self.worker.registry.find_step(name) or default_registry.find_step(name)
 
     async def _execute(self, item: _Running, info: StepInfo) -> None:
-        metrics.slots("task", 1)
+        """Run one task attempt; with tracing on, in a ``keel.step`` span that
+        continues the trace stored with the task's run."""
+        if not tracing.enabled():
+            await self._execute_task(item, info)
+            return
+        record = item.task
         try:
-            if not tracing.enabled():
-                await self._execute_task(item, info)
-                return
-            record = item.task
-            try:
-                parent = await tracing.stored_traceparent(self.store, record.run_id)
-            except Exception as exc:  # tracing must never stop an attempt
-                log.debug("run %s: could not read its trace context: %s", record.run_id, exc)
-                parent = None
-            with tracing.step_attempt(
-                record.run_id,
-                "",  # the run's workflow is not on the task; the run id leads to it
-                record.step,
-                record.attempt,
-                queue=record.queue,
-                parent=parent,
-            ):
-                await self._execute_task(item, info)
+            parent = await tracing.stored_traceparent(self.store, record.run_id)
+        except Exception as exc:  # tracing must never stop an attempt
+            log.debug("run %s: could not read its trace context: %s", record.run_id, exc)
+            parent = None
+        span = tracing.begin_step(
+            record.run_id,
+            "",  # the run's workflow is not on the task; the run id leads to it
+            record.step,
+            record.attempt,
+            queue=record.queue,
+            parent=parent,
+        )
+        error: BaseException | None = None
+        try:
+            await self._execute_task(item, info)
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
-            metrics.slots("task", -1)
+            tracing.end_step(span, error or item.failed)
 
     async def _execute_task(self, item: _Running, info: StepInfo) -> None:
         record = item.task
@@ -234,11 +240,11 @@ class TaskRunner:
             except asyncio.CancelledError:
                 raise  # lease lost or drain cut it off: the lease expires, no write
             except SerializationError as exc:  # cannot be stored or decoded: no retry
-                outcome = "error"
+                outcome, item.failed = "error", exc
                 await self._fail(item, exc, None)
                 return
             except Exception as exc:
-                outcome = "error"
+                outcome, item.failed = "error", exc
                 await self._fail(item, exc, self._retry_delay(step, record, exc))
                 return
             finally:

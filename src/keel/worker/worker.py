@@ -133,6 +133,7 @@ class Worker:
         await self.store.open()
         self._liveness = await self._hold_liveness()
         await self._register_versions()
+        metrics.track_slots(id(self), lambda: (len(self._drivers), len(self.tasks.running)))
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._claim_loop(), name="keel-claim"),
@@ -199,6 +200,7 @@ class Worker:
             except Exception:
                 log.exception("could not remove this worker's versions from the store")
         await self.store.close()
+        metrics.track_slots(id(self), None)
         self._stopped.set()
         return abandoned
 
