@@ -125,13 +125,19 @@ async def test_a_stolen_lease_stops_the_running_step(
     assert not [e for e in journal if e.type.startswith("step_")]
     assert [e.name for e in history if e.type == "step_completed"] == [step]
     assert result in ("async done", "sync done")
-    lost = [
-        r.getMessage()
+    records = [
+        r
         for r in caplog.records
         if r.name == "keel.worker"
         and r.levelno == logging.WARNING
         and "lease lost" in r.getMessage()
     ]
+    lost = [r.getMessage() for r in records]
     assert len(lost) == 1, lost
+    # Structured fields too (keel.observe.logs), for JSON logs and log search.
+    assert (records[0].__dict__["run_id"], records[0].__dict__["workflow"]) == (
+        run.run_id,
+        flow.name,
+    )
     assert run.run_id in lost[0] and flow.name in lost[0], lost
     assert f"step '{step}' attempt 1" in lost[0], lost

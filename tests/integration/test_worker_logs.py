@@ -46,6 +46,16 @@ async def fails() -> str:
     return str(await broken())
 
 
+def _fields(caplog: pytest.LogCaptureFixture, level: int, run_id: str) -> list[dict[str, Any]]:
+    """The structured fields (see keel.observe.logs) of the records about ``run_id``."""
+    names = ("run_id", "workflow", "step", "attempt")
+    return [
+        {n: r.__dict__[n] for n in names if n in r.__dict__}
+        for r in caplog.records
+        if r.levelno == level and r.__dict__.get("run_id") == run_id
+    ]
+
+
 def _records(caplog: pytest.LogCaptureFixture, level: int, *needles: str) -> list[str]:
     return [
         r.getMessage()
@@ -70,6 +80,9 @@ async def test_a_failed_attempt_is_logged_with_its_retry(
     assert "ValueError: flaky failure of k" in line
     assert "retrying in 0.01s" in line
     assert not _records(caplog, logging.ERROR)
+    assert _fields(caplog, logging.WARNING, run.run_id) == [
+        {"run_id": run.run_id, "workflow": "logs.retries", "step": "logs.flaky", "attempt": 1}
+    ]
 
 
 async def test_a_failed_run_is_logged_as_an_error(
@@ -87,6 +100,10 @@ async def test_a_failed_run_is_logged_as_an_error(
     (line,) = _records(caplog, logging.ERROR, run.run_id)
     assert "logs.fails" in line and "failed" in line
     assert "RuntimeError: the disk is on fire" in line
+    assert _fields(caplog, logging.ERROR, run.run_id) == [
+        {"run_id": run.run_id, "workflow": "logs.fails"}
+    ]
+    assert [f["attempt"] for f in _fields(caplog, logging.WARNING, run.run_id)] == [1, 2]
 
 
 async def test_a_parked_run_is_logged(make_store: Any, caplog: pytest.LogCaptureFixture) -> None:
@@ -113,3 +130,6 @@ async def test_a_parked_run_is_logged(make_store: Any, caplog: pytest.LogCapture
     (line,) = _records(caplog, logging.WARNING, run.run_id)
     assert "'logs.retries'" in line and "parked" in line
     assert retries.version in line and "v-other" in line  # missing, and what is loaded
+    assert _fields(caplog, logging.WARNING, run.run_id) == [
+        {"run_id": run.run_id, "workflow": "logs.retries"}
+    ]
