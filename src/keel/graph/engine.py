@@ -28,10 +28,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from keel.errors import NodeFailedError, SignalTimeoutError, StepFailedError
+from keel.errors import (
+    ChildWorkflowCancelled,
+    ChildWorkflowError,
+    NodeFailedError,
+    SignalTimeoutError,
+    StepFailedError,
+)
 from keel.graph.graphdef import GraphDef
 from keel.graph.model import SKIP, Node, NodeError
 from keel.graph.validate import handled_by
+from keel.workflow.children import run_child
 from keel.workflow.context import wait_for_signal
 from keel.workflow.definitions import StepDef
 
@@ -192,6 +199,9 @@ class GraphRun:
         try:
             if node.kind == "approval":
                 return await self._approval(node)
+            if node.kind == "child":
+                value = await run_child(node.workflow, **self._arguments(node, node.params))
+                return Outcome("completed", value)
             assert steps is not None and steps.body is not None
             if node.kind == "map":
                 return await self._map(node, steps.body)
@@ -208,6 +218,9 @@ class GraphRun:
             return Outcome(
                 "failed", error=NodeError(node.name, exc.error_type, exc.message, exc.attempts)
             )
+        except (ChildWorkflowError, ChildWorkflowCancelled) as exc:
+            error = NodeError(node.name, type(exc).__name__, str(exc), 1)
+            return Outcome("failed", error=error)
 
     def _routed(self, node: Node, label: Any) -> Outcome:
         followed = {

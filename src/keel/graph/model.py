@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-NodeKind = Literal["node", "map", "route", "rule", "approval"]
+NodeKind = Literal["node", "map", "route", "rule", "approval", "child"]
 Join = Literal["all", "any"]
 #: The labels an approval node chooses from.
 APPROVAL_LABELS: tuple[str, ...] = ("approved", "rejected", "timeout")
@@ -103,6 +103,7 @@ class Node:
     condition: Callable[..., bool] | None = None  # rule
     condition_params: tuple[Param, ...] = ()  # rule: where its condition's arguments come from
     labels: tuple[str, ...] = ()  # route, approval: the labels it may choose
+    workflow: Any = None  # child: the WorkflowDef it runs as a child run
     #: Where the declaration came from, for problems ("file.py:12").
     where: str = ""
 
@@ -264,6 +265,22 @@ class Graph:
         options = NodeOptions(approval_timeout=timeout)
         self._add("approval", None, name, after, join, options, labels=APPROVAL_LABELS)
 
+    def child(
+        self,
+        name: str,
+        workflow: Any,
+        *,
+        after: Iterable[str | tuple[str, str]] | str | tuple[str, str] = (),
+        join: Join = "all",
+        on_error: str | None = None,
+    ) -> None:
+        """Declare a node that runs ``workflow`` (a code workflow, or another
+        graph) as a child run; its parameters are bound like a node's, and its
+        result is the node's output. A failed or cancelled child fails the node."""
+        options = NodeOptions(on_error=on_error)
+        fn = getattr(workflow, "fn", None)
+        self._add("child", fn, name, after, join, options, workflow=workflow)
+
     # -- collecting --------------------------------------------------------------------
 
     def _add(
@@ -279,6 +296,7 @@ class Graph:
         key: Callable[[Any], str] | None = None,
         condition: Callable[..., bool] | None = None,
         labels: tuple[str, ...] = (),
+        workflow: Any = None,
     ) -> None:
         node_name = name if name is not None else getattr(fn, "__name__", "")
         self.declared.append(
@@ -294,6 +312,7 @@ class Graph:
                 key=key,
                 condition=condition,
                 labels=labels,
+                workflow=workflow,
                 where=_where(fn),
             )
         )
