@@ -163,9 +163,14 @@ class RunDriver:
             await self._turn()
             return
         started = time.time_ns()
-        self.traceparent = (
-            tracing.adopted_traceparent(self.run_id) or await self._stored_traceparent()
-        )
+        try:
+            self.traceparent = (
+                tracing.adopted_traceparent(self.run_id) or await self._stored_traceparent()
+            )
+        except asyncio.CancelledError:  # as in _turn: hand the run back first
+            if not self.lost:
+                await self._release_quietly()
+            raise
         run = self.run
         with tracing.run_turn(
             self.traceparent, run.run_id, run.workflow, self.worker.owner, started
@@ -177,7 +182,7 @@ class RunDriver:
     async def _stored_traceparent(self) -> str | None:
         try:
             return await tracing.stored_traceparent(self.store, self.run_id)
-        except Exception as exc:  # tracing must never stop a run; the claim's error path will
+        except Exception as exc:  # tracing must never stop a run: the turn goes on untraced
             log.debug("run %s: could not read its trace context: %s", self.run_id, exc)
             return None
 

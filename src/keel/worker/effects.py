@@ -193,11 +193,11 @@ class RunEffects:
     async def _write_finish(self, first: int, events: list[NewEvent], finish: Finish) -> None:
         await self.store.runs.commit(self.lease, Turn(first, events, end=finish))
         run = self.run
-        await self._ended(str(finish.state))
         self.notify(
             run.run_id,
             Finished(run.workflow, run.version, finish.state, finish.result, finish.error),
         )
+        await self._ended(str(finish.state))
 
     async def _continue(self, cont: Continue) -> None:
         entries = self._execution().take_outbox()
