@@ -44,6 +44,15 @@ def install_meter_provider() -> None:
         raise ConfigurationError(
             f"--metrics-port needs the metrics extra: pip install 'keel[metrics]' ({exc})"
         ) from None
+    current = otel_metrics.get_meter_provider()
+    if isinstance(current, MeterProvider):
+        # Set already (e.g. by opentelemetry-instrument): it cannot be replaced.
+        log.warning(
+            "a meter provider is already installed (%s): /metrics shows Keel's counters only "
+            "if it has a Prometheus reader; the gauges read from the database are always there",
+            type(current).__name__,
+        )
+        return
     otel_metrics.set_meter_provider(MeterProvider(metric_readers=[PrometheusMetricReader()]))
 
 
