@@ -8,6 +8,7 @@ raw SQLite commit probes each process measured.
 
     .venv/bin/python benchmarks/bench_observe.py              # 3 pairs, n=1000
     .venv/bin/python benchmarks/bench_observe.py --pairs 5 --n 2000
+    .venv/bin/python benchmarks/bench_observe.py --sample 0.1   # 10 % of traces recorded
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ def _median(values: list[float]) -> float:
 
 def measure(observe: bool, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, str(HERE / "bench_sqlite.py"), "--json", "--reps", "1"]
-    cmd += ["--n", str(args.n), "--synchronous", args.synchronous]
+    cmd += ["--n", str(args.n), "--synchronous", args.synchronous, "--steps", args.steps]
     if observe:
-        cmd.append("--observe")
+        cmd += ["--observe", "--sample", str(args.sample)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     report: dict[str, Any] = json.loads(out)
     return report
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pairs", type=int, default=3, help="off/on pairs; medians (3)")
     p.add_argument("--n", type=int, default=1000, help="workflows per case (1000)")
     p.add_argument("--synchronous", default="FULL", choices=("FULL", "NORMAL"))
+    p.add_argument("--sample", type=float, default=1.0, help="fraction of traces recorded (1.0)")
+    p.add_argument("--steps", default="both", choices=("async", "sync", "both"))
     args = p.parse_args(argv)
     runs: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
     for i in range(args.pairs):

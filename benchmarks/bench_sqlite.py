@@ -216,6 +216,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="install the OpenTelemetry SDK first: spans to a batch processor (its exporter "
         "drops them), metrics to a Prometheus reader, as `keel worker --metrics-port` does",
     )
+    p.add_argument(
+        "--sample",
+        type=float,
+        default=1.0,
+        help="with --observe: the fraction of traces recorded (parent-based ratio sampler; 1.0)",
+    )
     args = p.parse_args(argv)
     if args.n < 1 or args.concurrency < 1 or args.reps < 1 or args.warmup < 0:
         p.error("--n, --concurrency and --reps must be >= 1, --warmup >= 0")
@@ -355,7 +361,7 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def install_observability() -> None:
+def install_observability(sample: float = 1.0) -> None:
     """Tracing and metrics on, as an application would turn them on: the SDK's
     tracer provider with a batch span processor (exporting to nowhere, so the
     network is not measured) and Keel's own Prometheus meter provider."""
@@ -375,7 +381,9 @@ def install_observability() -> None:
         def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
             return SpanExportResult.SUCCESS
 
-    provider = TracerProvider()
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(sample)))
     provider.add_span_processor(BatchSpanProcessor(Dropped()))
     trace.set_tracer_provider(provider)
     install_meter_provider()
@@ -384,9 +392,10 @@ def install_observability() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.observe:
-        install_observability()
+        install_observability(args.sample)
     report = run(args)
     report["settings"]["observe"] = args.observe
+    report["settings"]["sample"] = args.sample
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:

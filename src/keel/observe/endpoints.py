@@ -39,7 +39,7 @@ def install_meter_provider() -> None:
     try:
         from opentelemetry import metrics as otel_metrics
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
-        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
     except ImportError as exc:
         raise ConfigurationError(
             f"--metrics-port needs the metrics extra: pip install 'keel[metrics]' ({exc})"
@@ -53,7 +53,12 @@ def install_meter_provider() -> None:
             type(current).__name__,
         )
         return
-    otel_metrics.set_meter_provider(MeterProvider(metric_readers=[PrometheusMetricReader()]))
+    # No exemplars: the Prometheus text format does not carry them, and offering
+    # each measurement to a reservoir costs on every step.
+    provider = MeterProvider(
+        metric_readers=[PrometheusMetricReader()], exemplar_filter=AlwaysOffExemplarFilter()
+    )
+    otel_metrics.set_meter_provider(provider)
 
 
 class Endpoints:
