@@ -45,7 +45,10 @@ def spans() -> Iterator[InMemorySpanExporter]:
 
 @keel.step(name="tr.first")
 def first(x: int) -> int:
-    return x + 1
+    # Spans the step's own code makes nest under its keel.step span.
+    with trace.get_tracer("tests").start_as_current_span("user.work") as span:
+        span.set_attribute(tracing.RUN_ID, keel.current_step().run_id)  # type: ignore[union-attr]
+        return x + 1
 
 
 @keel.step(name="tr.second")
@@ -123,6 +126,9 @@ async def test_one_trace_from_start_to_a_step_on_another_worker(
     assert where == {"tr.first": "worker-a", "tr.second": "worker-b", "tr.third": "worker-b"}
     assert len(steps) == 3  # one span per attempt run; worker-b replayed tr.first: none
     assert {_attr(s, tracing.ATTEMPT) for s in steps} == {1}
+    (user,) = _named(found, "user.work")
+    (step_first,) = [s for s in steps if _attr(s, tracing.STEP) == "tr.first"]
+    assert user.parent is not None and user.parent.span_id == step_first.context.span_id
     (sent,) = _named(found, tracing.SPAN_SIGNAL_SEND)
     assert _attr(sent, tracing.SIGNAL) == "go"
 
