@@ -57,8 +57,9 @@ async def test_metrics_health_and_json_logs_of_a_real_worker(harness: Harness) -
     async with harness.client() as client:
         retried = [(await client.start(observed.retried, i)).run_id for i in range(3)]
         failing = (await client.start(observed.failing, 7)).run_id
-        infos = await harness.wait_finished(client, [*retried, failing], alive=(proc,))
-    assert {infos[r].state for r in retried} == {"completed"}
+        napping = (await client.start(observed.napping, 5)).run_id
+        infos = await harness.wait_finished(client, [*retried, failing, napping], alive=(proc,))
+    assert {infos[r].state for r in [*retried, napping]} == {"completed"}
     assert infos[failing].state == "failed"
 
     status, ctype, body = _get(port, "/metrics")
@@ -90,25 +91,37 @@ async def test_metrics_health_and_json_logs_of_a_real_worker(harness: Harness) -
         for s in samples("keel_runs_ended")
         if s.name == "keel_runs_ended_total"
     }
-    assert ended == {("obs.retried", "completed"): 3, ("obs.failing", "failed"): 1}
+    assert ended == {
+        ("obs.retried", "completed"): 3,
+        ("obs.failing", "failed"): 1,
+        ("obs.napping", "completed"): 1,
+    }
     failures = {
         (s.labels["workflow"], s.labels["step"]): s.value
         for s in samples("keel_step_attempt_failures")
         if s.name == "keel_step_attempt_failures_total"
     }
-    assert failures == {("obs.retried", "obs.flaky"): 3, ("obs.failing", "obs.doomed"): 1}
+    assert failures == {
+        ("obs.retried", "obs.flaky"): 3,
+        ("obs.napping", "obs.flaky"): 1,
+        ("obs.failing", "obs.doomed"): 1,
+    }
     attempts = {
-        (s.labels["step"], s.labels["outcome"]): s.value
+        (s.labels["workflow"], s.labels["step"], s.labels["outcome"]): s.value
         for s in samples("keel_step_attempt_duration_seconds")
         if s.name.endswith("_count")
     }
     assert attempts == {
-        ("obs.flaky", "error"): 3,
-        ("obs.flaky", "ok"): 3,
-        ("obs.doomed", "error"): 1,
+        ("obs.retried", "obs.flaky", "error"): 3,
+        ("obs.retried", "obs.flaky", "ok"): 3,
+        ("obs.napping", "obs.flaky", "error"): 1,
+        ("obs.napping", "obs.flaky", "ok"): 1,
+        ("obs.failing", "obs.doomed", "error"): 1,
     }
+    replayed = [s for s in samples("keel_replay_duration_seconds") if s.name.endswith("_count")]
+    assert [(s.labels["workflow"], s.value) for s in replayed] == [("obs.napping", 1)]
     by_state = {s.labels["state"]: s.value for s in samples("keel_runs")}
-    assert by_state["completed"] == 3 and by_state["failed"] == 1 and by_state["running"] == 0
+    assert by_state["completed"] == 4 and by_state["failed"] == 1 and by_state["running"] == 0
     assert set(by_state) == {"pending", "running", "suspended", "completed", "failed",
                              "cancelled", "continued"}  # fmt: skip
     assert [s.value for s in samples("keel_workers_live")] == [1]
@@ -118,7 +131,7 @@ async def test_metrics_health_and_json_logs_of_a_real_worker(harness: Harness) -
     assert slots == {"run": 0, "task": 0}
 
     # No series is per run: no run id in any label name or value.
-    run_ids = {*retried, failing}
+    run_ids = {*retried, failing, napping}
     for family in families.values():
         for sample in family.samples:
             assert "run_id" not in sample.labels, sample
@@ -140,9 +153,12 @@ async def test_metrics_health_and_json_logs_of_a_real_worker(harness: Harness) -
     attempt_failed = [
         r for r in records if r["level"] == "WARNING" and r.get("step") == "obs.flaky"
     ]
-    assert len(attempt_failed) == 3
-    assert {r["run_id"] for r in attempt_failed} == set(retried)
-    assert {(r["workflow"], r["attempt"]) for r in attempt_failed} == {("obs.retried", 1)}
+    assert len(attempt_failed) == 4
+    assert {r["run_id"] for r in attempt_failed} == {*retried, napping}
+    assert {(r["workflow"], r["attempt"]) for r in attempt_failed} == {
+        ("obs.retried", 1),
+        ("obs.napping", 1),
+    }
     run_failed = [r for r in records if r["level"] == "ERROR" and r.get("run_id") == failing]
     assert [r["workflow"] for r in run_failed] == ["obs.failing"]
     assert "never works" in run_failed[0]["message"]

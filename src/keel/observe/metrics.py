@@ -69,7 +69,22 @@ _SHORT = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.
 
 # Created once: a proxy meter delegates to the provider installed later, if any.
 _meter = metrics.get_meter("keel")
-_runs_ended = _meter.create_counter("keel.runs.ended", description="Runs that ended, by outcome")
+
+# Runs ended, counted in a plain dict on the hot path and reported at collection
+# time (an observable counter): one dict update per run instead of an SDK call.
+_ended_counts: dict[tuple[str, str], int] = {}
+
+
+def _observe_ended(_options: CallbackOptions) -> Iterable[Observation]:
+    return [
+        Observation(n, _attrs("workflow", workflow, "outcome", outcome))
+        for (workflow, outcome), n in list(_ended_counts.items())
+    ]
+
+
+_meter.create_observable_counter(
+    "keel.runs.ended", callbacks=[_observe_ended], description="Runs that ended, by outcome"
+)
 _run_duration = _meter.create_histogram(
     "keel.run.duration",
     unit="s",
@@ -106,7 +121,7 @@ _parked = _meter.create_counter(
 _replay_duration = _meter.create_histogram(
     "keel.replay.duration",
     unit="s",
-    description="Replaying a run's journal up to its live tail",
+    description="Replaying a run's journal up to its live tail (turns with a journal)",
     explicit_bucket_boundaries_advisory=_SHORT,
 )
 
@@ -139,9 +154,9 @@ def _attrs(*pairs: str) -> Mapping[str, str]:
 
 def run_ended(workflow: str, outcome: str, seconds: float) -> None:
     """A run ended as ``outcome`` (completed, failed, cancelled, continued)."""
-    attrs = _attrs("workflow", workflow, "outcome", outcome)
-    _runs_ended.add(1, attrs)
-    _run_duration.record(max(0.0, seconds), attrs)
+    key = (workflow, outcome)
+    _ended_counts[key] = _ended_counts.get(key, 0) + 1
+    _run_duration.record(max(0.0, seconds), _attrs("workflow", workflow, "outcome", outcome))
 
 
 def step_attempt_ended(workflow: str, step: str, seconds: float, outcome: str) -> None:

@@ -346,7 +346,8 @@ class RunDriver:
             replaying = time.perf_counter()
             replayer = Replayer(wf, run.run_id, run.input, self.worker.live)
             ex = await replay_run(run, replayer, self.snapshots)
-            metrics.replayed(run.workflow, time.perf_counter() - replaying)
+            if run.next_seq > 1:  # a journal beyond run_started was replayed
+                metrics.replayed(run.workflow, time.perf_counter() - replaying)
         except (NondeterminismError, SerializationError) as exc:
             await self.effects.fail_early(exc)
             return None

@@ -31,3 +31,11 @@ async def retried(x: int) -> int:
 @keel.workflow(name="obs.failing")
 async def failing(x: int) -> int:
     return await doomed(x)
+
+
+@keel.workflow(name="obs.napping")
+async def napping(x: int) -> int:
+    # Longer than the worker's inline wait: the run suspends and its next turn
+    # replays the journal.
+    await keel.sleep(1.2)
+    return await flaky(x)
