@@ -34,6 +34,10 @@ APPROVAL_LABELS: tuple[str, ...] = ("approved", "rejected", "timeout")
 #: ``on_error="skip"``: a node failed after its retries counts as skipped downstream.
 SKIP = "skip"
 DEFAULT_MAX_ITEMS = 1000
+#: Items of one map in flight at once unless ``max_concurrency=`` says otherwise:
+#: each pass of the worker over a run looks at its pending commands, so
+#: thousands in flight at once would cost every pass that much.
+DEFAULT_MAX_CONCURRENCY = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +84,7 @@ class NodeOptions:
     version: str | None = None  # pins the cache key instead of the body's source
     ttl: float | None = None  # cache reuse bound, seconds
     # map
-    max_concurrency: int | None = None
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     max_items: int = DEFAULT_MAX_ITEMS
     tolerate: float = 0.0  # fraction of items allowed to fail
     # approval
@@ -172,7 +176,7 @@ class Graph:
         name: str | None = None,
         after: Iterable[str | tuple[str, str]] | str | tuple[str, str] = (),
         join: Join = "all",
-        max_concurrency: int | None = None,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         max_items: int = DEFAULT_MAX_ITEMS,
         tolerate: float = 0.0,
         retry: RetryPolicy | None = None,
@@ -187,7 +191,10 @@ class Graph:
         """Declare a fan-out: the function runs once per item of ``over``'s list
         (its first parameter is the item); the node's output is the list of
         results in item order. ``key`` gives each item a stable, unique key
-        (default: its position)."""
+        (default: its position). At most ``max_concurrency`` items run at once
+        (the engine issues the next only when one ends), at most ``max_items``
+        may be given (more fails the node, running none), and up to
+        ``tolerate`` (a fraction) of them may fail: their results are ``None``."""
         options = NodeOptions(
             retry=retry,
             timeout=timeout,
