@@ -17,7 +17,16 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Literal,
+    TypeVar,
+    get_args,
+    get_origin,
+    get_type_hints,
+    overload,
+)
 
 from keel.core.retry import RetryPolicy
 
@@ -80,9 +89,6 @@ class NodeOptions:
     queue: str | None = None
     priority: int = 0
     on_error: str | None = None  # a handler node's name, or SKIP
-    cache: bool = False
-    version: str | None = None  # pins the cache key instead of the body's source
-    ttl: float | None = None  # cache reuse bound, seconds
     # map
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     max_items: int = DEFAULT_MAX_ITEMS
@@ -134,9 +140,14 @@ class Graph:
 
     # -- decorators ------------------------------------------------------------------
 
+    @overload
+    def node(self, fn: F, /) -> F: ...
+
+    @overload
     def node(
         self,
-        fn: F | None = None,
+        fn: None = None,
+        /,
         *,
         name: str | None = None,
         after: Iterable[str | tuple[str, str]] | str | tuple[str, str] = (),
@@ -146,9 +157,21 @@ class Graph:
         queue: str | None = None,
         priority: int = 0,
         on_error: str | None = None,
-        cache: bool = False,
-        version: str | None = None,
-        ttl: float | None = None,
+    ) -> Callable[[F], F]: ...
+
+    def node(
+        self,
+        fn: F | None = None,
+        /,
+        *,
+        name: str | None = None,
+        after: Iterable[str | tuple[str, str]] | str | tuple[str, str] = (),
+        join: Join = "all",
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        queue: str | None = None,
+        priority: int = 0,
+        on_error: str | None = None,
     ) -> Any:
         """Declare a node: its function runs once its parents are done."""
         options = NodeOptions(
@@ -157,9 +180,6 @@ class Graph:
             queue=queue,
             priority=priority,
             on_error=on_error,
-            cache=cache,
-            version=version,
-            ttl=ttl,
         )
 
         def add(f: F) -> F:
@@ -184,9 +204,6 @@ class Graph:
         queue: str | None = None,
         priority: int = 0,
         on_error: str | None = None,
-        cache: bool = False,
-        version: str | None = None,
-        ttl: float | None = None,
     ) -> Callable[[F], F]:
         """Declare a fan-out: the function runs once per item of ``over``'s list
         (its first parameter is the item); the node's output is the list of
@@ -201,9 +218,6 @@ class Graph:
             queue=queue,
             priority=priority,
             on_error=on_error,
-            cache=cache,
-            version=version,
-            ttl=ttl,
             max_concurrency=max_concurrency,
             max_items=max_items,
             tolerate=tolerate,
@@ -215,9 +229,27 @@ class Graph:
 
         return add
 
+    @overload
+    def route(self, fn: F, /) -> F: ...
+
+    @overload
+    def route(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        labels: Sequence[str] | None = None,
+        after: Iterable[str | tuple[str, str]] | str | tuple[str, str] = (),
+        join: Join = "all",
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+    ) -> Callable[[F], F]: ...
+
     def route(
         self,
         fn: F | None = None,
+        /,
         *,
         name: str | None = None,
         labels: Sequence[str] | None = None,

@@ -259,7 +259,6 @@ def _check_options(node: Node, nodes: dict[str, Node], problems: _Problems) -> N
             opts.approval_timeout is None or opts.approval_timeout > 0,
             "None or more than 0 seconds",
         ),
-        ("ttl", opts.ttl is None or opts.ttl > 0, "None or more than 0 seconds"),
     ]
     for name, ok, rule in checks:
         if not ok:
