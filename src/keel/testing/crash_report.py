@@ -46,9 +46,11 @@ class RunOutcome:
 class StepExecution:
     """One time a step's body ran.
 
-    ``number`` counts the executions of this step command (one call site's
-    step in one run) from 1; ``attempt`` is Keel's attempt number (a step run
-    again because its completion was not journaled keeps its attempt number).
+    ``number`` counts the executions of this step command (one call of a
+    step in one run) from 1; ``attempt`` is Keel's attempt number: a retry
+    after a journaled failure is the next attempt, while a step run again
+    because its end was not journaled runs the same attempt again
+    (``repeat``).
     ``worker`` is ``"first"`` (the worker that crashed) or ``"second"`` (the one
     that took over). ``journaled_at`` is the write that had already journaled
     this command's end (or this attempt's failure) when the body started:
@@ -61,6 +63,7 @@ class StepExecution:
     attempt: int
     number: int
     worker: str
+    repeat: bool = False
     journaled_at: int | None = None
 
     def __str__(self) -> str:
@@ -108,10 +111,10 @@ class CrashPoint:
     ``crashed_at`` is the write the first worker was making when it crashed
     (``None``: it finished the run with fewer writes this time, so there was
     nothing to crash at). ``executions`` counts each step's executions (by
-    step name), ``repeats`` lists every execution beyond a command's first:
-    the expected at-least-once re-runs of steps whose completion was not yet
-    journaled, and any that broke the promise (``journaled_at`` set, also
-    in ``failures``).
+    step name, retries included), ``repeats`` lists the executions that ran
+    an attempt again: the expected at-least-once re-runs of steps whose end
+    was not yet journaled, and any that broke the promise (``journaled_at``
+    set, also in ``failures``).
     """
 
     write: int

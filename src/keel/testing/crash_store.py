@@ -91,8 +91,9 @@ class Landed:
     #: (run id, command) -> global number of the write that journaled its
     #: step_completed or step_failed.
     step_ended: dict[tuple[str, str], int] = field(default_factory=dict)
-    #: (run id, command) -> the highest attempt whose failure is journaled.
-    attempt_failed: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: (run id, command, attempt) -> global number of the write that journaled
+    #: that attempt's failure.
+    attempt_failed: dict[tuple[str, str, int], int] = field(default_factory=dict)
 
     def record(self, label: str, write: Write, args: tuple[Any, ...]) -> None:
         self.writes.append((label, write))
@@ -107,7 +108,7 @@ class Landed:
                 self.step_ended.setdefault(key, len(self.writes))
             elif event.type == EventType.STEP_ATTEMPT_FAILED:
                 attempt = read(StepAttemptFailed, event.data).attempt
-                self.attempt_failed[key] = max(self.attempt_failed.get(key, 0), attempt)
+                self.attempt_failed.setdefault((*key, attempt), len(self.writes))
 
 
 class _Gate:

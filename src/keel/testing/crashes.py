@@ -100,9 +100,7 @@ async def crash_every_write(
     The workflow must end on its own (signals are not sent).
     """
     if not isinstance(workflow, WorkflowDef):
-        raise ConfigurationError(
-            f"crash_every_write() needs a @keel.workflow, not {workflow!r}"
-        )
+        raise ConfigurationError(f"crash_every_write() needs a @keel.workflow, not {workflow!r}")
     if store not in ("memory", "sqlite"):
         raise ConfigurationError(f"store must be 'memory' or 'sqlite', not {store!r}")
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
@@ -153,6 +151,7 @@ class _Scene:
     executions: list[StepExecution] = field(default_factory=list)
     broken: CrashFailure | None = None
     _counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    _attempts: Counter[tuple[str, str, int]] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def begin(self, worker: str) -> StepExecution | None:
@@ -164,11 +163,19 @@ class _Scene:
         key = (info.run_id, command)
         with self._lock:
             self._counts[key] += 1
+            self._attempts[(*key, info.attempt)] += 1
             journaled = self.landed.step_ended.get(key)
             if journaled is None:
                 journaled = self.landed.attempt_failed.get((*key, info.attempt))
             ex = StepExecution(
-                info.step, info.run_id, command, info.attempt, self._counts[key], worker, journaled
+                info.step,
+                info.run_id,
+                command,
+                info.attempt,
+                self._counts[key],
+                worker,
+                repeat=self._attempts[(*key, info.attempt)] > 1,
+                journaled_at=journaled,
             )
             self.executions.append(ex)
         return ex
@@ -341,7 +348,9 @@ class _Worker:
             await self.worker.stop()
             return
         current = asyncio.current_task()
-        await asyncio.gather(*(t for t in self._abandoned if t is not current), return_exceptions=True)
+        await asyncio.gather(
+            *(t for t in self._abandoned if t is not current), return_exceptions=True
+        )
         # A sync step body already running when the worker died goes on to its
         # end (a thread cannot be stopped); let it, so its effects land in this run.
         await asyncio.to_thread(self.worker.step_pool.shutdown, True)
@@ -415,7 +424,7 @@ class _Tester:
                     f"the run ended {ran.outcome}; uncrashed it ended {first.outcome}",
                 )
             )
-        repeats = [e for e in ran.scene.executions if e.number > 1]
+        repeats = [e for e in ran.scene.executions if e.repeat]
         return CrashPoint(
             k,
             when,
@@ -574,4 +583,3 @@ async def _outcome(store: Store) -> RunOutcome:
         error = msgspec.json.decode(run.error)
         return RunOutcome(str(run.state), None, error.get("type"), error.get("message"))
     return RunOutcome(str(run.state))
-

@@ -23,7 +23,7 @@ import enum
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar, cast
 
 from keel.errors import ConfigurationError
 from keel.testing.step_bodies import as_body, check_step, replaced_body
@@ -88,7 +88,7 @@ def mock_step(
     *,
     returns: object = _MISSING,
     raises: BaseException | type[BaseException] | None = None,
-    side_effect: Callable[P, object] | Iterable[Outcome] | None = None,
+    side_effect: Callable[..., object] | Iterable[Outcome] | None = None,
 ) -> Iterator[StepMock[P, R]]:
     """Replace ``step``'s body inside the ``with``; yields a :class:`StepMock`.
 
@@ -174,6 +174,6 @@ def _behaviour(
                 f"{len(items)} outcome{'s' if len(items) != 1 else ''}"
             )
         item = items[n - 1]
-        return _raise(item) if _is_error(item) else item
+        return _raise(cast(BaseException, item)) if _is_error(item) else item
 
     return nth

@@ -34,9 +34,7 @@ Body = Callable[..., Any]
 def check_step(step: object, who: str) -> StepDef[Any, Any]:
     """``step`` if it is a ``@keel.step``, else a :class:`ConfigurationError`."""
     if not isinstance(step, StepDef):
-        raise ConfigurationError(
-            f"{who} needs a @keel.step (the decorated function), not {step!r}"
-        )
+        raise ConfigurationError(f"{who} needs a @keel.step (the decorated function), not {step!r}")
     return step
 
 
@@ -81,4 +79,3 @@ def replaced_body(step: StepDef[Any, Any], body: Callable[..., Any]) -> Iterator
         yield
     finally:
         step.fn = previous
-
