@@ -301,10 +301,11 @@ class DatabaseError(StoreError):
 
 
 class DatabaseCorruptError(DatabaseError):
-    """The database file is damaged (SQLite's ``SQLITE_CORRUPT``/``SQLITE_NOTADB``).
+    """The database is damaged (SQLite's ``SQLITE_CORRUPT``/``SQLITE_NOTADB``,
+    PostgreSQL's ``XX001``/``XX002``).
 
     Nothing Keel retries can mend it: a worker stops, a command exits non-zero.
-    Restore the file from a backup.
+    Restore it from a backup.
     """
 
 
