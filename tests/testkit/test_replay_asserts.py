@@ -115,7 +115,7 @@ def test_a_different_result_is_a_divergence_at_the_last_event(
         assert_replays(changed("new_result"), history)
     last = history[-1].seq
     assert info.value.position == last
-    assert 'run_completed "hold-o-1 receipt-o-1"' in (info.value.recorded or "")
+    assert 'run_completed "hold-o-1 receipt-o-1"' in info.value.recorded
     assert f">> {last:>4}  run_completed" in str(info.value)
 
 

@@ -80,9 +80,7 @@ class ReplayDiverged(AssertionError):
     code did now.
     """
 
-    def __init__(
-        self, message: str, position: int | None, recorded: str | None, requested: str | None
-    ) -> None:
+    def __init__(self, message: str, position: int | None, recorded: str, requested: str) -> None:
         super().__init__(message)
         self.position = position
         self.recorded = recorded
