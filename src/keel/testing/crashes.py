@@ -180,6 +180,35 @@ class _Scene:
             self.executions.append(ex)
         return ex
 
+    def failures(self) -> list[CrashFailure]:
+        """The broken promises of this run, once it has ended: the invariant
+        (after a step execution, else now) and steps run after their end was
+        journaled."""
+        found: list[CrashFailure] = []
+        if self.broken is not None:
+            found.append(self.broken)
+        elif self.invariant is not None:
+            problem = _broken(self.invariant)
+            if problem is not None:
+                found.append(
+                    CrashFailure(None, None, "invariant", f"broken once the run ended: {problem}")
+                )
+        for ex in self.executions:
+            if ex.journaled_at is not None:
+                found.append(
+                    CrashFailure(
+                        None,
+                        None,
+                        "rerun",
+                        f"{ex} ran although write {ex.journaled_at} had journaled "
+                        "its end (or this attempt's failure)",
+                        ex.step,
+                        ex.attempt,
+                        ex.number,
+                    )
+                )
+        return found
+
     def end(self, ex: StepExecution | None) -> None:
         if ex is None or self.invariant is None:
             return
@@ -493,28 +522,7 @@ class _Tester:
                 await w.finish()
         if self.kind != "memory":
             await harness.close()
-        if scene.broken is not None:
-            failures.append(scene.broken)
-        elif self.invariant is not None:
-            problem = _broken(self.invariant)
-            if problem is not None:
-                failures.append(
-                    CrashFailure(None, None, "invariant", f"broken once the run ended: {problem}")
-                )
-        for ex in scene.executions:
-            if ex.journaled_at is not None:
-                failures.append(
-                    CrashFailure(
-                        None,
-                        None,
-                        "rerun",
-                        f"{ex} ran although write {ex.journaled_at} had journaled "
-                        "its end (or this attempt's failure)",
-                        ex.step,
-                        ex.attempt,
-                        ex.number,
-                    )
-                )
+        failures += scene.failures()
         writes = [w for label, w in landed.writes if label == "first"]
         crashed_at = workers[0].store.gate.crashed_at
         if crashed_at is not None and crashed_at not in writes:
