@@ -136,3 +136,16 @@ async def parent(order: str) -> str:
     hold = await reserve.aio(order)
     shipped = await keel.run_child(child, order)
     return f"{hold} {shipped}"
+
+
+@keel.step(name="kit.render", queue="kit-render")
+def render(order: str) -> str:
+    note(f"render {order}")
+    return f"pdf-{order}"
+
+
+@keel.workflow(name="kit.invoice")
+async def invoice(order: str) -> str:
+    """A dispatched step: a task worker runs it and stores its result in its task."""
+    pdf = await render.aio(order)
+    return await ship.aio(order, pdf)

@@ -18,7 +18,7 @@ LEASE = Lease("r-1", "first", 1, 0.0)
 
 def commit(landed: Landed, n: int, *events: NewEvent) -> None:
     write = Write(n, "runs.commit", "r-1", "...")
-    landed.record("first", write, (LEASE, Turn(n, events)))
+    landed.record("first", write, (LEASE, Turn(n, events)), None)
 
 
 def execute(scene: _Scene, step: str, command: str, attempt: int) -> None:

@@ -140,6 +140,18 @@ async def test_child_workflows_are_crashed_too() -> None:
     assert any(w.run_id and w.run_id != "crash-test" for w in report.writes)  # the child's
 
 
+@pytest.mark.parametrize("store", STORES)
+async def test_dispatched_steps_are_crashed_in_their_task_worker(store: Store) -> None:
+    report = await assert_survives_crashes(app.invoice, "o-9", store=store)
+    calls = [w.call for w in report.writes]
+    assert "tasks.complete" in calls
+    assert report.outcome.result == "shipped o-9 with pdf-o-9"
+    after_result = point(report, calls.index("tasks.complete") + 1, "after")
+    assert after_result.executions["kit.render"] == 1  # its stored result is used
+    before_result = point(report, calls.index("tasks.complete") + 1, "before")
+    assert before_result.executions["kit.render"] == 2  # its task lease ran out: again
+
+
 async def test_workflow_code_that_reads_step_effects_is_caught() -> None:
     """The workflow branches on a global its steps change, not on the journal:
     after a crash it does something else than the uncrashed run."""

@@ -23,6 +23,7 @@ from keel.core.events import EventType, StepAttemptFailed, read
 from keel.store.base import Lease, NewEvent, NewSnapshot, TaskLease
 from keel.store.ports import (
     ChangeFeed,
+    Committed,
     Continue,
     Finish,
     IdempotencyKeys,
@@ -89,17 +90,25 @@ class Landed:
 
     writes: list[tuple[str, Write]] = field(default_factory=list)  # (worker label, write)
     #: (run id, command) -> global number of the write that journaled its
-    #: step_completed or step_failed.
+    #: step_completed or step_failed (or stored a dispatched step's end in its task).
     step_ended: dict[tuple[str, str], int] = field(default_factory=dict)
     #: (run id, command, attempt) -> global number of the write that journaled
     #: that attempt's failure.
     attempt_failed: dict[tuple[str, str, int], int] = field(default_factory=dict)
 
-    def record(self, label: str, write: Write, args: tuple[Any, ...]) -> None:
+    #: task id -> (run id, command) of the dispatched step it runs.
+    tasks: dict[int, tuple[str, str]] = field(default_factory=dict)
+
+    def record(self, label: str, write: Write, args: tuple[Any, ...], result: Any) -> None:
         self.writes.append((label, write))
+        if write.call in ("tasks.complete", "tasks.fail"):
+            self._task_ended(write.call, cast(TaskLease, args[0]), args)
         if write.call != "runs.commit":
             return
         lease, turn = cast(Lease, args[0]), cast(Turn, args[1])
+        if turn.tasks and isinstance(result, Committed):
+            for task_id, task in zip(result.task_ids, turn.tasks, strict=False):
+                self.tasks[task_id] = (lease.run_id, task.command)
         for event in turn.events:
             if event.command is None:
                 continue
@@ -109,6 +118,18 @@ class Landed:
             elif event.type == EventType.STEP_ATTEMPT_FAILED:
                 attempt = read(StepAttemptFailed, event.data).attempt
                 self.attempt_failed.setdefault((*key, attempt), len(self.writes))
+
+    def _task_ended(self, call: str, lease: TaskLease, args: tuple[Any, ...]) -> None:
+        """A dispatched step's attempt ended in its task: for good (a result, or
+        a failure with no retry) or that attempt only."""
+        key = self.tasks.get(lease.task_id)
+        if key is None:
+            return
+        retry_at = args[2] if len(args) > 2 else None
+        if call == "tasks.complete" or retry_at is None:
+            self.step_ended.setdefault(key, len(self.writes))
+        else:
+            self.attempt_failed.setdefault((*key, lease.attempt), len(self.writes))
 
 
 class _Gate:
@@ -146,7 +167,7 @@ class _Gate:
             self._kill(write)
             raise asyncio.CancelledError("the worker crashed before this write (keel.testing)")
         result = await fn(*args, **kwargs)
-        self.landed.record(self.label, write, args)
+        self.landed.record(self.label, write, args, result)
         if crash is not None and crash.write == self.count:
             self._kill(write)
             raise asyncio.CancelledError("the worker crashed after this write (keel.testing)")

@@ -42,10 +42,11 @@ from typing import Any, Literal
 import msgspec
 
 from keel.client import Client
+from keel.core.events import EventType
 from keel.core.states import RunState
 from keel.errors import ConfigurationError
 from keel.replay import check_journal
-from keel.store.base import RunRecord
+from keel.store.base import RunRecord, TaskRecord
 from keel.store.memory import MemoryStore
 from keel.store.ports import Store
 from keel.store.sqlite import SQLiteStore
@@ -500,7 +501,7 @@ class _Tester:
                     workers.append(second)
                     await second.start(scene)
                 live = {w.worker.owner for w in workers if not w.dead}
-                left = await _step_time(harness, clock, live)
+                left = await _step_time(harness, clock, live, bool(self.queues))
                 if not left:
                     break
                 if time.monotonic() > deadline:
@@ -555,10 +556,11 @@ def _by_step(executions: list[StepExecution]) -> dict[str, int]:
     return dict(Counter(e.step for e in executions))
 
 
-async def _step_time(store: Store, clock: _Clock, live: set[str]) -> list[RunRecord]:
+async def _step_time(store: Store, clock: _Clock, live: set[str], tasks: bool) -> list[RunRecord]:
     """The runs not yet ended. If none of them can proceed now (none held by a
     live worker, none due) move the store clock to the first that can: a
-    durable timer, a retry, or the lease of a crashed worker running out."""
+    durable timer, a retry, or the lease of a crashed worker running out.
+    With ``tasks``, dispatched steps' tasks count too (their leases and retries)."""
     runs = (await store.reads.list_runs(state=_OPEN, limit=1000)).runs
     if not runs:
         return runs
@@ -572,9 +574,31 @@ async def _step_time(store: Store, clock: _Clock, live: set[str]) -> list[RunRec
             due.append(expires)
         elif run.wake_at is not None:
             due.append(run.wake_at)
+    if tasks:
+        for task in await _open_tasks(store, runs):
+            if task.state == "leased":
+                expires = task.lease_expires_at or now
+                if task.lease_owner in live and expires > now:
+                    return runs
+                due.append(expires)
+            else:
+                due.append(task.available_at)
     if due and min(due) > now:
         clock.advance_to(min(due) + 0.001)
     return runs
+
+
+async def _open_tasks(store: Store, runs: list[RunRecord]) -> list[TaskRecord]:
+    """The available and leased tasks of the dispatched steps of ``runs``."""
+    found: list[TaskRecord] = []
+    for run in runs:
+        for event in await store.reads.history(run.run_id):
+            if event.type != EventType.STEP_DISPATCHED or event.command is None:
+                continue
+            task = await store.tasks.get(run.run_id, event.command)
+            if task is not None and task.state in ("available", "leased"):
+                found.append(task)
+    return found
 
 
 async def _outcome(store: Store) -> RunOutcome:
