@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import shutil
 import functools
 import tempfile
 import threading
@@ -73,7 +74,8 @@ Invariant = Callable[[], object]
 RUN_ID = "crash-test"
 #: The workers' lease TTL, in store-clock seconds (the clock jumps past it).
 LEASE_TTL = 30.0
-_POLL = 0.01  # how often workers and the harness look again (real seconds)
+_POLL = 0.002  # how often workers and the harness look again (real seconds)
+_TEMPLATE = "migrated.db"
 _WHENS: tuple[When, ...] = ("before", "after")
 _OPEN = [RunState.PENDING, RunState.RUNNING, RunState.SUSPENDED]
 
@@ -247,7 +249,8 @@ def _broken(invariant: Invariant) -> str | None:
     try:
         held = invariant()
     except Exception as exc:
-        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        text = str(exc).replace("\n", "\n      ")  # pytest's assert explanations: indented
+        return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     return "the invariant returned False" if held is False else None
 
 
@@ -425,6 +428,9 @@ class _Tester:
         with contextlib.ExitStack() as stack:
             if self.kind == "sqlite":
                 self.directory = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+                template = SQLiteStore(self.directory / _TEMPLATE)
+                await template.open()  # migrates it
+                await template.close()  # checkpoints: the whole database is in the file
             stack.enter_context(_counting(self.registries))
             first = await self._run(None)
             report = CrashReport(
@@ -473,6 +479,9 @@ class _Tester:
             return lambda: memory
         assert self.directory is not None
         path = self.directory / f"{name}.db"
+        # A copy of a database migrated once: migrating each one would cost
+        # more than the run itself.
+        shutil.copyfile(self.directory / _TEMPLATE, path)
         return lambda: SQLiteStore(path, clock=clock, synchronous="NORMAL")
 
     async def _run(self, crash: CrashAt | None) -> _Ran:
