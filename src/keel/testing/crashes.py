@@ -29,8 +29,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import shutil
 import functools
+import shutil
 import tempfile
 import threading
 import time
