@@ -149,3 +149,35 @@ async def invoice(order: str) -> str:
     """A dispatched step: a task worker runs it and stores its result in its task."""
     pdf = await render.aio(order)
     return await ship.aio(order, pdf)
+
+
+@keel.step(name="kit.inc")
+def inc(x: int) -> int:
+    return x + 1
+
+
+@keel.workflow(name="kit.snapshots", snapshot_every=2)
+async def snapshots(n: int) -> int:
+    x = 0
+    for _ in range(n):
+        x = await inc.aio(x)
+    return x
+
+
+@keel.workflow(name="kit.continues")
+async def continues(n: int, total: int = 0) -> int:
+    total = await inc.aio(total)
+    if n > 0:
+        keel.continue_as_new(n - 1, total=total)
+    return total
+
+
+@keel.step(name="kit.keyed", idempotency_key=lambda order: f"key-{order}")
+def keyed(order: str) -> str:
+    note(f"keyed {order}")
+    return f"done {order}"
+
+
+@keel.workflow(name="kit.with_key")
+async def with_key(order: str) -> str:
+    return f"{await keyed.aio(order)} {await inc.aio(1)}"

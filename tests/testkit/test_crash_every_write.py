@@ -3,6 +3,7 @@ it must find the bug it exists for, and pass what is correct."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any, Literal
 
 import pytest
@@ -156,9 +157,29 @@ async def test_workflow_code_that_reads_step_effects_is_caught() -> None:
     """The workflow branches on a global its steps change, not on the journal:
     after a crash it does something else than the uncrashed run."""
     report = await crash_every_write(app.reads_ledger, "o-7", reset=app.reset)
-    checks = {f.check for f in report.failures}
-    assert "result" in checks or "replay" in checks, report.format()
-    assert all(f.write is not None for f in report.failures)  # uncrashed, it was fine
+    assert report.outcome.result == "1 entries"
+    assert [(f.write, f.when, f.check) for f in report.failures] == [(1, "before", "result")]
+    assert "the run ended completed with '2 entries'" in report.failures[0].message
+
+
+@pytest.mark.parametrize(
+    ("workflow", "arg", "calls", "result"),
+    [
+        (app.snapshots, 4, {"runs.commit": 4, "runs.save_snapshot": 2}, 4),
+        (app.continues, 2, {"runs.commit": 5}, 3),
+        (app.with_key, "o-10", {"keys.put": 1, "runs.commit": 2}, "done o-10 2"),
+    ],
+    ids=["snapshots", "continue-as-new", "idempotency-key"],
+)
+async def test_every_kind_of_write_is_a_crash_point(
+    workflow: keel.WorkflowDef[Any, Any], arg: Any, calls: dict[str, int], result: Any
+) -> None:
+    report = await assert_survives_crashes(workflow, arg, reset=app.reset)
+    assert dict(Counter(w.call for w in report.writes)) == calls
+    assert report.outcome.result == result
+    if workflow is app.with_key:  # a result stored under its key is reused, never re-run
+        put = point(report, 1, "after")
+        assert put.executions["kit.keyed"] == 1
 
 
 async def test_an_invariant_that_returns_false_is_reported_at_the_end_too() -> None:
