@@ -181,3 +181,10 @@ def keyed(order: str) -> str:
 @keel.workflow(name="kit.with_key")
 async def with_key(order: str) -> str:
     return f"{await keyed.aio(order)} {await inc.aio(1)}"
+
+
+@keel.workflow(name="kit.waits_for_approval")
+async def waits_for_approval(order: str) -> str:
+    await reserve.aio(order)
+    approved: str = await keel.wait_for_signal("approve")
+    return approved

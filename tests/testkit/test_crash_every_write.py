@@ -3,6 +3,7 @@ it must find the bug it exists for, and pass what is correct."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from typing import Any, Literal
 
@@ -207,3 +208,21 @@ async def test_bad_use_is_refused_before_anything_runs() -> None:
 def test_what_counts_as_a_write_is_the_worker_s_recording_calls() -> None:
     assert ("runs", "commit") in WRITES
     assert ("runs", "claim") not in WRITES and ("runs", "renew") not in WRITES
+
+
+async def test_a_workflow_waiting_for_a_signal_is_reported_unfinished_at_once() -> None:
+    report = await crash_every_write(app.waits_for_approval, "o-11", timeout=60)
+    assert report.outcome.state == "unfinished" and report.points == []
+    [failure] = report.uncrashed_failures
+    assert failure.check == "unfinished"
+    assert "waits for what no one will send, a signal? (crash-test suspended)" in failure.message
+
+
+async def test_concurrent_crash_tests_count_their_own_executions() -> None:
+    one, two = await asyncio.gather(
+        crash_every_write(app.five_steps, "o-12"), crash_every_write(app.parent, "o-13")
+    )
+    assert one.passed and two.passed, (one.format(), two.format())
+    assert one.executions["kit.charge_once"] == 1 and "kit.charge_once" not in two.executions
+    assert two.executions == {"kit.reserve": 1, "kit.label": 1, "kit.ship": 1}
+    assert app.reserve.fn is app.reserve.__wrapped__  # every body is back

@@ -59,7 +59,6 @@ from keel.testing.crash_report import (
     StepExecution,
 )
 from keel.testing.crash_store import CrashAt, FencedStore, Landed, When, Write
-from keel.testing.step_bodies import replaced_body
 from keel.worker.replaying import journal_of
 from keel.worker.worker import Worker
 from keel.workflow.context import current_step
@@ -76,6 +75,7 @@ RUN_ID = "crash-test"
 LEASE_TTL = 30.0
 _POLL = 0.002  # how often workers and the harness look again (real seconds)
 _TEMPLATE = "migrated.db"
+_STUCK = 0.5  # real seconds runs may stay stuck before the run is called unfinished
 _WHENS: tuple[When, ...] = ("before", "after")
 _OPEN = [RunState.PENDING, RunState.RUNNING, RunState.SUSPENDED]
 
@@ -287,6 +287,14 @@ def _counted(step: StepDef[Any, Any]) -> Callable[..., Any]:
     return sync_body
 
 
+#: Steps whose bodies count executions now: id -> (step, its body before,
+#: how many crash tests use it). One wrapper serves every crash test running
+#: in the process (each finds its own run through ``_here``), so concurrent
+#: ones do not undo each other's.
+_counting_steps: dict[int, tuple[StepDef[Any, Any], Callable[..., Any], int]] = {}
+_counting_lock = threading.Lock()
+
+
 @contextlib.contextmanager
 def _counting(registries: list[Registry]) -> Iterator[None]:
     steps: dict[int, StepDef[Any, Any]] = {}
@@ -294,10 +302,23 @@ def _counting(registries: list[Registry]) -> Iterator[None]:
         for name in reg.step_names():
             st = reg.get_step(name)
             steps[id(st)] = st
-    with contextlib.ExitStack() as stack:
-        for st in steps.values():
-            stack.enter_context(replaced_body(st, _counted(st)))
+    with _counting_lock:
+        for key, st in steps.items():
+            step, before, users = _counting_steps.get(key, (st, st.fn, 0))
+            if users == 0:
+                st.fn = _counted(st)
+            _counting_steps[key] = (step, before, users + 1)
+    try:
         yield
+    finally:
+        with _counting_lock:
+            for key in steps:
+                step, before, users = _counting_steps[key]
+                if users == 1:
+                    step.fn = before
+                    del _counting_steps[key]
+                else:
+                    _counting_steps[key] = (step, before, users - 1)
 
 
 # --- one run ------------------------------------------------------------------------------
@@ -375,18 +396,21 @@ class _Worker:
         w.step_pool.shutdown(wait=False, cancel_futures=True)
         self._abandoned = tasks
 
-    async def finish(self) -> None:
+    async def finish(self, timeout: float) -> None:
         """Stop it (a crashed one: wait for what it left behind to end)."""
         if not self.dead:
-            await self.worker.stop()
+            await self.worker.stop(timeout=timeout)
             return
         current = asyncio.current_task()
         await asyncio.gather(
             *(t for t in self._abandoned if t is not current), return_exceptions=True
         )
         # A sync step body already running when the worker died goes on to its
-        # end (a thread cannot be stopped); let it, so its effects land in this run.
-        await asyncio.to_thread(self.worker.step_pool.shutdown, True)
+        # end (a thread cannot be stopped); let it, so its effects land in this
+        # run rather than the next. A body that never returns is left behind.
+        waited = asyncio.to_thread(self.worker.step_pool.shutdown, True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(waited, timeout)
         await self.inner.close()
 
 
@@ -503,41 +527,65 @@ class _Tester:
             first = _Worker("first", handle(), self, landed, crash)
             workers.append(first)
             await first.start(scene)
-            deadline = time.monotonic() + self.timeout
-            while True:
-                if first.dead and len(workers) == 1:
-                    second = _Worker("second", handle(), self, landed, None)
-                    workers.append(second)
-                    await second.start(scene)
-                live = {w.worker.owner for w in workers if not w.dead}
-                left = await _step_time(harness, clock, live, bool(self.queues))
-                if not left:
-                    break
-                if time.monotonic() > deadline:
-                    states = ", ".join(f"{r.run_id} {r.state}" for r in left)
-                    failures.append(
-                        CrashFailure(
-                            None,
-                            None,
-                            "unfinished",
-                            f"the run did not end within {self.timeout:g}s ({states})",
-                        )
-                    )
-                    break
-                await asyncio.sleep(_POLL / 2)
-            outcome = await _outcome(harness) if not failures else RunOutcome("unfinished")
+            unfinished = await self._until_ended(harness, handle, clock, scene, landed, workers)
+            if unfinished is None:
+                outcome = await _outcome(harness)
+            else:
+                outcome = RunOutcome("unfinished")
+                failures.append(unfinished)
             failures += await self._replays(harness)
         finally:
             for w in reversed(workers):
-                await w.finish()
-        if self.kind != "memory":
-            await harness.close()
+                await w.finish(self.timeout)
+            if self.kind != "memory":  # the workers closed the shared memory store
+                await harness.close()
         failures += scene.failures()
         writes = [w for label, w in landed.writes if label == "first"]
         crashed_at = workers[0].store.gate.crashed_at
         if crashed_at is not None and crashed_at not in writes:
             writes.append(crashed_at)  # a crash before the write: it never landed
         return _Ran(outcome, writes, crashed_at, scene, failures)
+
+    async def _until_ended(
+        self,
+        store: Store,
+        handle: Callable[[], Store],
+        clock: _Clock,
+        scene: _Scene,
+        landed: Landed,
+        workers: list[_Worker],
+    ) -> CrashFailure | None:
+        """Wait until every run has ended, starting the second worker once the
+        first has crashed and moving the clock on; the failure if they do not."""
+        deadline = time.monotonic() + self.timeout
+        stuck_since: float | None = None
+        while True:
+            if workers[0].dead and len(workers) == 1:
+                second = _Worker("second", handle(), self, landed, None)
+                workers.append(second)
+                await second.start(scene)
+            live = {w.worker.owner for w in workers if not w.dead}
+            left, stuck = await _step_time(store, clock, live, bool(self.queues))
+            if not left:
+                return None
+            now = time.monotonic()
+            stuck_since = (stuck_since or now) if stuck else None
+            states = ", ".join(f"{r.run_id} {r.state}" for r in left)
+            if stuck_since is not None and now - stuck_since > _STUCK:
+                return CrashFailure(
+                    None,
+                    None,
+                    "unfinished",
+                    f"the run waits for what no one will send, a signal? ({states})",
+                )
+            if now > deadline:
+                return CrashFailure(
+                    None,
+                    None,
+                    "unfinished",
+                    f"the run did not end within {self.timeout:g}s ({states})",
+                )
+            await asyncio.sleep(_POLL / 2)
 
     async def _replays(self, store: Store) -> list[CrashFailure]:
         """Every run's final journal must replay against the code."""
@@ -565,21 +613,28 @@ def _by_step(executions: list[StepExecution]) -> dict[str, int]:
     return dict(Counter(e.step for e in executions))
 
 
-async def _step_time(store: Store, clock: _Clock, live: set[str], tasks: bool) -> list[RunRecord]:
-    """The runs not yet ended. If none of them can proceed now (none held by a
-    live worker, none due) move the store clock to the first that can: a
-    durable timer, a retry, or the lease of a crashed worker running out.
-    With ``tasks``, dispatched steps' tasks count too (their leases and retries)."""
+async def _step_time(
+    store: Store, clock: _Clock, live: set[str], tasks: bool
+) -> tuple[list[RunRecord], bool]:
+    """The runs not yet ended, and whether they are stuck.
+
+    If none of them can proceed now (none held by a live worker, none due)
+    the store clock moves to the first time one can: a durable timer, a
+    retry, the lease of a crashed worker running out. With ``tasks``,
+    dispatched steps' tasks count too (their leases and retries). Stuck: no
+    run is held, due or due later, so only something from outside (a signal)
+    could move them.
+    """
     runs = (await store.reads.list_runs(state=_OPEN, limit=1000)).runs
     if not runs:
-        return runs
+        return runs, False
     now = clock()
     due: list[float] = []
     for run in runs:
         if run.state is RunState.RUNNING:
             expires = run.lease_expires_at or now
             if run.lease_owner in live and expires > now:
-                return runs  # a live worker is at it
+                return runs, False  # a live worker is at it
             due.append(expires)
         elif run.wake_at is not None:
             due.append(run.wake_at)
@@ -588,13 +643,13 @@ async def _step_time(store: Store, clock: _Clock, live: set[str], tasks: bool) -
             if task.state == "leased":
                 expires = task.lease_expires_at or now
                 if task.lease_owner in live and expires > now:
-                    return runs
+                    return runs, False
                 due.append(expires)
             else:
                 due.append(task.available_at)
     if due and min(due) > now:
         clock.advance_to(min(due) + 0.001)
-    return runs
+    return runs, not due
 
 
 async def _open_tasks(store: Store, runs: list[RunRecord]) -> list[TaskRecord]:
