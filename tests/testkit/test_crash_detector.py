@@ -9,8 +9,8 @@ import msgspec
 from keel.core.events import EventType, StepAttemptFailed
 from keel.store.base import Lease, NewEvent
 from keel.store.ports import Turn
+from keel.testing.crash_counting import Scene
 from keel.testing.crash_store import Landed, Write
-from keel.testing.crashes import _Scene
 from keel.workflow.context import StepInfo, _step_info
 
 LEASE = Lease("r-1", "first", 1, 0.0)
@@ -21,7 +21,7 @@ def commit(landed: Landed, n: int, *events: NewEvent) -> None:
     landed.record("first", write, (LEASE, Turn(n, events)), None)
 
 
-def execute(scene: _Scene, step: str, command: str, attempt: int) -> None:
+def execute(scene: Scene, step: str, command: str, attempt: int) -> None:
     token = _step_info.set(StepInfo("r-1", step, attempt, f"r-1:{command}"))
     try:
         scene.end(scene.begin("second"))
@@ -31,7 +31,7 @@ def execute(scene: _Scene, step: str, command: str, attempt: int) -> None:
 
 def test_a_step_run_after_its_completion_was_journaled_is_a_failure() -> None:
     landed = Landed()
-    scene = _Scene(landed, None)
+    scene = Scene(landed, None)
     execute(scene, "pay", "step:pay#0", 1)  # ran; then the worker died before journaling it
     execute(scene, "pay", "step:pay#0", 1)  # at-least-once: not a failure
     assert scene.failures() == []
@@ -47,7 +47,7 @@ def test_a_step_run_after_its_completion_was_journaled_is_a_failure() -> None:
 
 def test_an_attempt_run_again_after_its_failure_was_journaled_is_a_failure() -> None:
     landed = Landed()
-    scene = _Scene(landed, None)
+    scene = Scene(landed, None)
     failed = msgspec.json.encode(StepAttemptFailed(attempt=1))
     commit(landed, 1, NewEvent(EventType.STEP_ATTEMPT_FAILED.value, "step:pay#0", failed))
     execute(scene, "pay", "step:pay#0", 2)  # the retry: fine
@@ -59,7 +59,7 @@ def test_an_attempt_run_again_after_its_failure_was_journaled_is_a_failure() -> 
 
 def test_the_first_broken_invariant_names_the_execution_after_which_it_broke() -> None:
     ledger: list[str] = []
-    scene = _Scene(Landed(), lambda: len(ledger) < 2)
+    scene = Scene(Landed(), lambda: len(ledger) < 2)
     ledger.append("charge")
     execute(scene, "pay", "step:pay#0", 1)
     ledger.append("charge")

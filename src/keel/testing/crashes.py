@@ -28,15 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
-import functools
 import shutil
 import tempfile
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,6 +48,7 @@ from keel.store.base import RunRecord, TaskRecord
 from keel.store.memory import MemoryStore
 from keel.store.ports import Store
 from keel.store.sqlite import SQLiteStore
+from keel.testing.crash_counting import Invariant, Scene, attributed, counting
 from keel.testing.crash_report import (
     CrashFailure,
     CrashPoint,
@@ -61,14 +59,11 @@ from keel.testing.crash_report import (
 from keel.testing.crash_store import CrashAt, FencedStore, Landed, When, Write
 from keel.worker.replaying import journal_of
 from keel.worker.worker import Worker
-from keel.workflow.context import current_step
-from keel.workflow.definitions import Registry, StepDef, WorkflowDef, default_registry
+from keel.workflow.definitions import Registry, WorkflowDef, default_registry
 
 __all__ = ["assert_survives_crashes", "crash_every_write"]
 
 StoreKind = Literal["memory", "sqlite"]
-#: The caller's invariant: ``None``/``True`` holds; ``False`` or an exception breaks it.
-Invariant = Callable[[], object]
 
 RUN_ID = "crash-test"
 #: The workers' lease TTL, in store-clock seconds (the clock jumps past it).
@@ -141,186 +136,6 @@ async def assert_survives_crashes(
     return report
 
 
-# --- counting step executions -------------------------------------------------------------
-
-
-@dataclass
-class _Scene:
-    """One run from scratch: what its workers wrote, which step bodies ran,
-    and the first time the invariant broke."""
-
-    landed: Landed
-    invariant: Invariant | None
-    executions: list[StepExecution] = field(default_factory=list)
-    broken: CrashFailure | None = None
-    _counts: Counter[tuple[str, str]] = field(default_factory=Counter)
-    _attempts: Counter[tuple[str, str, int]] = field(default_factory=Counter)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def begin(self, worker: str) -> StepExecution | None:
-        info = current_step()
-        if info is None:
-            return None
-        # The step's idempotency key is "<run id>:<command>" (documented).
-        command = info.idempotency_key.removeprefix(f"{info.run_id}:")
-        key = (info.run_id, command)
-        with self._lock:
-            self._counts[key] += 1
-            self._attempts[(*key, info.attempt)] += 1
-            journaled = self.landed.step_ended.get(key)
-            if journaled is None:
-                journaled = self.landed.attempt_failed.get((*key, info.attempt))
-            ex = StepExecution(
-                info.step,
-                info.run_id,
-                command,
-                info.attempt,
-                self._counts[key],
-                worker,
-                repeat=self._attempts[(*key, info.attempt)] > 1,
-                journaled_at=journaled,
-            )
-            self.executions.append(ex)
-        return ex
-
-    def failures(self) -> list[CrashFailure]:
-        """The broken promises of this run, once it has ended: the invariant
-        (after a step execution, else now) and steps run after their end was
-        journaled."""
-        found: list[CrashFailure] = []
-        if self.broken is not None:
-            found.append(self.broken)
-        elif self.invariant is not None:
-            problem = _broken(self.invariant)
-            if problem is not None:
-                found.append(
-                    CrashFailure(None, None, "invariant", f"broken once the run ended: {problem}")
-                )
-        for ex in self.executions:
-            if ex.journaled_at is not None:
-                found.append(
-                    CrashFailure(
-                        None,
-                        None,
-                        "rerun",
-                        f"{ex} ran although write {ex.journaled_at} had journaled "
-                        "its end (or this attempt's failure)",
-                        ex.step,
-                        ex.attempt,
-                        ex.number,
-                    )
-                )
-        return found
-
-    def end(self, ex: StepExecution | None) -> None:
-        if ex is None or self.invariant is None:
-            return
-        problem = _broken(self.invariant)
-        if problem is None:
-            return
-        with self._lock:
-            if self.broken is None:
-                self.broken = CrashFailure(
-                    None,
-                    None,
-                    "invariant",
-                    f"broken after {ex}: {problem}",
-                    ex.step,
-                    ex.attempt,
-                    ex.number,
-                )
-
-
-@dataclass(frozen=True, slots=True)
-class _Here:
-    scene: _Scene
-    worker: str
-
-
-#: Which scene and worker the code running now belongs to; set around a
-#: worker's start, so every task it creates (and every step thread) inherits it.
-_here: contextvars.ContextVar[_Here | None] = contextvars.ContextVar(
-    "keel_crash_test", default=None
-)
-
-
-def _broken(invariant: Invariant) -> str | None:
-    """Why the invariant does not hold, or ``None`` if it does."""
-    try:
-        held = invariant()
-    except Exception as exc:
-        text = str(exc).replace("\n", "\n      ")  # pytest's assert explanations: indented
-        return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return "the invariant returned False" if held is False else None
-
-
-def _counted(step: StepDef[Any, Any]) -> Callable[..., Any]:
-    """``step``'s current body (real, or a fake), counting its executions."""
-    original = step.fn
-
-    def begin() -> tuple[_Scene, StepExecution | None] | None:
-        here = _here.get()
-        return None if here is None else (here.scene, here.scene.begin(here.worker))
-
-    if step.is_async:
-
-        @functools.wraps(original)
-        async def async_body(*args: Any, **kwargs: Any) -> Any:
-            started = begin()
-            try:
-                return await original(*args, **kwargs)
-            finally:
-                if started is not None:
-                    started[0].end(started[1])
-
-        return async_body
-
-    @functools.wraps(original)
-    def sync_body(*args: Any, **kwargs: Any) -> Any:
-        started = begin()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            if started is not None:
-                started[0].end(started[1])
-
-    return sync_body
-
-
-#: Steps whose bodies count executions now: id -> (step, its body before,
-#: how many crash tests use it). One wrapper serves every crash test running
-#: in the process (each finds its own run through ``_here``), so concurrent
-#: ones do not undo each other's.
-_counting_steps: dict[int, tuple[StepDef[Any, Any], Callable[..., Any], int]] = {}
-_counting_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def _counting(registries: list[Registry]) -> Iterator[None]:
-    steps: dict[int, StepDef[Any, Any]] = {}
-    for reg in registries:
-        for name in reg.step_names():
-            st = reg.get_step(name)
-            steps[id(st)] = st
-    with _counting_lock:
-        for key, st in steps.items():
-            step, before, users = _counting_steps.get(key, (st, st.fn, 0))
-            if users == 0:
-                st.fn = _counted(st)
-            _counting_steps[key] = (step, before, users + 1)
-    try:
-        yield
-    finally:
-        with _counting_lock:
-            for key in steps:
-                step, before, users = _counting_steps[key]
-                if users == 1:
-                    step.fn = before
-                    del _counting_steps[key]
-                else:
-                    _counting_steps[key] = (step, before, users - 1)
-
-
 # --- one run ------------------------------------------------------------------------------
 
 
@@ -344,7 +159,7 @@ class _Ran:
     outcome: RunOutcome
     writes: list[Write]  # the first worker's
     crashed_at: Write | None
-    scene: _Scene
+    scene: Scene
     failures: list[CrashFailure]
 
 
@@ -373,12 +188,9 @@ class _Worker:
     def dead(self) -> bool:
         return self.store.gate.dead
 
-    async def start(self, scene: _Scene) -> None:
-        token = _here.set(_Here(scene, self.label))
-        try:
+    async def start(self, scene: Scene) -> None:
+        with attributed(scene, self.label):
             await self.worker.start()
-        finally:
-            _here.reset(token)
 
     def _die(self) -> None:
         """Like kill -9, in this process: stop every loop and abandon every run
@@ -455,7 +267,7 @@ class _Tester:
                 template = SQLiteStore(self.directory / _TEMPLATE)
                 await template.open()  # migrates it
                 await template.close()  # checkpoints: the whole database is in the file
-            stack.enter_context(_counting(self.registries))
+            stack.enter_context(counting(self.registries))
             first = await self._run(None)
             report = CrashReport(
                 self.workflow.name,
@@ -515,7 +327,7 @@ class _Tester:
         clock = _Clock()
         handle = self._open(clock, f"run-{self._n}")
         landed = Landed()
-        scene = _Scene(landed, self.invariant)
+        scene = Scene(landed, self.invariant)
         failures: list[CrashFailure] = []
         harness = handle()
         await harness.open()
@@ -551,7 +363,7 @@ class _Tester:
         store: Store,
         handle: Callable[[], Store],
         clock: _Clock,
-        scene: _Scene,
+        scene: Scene,
         landed: Landed,
         workers: list[_Worker],
     ) -> CrashFailure | None:
