@@ -6,14 +6,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
 import keel
 from keel.store.memory import MemoryStore
 from keel.store.sqlite import SQLiteStore
-from keel.testing import mock_step
+from keel.testing import assert_replays, assert_survives_crashes, mock_step
 
 from . import fakes_app as app
 from .fakes_app import CardDeclined
@@ -50,8 +50,6 @@ async def test_returns_is_journaled_as_the_step_result(running: Any) -> None:
     [completed] = step_events(history, "step:fk.charge#0")
     assert completed.type == "step_completed" and completed.data["result"] == "fake-receipt"
     # A normal step result: the journal replays without the fake.
-    from keel.testing import assert_replays
-
     assert assert_replays(app.checkout, history).result == "hold-o-1 fake-receipt"
 
 
@@ -165,10 +163,22 @@ def test_bad_use_is_a_configuration_error_and_replaces_nothing() -> None:
 
 
 async def test_crash_every_write_counts_a_mocked_step() -> None:
-    from keel.testing import assert_survives_crashes
-
     with mock_step(app.charge, returns="mocked") as fake:
         report = await assert_survives_crashes(app.checkout, "o-6")
     assert report.outcome.result == "hold-o-6 mocked"
     assert report.executions["fk.charge"] == 1
     assert fake.call_count >= 1 + len(report.points)  # once per run, more after some crashes
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+async def test_a_saga_compensating_a_mocked_failure_survives_a_crash_at_every_write(
+    store: Literal["memory", "sqlite"],
+) -> None:
+    with mock_step(app.charge, raises=CardDeclined("insufficient funds")):
+        report = await assert_survives_crashes(app.checkout, "o-8", store=store)
+    assert report.outcome.state == "failed"
+    assert "insufficient funds" in (report.outcome.error_message or "")
+    assert report.executions == {"fk.quote": 1, "fk.reserve": 1, "fk.charge": 3, "fk.release": 1}
+    # Some crash came while the compensation's completion was not journaled:
+    # it ran again there (at-least-once), and the run still failed the same way.
+    assert any(e.step == "fk.release" for p in report.points for e in p.repeats)
