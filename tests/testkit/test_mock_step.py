@@ -3,6 +3,7 @@ store and a SQLite file; the workflow code is never touched."""
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -123,6 +124,22 @@ async def test_outside_a_workflow_the_fake_is_what_calling_the_step_does() -> No
         assert await app.charge.aio("o", 2) == "r"
         assert await app.quote.aio("o") == 5
     assert [c.args for c in fake.calls] == [("o", 1), ("o", 2)]
+
+
+def test_raises_an_instance_raises_a_fresh_copy_each_call() -> None:
+    declined = CardDeclined("insufficient funds")
+    caught: list[BaseException] = []
+    with mock_step(app.charge, raises=declined):
+        for _ in range(50):
+            try:
+                app.charge("o", 1)
+            except CardDeclined as exc:
+                caught.append(exc)
+    assert len(caught) == 50 and all(str(e) == "insufficient funds" for e in caught)
+    assert len({id(e) for e in caught}) == 50  # not one instance raised 50 times
+    depth = len(traceback.extract_tb(caught[-1].__traceback__))
+    assert depth == len(traceback.extract_tb(caught[0].__traceback__))  # no growth
+    assert declined.__traceback__ is None
 
 
 async def test_a_side_effect_list_that_runs_out_fails_the_attempt_and_says_so() -> None:

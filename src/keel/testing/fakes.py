@@ -19,6 +19,7 @@ ends, also when it ends with an error.
 from __future__ import annotations
 
 import contextlib
+import copy
 import enum
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -73,7 +74,15 @@ class StepMock(Generic[P, R]):
 
 
 def _raise(error: BaseException | type[BaseException]) -> Any:
-    raise error
+    if isinstance(error, type):
+        raise error()
+    # A fresh copy per call: raising one instance again and again would grow
+    # its traceback by every raise (and share it between step threads).
+    try:
+        fresh = copy.copy(error)
+    except Exception:  # an exception whose arguments do not rebuild it
+        fresh = error
+    raise fresh.with_traceback(None)
 
 
 def _is_error(value: object) -> bool:
