@@ -176,6 +176,11 @@ def test_bad_use_is_a_configuration_error_and_replaces_nothing() -> None:
         mock_step(app.charge, side_effect="boom"),
     ):
         pass
+    with (
+        pytest.raises(keel.SerializationError, match=r"mock_step\('fk\.charge'\) returns="),
+        mock_step(app.charge, returns=object()),
+    ):
+        pass
     assert app.charge.fn is original
 
 

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, ParamSpec, TypeVar, cast
 
+from keel.core import codec
 from keel.errors import ConfigurationError
 from keel.testing.step_bodies import as_body, check_step, replaced_body
 from keel.workflow.definitions import StepDef
@@ -115,7 +116,8 @@ def mock_step(
       ``AssertionError`` (a failed attempt that says so).
 
     With none, every call returns ``None``. Bad use raises
-    :class:`keel.ConfigurationError` before anything is replaced.
+    :class:`keel.ConfigurationError` (a ``returns=`` value that cannot be
+    journaled, :class:`keel.SerializationError`) before anything is replaced.
     """
     target = check_step(step, "mock_step()")
     given = [
@@ -137,6 +139,8 @@ def mock_step(
             f"mock_step({target.name!r}): raises= takes an exception or an exception class, "
             f"not {raises!r}"
         )
+    if returns is not _MISSING:  # a value no worker could journal: say so here
+        codec.encode(returns, what=f"mock_step({target.name!r}) returns=")
     mock: StepMock[P, R] = StepMock(target)
     behave = _behaviour(target.name, returns, raises, side_effect)
 
