@@ -116,6 +116,11 @@ async def test_retries_with_long_backoff_run_on_skipped_time() -> None:
     report = await assert_survives_crashes(app.retrying, "o-4", reset=app.reset)
     assert report.outcome.result == "ok after 3"
     assert report.executions == {"kit.flaky": 3}
+    assert [(e.attempt, e.number, e.repeat) for e in report.step_executions] == [
+        (1, 1, False),
+        (2, 2, False),
+        (3, 3, False),
+    ]
     # Each failed attempt is journaled: a crash after that write never repeats
     # it (the next worker goes on with the next attempt); a crash before it does.
     for p in report.points:
@@ -125,7 +130,10 @@ async def test_retries_with_long_backoff_run_on_skipped_time() -> None:
             assert p.executions == {"kit.flaky": 3} and p.repeats == [], p
         else:
             assert p.executions == {"kit.flaky": 4}, p
-            assert [e.repeat for e in p.repeats] == [True]
+            [again] = p.repeats  # the attempt whose failure did not land, run again
+            assert again.repeat and again.worker == "second"
+            attempts = [e.attempt for e in p.step_executions]
+            assert attempts.count(again.attempt) == 2 and sorted(set(attempts)) == [1, 2, 3]
 
 
 @pytest.mark.parametrize("store", STORES)

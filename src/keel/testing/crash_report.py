@@ -124,6 +124,8 @@ class CrashPoint:
     executions: dict[str, int]
     repeats: list[StepExecution]
     failures: list[CrashFailure]
+    #: Every step execution of this run, in the order they started.
+    step_executions: list[StepExecution] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -147,6 +149,8 @@ class CrashReport:
     executions: dict[str, int]
     points: list[CrashPoint] = field(default_factory=list)
     uncrashed_failures: list[CrashFailure] = field(default_factory=list)
+    #: Every step execution of the uncrashed run, in the order they started.
+    step_executions: list[StepExecution] = field(default_factory=list)
 
     @property
     def failures(self) -> list[CrashFailure]:

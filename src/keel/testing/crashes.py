@@ -276,6 +276,7 @@ class _Tester:
                 first.writes,
                 _by_step(first.scene.executions),
                 uncrashed_failures=first.failures,
+                step_executions=list(first.scene.executions),
             )
             if first.outcome.state == "unfinished":
                 return report  # nothing to compare crashed runs with
@@ -305,6 +306,7 @@ class _Tester:
             _by_step(ran.scene.executions),
             repeats,
             failures,
+            list(ran.scene.executions),
         )
 
     def _open(self, clock: _Clock, name: str) -> Callable[[], Store]:
