@@ -153,13 +153,16 @@ async def test_child_workflows_are_crashed_too() -> None:
 @pytest.mark.parametrize("store", STORES)
 async def test_dispatched_steps_are_crashed_in_their_task_worker(store: Store) -> None:
     report = await assert_survives_crashes(app.invoice, "o-9", store=store)
-    calls = [w.call for w in report.writes]
-    assert "tasks.complete" in calls
+    assert "tasks.complete" in [w.call for w in report.writes]
     assert report.outcome.result == "shipped o-9 with pdf-o-9"
-    after_result = point(report, calls.index("tasks.complete") + 1, "after")
-    assert after_result.executions["kit.render"] == 1  # its stored result is used
-    before_result = point(report, calls.index("tasks.complete") + 1, "before")
-    assert before_result.executions["kit.render"] == 2  # its task lease ran out: again
+    # The task worker runs beside the run's driver, so which number its write
+    # gets may vary between runs: look at the crashes that hit it.
+    at_result = [p for p in report.points if p.crashed_at and p.crashed_at.call == "tasks.complete"]
+    assert {p.when for p in at_result} == {"before", "after"}
+    for p in at_result:
+        # Before: its task lease ran out on the clock and it ran again; after:
+        # the result stored in its task is used.
+        assert p.executions["kit.render"] == (2 if p.when == "before" else 1), p
 
 
 async def test_workflow_code_that_reads_step_effects_is_caught() -> None:
