@@ -188,3 +188,25 @@ async def waits_for_approval(order: str) -> str:
     await reserve.aio(order)
     approved: str = await keel.wait_for_signal("approve")
     return approved
+
+
+numbers = keel.Graph("kit.numbers")
+
+
+@numbers.node
+def listed(n: int) -> list[int]:
+    return list(range(1, n + 1))
+
+
+@numbers.map("listed")
+def doubled(item: int) -> int:
+    note(f"double {item}")
+    return 2 * item
+
+
+@numbers.node
+def summed(doubled: list[int]) -> int:
+    return sum(doubled)
+
+
+numbers_wf = numbers.build()

@@ -237,3 +237,14 @@ async def test_concurrent_crash_tests_count_their_own_executions() -> None:
     assert one.executions["kit.charge_once"] == 1 and "kit.charge_once" not in two.executions
     assert two.executions == {"kit.reserve": 1, "kit.label": 1, "kit.ship": 1}
     assert app.reserve.fn is app.reserve.__wrapped__  # every body is back
+
+
+async def test_graph_workflows_are_crashed_node_by_node() -> None:
+    report = await assert_survives_crashes(app.numbers_wf, n=3, reset=app.reset)
+    assert report.outcome.result == {"summed": 12}
+    assert report.executions == {
+        "kit.numbers.listed": 1,
+        "kit.numbers.doubled": 3,
+        "kit.numbers.summed": 1,
+    }
+    assert any(p.executions.get("kit.numbers.doubled", 0) > 3 for p in report.points)
