@@ -5,8 +5,8 @@ step thread if not), and a task worker finds dispatched steps by name in the
 registry, which holds the same :class:`~keel.workflow.definitions.StepDef`.
 So swapping ``fn`` on that object changes what every worker of this process
 runs, and nothing in the workflow's code. Step fakes
-(:mod:`keel.testing.fakes`) and the crash tester's execution counters
-(:mod:`keel.testing.crashes`) both build on this.
+(:mod:`keel.testing.fakes`) build on this; the crash tester's execution
+counters (:mod:`keel.testing.crash_counting`) swap ``fn`` the same way.
 
 The replacement keeps the original's name, signature and annotations
 (``functools.wraps``): the worker decodes a step's arguments through
