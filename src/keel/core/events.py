@@ -78,6 +78,7 @@ class EventType(StrEnum):
     RUN_FAILED = "run_failed"
     RUN_CANCELLED = "run_cancelled"
     RUN_CONTINUED = "run_continued"  # continue-as-new: ended; the successor has the new input
+    RUN_TERMINATED = "run_terminated"  # ended at once by an operator; no workflow code ran for it
 
 
 #: Events that resolve the command they belong to (the workflow's await returns).
@@ -115,6 +116,7 @@ RUN_EVENTS = frozenset(
         EventType.RUN_FAILED,
         EventType.RUN_CANCELLED,
         EventType.RUN_CONTINUED,
+        EventType.RUN_TERMINATED,
     }
 )
 
@@ -213,6 +215,10 @@ class RunStarted(BaseEvent, frozen=True, kw_only=True, gc=False):
     parent_run_id: str | UnsetType | None = UNSET  # a child run: the run that started it
     schedule: str | UnsetType = UNSET  # a tick of this schedule started the run
     scheduled_at: float | UnsetType = UNSET  # the tick
+    # A retry or fork: the run whose journal it copies, and the seq of the
+    # original's journal where the copy stops (events below it were copied).
+    forked_from: str | UnsetType = UNSET
+    fork_seq: int | UnsetType = UNSET
 
 
 class StepCompleted(BaseEvent, frozen=True, kw_only=True, gc=False):
@@ -351,6 +357,14 @@ class RunCancelled(BaseEvent, frozen=True, kw_only=True, gc=False):
     reason: str = ""
 
 
+class RunTerminated(BaseEvent, frozen=True, kw_only=True, gc=False):
+    """An operator ended the run at once: no cleanup code ran, its open commands
+    were dropped (see ``Client.terminate``)."""
+
+    TYPE = EventType.RUN_TERMINATED
+    reason: str = ""
+
+
 class RunContinued(BaseEvent, frozen=True, kw_only=True, gc=False):
     """Continue-as-new: the run ended; ``continued_to`` goes on with ``input``."""
 
@@ -382,6 +396,7 @@ Event: TypeAlias = (
     | RunFailed
     | RunCancelled
     | RunContinued
+    | RunTerminated
 )
 
 #: The struct of each event type.
@@ -413,6 +428,8 @@ def run_started(
     continued_from: str | None = None,
     schedule: str | None = None,
     scheduled_at: float | None = None,
+    forked_from: str | None = None,
+    fork_seq: int | None = None,
 ) -> RunStarted:
     """The first event of a run of ``workflow`` at ``version`` with encoded ``input``.
 
@@ -421,7 +438,8 @@ def run_started(
     continue-as-new successor gives ``chain_id``, ``generation`` and
     ``continued_from`` (its predecessor), and records the chain's parent even
     when there is none (``null``). A schedule's tick gives ``schedule`` and
-    ``scheduled_at``. What is not given is left out of the data.
+    ``scheduled_at``. A retry or fork gives ``forked_from`` and ``fork_seq``.
+    What is not given is left out of the data.
     """
     successor = continued_from is not None
     return RunStarted(
@@ -434,6 +452,8 @@ def run_started(
         parent_run_id=parent_run_id if successor else _given(parent_run_id),
         schedule=_given(schedule),
         scheduled_at=_given(scheduled_at),
+        forked_from=_given(forked_from),
+        fork_seq=_given(fork_seq),
     )
 
 

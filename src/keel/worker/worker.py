@@ -349,15 +349,7 @@ class Worker:
                             await self._release(claimed[i:])
                             break
                         running = self._drivers.get(c.run.run_id)
-                        if running is not None:
-                            # Our own lease expired (heartbeats stalled) and we claimed
-                            # the run again: the driver still running it adopts the new
-                            # token; only it has written, so its journal view is right.
-                            log.warning(
-                                "run %s: re-claimed while still driving it; adopting the new lease",
-                                c.run.run_id,
-                            )
-                            running.lease = c.lease
+                        if running is not None and self._adopted(running, c):
                             continue
                         self._spawn(c)
             except asyncio.CancelledError:
@@ -409,12 +401,27 @@ class Worker:
         next dead-owner sweep (wake-ups in between must not push it back)."""
         return max(0.0, min(self.poll_interval, self._next_sweep - time.monotonic()))
 
+    def _adopted(self, running: RunDriver, claimed: Claimed) -> bool:
+        """We claimed a run we are still driving. Our own lease ran out (heartbeats
+        stalled): the driver adopts the new token, since only it has written, so
+        its journal view is right. Otherwise the lease was taken from us while we
+        held it (an operator's resume of a run stuck here): the driver stops as on
+        any lost lease, and the run is driven afresh from its journal."""
+        if running.lease_expired():
+            log.warning(
+                "run %s: re-claimed while still driving it; adopting the new lease",
+                claimed.run.run_id,
+            )
+            running.lease = claimed.lease
+            return True
+        running.lease_lost("it was taken from this worker (an operator's resume)")
+        return False
+
     async def _release(self, claimed: Sequence[Claimed]) -> None:
         """Give back runs claimed but not driven (due at once, for another worker)."""
         for c in claimed:
             running = self._drivers.get(c.run.run_id)
-            if running is not None:  # our own expired lease re-claimed: as in _claim_loop
-                running.lease = c.lease
+            if running is not None and self._adopted(running, c):  # as in _claim_loop
                 continue
             try:
                 await asyncio.shield(
