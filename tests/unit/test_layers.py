@@ -94,6 +94,7 @@ RULES = [
     ),
     ("keel.store", ["keel.worker", "keel.client", "keel.workflow", "keel.cli", "keel.replay"]),
     ("keel.workflow", ["keel.worker", "keel.client", "keel.cli", "keel.store", "keel.replay"]),
+    ("keel.graph", ["keel.worker", "keel.client", "keel.cli", "keel.store", "keel.replay"]),
     ("keel.client", ["keel.worker", "keel.cli", "keel.testing"]),
     ("keel.operations", ["keel.worker", "keel.client", "keel.cli", "keel.testing", "keel.replay"]),
     ("keel.worker", ["keel.cli", "keel.testing", "keel.replay"]),

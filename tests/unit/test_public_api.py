@@ -24,6 +24,7 @@ PUBLIC_API = [
     "DatabaseCorruptError",
     "DatabaseError",
     "ForkPointError",
+    "GraphDefinitionError",
     "HistoryEvent",
     "IllegalTransitionError",
     "InvalidInputError",
