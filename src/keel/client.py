@@ -382,8 +382,8 @@ class Client:
         """
         await self.open()
         record = await operations.terminate(self.store, run_id, reason)
-        if self.worker is not None:
-            self.worker.poke_cancel(record.run_id)  # our own worker drops it at once
+        if self.worker is not None:  # our own worker stops it at once
+            self.worker.poke_lost(record.run_id, "an operator terminated the run")
         return RunInfo.from_record(record)
 
     async def resume(
@@ -416,9 +416,10 @@ class Client:
         see :meth:`retry`).
         """
         await self.open()
-        return RunInfo.from_record(
-            await operations.resume(self.store, run_id, force=force, idle_for=idle_for)
-        )
+        record = await operations.resume(self.store, run_id, force=force, idle_for=idle_for)
+        if self.worker is not None:  # our own worker lets go of it at once
+            self.worker.poke_lost(record.run_id, "an operator resumed the run")
+        return RunInfo.from_record(record)
 
     async def retry(
         self,

@@ -282,6 +282,12 @@ class Worker:
         if driver is not None:
             driver.request_cancel()
 
+    def poke_lost(self, run_id: str, why: str) -> None:
+        """An operator took the run from its holder: stop driving it now."""
+        driver = self._drivers.get(run_id)
+        if driver is not None:
+            driver.lease_lost(why)
+
     def notify_finished(self, run_id: str, outcome: Finished | None = None) -> None:
         """Tell local waiters a run ended (``None``: it left this worker; re-read it)."""
         for fut in self._finished_waiters.pop(run_id, []):
