@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+import keel.cli.operate  # noqa: F401  (adds runs terminate|resume|retry|fork|prune)
 from keel.cli import render
 from keel.cli.common import (
     DB_ENV,
@@ -27,6 +28,7 @@ from keel.cli.common import (
     workflow_call,
 )
 from keel.cli.db import db
+from keel.cli.operate import COMMANDS as OPERATOR_COMMANDS
 from keel.cli.queues import queues
 from keel.cli.replay import replay
 from keel.cli.runs import runs
@@ -66,6 +68,8 @@ def cli(ctx: click.Context, db: str | None, local: bool) -> None:
     ctx.obj = Settings(db=db, local=local)
 
 
+for command in OPERATOR_COMMANDS:
+    runs.add_command(command)
 cli.add_command(runs)
 cli.add_command(schedules)
 cli.add_command(db)
