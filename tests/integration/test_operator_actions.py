@@ -260,3 +260,34 @@ async def test_prune_keeps_a_family_with_a_running_child(env: Any) -> None:
         await client.signal("ops-kid", "done")
         assert await client.result("ops-kid", timeout=20) == "kid"
         assert await client.prune(0) == 2
+
+
+async def test_a_worker_with_retention_prunes_and_keeps_live_families(env: Any) -> None:
+    bug["fixed"] = True
+    async with env(retention=0.2, prune_every=0.05) as (client, _):
+        quick = await client.start(order_flow, "o-2", run_id="quick")
+        await quick.result(timeout=20)
+        family = await client.start(parent_flow, run_id="ops-parent")
+        assert await family.result(timeout=20) == "parent"
+
+        async def gone(run_id: str) -> bool:
+            try:
+                await client.get(run_id)
+            except keel.RunNotFoundError:
+                return True
+            return False
+
+        await wait_until(lambda: gone("quick"), "the worker to prune the ended run")
+        # The parent ended long enough ago, but its child lives: both are kept.
+        assert (await client.get("ops-parent")).state is keel.RunState.COMPLETED
+        assert (await client.get("ops-kid")).state is keel.RunState.SUSPENDED
+        await client.signal("ops-kid", "done")
+        await wait_until(lambda: gone("ops-parent"), "the family to be pruned once it ended")
+        await wait_until(lambda: gone("ops-kid"), "the child to be pruned")
+
+
+def test_retention_is_checked(make_store: Callable[[], Any]) -> None:
+    with pytest.raises(keel.ConfigurationError, match="retention"):
+        keel.Worker(make_store(), retention=0)
+    with pytest.raises(keel.ConfigurationError, match="prune_every"):
+        keel.Worker(make_store(), retention=timedelta(days=30), prune_every=float("nan"))

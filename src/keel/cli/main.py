@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from datetime import timedelta
 from typing import Any
 
 import click
 
-import keel.cli.operate  # noqa: F401  (adds runs terminate|resume|retry|fork|prune)
 from keel.cli import render
 from keel.cli.common import (
     DB_ENV,
@@ -23,6 +23,7 @@ from keel.cli.common import (
     import_apps,
     json_option,
     parse_json,
+    parse_time,
     resolve_db,
     with_client,
     workflow_call,
@@ -138,6 +139,13 @@ cli.add_command(versions)
     help="Do not fire schedules (by default every worker fires those of its workflows).",
 )
 @click.option(
+    "--retain",
+    metavar="AGE",
+    callback=lambda _ctx, _param, value: None if value is None else _age(value, "--retain"),
+    help="Delete runs that ended more than AGE ago (30d, 12h), with their journals, "
+    "every 10 minutes [default: keep every run].",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     default="INFO",
@@ -154,6 +162,7 @@ def worker(
     queues: tuple[str, ...],
     task_concurrency: int,
     no_schedules: bool,
+    retain: float | None,
     log_level: str,
 ) -> None:
     """Import MODULEs (registering their workflows) and execute runs until stopped.
@@ -184,8 +193,17 @@ def worker(
         queues=limits,
         task_concurrency=task_concurrency,
         schedules=not no_schedules,
+        retain=retain,
     )
     asyncio.run(serve(opts))
+
+
+def _age(text: str, option: str) -> float:
+    """An age option (``30d``) in seconds."""
+    when = parse_time(text, option)
+    if not isinstance(when, timedelta):
+        raise click.BadParameter("give an age like 30d, not a time", param_hint=option)
+    return when.total_seconds()
 
 
 def _queue_limits(specs: tuple[str, ...], default: int) -> dict[str, int]:

@@ -35,6 +35,7 @@ class WorkerOptions:
     queues: Mapping[str, int] = field(default_factory=dict)  # queue -> limit
     task_concurrency: int = 10
     schedules: bool = True  # fire due schedules of the imported workflows
+    retain: float | None = None  # prune runs that ended longer ago (seconds); None: keep all
 
 
 async def serve(opts: WorkerOptions) -> None:
@@ -48,6 +49,7 @@ async def serve(opts: WorkerOptions) -> None:
         queues=dict(opts.queues) or None,
         task_concurrency=opts.task_concurrency,
         schedules=opts.schedules,
+        retention=opts.retain,
     )
     stop = asyncio.Event()
     received: list[str] = []

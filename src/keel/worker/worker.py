@@ -9,6 +9,8 @@ import socket
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from math import inf
 from typing import TYPE_CHECKING
 
 from keel.errors import ConfigurationError, DatabaseCorruptError, LeaseLostError
@@ -20,6 +22,7 @@ from keel.worker.driver import RunDriver
 from keel.worker.inflight import Abandoned
 from keel.worker.live import SystemLiveSource
 from keel.worker.plan.children import MAX_CHILD_DEPTH
+from keel.worker.retention import Pruner
 from keel.worker.schedules import ScheduleRunner
 from keel.worker.tasks import TaskRunner, queue_limits
 from keel.worker.threads import StepThreads
@@ -29,6 +32,17 @@ if TYPE_CHECKING:
     from keel.client import Client
 
 log = logging.getLogger("keel.worker")
+
+
+def _pruner(worker: Worker, retention: float | timedelta | None, every: float) -> Pruner | None:
+    """The worker's pruner, if ``retention`` asks for one (checked here)."""
+    if retention is None:
+        return None
+    seconds = retention.total_seconds() if isinstance(retention, timedelta) else retention
+    for name, value in (("retention", seconds), ("prune_every", every)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < inf:
+            raise ConfigurationError(f"{name} must be a positive duration, not {value!r}")
+    return Pruner(worker, float(seconds), float(every))
 
 
 class Worker:
@@ -56,6 +70,10 @@ class Worker:
     one run.
     ``max_child_depth`` is how deeply child workflows may nest: a run at that
     depth that starts a child gets :class:`keel.ChildWorkflowError` instead.
+    ``retention`` (seconds or a ``timedelta``; default ``None``: keep every run)
+    makes it delete, every ``prune_every`` seconds, the runs that ended longer
+    ago than that, with their journals (only runs whose continue-as-new chain,
+    parent and children have all ended; see :meth:`keel.Client.prune`).
     """
 
     def __init__(
@@ -75,6 +93,8 @@ class Worker:
         park_delay: float = 5.0,
         schedules: bool = True,
         max_child_depth: int = MAX_CHILD_DEPTH,
+        retention: float | timedelta | None = None,
+        prune_every: float = 600.0,
     ) -> None:
         for name, value in (
             ("concurrency", concurrency),
@@ -122,6 +142,7 @@ class Worker:
         self._finished_waiters: dict[str, list[asyncio.Future[Finished | None]]] = {}
         self.tasks = TaskRunner(self, limits, task_concurrency)
         self.schedules = ScheduleRunner(self) if schedules else None
+        self.pruner = _pruner(self, retention, prune_every)
 
     # --- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
@@ -141,6 +162,8 @@ class Worker:
             self._tasks.append(loop.create_task(self.tasks.loop(), name="keel-task-claim"))
         if self.schedules is not None:
             self._tasks.append(loop.create_task(self.schedules.loop(), name="keel-schedules"))
+        if self.pruner is not None:
+            self._tasks.append(loop.create_task(self.pruner.loop(), name="keel-pruner"))
 
     async def stop(self, timeout: float = 30.0) -> list[Abandoned]:
         """Drain: stop claiming, let running step attempts (and dispatched-step
