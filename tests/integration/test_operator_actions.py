@@ -250,11 +250,33 @@ async def parent_flow() -> str:
     return "parent"
 
 
+@keel.workflow(name="ops.waits_for_kid")
+async def waits_for_kid() -> str:
+    try:
+        return await keel.run_child(kid, child_id="ops-waited-kid")
+    except keel.ChildWorkflowError as exc:
+        return f"{exc.error_type}: {exc.message}"
+
+
+async def test_a_terminated_child_fails_in_its_parent(env: Any) -> None:
+    async with env() as (client, _):
+        run = await client.start(waits_for_kid, run_id="ops-waiter")
+
+        async def kid_waits() -> bool:
+            found = await client.list(parent_run_id="ops-waiter")
+            return [r.state for r in found.runs] == [keel.RunState.SUSPENDED]
+
+        await wait_until(kid_waits, "the child to wait for its signal")
+        await client.terminate("ops-waited-kid")
+        outcome = await run.result(timeout=20)
+        assert outcome.startswith("keel.errors.RunTerminatedError: child run 'ops-waited-kid'")
+
+
 async def test_prune_keeps_a_family_with_a_running_child(env: Any) -> None:
     async with env() as (client, _):
         run = await client.start(parent_flow, run_id="ops-parent")
         assert await run.result(timeout=20) == "parent"
-        await wait_state(client, "ops-kid", keel.RunState.SUSPENDED)
+        await wait_state(client, "ops-kid", keel.RunState.SUSPENDED)  # it exists: started
         assert await client.prune(0) == 0  # the child runs on: neither goes
         assert (await client.get("ops-parent")).state is keel.RunState.COMPLETED
         await client.signal("ops-kid", "done")
