@@ -119,6 +119,11 @@ class RunDriver:
             return True
         return False
 
+    def lease_valid_here(self) -> bool:
+        """Whether, by this process's clock, the lease it holds has not run out
+        (unlike :meth:`lease_expired`, asking latches nothing)."""
+        return not self.lost and not self._ran_out and time.monotonic() <= self.lease_deadline
+
     def stop_if_overdue(self) -> bool:
         """Give the run up if its lease has run out by this process's clock: a
         renewal would be refused, and another worker may be running it already.

@@ -436,7 +436,7 @@ class Worker:
         its journal view is right. Otherwise the lease was taken from us while we
         held it (an operator's resume of a run stuck here): the driver stops as on
         any lost lease, and the run is driven afresh from its journal."""
-        if running.lease_expired():
+        if not running.lease_valid_here():
             log.warning(
                 "run %s: re-claimed while still driving it; adopting the new lease",
                 claimed.run.run_id,
