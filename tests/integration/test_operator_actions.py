@@ -193,6 +193,11 @@ async def test_terminate_ends_a_stuck_run_without_cleanup(env: Any) -> None:
         assert history[-1].type == "run_terminated" and history[-1].data["reason"] == "hung"
         with pytest.raises(keel.RunFinishedError):
             await client.terminate(run.run_id)
+        # `keel replay` checks a terminated run's journal up to its end.
+        from keel.replay import check_runs
+
+        report = await check_runs(client, workflow="ops.stuck")
+        assert [(v.status, v.outcome) for v in report.results] == [("ok", "terminated")]
     assert calls["cleanup"] == 0
 
 
