@@ -32,6 +32,7 @@ PUBLIC_API = [
     "KeelControl",
     "KeelError",
     "LeaseLostError",
+    "NodeFailedError",
     "NondeterminismError",
     "PatchMismatchError",
     "QueueInfo",

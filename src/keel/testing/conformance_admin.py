@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from keel import operations
+import keel.operations as operations
 from keel.core.events import EventType
 from keel.core.states import RunState
 from keel.errors import (

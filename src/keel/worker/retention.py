@@ -11,7 +11,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from keel import operations
+import keel.operations as operations
 
 if TYPE_CHECKING:
     from keel.worker.worker import Worker
