@@ -400,7 +400,9 @@ class Client:
           times its journal holds (a ``keel.sleep``, a retry's backoff, a signal
           timeout) still hold: the worker replays the run and waits for them.
         - A *stuck* run is one a worker holds (``running``) without moving it:
-          its lease has expired (the worker died), or nothing was written to it
+          its lease has expired, or its worker's process is gone (on SQLite and
+          PostgreSQL a dead worker's liveness lock is released at once, and
+          resume expires its leases first), or nothing was written to it
           for ``idle_for`` seconds (default 60) although its lease is renewed
           (a step that never returns, a blocked process). Resume takes the lease
           away in one transaction: the holder's next write is refused

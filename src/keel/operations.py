@@ -89,6 +89,9 @@ async def resume(
     names.text(run_id, "run_id")
     if not isinstance(force, bool):
         raise TypeError(f"force must be a bool, not {force!r}")
+    # A worker whose process died has lost its liveness lock: its leases expire
+    # now, so its runs count as stuck without waiting out the lease TTL.
+    await store.workers.expire_dead_owners()
     return await store.admin.resume(run_id, idle_for=None if force else idle_for)
 
 
