@@ -388,7 +388,12 @@ class Client:
         return RunInfo.from_record(record)
 
     async def resume(
-        self, run_id: str, *, force: bool = False, idle_for: float = operations.DEFAULT_IDLE_FOR
+        self,
+        run_id: str,
+        *,
+        force: bool = False,
+        idle_for: float = operations.DEFAULT_IDLE_FOR,
+        fire_timers: bool = False,
     ) -> RunInfo:
         """Make a parked, stuck or cancel-requested run runnable now; returns it afterwards.
 
@@ -398,7 +403,11 @@ class Client:
         - A *parked* or waiting run (``pending``/``suspended``: parked for a
           version no worker had, or due later) is made due now. The durable
           times its journal holds (a ``keel.sleep``, a retry's backoff, a signal
-          timeout) still hold: the worker replays the run and waits for them.
+          timeout) still hold: the worker replays the run and waits for them;
+          ``fire_timers=True`` fires its pending ``keel.sleep`` timers now
+          instead (``timer_fired`` is journaled for each, in the same
+          transaction, as if the time had come), so a run sleeping far into the
+          future goes on at once.
         - A *stuck* run is one a worker holds (``running``) without moving it:
           its lease has expired, or its worker's process is gone (on SQLite and
           PostgreSQL a dead worker's liveness lock is released at once, and
@@ -419,7 +428,9 @@ class Client:
         see :meth:`retry`).
         """
         await self.open()
-        record = await operations.resume(self.store, run_id, force=force, idle_for=idle_for)
+        record = await operations.resume(
+            self.store, run_id, force=force, idle_for=idle_for, fire_timers=fire_timers
+        )
         if self.worker is not None:  # our own worker lets go of it at once
             self.worker.poke_lost(record.run_id, "an operator resumed the run")
         return RunInfo.from_record(record)
@@ -521,6 +532,7 @@ class Client:
         parent_run_id: str | None = None,
         reason: str = "",
         force: bool = False,
+        fire_timers: bool = False,
     ) -> operations.BulkResult:
         """Apply ``action`` (``"cancel"``, ``"terminate"``, ``"resume"`` or ``"retry"``)
         to each of ``run_ids``, or, without them, to every run the filters select
@@ -530,7 +542,7 @@ class Client:
         transaction, so any number of runs can be selected; a run the action
         refuses (already ended, not stuck, not failed...) is counted in
         ``refused`` (the first 100 with the reason) and the others go on.
-        ``reason`` goes with ``terminate``; ``force`` with ``resume``.
+        ``reason`` goes with ``terminate``; ``force`` and ``fire_timers`` with ``resume``.
         """
         if action not in operations.BULK_ACTIONS:
             raise ConfigurationError(
@@ -549,7 +561,7 @@ class Client:
             if action == "terminate":
                 return await self.terminate(run_id, reason=reason)
             if action == "resume":
-                return await self.resume(run_id, force=force)
+                return await self.resume(run_id, force=force, fire_timers=fire_timers)
             return await operations.fork(
                 self.store,
                 self.registry,

@@ -9,13 +9,13 @@ here, from reads, and checked so that bad input writes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from keel.core import names
-from keel.core.events import EventType, RunTerminated, encode_data, run_started
-from keel.core.fork import ForkPlan, plan_fork
+from keel.core.events import EventType, RunTerminated, TimerFired, encode_data, run_started
+from keel.core.fork import Entry, ForkPlan, plan_fork
 from keel.core.states import RunState
 from keel.errors import (
     ConfigurationError,
@@ -83,16 +83,41 @@ async def terminate(store: Store, run_id: str, reason: str = "") -> RunRecord:
 
 
 async def resume(
-    store: Store, run_id: str, *, force: bool = False, idle_for: float = DEFAULT_IDLE_FOR
+    store: Store,
+    run_id: str,
+    *,
+    force: bool = False,
+    idle_for: float = DEFAULT_IDLE_FOR,
+    fire_timers: bool = False,
 ) -> RunRecord:
     """Make a live run runnable now (see ``Client.resume``)."""
     names.text(run_id, "run_id")
-    if not isinstance(force, bool):
-        raise TypeError(f"force must be a bool, not {force!r}")
+    for name, flag in (("force", force), ("fire_timers", fire_timers)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, not {flag!r}")
     # A worker whose process died has lost its liveness lock: its leases expire
     # now, so its runs count as stuck without waiting out the lease TTL.
     await store.workers.expire_dead_owners()
-    return await store.admin.resume(run_id, idle_for=None if force else idle_for)
+    idle = None if force else idle_for
+    if not fire_timers:
+        return await store.admin.resume(run_id, idle_for=idle)
+    run = await store.reads.get_run(run_id)
+    if run is None:
+        raise RunNotFoundError(run_id)
+    tip = await _chain_tip(store, run)
+    journal = await store.reads.history(tip.run_id)
+    fired = [
+        NewEvent(EventType.TIMER_FIRED.value, command, encode_data(TimerFired()))
+        for command in pending_timers(journal)
+    ]
+    return await store.admin.resume(tip.run_id, idle_for=idle, append=fired, at_seq=len(journal))
+
+
+def pending_timers(journal: Sequence[Entry]) -> list[str]:
+    """The sleep commands of a journal that started and have not fired, in order."""
+    started = [e.command for e in journal if e.type == EventType.TIMER_STARTED.value]
+    fired = {e.command for e in journal if e.type == EventType.TIMER_FIRED.value}
+    return [c for c in started if c is not None and c not in fired]
 
 
 async def fork(

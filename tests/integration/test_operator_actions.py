@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -222,6 +222,24 @@ async def test_resume_takes_a_stuck_run_and_a_worker_replays_it(env: Any) -> Non
 async def sleeper(n: int) -> int:
     await keel.sleep(3600)
     return n
+
+
+async def test_resume_can_fire_a_far_timer_now(env: Any) -> None:
+    async with env() as (client, _):
+        run = await client.start(sleeper, 7, run_id="far-timer")
+        await wait_state(client, run.run_id, keel.RunState.SUSPENDED)
+        await client.resume(run.run_id)  # due now, but the sleep still has an hour to go
+
+        async def asleep_again() -> bool:
+            info = await client.get(run.run_id)
+            later = datetime.now(UTC) + timedelta(minutes=30)
+            return info.state is keel.RunState.SUSPENDED and (info.wake_at or later) > later
+
+        await wait_until(asleep_again, "the replayed run to sleep until its timer again")
+        await client.resume(run.run_id, fire_timers=True)
+        assert await run.result(timeout=20) == 7
+        types = [e.type for e in await client.history(run.run_id)]
+        assert types.count("timer_fired") == 1 and types[-1] == "run_completed"
 
 
 async def test_bulk_terminate_by_filter_and_prune(env: Any) -> None:

@@ -191,6 +191,7 @@ def terminate(
 @click.option(
     "--force", is_flag=True, help="Take a run from a worker even if it wrote to it lately."
 )
+@click.option("--fire-timers", is_flag=True, help="Fire the runs' pending keel.sleep timers now.")
 def resume(
     run_ids: tuple[str, ...],
     workflows: tuple[str, ...],
@@ -203,16 +204,18 @@ def resume(
     db: str | None,
     as_json: bool,
     force: bool,
+    fire_timers: bool,
 ) -> None:
     """Make parked, stuck or cancel-requested runs runnable now.
 
     A waiting run is made due; a stuck run (its lease expired, or nothing
     written to it for 60 s while a worker holds it) is taken from its worker;
-    a cancel request not yet delivered is withdrawn.
+    a cancel request not yet delivered is withdrawn. Durable sleeps still wait
+    unless --fire-timers.
     """
 
     async def act(client: Client, run_id: str) -> str:
-        info = await client.resume(run_id, force=force)
+        info = await client.resume(run_id, force=force, fire_timers=fire_timers)
         return f"run {run_id} resumed ({info.state}, due now)"
 
     _run_bulk(
@@ -225,6 +228,7 @@ def resume(
         as_json=as_json,
         act=act,
         force=force,
+        fire_timers=fire_timers,
     )
 
 

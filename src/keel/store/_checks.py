@@ -148,6 +148,15 @@ def check_idle_for(idle_for: float | None) -> None:
         raise ConfigurationError(f"idle_for must be None or seconds >= 0, not {idle_for!r}")
 
 
+def check_append(run_id: str, next_seq: int, append: Sequence[object], at_seq: int | None) -> None:
+    """Events an operator action appends go exactly where the caller read the end."""
+    if append and at_seq != next_seq:
+        raise StoreError(
+            f"journal of run {run_id!r} continues at seq {next_seq}, not {at_seq}: "
+            "it moved on since it was read; try again"
+        )
+
+
 def check_fork(run: NewRun) -> tuple[str, int]:
     """A forked run names its original and the seq its copy stops at (at least 1:
     the original's ``run_started`` is never copied, the fork has its own)."""

@@ -433,7 +433,14 @@ class RunAdmin(Protocol):
         ``RunNotFoundError``, or ``RunFinishedError`` if the run has ended.
         """
 
-    async def resume(self, run_id: str, *, idle_for: float | None) -> RunRecord:
+    async def resume(
+        self,
+        run_id: str,
+        *,
+        idle_for: float | None,
+        append: Sequence[NewEvent] = (),
+        at_seq: int | None = None,
+    ) -> RunRecord:
         """Make a live run runnable now; return its row afterwards.
 
         A ``continued`` run is followed to the live tip of its chain. The run
@@ -444,7 +451,10 @@ class RunAdmin(Protocol):
         ``RunNotStuckError`` and nothing is written. A cancel request not yet
         journaled (no ``cancel_requested`` event) is withdrawn; one the workflow
         already received cannot be (``RunCancellingError``, nothing written).
-        ``RunNotFoundError``, or ``RunFinishedError`` if the run has ended.
+        ``append`` (an operator firing the run's pending timers now) is
+        journaled in the same transaction from ``at_seq``, which must be the
+        run's ``next_seq`` (else ``StoreError``: the journal moved on; nothing
+        written). ``RunNotFoundError``, or ``RunFinishedError`` if the run has ended.
         """
 
     async def fork(

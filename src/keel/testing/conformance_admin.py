@@ -26,6 +26,7 @@ from keel.errors import (
     RunFinishedError,
     RunNotFoundError,
     RunNotStuckError,
+    StoreError,
 )
 from keel.operations import Forked
 from keel.store.base import NewEvent, NewRun, NewTask
@@ -148,6 +149,27 @@ class AdminConformance:
             assert resumed.state is RunState.SUSPENDED
             assert resumed.wake_at is not None and resumed.wake_at <= await store.now()
             assert await claim_ids(store) == ["later"]
+
+        run_with_store(store_factory, body)
+
+    def test_resume_appends_fired_timers_where_the_journal_ends(
+        self, store_factory: StoreFactory
+    ) -> None:
+        async def body(store: Store) -> None:
+            lease = await leased(store, "sleeper")
+            timer = NewEvent("timer_started", "sleep:sleep#0", b'{"fire_at":1e12}')
+            await store.runs.commit(lease, Turn(1, [timer], end=Suspend(1e12)))
+            fired = [NewEvent("timer_fired", "sleep:sleep#0", b"{}")]
+            with pytest.raises(StoreError, match="moved on"):
+                await store.admin.resume("sleeper", idle_for=60, append=fired, at_seq=1)
+            assert (await get(store, "sleeper")).next_seq == 2
+            resumed = await store.admin.resume("sleeper", idle_for=60, append=fired, at_seq=2)
+            assert resumed.next_seq == 3 and resumed.wake_at is not None
+            assert await _history_types(store, "sleeper") == [
+                "run_started",
+                "timer_started",
+                "timer_fired",
+            ]
 
         run_with_store(store_factory, body)
 

@@ -7,7 +7,7 @@ from collections.abc import Collection, Sequence
 
 from keel.core.states import LIVE_STATES, RunState
 from keel.errors import RunCancellingError, RunExistsError, RunNotFoundError, RunNotStuckError
-from keel.store._checks import check_fork, check_idle_for, check_prune
+from keel.store._checks import check_append, check_fork, check_idle_for, check_prune
 from keel.store.base import NewEvent, NewRun, RunRecord, SignalRecord
 from keel.store.memory.tables import Signal, Tables
 
@@ -34,7 +34,14 @@ class MemoryAdmin:
             t.notify()
             return ended
 
-    async def resume(self, run_id: str, *, idle_for: float | None) -> RunRecord:
+    async def resume(
+        self,
+        run_id: str,
+        *,
+        idle_for: float | None,
+        append: Sequence[NewEvent] = (),
+        at_seq: int | None = None,
+    ) -> RunRecord:
         check_idle_for(idle_for)
         t = self._t
         with t.transaction() as now:
@@ -50,6 +57,11 @@ class MemoryAdmin:
                         f"{run.lease_owner!r} holds its lease and wrote to it "
                         f"{now - run.updated_at:.1f}s ago (less than {idle_for:g}s)",
                     )
+            check_append(run.run_id, run.next_seq, append, at_seq)
+            if append:
+                t.append(run.run_id, run.next_seq, append, now)
+                run = t.update(run, now, next_seq=run.next_seq + len(append))
+            if run.state is RunState.RUNNING:
                 resumed = t.unlease(
                     run,
                     RunState.SUSPENDED,

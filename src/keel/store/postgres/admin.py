@@ -20,7 +20,13 @@ from keel.errors import (
     RunNotFoundError,
     RunNotStuckError,
 )
-from keel.store._checks import check_fork, check_idle_for, check_move, check_prune
+from keel.store._checks import (
+    check_append,
+    check_fork,
+    check_idle_for,
+    check_move,
+    check_prune,
+)
 from keel.store.base import NewEvent, NewRun, RunRecord
 from keel.store.postgres._pool import Conn
 from keel.store.postgres._pool import run as execute
@@ -55,7 +61,14 @@ class PgAdmin:
             await execute(conn, Q["terminate_run"], params, DICT)
             return await _get(conn, target)
 
-    async def resume(self, run_id: str, *, idle_for: float | None) -> RunRecord:
+    async def resume(
+        self,
+        run_id: str,
+        *,
+        idle_for: float | None,
+        append: Sequence[NewEvent] = (),
+        at_seq: int | None = None,
+    ) -> RunRecord:
         check_idle_for(idle_for)
         async with self.db.pool.connection() as conn, conn.transaction():
             row = await _lock_tip(conn, run_id, "resume")
@@ -74,7 +87,18 @@ class PgAdmin:
                         f"{idle:.1f}s ago (less than {idle_for:g}s)",
                     )
                 check_move(target, state, RunState.SUSPENDED)
-            params = {"run_id": target, "channel": self.db.channel}
+            check_append(target, row["next_seq"], append, at_seq)
+            for i, e in enumerate(append):
+                appended = {
+                    "run_id": target,
+                    "seq": row["next_seq"] + i,
+                    "type": e.type,
+                    "command": e.command,
+                    "data": e.data,
+                    "now": now,
+                }
+                await execute(conn, Q["append_event"], appended, DICT)
+            params = {"run_id": target, "channel": self.db.channel, "appended": len(append)}
             await execute(conn, Q["resume_run"], params, DICT)
             return await _get(conn, target)
 

@@ -563,7 +563,8 @@ WITH {clock}, resumed AS (
         lease_token = CASE WHEN runs.state = 'running' THEN nextval('lease_tokens')
                            ELSE runs.lease_token END,
         lease_owner = NULL, lease_expires_at = NULL, wake_at = clock.now,
-        cancel_requested = false, updated_at = clock.now
+        cancel_requested = false, updated_at = clock.now,
+        next_seq = runs.next_seq + %(appended)s::bigint  -- timers fired by the operator
     FROM clock
     WHERE runs.run_id = %(run_id)s::text
     RETURNING runs.run_id

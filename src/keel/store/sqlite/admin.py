@@ -15,7 +15,13 @@ from collections.abc import Collection, Sequence
 import keel.store.base as base
 from keel.core.states import RunState
 from keel.errors import RunCancellingError, RunExistsError, RunNotFoundError, RunNotStuckError
-from keel.store._checks import check_fork, check_idle_for, check_move, check_prune
+from keel.store._checks import (
+    check_append,
+    check_fork,
+    check_idle_for,
+    check_move,
+    check_prune,
+)
 from keel.store.sqlite._db import Capability
 from keel.store.sqlite._journal import chain_tip, close_family, insert_events, insert_run
 from keel.store.sqlite._rows import run_record
@@ -38,7 +44,14 @@ class SQLiteAdmin(Capability):
 
         return await self._db.write(op, notify=True)
 
-    async def resume(self, run_id: str, *, idle_for: float | None) -> base.RunRecord:
+    async def resume(
+        self,
+        run_id: str,
+        *,
+        idle_for: float | None,
+        append: Sequence[base.NewEvent] = (),
+        at_seq: int | None = None,
+    ) -> base.RunRecord:
         check_idle_for(idle_for)
 
         def op(conn: sqlite3.Connection) -> base.RunRecord:
@@ -58,6 +71,11 @@ class SQLiteAdmin(Capability):
                         f"{now - run.updated_at:.1f}s ago (less than {idle_for:g}s)",
                     )
                 check_move(run.run_id, run.state, RunState.SUSPENDED)
+            check_append(run.run_id, run.next_seq, append, at_seq)
+            if append:
+                insert_events(conn, run.run_id, run.next_seq, append, now)
+                params = {"run_id": run.run_id, "next_seq": run.next_seq + len(append)}
+                conn.execute(Q["set_next_seq"], params)
             conn.execute(Q["resume_run"], {"run_id": run.run_id, "now": now})
             return _get(conn, run.run_id)
 
