@@ -548,6 +548,9 @@ class Client:
             raise ConfigurationError(
                 f"unknown bulk action {action!r} (one of: {', '.join(operations.BULK_ACTIONS)})"
             )
+        filters = (workflow, state, since, until, parent_run_id)
+        if run_ids is not None and any(f is not None for f in filters):
+            raise ConfigurationError("bulk() takes run_ids or filters, not both")
         await self.open()
         where: dict[str, Any] = {}
         if run_ids is None:

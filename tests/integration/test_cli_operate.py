@@ -110,3 +110,10 @@ def test_prune(url: str) -> None:
     assert state_of(url, "a0") == "terminated"
     bad = keel_cli("runs", "prune", "--older-than", "soon", "--db", url)
     assert bad.exit_code == 2 and "--older-than" in bad.stderr
+
+
+def test_worker_retain_takes_an_age(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'keel.db'}"
+    result = keel_cli("worker", "keel.demo_app", "--retain", "soon", "--db", url)
+    assert_clean_error(result, 2, "--retain")
+    assert not (tmp_path / "keel.db").exists()

@@ -252,6 +252,11 @@ async def test_bulk_terminate_by_filter_and_prune(env: Any) -> None:
         assert (done.done, done.refused) == (5, 0)
         again = await client.bulk("terminate", [r.run_id for r in runs[:2]])
         assert (again.done, again.refused) == (0, 2)
+        assert "already terminated" in again.refusals[0][1]
+        with pytest.raises(keel.ConfigurationError, match="not both"):
+            await client.bulk("resume", ["sleeper-0"], workflow="ops.sleeper")
+        with pytest.raises(keel.ConfigurationError, match="unknown bulk action"):
+            await client.bulk("delete", ["sleeper-0"])  # type: ignore[arg-type]
         assert await client.prune(timedelta(hours=1)) == 0  # ended just now
         assert await client.prune(0, state="failed") == 0
         assert await client.prune(0, dry_run=True) == 5
