@@ -49,6 +49,7 @@ from keel.errors import (
     WorkflowNotFoundError,
     WorkflowSuspended,
 )
+from keel.graph import Graph, GraphWorkflow, NodeError
 from keel.schedules import ScheduleInfo
 from keel.store import open_store
 from keel.store.base import QueueInfo
@@ -85,7 +86,9 @@ __all__ = [
     "DatabaseCorruptError",
     "DatabaseError",
     "ForkPointError",
+    "Graph",
     "GraphDefinitionError",
+    "GraphWorkflow",
     "HistoryEvent",
     "IllegalTransitionError",
     "InvalidInputError",
@@ -93,6 +96,7 @@ __all__ = [
     "KeelControl",
     "KeelError",
     "LeaseLostError",
+    "NodeError",
     "NodeFailedError",
     "NondeterminismError",
     "PatchMismatchError",
