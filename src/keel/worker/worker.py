@@ -433,10 +433,13 @@ class Worker:
     def _adopted(self, running: RunDriver, claimed: Claimed) -> bool:
         """We claimed a run we are still driving. Our own lease ran out (heartbeats
         stalled): the driver adopts the new token, since only it has written, so
-        its journal view is right. Otherwise the lease was taken from us while we
-        held it (an operator's resume of a run stuck here): the driver stops as on
-        any lost lease, and the run is driven afresh from its journal."""
-        if not running.lease_valid_here():
+        its journal view is right. Otherwise (our clock says the lease had well
+        over a third of its TTL left) it was taken from us while we held it (an
+        operator's resume of a run stuck here): the driver stops as on any lost
+        lease, and the run is driven afresh from its journal."""
+        # A third of the TTL apart: our heartbeat keeps more than that left, and a
+        # lease the store found expired has about none left by our clock either.
+        if not running.lease_valid_here(self.lease_ttl / 3):
             log.warning(
                 "run %s: re-claimed while still driving it; adopting the new lease",
                 claimed.run.run_id,
