@@ -17,6 +17,9 @@ code must never swallow)::
         ├── RunCancellingError          signal to a run whose cancel request is pending
         ├── RunFailedError              result() of a failed run
         ├── RunCancelledError           result() of a cancelled run
+        ├── RunTerminatedError          result() of a run an operator terminated
+        ├── RunNotStuckError            resume() of a run a worker holds and is moving
+        ├── ForkPointError              retry()/fork() at a point that cannot be forked
         ├── ScheduleNotFoundError       unknown schedule id
         ├── ScheduleExistsError         a schedule with this id exists already
         ├── ResultTimeoutError          result() did not finish in time (also TimeoutError)
@@ -163,6 +166,32 @@ class RunCancelledError(KeelError):
     def __init__(self, run_id: str) -> None:
         super().__init__(f"run {run_id!r} was cancelled")
         self.run_id = run_id
+
+
+class RunTerminatedError(KeelError):
+    """The run was terminated by an operator (no cleanup code ran)."""
+
+    def __init__(self, run_id: str, reason: str = "") -> None:
+        detail = f": {reason}" if reason else ""
+        super().__init__(f"run {run_id!r} was terminated{detail}")
+        self.run_id = run_id
+        self.reason = reason
+
+
+class RunNotStuckError(KeelError):
+    """``resume`` refused to take a run from the worker holding it: the worker
+    renews its lease and has written to the run lately (pass ``force=True`` to
+    take it anyway); nothing was written."""
+
+    def __init__(self, run_id: str, detail: str) -> None:
+        super().__init__(f"run {run_id!r} is not stuck: {detail}")
+        self.run_id = run_id
+
+
+class ForkPointError(KeelError, ValueError):
+    """``retry``/``fork`` was asked to copy a journal up to a point it cannot be
+    cut at (no such command or seq, or a child run still open there); nothing
+    was written."""
 
 
 class ScheduleNotFoundError(KeelError, LookupError):

@@ -49,3 +49,7 @@ class LocalWorker(Protocol):
 
     def poke_cancel(self, run_id: str) -> None:
         """A cancel was requested for ``run_id``: tell its driver now."""
+
+    def poke_lost(self, run_id: str, why: str) -> None:
+        """An operator took ``run_id`` from its holder (terminate, resume): if this
+        worker drives it, stop now, as on a lost lease, not at the next heartbeat."""

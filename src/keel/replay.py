@@ -63,7 +63,7 @@ __all__ = [
 class ReplayReport:
     """What replaying a journal produced."""
 
-    status: str  # "completed" | "failed" | "cancelled" | "continued" | "suspended"
+    status: str  # "completed" | "failed" | "cancelled" | "continued" | "terminated" | "suspended"
     result: Any  # decoded result when completed
     events_replayed: int
 
@@ -266,6 +266,10 @@ def _ending(
     last = journal[-1]
     ended = last.type
     outcome = ex.outcome
+    if ended is EventType.RUN_TERMINATED:
+        # An operator ended it from outside, wherever the code was: every event
+        # before it replayed, and there is no ending of the code's to compare.
+        return ReplayReport("terminated", None, len(journal))
     if outcome is None:
         if ended in (EventType.RUN_COMPLETED, EventType.RUN_FAILED, EventType.RUN_CONTINUED):
             raise NondeterminismError(

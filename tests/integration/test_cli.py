@@ -310,7 +310,7 @@ def test_read_views_after_the_demo(demo_runs: tuple[Path, list[Result]]) -> None
     assert set(run) == {
         "run_id", "workflow", "version", "state", "created_at", "updated_at", "wake_at",
         "cancel_requested", "lease_owner", "error", "parent_run_id", "depth",
-        "chain_id", "continued_to", "waiting",
+        "chain_id", "continued_to", "waiting", "forked_from", "fork_seq", "forks",
     }  # fmt: skip
     assert run["workflow"] == "process_order" and run["state"] == "completed"
     assert (run["parent_run_id"], run["depth"]) == (None, 0)

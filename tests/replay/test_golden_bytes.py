@@ -33,6 +33,7 @@ WRITER_ORDERS: dict[str, list[tuple[str, ...]]] = {
             "parent_run_id",
         ),
         ("workflow", "version", "input", "schedule", "scheduled_at"),
+        ("workflow", "version", "input", "forked_from", "fork_seq"),
     ],
     "step_completed": [
         ("result", "args_hash", "attempt"),
@@ -65,6 +66,7 @@ WRITER_ORDERS: dict[str, list[tuple[str, ...]]] = {
     "run_failed": [("error",)],
     "run_cancelled": [("reason",)],
     "run_continued": [("continued_to", "version", "input")],
+    "run_terminated": [("reason",)],
 }
 
 _fields = msgspec.json.Decoder(dict[str, msgspec.Raw])

@@ -54,6 +54,11 @@ SHAPES: list[tuple[str, ev.Event, bytes]] = [
         b'"scheduled_at":1700000000.0}',
     ),
     (
+        "run_started/fork",
+        ev.run_started("wf", "v2", b"[]", forked_from="r1", fork_seq=4),
+        b'{"workflow":"wf","version":"v2","input":[],"forked_from":"r1","fork_seq":4}',
+    ),
+    (
         "step_completed/local",
         ev.StepCompleted(result=R(b'"ok"'), args_hash="h", attempt=1),
         b'{"result":"ok","args_hash":"h","attempt":1}',
@@ -172,6 +177,11 @@ SHAPES: list[tuple[str, ev.Event, bytes]] = [
     ("run_completed", ev.RunCompleted(result=R(b'{"a":[1]}')), b'{"result":{"a":[1]}}'),
     ("run_failed", ev.RunFailed(error=ERR), b'{"error":' + ERR_JSON + b"}"),
     ("run_cancelled", ev.RunCancelled(reason="cancel requested"), b'{"reason":"cancel requested"}'),
+    (
+        "run_terminated",
+        ev.RunTerminated(reason="stuck"),
+        b'{"reason":"stuck"}',
+    ),
     (
         "run_continued",
         ev.RunContinued(continued_to="c/continue:1", version="v1", input=R(b"[3]")),

@@ -100,6 +100,7 @@ RULES = [
     ("keel.workflow", ["keel.worker", "keel.client", "keel.cli", "keel.store", "keel.replay"]),
     ("keel.graph", ["keel.worker", "keel.client", "keel.cli", "keel.store", "keel.replay"]),
     ("keel.client", ["keel.worker", "keel.cli", "keel.testing"]),
+    ("keel.operations", ["keel.worker", "keel.client", "keel.cli", "keel.testing", "keel.replay"]),
     ("keel.worker", ["keel.cli", "keel.testing", "keel.replay"]),
     ("keel.replay", ["keel.cli", "keel.testing"]),
     # Observability sits beside the store: the worker and the client call its

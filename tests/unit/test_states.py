@@ -21,7 +21,7 @@ from keel.store.memory import MemoryStore
 from keel.testing.conformance_turns import walk_lifecycle
 
 #: The lifecycle as the README tells it ("pending → running → suspended ⇄ running →
-#: completed | failed | cancelled | continued", cancelling, lease takeover), written
+#: completed | failed | cancelled | continued | terminated", cancelling, lease takeover), written
 #: out here by hand so that an edit of the table alone fails.
 DOCUMENTED = {
     ("pending", "running"),  # a worker claims it
@@ -34,6 +34,9 @@ DOCUMENTED = {
     ("running", "continued"),  # continue-as-new
     ("suspended", "running"),  # woken and claimed
     ("suspended", "cancelled"),  # cancelled while no worker holds it
+    ("pending", "terminated"),  # an operator's terminate, from any live state
+    ("running", "terminated"),
+    ("suspended", "terminated"),
 }
 TABLE = {(src.value, dst.value) for src, targets in TRANSITIONS.items() for dst in targets}
 
@@ -99,6 +102,7 @@ def test_terminal_states() -> None:
         RunState.FAILED,
         RunState.CANCELLED,
         RunState.CONTINUED,
+        RunState.TERMINATED,
     } == TERMINAL_STATES
     assert {s for s in RunState if not s.is_terminal} == {
         RunState.PENDING,
@@ -128,4 +132,5 @@ def test_states_are_strings_for_storage() -> None:
         "failed",
         "cancelled",
         "continued",
+        "terminated",
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from datetime import timedelta
 from typing import Any
 
 import click
@@ -22,6 +23,7 @@ from keel.cli.common import (
     import_apps,
     json_option,
     parse_json,
+    parse_time,
     resolve_db,
     with_client,
     workflow_call,
@@ -29,6 +31,7 @@ from keel.cli.common import (
 from keel.cli.db import db
 from keel.cli.graphs import approve, graph, reject
 from keel.cli.health import health
+from keel.cli.operate import COMMANDS as OPERATOR_COMMANDS
 from keel.cli.queues import queues
 from keel.cli.replay import replay
 from keel.cli.runs import runs
@@ -68,6 +71,8 @@ def cli(ctx: click.Context, db: str | None, local: bool) -> None:
     ctx.obj = Settings(db=db, local=local)
 
 
+for command in OPERATOR_COMMANDS:
+    runs.add_command(command)
 cli.add_command(runs)
 cli.add_command(schedules)
 cli.add_command(db)
@@ -140,6 +145,13 @@ cli.add_command(reject)
     help="Do not fire schedules (by default every worker fires those of its workflows).",
 )
 @click.option(
+    "--retain",
+    metavar="AGE",
+    callback=lambda _ctx, _param, value: None if value is None else _age(value, "--retain"),
+    help="Delete runs that ended more than AGE ago (30d, 12h), with their journals, "
+    "every 10 minutes [default: keep every run].",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     default="INFO",
@@ -176,6 +188,7 @@ def worker(
     queues: tuple[str, ...],
     task_concurrency: int,
     no_schedules: bool,
+    retain: float | None,
     log_level: str,
     log_format: str,
     metrics_port: int | None,
@@ -214,6 +227,7 @@ def worker(
         schedules=not no_schedules,
         metrics_port=metrics_port,
         metrics_host=metrics_host,
+        retain=retain,
     )
     asyncio.run(serve(opts))
 
@@ -228,6 +242,13 @@ def _configure_logging(level: str, fmt: str) -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler])
+
+def _age(text: str, option: str) -> float:
+    """An age option (``30d``) in seconds."""
+    when = parse_time(text, option)
+    if not isinstance(when, timedelta):
+        raise click.BadParameter("give an age like 30d, not a time", param_hint=option)
+    return when.total_seconds()
 
 
 def _queue_limits(specs: tuple[str, ...], default: int) -> dict[str, int]:

@@ -30,6 +30,7 @@ from keel.core.events import (
     RunContinued,
     RunFailed,
     RunStarted,
+    RunTerminated,
     SideEffect,
     SignalAwaited,
     SignalReceived,
@@ -54,6 +55,7 @@ STATE_STYLES = {
     "completed": "green",
     "failed": "bold red",
     "cancelled": "magenta",
+    "terminated": "bold magenta",
     "continued": "cyan",
 }
 
@@ -80,6 +82,7 @@ _SYMBOLS: dict[str, tuple[str, str]] = {
     EventType.RUN_FAILED: ("■", "bold red"),
     EventType.RUN_CANCELLED: ("■", "magenta"),
     EventType.RUN_CONTINUED: ("↪", "cyan"),
+    EventType.RUN_TERMINATED: ("■", "bold magenta"),
 }
 
 SUMMARY_LIMIT = 72
@@ -182,6 +185,10 @@ def run_details(
         rows.append(("chain", info.chain_id))
     if info.continued_to is not None:
         rows.append(("continued to", info.continued_to))
+    if info.forked_from is not None:
+        rows.append(("forked from", f"{info.forked_from}  (journal below seq {info.fork_seq})"))
+    if info.forks:
+        rows.append(("forks", ", ".join(info.forks)))
     if info.error:
         rows.append(("error", Text(error_summary(info.error), style="red")))
     if info.waiting:
@@ -330,6 +337,8 @@ class Timeline:
                 )
                 if isinstance(ev.schedule, str):
                     text += f" by schedule {ev.schedule}"
+                if isinstance(ev.forked_from, str):
+                    text += f", forked from {ev.forked_from} below seq {ev.fork_seq}"
                 return text
             case StepCompleted():
                 suffix = f"  (attempt {ev.attempt})" if ev.attempt > 1 else ""
@@ -383,6 +392,8 @@ class Timeline:
                 return f"cancelled ({ev.reason or 'no reason given'})"
             case RunContinued():
                 return f"continued as new → {ev.continued_to} {_value(ev.input)}"
+            case RunTerminated():
+                return f"terminated ({ev.reason or 'no reason given'}): no cleanup ran"
 
 
 def typed(event: HistoryEvent) -> Event:

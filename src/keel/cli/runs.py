@@ -31,7 +31,8 @@ from keel.replay import export_runs
 
 @click.group("runs")
 def runs() -> None:
-    """Inspect runs: list them, show one, print its history, export journals."""
+    """Inspect and operate runs: list, show, history, export; terminate, resume,
+    retry, fork, prune."""
 
 
 DEFAULT_PAGE = 20
@@ -169,7 +170,8 @@ def show_run(run_id: str, db: str | None, as_json: bool) -> None:
         rec = await client.store.reads.get_run(run_id)
         if rec is None:
             raise RunNotFoundError(run_id)
-        info = replace(RunInfo.from_record(rec), waiting=await client.waiting(rec))
+        forks = tuple(f.run_id for f in await client.store.admin.forks(run_id))
+        info = replace(RunInfo.from_record(rec), waiting=await client.waiting(rec), forks=forks)
         input_ = codec.decode(rec.input, what=f"input of run {run_id!r}")
         has_result = rec.state is RunState.COMPLETED
         result = codec.decode(rec.result or b"null", what=f"result of run {run_id!r}")

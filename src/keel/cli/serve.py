@@ -41,6 +41,7 @@ class WorkerOptions:
     schedules: bool = True  # fire due schedules of the imported workflows
     metrics_port: int | None = None  # serve /metrics, /healthz, /readyz there
     metrics_host: str = "0.0.0.0"
+    retain: float | None = None  # prune runs that ended longer ago (seconds); None: keep all
 
 
 async def serve(opts: WorkerOptions) -> None:
@@ -54,6 +55,7 @@ async def serve(opts: WorkerOptions) -> None:
         queues=dict(opts.queues) or None,
         task_concurrency=opts.task_concurrency,
         schedules=opts.schedules,
+        retention=opts.retain,
     )
     stop = asyncio.Event()
     received: list[str] = []

@@ -78,6 +78,7 @@ class EventType(StrEnum):
     RUN_FAILED = "run_failed"
     RUN_CANCELLED = "run_cancelled"
     RUN_CONTINUED = "run_continued"  # continue-as-new: ended; the successor has the new input
+    RUN_TERMINATED = "run_terminated"  # ended at once by an operator; no workflow code ran for it
 
 
 #: Events that resolve the command they belong to (the workflow's await returns).
@@ -115,6 +116,7 @@ RUN_EVENTS = frozenset(
         EventType.RUN_FAILED,
         EventType.RUN_CANCELLED,
         EventType.RUN_CONTINUED,
+        EventType.RUN_TERMINATED,
     }
 )
 
@@ -215,6 +217,10 @@ class RunStarted(BaseEvent, frozen=True, kw_only=True, gc=False):
     scheduled_at: float | UnsetType = UNSET  # the tick
     # The W3C trace context the run's spans continue (see keel.observe.tracing).
     traceparent: str | UnsetType = UNSET
+    # A retry or fork: the run whose journal it copies, and the seq of the
+    # original's journal where the copy stops (events below it were copied).
+    forked_from: str | UnsetType = UNSET
+    fork_seq: int | UnsetType = UNSET
 
 
 class StepCompleted(BaseEvent, frozen=True, kw_only=True, gc=False):
@@ -353,6 +359,14 @@ class RunCancelled(BaseEvent, frozen=True, kw_only=True, gc=False):
     reason: str = ""
 
 
+class RunTerminated(BaseEvent, frozen=True, kw_only=True, gc=False):
+    """An operator ended the run at once: no cleanup code ran, its open commands
+    were dropped (see ``Client.terminate``)."""
+
+    TYPE = EventType.RUN_TERMINATED
+    reason: str = ""
+
+
 class RunContinued(BaseEvent, frozen=True, kw_only=True, gc=False):
     """Continue-as-new: the run ended; ``continued_to`` goes on with ``input``."""
 
@@ -384,6 +398,7 @@ Event: TypeAlias = (
     | RunFailed
     | RunCancelled
     | RunContinued
+    | RunTerminated
 )
 
 #: The struct of each event type.
@@ -416,6 +431,8 @@ def run_started(
     schedule: str | None = None,
     scheduled_at: float | None = None,
     traceparent: str | None = None,
+    forked_from: str | None = None,
+    fork_seq: int | None = None,
 ) -> RunStarted:
     """The first event of a run of ``workflow`` at ``version`` with encoded ``input``.
 
@@ -425,7 +442,8 @@ def run_started(
     ``continued_from`` (its predecessor), and records the chain's parent even
     when there is none (``null``). A schedule's tick gives ``schedule`` and
     ``scheduled_at``. ``traceparent``: the W3C trace context its spans
-    continue (only when tracing is on). What is not given is left out of the data.
+    continue (only when tracing is on). A retry or fork gives ``forked_from``
+    and ``fork_seq``. What is not given is left out of the data.
     """
     successor = continued_from is not None
     return RunStarted(
@@ -439,6 +457,8 @@ def run_started(
         schedule=_given(schedule),
         scheduled_at=_given(scheduled_at),
         traceparent=_given(traceparent),
+        forked_from=_given(forked_from),
+        fork_seq=_given(fork_seq),
     )
 
 

@@ -15,6 +15,7 @@ class RunState(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     CONTINUED = "continued"  # ended by continue-as-new; ``continued_to`` names its successor
+    TERMINATED = "terminated"  # ended at once by an operator: no cleanup code ran
 
     @property
     def is_terminal(self) -> bool:
@@ -22,15 +23,26 @@ class RunState(StrEnum):
 
 
 TERMINAL_STATES = frozenset(
-    {RunState.COMPLETED, RunState.FAILED, RunState.CANCELLED, RunState.CONTINUED}
+    {
+        RunState.COMPLETED,
+        RunState.FAILED,
+        RunState.CANCELLED,
+        RunState.CONTINUED,
+        RunState.TERMINATED,
+    }
 )
+
+#: States of a run that has not ended.
+LIVE_STATES = frozenset({RunState.PENDING, RunState.RUNNING, RunState.SUSPENDED})
 
 #: Every allowed transition. ``running -> running`` is a lease taken over from an
 #: expired holder; ``pending/suspended -> cancelled`` (and ``running -> cancelled``
-#: when the holder's lease expired) is a cancel with no worker. The stores refuse
-#: anything else (``keel.store._checks.check_move``).
+#: when the holder's lease expired) is a cancel with no worker. Every live state
+#: may move to ``terminated`` (an operator's terminate, which also fences off a
+#: holder); ``running -> suspended`` is also an operator's resume taking the
+#: lease away. The stores refuse anything else (``keel.store._checks.check_move``).
 TRANSITIONS: dict[RunState, frozenset[RunState]] = {
-    RunState.PENDING: frozenset({RunState.RUNNING, RunState.CANCELLED}),
+    RunState.PENDING: frozenset({RunState.RUNNING, RunState.CANCELLED, RunState.TERMINATED}),
     RunState.RUNNING: frozenset(
         {
             RunState.RUNNING,
@@ -39,13 +51,15 @@ TRANSITIONS: dict[RunState, frozenset[RunState]] = {
             RunState.FAILED,
             RunState.CANCELLED,
             RunState.CONTINUED,  # continue-as-new: a successor run takes over
+            RunState.TERMINATED,
         }
     ),
-    RunState.SUSPENDED: frozenset({RunState.RUNNING, RunState.CANCELLED}),
+    RunState.SUSPENDED: frozenset({RunState.RUNNING, RunState.CANCELLED, RunState.TERMINATED}),
     RunState.COMPLETED: frozenset(),
     RunState.FAILED: frozenset(),
     RunState.CANCELLED: frozenset(),
     RunState.CONTINUED: frozenset(),
+    RunState.TERMINATED: frozenset(),
 }
 
 

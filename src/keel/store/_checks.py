@@ -13,7 +13,7 @@ import math
 from collections.abc import Collection, Sequence
 from functools import lru_cache
 
-from keel.core.states import RunState, can_transition
+from keel.core.states import TERMINAL_STATES, RunState, can_transition
 from keel.errors import (
     ConfigurationError,
     IllegalTransitionError,
@@ -135,6 +135,64 @@ def check_end(run_id: str, end: Suspend | Finish | Continue | None) -> RunState:
             )
     check_move(run_id, RunState.RUNNING, dst)
     return dst
+
+
+def check_idle_for(idle_for: float | None) -> None:
+    """``resume``'s ``idle_for``: ``None`` or non-negative seconds."""
+    if idle_for is not None and (
+        isinstance(idle_for, bool)
+        or not isinstance(idle_for, int | float)
+        or not math.isfinite(idle_for)
+        or idle_for < 0
+    ):
+        raise ConfigurationError(f"idle_for must be None or seconds >= 0, not {idle_for!r}")
+
+
+def check_append(run_id: str, next_seq: int, append: Sequence[object], at_seq: int | None) -> None:
+    """Events an operator action appends go exactly where the caller read the end."""
+    if append and at_seq != next_seq:
+        raise StoreError(
+            f"journal of run {run_id!r} continues at seq {next_seq}, not {at_seq}: "
+            "it moved on since it was read; try again"
+        )
+
+
+def check_fork(run: NewRun) -> tuple[str, int]:
+    """A forked run names its original and the seq its copy stops at (at least 1:
+    the original's ``run_started`` is never copied, the fork has its own)."""
+    if run.forked_from is None or run.fork_seq is None:
+        raise ConfigurationError(f"run {run.run_id!r} is not a fork (forked_from, fork_seq)")
+    if isinstance(run.fork_seq, bool) or run.fork_seq < 1:
+        raise ConfigurationError(f"fork_seq must be at least 1, not {run.fork_seq!r}")
+    return run.forked_from, run.fork_seq
+
+
+#: What one ``prune`` call deletes at most.
+MAX_PRUNE_BATCH = 10_000
+
+
+def check_prune(
+    ended_before: float, states: Collection[RunState] | None, limit: int
+) -> frozenset[RunState]:
+    """``prune``'s arguments; the ended states it may select."""
+    if (
+        isinstance(ended_before, bool)
+        or not isinstance(ended_before, int | float)
+        or not math.isfinite(ended_before)
+    ):
+        raise ConfigurationError(f"ended_before must be finite epoch seconds, not {ended_before!r}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PRUNE_BATCH:
+        raise ConfigurationError(f"prune limit must be 1..{MAX_PRUNE_BATCH}, not {limit!r}")
+    if states is None:
+        return TERMINAL_STATES
+    try:
+        wanted = frozenset(RunState(s) for s in ([states] if isinstance(states, str) else states))
+    except ValueError:
+        raise ConfigurationError(f"unknown run state in {states!r}") from None
+    live = sorted(s.value for s in wanted if not s.is_terminal)
+    if live:
+        raise ConfigurationError(f"only ended runs are pruned, not runs {', '.join(live)}")
+    return wanted or TERMINAL_STATES
 
 
 def check_terminal(state: RunState) -> None:

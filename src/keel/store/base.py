@@ -52,6 +52,8 @@ class NewRun:
     depth: int = 0  # 0 for a run started by a client, parent's + 1 for a child
     chain_id: str | None = None  # a continue-as-new successor: the chain's first run id
     generation: int = 0  # 0 for a first run, predecessor's + 1 for a successor
+    forked_from: str | None = None  # a retry or fork: the run whose journal it copies
+    fork_seq: int | None = None  # ... up to (not including) this seq of that journal
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,8 @@ class RunRecord:
     chain_id: str | None = None  # as stored: None for the first run of a chain
     generation: int = 0  # how many continue-as-new switches led to this run
     continued_to: str | None = None  # state ``continued``: the successor's run id
+    forked_from: str | None = None  # a retry or fork: the run whose journal it copies
+    fork_seq: int | None = None  # ... up to (not including) this seq of that journal
 
     @property
     def chain(self) -> str:
@@ -358,4 +362,6 @@ def created_record(run: NewRun, now: float, lease: Lease | None = None) -> RunRe
         depth=run.depth,
         chain_id=run.chain_id,
         generation=run.generation,
+        forked_from=run.forked_from,
+        fork_seq=run.fork_seq,
     )

@@ -16,6 +16,8 @@ attribute          protocol                        what it holds
 ``store.reads``    :class:`OperatorReads`          get / list / count runs, a run's history
 ``store.changes``  :class:`ChangeFeed`             latency hints: something may have changed
 ``store.workers``  :class:`WorkerRegistry`         workers' versions and liveness locks
+``store.admin``    :class:`RunAdmin`               operator actions: terminate, resume,
+                                                   fork (retry), prune
 =================  ==============================  =========================================
 
 Payloads cross this boundary as encoded JSON ``bytes``; the store never
@@ -417,6 +419,95 @@ class WorkerRegistry(Protocol):
         return how many. A backend without liveness locks returns 0."""
 
 
+class RunAdmin(Protocol):
+    """Operator actions on runs, each ONE transaction that fences off a live worker.
+
+    A worker holding a run that :meth:`terminate` or :meth:`resume` acts on loses
+    its lease in that transaction (the lease is cleared and the token bumped), so
+    its next write under the old lease raises :class:`keel.errors.LeaseLostError`
+    and changes nothing.
+    """
+
+    async def terminate(self, run_id: str, event: NewEvent) -> RunRecord:
+        """End a live run ``terminated`` at once; return its row afterwards.
+
+        A ``continued`` run is followed to the live tip of its chain. In one
+        transaction: ``event`` (``run_terminated``) is appended at the run's next
+        seq; the lease is cleared and the token bumped (a holder's next write is
+        refused), ``wake_at`` cleared (its timers will never fire); the parent is
+        woken; children are closed as a cancelled parent closes them ("cancel"
+        and "wait" children get ``cancel_requested``; "abandon" ones run on); its
+        open tasks are deleted. Unconsumed signals stay, never delivered.
+        ``RunNotFoundError``, or ``RunFinishedError`` if the run has ended.
+        """
+
+    async def resume(
+        self,
+        run_id: str,
+        *,
+        idle_for: float | None,
+        append: Sequence[NewEvent] = (),
+        at_seq: int | None = None,
+    ) -> RunRecord:
+        """Make a live run runnable now; return its row afterwards.
+
+        A ``continued`` run is followed to the live tip of its chain. The run
+        becomes due at once (``wake_at = now``). A ``running`` run loses its lease
+        (``suspended``, lease cleared, token bumped: the holder is fenced off)
+        provided its lease has expired, or ``idle_for`` is ``None``, or nothing
+        was written to the run for ``idle_for`` seconds (``updated_at``); else
+        ``RunNotStuckError`` and nothing is written. A cancel request not yet
+        journaled (no ``cancel_requested`` event) is withdrawn; one the workflow
+        already received cannot be (``RunCancellingError``, nothing written).
+        ``append`` (an operator firing the run's pending timers now) is
+        journaled in the same transaction from ``at_seq``, which must be the
+        run's ``next_seq`` (else ``StoreError``: the journal moved on; nothing
+        written). ``RunNotFoundError``, or ``RunFinishedError`` if the run has ended.
+        """
+
+    async def fork(
+        self,
+        run: NewRun,
+        journal: Sequence[NewEvent],
+        *,
+        redeliver_signals: bool,
+    ) -> RunRecord:
+        """Create ``run`` as a copy of run ``run.forked_from``'s journal; return its row.
+
+        In one transaction: the run (``pending``, due now) with ``run.started``
+        at seq 0 and ``journal`` at seqs 1, 2, ...; with ``redeliver_signals``,
+        every signal of the original not consumed by an event below
+        ``run.fork_seq`` (unconsumed, or consumed at or after it) is copied to
+        the new run, unconsumed, oldest first, with its name, payload and
+        delivery id. The original is not changed. ``RunExistsError`` if
+        ``run.run_id`` is taken, ``RunNotFoundError`` if the original is gone;
+        nothing is written then.
+        """
+
+    async def forks(self, run_id: str) -> builtins.list[RunRecord]:
+        """The runs forked (retried) from ``run_id``, oldest first."""
+
+    async def prune(
+        self,
+        *,
+        ended_before: float,
+        states: Collection[RunState] | None = None,
+        limit: int = 500,
+        dry_run: bool = False,
+    ) -> int:
+        """Delete up to ``limit`` prunable runs, oldest end first; return how many.
+
+        Prunable: the run has ended (a terminal state, of ``states`` if given)
+        and so has every run of its continue-as-new chain, the last of them
+        before ``ended_before`` (a run's end time is its ``updated_at``, which
+        nothing changes once it has ended); its parent, if it still exists, has
+        ended; and none of its children is live. With the run go its journal,
+        signals, tasks and snapshot. Idempotency keys are not a run's (they are
+        shared by every run) and stay. ``dry_run``: count the prunable runs
+        (all of them, not ``limit``) and delete nothing. One transaction per call.
+        """
+
+
 class Store(Protocol):
     """A storage backend: lifecycle, the store clock, and its capabilities."""
 
@@ -429,6 +520,7 @@ class Store(Protocol):
     reads: OperatorReads
     changes: ChangeFeed
     workers: WorkerRegistry
+    admin: RunAdmin
 
     async def open(self) -> None:
         """Connect, check the database and apply migrations. Idempotent."""

@@ -13,7 +13,8 @@ returns a callable making a new, unopened store over an empty database::
 
 The store is a :class:`keel.store.ports.Store`; each capability has its own
 module of tests (``keel.testing.conformance_runs`` for ``store.runs``,
-``conformance_mailbox`` for ``store.mailbox``, ...), all composed here.
+``conformance_mailbox`` for ``store.mailbox``, ``conformance_admin`` for the
+operator actions of ``store.admin``, ...), all composed here.
 Tests are plain functions running their body with ``asyncio.run`` (no pytest
 plugin needed). Times are always relative to ``await store.now()``.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import pytest
 
+from keel.testing.conformance_admin import AdminConformance
 from keel.testing.conformance_cancel import CancelConformance
 from keel.testing.conformance_changes import ChangeConformance
 from keel.testing.conformance_children import ChildConformance
@@ -93,6 +95,7 @@ class StoreConformance(
     ReadConformance,
     ChangeConformance,
     VersionConformance,
+    AdminConformance,
 ):
     """Behaviour shared by every backend; subclasses supply ``store_factory``."""
 

@@ -25,6 +25,7 @@ CAPABILITIES: dict[str, type] = {
     "reads": ports.OperatorReads,
     "changes": ports.ChangeFeed,
     "workers": ports.WorkerRegistry,
+    "admin": ports.RunAdmin,
 }
 
 CANCELLED = NewEvent("run_cancelled", None, b"{}")

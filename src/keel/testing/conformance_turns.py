@@ -10,7 +10,7 @@ import pytest
 
 from keel.core.states import TRANSITIONS, RunState
 from keel.errors import LeaseLostError, RunExistsError, StoreError
-from keel.store.base import Claimed, RunRecord
+from keel.store.base import Claimed, NewEvent, RunRecord
 from keel.store.ports import Continue, Finish, Store, Suspend, Turn
 from keel.testing.conformance_continue import successor
 from keel.testing.conformance_helpers import (
@@ -97,6 +97,20 @@ async def walk_lifecycle(store: Store) -> set[Transition]:
             await wait_until_past(store, first.lease.expires_at)
             await store.runs.request_cancel("f", CANCELLED)
             await look()
+    # An operator's terminate, from each live state.
+    terminated = NewEvent("run_terminated", None, b"{}")
+    await store.runs.create(new_run("t-pending"))
+    await look()
+    await store.admin.terminate("t-pending", terminated)  # pending -> terminated
+    await look()
+    for run_id in ("t-running", "t-suspended"):
+        await store.runs.create(new_run(run_id))
+        await look()
+        held = await lease_of(run_id)
+        if run_id == "t-suspended":
+            await commit(held, Suspend(None))
+        await store.admin.terminate(run_id, terminated)  # running/suspended -> terminated
+        await look()
     return seen
 
 

@@ -29,6 +29,7 @@ from keel.store.ports import (
     IdempotencyKeys,
     Mailbox,
     OperatorReads,
+    RunAdmin,
     RunJournal,
     Schedules,
     Store,
@@ -218,6 +219,8 @@ class FencedStore:
         self.reads = cast(OperatorReads, _Capability(inner.reads, "reads", gate))
         self.changes = cast(ChangeFeed, _Capability(inner.changes, "changes", gate))
         self.workers = cast(WorkerRegistry, _Capability(inner.workers, "workers", gate))
+        # Operator actions (a worker's pruner): passed through, not counted as writes.
+        self.admin = cast(RunAdmin, _Capability(inner.admin, "admin", gate))
 
     async def open(self) -> None:
         await self.gate.call("store", "open", self.inner.open, (), {})

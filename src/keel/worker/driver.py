@@ -124,6 +124,13 @@ class RunDriver:
             return True
         return False
 
+    def lease_valid_here(self, margin: float) -> bool:
+        """Whether, by this process's clock, the lease it holds has more than
+        ``margin`` seconds left (unlike :meth:`lease_expired`, asking latches nothing)."""
+        if self.lost or self._ran_out:
+            return False
+        return time.monotonic() + margin < self.lease_deadline
+
     def stop_if_overdue(self) -> bool:
         """Give the run up if its lease has run out by this process's clock: a
         renewal would be refused, and another worker may be running it already.

@@ -9,6 +9,8 @@ import socket
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from math import inf
 from typing import TYPE_CHECKING
 
 from keel.errors import ConfigurationError, DatabaseCorruptError, LeaseLostError
@@ -21,6 +23,7 @@ from keel.worker.driver import RunDriver
 from keel.worker.inflight import Abandoned
 from keel.worker.live import SystemLiveSource
 from keel.worker.plan.children import MAX_CHILD_DEPTH
+from keel.worker.retention import Pruner
 from keel.worker.schedules import ScheduleRunner
 from keel.worker.tasks import TaskRunner, queue_limits
 from keel.worker.threads import StepThreads
@@ -30,6 +33,17 @@ if TYPE_CHECKING:
     from keel.client import Client
 
 log = logging.getLogger("keel.worker")
+
+
+def _pruner(worker: Worker, retention: float | timedelta | None, every: float) -> Pruner | None:
+    """The worker's pruner, if ``retention`` asks for one (checked here)."""
+    if retention is None:
+        return None
+    seconds = retention.total_seconds() if isinstance(retention, timedelta) else retention
+    for name, value in (("retention", seconds), ("prune_every", every)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < inf:
+            raise ConfigurationError(f"{name} must be a positive duration, not {value!r}")
+    return Pruner(worker, float(seconds), float(every))
 
 
 class Worker:
@@ -57,6 +71,10 @@ class Worker:
     one run.
     ``max_child_depth`` is how deeply child workflows may nest: a run at that
     depth that starts a child gets :class:`keel.ChildWorkflowError` instead.
+    ``retention`` (seconds or a ``timedelta``; default ``None``: keep every run)
+    makes it delete, every ``prune_every`` seconds, the runs that ended longer
+    ago than that, with their journals (only runs whose continue-as-new chain,
+    parent and children have all ended; see :meth:`keel.Client.prune`).
     """
 
     def __init__(
@@ -76,6 +94,8 @@ class Worker:
         park_delay: float = 5.0,
         schedules: bool = True,
         max_child_depth: int = MAX_CHILD_DEPTH,
+        retention: float | timedelta | None = None,
+        prune_every: float = 600.0,
     ) -> None:
         for name, value in (
             ("concurrency", concurrency),
@@ -123,6 +143,7 @@ class Worker:
         self._finished_waiters: dict[str, list[asyncio.Future[Finished | None]]] = {}
         self.tasks = TaskRunner(self, limits, task_concurrency)
         self.schedules = ScheduleRunner(self) if schedules else None
+        self.pruner = _pruner(self, retention, prune_every)
 
     # --- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
@@ -143,6 +164,8 @@ class Worker:
             self._tasks.append(loop.create_task(self.tasks.loop(), name="keel-task-claim"))
         if self.schedules is not None:
             self._tasks.append(loop.create_task(self.schedules.loop(), name="keel-schedules"))
+        if self.pruner is not None:
+            self._tasks.append(loop.create_task(self.pruner.loop(), name="keel-pruner"))
 
     async def stop(self, timeout: float = 30.0) -> list[Abandoned]:
         """Drain: stop claiming, let running step attempts (and dispatched-step
@@ -285,6 +308,12 @@ class Worker:
         if driver is not None:
             driver.request_cancel()
 
+    def poke_lost(self, run_id: str, why: str) -> None:
+        """An operator took the run from its holder: stop driving it now."""
+        driver = self._drivers.get(run_id)
+        if driver is not None:
+            driver.lease_lost(why)
+
     def notify_finished(self, run_id: str, outcome: Finished | None = None) -> None:
         """Tell local waiters a run ended (``None``: it left this worker; re-read it)."""
         for fut in self._finished_waiters.pop(run_id, []):
@@ -354,15 +383,7 @@ class Worker:
                             await self._release(claimed[i:])
                             break
                         running = self._drivers.get(c.run.run_id)
-                        if running is not None:
-                            # Our own lease expired (heartbeats stalled) and we claimed
-                            # the run again: the driver still running it adopts the new
-                            # token; only it has written, so its journal view is right.
-                            log.warning(
-                                "run %s: re-claimed while still driving it; adopting the new lease",
-                                c.run.run_id,
-                            )
-                            running.lease = c.lease
+                        if running is not None and self._adopted(running, c):
                             continue
                         self._spawn(c)
             except asyncio.CancelledError:
@@ -414,12 +435,30 @@ class Worker:
         next dead-owner sweep (wake-ups in between must not push it back)."""
         return max(0.0, min(self.poll_interval, self._next_sweep - time.monotonic()))
 
+    def _adopted(self, running: RunDriver, claimed: Claimed) -> bool:
+        """We claimed a run we are still driving. Our own lease ran out (heartbeats
+        stalled): the driver adopts the new token, since only it has written, so
+        its journal view is right. Otherwise (our clock says the lease had well
+        over a third of its TTL left) it was taken from us while we held it (an
+        operator's resume of a run stuck here): the driver stops as on any lost
+        lease, and the run is driven afresh from its journal."""
+        # A third of the TTL apart: our heartbeat keeps more than that left, and a
+        # lease the store found expired has about none left by our clock either.
+        if not running.lease_valid_here(self.lease_ttl / 3):
+            log.warning(
+                "run %s: re-claimed while still driving it; adopting the new lease",
+                claimed.run.run_id,
+            )
+            running.lease = claimed.lease
+            return True
+        running.lease_lost("it was taken from this worker (an operator's resume)")
+        return False
+
     async def _release(self, claimed: Sequence[Claimed]) -> None:
         """Give back runs claimed but not driven (due at once, for another worker)."""
         for c in claimed:
             running = self._drivers.get(c.run.run_id)
-            if running is not None:  # our own expired lease re-claimed: as in _claim_loop
-                running.lease = c.lease
+            if running is not None and self._adopted(running, c):  # as in _claim_loop
                 continue
             try:
                 await asyncio.shield(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from keel.store.memory.admin import MemoryAdmin
 from keel.store.memory.changes import MemoryChanges
 from keel.store.memory.keys import MemoryKeys
 from keel.store.memory.mailbox import MemoryMailbox
@@ -19,6 +20,7 @@ from keel.store.ports import (
     IdempotencyKeys,
     Mailbox,
     OperatorReads,
+    RunAdmin,
     RunJournal,
     Schedules,
     TaskQueues,
@@ -42,6 +44,7 @@ class MemoryStore:
         self.reads: OperatorReads = MemoryReads(tables)
         self.changes: ChangeFeed = MemoryChanges(tables)
         self.workers: WorkerRegistry = MemoryWorkers(tables)
+        self.admin: RunAdmin = MemoryAdmin(tables)
 
     def __repr__(self) -> str:
         return repr(self._tables)

@@ -188,9 +188,9 @@ class Tables:
 
 def _cascades(child: RunRecord, parent: RunRecord) -> bool:
     """Whether the end of ``parent`` cancels ``child``: 'cancel' children always,
-    'wait' children when the parent was cancelled (it does not wait then)."""
+    'wait' children when the parent was cancelled or terminated (it does not wait then)."""
     return child.parent_close == "cancel" or (
-        child.parent_close == "wait" and parent.state is RunState.CANCELLED
+        child.parent_close == "wait" and parent.state in (RunState.CANCELLED, RunState.TERMINATED)
     )
 
 

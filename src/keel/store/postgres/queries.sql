@@ -37,7 +37,8 @@ runs.state IN ('pending', 'running', 'suspended')
 r.run_id, r.workflow, r.version, r.state, p.input, p.result, p.error,
        r.created_at, r.updated_at, r.wake_at, r.lease_owner, r.lease_token,
        r.lease_expires_at, r.cancel_requested, r.next_seq, r.parent_run_id,
-       r.parent_close, r.depth, r.chain_id, r.generation, r.continued_to
+       r.parent_close, r.depth, r.chain_id, r.generation, r.continued_to, r.forked_from,
+       r.fork_seq
 
 -- name: get_runs
 -- One run (one: a scalar parameter, cheaper to send than an array), or several.
@@ -236,7 +237,7 @@ runs.run_id = %(run_id)s::text AND runs.lease_token = %(token)s::bigint
 -- Commit before wake: the parent of each (not after continue-as-new: the chain
 -- goes on; even a running parent, whose suspend then sees its row changed) is
 -- made due, and the children it closes are asked to cancel ("wait" ones only
--- when it was cancelled): their holders or next claimers cancel them the
+-- when it was cancelled or terminated): their holders or next claimers cancel them the
 -- normal way, and their own end cascades further. Its queued and leased tasks
 -- are discarded: a task worker's next heartbeat finds its lease gone and stops.
 parent_woken AS (
@@ -249,7 +250,7 @@ parent_woken AS (
     FROM ended, clock
     WHERE runs.parent_run_id = ended.run_id AND {live}
       AND (runs.parent_close = 'cancel'
-           OR (runs.parent_close = 'wait' AND ended.state = 'cancelled'))
+           OR (runs.parent_close = 'wait' AND ended.state IN ('cancelled', 'terminated')))
     RETURNING 1
 ), tasks_dropped AS (
     DELETE FROM tasks USING ended
@@ -315,7 +316,8 @@ WITH {clock}, fenced AS (
                   EXISTS (
                       SELECT 1 FROM runs c
                       WHERE c.run_id = ANY (%(wake_children)s::text[])
-                        AND c.state IN ('completed', 'failed', 'cancelled', 'continued'))
+                        AND c.state IN ('completed', 'failed', 'cancelled', 'continued',
+                                        'terminated'))
                   OR runs.xmin <> (
                       SELECT seen.xmin FROM runs seen WHERE seen.run_id = runs.run_id)))
             THEN least(coalesce(%(wake_at)s::float8, clock.now), clock.now)
@@ -532,6 +534,151 @@ WITH RECURSIVE chain AS (
     FROM runs r JOIN chain ON r.run_id = chain.continued_to
 )
 SELECT run_id, state FROM chain ORDER BY n DESC LIMIT 1;
+
+-- Operator actions (admin.py): each runs its statements in one explicit
+-- transaction, the run row locked first (FOR UPDATE) so that a worker's commit
+-- waits for it and then fails its fence. ---------------------------------------------
+
+-- name: lock_live_run
+-- The row an action works on, locked; its journal's next seq, whether a cancel
+-- request reached the workflow, and the clock.
+SELECT runs.run_id, runs.state, runs.next_seq, runs.continued_to, runs.cancel_requested,
+       runs.lease_owner, runs.lease_expires_at, runs.updated_at, clock.now,
+       EXISTS (SELECT 1 FROM events e
+               WHERE e.run_id = runs.run_id AND e.type = 'cancel_requested') AS delivered
+FROM runs, (SELECT extract(epoch FROM clock_timestamp())::float8 AS now) AS clock
+WHERE runs.run_id = %(run_id)s::text
+FOR UPDATE OF runs;
+
+-- name: append_event
+INSERT INTO events (run_id, seq, type, command, data, created_at)
+VALUES (%(run_id)s::text, %(seq)s::bigint, %(type)s::text, %(command)s::text,
+        %(data)s::bytea, %(now)s::float8)
+RETURNING seq;
+
+-- name: terminate_run
+-- After its run_terminated event: ended at once, its lease cleared under a new
+-- token (a holder's next write fails its fence), no wake-up left; then its
+-- family as for any end.
+WITH {clock}, terminated AS (
+    UPDATE runs
+    SET state = 'terminated', next_seq = next_seq + 1, lease_owner = NULL,
+        lease_expires_at = NULL, lease_token = nextval('lease_tokens'), wake_at = NULL,
+        updated_at = clock.now
+    FROM clock
+    WHERE runs.run_id = %(run_id)s::text
+    RETURNING runs.run_id, runs.parent_run_id, runs.state
+), ended AS (
+    SELECT run_id, parent_run_id, state FROM terminated
+), {family}, notified AS (
+    SELECT count(pg_notify(%(channel)s::text, 'terminated')) FROM terminated
+)
+SELECT 1 FROM terminated, notified, family_notified;
+
+-- name: resume_run
+-- Due now, an undelivered cancel request withdrawn; a running run loses its
+-- lease (suspended, under a new token: the holder's next write fails its fence).
+WITH {clock}, resumed AS (
+    UPDATE runs
+    SET state = CASE WHEN runs.state = 'running' THEN 'suspended' ELSE runs.state END,
+        lease_token = CASE WHEN runs.state = 'running' THEN nextval('lease_tokens')
+                           ELSE runs.lease_token END,
+        lease_owner = NULL, lease_expires_at = NULL, wake_at = clock.now,
+        cancel_requested = false, updated_at = clock.now,
+        next_seq = runs.next_seq + %(appended)s::bigint  -- timers fired by the operator
+    FROM clock
+    WHERE runs.run_id = %(run_id)s::text
+    RETURNING runs.run_id
+), notified AS (
+    SELECT count(pg_notify(%(channel)s::text, 'resumed')) FROM resumed
+)
+SELECT 1 FROM resumed, notified;
+
+-- name: fork_run
+-- A retry or fork: the run (pending, due now) with its started event at seq 0
+-- and the copied journal from seq 1, and (redeliver) the original's signals not
+-- consumed below the fork point, oldest first. Nothing comes back if the run
+-- id is taken (the caller checked the original exists, under FOR SHARE).
+WITH {clock}, created AS (
+    INSERT INTO runs (run_id, workflow, version, state, created_at, updated_at, wake_at,
+                      lease_token, next_seq, forked_from, fork_seq)
+    SELECT %(run_id)s::text, %(workflow)s::text, %(version)s::text, 'pending', clock.now,
+           clock.now, clock.now, 0, 1 + cardinality(%(types)s::text[]),
+           %(forked_from)s::text, %(fork_seq)s::bigint
+    FROM clock
+    ON CONFLICT (run_id) DO NOTHING
+    RETURNING run_id, created_at
+), payload AS (
+    INSERT INTO run_payloads (run_id, input)
+    SELECT run_id, %(input)s::bytea FROM created
+), journal AS (
+    INSERT INTO events (run_id, seq, type, command, data, created_at)
+    SELECT created.run_id, 0, %(started_type)s::text, NULL, %(started_data)s::bytea,
+           created.created_at
+    FROM created
+    UNION ALL
+    SELECT created.run_id, e.i, e.type, e.command, e.data, created.created_at
+    FROM created, unnest(%(types)s::text[], %(commands)s::text[], %(datas)s::bytea[])
+                  WITH ORDINALITY AS e (type, command, data, i)
+), redelivered AS (
+    INSERT INTO signals (run_id, name, payload, created_at, delivery_id, chain_id)
+    SELECT created.run_id, s.name, s.payload, s.created_at, s.delivery_id,
+           CASE WHEN s.delivery_id IS NOT NULL THEN created.run_id END
+    FROM created, signals s
+    WHERE %(redeliver)s::boolean AND s.run_id = %(forked_from)s::text
+      AND (s.consumed_seq IS NULL OR s.consumed_seq >= %(fork_seq)s::bigint)
+    ORDER BY s.id
+), notified AS (
+    SELECT count(pg_notify(%(channel)s::text, 'created')) FROM created
+)
+SELECT run_id FROM created, notified;
+
+-- name: lock_source
+SELECT 1 FROM runs WHERE run_id = %(run_id)s::text FOR SHARE;
+
+-- name: forks
+SELECT {run_row}
+FROM runs r JOIN run_payloads p ON p.run_id = r.run_id
+WHERE r.forked_from = %(run_id)s::text
+ORDER BY r.created_at, r.run_id;
+
+-- name: prunable
+-- Runs prune may delete: ended (of %(states)s), and so has every run of its
+-- chain, the last of them before %(before)s; its parent (if any is left) has
+-- ended; none of its children is live. Walks runs_ended by end time.
+SELECT r.run_id FROM runs r
+WHERE r.state IN ('completed', 'failed', 'cancelled', 'continued', 'terminated')
+  AND r.updated_at < %(before)s::float8
+  AND r.state = ANY (%(states)s::text[])
+  AND NOT EXISTS (
+      SELECT 1 FROM runs p
+      WHERE p.run_id = r.parent_run_id AND p.state IN ('pending', 'running', 'suspended'))
+  AND NOT EXISTS (
+      SELECT 1 FROM runs c
+      WHERE c.parent_run_id = r.run_id AND c.state IN ('pending', 'running', 'suspended'))
+  AND NOT EXISTS (
+      SELECT 1 FROM runs m
+      WHERE (m.run_id = coalesce(r.chain_id, r.run_id)
+             OR m.chain_id = coalesce(r.chain_id, r.run_id))
+        AND (m.state IN ('pending', 'running', 'suspended')
+             OR m.updated_at >= %(before)s::float8))
+ORDER BY r.updated_at, r.run_id
+
+-- name: count_prunable
+SELECT count(*) AS n FROM ({prunable}) AS prunable;
+
+-- name: prune_runs
+-- The payload, journal, signals, tasks and snapshot go with each run (ON
+-- DELETE CASCADE). SKIP LOCKED: a run a concurrent action holds waits for the
+-- next batch.
+WITH chosen AS (
+    SELECT runs.run_id FROM runs
+    WHERE runs.run_id IN (SELECT run_id FROM ({prunable}) AS prunable LIMIT %(limit)s::bigint)
+    FOR UPDATE SKIP LOCKED
+), deleted AS (
+    DELETE FROM runs USING chosen WHERE runs.run_id = chosen.run_id RETURNING 1
+)
+SELECT count(*) AS n FROM deleted;
 
 -- Signals ------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
--- The full current Keel PostgreSQL schema (version 11), for reading. Databases are
+-- The full current Keel PostgreSQL schema (version 12), for reading. Databases are
 -- built by applying migrations/ in order inside Keel's schema (default "keel");
 -- a test checks that both give the same catalog.
 
@@ -6,7 +6,7 @@ CREATE TABLE keel_meta (
     key   text PRIMARY KEY,
     value text NOT NULL
 );
--- rows: ('application', 'keel'), ('schema_version', '11')
+-- rows: ('application', 'keel'), ('schema_version', '12')
 
 -- Fencing tokens: every claim takes nextval, so a token is larger than every
 -- token handed out before it, on any run. CACHE 1 (the default) keeps values
@@ -24,7 +24,7 @@ CREATE TABLE runs (
     version          text NOT NULL,
     state            text NOT NULL CHECK (state IN
                         ('pending', 'running', 'suspended', 'completed', 'failed', 'cancelled',
-                         'continued')),
+                         'continued', 'terminated')),
     created_at       float8 NOT NULL,
     updated_at       float8 NOT NULL,
     wake_at          float8,
@@ -40,7 +40,10 @@ CREATE TABLE runs (
     -- continue-as-new (version 7): NULL chain_id for a chain's first run
     chain_id         text COLLATE "C",
     generation       integer NOT NULL DEFAULT 0,
-    continued_to     text COLLATE "C"
+    continued_to     text COLLATE "C",
+    -- a retry or fork (version 12): the run whose journal it copied, up to this seq
+    forked_from      text COLLATE "C",
+    fork_seq         bigint
 ) WITH (fillfactor = 70);
 
 -- Claims walk one of these partial indexes each: due runs by wake_at, and
@@ -54,6 +57,10 @@ CREATE INDEX runs_workflow ON runs (workflow, created_at, run_id);
 CREATE INDEX runs_parent ON runs (parent_run_id) WHERE parent_run_id IS NOT NULL;
 -- The runs of a continue-as-new chain (version 7).
 CREATE INDEX runs_chain ON runs (chain_id) WHERE chain_id IS NOT NULL;
+-- The forks of a run, and prune's walk of ended runs by end time (version 12).
+CREATE INDEX runs_forked_from ON runs (forked_from) WHERE forked_from IS NOT NULL;
+CREATE INDEX runs_ended ON runs (updated_at)
+    WHERE state IN ('completed', 'failed', 'cancelled', 'continued', 'terminated');
 
 -- Inputs and outcomes, written at creation and at the end, read on claim.
 CREATE TABLE run_payloads (

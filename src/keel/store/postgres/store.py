@@ -15,6 +15,7 @@ from keel.store.postgres._conn import check_schema, connection_params
 from keel.store.postgres._pool import Pool
 from keel.store.postgres._schema import migration_script
 from keel.store.postgres._sql import latest_version
+from keel.store.postgres.admin import PgAdmin
 from keel.store.postgres.changes import PgChanges
 from keel.store.postgres.database import PgDatabase
 from keel.store.postgres.keys import PgKeys
@@ -100,6 +101,7 @@ class PostgresStore:
         self.changes: ports.ChangeFeed = PgChanges(self.db)
         self._workers = PgWorkers(self.db)
         self.workers: ports.WorkerRegistry = self._workers
+        self.admin: ports.RunAdmin = PgAdmin(self.db)
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.db.target!r}, schema={self.schema!r})"

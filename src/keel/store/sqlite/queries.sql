@@ -10,11 +10,11 @@
 INSERT INTO runs (run_id, workflow, version, state, input, result, error, created_at,
                   updated_at, wake_at, lease_owner, lease_token, lease_expires_at,
                   cancel_requested, next_seq, parent_run_id, parent_close, depth, chain_id,
-                  generation, continued_to)
+                  generation, continued_to, forked_from, fork_seq)
 VALUES (:run_id, :workflow, :version, :state, :input, :result, :error, :created_at,
         :updated_at, :wake_at, :lease_owner, :lease_token, :lease_expires_at,
         :cancel_requested, :next_seq, :parent_run_id, :parent_close, :depth, :chain_id,
-        :generation, :continued_to)
+        :generation, :continued_to, :forked_from, :fork_seq)
 ON CONFLICT (run_id) DO NOTHING;
 
 -- name: insert_event
@@ -91,7 +91,7 @@ SET state = 'suspended', lease_owner = NULL, lease_expires_at = NULL,
           OR EXISTS (
             SELECT 1 FROM runs c
             WHERE c.run_id IN (SELECT value FROM json_each(:child_ids))
-              AND c.state IN ('completed', 'failed', 'cancelled', 'continued'))
+              AND c.state IN ('completed', 'failed', 'cancelled', 'continued', 'terminated'))
         THEN min(coalesce(:wake_at, :now), :now)
         ELSE :wake_at
     END
@@ -120,11 +120,13 @@ WHERE run_id = (SELECT parent_run_id FROM runs WHERE run_id = :run_id)
 -- name: cancel_children
 -- A run that ended (in :state) asks the children it closes to cancel: their
 -- holders (or next claimers) cancel them the normal way, and their own end
--- cascades further. 'wait' children are cancelled only with a cancelled parent.
+-- cascades further. 'wait' children are cancelled only with a cancelled (or
+-- terminated) parent.
 UPDATE runs
 SET cancel_requested = 1, wake_at = min(coalesce(wake_at, :now), :now), updated_at = :now
 WHERE parent_run_id = :run_id AND state IN ('pending', 'running', 'suspended')
-  AND (parent_close = 'cancel' OR (parent_close = 'wait' AND :state = 'cancelled'));
+  AND (parent_close = 'cancel'
+       OR (parent_close = 'wait' AND :state IN ('cancelled', 'terminated')));
 
 -- name: successor_takes_over
 -- The successor inherits a cancel request the run had not handled, and its
@@ -157,6 +159,74 @@ ON CONFLICT (run_id) DO UPDATE SET
 
 -- name: load_snapshot
 SELECT * FROM snapshots WHERE run_id = ?;
+
+-- Operator actions (admin.py) ---------------------------------------------------------
+
+-- name: terminate_run
+-- After its run_terminated event: ended at once, the lease cleared and the token
+-- bumped (a holder's next write fails its fence), no wake-up left.
+UPDATE runs
+SET state = 'terminated', next_seq = next_seq + 1, lease_owner = NULL,
+    lease_expires_at = NULL, lease_token = lease_token + 1, wake_at = NULL, updated_at = :now
+WHERE run_id = :run_id;
+
+-- name: cancel_delivered
+-- Whether a cancel request reached the workflow (it was journaled).
+SELECT EXISTS (SELECT 1 FROM events WHERE run_id = ? AND type = 'cancel_requested') AS found;
+
+-- name: resume_run
+-- Due now, an undelivered cancel request withdrawn; a running run loses its
+-- lease (suspended, token bumped: the holder's next write fails its fence).
+UPDATE runs
+SET state = CASE WHEN state = 'running' THEN 'suspended' ELSE state END,
+    lease_token = lease_token + (state = 'running'),
+    lease_owner = NULL, lease_expires_at = NULL, wake_at = :now, cancel_requested = 0,
+    updated_at = :now
+WHERE run_id = :run_id;
+
+-- name: set_next_seq
+UPDATE runs SET next_seq = :next_seq WHERE run_id = :run_id;
+
+-- name: redeliver_signals
+-- A fork gets again, oldest first, the signals its original had not consumed
+-- below the fork point (a fork is a chain of its own: its delivery ids too).
+INSERT INTO signals (run_id, name, payload, created_at, delivery_id, chain_id)
+SELECT :run_id, name, payload, created_at, delivery_id,
+       CASE WHEN delivery_id IS NOT NULL THEN :run_id END
+FROM signals
+WHERE run_id = :source AND (consumed_seq IS NULL OR consumed_seq >= :fork_seq)
+ORDER BY id;
+
+-- name: forks
+SELECT * FROM runs WHERE forked_from = ? ORDER BY created_at, run_id;
+
+-- name: prunable
+-- A fragment: runs prune may delete. Ended (of :states, a JSON array), and so
+-- has every run of its chain, the last of them before :before; its parent (if
+-- any is left) has ended; none of its children is live. runs_ended orders them.
+SELECT r.run_id FROM runs r
+WHERE r.state IN ('completed', 'failed', 'cancelled', 'continued', 'terminated')
+  AND r.updated_at < :before
+  AND r.state IN (SELECT value FROM json_each(:states))
+  AND NOT EXISTS (
+      SELECT 1 FROM runs p
+      WHERE p.run_id = r.parent_run_id AND p.state IN ('pending', 'running', 'suspended'))
+  AND NOT EXISTS (
+      SELECT 1 FROM runs c
+      WHERE c.parent_run_id = r.run_id AND c.state IN ('pending', 'running', 'suspended'))
+  AND NOT EXISTS (
+      SELECT 1 FROM runs m
+      WHERE (m.run_id = coalesce(r.chain_id, r.run_id)
+             OR m.chain_id = coalesce(r.chain_id, r.run_id))
+        AND (m.state IN ('pending', 'running', 'suspended') OR m.updated_at >= :before))
+ORDER BY r.updated_at, r.run_id
+
+-- name: count_prunable
+SELECT count(*) AS n FROM {prunable};
+
+-- name: prune_runs
+-- The journal, signals, tasks and snapshot go with each run (ON DELETE CASCADE).
+DELETE FROM runs WHERE run_id IN (SELECT run_id FROM {prunable} LIMIT :limit);
 
 -- Signals (mailbox.py) ------------------------------------------------------------------
 

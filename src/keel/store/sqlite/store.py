@@ -12,6 +12,7 @@ import keel.store.sqlite._schema as _schema
 from keel.errors import ConfigurationError
 from keel.store.sqlite._db import Database
 from keel.store.sqlite._sql import latest_version
+from keel.store.sqlite.admin import SQLiteAdmin
 from keel.store.sqlite.changes import SQLiteChanges
 from keel.store.sqlite.keys import SQLiteKeys
 from keel.store.sqlite.mailbox import SQLiteMailbox
@@ -74,6 +75,7 @@ class SQLiteStore:
         self.changes: ports.ChangeFeed = SQLiteChanges(self.db)
         self._workers = SQLiteWorkers(self.db)
         self.workers: ports.WorkerRegistry = self._workers
+        self.admin: ports.RunAdmin = SQLiteAdmin(self.db)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r}, synchronous={self.synchronous!r})"

@@ -120,6 +120,14 @@ def plan_outcome(cmd: Command, child: RunRecord | None) -> list[Planned]:
         return [RecordEvent(cmd, ChildFailed(child_run_id=run_id, error=_error_of(child)))]
     if child.state is RunState.CANCELLED:
         return [RecordEvent(cmd, ChildCancelled(child_run_id=run_id))]
+    if child.state is RunState.TERMINATED:
+        # An operator ended it without a result: the parent sees a failed child.
+        terminated = {
+            "type": "keel.errors.RunTerminatedError",
+            "message": f"child run {child.run_id!r} was terminated by an operator",
+            "traceback": "",
+        }
+        return [RecordEvent(cmd, ChildFailed(child_run_id=run_id, error=terminated))]
     return [WakeOnChild(child.run_id)]  # (a chain's latest run: the one whose end wakes us)
 
 

@@ -1,0 +1,168 @@
+"""The in-memory store's operator actions (:class:`~keel.store.ports.RunAdmin`)."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Collection, Sequence
+
+from keel.core.states import LIVE_STATES, RunState
+from keel.errors import RunCancellingError, RunExistsError, RunNotFoundError, RunNotStuckError
+from keel.store._checks import check_append, check_fork, check_idle_for, check_prune
+from keel.store.base import NewEvent, NewRun, RunRecord, SignalRecord
+from keel.store.memory.tables import Signal, Tables
+
+
+class MemoryAdmin:
+    """Terminate, resume, fork and prune, over the store's :class:`Tables`."""
+
+    def __init__(self, tables: Tables) -> None:
+        self._t = tables
+
+    async def terminate(self, run_id: str, event: NewEvent) -> RunRecord:
+        t = self._t
+        with t.transaction() as now:
+            run = t.tip(run_id, "terminate")
+            t.append(run.run_id, run.next_seq, [event], now)
+            ended = t.unlease(
+                run,
+                RunState.TERMINATED,
+                now,
+                next_seq=run.next_seq + 1,
+                lease_token=run.lease_token + 1,  # fences off a holder
+            )
+            t.close_family(ended, now)
+            t.notify()
+            return ended
+
+    async def resume(
+        self,
+        run_id: str,
+        *,
+        idle_for: float | None,
+        append: Sequence[NewEvent] = (),
+        at_seq: int | None = None,
+    ) -> RunRecord:
+        check_idle_for(idle_for)
+        t = self._t
+        with t.transaction() as now:
+            run = t.tip(run_id, "resume")
+            delivered = any(e.type == "cancel_requested" for e in t.events[run.run_id])
+            if run.cancel_requested and delivered:
+                raise RunCancellingError(run.run_id, "resume")
+            if run.state is RunState.RUNNING:
+                expired = run.lease_expires_at is not None and run.lease_expires_at < now
+                if not expired and idle_for is not None and now - run.updated_at < idle_for:
+                    raise RunNotStuckError(
+                        run.run_id,
+                        f"{run.lease_owner!r} holds its lease and wrote to it "
+                        f"{now - run.updated_at:.1f}s ago (less than {idle_for:g}s)",
+                    )
+            check_append(run.run_id, run.next_seq, append, at_seq)
+            if append:
+                t.append(run.run_id, run.next_seq, append, now)
+                run = t.update(run, now, next_seq=run.next_seq + len(append))
+            if run.state is RunState.RUNNING:
+                resumed = t.unlease(
+                    run,
+                    RunState.SUSPENDED,
+                    now,
+                    wake_at=now,
+                    lease_token=run.lease_token + 1,
+                    cancel_requested=False,
+                )
+            else:
+                resumed = t.update(run, now, wake_at=now, cancel_requested=False)
+            t.notify()
+            return resumed
+
+    async def fork(
+        self, run: NewRun, journal: Sequence[NewEvent], *, redeliver_signals: bool
+    ) -> RunRecord:
+        source_id, cut = check_fork(run)
+        t = self._t
+        with t.transaction() as now:
+            if source_id not in t.runs:
+                raise RunNotFoundError(source_id)
+            if run.run_id in t.runs:
+                raise RunExistsError([run.run_id])
+            t.insert_run(run, now)
+            t.append(run.run_id, 1, journal, now)
+            record = t.update(t.runs[run.run_id], now, next_seq=1 + len(journal))
+            if redeliver_signals:
+                delivery_of = {sid: key[1] for key, sid in t.deliveries.items()}
+                for sid in t.mailbox.get(source_id, ()):
+                    old = t.signals[sid]
+                    if old.consumed_seq is not None and old.consumed_seq < cut:
+                        continue
+                    t.last_signal_id += 1
+                    new_id = t.last_signal_id
+                    rec = old.record
+                    t.signals[new_id] = Signal(
+                        SignalRecord(new_id, run.run_id, rec.name, rec.payload, rec.created_at)
+                    )
+                    t.mailbox[run.run_id].append(new_id)
+                    if sid in delivery_of:  # the fork is a chain of its own
+                        t.deliveries[(run.run_id, delivery_of[sid])] = new_id
+            t.notify()
+            return record
+
+    async def forks(self, run_id: str) -> builtins.list[RunRecord]:
+        with self._t.transaction():
+            found = [r for r in self._t.runs.values() if r.forked_from == run_id]
+        return sorted(found, key=lambda r: (r.created_at, r.run_id))
+
+    async def prune(
+        self,
+        *,
+        ended_before: float,
+        states: Collection[RunState] | None = None,
+        limit: int = 500,
+        dry_run: bool = False,
+    ) -> int:
+        wanted = check_prune(ended_before, states, limit)
+        t = self._t
+        with t.transaction():
+            chains: dict[str, list[RunRecord]] = {}
+            for r in t.runs.values():
+                chains.setdefault(r.chain, []).append(r)
+            prunable = sorted(
+                (
+                    r
+                    for r in t.runs.values()
+                    if r.state in wanted and self._prunable(r, chains[r.chain], ended_before)
+                ),
+                key=lambda r: (r.updated_at, r.run_id),
+            )
+            if dry_run:
+                return len(prunable)
+            for r in prunable[:limit]:
+                self._delete(r)
+            return min(len(prunable), limit)
+
+    def _prunable(self, run: RunRecord, chain: list[RunRecord], ended_before: float) -> bool:
+        t = self._t
+        if any(m.state in LIVE_STATES or m.updated_at >= ended_before for m in chain):
+            return False
+        parent = t.runs.get(run.parent_run_id) if run.parent_run_id else None
+        if parent is not None and parent.state in LIVE_STATES:
+            return False
+        return not any(
+            t.runs[c].state in LIVE_STATES for c in t.children.get(run.run_id, ()) if c in t.runs
+        )
+
+    def _delete(self, run: RunRecord) -> None:
+        t = self._t
+        run_id = run.run_id
+        del t.runs[run_id]
+        t.events.pop(run_id, None)
+        t.snapshots.pop(run_id, None)
+        for sid in t.mailbox.pop(run_id, ()):
+            del t.signals[sid]
+        t.deliveries = {k: v for k, v in t.deliveries.items() if v in t.signals}
+        for key in [k for k in t.task_ids if k[0] == run_id]:
+            t.tasks.pop(t.task_ids.pop(key), None)
+        t.children.pop(run_id, None)
+        if run.parent_run_id is not None and run.parent_run_id in t.children:
+            t.children[run.parent_run_id] = [
+                c for c in t.children[run.parent_run_id] if c != run_id
+            ]

@@ -1,0 +1,178 @@
+"""Operator actions on PostgreSQL (:class:`~keel.store.ports.RunAdmin`).
+
+Each action is one explicit transaction on a pooled connection that first
+locks the run's row (``FOR UPDATE``): a worker's fenced commit of that run
+waits for it, then finds its lease gone and writes nothing.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from keel.core.states import RunState
+from keel.errors import (
+    RunCancellingError,
+    RunExistsError,
+    RunFinishedError,
+    RunNotFoundError,
+    RunNotStuckError,
+)
+from keel.store._checks import (
+    check_append,
+    check_fork,
+    check_idle_for,
+    check_move,
+    check_prune,
+)
+from keel.store.base import NewEvent, NewRun, RunRecord
+from keel.store.postgres._pool import Conn
+from keel.store.postgres._pool import run as execute
+from keel.store.postgres._sql import DICT, RUN, Q
+from keel.store.postgres.database import PgDatabase
+
+#: How many links of a continue-as-new chain an action follows to its live run.
+_CHAIN_HOPS = 10_000
+
+
+@dataclass
+class PgAdmin:
+    """Terminate, resume, fork and prune, in a :class:`PgDatabase`."""
+
+    db: PgDatabase
+
+    async def terminate(self, run_id: str, event: NewEvent) -> RunRecord:
+        async with self.db.pool.connection() as conn, conn.transaction():
+            row = await _lock_tip(conn, run_id, "terminate")
+            target = row["run_id"]
+            check_move(target, RunState(row["state"]), RunState.TERMINATED)
+            appended = {
+                "run_id": target,
+                "seq": row["next_seq"],
+                "type": event.type,
+                "command": event.command,
+                "data": event.data,
+                "now": row["now"],
+            }
+            await execute(conn, Q["append_event"], appended, DICT)
+            params = {"run_id": target, "channel": self.db.channel}
+            await execute(conn, Q["terminate_run"], params, DICT)
+            return await _get(conn, target)
+
+    async def resume(
+        self,
+        run_id: str,
+        *,
+        idle_for: float | None,
+        append: Sequence[NewEvent] = (),
+        at_seq: int | None = None,
+    ) -> RunRecord:
+        check_idle_for(idle_for)
+        async with self.db.pool.connection() as conn, conn.transaction():
+            row = await _lock_tip(conn, run_id, "resume")
+            target, now = row["run_id"], row["now"]
+            if row["cancel_requested"] and row["delivered"]:
+                raise RunCancellingError(target, "resume")
+            state = RunState(row["state"])
+            if state is RunState.RUNNING:
+                expires = row["lease_expires_at"]
+                idle = now - row["updated_at"]
+                expired = expires is not None and expires < now
+                if not expired and idle_for is not None and idle < idle_for:
+                    raise RunNotStuckError(
+                        target,
+                        f"{row['lease_owner']!r} holds its lease and wrote to it "
+                        f"{idle:.1f}s ago (less than {idle_for:g}s)",
+                    )
+                check_move(target, state, RunState.SUSPENDED)
+            check_append(target, row["next_seq"], append, at_seq)
+            for i, e in enumerate(append):
+                appended = {
+                    "run_id": target,
+                    "seq": row["next_seq"] + i,
+                    "type": e.type,
+                    "command": e.command,
+                    "data": e.data,
+                    "now": now,
+                }
+                await execute(conn, Q["append_event"], appended, DICT)
+            params = {"run_id": target, "channel": self.db.channel, "appended": len(append)}
+            await execute(conn, Q["resume_run"], params, DICT)
+            return await _get(conn, target)
+
+    async def fork(
+        self, run: NewRun, journal: Sequence[NewEvent], *, redeliver_signals: bool
+    ) -> RunRecord:
+        source, fork_seq = check_fork(run)
+        params: dict[str, Any] = {
+            "run_id": run.run_id,
+            "workflow": run.workflow,
+            "version": run.version,
+            "input": run.input,
+            "forked_from": source,
+            "fork_seq": fork_seq,
+            "started_type": run.started.type,
+            "started_data": run.started.data,
+            "types": [e.type for e in journal],
+            "commands": [e.command for e in journal],
+            "datas": [e.data for e in journal],
+            "redeliver": redeliver_signals,
+            "channel": self.db.channel,
+        }
+        async with self.db.pool.connection() as conn, conn.transaction():
+            # Held until the commit: a prune cannot delete the original meanwhile.
+            if not await execute(conn, Q["lock_source"], {"run_id": source}, DICT):
+                raise RunNotFoundError(source)
+            if not await execute(conn, Q["fork_run"], params, DICT):
+                raise RunExistsError([run.run_id])
+            return await _get(conn, run.run_id)
+
+    async def forks(self, run_id: str) -> builtins.list[RunRecord]:
+        rows: list[RunRecord] = await self.db.fetch(Q["forks"], {"run_id": run_id}, RUN)
+        return rows
+
+    async def prune(
+        self,
+        *,
+        ended_before: float,
+        states: Collection[RunState] | None = None,
+        limit: int = 500,
+        dry_run: bool = False,
+    ) -> int:
+        wanted = check_prune(ended_before, states, limit)
+        params = {
+            "before": ended_before,
+            "states": sorted(s.value for s in wanted),
+            "limit": limit,
+        }
+        query = Q["count_prunable"] if dry_run else Q["prune_runs"]
+        rows = await self.db.fetch(query, params, DICT)
+        return int(rows[0]["n"])
+
+
+async def _lock_tip(conn: Conn, run_id: str, action: str) -> dict[str, Any]:
+    """The locked row of the live run an action on ``run_id`` reaches (the run, or
+    the live tip of its continue-as-new chain); raises if there is none."""
+    target = run_id
+    for _ in range(_CHAIN_HOPS):
+        rows = await execute(conn, Q["lock_live_run"], {"run_id": target}, DICT)
+        if not rows:
+            raise RunNotFoundError(run_id)
+        row: dict[str, Any] = rows[0]
+        state = RunState(row["state"])
+        if state is RunState.CONTINUED and row["continued_to"] is not None:
+            target = row["continued_to"]
+            continue
+        if state.is_terminal:
+            raise RunFinishedError(target, state.value, action)
+        return row
+    raise RunNotFoundError(run_id)
+
+
+async def _get(conn: Conn, run_id: str) -> RunRecord:
+    rows: list[RunRecord] = await execute(conn, Q.sql("get_runs", "one"), {"run_id": run_id}, RUN)
+    if not rows:
+        raise RunNotFoundError(run_id)
+    return rows[0]

@@ -1,0 +1,132 @@
+"""Operator actions on SQLite (:class:`keel.store.ports.RunAdmin`).
+
+Each is one function of the writer connection, run inside the writer's
+``BEGIN IMMEDIATE`` transaction: the checks and the writes see and change the
+same state, and a failure part-way rolls all of it back.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import sqlite3
+from collections.abc import Collection, Sequence
+
+import keel.store.base as base
+from keel.core.states import RunState
+from keel.errors import RunCancellingError, RunExistsError, RunNotFoundError, RunNotStuckError
+from keel.store._checks import (
+    check_append,
+    check_fork,
+    check_idle_for,
+    check_move,
+    check_prune,
+)
+from keel.store.sqlite._db import Capability
+from keel.store.sqlite._journal import chain_tip, close_family, insert_events, insert_run
+from keel.store.sqlite._rows import run_record
+from keel.store.sqlite._sql import Q
+
+
+class SQLiteAdmin(Capability):
+    """:class:`~keel.store.ports.RunAdmin` of :class:`~keel.store.sqlite.store.SQLiteStore`."""
+
+    async def terminate(self, run_id: str, event: base.NewEvent) -> base.RunRecord:
+        def op(conn: sqlite3.Connection) -> base.RunRecord:
+            now = self._db.clock()
+            tip = chain_tip(conn, run_id, "terminate")
+            target = tip["run_id"]
+            check_move(target, RunState(tip["state"]), RunState.TERMINATED)
+            insert_events(conn, target, tip["next_seq"], (event,), now)
+            conn.execute(Q["terminate_run"], {"run_id": target, "now": now})
+            close_family(conn, target, RunState.TERMINATED, now)
+            return _get(conn, target)
+
+        return await self._db.write(op, notify=True)
+
+    async def resume(
+        self,
+        run_id: str,
+        *,
+        idle_for: float | None,
+        append: Sequence[base.NewEvent] = (),
+        at_seq: int | None = None,
+    ) -> base.RunRecord:
+        check_idle_for(idle_for)
+
+        def op(conn: sqlite3.Connection) -> base.RunRecord:
+            now = self._db.clock()
+            run = _get(conn, chain_tip(conn, run_id, "resume")["run_id"])
+            if (
+                run.cancel_requested
+                and conn.execute(Q["cancel_delivered"], (run.run_id,)).fetchone()["found"]
+            ):
+                raise RunCancellingError(run.run_id, "resume")
+            if run.state is RunState.RUNNING:
+                expired = run.lease_expires_at is not None and run.lease_expires_at < now
+                if not expired and idle_for is not None and now - run.updated_at < idle_for:
+                    raise RunNotStuckError(
+                        run.run_id,
+                        f"{run.lease_owner!r} holds its lease and wrote to it "
+                        f"{now - run.updated_at:.1f}s ago (less than {idle_for:g}s)",
+                    )
+                check_move(run.run_id, run.state, RunState.SUSPENDED)
+            check_append(run.run_id, run.next_seq, append, at_seq)
+            if append:
+                insert_events(conn, run.run_id, run.next_seq, append, now)
+                params = {"run_id": run.run_id, "next_seq": run.next_seq + len(append)}
+                conn.execute(Q["set_next_seq"], params)
+            conn.execute(Q["resume_run"], {"run_id": run.run_id, "now": now})
+            return _get(conn, run.run_id)
+
+        return await self._db.write(op, notify=True)
+
+    async def fork(
+        self, run: base.NewRun, journal: Sequence[base.NewEvent], *, redeliver_signals: bool
+    ) -> base.RunRecord:
+        source, fork_seq = check_fork(run)
+
+        def op(conn: sqlite3.Connection) -> base.RunRecord:
+            now = self._db.clock()
+            if conn.execute(Q["run_head"], (source,)).fetchone() is None:
+                raise RunNotFoundError(source)
+            if insert_run(conn, run, now) is None:
+                raise RunExistsError([run.run_id])
+            insert_events(conn, run.run_id, 1, journal, now)
+            conn.execute(Q["set_next_seq"], {"run_id": run.run_id, "next_seq": 1 + len(journal)})
+            if redeliver_signals:
+                params = {"run_id": run.run_id, "source": source, "fork_seq": fork_seq}
+                conn.execute(Q["redeliver_signals"], params)
+            return _get(conn, run.run_id)
+
+        return await self._db.write(op, notify=True)
+
+    async def forks(self, run_id: str) -> builtins.list[base.RunRecord]:
+        return await self._db.read_all(Q["forks"], (run_id,), run_record)
+
+    async def prune(
+        self,
+        *,
+        ended_before: float,
+        states: Collection[RunState] | None = None,
+        limit: int = 500,
+        dry_run: bool = False,
+    ) -> int:
+        wanted = check_prune(ended_before, states, limit)
+        params = {
+            "before": ended_before,
+            "states": json.dumps(sorted(s.value for s in wanted)),
+            "limit": limit,
+        }
+        if dry_run:
+            return await self._db.read(
+                lambda conn: int(conn.execute(Q["count_prunable"], params).fetchone()["n"])
+            )
+        return await self._db.write(lambda conn: conn.execute(Q["prune_runs"], params).rowcount)
+
+
+def _get(conn: sqlite3.Connection, run_id: str) -> base.RunRecord:
+    found = run_record.one(conn.execute(Q["get_run"], (run_id,)))
+    if found is None:
+        raise RunNotFoundError(run_id)
+    return found
