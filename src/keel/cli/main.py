@@ -243,6 +243,7 @@ def _configure_logging(level: str, fmt: str) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler])
 
+
 def _age(text: str, option: str) -> float:
     """An age option (``30d``) in seconds."""
     when = parse_time(text, option)
