@@ -8,7 +8,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from keel.errors import ConfigurationError, DatabaseCorruptError, LeaseLostError
@@ -16,6 +16,7 @@ from keel.local import Finished
 from keel.store import open_store
 from keel.store.base import Claimed
 from keel.store.ports import LivenessLock, Store, Suspend, Turn
+from keel.worker.clock import SYSTEM_CLOCK, Clock
 from keel.worker.driver import RunDriver
 from keel.worker.inflight import Abandoned
 from keel.worker.live import SystemLiveSource
@@ -56,6 +57,8 @@ class Worker:
     one run.
     ``max_child_depth`` is how deeply child workflows may nest: a run at that
     depth that starts a child gets :class:`keel.ChildWorkflowError` instead.
+    ``clock`` is workflow time (see :mod:`keel.worker.clock`): the wall clock,
+    or in tests a :class:`keel.testing.TestClock` that the store reads too.
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class Worker:
         park_delay: float = 5.0,
         schedules: bool = True,
         max_child_depth: int = MAX_CHILD_DEPTH,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         for name, value in (
             ("concurrency", concurrency),
@@ -93,6 +97,8 @@ class Worker:
                 raise ConfigurationError(f"{name} must be a positive number, not {fvalue!r}")
         if not isinstance(inline_wait, int | float) or inline_wait < 0:
             raise ConfigurationError(f"inline_wait must be >= 0, not {inline_wait!r}")
+        if not isinstance(clock, Clock):
+            raise ConfigurationError(f"clock must be a keel.worker.clock.Clock, not {clock!r}")
         limits = queue_limits(queues, task_concurrency)
         self.store: Store = open_store(store) if isinstance(store, str) else store
         self.registry = registry or default_registry
@@ -105,7 +111,9 @@ class Worker:
         self.cache = cache
         self.max_child_depth = max_child_depth
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.live = SystemLiveSource()
+        self.clock = clock
+        self._unwatch_clock: Callable[[], None] = lambda: None
+        self.live = SystemLiveSource(clock)
         self.step_pool = StepThreads(step_threads, thread_name_prefix="keel-step")
         self.draining = False
         #: Why this worker gave up, if it did (see :meth:`give_up`).
@@ -130,6 +138,8 @@ class Worker:
             return
         self._started = True
         await self.store.open()
+        await self._check_clock()
+        self._unwatch_clock = self.clock.watch(self._clock_jumped)
         self._liveness = await self._hold_liveness()
         await self._register_versions()
         loop = asyncio.get_running_loop()
@@ -198,6 +208,7 @@ class Worker:
             except Exception:
                 log.exception("could not remove this worker's versions from the store")
         await self.store.close()
+        self._unwatch_clock()
         self._stopped.set()
         return abandoned
 
@@ -299,8 +310,32 @@ class Worker:
 
     def clock_now(self) -> float:
         # Retry times are computed right after an attempt fails; the store's
-        # clock for SQLite/memory is this machine's clock.
-        return time.time()
+        # clock for SQLite/memory is this machine's clock (or the same test clock).
+        return self.clock.now()
+
+    def _clock_jumped(self) -> None:
+        """The clock jumped (a test moved it): what was waiting for a time may be
+        due, so the claim, task and schedule loops look again now."""
+        self._wake.set()
+        self.tasks.wake()
+        if self.schedules is not None:
+            self.schedules.wake()
+
+    async def _check_clock(self) -> None:
+        """A clock other than the wall clock must be the store's clock too: a
+        store that reads another one (PostgreSQL reads the server's) would never
+        see its jumps, and timers would fire on the wrong time."""
+        if self.clock is SYSTEM_CLOCK:
+            return
+        store_now, now = await self.store.now(), self.clock.now()
+        if abs(store_now - now) > 1.0:
+            await self.store.close()
+            raise ConfigurationError(
+                f"the worker's clock {self.clock!r} reads {now:.3f} but the store "
+                f"{self.store.url} reads {store_now:.3f}: give the store the same clock "
+                "(MemoryStore(clock=c.now), SQLiteStore(path, clock=c.now)); PostgreSQL "
+                "uses the database server's clock, so skipped time cannot work on it"
+            )
 
     @property
     def active_runs(self) -> list[str]:
