@@ -36,6 +36,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -290,17 +291,26 @@ class _PostgresDatabase:
 
     def __enter__(self) -> str:
         import psycopg
-        from psycopg.conninfo import make_conninfo
 
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{self.name}"')
-        return make_conninfo(self.admin_url, dbname=self.name)
+        return _with_database(self.admin_url, self.name)
 
     def __exit__(self, *exc: object) -> None:
         import psycopg
 
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+def _with_database(url: str, name: str) -> str:
+    """``url`` naming database ``name`` instead (a URL stays a URL)."""
+    parts = urlsplit(url)
+    if parts.scheme in ("postgres", "postgresql"):
+        return urlunsplit(parts._replace(path=f"/{name}"))
+    from psycopg.conninfo import make_conninfo
+
+    return make_conninfo(url, dbname=name)
 
 
 def _postgres_database(config: pytest.Config) -> _PostgresDatabase:
