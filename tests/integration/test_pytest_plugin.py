@@ -70,7 +70,9 @@ async def test_marker_wins(keel_env):
     assert keel_env.store.url == "memory://"
 """
     _run(pytester, body, "--keel-backend", "sqlite").assert_outcomes(passed=2)
-    marked = body.replace("async def test_default", '@pytest.mark.keel(backend="sqlite")\nasync def test_default')
+    marked = body.replace(
+        "async def test_default", '@pytest.mark.keel(backend="sqlite")\nasync def test_default'
+    )
     _run(pytester, marked).assert_outcomes(passed=2)
 
 
@@ -133,7 +135,9 @@ async def test_pg(keel_env):
 """
     result = _run(pytester, body, "--keel-postgres-url", "postgresql://nobody@127.0.0.1:1/none")
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*PostgreSQL at postgresql://nobody@127.0.0.1:1/none is unreachable*"])
+    result.stdout.fnmatch_lines(
+        ["*PostgreSQL at postgresql://nobody@127.0.0.1:1/none is unreachable*"]
+    )
     monkeypatch.delenv("KEEL_TEST_POSTGRES_URL", raising=False)
     result = _run(pytester, body)
     result.assert_outcomes(errors=1)
