@@ -97,9 +97,6 @@ class TestEnv:
                 "a TestEnv on a test clock runs with inline_wait=0: every wait is a "
                 "durable wake-up the clock can skip to"
             )
-        for name in ("clock", "store"):
-            if name in worker_options:
-                raise ConfigurationError(f"TestEnv sets the worker's {name}; do not pass {name}=")
         self.store = store
         self.clock = clock
         self.auto_advance = auto_advance
