@@ -17,9 +17,13 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 from keel.core.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from keel.graph.workflow import GraphWorkflow
+    from keel.workflow.definitions import Registry
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -294,13 +298,18 @@ class Graph:
             )
         )
 
-    def build(self) -> Any:
-        """Validate the declaration and return the built graph (see
-        :mod:`keel.graph.validate`); raises :class:`keel.GraphDefinitionError`
-        listing every problem."""
+    def build(self, *, registry: Registry | None = None, current: bool = True) -> GraphWorkflow:
+        """Validate the declaration, then register the graph as a workflow (in
+        ``registry``, default the global one) and return it. Raises
+        :class:`keel.GraphDefinitionError` listing every problem; nothing is
+        registered then. ``current=False`` keeps an older structure registered
+        only to finish the runs that started on it."""
         from keel.graph.validate import build
+        from keel.graph.workflow import GraphWorkflow
 
-        return build(self)
+        built = GraphWorkflow(build(self), current=current)
+        built.register(registry)
+        return built
 
 
 def _edges(after: Iterable[str | tuple[str, str]] | str | tuple[str, str]) -> tuple[Edge, ...]:

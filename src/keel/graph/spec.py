@@ -28,6 +28,8 @@ from keel.graph.model import Edge, Graph, Node, NodeOptions
 
 if TYPE_CHECKING:
     from keel.graph.graphdef import GraphDef
+    from keel.graph.workflow import GraphWorkflow
+    from keel.workflow.definitions import Registry
 
 #: The spec format this code writes and reads.
 SPEC_FORMAT = 1
@@ -98,11 +100,16 @@ def digest(spec: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical(spec)).hexdigest()[:16]
 
 
-def from_spec(spec: Mapping[str, Any], actions: Mapping[str, Callable[..., Any]]) -> GraphDef:
+def from_spec(
+    spec: Mapping[str, Any],
+    actions: Mapping[str, Callable[..., Any]],
+    *,
+    registry: Registry | None = None,
+) -> GraphWorkflow:
     """The graph ``spec`` describes, its code taken from ``actions`` (an allow-list:
     node name -> function, ``"<node>.key"``, ``"<node>.condition"``, exception
     qualified name -> type). The result has the same spec and digest, or this
-    raises :class:`keel.GraphDefinitionError`."""
+    raises :class:`keel.GraphDefinitionError`. Registered like :meth:`Graph.build`."""
     name = str(spec.get("graph", ""))
     problems: list[GraphProblem] = []
     if spec.get("format") != SPEC_FORMAT:
@@ -120,7 +127,10 @@ def from_spec(spec: Mapping[str, Any], actions: Mapping[str, Callable[..., Any]]
             graph.declared.append(node)
     if problems:
         raise GraphDefinitionError(name, problems)
-    built: GraphDef = graph.build()
+    from keel.graph.validate import build
+    from keel.graph.workflow import GraphWorkflow
+
+    built = build(graph)
     rebuilt = graph_spec(built)
     if canonical(rebuilt) != canonical(spec):
         mismatched = [
@@ -139,7 +149,9 @@ def from_spec(spec: Mapping[str, Any], actions: Mapping[str, Callable[..., Any]]
                 for path in mismatched
             ],
         )
-    return built
+    workflow = GraphWorkflow(built)
+    workflow.register(registry)
+    return workflow
 
 
 def _node_from_spec(

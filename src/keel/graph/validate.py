@@ -53,20 +53,24 @@ def build(graph: Graph) -> Any:
     problems = _Problems()
     nodes = _check_names(graph, problems)
     handlers = {n.options.on_error for n in nodes.values()} - {None, SKIP}
-    inputs: dict[str, Any] = {}
+    inputs: dict[str, inspect.Parameter] = {}  # each input as the entry's parameter
     bound: dict[str, Node] = {}
     for node in nodes.values():
         bound[node.name] = _bind(graph, node, nodes, node.name in handlers, inputs, problems)
     for node in bound.values():
-        _check_edges(node, bound, inputs, problems)
+        _check_edges(node, bound, inputs, graph.inputs, problems)
         _check_options(node, bound, problems)
     if not problems.items:
         _check_cycles(bound, problems)
     if problems.items:
         raise GraphDefinitionError(graph.name, problems.items)
     order = _topological(bound)
-    declared_inputs = graph.inputs if graph.inputs is not None else tuple(inputs)
-    return GraphDef(graph.name, {name: bound[name] for name in order}, declared_inputs, inputs)
+    declared = graph.inputs if graph.inputs is not None else tuple(inputs)
+    signature = tuple(
+        inputs.get(name, inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY))
+        for name in declared
+    )
+    return GraphDef(graph.name, {name: bound[name] for name in order}, tuple(declared), signature)
 
 
 def _check_names(graph: Graph, problems: _Problems) -> dict[str, Node]:
@@ -99,7 +103,7 @@ def _bind(
     node: Node,
     nodes: dict[str, Node],
     is_handler: bool,
-    inputs: dict[str, Any],
+    inputs: dict[str, inspect.Parameter],
     problems: _Problems,
 ) -> Node:
     """``node`` with its parameters (and a rule's condition's) bound to sources."""
@@ -137,7 +141,7 @@ def _params(
     nodes: dict[str, Node],
     first_is_item: bool,
     is_handler: bool,
-    inputs: dict[str, Any],
+    inputs: dict[str, inspect.Parameter],
     problems: _Problems,
 ) -> tuple[Param, ...]:
     try:
@@ -172,18 +176,26 @@ def _params(
                 )
         else:  # a graph input (optional if the parameter has a default)
             params.append(Param(name, "input", annotation))
-            inputs.setdefault(name, annotation)
+            if name not in inputs or inputs[name].default is p.empty:
+                inputs[name] = p.replace(kind=p.KEYWORD_ONLY, annotation=annotation)
     return tuple(params)
 
 
 def _check_edges(
-    node: Node, nodes: dict[str, Node], inputs: dict[str, Any], problems: _Problems
+    node: Node,
+    nodes: dict[str, Node],
+    inputs: dict[str, inspect.Parameter],
+    declared: tuple[str, ...] | None,
+    problems: _Problems,
 ) -> None:
     path = f"nodes.{node.name}"
     if node.over is not None and node.over not in nodes and node.over not in inputs:
-        problems.add(f"{path}.over", "unknown_parent", f"map over {node.over!r}: no such node")
-    if node.over is not None and node.over not in nodes:
-        inputs.setdefault(node.over, Any)
+        if declared is not None and node.over not in declared:
+            problems.add(
+                f"{path}.over", "unknown_parent", f"map over {node.over!r}: no node or input"
+            )
+        else:
+            inputs[node.over] = inspect.Parameter(node.over, inspect.Parameter.KEYWORD_ONLY)
     for i, edge in enumerate(node.after):
         where = f"{path}.after[{i}]"
         parent = nodes.get(edge.parent)
