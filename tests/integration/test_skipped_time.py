@@ -179,3 +179,41 @@ async def test_time_moves_forward_only(keel_env: TestEnv) -> None:
     assert keel_env.clock is not None
     with pytest.raises(keel.ConfigurationError, match="forward only"):
         await keel_env.advance_to(keel_env.clock.now() - 1)
+
+
+@BOTH
+async def test_a_second_worker_shares_the_database_and_the_clock(keel_env: TestEnv) -> None:
+    second = await keel_env.start_worker()
+    assert second.clock is keel_env.clock and second.store is not None
+    runs = [await keel.Client(second.store).start(nap, 3600.0 * n) for n in range(1, 5)]
+    for n, run in enumerate(runs, start=1):
+        assert await keel_env.client.result(run.run_id, timeout=10) == 3600.0 * n
+
+
+@keel.step(
+    name="kit_dispatched",
+    queue="kit-q",
+    retry=keel.RetryPolicy(max_attempts=3, initial_interval=600, max_interval=600, jitter=0),
+)
+async def dispatched() -> str:
+    attempt_times.append(CLOCK[-1].now())
+    if len(attempt_times) == 1:
+        raise RuntimeError("the first attempt fails")
+    return "ok"
+
+
+@keel.workflow(name="kit_dispatching")
+async def dispatching() -> str:
+    return await dispatched.aio()
+
+
+@BOTH
+@pytest.mark.keel(queues=["kit-q"], auto_advance=False)
+async def test_a_dispatched_steps_retry_backoff_is_skipped(keel_env: TestEnv) -> None:
+    start = keel_env.clock.now() if keel_env.clock else 0.0
+    run = await keel_env.client.start(dispatching)
+    await keel_env.sleep(minutes=9)
+    assert attempt_times == [start]  # settled: the first attempt ran and failed
+    await keel_env.sleep(minutes=1)
+    assert await run.result(timeout=10) == "ok"
+    assert attempt_times == [start, start + 600]

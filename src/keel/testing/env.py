@@ -21,8 +21,9 @@ to move the clock):
   is waiting on time. Only then: a test that starts a run and then signals it
   is not raced by the clock.
 
-"Waiting on time" is read from the store: no run pending, due, or held by one
-of this environment's workers, no due schedule, no step attempt running.
+"At rest" is read from the store: no run pending, due, or held by one of this
+environment's workers, no due schedule, no dispatched step of a queue served
+here due or running, no step attempt running.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from types import TracebackType
 from typing import Any
 
 from keel.client import Client
+from keel.core.events import EventType
 from keel.core.states import RunState
 from keel.errors import ConfigurationError, KeelError
 from keel.store.base import RunRecord
@@ -233,7 +235,7 @@ class TestEnv:
     async def settle(self, timeout: float | None = None) -> float | None:
         """Wait (real time, up to ``timeout``, default ``settle_timeout``) until
         the runs are at rest: each ended, or waiting on time, a signal, a child
-        or a dispatched step. Returns the next time something is due (store
+        or a dispatched step of a queue no worker here serves. Returns the next time something is due (store
         clock), or ``None`` if nothing waits on time.
 
         Raises :class:`StillBusyError`, naming what is still busy, past the limit.
@@ -263,12 +265,15 @@ class TestEnv:
         owners = {w.owner for w in self.workers}
         pairs: set[tuple[str, str]] = set()
         names: set[str] = set()
+        queues: set[str] = set()
         for worker in self.workers:
             if worker.active_runs:
                 return f"runs being driven: {', '.join(worker.active_runs)}", None
             if worker.tasks.running:
                 return "dispatched step attempts running", None
             pairs.update(worker.registry.pairs())
+            if worker.tasks.serves:
+                queues.update(worker.tasks.limits)
             if worker.schedules is not None:
                 names.update(worker.registry.names())
         now = await self.store.now()
@@ -282,10 +287,15 @@ class TestEnv:
                     return f"run {run.run_id} is running", None
                 # Held by a worker that is not here (one that died): claimable once expired.
                 candidates.append(expires + 0.001)
-            elif run.wake_at is not None:
-                if run.wake_at <= now:
-                    return f"run {run.run_id} is due", None
-                candidates.append(run.wake_at)
+            elif run.wake_at is not None and run.wake_at <= now:
+                return f"run {run.run_id} is due", None
+            else:
+                if run.wake_at is not None:
+                    candidates.append(run.wake_at)
+                if queues:
+                    busy = await self._tasks_of(run, now, owners, queues, candidates)
+                    if busy is not None:
+                        return busy, None
         if names:
             found = await self.store.schedules.due(sorted(names), limit=1)
             if found.due:
@@ -293,6 +303,36 @@ class TestEnv:
             if found.next_fire_at is not None:
                 candidates.append(found.next_fire_at)
         return None, min(candidates, default=None)
+
+    async def _tasks_of(
+        self,
+        run: RunRecord,
+        now: float,
+        owners: set[str],
+        queues: set[str],
+        candidates: list[float],
+    ) -> str | None:
+        """Whether a dispatched step of ``run`` on a queue served here is due or
+        running here; adds when the others fall due to ``candidates``."""
+        dispatched = [
+            e.command
+            for e in await self.store.reads.history(run.run_id)
+            if e.type == EventType.STEP_DISPATCHED and e.command is not None
+        ]
+        for command in dispatched:
+            task = await self.store.tasks.get(run.run_id, command)
+            if task is None or task.queue not in queues:
+                continue
+            if task.state == "available":
+                if task.available_at <= now:
+                    return f"dispatched step {task.step!r} of run {run.run_id} is due"
+                candidates.append(task.available_at)
+            elif task.state == "leased":
+                expires = task.lease_expires_at
+                if task.lease_owner in owners or expires is None or expires < now:
+                    return f"dispatched step {task.step!r} of run {run.run_id} is running"
+                candidates.append(expires + 0.001)
+        return None
 
     async def _open_runs(self) -> list[RunRecord]:
         runs: list[RunRecord] = []
