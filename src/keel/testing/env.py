@@ -235,8 +235,8 @@ class TestEnv:
     async def settle(self, timeout: float | None = None) -> float | None:
         """Wait (real time, up to ``timeout``, default ``settle_timeout``) until
         the runs are at rest: each ended, or waiting on time, a signal, a child
-        or a dispatched step of a queue no worker here serves. Returns the next time something is due (store
-        clock), or ``None`` if nothing waits on time.
+        or a dispatched step of a queue no worker here serves. Returns the next
+        time something is due (store clock), or ``None`` if nothing waits on time.
 
         Raises :class:`StillBusyError`, naming what is still busy, past the limit.
         """
