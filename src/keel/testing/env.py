@@ -57,6 +57,12 @@ _LOOK_EVERY = 0.005  # real seconds between looks while something is in flight
 _OPEN = (RunState.PENDING, RunState.SUSPENDED, RunState.RUNNING)
 
 
+class _Due(str):
+    """What keeps the runs from rest is due work no worker has taken yet."""
+
+    __slots__ = ()
+
+
 class StillBusyError(KeelError, TimeoutError):
     """The runs did not come to rest (every one waiting on time, a signal, or
     ended) within the real-time limit: a step blocked, or a run loops."""
@@ -247,6 +253,7 @@ class TestEnv:
             busy, due = await self._look()
             if busy is None:
                 return due
+            self._nudge(busy)
             if loop.time() > deadline:
                 raise StillBusyError(f"not at rest after {limit:g}s of real time: {busy}")
             await self.store.changes.wait(_LOOK_EVERY)
@@ -288,7 +295,7 @@ class TestEnv:
                 # Held by a worker that is not here (one that died): claimable once expired.
                 candidates.append(expires + 0.001)
             elif run.wake_at is not None and run.wake_at <= now:
-                return f"run {run.run_id} is due", None
+                return _Due(f"run {run.run_id} is due"), None
             else:
                 if run.wake_at is not None:
                     candidates.append(run.wake_at)
@@ -299,7 +306,7 @@ class TestEnv:
         if names:
             found = await self.store.schedules.due(sorted(names), limit=1)
             if found.due:
-                return f"schedule {found.due[0].schedule_id} is due", None
+                return _Due(f"schedule {found.due[0].schedule_id} is due"), None
             if found.next_fire_at is not None:
                 candidates.append(found.next_fire_at)
         return None, min(candidates, default=None)
@@ -325,7 +332,7 @@ class TestEnv:
                 continue
             if task.state == "available":
                 if task.available_at <= now:
-                    return f"dispatched step {task.step!r} of run {run.run_id} is due"
+                    return _Due(f"dispatched step {task.step!r} of run {run.run_id} is due")
                 candidates.append(task.available_at)
             elif task.state == "leased":
                 expires = task.lease_expires_at
@@ -333,6 +340,14 @@ class TestEnv:
                     return f"dispatched step {task.step!r} of run {run.run_id} is running"
                 candidates.append(expires + 0.001)
         return None
+
+    def _nudge(self, busy: str) -> None:
+        """Something is due that no worker has taken yet: have them look now
+        rather than at their next poll (a notification may have come while
+        they were looking)."""
+        if isinstance(busy, _Due):
+            for worker in self.workers:
+                worker.poke()
 
     async def _open_runs(self) -> list[RunRecord]:
         runs: list[RunRecord] = []
@@ -370,6 +385,8 @@ class TestEnv:
             if busy is None and due is not None:
                 clock.advance_to(max(due, clock.now()))
                 continue
+            if busy is not None:
+                self._nudge(busy)
             await self.store.changes.wait(_LOOK_EVERY)
 
     def __repr__(self) -> str:

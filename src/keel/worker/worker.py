@@ -139,7 +139,7 @@ class Worker:
         self._started = True
         await self.store.open()
         await self._check_clock()
-        self._unwatch_clock = self.clock.watch(self._clock_jumped)
+        self._unwatch_clock = self.clock.watch(self.poke)
         self._liveness = await self._hold_liveness()
         await self._register_versions()
         loop = asyncio.get_running_loop()
@@ -313,9 +313,10 @@ class Worker:
         # clock for SQLite/memory is this machine's clock (or the same test clock).
         return self.clock.now()
 
-    def _clock_jumped(self) -> None:
-        """The clock jumped (a test moved it): what was waiting for a time may be
-        due, so the claim, task and schedule loops look again now."""
+    def poke(self) -> None:
+        """Have the claim, task and schedule loops look again now, not at their
+        next poll: the clock jumped (a test moved it), or a test knows
+        something is due."""
         self._wake.set()
         self.tasks.wake()
         if self.schedules is not None:
