@@ -53,6 +53,8 @@ def node_spec(node: Node) -> dict[str, Any]:
         spec["key"] = f"{node.name}.key"
     if node.condition is not None:
         spec["condition"] = f"{node.name}.condition"
+    if node.workflow is not None:
+        spec["workflow"] = node.workflow.name
     if node.labels and node.kind != "approval":
         spec["labels"] = list(node.labels)
     options = _options_spec(node.options)
@@ -160,7 +162,7 @@ def _node_from_spec(
     name = str(item.get("name", ""))
     kind = item.get("kind")
     path = f"nodes.{name}"
-    if kind not in ("node", "map", "route", "rule", "approval"):
+    if kind not in ("node", "map", "route", "rule", "approval", "child"):
         problems.append(GraphProblem(f"{path}.kind", "bad_spec", f"unknown node kind {kind!r}"))
         return None
 
@@ -172,7 +174,10 @@ def _node_from_spec(
             )
         return found
 
-    fn = None if kind == "approval" else action(name)
+    workflow = action(str(item.get("workflow"))) if kind == "child" else None
+    fn = getattr(workflow, "fn", None) if kind == "child" else None
+    if kind not in ("approval", "child"):
+        fn = action(name)
     key = action(f"{name}.key") if "key" in item else None
     condition = action(f"{name}.condition") if "condition" in item else None
     options = _options_from_spec(item.get("options", {}), actions, path, problems)
@@ -191,6 +196,7 @@ def _node_from_spec(
         key=key,
         condition=condition,
         labels=labels,
+        workflow=workflow,
     )
 
 

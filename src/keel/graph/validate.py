@@ -22,6 +22,7 @@ code                       meaning
 ``handler_without_error``  an error handler has no ``error`` parameter
 ``bad_annotation``         an annotation Keel's codec cannot encode or decode
 ``bad_option``             an option out of range (join, max_items, tolerate, ...)
+``not_a_workflow``         a child node's workflow is not a ``@keel.workflow`` (or graph)
 =========================  ==============================================================
 """
 
@@ -35,6 +36,7 @@ from typing import Any, get_type_hints
 from keel.core import codec, names
 from keel.errors import ConfigurationError, GraphDefinitionError, GraphProblem
 from keel.graph.model import SKIP, Graph, Node, NodeError, Param
+from keel.workflow.definitions import WorkflowDef
 
 
 class _Problems:
@@ -126,6 +128,10 @@ def _bind(
             codec.function_codec(node.fn)
         except (ConfigurationError, TypeError) as exc:
             problems.add(path, "bad_annotation", str(exc))
+    if node.kind == "child" and not isinstance(node.workflow, WorkflowDef):
+        problems.add(
+            f"{path}.workflow", "not_a_workflow", f"{node.workflow!r} is not a @keel.workflow"
+        )
     condition_params: tuple[Param, ...] = ()
     if node.condition is not None:
         condition_params = _params(
@@ -195,7 +201,9 @@ def _check_edges(
                 f"{path}.over", "unknown_parent", f"map over {node.over!r}: no node or input"
             )
         else:
-            inputs[node.over] = inspect.Parameter(node.over, inspect.Parameter.KEYWORD_ONLY)
+            inputs[node.over] = inspect.Parameter(
+                node.over, inspect.Parameter.KEYWORD_ONLY, annotation=list[Any]
+            )
     for i, edge in enumerate(node.after):
         where = f"{path}.after[{i}]"
         parent = nodes.get(edge.parent)
@@ -242,9 +250,8 @@ def _check_options(node: Node, nodes: dict[str, Node], problems: _Problems) -> N
         ("tolerate", 0.0 <= opts.tolerate < 1.0, "a fraction in [0, 1)"),
         (
             "max_concurrency",
-            opts.max_concurrency is None
-            or (isinstance(opts.max_concurrency, int) and opts.max_concurrency >= 1),
-            "None or an int >= 1",
+            isinstance(opts.max_concurrency, int) and opts.max_concurrency >= 1,
+            "an int >= 1",
         ),
         ("timeout", opts.timeout is None or opts.timeout > 0, "None or more than 0 seconds"),
         (
@@ -252,7 +259,6 @@ def _check_options(node: Node, nodes: dict[str, Node], problems: _Problems) -> N
             opts.approval_timeout is None or opts.approval_timeout > 0,
             "None or more than 0 seconds",
         ),
-        ("ttl", opts.ttl is None or opts.ttl > 0, "None or more than 0 seconds"),
     ]
     for name, ok, rule in checks:
         if not ok:

@@ -73,7 +73,7 @@ def step_name(graph: str, node: str) -> str:
 
 
 def _node_steps(graph: str, node: Node) -> NodeSteps:
-    if node.fn is None:
+    if node.fn is None or node.kind == "child":
         return NodeSteps(None)
     opts = node.options
     policy = opts.retry or RetryPolicy()
@@ -96,7 +96,7 @@ def _entry(graph: GraphDef, steps: Mapping[str, NodeSteps]) -> Any:
     async def run_graph(**inputs: Any) -> dict[str, Any]:
         return await GraphRun(graph, steps, inputs).run()
 
-    params = list(graph.signature)
+    params = [p.replace(annotation=Any) if p.annotation is p.empty else p for p in graph.signature]
     run_graph.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         params, return_annotation=dict[str, Any]
     )
