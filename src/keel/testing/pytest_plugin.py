@@ -300,7 +300,10 @@ class _PostgresDatabase:
         import psycopg
 
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+            try:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+            except psycopg.errors.SyntaxError:  # before PostgreSQL 13; the store is closed
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.name}"')
 
 
 def _with_database(url: str, name: str) -> str:
