@@ -15,6 +15,7 @@ import pytest
 
 import keel
 from keel.core.cron import tick_run_id
+from keel.store.memory import MemoryStore
 from keel.store.ports import Store
 from keel.testing import TestClock, TestEnv
 
@@ -217,3 +218,16 @@ async def test_a_dispatched_steps_retry_backoff_is_skipped(keel_env: TestEnv) ->
     await keel_env.sleep(minutes=1)
     assert await run.result(timeout=10) == "ok"
     assert attempt_times == [start, start + 600]
+
+
+async def test_a_worker_waits_for_timers_in_process_on_its_clock() -> None:
+    # Worker(clock=...) without the environment: a timer within inline_wait waits
+    # in the worker, on the test clock, not on the wall clock.
+    clock = TestClock()
+    async with keel.Worker(MemoryStore(clock=clock.now), clock=clock, inline_wait=5.0) as worker:
+        run = await worker.client().start(nap, 0.5)
+        with pytest.raises(keel.ResultTimeoutError):
+            await run.result(timeout=1.0)  # a second of real time: the timer has not fired
+        assert (await run.info()).state is keel.RunState.RUNNING  # waiting in the worker
+        clock.advance(0.5)
+        assert await run.result(timeout=10) == 0.5
