@@ -122,6 +122,11 @@ def _with_resources(
 
 
 @pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[_ASYNC_RESOURCES] = []  # a rerun starts afresh
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     """Run coroutine test functions to completion on a fresh event loop,
     unless another async plugin owns the test (see the module docstring)."""
