@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -210,8 +211,8 @@ class TestEnv:
             due = await self.settle()
             if due is None or due > target:
                 break
-            clock.advance_to(max(due, clock.now()))
-        clock.advance_to(target)
+            await self._jump(clock, max(due, clock.now()))
+        await self._jump(clock, target)
         await self.settle()
 
     async def advance(
@@ -228,14 +229,14 @@ class TestEnv:
         clock = self._require_clock("advance")
         delta = seconds_of(seconds, minutes=minutes, hours=hours, days=days)
         await self.settle()
-        clock.advance_to(clock.now() + delta)
+        await self._jump(clock, clock.now() + delta)
         await self.settle()
 
     async def advance_to(self, when: datetime | float) -> None:
         """:meth:`advance` to the moment ``when`` (aware ``datetime`` or epoch seconds)."""
         clock = self._require_clock("advance_to")
         await self.settle()
-        clock.advance_to(when)
+        await self._jump(clock, when)
         await self.settle()
 
     async def settle(self, timeout: float | None = None) -> float | None:
@@ -285,6 +286,16 @@ class TestEnv:
                 names.update(worker.registry.names())
         now = await self.store.now()
         candidates: list[float] = []
+        # The order of the reads matters: each transition that moves work out of
+        # sight of one read puts it in sight of a later one, in one transaction.
+        # (A fired tick's run is created as its schedule moves on; a driver or a
+        # task attempt leaves this process after its last write.)
+        if names:
+            found = await self.store.schedules.due(sorted(names), limit=1)
+            if found.due:
+                return _Due(f"schedule {found.due[0].schedule_id} is due"), None
+            if found.next_fire_at is not None:
+                candidates.append(found.next_fire_at)
         for run in await self._open_runs():
             if (run.workflow, run.version) not in pairs:
                 continue  # no worker here can take it: not ours to wait for
@@ -303,12 +314,6 @@ class TestEnv:
                     busy = await self._tasks_of(run, now, owners, queues, candidates)
                     if busy is not None:
                         return busy, None
-        if names:
-            found = await self.store.schedules.due(sorted(names), limit=1)
-            if found.due:
-                return _Due(f"schedule {found.due[0].schedule_id} is due"), None
-            if found.next_fire_at is not None:
-                candidates.append(found.next_fire_at)
         return None, min(candidates, default=None)
 
     async def _tasks_of(
@@ -340,6 +345,20 @@ class TestEnv:
                     return f"dispatched step {task.step!r} of run {run.run_id} is running"
                 candidates.append(expires + 0.001)
         return None
+
+    async def _jump(self, clock: TestClock, when: datetime | float) -> None:
+        """Move the clock, then record the workers' versions as live again, as
+        their heartbeats would have during that time (operators' views, such
+        as ``RunInfo.waiting``, read them)."""
+        clock.advance_to(when)
+        for worker in self.workers:
+            await self.store.workers.register_versions(
+                worker.owner,
+                worker.registry.pairs(),
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                live_for=worker.lease_ttl,
+            )
 
     def _nudge(self, busy: str) -> None:
         """Something is due that no worker has taken yet: have them look now
@@ -383,7 +402,7 @@ class TestEnv:
         while True:
             busy, due = await self._look()
             if busy is None and due is not None:
-                clock.advance_to(max(due, clock.now()))
+                await self._jump(clock, max(due, clock.now()))
                 continue
             if busy is not None:
                 self._nudge(busy)
