@@ -8,6 +8,7 @@ user's suite would: ``keel_env`` is a started worker and client on a
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -233,3 +234,37 @@ async def test_a_worker_waits_for_timers_in_process_on_its_clock() -> None:
         assert (await run.info()).state is keel.RunState.RUNNING  # waiting in the worker
         clock.advance(0.5)
         assert await run.result(timeout=10) == 0.5
+
+
+@keel.workflow(name="kit_chain")
+async def chain(minutes: int) -> list[float]:
+    """Sleeps, a signal timeout and a child, each woken at its own time."""
+    started = keel.now()
+    woke: list[float] = []
+    for _ in range(3):
+        await keel.sleep(timedelta(minutes=minutes))
+        woke.append((keel.now() - started).total_seconds())
+    try:
+        await keel.wait_for_signal("never", timeout=timedelta(minutes=minutes))
+    except keel.SignalTimeoutError:
+        woke.append((keel.now() - started).total_seconds())
+    await keel.run_child(nap, 60.0 * minutes)
+    woke.append((keel.now() - started).total_seconds())
+    return woke
+
+
+@BOTH
+@pytest.mark.keel(auto_advance=False)
+async def test_sleep_wakes_every_run_at_its_own_time(keel_env: TestEnv) -> None:
+    runs = {m: await keel_env.client.start(chain, m) for m in (7, 11, 13, 60)}
+    await keel_env.sleep(hours=5)
+    for m, run in runs.items():
+        assert await run.result(timeout=10) == [60.0 * m * k for k in (1, 2, 3, 4, 5)]
+
+
+@BOTH
+async def test_auto_advance_while_several_results_are_awaited(keel_env: TestEnv) -> None:
+    runs = [await keel_env.client.start(chain, m) for m in (5, 17)]
+    results = await asyncio.gather(*(run.result(timeout=10) for run in runs))
+    assert results == [[60.0 * m * k for k in (1, 2, 3, 4, 5)] for m in (5, 17)]
+    assert keel_env.now() == datetime(2030, 1, 7, tzinfo=UTC) + timedelta(minutes=17 * 5)
