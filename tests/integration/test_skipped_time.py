@@ -268,3 +268,15 @@ async def test_auto_advance_while_several_results_are_awaited(keel_env: TestEnv)
     results = await asyncio.gather(*(run.result(timeout=10) for run in runs))
     assert results == [[60.0 * m * k for k in (1, 2, 3, 4, 5)] for m in (5, 17)]
     assert keel_env.now() == datetime(2030, 1, 7, tzinfo=UTC) + timedelta(minutes=17 * 5)
+
+
+@BOTH
+async def test_env_mock_step_fakes_a_step_and_its_retries_take_no_time(keel_env: TestEnv) -> None:
+    with keel_env.mock_step(flaky, raises=RuntimeError("down")) as fake:
+        run = await keel_env.client.start(retrying)
+        with pytest.raises(keel.RunFailedError, match="down"):
+            await run.result(timeout=10)  # two 10-minute backoffs, skipped
+    assert fake.call_count == 3 and attempt_times == []  # the real body never ran
+    assert keel_env.now() == datetime(2030, 1, 7, 0, 20, tzinfo=UTC)
+    with keel_env.mock_step(flaky, returns="faked"):
+        assert await (await keel_env.client.start(retrying)).result(timeout=10) == "faked"

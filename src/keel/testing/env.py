@@ -33,10 +33,11 @@ import contextlib
 import os
 import socket
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from keel.client import Client
 from keel.core.events import EventType
@@ -47,10 +48,15 @@ from keel.store.memory import MemoryStore
 from keel.store.ports import Store
 from keel.store.sqlite import SQLiteStore
 from keel.testing.clock import TestClock, seconds_of
+from keel.testing.fakes import StepMock, mock_step
 from keel.worker import Worker
 from keel.worker.clock import SYSTEM_CLOCK
+from keel.workflow.definitions import StepDef
 
 __all__ = ["StillBusyError", "TestEnv"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 #: Seconds of real time :meth:`TestEnv.settle` waits for in-flight work by default.
 SETTLE_TIMEOUT = 30.0
@@ -186,6 +192,15 @@ class TestEnv:
     def _new_worker(self, store: Store, options: dict[str, Any]) -> Worker:
         clock = self.clock if self.clock is not None else SYSTEM_CLOCK
         return Worker(store, clock=clock, **options)
+
+    # --- fakes -------------------------------------------------------------------------------
+    def mock_step(
+        self, step: StepDef[P, R], **behaviour: Any
+    ) -> AbstractContextManager[StepMock[P, R]]:
+        """Replace ``step``'s body inside the ``with`` (``returns=``, ``raises=`` or
+        ``side_effect=``): :func:`keel.testing.fakes.mock_step`, which reaches
+        every worker of this process, this environment's included."""
+        return mock_step(step, **behaviour)
 
     # --- time -------------------------------------------------------------------------------
     def now(self) -> datetime:
