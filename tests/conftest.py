@@ -15,7 +15,9 @@ from keel.store.postgres import PostgresStore
 from keel.store.sqlite import SQLiteStore
 from tests import pg
 
-pytest_plugins = ["keel.testing.pytest_plugin"]
+# keel.testing.pytest_plugin (async tests, keel_* fixtures) is active through its
+# pytest11 entry point, as in users' suites; pytester runs it in inner sessions.
+pytest_plugins = ["pytester"]
 
 BACKENDS = ["memory", "sqlite", "postgres"]
 

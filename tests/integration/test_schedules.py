@@ -2,8 +2,8 @@
 
 Real-clock tests use per-second cron expressions (seconds first) and wait on a
 condition with a deadline. Tests of missed ticks, catch-up windows and
-overlap move an injected store clock instead (memory and SQLite take one) and
-poke the schedule loop, so they wait for nothing but the worker.
+overlap skip time instead (the test kit's ``keel_env`` on memory and SQLite):
+each jump of the clock returns once the worker has handled what fell due.
 """
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 import keel
 from keel.core.cron import tick_run_id
-from keel.store import MemoryStore, SQLiteStore, Store
+from keel.store import MemoryStore, Store
 from keel.store.base import NewSchedule
+from keel.testing import TestEnv
 
 calls: list[str] = []
 
@@ -236,132 +236,94 @@ async def test_bad_schedules_fail_at_the_call_and_write_nothing(env: Any) -> Non
         assert isinstance(invalid, keel.ConfigurationError) and isinstance(invalid, ValueError)
 
 
-# --- injected clock (memory and SQLite) -------------------------------------------------
+# --- skipped time (memory and SQLite) ------------------------------------------------------
+# The test kit's environment (keel_env, a worker and client on a test clock) jumps
+# the clock and waits until the worker has handled everything due: no polling.
 
-T0 = datetime(2030, 1, 1, 0, 0, 30, tzinfo=UTC).timestamp()
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def clocked(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Store, list[float]]:
-    now = [T0]
-    if request.param == "memory":
-        return MemoryStore(clock=lambda: now[0]), now
-    return SQLiteStore(tmp_path / "clocked.db", clock=lambda: now[0]), now
-
-
-async def _advance(worker: keel.Worker, now: list[float], to: datetime) -> None:
-    now[0] = to.timestamp()
-    assert worker.schedules is not None
-    worker.schedules.wake()  # the store clock jumped: no write tells the loop
-
-
-async def _schedule_of(client: keel.Client, schedule_id: str) -> keel.ScheduleInfo:
-    return await client.get_schedule(schedule_id)
+T0 = datetime(2030, 1, 1, 0, 0, 30, tzinfo=UTC)
+SKIPPED = [
+    pytest.mark.parametrize("keel_backend", ["memory", "sqlite"]),
+    pytest.mark.keel(start=T0, auto_advance=False),
+]
 
 
 def _at(hour: int, minute: int, second: int = 0) -> datetime:
     return datetime(2030, 1, 1, hour, minute, second, tzinfo=UTC)
 
 
-async def test_after_downtime_only_the_latest_missed_tick_runs(
-    clocked: tuple[Store, list[float]],
-) -> None:
-    store, now = clocked
-    async with keel.Worker(store, poll_interval=0.05, cache=False) as worker:
-        client = worker.client()
-        info = await client.schedule(echo, "m", cron="* * * * *", schedule_id="m")
-        assert info.next_fire_at == _at(0, 1)
-        await _advance(worker, now, _at(0, 5, 30))  # ticks 00:01 ... 00:05 were missed
-        expected = tick_run_id("m", _at(0, 5).timestamp())
-        await until(lambda: _exists(client, expected))
-        schedule = await _schedule_of(client, "m")
-        assert schedule.next_fire_at == _at(0, 6)
-        assert schedule.last_fire_at == _at(0, 5)
-        assert [r.run_id for r in await runs_of(client)] == [expected]
-        assert await client.result(expected, timeout=10) == "hello m"
+async def _tick_runs(env: TestEnv, workflow: str = "sched_echo") -> list[str]:
+    return sorted(r.run_id for r in await runs_of(env.client, workflow))
 
 
-async def test_a_tick_older_than_the_catchup_window_is_skipped(
-    clocked: tuple[Store, list[float]],
-) -> None:
-    store, now = clocked
-    async with keel.Worker(store, poll_interval=0.05, cache=False) as worker:
-        client = worker.client()
-        await client.schedule(echo, "c", cron="0 * * * *", schedule_id="c", catchup_window=600)
-        await _advance(worker, now, _at(3, 30))  # the 03:00 tick is 30 minutes late
-
-        async def moved_on() -> bool:
-            return (await _schedule_of(client, "c")).next_fire_at == _at(4, 0)
-
-        await until(moved_on)
-        assert await runs_of(client) == []
-        await _advance(worker, now, _at(4, 5))  # five minutes late: within the window
-        await until(lambda: _exists(client, tick_run_id("c", _at(4, 0).timestamp())))
+@SKIPPED[0]
+@SKIPPED[1]
+async def test_after_downtime_only_the_latest_missed_tick_runs(keel_env: TestEnv) -> None:
+    client = keel_env.client
+    info = await client.schedule(echo, "m", cron="* * * * *", schedule_id="m")
+    assert info.next_fire_at == _at(0, 1)
+    await keel_env.advance_to(_at(0, 5, 30))  # ticks 00:01 ... 00:05 were missed
+    expected = tick_run_id("m", _at(0, 5).timestamp())
+    schedule = await client.get_schedule("m")
+    assert (schedule.next_fire_at, schedule.last_fire_at) == (_at(0, 6), _at(0, 5))
+    assert await _tick_runs(keel_env) == [expected]
+    assert await client.result(expected, timeout=10) == "hello m"
 
 
-async def test_overlap_skip_starts_no_run_while_the_last_one_runs(
-    clocked: tuple[Store, list[float]],
-) -> None:
-    store, now = clocked
-    async with keel.Worker(store, poll_interval=0.05, cache=False) as worker:
-        client = worker.client()
-        await client.schedule(gate, "g", cron="* * * * *", schedule_id="g", overlap="skip")
-        first = tick_run_id("g", _at(0, 1).timestamp())
-        await _advance(worker, now, _at(0, 1))
-        await until(lambda: _exists(client, first))
-
-        async def next_is(moment: datetime) -> bool:
-            return (await _schedule_of(client, "g")).next_fire_at == moment
-
-        await _advance(worker, now, _at(0, 2))
-        await until(lambda: next_is(_at(0, 3)))  # the 00:02 tick was handled: skipped
-        assert [r.run_id for r in await runs_of(client, "sched_gate")] == [first]
-        await client.signal(first, "open")
-        assert await client.result(first, timeout=10) == "g"
-        await _advance(worker, now, _at(0, 3))
-        await until(lambda: _exists(client, tick_run_id("g", _at(0, 3).timestamp())))
+@SKIPPED[0]
+@SKIPPED[1]
+async def test_a_tick_older_than_the_catchup_window_is_skipped(keel_env: TestEnv) -> None:
+    client = keel_env.client
+    await client.schedule(echo, "c", cron="0 * * * *", schedule_id="c", catchup_window=600)
+    await keel_env.advance_to(_at(3, 30))  # the 03:00 tick is 30 minutes late
+    assert (await client.get_schedule("c")).next_fire_at == _at(4, 0)
+    assert await _tick_runs(keel_env) == []
+    await keel_env.advance_to(_at(4, 5))  # five minutes late: within the window
+    assert await _tick_runs(keel_env) == [tick_run_id("c", _at(4, 0).timestamp())]
 
 
-async def test_resume_skips_the_ticks_missed_while_paused(
-    clocked: tuple[Store, list[float]],
-) -> None:
-    store, now = clocked
-    async with keel.Worker(store, poll_interval=0.05, cache=False) as worker:
-        client = worker.client()
-        await client.schedule(echo, "r", cron="*/10 * * * *", schedule_id="r")
-        await client.pause_schedule("r")
-        await _advance(worker, now, _at(1, 5))  # six ticks pass while paused
-        # A one-shot due now: once it has run, the loop has looked since the jump.
-        await client.schedule(echo, "probe", at=_at(1, 5), schedule_id="probe")
-        await until(lambda: _exists(client, tick_run_id("probe", _at(1, 5).timestamp())))
-        probe = tick_run_id("probe", _at(1, 5).timestamp())
-        assert [r.run_id for r in await runs_of(client)] == [probe]  # not one of "r"
-        resumed = await client.resume_schedule("r")
-        assert resumed.next_fire_at == _at(1, 10)
-        await _advance(worker, now, _at(1, 10, 1))
-        run_id = tick_run_id("r", _at(1, 10).timestamp())
-        await until(lambda: _exists(client, run_id))
-        assert sorted(r.run_id for r in await runs_of(client)) == sorted(
-            [run_id, tick_run_id("probe", _at(1, 5).timestamp())]
-        )
+@SKIPPED[0]
+@SKIPPED[1]
+async def test_overlap_skip_starts_no_run_while_the_last_one_runs(keel_env: TestEnv) -> None:
+    client = keel_env.client
+    await client.schedule(gate, "g", cron="* * * * *", schedule_id="g", overlap="skip")
+    first = tick_run_id("g", _at(0, 1).timestamp())
+    await keel_env.advance_to(_at(0, 1))
+    assert await _tick_runs(keel_env, "sched_gate") == [first]
+    await keel_env.advance_to(_at(0, 2))
+    assert (await client.get_schedule("g")).next_fire_at == _at(0, 3)  # 00:02 skipped
+    assert await _tick_runs(keel_env, "sched_gate") == [first]
+    await client.signal(first, "open")
+    assert await client.result(first, timeout=10) == "g"
+    await keel_env.advance_to(_at(0, 3))
+    assert tick_run_id("g", _at(0, 3).timestamp()) in await _tick_runs(keel_env, "sched_gate")
 
 
-async def test_a_schedule_in_a_time_zone_fires_at_local_time(
-    clocked: tuple[Store, list[float]],
-) -> None:
-    store, now = clocked
-    async with keel.Worker(store, poll_interval=0.05, cache=False) as worker:
-        client = worker.client()
-        info = await client.schedule(
-            echo, "tz", cron="0 9 * * MON-FRI", timezone="Europe/Paris", schedule_id="tz"
-        )
-        # 2030-01-01 is a Tuesday; 09:00 in Paris is 08:00 UTC in winter.
-        assert info.next_fire_at == _at(8, 0)
-        await _advance(worker, now, _at(8, 0))
-        await until(lambda: _exists(client, "tz@2030-01-01T08:00:00Z"))
-        assert (await _schedule_of(client, "tz")).next_fire_at == datetime(
-            2030, 1, 2, 8, tzinfo=UTC
-        )
+@SKIPPED[0]
+@SKIPPED[1]
+async def test_resume_skips_the_ticks_missed_while_paused(keel_env: TestEnv) -> None:
+    client = keel_env.client
+    await client.schedule(echo, "r", cron="*/10 * * * *", schedule_id="r")
+    await client.pause_schedule("r")
+    await keel_env.sleep(minutes=64, seconds=30)  # six ticks pass while paused: 01:05
+    assert await _tick_runs(keel_env) == []
+    resumed = await client.resume_schedule("r")
+    assert resumed.next_fire_at == _at(1, 10)
+    await keel_env.advance_to(_at(1, 10, 1))
+    assert await _tick_runs(keel_env) == [tick_run_id("r", _at(1, 10).timestamp())]
+
+
+@SKIPPED[0]
+@SKIPPED[1]
+async def test_a_schedule_in_a_time_zone_fires_at_local_time(keel_env: TestEnv) -> None:
+    client = keel_env.client
+    info = await client.schedule(
+        echo, "tz", cron="0 9 * * MON-FRI", timezone="Europe/Paris", schedule_id="tz"
+    )
+    # 2030-01-01 is a Tuesday; 09:00 in Paris is 08:00 UTC in winter.
+    assert info.next_fire_at == _at(8, 0)
+    await keel_env.advance_to(_at(8, 0))
+    assert await _tick_runs(keel_env) == ["tz@2030-01-01T08:00:00Z"]
+    assert (await client.get_schedule("tz")).next_fire_at == datetime(2030, 1, 2, 8, tzinfo=UTC)
 
 
 async def test_a_schedule_that_cannot_be_fired_does_not_hold_up_the_others() -> None:

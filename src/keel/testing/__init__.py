@@ -1,5 +1,9 @@
 """Keel's test kit for users.
 
+- :class:`TestEnv`: a store, a started in-process worker and a client on a
+  :class:`TestClock`, whose time the test skips (``await env.sleep(3600)``);
+- the pytest plugin (:mod:`keel.testing.pytest_plugin`, enabled by Keel's
+  ``pytest11`` entry point): ``async def`` tests and the ``keel_*`` fixtures.
 - :func:`crash_every_write` / :func:`assert_survives_crashes`: does a workflow
   survive a worker crash before and after each of its writes?
 - :func:`mock_step`: replace a step's body in a test.
@@ -10,6 +14,7 @@
 pytest, so it is not imported here).
 """
 
+from keel.testing.clock import TestClock
 from keel.testing.crash_report import (
     CrashFailure,
     CrashPoint,
@@ -19,6 +24,7 @@ from keel.testing.crash_report import (
 )
 from keel.testing.crash_store import Write
 from keel.testing.crashes import assert_survives_crashes, crash_every_write
+from keel.testing.env import StillBusyError, TestEnv
 from keel.testing.fakes import StepCall, StepMock, mock_step
 from keel.testing.replay import (
     ReplayDiverged,
@@ -37,6 +43,9 @@ __all__ = [
     "StepCall",
     "StepExecution",
     "StepMock",
+    "StillBusyError",
+    "TestClock",
+    "TestEnv",
     "Write",
     "assert_golden",
     "assert_replays",

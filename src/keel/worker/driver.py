@@ -64,6 +64,7 @@ class RunDriver:
             worker.step_pool,
             expired=self.lease_expired,
             leased=self.stop_if_overdue,
+            sleep=worker.clock.sleep,
         )
         self.snapshots = Snapshots(worker.store, run.run_id)
         self.effects = RunEffects(

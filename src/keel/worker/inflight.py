@@ -4,7 +4,7 @@ for timers and retries due within the worker's ``inline_wait``."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Container, Coroutine, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -62,6 +62,7 @@ class Inflight:
         *,
         expired: Callable[[], bool],
         leased: Callable[[], bool],
+        sleep: Callable[[float], Coroutine[Any, Any, None]] = asyncio.sleep,
     ) -> None:
         self.run_id = run_id
         self.workflow = workflow
@@ -69,6 +70,7 @@ class Inflight:
         self.pool = pool
         self._expired = expired  # whether the lease ran out (a step's cancel_requested())
         self._leased = leased  # asked before an async step's body resumes
+        self._sleep = sleep  # the worker's clock: timers and retries are workflow time
         self.items: dict[str, Running] = {}
         self.poke = asyncio.Event()
         self._on_poke: Callable[[], None] | None = None
@@ -108,7 +110,7 @@ class Inflight:
         self.items[cmd.key] = Running(cmd.key, "attempt", attempt, task, info)
 
     def start_wait(self, cmd: Command, what: Literal["timer", "retry"], delay: float) -> None:
-        task = asyncio.get_running_loop().create_task(asyncio.sleep(max(0.0, delay)))
+        task = asyncio.get_running_loop().create_task(self._sleep(max(0.0, delay)))
         self.items[cmd.key] = Running(cmd.key, what, cmd.attempts + 1, task)
 
     def _attempt_done(self) -> None:

@@ -8,7 +8,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from math import inf
 from typing import TYPE_CHECKING
@@ -19,6 +19,7 @@ from keel.observe import metrics
 from keel.store import open_store
 from keel.store.base import Claimed
 from keel.store.ports import LivenessLock, Store, Suspend, Turn
+from keel.worker.clock import SYSTEM_CLOCK, Clock
 from keel.worker.driver import RunDriver
 from keel.worker.inflight import Abandoned
 from keel.worker.live import SystemLiveSource
@@ -75,6 +76,8 @@ class Worker:
     makes it delete, every ``prune_every`` seconds, the runs that ended longer
     ago than that, with their journals (only runs whose continue-as-new chain,
     parent and children have all ended; see :meth:`keel.Client.prune`).
+    ``clock`` is workflow time (see :mod:`keel.worker.clock`): the wall clock,
+    or in tests a :class:`keel.testing.TestClock` that the store reads too.
     """
 
     def __init__(
@@ -96,6 +99,7 @@ class Worker:
         max_child_depth: int = MAX_CHILD_DEPTH,
         retention: float | timedelta | None = None,
         prune_every: float = 600.0,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         for name, value in (
             ("concurrency", concurrency),
@@ -114,6 +118,8 @@ class Worker:
                 raise ConfigurationError(f"{name} must be a positive number, not {fvalue!r}")
         if not isinstance(inline_wait, int | float) or inline_wait < 0:
             raise ConfigurationError(f"inline_wait must be >= 0, not {inline_wait!r}")
+        if not isinstance(clock, Clock):
+            raise ConfigurationError(f"clock must be a keel.worker.clock.Clock, not {clock!r}")
         limits = queue_limits(queues, task_concurrency)
         self.store: Store = open_store(store) if isinstance(store, str) else store
         self.registry = registry or default_registry
@@ -126,7 +132,9 @@ class Worker:
         self.cache = cache
         self.max_child_depth = max_child_depth
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.live = SystemLiveSource()
+        self.clock = clock
+        self._unwatch_clock: Callable[[], None] = lambda: None
+        self.live = SystemLiveSource(clock)
         self.step_pool = StepThreads(step_threads, thread_name_prefix="keel-step")
         self.draining = False
         #: Why this worker gave up, if it did (see :meth:`give_up`).
@@ -152,6 +160,8 @@ class Worker:
             return
         self._started = True
         await self.store.open()
+        await self._check_clock()
+        self._unwatch_clock = self.clock.watch(self.poke)
         self._liveness = await self._hold_liveness()
         await self._register_versions()
         metrics.track_slots(id(self), lambda: (len(self._drivers), len(self.tasks.running)))
@@ -224,6 +234,7 @@ class Worker:
                 log.exception("could not remove this worker's versions from the store")
         await self.store.close()
         metrics.track_slots(id(self), None)
+        self._unwatch_clock()
         self._stopped.set()
         return abandoned
 
@@ -331,8 +342,33 @@ class Worker:
 
     def clock_now(self) -> float:
         # Retry times are computed right after an attempt fails; the store's
-        # clock for SQLite/memory is this machine's clock.
-        return time.time()
+        # clock for SQLite/memory is this machine's clock (or the same test clock).
+        return self.clock.now()
+
+    def poke(self) -> None:
+        """Have the claim, task and schedule loops look again now, not at their
+        next poll: the clock jumped (a test moved it), or a test knows
+        something is due."""
+        self._wake.set()
+        self.tasks.wake()
+        if self.schedules is not None:
+            self.schedules.wake()
+
+    async def _check_clock(self) -> None:
+        """A clock other than the wall clock must be the store's clock too: a
+        store that reads another one (PostgreSQL reads the server's) would never
+        see its jumps, and timers would fire on the wrong time."""
+        if self.clock is SYSTEM_CLOCK:
+            return
+        store_now, now = await self.store.now(), self.clock.now()
+        if abs(store_now - now) > 1.0:
+            await self.store.close()
+            raise ConfigurationError(
+                f"the worker's clock {self.clock!r} reads {now:.3f} but the store "
+                f"{self.store.url} reads {store_now:.3f}: give the store the same clock "
+                "(MemoryStore(clock=c.now), SQLiteStore(path, clock=c.now)); PostgreSQL "
+                "uses the database server's clock, so skipped time cannot work on it"
+            )
 
     @property
     def active_runs(self) -> list[str]:
