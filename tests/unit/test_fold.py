@@ -33,14 +33,17 @@ def raw(value: object) -> msgspec.Raw:
 
 
 ERR = {"type": "ConnectionError", "message": "down", "traceback": ""}
+FAILED_1 = ev.StepAttemptFailed(attempt=1, error=ERR, retry_at=103.5, started_at=100.5, worker="w1")
+DONE_2 = ev.StepCompleted(result=raw({"ok": True}), attempt=2, started_at=103.6, worker="w2")
+CHILD = ev.ChildStarted(child_run_id="r-child", workflow="ship", parent_close="cancel")
 
 RUN = journal(
     (None, ev.run_started("order", "v1", b"[7]")),
-    ("step:charge#0", ev.StepAttemptFailed(attempt=1, error=ERR, retry_at=103.5, started_at=100.5, worker="w1")),
-    ("step:charge#0", ev.StepCompleted(result=raw({"ok": True}), attempt=2, started_at=103.6, worker="w2")),
+    ("step:charge#0", FAILED_1),
+    ("step:charge#0", DONE_2),
     ("sleep:sleep#0", ev.TimerStarted(duration=60, fire_at=164.0)),
     ("signal:approve#0", ev.SignalAwaited(name="approve", timeout=None, deadline=None)),
-    ("child:ship#0", ev.ChildStarted(child_run_id="r-child", workflow="ship", parent_close="cancel")),
+    ("child:ship#0", CHILD),
     ("sleep:sleep#0", ev.TimerFired()),
     ("signal:approve#0", ev.SignalReceived(name="approve", payload=raw("yes"), signal_id=4)),
     ("child:ship#0", ev.ChildCompleted(child_run_id="r-child", result=raw(3))),

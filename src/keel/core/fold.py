@@ -208,8 +208,8 @@ def view_at(rows: Iterable[JournalRow], seq: int) -> RunView | None:
 def fold(rows: Iterable[JournalRow]) -> RunView | None:
     """The view after the last event (``None`` for an empty journal)."""
     last = None
-    for last in views(rows):
-        pass
+    for view in views(rows):
+        last = view
     return last
 
 
