@@ -160,12 +160,14 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
     return float(created_at), run_id
 
 
-def keyset(limit: int, cursor: str | None) -> dict[str, object]:
+def keyset(limit: int, cursor: str | None, *, oldest_first: bool = False) -> dict[str, object]:
     """The keyset parameters of one ``list_runs`` page in SQL: the runs before
-    ``cursor`` (all of them without one), ``limit + 1`` at most (the extra one
-    says another page exists; see :func:`page_of`)."""
+    ``cursor`` (after it when ``oldest_first``; all of them without one),
+    ``limit + 1`` at most (the extra one says another page exists; see
+    :func:`page_of`)."""
     check_limit(limit)
-    created, run_id = decode_cursor(cursor) if cursor else (math.inf, "")
+    start = (-math.inf, "") if oldest_first else (math.inf, "")
+    created, run_id = decode_cursor(cursor) if cursor else start
     return {"before_created": created, "before_run_id": run_id, "limit": limit + 1}
 
 

@@ -8,6 +8,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Unpack
 
+from keel.core.states import RunState
 from keel.store._checks import check_limit, decode_cursor, page_of, where_filter
 from keel.store.base import EventRecord, RunFilter, RunPage, RunRecord, RunWhere
 from keel.store.postgres._sql import DICT, EVENT, RUN, Q
@@ -27,26 +28,36 @@ class PgReads:
         return await fetch_runs(self.db, run_ids) if run_ids else {}
 
     async def list_runs(
-        self, *, limit: int = 50, cursor: str | None = None, **where: Unpack[RunWhere]
+        self,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        oldest_first: bool = False,
+        **where: Unpack[RunWhere],
     ) -> RunPage:
         check_limit(limit)
         selected = where_filter(where)
-        before = decode_cursor(cursor) if cursor else (math.inf, "")
+        start = (-math.inf, "") if oldest_first else (math.inf, "")
+        before = decode_cursor(cursor) if cursor else start
         params = _filter(selected) | {
             "before_created": before[0],
             "before_run_id": before[1],
             "limit": limit + 1,  # one more tells whether another page exists
         }
+        tags = ["oldest" if oldest_first else "newest"]
         if len(selected.workflows) == 1:  # walks the runs_workflow index
             params |= {"workflow": selected.workflows[0], "workflows": None}
-            query = Q.sql("list_runs", "one_workflow")
-        else:
-            query = Q["list_runs"]
-        return page_of(await self.db.fetch(query, params, RUN), limit)
+            tags.append("one_workflow")
+        return page_of(await self.db.fetch(Q.sql("list_runs", *tags), params, RUN), limit)
 
     async def count_runs(self, **where: Unpack[RunWhere]) -> int:
         rows = await self.db.fetch(Q["count_runs"], _filter(where_filter(where)), DICT)
         return int(rows[0]["n"])
+
+    async def count_runs_by_state(self, **where: Unpack[RunWhere]) -> dict[RunState, int]:
+        params = _filter(where_filter(where))
+        rows = await self.db.fetch(Q["count_runs_by_state"], params, DICT)
+        return {RunState(row["state"]): int(row["n"]) for row in rows}
 
     async def history(self, run_id: str, *, after_seq: int = -1) -> list[EventRecord]:
         params = {"run_id": run_id, "after_seq": after_seq}

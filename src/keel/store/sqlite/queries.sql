@@ -425,10 +425,33 @@ WHERE workflow = :workflow AND {run_filter}
 ORDER BY created_at DESC, run_id DESC
 LIMIT :limit;
 
+-- name: list_runs_oldest
+-- list_runs oldest first.
+SELECT * FROM runs
+WHERE (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
+  AND {run_filter}
+  AND (created_at, run_id) > (:before_created, :before_run_id)
+ORDER BY created_at, run_id
+LIMIT :limit;
+
+-- name: list_runs_by_workflow_oldest
+-- list_runs_by_workflow oldest first.
+SELECT * FROM runs
+WHERE workflow = :workflow AND {run_filter}
+  AND (created_at, run_id) > (:before_created, :before_run_id)
+ORDER BY created_at, run_id
+LIMIT :limit;
+
 -- name: count_runs
 SELECT count(*) AS n FROM runs
 WHERE (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
   AND {run_filter};
+
+-- name: count_runs_by_state
+SELECT state, count(*) AS n FROM runs
+WHERE (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
+  AND {run_filter}
+GROUP BY state;
 
 -- Workers: versions and liveness (workers.py) -------------------------------------------
 
