@@ -20,16 +20,19 @@ from keel.ui.access import COOKIE, Access
 from keel.ui.context import Dashboard, dashboard
 
 
-def create_app(store: Store | str, *, token: str | None = None) -> Starlette:
+def create_app(
+    store: Store | str, *, token: str | None = None, close_store: bool | None = None
+) -> Starlette:
     """The dashboard over ``store`` (a :class:`~keel.store.ports.Store`, or a
     database URL the app opens on startup and closes on shutdown).
 
     Read-only unless ``token`` is given: then an operator who logs in with it
     (or sends ``Authorization: Bearer <token>``) may cancel, signal, pause and
     resume from the pages. Mount it anywhere (``Mount("/keel", create_app(...))``);
-    its links follow the mount point.
+    its links follow the mount point. ``close_store``: close the store when the
+    app shuts down (default: only a store the app opened from a URL).
     """
-    owns = isinstance(store, str)
+    owns = isinstance(store, str) if close_store is None else close_store
     opened = open_store(store) if isinstance(store, str) else store
     state = Dashboard(opened, Client(opened), Access(token), owns_store=owns)
 
