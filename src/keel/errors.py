@@ -7,7 +7,8 @@ code must never swallow)::
     Exception
     └── KeelError
         ├── ConfigurationError          bad options, retry policy, URL, unstorable id or name
-        │   └── InvalidScheduleError    bad cron expression, time zone or one-shot time
+        │   ├── InvalidScheduleError    bad cron expression, time zone or one-shot time
+        │   └── GraphDefinitionError    a graph declaration's problems, every one listed
         ├── WorkflowNotFoundError       unknown workflow name
         ├── SerializationError          a payload cannot be encoded / decoded
         │   └── InvalidInputError       start(): an argument does not fit its annotation
@@ -44,6 +45,7 @@ code must never swallow)::
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from keel.core.redact import redact
@@ -68,6 +70,27 @@ class InvalidScheduleError(ConfigurationError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+class GraphDefinitionError(ConfigurationError):
+    """A graph declaration has problems; ``problems`` lists every one of them,
+    each with a stable ``path`` (``nodes.pay.after[1]``) and ``code`` (``cycle``,
+    ``unknown_parent``, ...). Nothing was registered."""
+
+    def __init__(self, graph: str, problems: list[GraphProblem]) -> None:
+        lines = "\n".join(f"  {p.path}: {p.message} [{p.code}]" for p in problems)
+        super().__init__(f"graph {graph!r} has {len(problems)} problem(s):\n{lines}")
+        self.graph = graph
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class GraphProblem:
+    """One problem of a graph declaration (see :class:`GraphDefinitionError`)."""
+
+    path: str
+    code: str
+    message: str
 
 
 class WorkflowNotFoundError(KeelError):
@@ -301,10 +324,11 @@ class DatabaseError(StoreError):
 
 
 class DatabaseCorruptError(DatabaseError):
-    """The database file is damaged (SQLite's ``SQLITE_CORRUPT``/``SQLITE_NOTADB``).
+    """The database is damaged (SQLite's ``SQLITE_CORRUPT``/``SQLITE_NOTADB``,
+    PostgreSQL's ``XX001``/``XX002``).
 
     Nothing Keel retries can mend it: a worker stops, a command exits non-zero.
-    Restore the file from a backup.
+    Restore it from a backup.
     """
 
 

@@ -188,3 +188,13 @@ def test_real_command_lines_with_bad_bytes_and_values(cwd: Path, app_dir: Path) 
         assert proc.returncode != 0, args
         one_line(proc.stderr.decode(errors="replace"))
     assert "r1" in keel_cli("runs", "list").stdout  # nothing was changed
+
+
+def test_durations_must_be_finite_numbers_of_seconds(cwd: Path) -> None:
+    start = ("start", "cli_greet", "--app", APP, '"x"', "--wait")
+    for value in ("nan", "inf", "1e400", "-inf"):
+        assert_clean_error(keel_cli(*start, "--timeout", value), 2, "--timeout", "finite")
+    worker = ("worker", APP)
+    for option in ("--lease-ttl", "--poll-interval", "--drain-timeout"):
+        assert_clean_error(keel_cli(*worker, option, "nan"), 2, option, "finite")
+    assert not (cwd / "keel.db").exists()  # refused before anything was opened

@@ -94,6 +94,7 @@ RULES = [
     ),
     ("keel.store", ["keel.worker", "keel.client", "keel.workflow", "keel.cli", "keel.replay"]),
     ("keel.workflow", ["keel.worker", "keel.client", "keel.cli", "keel.store", "keel.replay"]),
+    ("keel.graph", ["keel.worker", "keel.client", "keel.cli", "keel.store", "keel.replay"]),
     ("keel.client", ["keel.worker", "keel.cli", "keel.testing"]),
     ("keel.worker", ["keel.cli", "keel.testing", "keel.replay"]),
     ("keel.replay", ["keel.cli", "keel.testing"]),

@@ -23,6 +23,7 @@ PUBLIC_API = [
     "ControlFlowSwallowedError",
     "DatabaseCorruptError",
     "DatabaseError",
+    "GraphDefinitionError",
     "HistoryEvent",
     "IllegalTransitionError",
     "InvalidInputError",

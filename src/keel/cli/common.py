@@ -8,6 +8,7 @@ import errno
 import importlib
 import inspect
 import json
+import math
 import os
 import re
 import sys
@@ -107,6 +108,36 @@ def describe_os_error(exc: OSError) -> str:
     if exc.filename is None:
         return f"{type(exc).__name__}: {exc}"
     return f"cannot use {str(exc.filename)!r}: {exc.strerror or exc}"
+
+
+if TYPE_CHECKING:
+    _FloatParam = click.ParamType[float, Any]  # generic in newer click only
+else:
+    _FloatParam = click.ParamType
+
+
+class Seconds(_FloatParam):
+    """A duration in seconds: a finite float, positive (or zero if ``zero_ok``).
+
+    ``click.FloatRange`` lets ``nan`` (no comparison is true) and ``inf`` through,
+    which then wait forever."""
+
+    name = "seconds"
+
+    def __init__(self, *, zero_ok: bool = False) -> None:
+        self.zero_ok = zero_ok
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        low = "0 or more" if self.zero_ok else "more than 0"
+        if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not self.zero_ok):
+            self.fail(f"{value!r} is not a finite number of seconds {low}", param, ctx)
+        return seconds
 
 
 def check_text_arguments(args: list[str]) -> None:

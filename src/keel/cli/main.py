@@ -14,6 +14,7 @@ from keel.cli.common import (
     DB_ENV,
     CliError,
     KeelGroup,
+    Seconds,
     Settings,
     check_db,
     checked_arguments,
@@ -90,14 +91,14 @@ cli.add_command(ui)
 )
 @click.option(
     "--lease-ttl",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Seconds(),
     default=30.0,
     show_default=True,
     help="Seconds a claimed run stays leased without a heartbeat.",
 )
 @click.option(
     "--poll-interval",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Seconds(),
     default=0.5,
     show_default=True,
     help="Seconds between looks for due runs.",
@@ -109,7 +110,7 @@ cli.add_command(ui)
 )
 @click.option(
     "--drain-timeout",
-    type=click.FloatRange(min=0),
+    type=Seconds(zero_ok=True),
     default=30.0,
     show_default=True,
     help="On SIGTERM/SIGINT, seconds running steps get to finish.",
@@ -220,7 +221,7 @@ def _queue_limits(specs: tuple[str, ...], default: int) -> dict[str, int]:
 @click.option("--wait", is_flag=True, help="Wait for the result (a worker must be running).")
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Seconds(),
     help="With --wait: give up after this many seconds.",
 )
 @db_option

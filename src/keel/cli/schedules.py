@@ -15,6 +15,7 @@ import click
 from keel.cli import render
 from keel.cli.common import (
     CliUsageError,
+    Seconds,
     checked_arguments,
     db_option,
     import_apps,
@@ -105,7 +106,7 @@ def show_schedule(schedule_id: str, db: str | None, as_json: bool) -> None:
 )
 @click.option(
     "--catchup-window",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Seconds(),
     metavar="SECONDS",
     help="Skip a tick found later than this (after downtime) [default: never skip].",
 )

@@ -16,7 +16,7 @@ from psycopg.types.numeric import Int8BinaryDumper
 from psycopg_pool import PoolTimeout
 
 from keel.core.redact import redact
-from keel.errors import ConfigurationError, StoreError
+from keel.errors import ConfigurationError, DatabaseCorruptError, StoreError
 
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -83,8 +83,18 @@ def connection_params(
     return admin | {"options": f"{admin_options} {timeout}"}, admin, target
 
 
+#: SQLSTATEs of damaged data or indexes (class XX): nothing a retry mends.
+CORRUPTION = frozenset({"XX001", "XX002"})
+
+
 def store_error(exc: BaseException, target: str) -> StoreError:
-    """A psycopg (or pool) error as a :class:`StoreError` that says what happened."""
+    """A psycopg (or pool) error as a :class:`StoreError` that says what happened
+    (a :class:`DatabaseCorruptError` if the server reports damaged data)."""
+    if isinstance(exc, psycopg.Error) and exc.sqlstate in CORRUPTION:
+        msg = f"PostgreSQL database {target} is damaged ({exc.sqlstate}): {exc}; restore it"
+        corrupt = DatabaseCorruptError(redact(msg).strip())
+        corrupt.__cause__ = exc
+        return corrupt
     if isinstance(exc, PoolTimeout):
         msg = f"no PostgreSQL connection to {target} became available in time ({exc})"
     elif isinstance(exc, psycopg.OperationalError):
