@@ -266,8 +266,14 @@ def test_queues_schedules_and_workers_pages(dashboard: Dashboard, page: Page, sh
 
     page.goto(dashboard.base + "/queues")
     queue = page.locator("tr[data-queue=emails]")
-    expect(queue).to_contain_text("3")
+    expect(queue.locator("td").nth(3)).to_have_text("3")
+    queue.locator("button:has-text('Pause')").click()
+    expect(page.locator(".note.ok")).to_contain_text("queue emails")
+    expect(queue.locator("td").nth(3)).to_have_text("paused")
     page.screenshot(path=shots / "queues.png", full_page=True)
+    queue.locator("input[name=limit]").fill("2")
+    queue.locator("button:has-text('Resume')").click()
+    expect(queue.locator("td").nth(3)).to_have_text("2")
 
     page.goto(dashboard.base + "/schedules")
     row = page.locator("tr[data-schedule=every-5-min]")

@@ -216,11 +216,11 @@ def check_queue_name(queue: object) -> str:
 def check_queue_limit(queue: str, concurrency: int | None) -> None:
     check_queue_name(queue)
     if concurrency is not None and (
-        isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+        isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 0
     ):
         raise ConfigurationError(
-            f"concurrency of queue {queue!r} must be a positive integer or None, "
-            f"not {concurrency!r}"
+            f"concurrency of queue {queue!r} must be an integer >= 0 (0 pauses the queue) "
+            f"or None, not {concurrency!r}"
         )
 
 
