@@ -62,8 +62,7 @@ def limit_queue(queue: str, limit: str, db: str | None) -> None:
         digits = limit.isascii() and limit.isdigit() and len(limit) <= 10
         if not digits or not 0 <= int(limit) <= MAX_LIMIT:
             raise CliUsageError(
-                f"LIMIT must be an integer from 0 (paused) to {MAX_LIMIT} or 'none', "
-                f"not {limit!r}"
+                f"LIMIT must be an integer from 0 (paused) to {MAX_LIMIT} or 'none', not {limit!r}"
             )
         concurrency = int(limit)
 

@@ -23,6 +23,10 @@ from keel.ui.query import PAGE_SIZES, BadFilter, RunQuery
 #: between two pushes (a busy store changes many times a second).
 KEEPALIVE = 15.0
 MIN_PUSH_INTERVAL = 0.5
+#: Counting a large table takes a while (about 0.4 s per million runs on
+#: SQLite): a stream recounts at most every COUNT_EVERY seconds, and never
+#: spends more than a tenth of its time counting.
+COUNT_EVERY = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +55,19 @@ async def listing(d: Dashboard, q: RunQuery, *, counts: bool = True) -> Listing:
         )
         by_state: dict[RunState, int] = {}
         if counts:
-            by_state = await d.store.reads.count_runs_by_state(**(where | {"state": None}))
+            by_state = await count(d, q, where)
         total = sum(n for s, n in by_state.items() if not q.states or s in q.states)
         return Listing(page.runs, page.next_cursor, by_state, total)
     except (BadFilter, ConfigurationError) as exc:
         return Listing([], None, {}, 0, str(exc))
+
+
+async def count(d: Dashboard, q: RunQuery, where: dict[str, Any]) -> dict[RunState, int]:
+    """Runs per state under ``q``'s filters but its states (so each count links to a filter)."""
+    if q.run_id:
+        run = await d.store.reads.get_run(q.run_id)
+        return {run.state: 1} if run is not None else {}
+    return await d.store.reads.count_runs_by_state(**(where | {"state": None}))
 
 
 async def runs_page(request: Request) -> Response:
@@ -66,7 +78,9 @@ async def runs_page(request: Request) -> Response:
         q = RunQuery()
         found = Listing([], None, {}, 0, str(exc))
     else:
-        found = await listing(d, q)
+        # The counts come with their own request (runs_counts): counting a big
+        # table takes longer than the page should.
+        found = await listing(d, q, counts=False)
     return d.page(
         request,
         "runs.html",
@@ -76,6 +90,23 @@ async def runs_page(request: Request) -> Response:
         page_sizes=PAGE_SIZES,
         status_code=400 if found.error else 200,
     )
+
+
+async def runs_counts(request: Request) -> Response:
+    """The counts per state of the runs page's filters (an htmx fragment)."""
+    d = dashboard(request)
+    try:
+        q = RunQuery.parse(request.query_params)
+        found = await counted(d, q)
+    except (BadFilter, ConfigurationError) as exc:
+        return Response(str(exc), status_code=400)
+    return d.page(request, "_counts.html", q=q, listing=found, states=list(RunState))
+
+
+async def counted(d: Dashboard, q: RunQuery) -> Listing:
+    """A listing with only the counts filled in."""
+    by_state = await count(d, q, q.where(await d.store.now()))
+    return Listing([], None, by_state, sum(by_state.values()))
 
 
 async def runs_stream(request: Request) -> Response:
@@ -89,17 +120,30 @@ async def runs_stream(request: Request) -> Response:
 
     async def events() -> AsyncIterator[str]:
         sent: dict[str, str] = {}
+        loop = asyncio.get_running_loop()
+        next_count = 0.0  # loop time from which a recount may run
+        stale = True  # something changed since the counts were taken
         while not d.closing.is_set():
-            found = await listing(d, q)
-            for name, template in (("rows", "_rows.html"), ("counts", "_counts.html")):
-                html = d.fragment(request, template, q=q, listing=found, states=list(RunState))
+            found = await listing(d, q, counts=False)
+            pieces = [("rows", "_rows.html", found)]
+            if stale and loop.time() >= next_count:
+                start = loop.time()
+                counts = await counted(d, q)
+                next_count = loop.time() + max(COUNT_EVERY, 10 * (loop.time() - start))
+                stale = False
+                pieces.append(("counts", "_counts.html", counts))
+            for name, template, what in pieces:
+                html = d.fragment(request, template, q=q, listing=what, states=list(RunState))
                 if sent.get(name) != html:
                     sent[name] = html
                     yield _event(name, html)
-            woken = await _wait(d, KEEPALIVE)
-            if not woken:
+            # Stale counts are due at next_count: wake then even if nothing else changes.
+            timeout = max(0.05, next_count - loop.time()) if stale else KEEPALIVE
+            if await _wait(d, timeout):
+                stale = True
+                await asyncio.sleep(MIN_PUSH_INTERVAL)
+            elif not stale:
                 yield ": keep-alive\n\n"
-            await asyncio.sleep(MIN_PUSH_INTERVAL)
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
@@ -135,4 +179,5 @@ ROUTES = [
     Route("/", runs_page, name="runs"),
     Route("/runs", runs_page),
     Route("/runs/stream", runs_stream, name="runs_stream"),
+    Route("/runs/counts", runs_counts, name="runs_counts"),
 ]
