@@ -26,6 +26,7 @@ from keel.errors import (
     ScheduleNotFoundError,
     SerializationError,
 )
+from keel.graph.approvals import Decision, approval_signal
 from keel.local import LocalWorker
 from keel.schedules import ScheduleInfo
 from keel.store import open_store
@@ -353,6 +354,33 @@ class Client:
                 rec = await self.store.reads.get_run(run_id)
             self.worker.poke_cancel(run_id)
         return state
+
+    async def approve(
+        self, run_id: str, node: str, *, actor: str, comment: str | None = None
+    ) -> bool:
+        """Approve the approval node ``node`` of a graph run: the run follows its
+        ``approved`` edges. Sent before the run reaches the node, it waits there;
+        a second decision on the node is a no-op (returns ``False``). Raises
+        :class:`ConfigurationError` if the run's graph has no such approval node."""
+        return await self._decide(run_id, node, "approved", actor, comment)
+
+    async def reject(
+        self, run_id: str, node: str, *, actor: str, comment: str | None = None
+    ) -> bool:
+        """Reject the approval node ``node`` of a graph run (see :meth:`approve`)."""
+        return await self._decide(run_id, node, "rejected", actor, comment)
+
+    async def _decide(
+        self, run_id: str, node: str, decision: Decision, actor: str, comment: str | None
+    ) -> bool:
+        names.text(run_id, "run_id")
+        await self.open()
+        rec = await self.store.reads.get_run(run_id)
+        if rec is None:
+            raise RunNotFoundError(run_id)
+        wf = self.registry.find(rec.workflow, rec.version)
+        name, payload = approval_signal(wf, run_id, node, decision, actor, comment)
+        return await self.signal(run_id, name, payload, delivery_id=name)
 
     # --- queues ---------------------------------------------------------------------------------
     async def set_queue_limit(self, queue: str, concurrency: int | None) -> None:

@@ -28,6 +28,7 @@ code must never swallow)::
         │   └── ChildWorkflowCancelled  a child run was cancelled (in the parent)
         ├── StepFailedError             a step exhausted its retries (raised in the workflow)
         ├── StepTimeoutError            one step attempt exceeded its timeout
+        ├── NodeFailedError             a graph run's node failed with no error route
         ├── SignalTimeoutError          wait_for_signal() timed out (raised in the workflow)
         └── StoreError                  storage-level failures
             ├── LeaseLostError          stale fencing token: the write changed nothing
@@ -266,6 +267,23 @@ class StepFailedError(KeelError):
         self.attempts = attempts
         self.error_type = error_type
         self.message = message
+
+
+class NodeFailedError(KeelError):
+    """A graph run failed: nodes failed with no error route (``errors``), and the
+    nodes downstream of them were blocked (``blocked``). Independent branches
+    ran to their end first."""
+
+    def __init__(self, graph: str, errors: list[Any], blocked: list[str]) -> None:
+        failed = "; ".join(
+            f"node {e.node!r} failed after {e.attempts} attempt(s): {e.error_type}: {e.message}"
+            for e in errors
+        )
+        also = f" (blocked: {', '.join(blocked)})" if blocked else ""
+        super().__init__(f"graph {graph!r}: {failed}{also}")
+        self.graph = graph
+        self.errors = errors
+        self.blocked = blocked
 
 
 class StepTimeoutError(KeelError, TimeoutError):

@@ -21,7 +21,7 @@ from keel import demo_app
 from keel.replay import dump_journal, journal_filename
 from keel.store.sqlite import SQLiteStore
 
-from . import golden_app
+from . import golden_app, graph_app
 
 HERE = Path(__file__).parent / "golden"
 
@@ -32,6 +32,7 @@ def golden_registry() -> keel.Registry:
     registry.add(golden_app.golden_order)
     registry.add(golden_app.golden_saga_cancelled)
     registry.add(demo_app.process_order)
+    graph_app.invoices_wf.register(registry)
     return registry
 
 
@@ -98,6 +99,40 @@ async def golden_saga_cancelled(client: keel.Client, run_id: str) -> None:
     raise RuntimeError(f"run {run_id} was not cancelled")
 
 
+def _invoices(*totals: int) -> list[graph_app.Invoice]:
+    return [graph_app.Invoice(f"inv-{i}", t) for i, t in enumerate(totals)]
+
+
+async def graph_auto(client: keel.Client, run_id: str) -> None:
+    """Small invoices: the auto branch, no approval, no alert."""
+    run = await client.start(graph_app.invoices_wf, batch=_invoices(10, 20, 30), run_id=run_id)
+    await run.result(timeout=30)
+
+
+async def graph_review_approved(client: keel.Client, run_id: str) -> None:
+    """Large invoices: the review branch, approved; the rule fires."""
+    run = await client.start(graph_app.invoices_wf, batch=_invoices(1500, 1600), run_id=run_id)
+    await client.approve(run.run_id, "sign_off", actor="ana", comment="fine")
+    await run.result(timeout=30)
+
+
+async def graph_declined_held(client: keel.Client, run_id: str) -> None:
+    """The payment fails after its retries: the error route holds it."""
+    run = await client.start(graph_app.invoices_wf, batch=_invoices(7), run_id=run_id)
+    await run.result(timeout=30)
+
+
+async def graph_waiting(client: keel.Client, run_id: str) -> None:
+    """In flight when recorded: waiting for its approval."""
+    await client.start(graph_app.invoices_wf, batch=_invoices(900, 900), run_id=run_id)
+    for _ in range(600):
+        history = await client.history(run_id)
+        if history[-1].type == "signal_awaited":
+            return
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"run {run_id} did not start waiting for its approval")
+
+
 SCENARIOS: dict[str, Scenario] = {
     "golden_order": golden_order,
     "demo_shipped": demo_shipped,
@@ -105,6 +140,10 @@ SCENARIOS: dict[str, Scenario] = {
     "demo_not_approved": demo_not_approved,
     "demo_waiting": demo_waiting,
     "golden_saga_cancelled": golden_saga_cancelled,
+    "graph_auto": graph_auto,
+    "graph_review_approved": graph_review_approved,
+    "graph_declined_held": graph_declined_held,
+    "graph_waiting": graph_waiting,
 }
 
 
@@ -125,19 +164,6 @@ async def main(force: bool) -> None:
                 await scenario(client, run_id)
                 dump_journal(await worker.store.reads.history(run_id), path)
                 print(f"recorded {path.relative_to(HERE.parent)}")
-
-            saga = await client.start(golden_saga_cancelled, "rome", run_id="golden-2")
-            for _ in range(3000):  # until it waits for the signal (30 s at most)
-                if any(e.type == "signal_awaited" for e in await client.history(saga.run_id)):
-                    break
-                await asyncio.sleep(0.01)
-            await client.cancel(saga.run_id)
-            try:
-                await saga.result(timeout=30)
-            except keel.RunCancelledError:
-                print("golden-2 cancelled")
-            path = HERE / "golden_saga_cancelled.json"
-            dump_journal(await worker.store.reads.history(saga.run_id), path)
 
 
 if __name__ == "__main__":

@@ -34,8 +34,9 @@ def test_every_golden_journal_replays_against_the_current_code() -> None:
     outcomes = {Path(v.source).stem: v.outcome for v in report.results}
     assert len(outcomes) == len(files)
     assert outcomes["demo_waiting"] == "suspended"  # a run in flight when recorded
+    assert outcomes["graph_waiting"] == "suspended"  # a graph run at its approval
     assert outcomes["golden_saga_cancelled"] == "cancelled"
-    finished = set(SCENARIOS) - {"demo_waiting", "golden_saga_cancelled"}
+    finished = set(SCENARIOS) - {"demo_waiting", "graph_waiting", "golden_saga_cancelled"}
     assert {outcomes[n] for n in finished} == {"completed"}
 
 

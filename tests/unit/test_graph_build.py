@@ -10,7 +10,8 @@ import pytest
 
 from keel.core.retry import RetryPolicy
 from keel.errors import ConfigurationError, GraphDefinitionError
-from keel.graph import Graph, GraphDef, NodeError, from_spec
+from keel.graph import Graph, GraphWorkflow, NodeError, from_spec
+from keel.workflow.definitions import Registry
 
 
 @dataclass
@@ -79,8 +80,8 @@ def invoices_graph() -> tuple[Graph, dict[str, object]]:
 
 def test_parameters_name_their_sources() -> None:
     g, _ = invoices_graph()
-    built = g.build()
-    assert isinstance(built, GraphDef)
+    built = g.build(registry=Registry())
+    assert isinstance(built, GraphWorkflow)
     assert built.inputs == ("batch_id",)
     nodes = built.nodes
     assert [(p.name, p.source) for p in nodes["load"].params] == [("batch_id", "input")]
@@ -138,7 +139,7 @@ def test_every_problem_is_reported_with_a_path_and_a_code() -> None:
         return x
 
     with pytest.raises(GraphDefinitionError) as info:
-        g.build()
+        g.build(registry=Registry())
     found = {(p.path, p.code) for p in info.value.problems}
     assert {
         ("nodes.a.params.y", "unbound_parameter"),
@@ -170,7 +171,7 @@ def test_a_cycle_is_reported_with_its_path() -> None:
         return b
 
     with pytest.raises(GraphDefinitionError) as info:
-        g.build()
+        g.build(registry=Registry())
     [problem] = info.value.problems
     assert problem.code == "cycle"
     assert problem.message == "a cycle: a -> b -> c -> a"
@@ -198,7 +199,7 @@ def test_options_out_of_range_are_refused(options: dict[str, object], path: str)
         return i
 
     with pytest.raises(GraphDefinitionError) as info:
-        g.build()
+        g.build(registry=Registry())
     assert [(p.path, p.code) for p in info.value.problems] == [(path, "bad_option")]
 
 
@@ -218,7 +219,7 @@ def test_annotations_the_codec_cannot_handle_are_refused() -> None:
         return a
 
     with pytest.raises(GraphDefinitionError) as info:
-        g.build()
+        g.build(registry=Registry())
     assert ("nodes.b", "bad_annotation") in {(p.path, p.code) for p in info.value.problems}
 
 
@@ -229,15 +230,15 @@ def test_no_nodes_and_bad_names() -> None:
     g = Graph("names")
     g.approval("a#1")
     with pytest.raises(GraphDefinitionError) as info:
-        g.build()
+        g.build(registry=Registry())
     assert [(p.path, p.code) for p in info.value.problems] == [("nodes.a#1", "bad_name")]
 
 
 def test_spec_round_trips_to_the_same_graph_and_version() -> None:
     g, actions = invoices_graph()
-    built = g.build()
+    built = g.build(registry=Registry())
     spec = built.to_spec()
-    again = from_spec(spec, actions=actions)  # type: ignore[arg-type]
+    again = from_spec(spec, actions=actions, registry=Registry())  # type: ignore[arg-type]
     assert again.to_spec() == spec
     assert again.version == built.version
     assert list(again.nodes) == list(built.nodes)
@@ -247,17 +248,17 @@ def test_spec_round_trips_to_the_same_graph_and_version() -> None:
 
 def test_from_spec_takes_code_only_from_the_allow_list() -> None:
     g, actions = invoices_graph()
-    spec = g.build().to_spec()
+    spec = g.build(registry=Registry()).to_spec()
     partial = {k: v for k, v in actions.items() if k not in ("pay", "score.key")}
     with pytest.raises(GraphDefinitionError) as info:
-        from_spec(spec, actions=partial)  # type: ignore[arg-type]
+        from_spec(spec, actions=partial, registry=Registry())  # type: ignore[arg-type]
     assert {(p.path, p.code) for p in info.value.problems} == {
         ("nodes.pay", "unknown_action"),
         ("nodes.score", "unknown_action"),
     }
     swapped = dict(actions, summary=actions["load"])  # takes `batch_id`, not `score`
     with pytest.raises(GraphDefinitionError) as info:
-        from_spec(spec, actions=swapped)  # type: ignore[arg-type]
+        from_spec(spec, actions=swapped, registry=Registry())  # type: ignore[arg-type]
     assert "spec_mismatch" in {p.code for p in info.value.problems}
 
 
@@ -273,7 +274,7 @@ def test_the_version_follows_structure_not_bodies() -> None:
         def b() -> int:
             return 2
 
-        return str(g.build().version)
+        return str(g.build(registry=Registry()).version)
 
     assert make(1, False) == make(99, False)  # a body changed: same version
     assert make(1, False) != make(1, True)  # an edge added: a new version
@@ -303,7 +304,7 @@ def test_mermaid_and_dot_drawings() -> None:
     def fallback(error: NodeError) -> str:
         return 'say "hi"'
 
-    built = g.build()
+    built = g.build(registry=Registry())
     assert built.to_mermaid() == (
         "flowchart TD\n"
         '    n0["load"]\n'

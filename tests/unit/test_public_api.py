@@ -31,6 +31,7 @@ PUBLIC_API = [
     "KeelControl",
     "KeelError",
     "LeaseLostError",
+    "NodeFailedError",
     "NondeterminismError",
     "PatchMismatchError",
     "QueueInfo",

@@ -9,6 +9,7 @@ built and is not part of the public API yet.
 from keel.graph.graphdef import GraphDef
 from keel.graph.model import APPROVAL_LABELS, SKIP, Edge, Graph, Node, NodeError, NodeOptions, Param
 from keel.graph.spec import from_spec
+from keel.graph.workflow import GraphWorkflow
 
 __all__ = [
     "APPROVAL_LABELS",
@@ -16,6 +17,7 @@ __all__ = [
     "Edge",
     "Graph",
     "GraphDef",
+    "GraphWorkflow",
     "Node",
     "NodeError",
     "NodeOptions",

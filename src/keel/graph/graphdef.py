@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from keel.graph.draw import dot, mermaid
@@ -20,8 +21,9 @@ class GraphDef:
     nodes: Mapping[str, Node]
     #: The graph's inputs, in order: what ``client.start`` takes as keywords.
     inputs: tuple[str, ...]
-    #: Each input's annotation (``Any`` if no parameter annotates it).
-    input_types: Mapping[str, Any] = field(default_factory=dict)
+    #: Each input as a keyword-only parameter (annotation, default): what the
+    #: graph's entry point declares, so ``client.start`` checks the inputs.
+    signature: tuple[inspect.Parameter, ...] = ()
 
     def to_spec(self) -> dict[str, Any]:
         """The graph as data (see :mod:`keel.graph.spec`)."""

@@ -17,13 +17,17 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 from keel.core.retry import RetryPolicy
 
+if TYPE_CHECKING:
+    from keel.graph.workflow import GraphWorkflow
+    from keel.workflow.definitions import Registry
+
 F = TypeVar("F", bound=Callable[..., Any])
 
-NodeKind = Literal["node", "map", "route", "rule", "approval"]
+NodeKind = Literal["node", "map", "route", "rule", "approval", "child"]
 Join = Literal["all", "any"]
 #: The labels an approval node chooses from.
 APPROVAL_LABELS: tuple[str, ...] = ("approved", "rejected", "timeout")
@@ -99,6 +103,7 @@ class Node:
     condition: Callable[..., bool] | None = None  # rule
     condition_params: tuple[Param, ...] = ()  # rule: where its condition's arguments come from
     labels: tuple[str, ...] = ()  # route, approval: the labels it may choose
+    workflow: Any = None  # child: the WorkflowDef it runs as a child run
     #: Where the declaration came from, for problems ("file.py:12").
     where: str = ""
 
@@ -260,6 +265,22 @@ class Graph:
         options = NodeOptions(approval_timeout=timeout)
         self._add("approval", None, name, after, join, options, labels=APPROVAL_LABELS)
 
+    def child(
+        self,
+        name: str,
+        workflow: Any,
+        *,
+        after: Iterable[str | tuple[str, str]] | str | tuple[str, str] = (),
+        join: Join = "all",
+        on_error: str | None = None,
+    ) -> None:
+        """Declare a node that runs ``workflow`` (a code workflow, or another
+        graph) as a child run; its parameters are bound like a node's, and its
+        result is the node's output. A failed or cancelled child fails the node."""
+        options = NodeOptions(on_error=on_error)
+        fn = getattr(workflow, "fn", None)
+        self._add("child", fn, name, after, join, options, workflow=workflow)
+
     # -- collecting --------------------------------------------------------------------
 
     def _add(
@@ -275,6 +296,7 @@ class Graph:
         key: Callable[[Any], str] | None = None,
         condition: Callable[..., bool] | None = None,
         labels: tuple[str, ...] = (),
+        workflow: Any = None,
     ) -> None:
         node_name = name if name is not None else getattr(fn, "__name__", "")
         self.declared.append(
@@ -290,17 +312,23 @@ class Graph:
                 key=key,
                 condition=condition,
                 labels=labels,
+                workflow=workflow,
                 where=_where(fn),
             )
         )
 
-    def build(self) -> Any:
-        """Validate the declaration and return the built graph (see
-        :mod:`keel.graph.validate`); raises :class:`keel.GraphDefinitionError`
-        listing every problem."""
+    def build(self, *, registry: Registry | None = None, current: bool = True) -> GraphWorkflow:
+        """Validate the declaration, then register the graph as a workflow (in
+        ``registry``, default the global one) and return it. Raises
+        :class:`keel.GraphDefinitionError` listing every problem; nothing is
+        registered then. ``current=False`` keeps an older structure registered
+        only to finish the runs that started on it."""
         from keel.graph.validate import build
+        from keel.graph.workflow import GraphWorkflow
 
-        return build(self)
+        built = GraphWorkflow(build(self), current=current)
+        built.register(registry)
+        return built
 
 
 def _edges(after: Iterable[str | tuple[str, str]] | str | tuple[str, str]) -> tuple[Edge, ...]:

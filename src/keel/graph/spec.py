@@ -28,6 +28,8 @@ from keel.graph.model import Edge, Graph, Node, NodeOptions
 
 if TYPE_CHECKING:
     from keel.graph.graphdef import GraphDef
+    from keel.graph.workflow import GraphWorkflow
+    from keel.workflow.definitions import Registry
 
 #: The spec format this code writes and reads.
 SPEC_FORMAT = 1
@@ -51,6 +53,8 @@ def node_spec(node: Node) -> dict[str, Any]:
         spec["key"] = f"{node.name}.key"
     if node.condition is not None:
         spec["condition"] = f"{node.name}.condition"
+    if node.workflow is not None:
+        spec["workflow"] = node.workflow.name
     if node.labels and node.kind != "approval":
         spec["labels"] = list(node.labels)
     options = _options_spec(node.options)
@@ -98,11 +102,16 @@ def digest(spec: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical(spec)).hexdigest()[:16]
 
 
-def from_spec(spec: Mapping[str, Any], actions: Mapping[str, Callable[..., Any]]) -> GraphDef:
+def from_spec(
+    spec: Mapping[str, Any],
+    actions: Mapping[str, Callable[..., Any]],
+    *,
+    registry: Registry | None = None,
+) -> GraphWorkflow:
     """The graph ``spec`` describes, its code taken from ``actions`` (an allow-list:
     node name -> function, ``"<node>.key"``, ``"<node>.condition"``, exception
     qualified name -> type). The result has the same spec and digest, or this
-    raises :class:`keel.GraphDefinitionError`."""
+    raises :class:`keel.GraphDefinitionError`. Registered like :meth:`Graph.build`."""
     name = str(spec.get("graph", ""))
     problems: list[GraphProblem] = []
     if spec.get("format") != SPEC_FORMAT:
@@ -120,7 +129,10 @@ def from_spec(spec: Mapping[str, Any], actions: Mapping[str, Callable[..., Any]]
             graph.declared.append(node)
     if problems:
         raise GraphDefinitionError(name, problems)
-    built: GraphDef = graph.build()
+    from keel.graph.validate import build
+    from keel.graph.workflow import GraphWorkflow
+
+    built = build(graph)
     rebuilt = graph_spec(built)
     if canonical(rebuilt) != canonical(spec):
         mismatched = [
@@ -139,7 +151,9 @@ def from_spec(spec: Mapping[str, Any], actions: Mapping[str, Callable[..., Any]]
                 for path in mismatched
             ],
         )
-    return built
+    workflow = GraphWorkflow(built)
+    workflow.register(registry)
+    return workflow
 
 
 def _node_from_spec(
@@ -148,7 +162,7 @@ def _node_from_spec(
     name = str(item.get("name", ""))
     kind = item.get("kind")
     path = f"nodes.{name}"
-    if kind not in ("node", "map", "route", "rule", "approval"):
+    if kind not in ("node", "map", "route", "rule", "approval", "child"):
         problems.append(GraphProblem(f"{path}.kind", "bad_spec", f"unknown node kind {kind!r}"))
         return None
 
@@ -160,7 +174,10 @@ def _node_from_spec(
             )
         return found
 
-    fn = None if kind == "approval" else action(name)
+    workflow = action(str(item.get("workflow"))) if kind == "child" else None
+    fn = getattr(workflow, "fn", None) if kind == "child" else None
+    if kind not in ("approval", "child"):
+        fn = action(name)
     key = action(f"{name}.key") if "key" in item else None
     condition = action(f"{name}.condition") if "condition" in item else None
     options = _options_from_spec(item.get("options", {}), actions, path, problems)
@@ -179,6 +196,7 @@ def _node_from_spec(
         key=key,
         condition=condition,
         labels=labels,
+        workflow=workflow,
     )
 
 

@@ -22,6 +22,7 @@ code                       meaning
 ``handler_without_error``  an error handler has no ``error`` parameter
 ``bad_annotation``         an annotation Keel's codec cannot encode or decode
 ``bad_option``             an option out of range (join, max_items, tolerate, ...)
+``not_a_workflow``         a child node's workflow is not a ``@keel.workflow`` (or graph)
 =========================  ==============================================================
 """
 
@@ -35,6 +36,7 @@ from typing import Any, get_type_hints
 from keel.core import codec, names
 from keel.errors import ConfigurationError, GraphDefinitionError, GraphProblem
 from keel.graph.model import SKIP, Graph, Node, NodeError, Param
+from keel.workflow.definitions import WorkflowDef
 
 
 class _Problems:
@@ -53,20 +55,24 @@ def build(graph: Graph) -> Any:
     problems = _Problems()
     nodes = _check_names(graph, problems)
     handlers = {n.options.on_error for n in nodes.values()} - {None, SKIP}
-    inputs: dict[str, Any] = {}
+    inputs: dict[str, inspect.Parameter] = {}  # each input as the entry's parameter
     bound: dict[str, Node] = {}
     for node in nodes.values():
         bound[node.name] = _bind(graph, node, nodes, node.name in handlers, inputs, problems)
     for node in bound.values():
-        _check_edges(node, bound, inputs, problems)
+        _check_edges(node, bound, inputs, graph.inputs, problems)
         _check_options(node, bound, problems)
     if not problems.items:
         _check_cycles(bound, problems)
     if problems.items:
         raise GraphDefinitionError(graph.name, problems.items)
     order = _topological(bound)
-    declared_inputs = graph.inputs if graph.inputs is not None else tuple(inputs)
-    return GraphDef(graph.name, {name: bound[name] for name in order}, declared_inputs, inputs)
+    declared = graph.inputs if graph.inputs is not None else tuple(inputs)
+    signature = tuple(
+        inputs.get(name, inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY))
+        for name in declared
+    )
+    return GraphDef(graph.name, {name: bound[name] for name in order}, tuple(declared), signature)
 
 
 def _check_names(graph: Graph, problems: _Problems) -> dict[str, Node]:
@@ -99,7 +105,7 @@ def _bind(
     node: Node,
     nodes: dict[str, Node],
     is_handler: bool,
-    inputs: dict[str, Any],
+    inputs: dict[str, inspect.Parameter],
     problems: _Problems,
 ) -> Node:
     """``node`` with its parameters (and a rule's condition's) bound to sources."""
@@ -122,6 +128,10 @@ def _bind(
             codec.function_codec(node.fn)
         except (ConfigurationError, TypeError) as exc:
             problems.add(path, "bad_annotation", str(exc))
+    if node.kind == "child" and not isinstance(node.workflow, WorkflowDef):
+        problems.add(
+            f"{path}.workflow", "not_a_workflow", f"{node.workflow!r} is not a @keel.workflow"
+        )
     condition_params: tuple[Param, ...] = ()
     if node.condition is not None:
         condition_params = _params(
@@ -137,7 +147,7 @@ def _params(
     nodes: dict[str, Node],
     first_is_item: bool,
     is_handler: bool,
-    inputs: dict[str, Any],
+    inputs: dict[str, inspect.Parameter],
     problems: _Problems,
 ) -> tuple[Param, ...]:
     try:
@@ -172,18 +182,28 @@ def _params(
                 )
         else:  # a graph input (optional if the parameter has a default)
             params.append(Param(name, "input", annotation))
-            inputs.setdefault(name, annotation)
+            if name not in inputs or inputs[name].default is p.empty:
+                inputs[name] = p.replace(kind=p.KEYWORD_ONLY, annotation=annotation)
     return tuple(params)
 
 
 def _check_edges(
-    node: Node, nodes: dict[str, Node], inputs: dict[str, Any], problems: _Problems
+    node: Node,
+    nodes: dict[str, Node],
+    inputs: dict[str, inspect.Parameter],
+    declared: tuple[str, ...] | None,
+    problems: _Problems,
 ) -> None:
     path = f"nodes.{node.name}"
     if node.over is not None and node.over not in nodes and node.over not in inputs:
-        problems.add(f"{path}.over", "unknown_parent", f"map over {node.over!r}: no such node")
-    if node.over is not None and node.over not in nodes:
-        inputs.setdefault(node.over, Any)
+        if declared is not None and node.over not in declared:
+            problems.add(
+                f"{path}.over", "unknown_parent", f"map over {node.over!r}: no node or input"
+            )
+        else:
+            inputs[node.over] = inspect.Parameter(
+                node.over, inspect.Parameter.KEYWORD_ONLY, annotation=list[Any]
+            )
     for i, edge in enumerate(node.after):
         where = f"{path}.after[{i}]"
         parent = nodes.get(edge.parent)
