@@ -15,9 +15,11 @@ from starlette.staticfiles import StaticFiles
 from keel.client import Client
 from keel.store import open_store
 from keel.store.ports import Store
-from keel.ui import run, runs, system
 from keel.ui.access import COOKIE, Access
 from keel.ui.context import Dashboard, dashboard
+from keel.ui.run import ROUTES as RUN_ROUTES
+from keel.ui.runs import ROUTES as RUNS_ROUTES
+from keel.ui.system import ROUTES as SYSTEM_ROUTES
 
 
 def create_app(
@@ -47,9 +49,9 @@ def create_app(
                 await opened.close()
 
     routes = [
-        *runs.ROUTES,
-        *run.ROUTES,
-        *system.ROUTES,
+        *RUNS_ROUTES,
+        *RUN_ROUTES,
+        *SYSTEM_ROUTES,
         Route("/login", login, methods=["GET", "POST"], name="login"),
         Route("/logout", logout, methods=["POST"], name="logout"),
         Mount("/static", StaticFiles(packages=[("keel.ui", "static")]), name="static"),

@@ -15,8 +15,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from keel.client import Client
 from keel.core.redact import redact
 from keel.store.ports import Store
-from keel.ui import format
 from keel.ui.access import CSRF_FIELD, Access
+from keel.ui.format import install
 
 
 @dataclass
@@ -38,7 +38,7 @@ class Dashboard:
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        format.install(self.env)
+        install(self.env)
 
     def page(
         self, request: Request, name: str, status_code: int = 200, **context: Any

@@ -17,9 +17,9 @@ from keel.core.journal import journal_filename, journal_text
 from keel.core.redact import redact
 from keel.errors import KeelError
 from keel.store.base import EventRecord
-from keel.ui import timeline
 from keel.ui.context import Dashboard, back, dashboard
 from keel.ui.format import run_path
+from keel.ui.timeline import build
 
 
 async def run_page(request: Request) -> Response:
@@ -32,7 +32,7 @@ async def run_page(request: Request) -> Response:
     steps = _views(history)
     now = await d.store.now()
     last = steps[-1] if steps else None
-    line = timeline.build(last, run.created_at, now, ended=run.state.is_terminal) if last else None
+    line = build(last, run.created_at, now, ended=run.state.is_terminal) if last else None
     child_ids = [c.child_run_id for c in last.of_kind("child") if c.child_run_id] if last else []
     children = await d.store.reads.get_runs(child_ids) if child_ids else {}
     failed_only = request.query_params.get("failed") == "1"
