@@ -101,23 +101,27 @@ def journal(*items: tuple[float, str | None, ev.Event]) -> list[Row]:
 
 def test_a_step_has_a_bar_per_attempt_and_gaps_for_retries() -> None:
     err = {"type": "E", "message": "m"}
+    failed = ev.StepAttemptFailed(
+        attempt=1, error=err, retry_at=104.0, started_at=101.0, worker="w1"
+    )
+    done = ev.StepCompleted(result=msgspec.Raw(b"1"), attempt=2, started_at=105.0, worker="w2")
     rows = journal(
         (100.0, None, ev.run_started("w", "v", b"[]")),
-        (102.0, "step:s#0", ev.StepAttemptFailed(attempt=1, error=err, retry_at=104.0, started_at=101.0, worker="w1")),
-        (106.0, "step:s#0", ev.StepCompleted(result=msgspec.Raw(b"1"), attempt=2, started_at=105.0, worker="w2")),
+        (102.0, "step:s#0", failed),
+        (106.0, "step:s#0", done),
         (107.0, "sleep:sleep#0", ev.TimerStarted(duration=3, fire_at=110.0)),
-    )  # fmt: skip
+    )
     view = fold(rows)
     assert view is not None
     line = build(view, 100.0, now=110.0, ended=False)
     assert (line.start, line.end) == (100.0, 110.0)
     step, timer = line.lanes
     assert [b.css for b in step.bars] == ["b-attempt-failed", "b-retry-wait", "b-attempt-ok"]
-    failed, gap, ok = step.bars
-    assert (failed.left, failed.width) == (10.0, 10.0)  # 101..102 of 100..110
+    bad, gap, ok = step.bars
+    assert (bad.left, bad.width) == (10.0, 10.0)  # 101..102 of 100..110
     assert (gap.left, gap.width) == (20.0, 30.0)  # 102..105
     assert (ok.left, ok.width) == (50.0, 10.0)
-    assert "on w1" in failed.title and "E: m" in failed.title
+    assert "on w1" in bad.title and "E: m" in bad.title
     assert step.failed  # an attempt failed: shown by the failed-only filter
     [bar] = timer.bars
     assert bar.css == "b-timer" and (bar.left, bar.width) == (70.0, 30.0)  # waiting until now
