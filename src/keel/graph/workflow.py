@@ -96,9 +96,7 @@ def _entry(graph: GraphDef, steps: Mapping[str, NodeSteps]) -> Any:
     async def run_graph(**inputs: Any) -> dict[str, Any]:
         return await GraphRun(graph, steps, inputs).run()
 
-    params = [
-        p.replace(annotation=Any) if p.annotation is p.empty else p for p in graph.signature
-    ]
+    params = [p.replace(annotation=Any) if p.annotation is p.empty else p for p in graph.signature]
     run_graph.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         params, return_annotation=dict[str, Any]
     )

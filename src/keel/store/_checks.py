@@ -160,15 +160,34 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
     return float(created_at), run_id
 
 
-def keyset(limit: int, cursor: str | None, *, oldest_first: bool = False) -> dict[str, object]:
+def keyset(
+    limit: int, cursor: str | None, *, oldest_first: bool = False, where: RunFilter | None = None
+) -> dict[str, object]:
     """The keyset parameters of one ``list_runs`` page in SQL: the runs before
     ``cursor`` (after it when ``oldest_first``; all of them without one),
     ``limit + 1`` at most (the extra one says another page exists; see
-    :func:`page_of`)."""
+    :func:`page_of`).
+
+    The bound also carries ``where``'s time range (``until`` newest first,
+    ``since`` oldest first): ``created_at < until`` is ``(created_at, run_id) <
+    (until, '')``, so the index walk starts at the range, not at the newest run.
+    """
     check_limit(limit)
-    start = (-math.inf, "") if oldest_first else (math.inf, "")
-    created, run_id = decode_cursor(cursor) if cursor else start
-    return {"before_created": created, "before_run_id": run_id, "limit": limit + 1}
+    if oldest_first:
+        start: tuple[float, str] = (-math.inf, "")
+        if where is not None and where.since is not None:
+            # created_at >= since: (created_at, run_id) > (since, '') but for an
+            # empty run id, which no run has.
+            start = (where.since, "")
+        bound = decode_cursor(cursor) if cursor else start
+        bound = max(bound, start)
+    else:
+        start = (math.inf, "")
+        if where is not None and where.until is not None:
+            start = (where.until, "")
+        bound = decode_cursor(cursor) if cursor else start
+        bound = min(bound, start)
+    return {"before_created": bound[0], "before_run_id": bound[1], "limit": limit + 1}
 
 
 def page_of(runs: list[RunRecord], limit: int) -> RunPage:

@@ -193,7 +193,15 @@ class ReadConformance:
         async def body(store: Store) -> None:
             for i in range(13):
                 await store.runs.create(new_run(f"r{i:02d}", "a" if i % 3 else "b"))
-            for where in ({}, {"workflow": "a"}, {"workflow": ["a", "b"]}):
+            times = sorted(r.created_at for r in (await store.reads.list_runs(limit=13)).runs)
+            since, until = times[2], times[-3]  # the stores' own clocks
+            ranges: list[dict[str, Any]] = [
+                {"since": since},
+                {"until": until},
+                {"since": since, "until": until, "workflow": "a"},
+            ]
+            filters: list[dict[str, Any]] = [{}, {"workflow": "a"}, {"workflow": ["a", "b"]}]
+            for where in [*filters, *ranges]:
                 seen: list[RunRecord] = []
                 cursor = None
                 while True:
@@ -207,6 +215,16 @@ class ReadConformance:
                 assert keys == sorted(keys), where
                 newest = (await store.reads.list_runs(limit=100, **where)).runs
                 assert [r.run_id for r in seen] == [r.run_id for r in reversed(newest)], where
+                newest_paged: list[RunRecord] = []
+                cursor = None
+                while True:  # newest first in pages too: the range bounds the cursor
+                    page = await store.reads.list_runs(limit=3, cursor=cursor, **where)
+                    newest_paged.extend(page.runs)
+                    if (cursor := page.next_cursor) is None:
+                        break
+                assert newest_paged == newest, where
+                lo, hi = where.get("since", -math.inf), where.get("until", math.inf)
+                assert all(lo <= r.created_at < hi for r in newest), where
 
         run_with_store(store_factory, body)
 

@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Unpack
 
 from keel.core.states import RunState
-from keel.store._checks import check_limit, decode_cursor, page_of, where_filter
+from keel.store._checks import keyset, page_of, where_filter
 from keel.store.base import EventRecord, RunFilter, RunPage, RunRecord, RunWhere
 from keel.store.postgres._sql import DICT, EVENT, RUN, Q
 from keel.store.postgres.database import PgDatabase
@@ -35,15 +34,11 @@ class PgReads:
         oldest_first: bool = False,
         **where: Unpack[RunWhere],
     ) -> RunPage:
-        check_limit(limit)
         selected = where_filter(where)
-        start = (-math.inf, "") if oldest_first else (math.inf, "")
-        before = decode_cursor(cursor) if cursor else start
-        params = _filter(selected) | {
-            "before_created": before[0],
-            "before_run_id": before[1],
-            "limit": limit + 1,  # one more tells whether another page exists
-        }
+        # One more than the page tells whether another page exists.
+        params = _filter(selected) | keyset(
+            limit, cursor, oldest_first=oldest_first, where=selected
+        )
         tags = ["oldest" if oldest_first else "newest"]
         if len(selected.workflows) == 1:  # walks the runs_workflow index
             params |= {"workflow": selected.workflows[0], "workflows": None}

@@ -38,7 +38,9 @@ class SQLiteReads(Capability):
         **where: Unpack[RunWhere],
     ) -> RunPage:
         filters = where_filter(where)
-        params = _filter_params(filters) | keyset(limit, cursor, oldest_first=oldest_first)
+        params = _filter_params(filters) | keyset(
+            limit, cursor, oldest_first=oldest_first, where=filters
+        )
         name = "list_runs_by_workflow" if len(filters.workflows) == 1 else "list_runs"
         query = Q[name + "_oldest"] if oldest_first else Q[name]
         return page_of(await self._db.read_all(query, params, run_record), limit)
