@@ -168,26 +168,28 @@ def keyset(
     ``limit + 1`` at most (the extra one says another page exists; see
     :func:`page_of`).
 
-    The bound also carries ``where``'s time range (``until`` newest first,
-    ``since`` oldest first): ``created_at < until`` is ``(created_at, run_id) <
-    (until, '')``, so the index walk starts at the range, not at the newest run.
+    ``low``/``high`` bound ``created_at`` (inclusive) by the cursor and
+    ``where``'s time range as plain comparisons, which the databases use as the
+    index range (a row-value comparison alone, or ``:since IS NULL OR ...``,
+    would make SQLite walk the index from its newest entry).
     """
     check_limit(limit)
+    mark = decode_cursor(cursor) if cursor else None
+    low = where.since if where is not None and where.since is not None else -math.inf
+    high = where.until if where is not None and where.until is not None else math.inf
     if oldest_first:
-        start: tuple[float, str] = (-math.inf, "")
-        if where is not None and where.since is not None:
-            # created_at >= since: (created_at, run_id) > (since, '') but for an
-            # empty run id, which no run has.
-            start = (where.since, "")
-        bound = decode_cursor(cursor) if cursor else start
-        bound = max(bound, start)
+        bound = mark or (-math.inf, "")
+        low = max(low, bound[0])
     else:
-        start = (math.inf, "")
-        if where is not None and where.until is not None:
-            start = (where.until, "")
-        bound = decode_cursor(cursor) if cursor else start
-        bound = min(bound, start)
-    return {"before_created": bound[0], "before_run_id": bound[1], "limit": limit + 1}
+        bound = mark or (math.inf, "")
+        high = min(high, bound[0])
+    return {
+        "before_created": bound[0],
+        "before_run_id": bound[1],
+        "low": low,
+        "high": high,
+        "limit": limit + 1,
+    }
 
 
 def page_of(runs: list[RunRecord], limit: int) -> RunPage:

@@ -68,6 +68,7 @@ WHERE {run_filter}
 --[one_workflow
   AND r.workflow = %(workflow)s::text
 --]
+  AND r.created_at BETWEEN %(low)s::float8 AND %(high)s::float8
 --[newest
   AND (r.created_at, r.run_id) < (%(before_created)s::float8, %(before_run_id)s::text)
 ORDER BY r.created_at DESC, r.run_id DESC

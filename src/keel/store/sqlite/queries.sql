@@ -413,6 +413,7 @@ SELECT * FROM events WHERE run_id = ? AND seq > ? ORDER BY seq;
 SELECT * FROM runs
 WHERE (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
   AND {run_filter}
+  AND created_at BETWEEN :low AND :high
   AND (created_at, run_id) < (:before_created, :before_run_id)
 ORDER BY created_at DESC, run_id DESC
 LIMIT :limit;
@@ -421,6 +422,7 @@ LIMIT :limit;
 -- One workflow: walks the runs_workflow index.
 SELECT * FROM runs
 WHERE workflow = :workflow AND {run_filter}
+  AND created_at BETWEEN :low AND :high
   AND (created_at, run_id) < (:before_created, :before_run_id)
 ORDER BY created_at DESC, run_id DESC
 LIMIT :limit;
@@ -430,6 +432,7 @@ LIMIT :limit;
 SELECT * FROM runs
 WHERE (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
   AND {run_filter}
+  AND created_at BETWEEN :low AND :high
   AND (created_at, run_id) > (:before_created, :before_run_id)
 ORDER BY created_at, run_id
 LIMIT :limit;
@@ -438,6 +441,7 @@ LIMIT :limit;
 -- list_runs_by_workflow oldest first.
 SELECT * FROM runs
 WHERE workflow = :workflow AND {run_filter}
+  AND created_at BETWEEN :low AND :high
   AND (created_at, run_id) > (:before_created, :before_run_id)
 ORDER BY created_at, run_id
 LIMIT :limit;
