@@ -61,12 +61,16 @@ WHERE r.run_id = ANY (%(run_ids)s::text[])
 
 -- name: list_runs
 -- Newest first (newest) or oldest first (oldest), from a keyset cursor. One
--- workflow (one_workflow) walks the runs_workflow index.
+-- workflow (one_workflow) can walk the runs_workflow index, one state
+-- (one_state) the runs_state index.
 SELECT {run_row}
 FROM runs r JOIN run_payloads p ON p.run_id = r.run_id
 WHERE {run_filter}
 --[one_workflow
   AND r.workflow = %(workflow)s::text
+--]
+--[one_state
+  AND r.state = %(state)s::text
 --]
   AND r.created_at BETWEEN %(low)s::float8 AND %(high)s::float8
 --[newest

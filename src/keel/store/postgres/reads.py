@@ -43,6 +43,9 @@ class PgReads:
         if len(selected.workflows) == 1:  # walks the runs_workflow index
             params |= {"workflow": selected.workflows[0], "workflows": None}
             tags.append("one_workflow")
+        if len(selected.states) == 1:  # can walk the runs_state index
+            params |= {"state": str(selected.states[0]), "states": None}
+            tags.append("one_state")
         return page_of(await self.db.fetch(Q.sql("list_runs", *tags), params, RUN), limit)
 
     async def count_runs(self, **where: Unpack[RunWhere]) -> int:

@@ -446,6 +446,30 @@ WHERE workflow = :workflow AND {run_filter}
 ORDER BY created_at, run_id
 LIMIT :limit;
 
+-- name: list_runs_by_state
+-- One state (whatever the workflows): walks the runs_state index. INDEXED BY:
+-- with statistics that say most runs are completed, the planner would walk
+-- runs_created instead, through every run when the state is rare.
+SELECT * FROM runs INDEXED BY runs_state
+WHERE state = :state
+  AND (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
+  AND {run_filter}
+  AND created_at BETWEEN :low AND :high
+  AND (created_at, run_id) < (:before_created, :before_run_id)
+ORDER BY created_at DESC, run_id DESC
+LIMIT :limit;
+
+-- name: list_runs_by_state_oldest
+-- list_runs_by_state oldest first.
+SELECT * FROM runs INDEXED BY runs_state
+WHERE state = :state
+  AND (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
+  AND {run_filter}
+  AND created_at BETWEEN :low AND :high
+  AND (created_at, run_id) > (:before_created, :before_run_id)
+ORDER BY created_at, run_id
+LIMIT :limit;
+
 -- name: count_runs
 SELECT count(*) AS n FROM runs
 WHERE (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))

@@ -41,7 +41,13 @@ class SQLiteReads(Capability):
         params = _filter_params(filters) | keyset(
             limit, cursor, oldest_first=oldest_first, where=filters
         )
-        name = "list_runs_by_workflow" if len(filters.workflows) == 1 else "list_runs"
+        if len(filters.states) == 1:  # failed runs among a million: the runs_state index
+            params["state"] = filters.states[0].value
+            name = "list_runs_by_state"
+        elif len(filters.workflows) == 1:
+            name = "list_runs_by_workflow"
+        else:
+            name = "list_runs"
         query = Q[name + "_oldest"] if oldest_first else Q[name]
         return page_of(await self._db.read_all(query, params, run_record), limit)
 
