@@ -46,6 +46,7 @@ from keel.errors import (
     WorkflowNotFoundError,
     WorkflowSuspended,
 )
+from keel.graph import Graph, GraphWorkflow, NodeError
 from keel.schedules import ScheduleInfo
 from keel.store import open_store
 from keel.store.base import QueueInfo
@@ -81,7 +82,9 @@ __all__ = [
     "ControlFlowSwallowedError",
     "DatabaseCorruptError",
     "DatabaseError",
+    "Graph",
     "GraphDefinitionError",
+    "GraphWorkflow",
     "HistoryEvent",
     "IllegalTransitionError",
     "InvalidInputError",
@@ -89,6 +92,7 @@ __all__ = [
     "KeelControl",
     "KeelError",
     "LeaseLostError",
+    "NodeError",
     "NodeFailedError",
     "NondeterminismError",
     "PatchMismatchError",

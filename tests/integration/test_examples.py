@@ -44,3 +44,15 @@ def test_the_other_examples_run(tmp_path: Path, name: str) -> None:
     done = run_example(name, tmp_path)
     assert (done.returncode, done.stderr) == (0, ""), done.stderr
     assert "refused: " in done.stdout  # each shows a clear refusal of bad input
+
+
+def test_the_graph_example_runs_twice_in_a_row(tmp_path: Path) -> None:
+    result = "{'alert_finance': 'finance alerted: 24000', 'pay': 'paid 24000'}\n"
+    for _ in range(2):  # the second time: the run exists, the approval is a repeat
+        done = run_example("graph_invoices.py", tmp_path)
+        assert (done.returncode, done.stderr, done.stdout) == (0, "", result)
+    with sqlite3.connect(tmp_path / "invoices.db") as conn:
+        runs = conn.execute("SELECT run_id, state FROM runs").fetchall()
+        signals = conn.execute("SELECT count(*) FROM signals").fetchone()
+    assert runs == [("batch-b-42", "completed")]
+    assert signals == (1,)

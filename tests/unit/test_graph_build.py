@@ -30,7 +30,7 @@ def invoices_graph() -> tuple[Graph, dict[str, object]]:
     def item_key(inv: Invoice) -> str:
         return inv.id
 
-    @g.map("load", key=item_key, max_concurrency=20, cache=True)
+    @g.map("load", key=item_key, max_concurrency=20)
     def score(inv: Invoice) -> int:
         return inv.total
 

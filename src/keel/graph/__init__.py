@@ -1,9 +1,9 @@
 """Graph workflows: declared nodes with dependencies, fan-out and fan-in,
 routes, rules, approvals and error routes (see :class:`Graph`).
 
-This package holds the declaration side (building, validating, the graph as
-data, its version and drawings); running graph runs on the journal is being
-built and is not part of the public API yet.
+A built graph is a workflow (:class:`GraphWorkflow`): start it with a client,
+run it as a child, approve its approval nodes with ``client.approve``. The
+interpreter its runs execute is :mod:`keel.graph.engine`.
 """
 
 from keel.graph.graphdef import GraphDef

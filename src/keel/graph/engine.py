@@ -23,10 +23,11 @@ or approval). A failed node counts downstream as blocked, as skipped with
 from __future__ import annotations
 
 import asyncio
+import collections
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from keel.errors import (
     ChildWorkflowCancelled,
@@ -42,6 +43,8 @@ from keel.workflow.children import run_child
 from keel.workflow.context import wait_for_signal
 from keel.workflow.definitions import StepDef
 
+K = TypeVar("K")
+V = TypeVar("V")
 Status = Literal["completed", "skipped", "blocked", "failed"]
 Verdict = Literal["run", "skip", "block"]
 
@@ -88,32 +91,45 @@ class GraphRun:
             for parent in (*node.data_parents, *(e.parent for e in node.after)):
                 if parent in self._children:
                     self._children[parent].append(node.name)
+        # Whose verdict may change once a node is decided: its children, its
+        # handler, and for a handler also the children of the node it handles
+        # (their parent's outcome downstream is the handler's).
+        self._recheck: dict[str, list[str]] = {n: list(c) for n, c in self._children.items()}
+        for handler, handled in self._handles.items():
+            self._recheck[handled].append(handler)
+            self._recheck[handler].extend(self._children[handled])
 
     async def run(self) -> dict[str, Any]:
         """Run every node that should run; return the outputs of the completed
-        sinks (nodes nothing depends on), or raise :class:`NodeFailedError`."""
-        waiting = list(self.graph.nodes)
-        running: dict[asyncio.Future[Outcome], str] = {}
+        sinks (nodes nothing depends on), or raise :class:`NodeFailedError`.
+
+        Each decision looks only at the nodes a new outcome may unblock, so
+        its cost does not grow with the number of nodes already done."""
+        waiting = set(self.graph.nodes)
+        check = collections.deque(self.graph.nodes)
+        done = _Completions[str, Outcome]()
+        running = 0
         while True:
-            changed = True
-            while changed:
-                changed = False
-                for name in list(waiting):
-                    verdict = self._verdict(self.graph.nodes[name])
-                    if verdict is None:
-                        continue
-                    waiting.remove(name)
-                    changed = True
-                    if verdict == "run":
-                        task = asyncio.ensure_future(self._execute(self.graph.nodes[name]))
-                        running[task] = name
-                    else:
-                        self.outcomes[name] = _SKIPPED if verdict == "skip" else _BLOCKED
+            while check:
+                name = check.popleft()
+                if name not in waiting:
+                    continue
+                verdict = self._verdict(self.graph.nodes[name])
+                if verdict is None:
+                    continue
+                waiting.discard(name)
+                if verdict == "run":
+                    done.watch(name, asyncio.ensure_future(self._execute(self.graph.nodes[name])))
+                    running += 1
+                else:
+                    self.outcomes[name] = _SKIPPED if verdict == "skip" else _BLOCKED
+                    check.extend(self._recheck[name])
             if not running:
                 break
-            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-            for fut in sorted(done, key=lambda t: self._order[running[t]]):
-                self.outcomes[running.pop(fut)] = fut.result()
+            for name, fut in await done.next():
+                running -= 1
+                self.outcomes[name] = fut.result()
+                check.extend(self._recheck[name])
         return self._result()
 
     # -- deciding --------------------------------------------------------------------
@@ -257,19 +273,19 @@ class GraphRun:
         rest = self._arguments(node, [p for p in node.params if p.source != "item"])
         results: list[Any] = [None] * len(items)
         failed: list[tuple[int, StepFailedError]] = []
-        cap = node.options.max_concurrency or len(items) or 1
-        inflight: dict[asyncio.Future[Any], int] = {}
-        issued = 0
+        cap = node.options.max_concurrency
+        done = _Completions[int, Any]()
+        inflight = issued = 0
         while issued < len(items) or inflight:
             # Items are issued in item order (so item i is the node's i-th call),
             # never more than ``cap`` at once.
-            while issued < len(items) and len(inflight) < cap:
+            while issued < len(items) and inflight < cap:
                 call = body(**{item_param: items[issued]}, **rest)
-                inflight[asyncio.ensure_future(call)] = issued
+                done.watch(issued, asyncio.ensure_future(call))
                 issued += 1
-            done, _ = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
-            for fut in sorted(done, key=inflight.__getitem__):
-                index = inflight.pop(fut)
+                inflight += 1
+            for index, fut in await done.next():
+                inflight -= 1
                 exc = fut.exception()
                 if isinstance(exc, StepFailedError):
                     failed.append((index, exc))
@@ -309,6 +325,32 @@ class GraphRun:
             if eff is not None and eff.status == "completed":
                 result[name] = eff.value
         return result
+
+
+class _Completions(Generic[K, V]):
+    """Futures watched under tags; :meth:`next` returns those done since the last
+    call, in the order they finished (O(1) per future, where ``asyncio.wait``
+    would scan every pending one on each call)."""
+
+    def __init__(self) -> None:
+        self._done: collections.deque[tuple[K, asyncio.Future[V]]] = collections.deque()
+        self._wake: asyncio.Future[None] | None = None
+
+    def watch(self, tag: K, fut: asyncio.Future[V]) -> None:
+        fut.add_done_callback(lambda f: self._finished(tag, f))
+
+    def _finished(self, tag: K, fut: asyncio.Future[V]) -> None:
+        self._done.append((tag, fut))
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    async def next(self) -> list[tuple[K, asyncio.Future[V]]]:
+        if not self._done:
+            self._wake = asyncio.get_running_loop().create_future()
+            await self._wake
+        batch = list(self._done)
+        self._done.clear()
+        return batch
 
 
 def _keys(node: Node, items: list[Any]) -> list[str]:

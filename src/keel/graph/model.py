@@ -17,7 +17,16 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Literal,
+    TypeVar,
+    get_args,
+    get_origin,
+    get_type_hints,
+    overload,
+)
 
 from keel.core.retry import RetryPolicy
 
@@ -34,6 +43,10 @@ APPROVAL_LABELS: tuple[str, ...] = ("approved", "rejected", "timeout")
 #: ``on_error="skip"``: a node failed after its retries counts as skipped downstream.
 SKIP = "skip"
 DEFAULT_MAX_ITEMS = 1000
+#: Items of one map in flight at once unless ``max_concurrency=`` says otherwise:
+#: each pass of the worker over a run looks at its pending commands, so
+#: thousands in flight at once would cost every pass that much.
+DEFAULT_MAX_CONCURRENCY = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,11 +89,8 @@ class NodeOptions:
     queue: str | None = None
     priority: int = 0
     on_error: str | None = None  # a handler node's name, or SKIP
-    cache: bool = False
-    version: str | None = None  # pins the cache key instead of the body's source
-    ttl: float | None = None  # cache reuse bound, seconds
     # map
-    max_concurrency: int | None = None
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     max_items: int = DEFAULT_MAX_ITEMS
     tolerate: float = 0.0  # fraction of items allowed to fail
     # approval
@@ -130,9 +140,14 @@ class Graph:
 
     # -- decorators ------------------------------------------------------------------
 
+    @overload
+    def node(self, fn: F, /) -> F: ...
+
+    @overload
     def node(
         self,
-        fn: F | None = None,
+        fn: None = None,
+        /,
         *,
         name: str | None = None,
         after: Iterable[str | tuple[str, str]] | str | tuple[str, str] = (),
@@ -142,9 +157,21 @@ class Graph:
         queue: str | None = None,
         priority: int = 0,
         on_error: str | None = None,
-        cache: bool = False,
-        version: str | None = None,
-        ttl: float | None = None,
+    ) -> Callable[[F], F]: ...
+
+    def node(
+        self,
+        fn: F | None = None,
+        /,
+        *,
+        name: str | None = None,
+        after: Iterable[str | tuple[str, str]] | str | tuple[str, str] = (),
+        join: Join = "all",
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        queue: str | None = None,
+        priority: int = 0,
+        on_error: str | None = None,
     ) -> Any:
         """Declare a node: its function runs once its parents are done."""
         options = NodeOptions(
@@ -153,9 +180,6 @@ class Graph:
             queue=queue,
             priority=priority,
             on_error=on_error,
-            cache=cache,
-            version=version,
-            ttl=ttl,
         )
 
         def add(f: F) -> F:
@@ -172,7 +196,7 @@ class Graph:
         name: str | None = None,
         after: Iterable[str | tuple[str, str]] | str | tuple[str, str] = (),
         join: Join = "all",
-        max_concurrency: int | None = None,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         max_items: int = DEFAULT_MAX_ITEMS,
         tolerate: float = 0.0,
         retry: RetryPolicy | None = None,
@@ -180,23 +204,20 @@ class Graph:
         queue: str | None = None,
         priority: int = 0,
         on_error: str | None = None,
-        cache: bool = False,
-        version: str | None = None,
-        ttl: float | None = None,
     ) -> Callable[[F], F]:
         """Declare a fan-out: the function runs once per item of ``over``'s list
         (its first parameter is the item); the node's output is the list of
         results in item order. ``key`` gives each item a stable, unique key
-        (default: its position)."""
+        (default: its position). At most ``max_concurrency`` items run at once
+        (the engine issues the next only when one ends), at most ``max_items``
+        may be given (more fails the node, running none), and up to
+        ``tolerate`` (a fraction) of them may fail: their results are ``None``."""
         options = NodeOptions(
             retry=retry,
             timeout=timeout,
             queue=queue,
             priority=priority,
             on_error=on_error,
-            cache=cache,
-            version=version,
-            ttl=ttl,
             max_concurrency=max_concurrency,
             max_items=max_items,
             tolerate=tolerate,
@@ -208,9 +229,27 @@ class Graph:
 
         return add
 
+    @overload
+    def route(self, fn: F, /) -> F: ...
+
+    @overload
+    def route(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        labels: Sequence[str] | None = None,
+        after: Iterable[str | tuple[str, str]] | str | tuple[str, str] = (),
+        join: Join = "all",
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+    ) -> Callable[[F], F]: ...
+
     def route(
         self,
         fn: F | None = None,
+        /,
         *,
         name: str | None = None,
         labels: Sequence[str] | None = None,

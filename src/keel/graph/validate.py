@@ -250,9 +250,8 @@ def _check_options(node: Node, nodes: dict[str, Node], problems: _Problems) -> N
         ("tolerate", 0.0 <= opts.tolerate < 1.0, "a fraction in [0, 1)"),
         (
             "max_concurrency",
-            opts.max_concurrency is None
-            or (isinstance(opts.max_concurrency, int) and opts.max_concurrency >= 1),
-            "None or an int >= 1",
+            isinstance(opts.max_concurrency, int) and opts.max_concurrency >= 1,
+            "an int >= 1",
         ),
         ("timeout", opts.timeout is None or opts.timeout > 0, "None or more than 0 seconds"),
         (
@@ -260,7 +259,6 @@ def _check_options(node: Node, nodes: dict[str, Node], problems: _Problems) -> N
             opts.approval_timeout is None or opts.approval_timeout > 0,
             "None or more than 0 seconds",
         ),
-        ("ttl", opts.ttl is None or opts.ttl > 0, "None or more than 0 seconds"),
     ]
     for name, ok, rule in checks:
         if not ok:
