@@ -46,15 +46,17 @@ class PgReads:
         if len(selected.states) == 1:  # can walk the runs_state index
             params |= {"state": str(selected.states[0]), "states": None}
             tags.append("one_state")
-        return page_of(await self.db.fetch(Q.sql("list_runs", *tags), params, RUN), limit)
+        query = Q.sql("list_runs", *tags)
+        return page_of(await self.db.fetch(query, params, RUN, prepare=False), limit)
 
     async def count_runs(self, **where: Unpack[RunWhere]) -> int:
-        rows = await self.db.fetch(Q["count_runs"], _filter(where_filter(where)), DICT)
+        params = _filter(where_filter(where))
+        rows = await self.db.fetch(Q["count_runs"], params, DICT, prepare=False)
         return int(rows[0]["n"])
 
     async def count_runs_by_state(self, **where: Unpack[RunWhere]) -> dict[RunState, int]:
         params = _filter(where_filter(where))
-        rows = await self.db.fetch(Q["count_runs_by_state"], params, DICT)
+        rows = await self.db.fetch(Q["count_runs_by_state"], params, DICT, prepare=False)
         return {RunState(row["state"]): int(row["n"]) for row in rows}
 
     async def history(self, run_id: str, *, after_seq: int = -1) -> list[EventRecord]:
