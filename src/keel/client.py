@@ -26,7 +26,8 @@ from keel.errors import (
     ScheduleNotFoundError,
     SerializationError,
 )
-from keel.graph.approvals import Decision, approval_signal
+from keel.graph.approvals import Decision, approval_signal, graph_of
+from keel.graph.status import NodeStatus, node_statuses
 from keel.local import LocalWorker
 from keel.schedules import ScheduleInfo
 from keel.store import open_store
@@ -370,14 +371,29 @@ class Client:
         """Reject the approval node ``node`` of a graph run (see :meth:`approve`)."""
         return await self._decide(run_id, node, "rejected", actor, comment)
 
-    async def _decide(
-        self, run_id: str, node: str, decision: Decision, actor: str, comment: str | None
-    ) -> bool:
+    async def nodes(self, run_id: str) -> dict[str, NodeStatus]:
+        """Each node of a graph run, in the graph's order: its status (pending,
+        running, retrying, dispatched, waiting_for_approval, completed, failed,
+        skipped, blocked), output, label, error, attempts and times, folded from
+        the journal (no node runs). Sort by ``ended_seq`` for completion order.
+        Raises :class:`ConfigurationError` if the run's graph (at its version)
+        is not known to this process."""
+        rec = await self._record(run_id)
+        graph = graph_of(self.registry.find(rec.workflow, rec.version), run_id, "is no graph run")
+        return node_statuses(graph, run_id, await self.history(run_id))
+
+    async def _record(self, run_id: str) -> RunRecord:
         names.text(run_id, "run_id")
         await self.open()
         rec = await self.store.reads.get_run(run_id)
         if rec is None:
             raise RunNotFoundError(run_id)
+        return rec
+
+    async def _decide(
+        self, run_id: str, node: str, decision: Decision, actor: str, comment: str | None
+    ) -> bool:
+        rec = await self._record(run_id)
         wf = self.registry.find(rec.workflow, rec.version)
         name, payload = approval_signal(wf, run_id, node, decision, actor, comment)
         return await self.signal(run_id, name, payload, delivery_id=name)

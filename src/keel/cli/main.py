@@ -27,6 +27,7 @@ from keel.cli.common import (
     workflow_call,
 )
 from keel.cli.db import db
+from keel.cli.graphs import approve, graph, reject
 from keel.cli.queues import queues
 from keel.cli.replay import replay
 from keel.cli.runs import runs
@@ -74,6 +75,9 @@ cli.add_command(queues)
 cli.add_command(replay)
 cli.add_command(versions)
 cli.add_command(ui)
+cli.add_command(graph)
+cli.add_command(approve)
+cli.add_command(reject)
 
 
 # --- worker ----------------------------------------------------------------------------

@@ -13,10 +13,23 @@ from typing import Any, Literal
 from keel.core import names
 from keel.errors import ConfigurationError
 from keel.graph.engine import APPROVAL_SIGNAL
+from keel.graph.graphdef import GraphDef
 from keel.graph.workflow import GraphWorkflow
 from keel.workflow.definitions import WorkflowDef
 
 Decision = Literal["approved", "rejected"]
+
+
+def graph_of(workflow: WorkflowDef[Any, Any] | None, run_id: str, problem: str) -> GraphDef:
+    """The graph a run of ``workflow`` runs; :class:`ConfigurationError` saying
+    ``run <id> <problem>`` if it is no graph this process knows."""
+    if not isinstance(workflow, GraphWorkflow):
+        what = "an unknown workflow" if workflow is None else f"workflow {workflow.name!r}"
+        raise ConfigurationError(
+            f"run {run_id!r} {problem}: it runs {what}, not a graph known to this process "
+            "(import the module that builds the graph)"
+        )
+    return workflow.graph
 
 
 def approval_signal(
@@ -35,17 +48,12 @@ def approval_signal(
     names.name(actor, "actor")
     if comment is not None:
         names.text(comment, "comment")
-    if not isinstance(workflow, GraphWorkflow):
-        what = "an unknown workflow" if workflow is None else f"workflow {workflow.name!r}"
-        raise ConfigurationError(
-            f"run {run_id!r} has no approval node {node!r}: it runs {what}, not a graph "
-            "known to this process (import the module that builds the graph)"
-        )
-    found = workflow.graph.nodes.get(node)
+    graph = graph_of(workflow, run_id, f"has no approval node {node!r}")
+    found = graph.nodes.get(node)
     if found is None or found.kind != "approval":
-        approvals = [n for n, d in workflow.graph.nodes.items() if d.kind == "approval"]
+        approvals = [n for n, d in graph.nodes.items() if d.kind == "approval"]
         raise ConfigurationError(
-            f"graph {workflow.name!r} has no approval node {node!r} "
+            f"graph {graph.name!r} has no approval node {node!r} "
             f"(its approvals: {', '.join(approvals) or 'none'})"
         )
     payload = {

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
+from keel.core.replay import current_execution
 from keel.errors import (
     ChildWorkflowCancelled,
     ChildWorkflowError,
@@ -39,7 +40,7 @@ from keel.errors import (
 from keel.graph.graphdef import GraphDef
 from keel.graph.model import SKIP, Node, NodeError
 from keel.graph.validate import handled_by
-from keel.workflow.children import run_child
+from keel.workflow.children import derived_child_id, run_child
 from keel.workflow.context import wait_for_signal
 from keel.workflow.definitions import StepDef
 
@@ -216,7 +217,9 @@ class GraphRun:
             if node.kind == "approval":
                 return await self._approval(node)
             if node.kind == "child":
-                value = await run_child(node.workflow, **self._arguments(node, node.params))
+                args = self._arguments(node, node.params)
+                child_id = child_run_id(self._run_id(), node.name)
+                value = await run_child(node.workflow, child_id=child_id, **args)
                 return Outcome("completed", value)
             assert steps is not None and steps.body is not None
             if node.kind == "map":
@@ -265,7 +268,7 @@ class GraphRun:
         assert over is not None
         source = self.effective(over) if over in self.graph.nodes else None
         raw: Any = source.value if source is not None else self.inputs.get(over)
-        failure = _check_items(node, raw)
+        failure = check_items(node, raw)
         if failure is not None:
             return failure
         items: list[Any] = raw
@@ -304,6 +307,12 @@ class GraphRun:
                 "failed", error=NodeError(node.name, "MapItemsFailed", message, first.attempts)
             )
         return Outcome("completed", results)
+
+    @staticmethod
+    def _run_id() -> str:
+        execution = current_execution()
+        assert execution is not None, "a graph runs inside its run's workflow"
+        return execution.run_id
 
     # -- ending ----------------------------------------------------------------------
 
@@ -353,11 +362,17 @@ class _Completions(Generic[K, V]):
         return batch
 
 
+def child_run_id(run_id: str, node: str) -> str:
+    """The run id of the child run a child node starts: derived from the graph
+    run's id and the node's name, so the status view finds it by name."""
+    return derived_child_id(run_id, f"node:{node}")
+
+
 def _keys(node: Node, items: list[Any]) -> list[str]:
     return [node.key(item) for item in items] if node.key else [str(i) for i in range(len(items))]
 
 
-def _check_items(node: Node, items: Any) -> Outcome | None:
+def check_items(node: Node, items: Any) -> Outcome | None:
     """A failure if a map cannot fan out over ``items``."""
     problem: str | None = None
     if not isinstance(items, list):
