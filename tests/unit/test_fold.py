@@ -150,6 +150,24 @@ def test_a_dispatched_step_signal_timeout_cancel_and_continue() -> None:
     assert (seen[5].status, seen[5].continued_to) == ("continued", "r2")
 
 
+def test_the_end_of_a_run_drops_what_it_still_waited_for() -> None:
+    rows = journal(
+        (None, ev.run_started("w", "v", b"[]")),
+        ("signal:go#0", ev.SignalAwaited(name="go")),
+        ("sleep:sleep#0", ev.TimerStarted(duration=5, fire_at=109.0)),
+        ("sleep:sleep#0", ev.TimerFired()),
+        (None, ev.CancelRequested()),
+        (None, ev.RunCancelled(reason="by client")),
+    )
+    seen = list(views(rows))
+    assert [c.command for c in seen[4].pending] == ["signal:go#0"]
+    end = seen[-1]
+    assert end.pending == [] and end.status == "cancelled"
+    wait = end.commands["signal:go#0"]
+    assert (wait.status, wait.updated_at, wait.last_seq) == ("dropped", 105.0, 5)
+    assert end.commands["sleep:sleep#0"].status == "fired"  # resolved before: kept
+
+
 def test_view_at_past_the_end_and_an_empty_journal() -> None:
     assert view_at(RUN, 99) is None
     assert fold([]) is None

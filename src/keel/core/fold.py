@@ -70,11 +70,13 @@ Status: TypeAlias = Literal[
     "timed_out",
     "cancelled",
     "recorded",
+    "dropped",
 ]
 
-#: The statuses of a command whose await has returned.
+#: The statuses of a command whose await has returned, or that the run's end
+#: left unresolved (``dropped``: the run ended while the command waited).
 ENDED: frozenset[Status] = frozenset(
-    {"completed", "failed", "fired", "received", "timed_out", "cancelled", "recorded"}
+    {"completed", "failed", "fired", "received", "timed_out", "cancelled", "recorded", "dropped"}
 )
 
 #: A run's status as its journal tells it (the run row may know more: a run
@@ -224,13 +226,13 @@ def apply(view: RunView | None, row: JournalRow, event: Event) -> RunView:
                 base, workflow=event.workflow, version=event.version, input=bytes(event.input)
             )
         case RunCompleted():
-            return replace(base, status="completed", result=bytes(event.result))
+            return replace(_drop(base, row), status="completed", result=bytes(event.result))
         case RunFailed():
-            return replace(base, status="failed", error=dict(event.error))
+            return replace(_drop(base, row), status="failed", error=dict(event.error))
         case RunCancelled():
-            return replace(base, status="cancelled")
+            return replace(_drop(base, row), status="cancelled")
         case RunContinued():
-            return replace(base, status="continued", continued_to=event.continued_to)
+            return replace(_drop(base, row), status="continued", continued_to=event.continued_to)
         case CancelRequested():
             return replace(base, cancel_requested=True)
     if row.command is None:
@@ -245,6 +247,19 @@ def apply(view: RunView | None, row: JournalRow, event: Event) -> RunView:
         )
         signals = (*signals, consumed)
     return replace(base, commands=commands, signals=signals)
+
+
+def _drop(view: RunView, row: JournalRow) -> RunView:
+    """``view`` with the commands still waiting marked ``dropped`` at ``row`` (the run's end)."""
+    if all(c.ended for c in view.commands.values()):
+        return view
+    commands = {
+        key: c
+        if c.ended
+        else replace(c, status="dropped", last_seq=row.seq, updated_at=row.created_at)
+        for key, c in view.commands.items()
+    }
+    return replace(view, commands=commands)
 
 
 def _command_event(prev: CommandView | None, row: JournalRow, event: Event) -> CommandView:
