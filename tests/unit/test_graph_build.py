@@ -333,3 +333,33 @@ def test_mermaid_and_dot_drawings() -> None:
         '    "report" -> "fallback" [style=dashed, label="on error"];\n'
         "}\n"
     )
+
+
+def test_fan_in_of_a_node_that_is_no_map_is_refused() -> None:
+    g = Graph("fanin")
+
+    @g.node
+    def one() -> int:
+        return 1
+
+    @g.node
+    def many() -> list[int]:
+        return [1]
+
+    @g.map("many")
+    def each(i: int) -> int:
+        return i
+
+    @g.node
+    def bad(one: list[int]) -> int:  # `one` yields an int, not a list
+        return 0
+
+    @g.node
+    def fine(many: list[int], each: list[int]) -> int:
+        return 0
+
+    with pytest.raises(GraphDefinitionError) as info:
+        g.build(registry=Registry())
+    assert [(p.path, p.code) for p in info.value.problems] == [
+        ("nodes.bad.params.one", "fan_in_of_non_map")
+    ]

@@ -89,6 +89,8 @@ class NodeOptions:
     queue: str | None = None
     priority: int = 0
     on_error: str | None = None  # a handler node's name, or SKIP
+    cache: bool = False  # reuse results of equal inputs to the same code, across runs
+    version: str | None = None  # pins the cache's code digest
     # map
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     max_items: int = DEFAULT_MAX_ITEMS
@@ -157,6 +159,8 @@ class Graph:
         queue: str | None = None,
         priority: int = 0,
         on_error: str | None = None,
+        cache: bool = False,
+        version: str | None = None,
     ) -> Callable[[F], F]: ...
 
     def node(
@@ -172,14 +176,22 @@ class Graph:
         queue: str | None = None,
         priority: int = 0,
         on_error: str | None = None,
+        cache: bool = False,
+        version: str | None = None,
     ) -> Any:
-        """Declare a node: its function runs once its parents are done."""
+        """Declare a node: its function runs once its parents are done.
+
+        ``cache=True`` reuses the result of an earlier execution, in any run, of
+        the same code on equal inputs (``version=`` pins the code's digest; see
+        :mod:`keel.workflow.caching`)."""
         options = NodeOptions(
             retry=retry,
             timeout=timeout,
             queue=queue,
             priority=priority,
             on_error=on_error,
+            cache=cache,
+            version=version,
         )
 
         def add(f: F) -> F:
@@ -204,6 +216,8 @@ class Graph:
         queue: str | None = None,
         priority: int = 0,
         on_error: str | None = None,
+        cache: bool = False,
+        version: str | None = None,
     ) -> Callable[[F], F]:
         """Declare a fan-out: the function runs once per item of ``over``'s list
         (its first parameter is the item); the node's output is the list of
@@ -218,6 +232,8 @@ class Graph:
             queue=queue,
             priority=priority,
             on_error=on_error,
+            cache=cache,
+            version=version,
             max_concurrency=max_concurrency,
             max_items=max_items,
             tolerate=tolerate,

@@ -22,6 +22,7 @@ code                       meaning
 ``handler_without_error``  an error handler has no ``error`` parameter
 ``bad_annotation``         an annotation Keel's codec cannot encode or decode
 ``bad_option``             an option out of range (join, max_items, tolerate, ...)
+``fan_in_of_non_map``      a parameter takes a list from a node that is no map and returns none
 ``not_a_workflow``         a child node's workflow is not a ``@keel.workflow`` (or graph)
 =========================  ==============================================================
 """
@@ -29,9 +30,10 @@ code                       meaning
 from __future__ import annotations
 
 import inspect
+from collections import abc
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, get_type_hints
+from typing import Any, get_origin, get_type_hints
 
 from keel.core import codec, names
 from keel.errors import ConfigurationError, GraphDefinitionError, GraphProblem
@@ -128,6 +130,14 @@ def _bind(
             codec.function_codec(node.fn)
         except (ConfigurationError, TypeError) as exc:
             problems.add(path, "bad_annotation", str(exc))
+        for p in params:
+            if p.source == "node" and _gathers(p.annotation) and _returns_one(nodes[p.name]):
+                problems.add(
+                    f"{path}.params.{p.name}",
+                    "fan_in_of_non_map",
+                    f"{p.name!r} takes a list, but node {p.name!r} is no map and does not "
+                    "return a list: fan in from a map (@graph.map)",
+                )
     if node.kind == "child" and not isinstance(node.workflow, WorkflowDef):
         problems.add(
             f"{path}.workflow", "not_a_workflow", f"{node.workflow!r} is not a @keel.workflow"
@@ -138,6 +148,27 @@ def _bind(
             graph, node.condition, f"{path}.condition", nodes, False, False, inputs, problems
         )
     return replace(node, params=params, condition_params=condition_params)
+
+
+_LISTS = (list, abc.Sequence)
+
+
+def _gathers(annotation: Any) -> bool:
+    """Whether a parameter annotation asks for a list (a fan-in)."""
+    return annotation is list or get_origin(annotation) in _LISTS
+
+
+def _returns_one(parent: Node) -> bool:
+    """Whether ``parent`` yields a single value that is not a list."""
+    if parent.kind == "map" or parent.fn is None or parent.kind == "child":
+        return False
+    try:
+        returned = get_type_hints(parent.fn).get("return", Any)
+    except Exception:
+        return False
+    if returned is Any or returned is list or get_origin(returned) in _LISTS:
+        return False
+    return isinstance(returned, type) or get_origin(returned) is not None
 
 
 def _params(

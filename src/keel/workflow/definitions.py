@@ -17,6 +17,7 @@ from keel.core.events import CommandKind
 from keel.core.replay import current_execution
 from keel.core.retry import RetryPolicy
 from keel.errors import ConfigurationError, WorkflowNotFoundError
+from keel.workflow.caching import key_function
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -408,6 +409,8 @@ def step(
     queue: str | None = None,
     priority: int = 0,
     compensate: StepDef[..., Any] | None = None,
+    cache: bool = False,
+    cache_version: str | None = None,
     registry: Registry | None = None,
 ) -> StepDecorator: ...
 
@@ -423,6 +426,8 @@ def step(
     queue: str | None = None,
     priority: int = 0,
     compensate: StepDef[..., Any] | None = None,
+    cache: bool = False,
+    cache_version: str | None = None,
     registry: Registry | None = None,
 ) -> Any:
     """Declare a sync or async function as a step.
@@ -443,7 +448,17 @@ def step(
     block it completed in fails or is cancelled. The compensation receives, by
     name, those of this step's arguments that it declares as parameters, and
     this step's result as ``result`` if it declares that parameter.
+
+    ``cache=True`` reuses, across runs, the result of an earlier call with
+    equal arguments to the same code (see :mod:`keel.workflow.caching`): the
+    key digests the function's source, captured values and defaults, or
+    ``cache_version`` if given. It is an idempotency key, so it cannot be
+    combined with ``idempotency_key``.
     """
+    if cache and idempotency_key is not None:
+        raise ConfigurationError("@step takes cache=True or idempotency_key=, not both")
+    if cache_version is not None and (not isinstance(cache_version, str) or not cache_version):
+        raise ConfigurationError(f"cache_version must be a non-empty str: {cache_version!r}")
     if compensate is not None and not isinstance(compensate, StepDef):
         raise ConfigurationError(
             f"compensate= takes a @keel.step (the step that undoes this one), not {compensate!r}"
@@ -463,11 +478,14 @@ def step(
         step_name = _check_name(name if name is not None else f.__qualname__, "step")
         if compensate is not None:
             _check_compensation(f, step_name, compensate)
+        key = idempotency_key
+        if cache:
+            key = key_function(f, cache_version, codec.function_codec(f).encode_args)
         st: StepDef[P, Any] = StepDef(
             f,
             step_name,
             policy,
-            idempotency_key,
+            key,
             queue=queue,
             priority=priority,
             compensate=compensate,
