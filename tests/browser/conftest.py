@@ -37,8 +37,11 @@ REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    # Module scope, not session: while Playwright's sync API is open, this
+    # thread has a running event loop, and the suite's later asyncio.run() calls
+    # would fail.
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI") == "true":
             pytest.fail(f"{CHROMIUM} is missing (.ci/run installs Debian's chromium)")
