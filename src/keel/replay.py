@@ -54,6 +54,7 @@ __all__ = [
     "iter_runs",
     "journal_filename",
     "journal_files",
+    "journal_from_rows",
     "load_journal",
 ]
 
@@ -175,15 +176,21 @@ def load_journal(path: str | Path) -> list[JournalEntry]:
     """Read a journal written by :func:`dump_journal`; ``ValueError`` names what is wrong."""
     path = Path(path)
     try:
-        rows = json.loads(path.read_text())
-        if not isinstance(rows, list):
-            raise ValueError("expected a JSON list of events")
-        journal = [_entry(i, row) for i, row in enumerate(rows)]
+        journal = journal_from_rows(json.loads(path.read_text()))
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
         raise ValueError(f"{path} is not a journal exported by Keel: {exc}") from None
     if not journal or journal[0].type is not EventType.RUN_STARTED:
         raise ValueError(f"{path} is not a journal: it does not start with run_started")
     return journal
+
+
+def journal_from_rows(rows: object) -> list[JournalEntry]:
+    """A journal from the rows :func:`dump_journal` writes, JSON-decoded (a list
+    of objects with ``seq``, ``type``, ``command`` and ``data``); ``ValueError``
+    names what is wrong."""
+    if not isinstance(rows, list):
+        raise ValueError("expected a JSON list of events")
+    return [_entry(i, row) for i, row in enumerate(rows)]
 
 
 def _entry(index: int, row: Any) -> JournalEntry:
