@@ -665,7 +665,8 @@ class Client:
     # --- queues ---------------------------------------------------------------------------------
     async def set_queue_limit(self, queue: str, concurrency: int | None) -> None:
         """Run at most ``concurrency`` dispatched steps of ``queue`` at once over all
-        workers on this database (``None`` removes the limit).
+        workers on this database (``None`` removes the limit; 0 pauses the queue:
+        no new step of it starts until the limit is raised or removed).
 
         Stored in the database, so it holds for every worker, including ones
         started later; each worker's own ``--queue NAME=LIMIT`` applies as well.

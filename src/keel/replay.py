@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 from uuid import UUID
 
 import msgspec
@@ -32,7 +32,7 @@ from keel._selection import PAGE_SIZE, iter_runs, open_source
 from keel.client import Client
 from keel.core import codec
 from keel.core.events import EventType, RunCompleted, RunContinued, RunFailed, RunStarted, read
-from keel.core.journal import JournalEntry
+from keel.core.journal import JournalEntry, journal_filename, journal_text
 from keel.core.replay import Execution
 from keel.core.states import RunState
 from keel.errors import NondeterminismError, RunNotFoundError
@@ -169,16 +169,7 @@ class _NoLiveValues:
 
 def dump_journal(events: Iterable[EventRecord], path: str | Path) -> None:
     """Write a run's journal as readable JSON (one object per event)."""
-    rows = [
-        {
-            "seq": e.seq,
-            "type": e.type,
-            "command": e.command,
-            "data": msgspec.json.decode(e.data),
-        }
-        for e in events
-    ]
-    Path(path).write_text(json.dumps(rows, indent=2, sort_keys=True) + "\n")
+    Path(path).write_text(journal_text(events))
 
 
 def load_journal(path: str | Path) -> list[JournalEntry]:
@@ -213,11 +204,6 @@ def _entry(index: int, row: Any) -> JournalEntry:
     except ValueError:
         raise ValueError(f"event {index} has an unknown type {row['type']!r}") from None
     return JournalEntry(index, type_, row["command"], msgspec.json.encode(row["data"]))
-
-
-def journal_filename(run_id: str) -> str:
-    """The file name of a run's exported journal: the run id, %-quoted where needed."""
-    return quote(run_id, safe="") + ".json"
 
 
 def journal_files(paths: Iterable[str | Path]) -> Iterator[Path]:

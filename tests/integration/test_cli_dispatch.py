@@ -100,6 +100,10 @@ def test_queues_limit_and_list(tmp_path: Path) -> None:
     ]
     table = runner.invoke(cli, ["--db", db, "queues", "list"]).output
     assert table.split("\n")[1].split() == ["gpu", "3", "0", "0"]
+    result = runner.invoke(cli, ["--db", db, "queues", "limit", "gpu", "0"])
+    assert result.exit_code == 0 and "paused" in result.output
+    table = runner.invoke(cli, ["--db", db, "queues", "list"]).output
+    assert table.split("\n")[1].split() == ["gpu", "0", "0", "0"]
     result = runner.invoke(cli, ["--db", db, "queues", "limit", "gpu", "none"])
     assert result.exit_code == 0 and "no limit" in result.output
     assert "no queues" in runner.invoke(cli, ["--db", db, "queues", "list"]).output
@@ -107,7 +111,7 @@ def test_queues_limit_and_list(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["gpu", "0"], "positive integer"), (["gpu", "many"], "positive integer"),
+    [(["gpu", "1.5"], "LIMIT must be"), (["gpu", "many"], "LIMIT must be"),
      (["a#b", "2"], "queue name"), (["", "2"], "queue name")],
 )  # fmt: skip
 def test_bad_queue_limit_is_a_usage_error(tmp_path: Path, args: list[str], message: str) -> None:

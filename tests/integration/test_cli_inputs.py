@@ -88,7 +88,7 @@ def test_bad_module_names_and_queue_limits(cwd: Path) -> None:
         assert len(result.stderr.splitlines()) == 1, result.stderr
     for limit in ("9" * 30, "²", "2147483648"):
         result = keel_cli("queues", "limit", "gpu", limit)
-        assert_clean_error(result, 2, "positive integer")
+        assert_clean_error(result, 2, "LIMIT must be")
     assert not (cwd / "keel.db").exists()
 
 

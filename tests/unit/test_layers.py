@@ -117,7 +117,23 @@ RULES = [
             "keel.schedules",
         ],
     ),
+    # The dashboard reads through the client and the store and folds journals
+    # with core; it never drives a worker, and runs no replay.
+    ("keel.ui", ["keel.worker", "keel.cli", "keel.testing", "keel.replay", "keel.workflow"]),
 ]
+
+
+def test_nothing_imports_the_dashboard() -> None:
+    """keel.ui is an optional extra (starlette, jinja2): only keel.ui itself and
+    the ``keel ui`` command, inside its function, may import it."""
+    wrong = sorted(
+        f"{module} -> {dep}"
+        for module, deps in GRAPH.items()
+        if not _in(module, "keel.ui")
+        for dep in deps
+        if _in(dep, "keel.ui")
+    )
+    assert wrong == []
 
 
 @pytest.mark.parametrize(("layer", "forbidden"), RULES, ids=[rule[0] for rule in RULES])

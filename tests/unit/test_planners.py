@@ -535,3 +535,19 @@ def test_the_suspend_wakes_the_run_at_the_earliest_wake_up() -> None:
         cancel_delivered=True,
     )
     assert suspension([], cancel_delivered=False, due_at=7.0).wake_at == 7.0
+
+
+def test_an_ended_attempt_records_its_start_and_worker_when_given() -> None:
+    cmd = the_command(live(one_step.fn, 4))
+    ok = steps.plan_attempt_ended(
+        cmd, 1, steps.Ended(value=8), 0.0, 0.5, started_at=12.5, worker="w-1"
+    )
+    assert data(ok[0])["started_at"] == 12.5 and data(ok[0])["worker"] == "w-1"
+    ended = steps.Ended(error=ConnectionError("down"))
+    _, retry = steps.plan_attempt_ended(cmd, 1, ended, 1000.0, 0.5, started_at=999.0, worker="w")
+    assert (data(retry)["started_at"], data(retry)["worker"]) == (999.0, "w")
+    _, failed = steps.plan_attempt_ended(cmd, 3, ended, 1000.0, 0.5, started_at=998.0, worker="w")
+    assert (data(failed)["started_at"], data(failed)["worker"]) == (998.0, "w")
+    # Not given (as by older workers): left out of the data, so old bytes stay the same.
+    [plain] = steps.plan_attempt_ended(cmd, 1, steps.Ended(value=8), 0.0, 0.5)
+    assert "started_at" not in data(plain) and "worker" not in data(plain)

@@ -36,6 +36,7 @@ from keel.cli.queues import queues
 from keel.cli.replay import replay
 from keel.cli.runs import runs
 from keel.cli.schedules import schedules
+from keel.cli.ui import ui
 from keel.cli.versions import versions
 from keel.client import Client
 from keel.core import codec
@@ -80,6 +81,7 @@ cli.add_command(queues)
 cli.add_command(replay)
 cli.add_command(versions)
 cli.add_command(health)
+cli.add_command(ui)
 cli.add_command(graph)
 cli.add_command(approve)
 cli.add_command(reject)

@@ -50,7 +50,8 @@ def list_queues(db: str | None, as_json: bool) -> None:
 @click.argument("limit", metavar="LIMIT|none")
 @db_option
 def limit_queue(queue: str, limit: str, db: str | None) -> None:
-    """Run at most LIMIT steps of QUEUE at once over all workers (`none` removes it).
+    """Run at most LIMIT steps of QUEUE at once over all workers (`none` removes it,
+    0 pauses the queue).
 
     The limit is stored in the database: it holds for every worker on it,
     including workers started later. Running steps are not stopped when it
@@ -59,9 +60,9 @@ def limit_queue(queue: str, limit: str, db: str | None) -> None:
     concurrency: int | None = None
     if limit.lower() != "none":
         digits = limit.isascii() and limit.isdigit() and len(limit) <= 10
-        if not digits or not 1 <= int(limit) <= MAX_LIMIT:
+        if not digits or not 0 <= int(limit) <= MAX_LIMIT:
             raise CliUsageError(
-                f"LIMIT must be a positive integer (at most {MAX_LIMIT}) or 'none', not {limit!r}"
+                f"LIMIT must be an integer from 0 (paused) to {MAX_LIMIT} or 'none', not {limit!r}"
             )
         concurrency = int(limit)
 
@@ -74,5 +75,7 @@ def limit_queue(queue: str, limit: str, db: str | None) -> None:
     with_client(resolve_db(db), apply, existing=False)
     if concurrency is None:
         click.echo(f"queue {queue}: no limit")
+    elif concurrency == 0:
+        click.echo(f"queue {queue}: paused (no new step starts until the limit is raised)")
     else:
         click.echo(f"queue {queue}: at most {concurrency} at once over all workers")

@@ -232,6 +232,10 @@ class StepCompleted(BaseEvent, frozen=True, kw_only=True, gc=False):
     # The result stored under the step's idempotency key by an earlier completion.
     reused: bool | UnsetType = UNSET
     idempotency_key: str | UnsetType | None = UNSET
+    # The attempt's start on the worker's clock and the worker (lease owner) that
+    # ran it, for timelines; left out by older writers and for dispatched steps.
+    started_at: float | UnsetType = UNSET
+    worker: str | UnsetType = UNSET
 
 
 class StepAttemptFailed(BaseEvent, frozen=True, kw_only=True, gc=False):
@@ -242,6 +246,10 @@ class StepAttemptFailed(BaseEvent, frozen=True, kw_only=True, gc=False):
     error: ErrorInfo = {}
     retry_at: float | None = None
     args_hash: str | None = None
+    # The attempt's start on the worker's clock and the worker (lease owner) that
+    # ran it, for timelines; left out by older writers and for dispatched steps.
+    started_at: float | UnsetType = UNSET
+    worker: str | UnsetType = UNSET
 
 
 class StepFailed(BaseEvent, frozen=True, kw_only=True, gc=False):
@@ -252,6 +260,10 @@ class StepFailed(BaseEvent, frozen=True, kw_only=True, gc=False):
     error: ErrorInfo = {}
     args_hash: str | None = None
     task_id: int | UnsetType = UNSET  # a dispatched step: its task
+    # The attempt's start on the worker's clock and the worker (lease owner) that
+    # ran it, for timelines; left out by older writers and for dispatched steps.
+    started_at: float | UnsetType = UNSET
+    worker: str | UnsetType = UNSET
 
 
 class StepDispatched(BaseEvent, frozen=True, kw_only=True, gc=False):

@@ -218,13 +218,36 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
     return float(created_at), run_id
 
 
-def keyset(limit: int, cursor: str | None) -> dict[str, object]:
+def keyset(
+    limit: int, cursor: str | None, *, oldest_first: bool = False, where: RunFilter | None = None
+) -> dict[str, object]:
     """The keyset parameters of one ``list_runs`` page in SQL: the runs before
-    ``cursor`` (all of them without one), ``limit + 1`` at most (the extra one
-    says another page exists; see :func:`page_of`)."""
+    ``cursor`` (after it when ``oldest_first``; all of them without one),
+    ``limit + 1`` at most (the extra one says another page exists; see
+    :func:`page_of`).
+
+    ``low``/``high`` bound ``created_at`` (inclusive) by the cursor and
+    ``where``'s time range as plain comparisons, which the databases use as the
+    index range (a row-value comparison alone, or ``:since IS NULL OR ...``,
+    would make SQLite walk the index from its newest entry).
+    """
     check_limit(limit)
-    created, run_id = decode_cursor(cursor) if cursor else (math.inf, "")
-    return {"before_created": created, "before_run_id": run_id, "limit": limit + 1}
+    mark = decode_cursor(cursor) if cursor else None
+    low = where.since if where is not None and where.since is not None else -math.inf
+    high = where.until if where is not None and where.until is not None else math.inf
+    if oldest_first:
+        bound = mark or (-math.inf, "")
+        low = max(low, bound[0])
+    else:
+        bound = mark or (math.inf, "")
+        high = min(high, bound[0])
+    return {
+        "before_created": bound[0],
+        "before_run_id": bound[1],
+        "low": low,
+        "high": high,
+        "limit": limit + 1,
+    }
 
 
 def page_of(runs: list[RunRecord], limit: int) -> RunPage:
@@ -272,11 +295,11 @@ def check_queue_name(queue: object) -> str:
 def check_queue_limit(queue: str, concurrency: int | None) -> None:
     check_queue_name(queue)
     if concurrency is not None and (
-        isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+        isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 0
     ):
         raise ConfigurationError(
-            f"concurrency of queue {queue!r} must be a positive integer or None, "
-            f"not {concurrency!r}"
+            f"concurrency of queue {queue!r} must be an integer >= 0 (0 pauses the queue) "
+            f"or None, not {concurrency!r}"
         )
 
 

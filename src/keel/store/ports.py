@@ -321,12 +321,14 @@ class OperatorReads(Protocol):
         state: RunState | Collection[RunState] | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        oldest_first: bool = False,
         since: float | None = None,
         until: float | None = None,
         parent_run_id: str | None = None,
     ) -> RunPage:
-        """Runs newest first (``created_at`` desc, then ``run_id`` desc), keyset-paginated
-        (see :class:`~keel.store.base.RunFilter`)."""
+        """Runs newest first (``created_at`` desc, then ``run_id`` desc), or oldest
+        first with ``oldest_first``, keyset-paginated (see
+        :class:`~keel.store.base.RunFilter`). A cursor continues the order it came from."""
 
     async def count_runs(
         self,
@@ -338,6 +340,17 @@ class OperatorReads(Protocol):
         parent_run_id: str | None = None,
     ) -> int:
         """How many runs :meth:`list_runs` with the same filters lists over all pages."""
+
+    async def count_runs_by_state(
+        self,
+        *,
+        workflow: str | Collection[str] | None = None,
+        state: RunState | Collection[RunState] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        parent_run_id: str | None = None,
+    ) -> dict[RunState, int]:
+        """:meth:`count_runs` per state, in one read; states with no runs are left out."""
 
     async def history(self, run_id: str, *, after_seq: int = -1) -> list[EventRecord]:
         """Journal entries with ``seq > after_seq``, in ``seq`` order."""

@@ -41,7 +41,7 @@ class QueueLimitConformance:
 
     @pytest.mark.parametrize(
         ("queue", "limit"),
-        [("", 1), ("a#b", 1), ("x" * 201, 1), ("q", 0), ("q", -1), ("q", True), ("q", 1.5)],
+        [("", 1), ("a#b", 1), ("x" * 201, 1), ("q", -1), ("q", True), ("q", 1.5)],
     )
     def test_bad_queue_limits_are_refused_and_write_nothing(
         self, store_factory: StoreFactory, queue: str, limit: int
@@ -69,6 +69,21 @@ class QueueLimitConformance:
             assert [t.command for _, t in more] == ["step:s#3", "step:s#4"]
             [info] = await store.tasks.list_queues()
             assert info == QueueInfo("q", 4, 0, 4)
+
+        run_with_store(store_factory, body)
+
+    def test_a_limit_of_zero_pauses_the_queue(self, store_factory: StoreFactory) -> None:
+        async def body(store: Store) -> None:
+            await dispatched(store, "r1", [new_task(f"step:s#{i}") for i in range(3)])
+            [(held, _)] = await store.tasks.claim("t1", ["q"], limit=1, ttl=30)
+            await store.tasks.set_limit("q", 0)
+            assert await store.tasks.claim("t1", ["q"], limit=10, ttl=30) == []
+            assert await store.tasks.list_queues() == [QueueInfo("q", 0, 2, 1)]
+            await store.tasks.complete(held, b'"done"')  # a task already running finishes
+            assert await store.tasks.claim("t2", ["q"], limit=10, ttl=30) == []
+            await store.tasks.set_limit("q", None)  # resumed
+            resumed = await store.tasks.claim("t2", ["q"], limit=10, ttl=30)
+            assert [t.command for _, t in resumed] == ["step:s#1", "step:s#2"]
 
         run_with_store(store_factory, body)
 

@@ -190,6 +190,66 @@ class ReadConformance:
 
         run_with_store(store_factory, body)
 
+    def test_list_runs_oldest_first_pages_cover_every_run_once_in_order(
+        self, store_factory: StoreFactory
+    ) -> None:
+        async def body(store: Store) -> None:
+            for i in range(13):
+                await store.runs.create(new_run(f"r{i:02d}", "a" if i % 3 else "b"))
+            times = sorted(r.created_at for r in (await store.reads.list_runs(limit=13)).runs)
+            since, until = times[2], times[-3]  # the stores' own clocks
+            ranges: list[dict[str, Any]] = [
+                {"since": since},
+                {"until": until},
+                {"since": since, "until": until, "workflow": "a"},
+            ]
+            filters: list[dict[str, Any]] = [{}, {"workflow": "a"}, {"workflow": ["a", "b"]}]
+            for where in [*filters, *ranges]:
+                seen: list[RunRecord] = []
+                cursor = None
+                while True:
+                    page = await store.reads.list_runs(
+                        limit=4, cursor=cursor, oldest_first=True, **where
+                    )
+                    seen.extend(page.runs)
+                    if (cursor := page.next_cursor) is None:
+                        break
+                keys = [(r.created_at, r.run_id) for r in seen]
+                assert keys == sorted(keys), where
+                newest = (await store.reads.list_runs(limit=100, **where)).runs
+                assert [r.run_id for r in seen] == [r.run_id for r in reversed(newest)], where
+                newest_paged: list[RunRecord] = []
+                cursor = None
+                while True:  # newest first in pages too: the range bounds the cursor
+                    page = await store.reads.list_runs(limit=3, cursor=cursor, **where)
+                    newest_paged.extend(page.runs)
+                    if (cursor := page.next_cursor) is None:
+                        break
+                assert newest_paged == newest, where
+                lo, hi = where.get("since", -math.inf), where.get("until", math.inf)
+                assert all(lo <= r.created_at < hi for r in newest), where
+
+        run_with_store(store_factory, body)
+
+    def test_count_runs_by_state_counts_each_state_under_the_filters(
+        self, store_factory: StoreFactory
+    ) -> None:
+        async def body(store: Store) -> None:
+            assert await store.reads.count_runs_by_state() == {}
+            for i in range(7):
+                await store.runs.create(new_run(f"r{i}", "a" if i % 2 else "b"))
+            for run_id in ("r1", "r2", "r3"):
+                await store.runs.request_cancel(run_id, CANCELLED)
+            await leased(store, "r7")
+            pending, cancelled = RunState.PENDING, RunState.CANCELLED
+            counts = await store.reads.count_runs_by_state()
+            assert counts == {pending: 4, cancelled: 3, RunState.RUNNING: 1}
+            assert await store.reads.count_runs_by_state(workflow="a") == {cancelled: 2, pending: 1}
+            assert await store.reads.count_runs_by_state(state=[cancelled]) == {cancelled: 3}
+            assert await store.reads.count_runs_by_state(parent_run_id="r0") == {}
+
+        run_with_store(store_factory, body)
+
     def test_list_runs_refuses_bad_filters(self, store_factory: StoreFactory) -> None:
         async def body(store: Store) -> None:
             bad: list[dict[str, Any]] = [

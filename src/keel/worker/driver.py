@@ -282,7 +282,15 @@ class RunDriver:
                 now = jitter = 0.0
                 if ended.error is not None:  # a retry's time: this worker's clock, a draw
                     now, jitter = self.worker.clock_now(), random.random()
-                journal = steps.plan_attempt_ended(cmd, item.attempt, ended, now, jitter)
+                journal = steps.plan_attempt_ended(
+                    cmd,
+                    item.attempt,
+                    ended,
+                    now,
+                    jitter,
+                    started_at=item.started_at,
+                    worker=self.worker.owner,
+                )
                 self.effects.journal(journal)
             elif item.what == "timer":
                 self.effects.journal(timers.plan_fired(cmd))

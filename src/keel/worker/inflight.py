@@ -4,6 +4,7 @@ for timers and retries due within the worker's ``inline_wait``."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Container, Coroutine, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ class Running:
     attempt: int
     task: asyncio.Task[Any]
     info: StepInfo | None = None  # attempts: what the running step sees
+    started_at: float | None = None  # attempts: when it started, on this worker's clock
 
     def ended(self) -> Ended:
         """How a finished attempt ended."""
@@ -97,6 +99,7 @@ class Inflight:
             if cmd.idempotency_key is not None
             else None
         )
+        started_at = time.time()
         task = start_attempt(
             cmd.target,
             cmd.args,
@@ -107,7 +110,7 @@ class Inflight:
             leased=self._leased,
             workflow=self.workflow,
         )
-        self.items[cmd.key] = Running(cmd.key, "attempt", attempt, task, info)
+        self.items[cmd.key] = Running(cmd.key, "attempt", attempt, task, info, started_at)
 
     def start_wait(self, cmd: Command, what: Literal["timer", "retry"], delay: float) -> None:
         task = asyncio.get_running_loop().create_task(self._sleep(max(0.0, delay)))

@@ -452,7 +452,9 @@ class Worker:
         dies they may at once."""
         try:
             return await self.store.workers.hold_liveness(self.owner)
-        except Exception:
+        except Exception as exc:
+            if self.give_up(exc):  # a damaged file: logged once, and the worker stops
+                return None
             log.exception("could not take the liveness lock; runs of this worker move by TTL")
             return None
 

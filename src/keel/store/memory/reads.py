@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection
 from typing import Unpack
 
@@ -26,24 +27,38 @@ class MemoryReads:
             return {i: self._t.runs[i] for i in run_ids if i in self._t.runs}
 
     async def list_runs(
-        self, *, limit: int = 50, cursor: str | None = None, **where: Unpack[RunWhere]
+        self,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        oldest_first: bool = False,
+        **where: Unpack[RunWhere],
     ) -> RunPage:
         check_limit(limit)
         selected = where_filter(where)
-        before = decode_cursor(cursor) if cursor else None
+        mark = decode_cursor(cursor) if cursor else None
+
+        def past_mark(run: RunRecord) -> bool:
+            if mark is None:
+                return True
+            key = (run.created_at, run.run_id)
+            return key > mark if oldest_first else key < mark
+
         with self._t.transaction():
-            runs = [
-                r
-                for r in self._t.runs.values()
-                if selected.matches(r) and (before is None or (r.created_at, r.run_id) < before)
-            ]
-        runs.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
+            runs = [r for r in self._t.runs.values() if selected.matches(r) and past_mark(r)]
+        runs.sort(key=lambda r: (r.created_at, r.run_id), reverse=not oldest_first)
         return page_of(runs[: limit + 1], limit)
 
     async def count_runs(self, **where: Unpack[RunWhere]) -> int:
         selected = where_filter(where)
         with self._t.transaction():
             return sum(1 for r in self._t.runs.values() if selected.matches(r))
+
+    async def count_runs_by_state(self, **where: Unpack[RunWhere]) -> dict[RunState, int]:
+        selected = where_filter(where)
+        with self._t.transaction():
+            counts = Counter(r.state for r in self._t.runs.values() if selected.matches(r))
+        return dict(counts)
 
     async def history(self, run_id: str, *, after_seq: int = -1) -> list[EventRecord]:
         with self._t.transaction():

@@ -105,14 +105,21 @@ class Pool:
             finally:
                 await pool.putconn(conn)
 
-    async def fetch(self, sql: str, params: dict[str, Any], row: Row = tuple_row) -> list[Any]:
+    async def fetch(
+        self, sql: str, params: dict[str, Any], row: Row = tuple_row, *, prepare: bool = True
+    ) -> list[Any]:
         """One statement on a pooled connection: its rows, made by ``row``."""
         async with self.connection() as conn:
-            return await run(conn, sql, params, row)
+            return await run(conn, sql, params, row, prepare=prepare)
 
 
-async def run(conn: Conn, sql: str, params: dict[str, Any], row: Row) -> list[Any]:
-    """Execute ``sql`` on ``conn`` (binary results) and fetch its rows, made by ``row``."""
+async def run(
+    conn: Conn, sql: str, params: dict[str, Any], row: Row, *, prepare: bool = True
+) -> list[Any]:
+    """Execute ``sql`` on ``conn`` (binary results) and fetch its rows, made by ``row``.
+
+    ``prepare=False``: planned for these parameters each time (see PgDatabase.fetch).
+    """
     cur = conn.cursor(row_factory=row, binary=True)
-    await cur.execute(sql, params)
+    await cur.execute(sql, params, prepare=None if prepare else False)
     return await cur.fetchall()

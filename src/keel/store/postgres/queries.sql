@@ -61,20 +61,34 @@ WHERE r.run_id = ANY (%(run_ids)s::text[])
   AND (%(parent_run_id)s::text IS NULL OR r.parent_run_id = %(parent_run_id)s::text)
 
 -- name: list_runs
--- Newest first, from a keyset cursor. One workflow (one_workflow) walks the
--- runs_workflow index.
+-- Newest first (newest) or oldest first (oldest), from a keyset cursor. One
+-- workflow (one_workflow) can walk the runs_workflow index, one state
+-- (one_state) the runs_state index.
 SELECT {run_row}
 FROM runs r JOIN run_payloads p ON p.run_id = r.run_id
 WHERE {run_filter}
 --[one_workflow
   AND r.workflow = %(workflow)s::text
 --]
+--[one_state
+  AND r.state = %(state)s::text
+--]
+  AND r.created_at BETWEEN %(low)s::float8 AND %(high)s::float8
+--[newest
   AND (r.created_at, r.run_id) < (%(before_created)s::float8, %(before_run_id)s::text)
 ORDER BY r.created_at DESC, r.run_id DESC
+--]
+--[oldest
+  AND (r.created_at, r.run_id) > (%(before_created)s::float8, %(before_run_id)s::text)
+ORDER BY r.created_at, r.run_id
+--]
 LIMIT %(limit)s::bigint;
 
 -- name: count_runs
 SELECT count(*) AS n FROM runs r WHERE {run_filter};
+
+-- name: count_runs_by_state
+SELECT r.state, count(*) AS n FROM runs r WHERE {run_filter} GROUP BY r.state;
 
 -- name: load_events
 SELECT run_id, seq, type, command, data, created_at

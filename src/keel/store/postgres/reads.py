@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Unpack
 
 from keel.core.states import RunState
-from keel.store._checks import check_limit, decode_cursor, page_of, where_filter
+from keel.store._checks import check_limit, decode_cursor, keyset, page_of, where_filter
 from keel.store.base import EventRecord, RunFilter, RunPage, RunRecord, RunStats, RunWhere
 from keel.store.postgres._sql import DICT, EVENT, RUN, Q
 from keel.store.postgres.database import PgDatabase
@@ -28,26 +27,37 @@ class PgReads:
         return await fetch_runs(self.db, run_ids) if run_ids else {}
 
     async def list_runs(
-        self, *, limit: int = 50, cursor: str | None = None, **where: Unpack[RunWhere]
+        self,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        oldest_first: bool = False,
+        **where: Unpack[RunWhere],
     ) -> RunPage:
-        check_limit(limit)
         selected = where_filter(where)
-        before = decode_cursor(cursor) if cursor else (math.inf, "")
-        params = _filter(selected) | {
-            "before_created": before[0],
-            "before_run_id": before[1],
-            "limit": limit + 1,  # one more tells whether another page exists
-        }
+        # One more than the page tells whether another page exists.
+        params = _filter(selected) | keyset(
+            limit, cursor, oldest_first=oldest_first, where=selected
+        )
+        tags = ["oldest" if oldest_first else "newest"]
         if len(selected.workflows) == 1:  # walks the runs_workflow index
             params |= {"workflow": selected.workflows[0], "workflows": None}
-            query = Q.sql("list_runs", "one_workflow")
-        else:
-            query = Q["list_runs"]
-        return page_of(await self.db.fetch(query, params, RUN), limit)
+            tags.append("one_workflow")
+        if len(selected.states) == 1:  # can walk the runs_state index
+            params |= {"state": str(selected.states[0]), "states": None}
+            tags.append("one_state")
+        query = Q.sql("list_runs", *tags)
+        return page_of(await self.db.fetch(query, params, RUN, prepare=False), limit)
 
     async def count_runs(self, **where: Unpack[RunWhere]) -> int:
-        rows = await self.db.fetch(Q["count_runs"], _filter(where_filter(where)), DICT)
+        params = _filter(where_filter(where))
+        rows = await self.db.fetch(Q["count_runs"], params, DICT, prepare=False)
         return int(rows[0]["n"])
+
+    async def count_runs_by_state(self, **where: Unpack[RunWhere]) -> dict[RunState, int]:
+        params = _filter(where_filter(where))
+        rows = await self.db.fetch(Q["count_runs_by_state"], params, DICT, prepare=False)
+        return {RunState(row["state"]): int(row["n"]) for row in rows}
 
     async def history(self, run_id: str, *, after_seq: int = -1) -> list[EventRecord]:
         params = {"run_id": run_id, "after_seq": after_seq}

@@ -1,4 +1,4 @@
--- The full current Keel PostgreSQL schema (version 12), for reading. Databases are
+-- The full current Keel PostgreSQL schema (version 14), for reading. Databases are
 -- built by applying migrations/ in order inside Keel's schema (default "keel");
 -- a test checks that both give the same catalog.
 
@@ -6,7 +6,7 @@ CREATE TABLE keel_meta (
     key   text PRIMARY KEY,
     value text NOT NULL
 );
--- rows: ('application', 'keel'), ('schema_version', '12')
+-- rows: ('application', 'keel'), ('schema_version', '14')
 
 -- Fencing tokens: every claim takes nextval, so a token is larger than every
 -- token handed out before it, on any run. CACHE 1 (the default) keeps values
@@ -53,6 +53,8 @@ CREATE INDEX runs_leased ON runs (lease_expires_at) WHERE state = 'running';
 -- list_runs keyset pagination, newest first.
 CREATE INDEX runs_created ON runs (created_at, run_id);
 CREATE INDEX runs_workflow ON runs (workflow, created_at, run_id);
+-- list_runs of one state, and counts per state (version 14).
+CREATE INDEX runs_state ON runs (state, created_at, run_id);
 -- The children of a run, for the cascade when it ends (version 6).
 CREATE INDEX runs_parent ON runs (parent_run_id) WHERE parent_run_id IS NOT NULL;
 -- The runs of a continue-as-new chain (version 7).
@@ -140,10 +142,11 @@ CREATE INDEX tasks_leased ON tasks (lease_expires_at) WHERE state = 'leased';
 CREATE INDEX tasks_leased_queue ON tasks (queue) WHERE state = 'leased';
 
 -- Cluster-wide queue limits (version 4): at most `concurrency` tasks of the
--- queue leased at once over all workers; a queue without a row is uncapped.
+-- queue leased at once over all workers; a queue without a row is uncapped;
+-- 0 pauses the queue (version 13).
 CREATE TABLE queues (
     queue       text COLLATE "C" PRIMARY KEY,
-    concurrency integer NOT NULL CHECK (concurrency >= 1)
+    concurrency integer NOT NULL CONSTRAINT queues_concurrency_check CHECK (concurrency >= 0)
 );
 
 -- Schedules (version 5): start runs of a workflow on a cron expression (in a

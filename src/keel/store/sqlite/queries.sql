@@ -499,6 +499,7 @@ SELECT min(due) AS due FROM (
 SELECT * FROM runs
 WHERE (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
   AND {run_filter}
+  AND created_at BETWEEN :low AND :high
   AND (created_at, run_id) < (:before_created, :before_run_id)
 ORDER BY created_at DESC, run_id DESC
 LIMIT :limit;
@@ -507,14 +508,64 @@ LIMIT :limit;
 -- One workflow: walks the runs_workflow index.
 SELECT * FROM runs
 WHERE workflow = :workflow AND {run_filter}
+  AND created_at BETWEEN :low AND :high
   AND (created_at, run_id) < (:before_created, :before_run_id)
 ORDER BY created_at DESC, run_id DESC
+LIMIT :limit;
+
+-- name: list_runs_oldest
+-- list_runs oldest first.
+SELECT * FROM runs
+WHERE (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
+  AND {run_filter}
+  AND created_at BETWEEN :low AND :high
+  AND (created_at, run_id) > (:before_created, :before_run_id)
+ORDER BY created_at, run_id
+LIMIT :limit;
+
+-- name: list_runs_by_workflow_oldest
+-- list_runs_by_workflow oldest first.
+SELECT * FROM runs
+WHERE workflow = :workflow AND {run_filter}
+  AND created_at BETWEEN :low AND :high
+  AND (created_at, run_id) > (:before_created, :before_run_id)
+ORDER BY created_at, run_id
+LIMIT :limit;
+
+-- name: list_runs_by_state
+-- One state (whatever the workflows): walks the runs_state index. INDEXED BY:
+-- with statistics that say most runs are completed, the planner would walk
+-- runs_created instead, through every run when the state is rare.
+SELECT * FROM runs INDEXED BY runs_state
+WHERE state = :state
+  AND (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
+  AND {run_filter}
+  AND created_at BETWEEN :low AND :high
+  AND (created_at, run_id) < (:before_created, :before_run_id)
+ORDER BY created_at DESC, run_id DESC
+LIMIT :limit;
+
+-- name: list_runs_by_state_oldest
+-- list_runs_by_state oldest first.
+SELECT * FROM runs INDEXED BY runs_state
+WHERE state = :state
+  AND (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
+  AND {run_filter}
+  AND created_at BETWEEN :low AND :high
+  AND (created_at, run_id) > (:before_created, :before_run_id)
+ORDER BY created_at, run_id
 LIMIT :limit;
 
 -- name: count_runs
 SELECT count(*) AS n FROM runs
 WHERE (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
   AND {run_filter};
+
+-- name: count_runs_by_state
+SELECT state, count(*) AS n FROM runs
+WHERE (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
+  AND {run_filter}
+GROUP BY state;
 
 -- Workers: versions and liveness (workers.py) -------------------------------------------
 

@@ -30,11 +30,25 @@ class SQLiteReads(Capability):
         return {run.run_id: run for run in runs}
 
     async def list_runs(
-        self, *, limit: int = 50, cursor: str | None = None, **where: Unpack[RunWhere]
+        self,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        oldest_first: bool = False,
+        **where: Unpack[RunWhere],
     ) -> RunPage:
         filters = where_filter(where)
-        params = _filter_params(filters) | keyset(limit, cursor)
-        query = Q["list_runs_by_workflow"] if len(filters.workflows) == 1 else Q["list_runs"]
+        params = _filter_params(filters) | keyset(
+            limit, cursor, oldest_first=oldest_first, where=filters
+        )
+        if len(filters.states) == 1:  # failed runs among a million: the runs_state index
+            params["state"] = filters.states[0].value
+            name = "list_runs_by_state"
+        elif len(filters.workflows) == 1:
+            name = "list_runs_by_workflow"
+        else:
+            name = "list_runs"
+        query = Q[name + "_oldest"] if oldest_first else Q[name]
         return page_of(await self._db.read_all(query, params, run_record), limit)
 
     async def count_runs(self, **where: Unpack[RunWhere]) -> int:
@@ -42,6 +56,15 @@ class SQLiteReads(Capability):
         return await self._db.read(
             lambda conn: int(conn.execute(Q["count_runs"], params).fetchone()["n"])
         )
+
+    async def count_runs_by_state(self, **where: Unpack[RunWhere]) -> dict[RunState, int]:
+        params = _filter_params(where_filter(where))
+
+        def count(conn: sqlite3.Connection) -> dict[RunState, int]:
+            rows = conn.execute(Q["count_runs_by_state"], params).fetchall()
+            return {RunState(row["state"]): int(row["n"]) for row in rows}
+
+        return await self._db.read(count)
 
     async def history(self, run_id: str, *, after_seq: int = -1) -> list[EventRecord]:
         return await self._db.read_all(Q["load_events"], (run_id, after_seq), event_record)

@@ -4,7 +4,7 @@ journal once an attempt has ended (its result, a retry, or the step's failure)."
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -17,6 +17,7 @@ from keel.core.events import (
     StepAttemptFailed,
     StepCompleted,
     StepFailed,
+    UnsetType,
 )
 from keel.errors import SerializationError, error_info
 from keel.worker.actions import (
@@ -28,6 +29,8 @@ from keel.worker.actions import (
     WakeAt,
 )
 from keel.worker.step_runner import StoredResult
+
+T = TypeVar("T")
 
 
 def plan_attempt(cmd: Command, now: float, inline_wait: float) -> list[Planned]:
@@ -51,11 +54,21 @@ class Ended:
 
 
 def plan_attempt_ended(
-    cmd: Command, attempt: int, ended: Ended, now: float, jitter: float
+    cmd: Command,
+    attempt: int,
+    ended: Ended,
+    now: float,
+    jitter: float,
+    *,
+    started_at: float | None = None,
+    worker: str | None = None,
 ) -> list[RecordEvent | ReportAttempt]:
     """What to journal for attempt ``attempt`` of ``cmd``: its result, a retry
     (``step_attempt_failed`` with the retry time, from ``now`` on the worker's
-    clock and the uniform draw ``jitter``) or the step's failure."""
+    clock and the uniform draw ``jitter``) or the step's failure. A step's
+    events record ``started_at`` (the attempt's start on the worker's clock) and
+    ``worker`` (its lease owner) when given, for timelines."""
+    ran = _Ran(_given(started_at), _given(worker))
     if ended.error is None:
         reused = False
         value = ended.value
@@ -65,7 +78,7 @@ def plan_attempt_ended(
             try:
                 data = codec.encode(value, what=f"result of {cmd.id.describe()}")
             except SerializationError as enc_exc:
-                return _failed(cmd, attempt, enc_exc, "not retried")
+                return _failed(cmd, attempt, enc_exc, "not retried", ran)
         if cmd.id.kind is not CommandKind.STEP:
             value = SideEffect(value=msgspec.Raw(data), args_hash=cmd.args_hash, attempt=attempt)
             return [RecordEvent(cmd, value)]
@@ -75,26 +88,51 @@ def plan_attempt_ended(
             attempt=attempt,
             reused=True if reused else UNSET,
             idempotency_key=cmd.idempotency_key if reused else UNSET,
+            started_at=ran.started_at,
+            worker=ran.worker,
         )
         return [RecordEvent(cmd, completed)]
     exc = ended.error
     policy = cmd.target.retry
     if isinstance(exc, SerializationError):  # a result that cannot be stored: no retry
-        return _failed(cmd, attempt, exc, "not retried")
+        return _failed(cmd, attempt, exc, "not retried", ran)
     if isinstance(exc, Exception) and policy.should_retry(attempt, exc):
         delay = policy.delay(attempt, jitter)
         failed = StepAttemptFailed(
-            attempt=attempt, error=error_info(exc), retry_at=now + delay, args_hash=cmd.args_hash
+            attempt=attempt,
+            error=error_info(exc),
+            retry_at=now + delay,
+            args_hash=cmd.args_hash,
+            started_at=ran.started_at,
+            worker=ran.worker,
         )
         return [_report(cmd, attempt, exc, "retrying in %.3gs", delay), RecordEvent(cmd, failed)]
     why = "no attempts left" if attempt >= policy.max_attempts else "not retryable"
-    return _failed(cmd, attempt, exc, why)
+    return _failed(cmd, attempt, exc, why, ran)
+
+
+@dataclass(frozen=True, slots=True)
+class _Ran:
+    """Where and when an attempt ran, as its step event records it."""
+
+    started_at: float | UnsetType
+    worker: str | UnsetType
+
+
+def _given(value: T | None) -> T | UnsetType:
+    return UNSET if value is None else value
 
 
 def _failed(
-    cmd: Command, attempt: int, exc: BaseException, why: str
+    cmd: Command, attempt: int, exc: BaseException, why: str, ran: _Ran
 ) -> list[RecordEvent | ReportAttempt]:
-    failed = StepFailed(attempts=attempt, error=error_info(exc), args_hash=cmd.args_hash)
+    failed = StepFailed(
+        attempts=attempt,
+        error=error_info(exc),
+        args_hash=cmd.args_hash,
+        started_at=ran.started_at,
+        worker=ran.worker,
+    )
     return [_report(cmd, attempt, exc, why), RecordEvent(cmd, failed)]
 
 

@@ -1,0 +1,153 @@
+"""A run's page: its row, input, result and error, the step timeline, the journal
+(downloadable as ``keel runs export`` writes it) and time travel over it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from keel.core import events as ev
+from keel.core.fold import RunView, fold, views
+from keel.core.journal import journal_filename, journal_text
+from keel.core.redact import redact
+from keel.errors import KeelError
+from keel.store.base import EventRecord
+from keel.ui.context import Dashboard, back, dashboard
+from keel.ui.format import run_path
+from keel.ui.timeline import build
+
+
+async def run_page(request: Request) -> Response:
+    d = dashboard(request)
+    run_id = request.path_params["run_id"]
+    run = await d.store.reads.get_run(run_id)
+    if run is None:
+        return d.page(request, "missing.html", run_id=run_id, status_code=404)
+    history = await d.store.reads.history(run_id)
+    steps = _views(history)
+    now = await d.store.now()
+    last = steps[-1] if steps else None
+    line = build(last, run.created_at, now, ended=run.state.is_terminal) if last else None
+    child_ids = [c.child_run_id for c in last.of_kind("child") if c.child_run_id] if last else []
+    children = await d.store.reads.get_runs(child_ids) if child_ids else {}
+    failed_only = request.query_params.get("failed") == "1"
+    lanes = [] if line is None else [lane for lane in line.lanes if lane.failed or not failed_only]
+    return d.page(
+        request,
+        "run.html",
+        run=run,
+        view=last,
+        line=line,
+        lanes=lanes,
+        failed_only=failed_only,
+        children=children,
+        waiting=await d.client.waiting(run),
+        events=len(history),
+        quoted=quote(run_id, safe=""),
+    )
+
+
+def _views(history: list[EventRecord]) -> list[RunView]:
+    try:
+        return list(views(history))
+    except ValueError:  # an event this code cannot read: show the rest of the page
+        return []
+
+
+async def time_travel(request: Request) -> Response:
+    """The run as it stood after one journal event (an htmx fragment)."""
+    d = dashboard(request)
+    run_id = request.path_params["run_id"]
+    history = await d.store.reads.history(run_id)
+    if not history:
+        return Response("no such run", status_code=404)
+    try:
+        seq = int(request.query_params.get("seq", len(history) - 1))
+    except ValueError:
+        return Response("seq must be a number", status_code=400)
+    seq = min(max(seq, 0), len(history) - 1)
+    view = fold(history[: seq + 1])
+    assert view is not None
+    row = history[seq]
+    return d.page(
+        request,
+        "_travel.html",
+        view=view,
+        row=row,
+        data=ev.plain(row.type, row.data),
+        last=len(history) - 1,
+    )
+
+
+async def journal(request: Request) -> Response:
+    """The journal as ``keel runs export`` writes it (``keel replay`` reads it)."""
+    d = dashboard(request)
+    run_id = request.path_params["run_id"]
+    history = await d.store.reads.history(run_id)
+    if not history:
+        return Response("no such run", status_code=404)
+    name = journal_filename(run_id)
+    return Response(
+        journal_text(history),
+        media_type="application/json",
+        headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}"},
+    )
+
+
+async def run_action(request: Request) -> Response:
+    """An operator action on a run, from a form on its page."""
+    d = dashboard(request)
+    run_id = request.path_params["run_id"]
+    action = request.path_params["action"]
+    form = await request.form()
+    csrf = form.get("csrf")
+    if not d.access.may_act(request, csrf if isinstance(csrf, str) else None):
+        return forbidden(d, request)
+    where = run_path(run_id)
+    try:
+        done = await _act(d, run_id, action, {k: v for k, v in form.items() if isinstance(v, str)})
+    except (KeelError, ValueError) as exc:
+        return back(request, where, problem=f"{action}: {exc}")
+    if done is None:
+        return Response(f"unknown action {action!r}", status_code=404)
+    return back(request, where, done=done)
+
+
+async def _act(d: Dashboard, run_id: str, action: str, form: dict[str, str]) -> str | None:
+    """Perform ``action``; what happened, in words (``None``: no such action)."""
+    if action == "cancel":
+        state = await d.client.cancel(run_id)
+        return f"cancel requested (state: {state.value})"
+    if action == "signal":
+        name = form.get("name", "").strip()
+        text = form.get("payload", "").strip() or "null"
+        try:
+            payload: Any = json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"the payload is not JSON: {exc}") from None
+        delivered = await d.client.signal(run_id, name, payload)
+        return f"signal {name!r} sent" if delivered else f"signal {name!r} was a repeat"
+    return None
+
+
+def forbidden(d: Dashboard, request: Request) -> Response:
+    """The answer to an action without the operator token (or a bad CSRF value)."""
+    why = (
+        "This dashboard is read-only: no operator token is configured."
+        if not d.access.configured
+        else "This action needs the operator token: log in first."
+    )
+    return d.page(request, "forbidden.html", why=redact(why), status_code=403)
+
+
+ROUTES = [
+    Route("/run/{run_id:path}", run_page, name="run"),
+    Route("/run-at/{run_id:path}", time_travel, name="run_at"),
+    Route("/run-journal/{run_id:path}", journal, name="run_journal"),
+    Route("/run-action/{action}/{run_id:path}", run_action, methods=["POST"]),
+]
