@@ -288,3 +288,58 @@ def test_queues_schedules_and_workers_pages(dashboard: Dashboard, page: Page, sh
     expect(page.locator("tr[data-worker]")).to_have_count(1)
     expect(page.locator("tr[data-worker]")).to_contain_text("ui.order@")
     page.screenshot(path=shots / "workers.png", full_page=True)
+
+
+def test_retry_a_failed_run_from_the_page(dashboard: Dashboard, page: Page, shots: Path) -> None:
+    run_id = dashboard.start(apps.fails, "still broken")
+    dashboard.wait_state(run_id, "failed")
+    dashboard.login(page)
+    page.goto(run_url(dashboard, run_id))
+    page.click("button:has-text('Retry')")
+    expect(page.locator(".note.ok")).to_contain_text(f"retry of {run_id}")
+    new_id = page.locator(".runhead h1 .mono").inner_text()
+    assert new_id != run_id
+    expect(page.locator(".facts")).to_contain_text(run_id)  # "copied from" the original
+    dashboard.wait_state(new_id, "failed")  # the bug is still there: it fails again
+    page.goto(run_url(dashboard, run_id))
+    expect(page.locator(".facts")).to_contain_text(new_id)  # the original links to it
+    page.screenshot(path=shots / "run-retried.png", full_page=True)
+
+
+def test_terminate_and_resume_from_the_page(dashboard: Dashboard, page: Page) -> None:
+    run_id = dashboard.start(apps.waits)
+    dashboard.wait_state(run_id, "suspended")
+    dashboard.login(page)
+    page.goto(run_url(dashboard, run_id))
+    page.click("button:has-text('Resume')")
+    expect(page.locator(".note.ok")).to_contain_text("resumed")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.fill("input[name=reason]", "stuck in a test")
+    page.click("button:has-text('Terminate')")
+    expect(page.locator(".note.ok")).to_contain_text("terminated")
+    dashboard.wait_state(run_id, "terminated")
+    page.reload()
+    expect(page.locator(".at")).to_contain_text("terminated")
+
+
+def test_bulk_actions_on_selected_runs_and_on_a_filter(dashboard: Dashboard, page: Page) -> None:
+    waiting = [dashboard.start(apps.waits) for _ in range(4)]
+    for run_id in waiting:
+        dashboard.wait_state(run_id, "suspended")
+    dashboard.login(page)
+    page.goto(dashboard.base + "/?workflow=ui.waits")
+    for run_id in waiting[:2]:
+        page.check(f"tr[data-run='{run_id}'] input[name=run_id]")
+    page.select_option("#bulk-selected select[name=action]", "terminate")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#bulk-selected button:has-text('Apply to selected')")
+    expect(page.locator(".note.ok")).to_contain_text("terminate: 2 runs")
+    for run_id in waiting[:2]:
+        dashboard.wait_state(run_id, "terminated")
+    # Every run matching a filter: the count is shown before anything is done.
+    page.click("a:has-text('cancel all matching')")
+    expect(page.locator("h1")).to_contain_text("Cancel 4 runs?")
+    page.click("#confirm-bulk")
+    expect(page.locator(".note.ok")).to_contain_text("cancel: 2 runs, 2 refused")
+    for run_id in waiting[2:]:
+        dashboard.wait_state(run_id, "cancelled")

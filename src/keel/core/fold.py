@@ -42,6 +42,7 @@ from keel.core.events import (
     RunContinued,
     RunFailed,
     RunStarted,
+    RunTerminated,
     SideEffect,
     SignalAwaited,
     SignalReceived,
@@ -81,7 +82,9 @@ ENDED: frozenset[Status] = frozenset(
 
 #: A run's status as its journal tells it (the run row may know more: a run
 #: ``running`` here may be pending, running or suspended in the store).
-RunStatus: TypeAlias = Literal["running", "completed", "failed", "cancelled", "continued"]
+RunStatus: TypeAlias = Literal[
+    "running", "completed", "failed", "cancelled", "continued", "terminated"
+]
 
 
 class JournalRow(Protocol):
@@ -233,6 +236,8 @@ def apply(view: RunView | None, row: JournalRow, event: Event) -> RunView:
             return replace(_drop(base, row), status="cancelled")
         case RunContinued():
             return replace(_drop(base, row), status="continued", continued_to=event.continued_to)
+        case RunTerminated():
+            return replace(_drop(base, row), status="terminated")
         case CancelRequested():
             return replace(base, cancel_requested=True)
     if row.command is None:

@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from keel.client import Client
+from keel.observe import health, metrics
 from keel.store import open_store
 from keel.store.ports import Store
 from keel.ui.access import COOKIE, Access
@@ -52,6 +53,9 @@ def create_app(
         *RUNS_ROUTES,
         *RUN_ROUTES,
         *SYSTEM_ROUTES,
+        Route("/metrics", metrics_endpoint, name="metrics"),
+        Route("/healthz", healthz, name="healthz"),
+        Route("/readyz", readyz, name="readyz"),
         Route("/login", login, methods=["GET", "POST"], name="login"),
         Route("/logout", logout, methods=["POST"], name="logout"),
         Mount("/static", StaticFiles(packages=[("keel.ui", "static")]), name="static"),
@@ -89,6 +93,27 @@ async def logout(request: Request) -> Response:
     response = RedirectResponse(root + "/", status_code=303)
     response.delete_cookie(COOKIE, path=root or "/")
     return response
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    """Prometheus exposition: this process's metrics (if it installed a Prometheus
+    reader) and the gauges read from the database now (as ``keel worker
+    --metrics-port`` serves them)."""
+    d = dashboard(request)
+    body = metrics.process_metrics() + await metrics.store_gauges(d.store)
+    return Response(body, headers={"Content-Type": metrics.CONTENT_TYPE})
+
+
+async def healthz(request: Request) -> Response:
+    """Liveness: the store answers (200), else 503."""
+    report = await health.liveness(dashboard(request).store)
+    return JSONResponse(report.to_dict(), status_code=200 if report.live else 503)
+
+
+async def readyz(request: Request) -> Response:
+    """Readiness: store reachable, schema current, workers alive, no overdue runs."""
+    report = await health.check(dashboard(request).store)
+    return JSONResponse(report.to_dict(), status_code=200 if report.ready else 503)
 
 
 def new_token() -> str:

@@ -6,11 +6,23 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import TypedDict
 from urllib.parse import urlencode
 
 from starlette.datastructures import QueryParams
 
 from keel.core.states import RunState
+
+
+class Where(TypedDict):
+    """The run filter arguments of ``store.reads.list_runs`` and ``count_runs``."""
+
+    workflow: str | None
+    state: list[RunState] | None
+    since: float | None
+    until: float | None
+    parent_run_id: str | None
+
 
 PAGE_SIZES = (25, 50, 100, 200)
 _AGE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
@@ -64,7 +76,7 @@ class RunQuery:
             limit=limit,
         )
 
-    def where(self, now: float) -> dict[str, object]:
+    def where(self, now: float) -> Where:
         """The ``store.reads.list_runs`` filter arguments (``now``: the store clock)."""
         return {
             "workflow": self.workflow or None,

@@ -47,6 +47,7 @@ async def run_page(request: Request) -> Response:
         failed_only=failed_only,
         children=children,
         waiting=await d.client.waiting(run),
+        forks=(await d.client.get(run_id)).forks,
         events=len(history),
         quoted=quote(run_id, safe=""),
     )
@@ -115,6 +116,9 @@ async def run_action(request: Request) -> Response:
         return back(request, where, problem=f"{action}: {exc}")
     if done is None:
         return Response(f"unknown action {action!r}", status_code=404)
+    if done.startswith("NEW:"):  # retry and fork: go to the new run
+        new = done.removeprefix("NEW:")
+        return back(request, run_path(new), done=f"{action} of {run_id}: this run")
     return back(request, where, done=done)
 
 
@@ -123,6 +127,20 @@ async def _act(d: Dashboard, run_id: str, action: str, form: dict[str, str]) -> 
     if action == "cancel":
         state = await d.client.cancel(run_id)
         return f"cancel requested (state: {state.value})"
+    if action == "terminate":
+        info = await d.client.terminate(run_id, reason=form.get("reason", "").strip())
+        return f"terminated (state: {info.state.value})"
+    if action == "resume":
+        info = await d.client.resume(run_id, force=form.get("force") == "1")
+        return f"resumed (state: {info.state.value})"
+    if action in ("retry", "fork"):
+        redeliver = form.get("redeliver", "1") == "1"
+        if action == "retry":
+            handle = await d.client.retry(run_id, redeliver_signals=redeliver)
+        else:
+            at = form.get("at", "").strip()
+            handle = await d.client.fork(run_id, at, redeliver_signals=redeliver)
+        return f"NEW:{handle.run_id}"
     if action == "signal":
         name = form.get("name", "").strip()
         text = form.get("payload", "").strip() or "null"

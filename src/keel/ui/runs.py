@@ -7,17 +7,18 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from keel.core.states import RunState
-from keel.errors import ConfigurationError
+from keel.errors import ConfigurationError, KeelError
 from keel.store.base import RunRecord
-from keel.ui.context import Dashboard, dashboard
-from keel.ui.query import PAGE_SIZES, BadFilter, RunQuery
+from keel.ui.context import Dashboard, back, dashboard
+from keel.ui.query import PAGE_SIZES, BadFilter, RunQuery, Where
+from keel.ui.run import forbidden
 
 #: Seconds between keep-alive comments on an idle stream, and the least time
 #: between two pushes (a busy store changes many times a second).
@@ -44,7 +45,7 @@ async def listing(d: Dashboard, q: RunQuery, *, counts: bool = True) -> Listing:
     """The runs (and counts per state under the same filters but the state) ``q`` selects."""
     try:
         now = await d.store.now()
-        where: dict[str, Any] = q.where(now)
+        where = q.where(now)
         if q.run_id:
             run = await d.store.reads.get_run(q.run_id)
             runs = [run] if run is not None else []
@@ -62,7 +63,7 @@ async def listing(d: Dashboard, q: RunQuery, *, counts: bool = True) -> Listing:
         return Listing([], None, {}, 0, str(exc))
 
 
-async def count(d: Dashboard, q: RunQuery, where: dict[str, Any]) -> dict[RunState, int]:
+async def count(d: Dashboard, q: RunQuery, where: Where) -> dict[RunState, int]:
     """Runs per state under ``q``'s filters but its states (so each count links to a filter)."""
     if q.run_id:
         run = await d.store.reads.get_run(q.run_id)
@@ -175,9 +176,66 @@ def _event(name: str, html: str) -> str:
     return f"event: {name}\n{data}\n"
 
 
+BULK_ACTIONS = ("cancel", "terminate", "resume", "retry")
+
+
+async def bulk_confirm(request: Request) -> Response:
+    """How many runs an action on every run matching the filters would touch, and a
+    button to go ahead (the count comes first)."""
+    d = dashboard(request)
+    action = request.query_params.get("action", "")
+    if action not in BULK_ACTIONS:
+        return Response(f"unknown bulk action {action!r}", status_code=400)
+    try:
+        q = RunQuery.parse(request.query_params)
+        where = q.where(await d.store.now())
+        n = 1 if q.run_id else await d.store.reads.count_runs(**where)
+    except (BadFilter, ConfigurationError) as exc:
+        return Response(str(exc), status_code=400)
+    return d.page(request, "bulk.html", q=q, action=action, count=n)
+
+
+async def bulk_apply(request: Request) -> Response:
+    """Apply an action to the selected runs, or to every run matching the filters."""
+    d = dashboard(request)
+    form = await request.form()
+    csrf = form.get("csrf")
+    if not d.access.may_act(request, csrf if isinstance(csrf, str) else None):
+        return forbidden(d, request)
+    action = str(form.get("action", ""))
+    if action not in BULK_ACTIONS:
+        return Response(f"unknown bulk action {action!r}", status_code=400)
+    selected = [v for v in form.getlist("run_id") if isinstance(v, str) and v]
+    try:
+        q = RunQuery.parse(QueryParams(str(form.get("filters", ""))))
+        if selected:
+            result = await d.client.bulk(action, selected)  # type: ignore[arg-type]
+        elif q.run_id:
+            result = await d.client.bulk(action, [q.run_id])  # type: ignore[arg-type]
+        else:
+            where = q.where(await d.store.now())
+            result = await d.client.bulk(
+                action,  # type: ignore[arg-type]
+                workflow=where["workflow"],
+                state=where["state"],
+                since=where["since"],
+                until=where["until"],
+                parent_run_id=where["parent_run_id"],
+            )
+    except (BadFilter, KeelError) as exc:
+        return back(request, "/?" + q.params(cursor=""), problem=f"{action}: {exc}")
+    said = f"{action}: {result.done} runs"
+    if result.refused:
+        first = "; ".join(f"{r}: {why}" for r, why in result.refusals[:3])
+        said += f", {result.refused} refused ({first})"
+    return back(request, "/?" + q.params(cursor=""), done=said)
+
+
 ROUTES = [
     Route("/", runs_page, name="runs"),
     Route("/runs", runs_page),
     Route("/runs/stream", runs_stream, name="runs_stream"),
     Route("/runs/counts", runs_counts, name="runs_counts"),
+    Route("/runs-bulk", bulk_confirm, name="runs_bulk"),
+    Route("/runs-bulk", bulk_apply, methods=["POST"]),
 ]
