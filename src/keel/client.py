@@ -16,6 +16,7 @@ import keel.operations as operations
 import keel.schedules as schedules
 from keel.core import codec, names
 from keel.core.events import CommandId, EventType, RunCancelled, encode_data, plain, run_started
+from keel.core.fold import CommandView, fold
 from keel.core.inputs import check_input
 from keel.core.states import RunState
 from keel.errors import (
@@ -880,6 +881,16 @@ class Client:
                 raise ConfigurationError(f"{name}: give a timezone-aware datetime, not {when!r}")
             return when.timestamp()
         return when  # None, or epoch seconds the store checks
+
+    async def steps(self, run_id: str) -> builtins.list[CommandView]:
+        """Each command of the run (steps, sleeps, signal waits, children, ...) in
+        the order it was first journaled, with its status, value (encoded JSON),
+        error, attempts and times, folded from the journal (no workflow code
+        runs). Sort by ``last_seq`` for the order commands ended in. A graph
+        run's nodes: :meth:`nodes`."""
+        rec = await self._record(run_id)
+        view = fold(await self.store.reads.history(rec.run_id))
+        return [] if view is None else builtins.list(view.commands.values())
 
     async def history(self, run_id: str) -> builtins.list[HistoryEvent]:
         """The run's journal, decoded; raises :class:`RunNotFoundError`."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.table import Table
 
 from keel.cli import render
 from keel.cli.common import (
@@ -24,6 +26,7 @@ from keel.cli.common import (
 )
 from keel.client import Client, HistoryEvent, RunInfo, RunList
 from keel.core import codec
+from keel.core.fold import CommandView
 from keel.core.states import RunState
 from keel.errors import ConfigurationError, RunNotFoundError
 from keel.replay import export_runs
@@ -204,6 +207,61 @@ def run_history(run_id: str, db: str | None, as_json: bool) -> None:
         render.print_json({"run_id": run_id, "events": events})
         return
     render.print_timeline(render.make_console(), events)
+
+
+@runs.command("steps")
+@click.argument("run_id")
+@db_option
+@json_option
+def run_steps(run_id: str, db: str | None, as_json: bool) -> None:
+    """Each command of a run (step, sleep, signal wait, child, ...): status,
+    attempts, value or error, in the order first journaled (from the journal;
+    no workflow code runs). For a graph run's nodes: keel graph show."""
+
+    async def fetch(client: Client) -> list[CommandView]:
+        return await client.steps(run_id)
+
+    found = with_client(resolve_db(db), fetch)
+    if as_json:
+        render.print_json([_step_doc(c) for c in found])
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("COMMAND", "STATUS", "ATTEMPTS", "VALUE OR ERROR"):
+        table.add_column(column)
+    for c in found:
+        if c.error:
+            shown = f"{c.error.get('type', '')}: {c.error.get('message', '')}"
+        else:
+            shown = "" if c.value is None else c.value.decode(errors="replace")
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        table.add_row(c.command, c.status, str(len(c.attempts) or ""), shown)
+    render.make_console().print(table)
+
+
+def _step_doc(c: CommandView) -> dict[str, Any]:
+    return {
+        "command": c.command,
+        "kind": c.kind,
+        "name": c.name,
+        "status": c.status,
+        "value": None if c.value is None else json.loads(c.value),
+        "error": c.error,
+        "attempts": [
+            {
+                "number": a.number,
+                "outcome": a.outcome,
+                "started_at": a.started_at,
+                "ended_at": a.ended_at,
+                "worker": a.worker,
+                "error": a.error,
+            }
+            for a in c.attempts
+        ],
+        "first_seq": c.first_seq,
+        "last_seq": c.last_seq,
+        "started_at": c.started_at,
+        "updated_at": c.updated_at,
+    }
 
 
 @runs.command("export")
