@@ -15,7 +15,8 @@ from typing import Any, Literal, get_args
 
 from keel.core import names
 from keel.core.events import EventType, RunTerminated, TimerFired, encode_data, run_started
-from keel.core.fork import Entry, ForkPlan, plan_fork
+from keel.core.fork import ForkPlan, plan_fork
+from keel.core.journal import StoredEvent
 from keel.core.states import RunState
 from keel.errors import (
     ConfigurationError,
@@ -113,7 +114,7 @@ async def resume(
     return await store.admin.resume(tip.run_id, idle_for=idle, append=fired, at_seq=len(journal))
 
 
-def pending_timers(journal: Sequence[Entry]) -> list[str]:
+def pending_timers(journal: Sequence[StoredEvent]) -> list[str]:
     """The sleep commands of a journal that started and have not fired, in order."""
     started = [e.command for e in journal if e.type == EventType.TIMER_STARTED.value]
     fired = {e.command for e in journal if e.type == EventType.TIMER_FIRED.value}

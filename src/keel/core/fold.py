@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Protocol, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import msgspec
 
@@ -55,6 +55,7 @@ from keel.core.events import (
     TimerStarted,
     decode,
 )
+from keel.core.journal import TimedStoredEvent as JournalRow
 
 #: What a command is doing after an event. Waiting states: ``retrying`` (a step
 #: between attempts), ``dispatched`` (a step handed to a queue), ``waiting`` (a
@@ -85,21 +86,6 @@ ENDED: frozenset[Status] = frozenset(
 RunStatus: TypeAlias = Literal[
     "running", "completed", "failed", "cancelled", "continued", "terminated"
 ]
-
-
-class JournalRow(Protocol):
-    """One journal row (``keel.store.base.EventRecord`` is one)."""
-
-    @property
-    def seq(self) -> int: ...
-    @property
-    def type(self) -> str: ...
-    @property
-    def command(self) -> str | None: ...
-    @property
-    def data(self) -> bytes: ...
-    @property
-    def created_at(self) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,25 +24,13 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 
 from keel.core.events import PROGRESS, RESOLVING, RUN_EVENTS, EventType
+from keel.core.journal import StoredEvent as Entry
 from keel.errors import ForkPointError
-
-
-class Entry(Protocol):
-    """A journal entry as read from a store (``EventRecord`` is one)."""
-
-    @property
-    def seq(self) -> int: ...
-    @property
-    def type(self) -> str: ...
-    @property
-    def command(self) -> str | None: ...
-    @property
-    def data(self) -> bytes: ...
 
 
 @dataclass(frozen=True, slots=True)

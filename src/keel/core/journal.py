@@ -40,6 +40,13 @@ class StoredEvent(Protocol):
     def data(self) -> bytes: ...
 
 
+class TimedStoredEvent(StoredEvent, Protocol):
+    """A journal row with the (store clock) time it was journaled."""
+
+    @property
+    def created_at(self) -> float: ...
+
+
 def journal_text(events: Iterable[StoredEvent]) -> str:
     """A run's journal as the exported file holds it (``keel runs export``, the
     dashboard's download; ``keel replay`` reads it): one readable JSON object per event."""
