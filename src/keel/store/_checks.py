@@ -446,3 +446,12 @@ def check_registration(worker: str, host: str, pid: int, live_for: float) -> Non
         raise TypeError(f"pid must be an int, not {pid!r}")
     if isinstance(live_for, bool) or not isinstance(live_for, int | float) or not live_for > 0:
         raise ConfigurationError(f"live_for must be a positive number, not {live_for!r}")
+
+
+def spec_conflict(workflow: str, version: str) -> StoreError:
+    """Saving a spec other than the one stored under ``(workflow, version)``: a
+    version is the digest of its spec, so the other bytes are not that graph's."""
+    return StoreError(
+        f"graph {workflow!r} version {version!r} has another spec stored; a version is "
+        "the digest of its spec, so this spec is not that version's (nothing was written)"
+    )

@@ -18,6 +18,7 @@ attribute          protocol                        what it holds
 ``store.workers``  :class:`WorkerRegistry`         workers' versions and liveness locks
 ``store.admin``    :class:`RunAdmin`               operator actions: terminate, resume,
                                                    fork (retry), prune
+``store.specs``    :class:`GraphSpecs`             graph specs by (graph, version digest)
 =================  ==============================  =========================================
 
 Payloads cross this boundary as encoded JSON ``bytes``; the store never
@@ -521,6 +522,28 @@ class RunAdmin(Protocol):
         """
 
 
+class GraphSpecs(Protocol):
+    """Graph specs (canonical JSON bytes) by graph name and version, so any run of
+    a graph can be drawn, approved and replay-checked without its code.
+
+    A graph's version is the digest of its canonical spec, so one (graph,
+    version) has one spec: saving it again is a no-op, and saving different
+    bytes under a stored pair is refused. The store does not compute digests;
+    readers check them (:func:`keel.graph.stored.load_spec`).
+    """
+
+    async def save(self, workflow: str, version: str, spec: bytes) -> None:
+        """Store ``spec`` under ``(workflow, version)``; a no-op if those bytes are
+        stored there; :class:`keel.errors.StoreError` (nothing written) if other
+        bytes are."""
+
+    async def load(self, workflow: str, version: str) -> bytes | None:
+        """The spec stored under ``(workflow, version)``, or ``None``."""
+
+    async def list(self, workflow: str | None = None) -> builtins.list[tuple[str, str]]:
+        """Stored ``(workflow, version)`` pairs (of ``workflow`` only if given), sorted."""
+
+
 class Store(Protocol):
     """A storage backend: lifecycle, the store clock, and its capabilities."""
 
@@ -534,6 +557,7 @@ class Store(Protocol):
     changes: ChangeFeed
     workers: WorkerRegistry
     admin: RunAdmin
+    specs: GraphSpecs
 
     async def open(self) -> None:
         """Connect, check the database and apply migrations. Idempotent."""

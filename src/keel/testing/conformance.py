@@ -14,7 +14,8 @@ returns a callable making a new, unopened store over an empty database::
 The store is a :class:`keel.store.ports.Store`; each capability has its own
 module of tests (``keel.testing.conformance_runs`` for ``store.runs``,
 ``conformance_mailbox`` for ``store.mailbox``, ``conformance_admin`` for the
-operator actions of ``store.admin``, ...), all composed here.
+operator actions of ``store.admin``, ``conformance_specs`` for ``store.specs``,
+...), all composed here.
 Tests are plain functions running their body with ``asyncio.run`` (no pytest
 plugin needed). Times are always relative to ``await store.now()``.
 """
@@ -54,6 +55,7 @@ from keel.testing.conformance_reads import ReadConformance
 from keel.testing.conformance_runs import RunConformance
 from keel.testing.conformance_schedules import ScheduleConformance
 from keel.testing.conformance_snapshots import SnapshotConformance
+from keel.testing.conformance_specs import SpecConformance
 from keel.testing.conformance_tasks import TaskConformance
 from keel.testing.conformance_turns import TurnConformance
 from keel.testing.conformance_workers import VersionConformance
@@ -96,6 +98,7 @@ class StoreConformance(
     ChangeConformance,
     VersionConformance,
     AdminConformance,
+    SpecConformance,
 ):
     """Behaviour shared by every backend; subclasses supply ``store_factory``."""
 

@@ -26,6 +26,7 @@ from keel.store.ports import (
     Committed,
     Continue,
     Finish,
+    GraphSpecs,
     IdempotencyKeys,
     Mailbox,
     OperatorReads,
@@ -221,6 +222,8 @@ class FencedStore:
         self.workers = cast(WorkerRegistry, _Capability(inner.workers, "workers", gate))
         # Operator actions (a worker's pruner): passed through, not counted as writes.
         self.admin = cast(RunAdmin, _Capability(inner.admin, "admin", gate))
+        # Graph specs: idempotent and outside any run, so not counted as writes.
+        self.specs = cast(GraphSpecs, _Capability(inner.specs, "specs", gate))
 
     async def open(self) -> None:
         await self.gate.call("store", "open", self.inner.open, (), {})

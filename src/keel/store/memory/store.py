@@ -12,11 +12,13 @@ from keel.store.memory.mailbox import MemoryMailbox
 from keel.store.memory.reads import MemoryReads
 from keel.store.memory.runs import MemoryRuns
 from keel.store.memory.schedules import MemorySchedules
+from keel.store.memory.specs import MemorySpecs
 from keel.store.memory.tables import Tables
 from keel.store.memory.tasks import MemoryTasks
 from keel.store.memory.workers import MemoryWorkers
 from keel.store.ports import (
     ChangeFeed,
+    GraphSpecs,
     IdempotencyKeys,
     Mailbox,
     OperatorReads,
@@ -45,6 +47,7 @@ class MemoryStore:
         self.changes: ChangeFeed = MemoryChanges(tables)
         self.workers: WorkerRegistry = MemoryWorkers(tables)
         self.admin: RunAdmin = MemoryAdmin(tables)
+        self.specs: GraphSpecs = MemorySpecs(tables)
 
     def __repr__(self) -> str:
         return repr(self._tables)

@@ -74,6 +74,7 @@ class Tables:
         self.schedules: dict[str, ScheduleRecord] = {}
         self.snapshots: dict[str, SnapshotRecord] = {}  # run id -> its latest snapshot
         self.versions: dict[tuple[str, str, str], WorkerVersion] = {}
+        self.specs: dict[tuple[str, str], bytes] = {}  # (graph, version) -> its spec
         self.waiters: dict[asyncio.Future[None], asyncio.AbstractEventLoop] = {}
 
     def __repr__(self) -> str:

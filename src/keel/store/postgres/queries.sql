@@ -1116,6 +1116,27 @@ FROM worker_versions
 WHERE NOT %(live)s::boolean OR live_until >= extract(epoch FROM clock_timestamp())::float8
 ORDER BY workflow, version, worker;
 
+-- Graph specs (specs.py) ----------------------------------------------------------------
+
+-- name: save_spec
+-- Keeps the first spec and returns what is stored (this call's or the
+-- earlier one's), for the caller to compare. A concurrent first save of the
+-- same pair waits on the key and then updates nothing: the no-op update makes
+-- RETURNING give the stored row in both cases.
+INSERT INTO graph_specs (workflow, version, spec, created_at)
+VALUES (%(workflow)s::text, %(version)s::text, %(spec)s::bytea,
+        extract(epoch FROM clock_timestamp()))
+ON CONFLICT (workflow, version) DO UPDATE SET workflow = graph_specs.workflow
+RETURNING spec;
+
+-- name: load_spec
+SELECT spec FROM graph_specs WHERE workflow = %(workflow)s::text AND version = %(version)s::text;
+
+-- name: list_specs
+SELECT workflow, version FROM graph_specs
+WHERE %(workflow)s::text IS NULL OR workflow = %(workflow)s::text
+ORDER BY workflow, version;
+
 -- Schema -------------------------------------------------------------------------------
 
 -- name: migration_lock

@@ -1,4 +1,4 @@
--- The full current Keel PostgreSQL schema (version 14), for reading. Databases are
+-- The full current Keel PostgreSQL schema (version 15), for reading. Databases are
 -- built by applying migrations/ in order inside Keel's schema (default "keel");
 -- a test checks that both give the same catalog.
 
@@ -6,7 +6,7 @@ CREATE TABLE keel_meta (
     key   text PRIMARY KEY,
     value text NOT NULL
 );
--- rows: ('application', 'keel'), ('schema_version', '14')
+-- rows: ('application', 'keel'), ('schema_version', '15')
 
 -- Fencing tokens: every claim takes nextval, so a token is larger than every
 -- token handed out before it, on any run. CACHE 1 (the default) keeps values
@@ -219,4 +219,16 @@ CREATE TABLE worker_locks (
     owner      text COLLATE "C" PRIMARY KEY,
     lock_key   bigint NOT NULL,  -- second key of the advisory lock (0 .. 2^31-1)
     started_at float8 NOT NULL
+);
+
+-- Graph specs by digest (version 15): a graph's canonical spec under its
+-- (name, version), so any graph run can be drawn, approved and replay-checked
+-- without importing its code.
+
+CREATE TABLE graph_specs (
+    workflow   text COLLATE "C" NOT NULL,  -- the graph's name
+    version    text COLLATE "C" NOT NULL,  -- the digest of spec
+    spec       bytea NOT NULL,             -- canonical JSON
+    created_at float8 NOT NULL,
+    PRIMARY KEY (workflow, version)
 );

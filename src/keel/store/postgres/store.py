@@ -23,6 +23,7 @@ from keel.store.postgres.mailbox import PgMailbox
 from keel.store.postgres.reads import PgReads
 from keel.store.postgres.runs import PgRuns
 from keel.store.postgres.schedules import PgSchedules
+from keel.store.postgres.specs import PgSpecs
 from keel.store.postgres.tasks import PgTasks
 from keel.store.postgres.workers import PgWorkers
 
@@ -102,6 +103,7 @@ class PostgresStore:
         self._workers = PgWorkers(self.db)
         self.workers: ports.WorkerRegistry = self._workers
         self.admin: ports.RunAdmin = PgAdmin(self.db)
+        self.specs: ports.GraphSpecs = PgSpecs(self.db)
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.db.target!r}, schema={self.schema!r})"

@@ -402,6 +402,21 @@ SELECT result FROM idempotency_keys WHERE scope = ? AND key = ?;
 INSERT INTO idempotency_keys (scope, key, result, created_at) VALUES (?, ?, ?, ?)
 ON CONFLICT (scope, key) DO NOTHING;
 
+-- Graph specs (specs.py) ----------------------------------------------------------------
+
+-- name: save_spec
+-- Keeps the first spec; the caller then reads what is stored and compares.
+INSERT INTO graph_specs (workflow, version, spec, created_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (workflow, version) DO NOTHING;
+
+-- name: load_spec
+SELECT spec FROM graph_specs WHERE workflow = ? AND version = ?;
+
+-- name: list_specs
+SELECT workflow, version FROM graph_specs
+WHERE :workflow IS NULL OR workflow = :workflow
+ORDER BY workflow, version;
+
 -- Schedules (schedules.py) --------------------------------------------------------------
 
 -- name: insert_schedule

@@ -19,6 +19,7 @@ from keel.store.sqlite.mailbox import SQLiteMailbox
 from keel.store.sqlite.reads import SQLiteReads
 from keel.store.sqlite.runs import SQLiteRuns
 from keel.store.sqlite.schedules import SQLiteSchedules
+from keel.store.sqlite.specs import SQLiteSpecs
 from keel.store.sqlite.tasks import SQLiteTasks
 from keel.store.sqlite.workers import SQLiteWorkers
 
@@ -76,6 +77,7 @@ class SQLiteStore:
         self._workers = SQLiteWorkers(self.db)
         self.workers: ports.WorkerRegistry = self._workers
         self.admin: ports.RunAdmin = SQLiteAdmin(self.db)
+        self.specs: ports.GraphSpecs = SQLiteSpecs(self.db)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r}, synchronous={self.synchronous!r})"
