@@ -35,7 +35,8 @@ from keel.core.events import EventType, RunCompleted, RunContinued, RunFailed, R
 from keel.core.journal import JournalEntry, journal_filename, journal_text
 from keel.core.replay import Execution
 from keel.core.states import RunState
-from keel.errors import NondeterminismError, RunNotFoundError
+from keel.errors import GraphDefinitionError, NondeterminismError, RunNotFoundError, StoreError
+from keel.graph.stored import load_spec, placeholder_graph
 from keel.store.base import EventRecord, RunRecord
 from keel.store.ports import Store
 from keel.worker.replaying import INPUT_OF_WORKFLOW, Replayer, journal_of
@@ -137,6 +138,10 @@ class ReplayCheckReport:
         raise AssertionError("\n".join([self.summary(), *lines]))
 
 
+#: The message of a verdict reached with a graph rebuilt from its stored spec.
+FROM_SPEC = "checked against the graph's stored spec, without its code; arguments not compared"
+
+
 class _EndedDifferently(AssertionError):
     """Every command replays, but the code ends differently from how the run ended."""
 
@@ -225,18 +230,24 @@ def journal_files(paths: Iterable[str | Path]) -> Iterator[Path]:
 
 
 def check_replay(
-    workflow: WorkflowDef[Any, Any], journal: Sequence[JournalEntry], *, run_id: str = "replay"
+    workflow: WorkflowDef[Any, Any],
+    journal: Sequence[JournalEntry],
+    *,
+    run_id: str = "replay",
+    check_args: bool = True,
 ) -> ReplayReport:
     """Replay ``journal`` through ``workflow``'s current code.
 
     Raises :class:`keel.NondeterminismError` on divergence, or ``AssertionError``
     if the code now ends differently from how the recorded run ended.
+    ``check_args=False`` does not compare commands' arguments hashes (for a
+    graph rebuilt from its stored spec, see :mod:`keel.graph.stored`).
     """
     if not journal or journal[0].type is not EventType.RUN_STARTED:
         raise ValueError("a journal starts with its run_started event")
     data = bytes(read(RunStarted, journal[0].data).input)
     # The worker's own replay: the same decoding of the input, the same execution.
-    ex = Replayer(workflow, run_id, data, _NoLiveValues())(journal)
+    ex = Replayer(workflow, run_id, data, _NoLiveValues(), check_args=check_args)(journal)
     try:
         return _ending(workflow, ex, journal)
     finally:
@@ -344,10 +355,17 @@ def _verdict(
     source: str,
     name: str,
     version: str | None,
+    stored: WorkflowDef[Any, Any] | None = None,
 ) -> JournalVerdict:
+    """``stored``: a graph rebuilt from its stored spec, used when ``registry``
+    lacks the run's exact version (arguments are then not compared)."""
     reg = default_registry if registry is None else registry
     base = JournalVerdict(run_id, name, "ok", source, len(journal))
-    wf = _workflow_for(reg, name, version)
+    exact = reg.find(name, version) if version is not None else None
+    wf = exact or stored or _workflow_for(reg, name, version)
+    from_spec = exact is None and stored is not None
+    if from_spec:
+        base = replace(base, message=FROM_SPEC)
     if wf is None:
         known = ", ".join(reg.names()) or "none"
         return replace(
@@ -370,7 +388,7 @@ def _verdict(
             "a failed run is never replayed again",
         )
     try:
-        report = check_replay(wf, journal, run_id=run_id)
+        report = check_replay(wf, journal, run_id=run_id, check_args=not from_spec)
     except (NondeterminismError, _EndedDifferently) as exc:
         return replace(
             base,
@@ -378,7 +396,7 @@ def _verdict(
             position=exc.position,
             recorded=exc.recorded,
             requested=exc.requested,
-            message=str(exc),
+            message=f"{exc} ({FROM_SPEC})" if from_spec else str(exc),
         )
     except Exception as exc:  # e.g. the recorded input no longer fits the parameters
         return replace(
@@ -466,7 +484,18 @@ async def _check_run(store: Store, run: RunRecord, registry: Registry | None) ->
         return JournalVerdict(
             run.run_id, run.workflow, "diverged", events=len(records), message=str(exc)
         )
-    return _verdict(journal, registry, run.run_id, "", run.workflow, run.version)
+    reg = default_registry if registry is None else registry
+    stored: WorkflowDef[Any, Any] | None = None
+    if reg.find(run.workflow, run.version) is None:
+        # Not registered at its version: a graph run is checked from its stored spec.
+        try:
+            spec = await load_spec(store.specs, run.workflow, run.version)
+            stored = None if spec is None else placeholder_graph(spec)
+        except (StoreError, GraphDefinitionError) as exc:
+            return JournalVerdict(
+                run.run_id, run.workflow, "skipped", events=len(records), message=str(exc)
+            )
+    return _verdict(journal, registry, run.run_id, "", run.workflow, run.version, stored)
 
 
 async def export_runs(

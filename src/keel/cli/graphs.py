@@ -1,6 +1,7 @@
 """``keel graph show``, ``keel approve``, ``keel reject``: graph runs from the
-command line. The graph comes from the ``--app`` modules that build it (the
-journal says what happened; the graph says what each node is)."""
+command line. The journal says what happened; the graph says what each node
+is: the spec stored under the run's version, or the graph the ``--app``
+modules build (needed only for runs started before Keel stored specs)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from rich.table import Table
 from keel.cli import render
 from keel.cli.common import db_option, import_apps, json_option, resolve_db, with_client
 from keel.client import Client
-from keel.graph.approvals import graph_of
 from keel.graph.draw import dot, mermaid
 from keel.graph.status import NodeStatus
 
@@ -26,9 +26,9 @@ def app_option(fn: F) -> F:
         "--app",
         "apps",
         multiple=True,
-        required=True,
         metavar="MODULE",
-        help="Module that builds the run's graph (repeatable).",
+        help="Module that builds the run's graph (repeatable; by default the graph's "
+        "stored spec is used).",
     )(fn)
 
 
@@ -56,9 +56,7 @@ def show(
     import_apps(apps)
 
     async def fetch(client: Client) -> tuple[Any, dict[str, NodeStatus]]:
-        rec = await client.get(run_id)
-        found = client.registry.find(rec.workflow, rec.version)
-        return graph_of(found, run_id, "is no graph run"), await client.nodes(run_id)
+        return await client.graph(run_id), await client.nodes(run_id)
 
     built, nodes = with_client(resolve_db(db), fetch)
     labels = {name: _state(s) for name, s in nodes.items()}

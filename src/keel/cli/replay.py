@@ -42,9 +42,9 @@ _STYLES = {"ok": "green", "diverged": "bold red", "skipped": "yellow", "nothing_
     "--app",
     "apps",
     multiple=True,
-    required=True,
     metavar="MODULE",
-    help="Module defining the workflows: the code to check (repeatable).",
+    help="Module defining the workflows: the code to check (repeatable). Graph runs "
+    "in a database are checked from their stored specs without it.",
 )
 @click.option(
     "--workflow",
@@ -95,6 +95,10 @@ def replay(
 
     A run that failed before any of its code ran (its input did not decode)
     has nothing to replay: it is counted as "nothing to check", not diverged.
+
+    A graph run whose graph the modules do not register at the run's version
+    is checked against the graph's spec stored in the database (no user code:
+    node results come from the journal; arguments are not compared).
 
     Exit status: 0 when every journal replays, 1 when any would diverge (or,
     with --strict, names a workflow the modules do not register), 2 for usage

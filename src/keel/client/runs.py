@@ -24,6 +24,8 @@ from keel.errors import (
     RunTerminatedError,
     SerializationError,
 )
+from keel.graph.stored import save_spec
+from keel.graph.workflow import GraphWorkflow
 from keel.observe import tracing
 from keel.store.base import Claimed, NewEvent, NewRun
 from keel.workflow.definitions import WorkflowDef
@@ -90,6 +92,9 @@ class RunsMixin(ClientBase):
             started = NewEvent(EventType.RUN_STARTED.value, None, encode_data(first))
             new = NewRun(run_id, wf.name, wf.version, data, started)
             await self.open()  # only now: bad input creates nothing, not even a file
+            if isinstance(wf, GraphWorkflow):
+                # Before the run exists: any process can then draw and check it.
+                await save_spec(self.store.specs, wf)
             worker = self.worker
             local = worker is not None and worker.has_capacity()
             record, lease, created = await self.store.runs.create(

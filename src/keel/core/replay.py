@@ -141,7 +141,11 @@ class Execution:
         *,
         workflow_name: str = "",
         recorded_hashes: Mapping[str, str | None] | None = None,
+        check_args: bool = True,
     ) -> None:
+        # ``check_args=False`` compares commands and results but not arguments
+        # hashes: for a graph rebuilt from its stored spec (keel.graph.stored),
+        # whose values lack the annotations that shaped the recorded arguments.
         # ``journal`` may be a compacted one (core/snapshot.py): seqs then have
         # gaps, and ``recorded_hashes`` holds the arguments hashes of commands
         # whose first event it no longer has.
@@ -183,6 +187,8 @@ class Execution:
                 self._markers[entry.command or ""] = entry.seq
             self._journaled.add(entry.command or "")
         self._journaled.update(self._carried_hashes)
+        if not check_args:
+            self._journaled.clear()  # no command is then checked (see command())
 
     # --- driving (worker side) -------------------------------------------------------
     def start(self) -> None:

@@ -29,9 +29,16 @@ class Replayer:
     workflow's parameters)."""
 
     def __init__(
-        self, workflow: WorkflowDef[Any, Any], run_id: str, input: bytes, live: LiveSource
+        self,
+        workflow: WorkflowDef[Any, Any],
+        run_id: str,
+        input: bytes,
+        live: LiveSource,
+        *,
+        check_args: bool = True,
     ) -> None:
         self.workflow = workflow
+        self.check_args = check_args
         self.run_id = run_id
         self.live = live
         self.args, self.kwargs = codec.decode_args(
@@ -53,6 +60,7 @@ class Replayer:
         ex = Execution(
             self.run_id, wf.fn, self.args, self.kwargs, journal, self.live,
             workflow_name=wf.name, recorded_hashes=recorded_hashes,
+            check_args=self.check_args,
         )  # fmt: skip
         try:
             ex.start()

@@ -14,6 +14,7 @@ from math import inf
 from typing import TYPE_CHECKING
 
 from keel.errors import ConfigurationError, DatabaseCorruptError, LeaseLostError
+from keel.graph.stored import save_specs
 from keel.local import Finished
 from keel.observe import metrics
 from keel.store import open_store
@@ -512,8 +513,12 @@ class Worker:
 
     async def _register_versions(self) -> None:
         """Record (refresh) the versions this worker has; live for a lease TTL,
-        three heartbeats. A failure is logged: claims do not depend on it."""
+        three heartbeats. A failure is logged: claims do not depend on it.
+
+        The specs of its graphs are stored first (once per process), so every
+        graph run a worker executes can be drawn and checked without its code."""
         try:
+            await save_specs(self.store.specs, self.registry)
             await self.store.workers.register_versions(
                 self.owner,
                 self.registry.pairs(),

@@ -10,7 +10,7 @@ from keel.store.postgres._sql import DICT, Q
 from keel.store.postgres.database import PgDatabase
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: keel.graph.stored remembers saved specs per object
 class PgSpecs:
     """Graph specs in a :class:`PgDatabase`."""
 
