@@ -58,6 +58,28 @@ async def test_a_worker_stores_the_specs_of_the_graphs_it_registers() -> None:
         assert await store.specs.list() == [(flow.name, flow.version)]
 
 
+async def test_a_child_graph_has_its_spec_stored_when_a_workflow_starts_it(
+    tmp_path: Path,
+) -> None:
+    child = small_graph(keel.Registry())  # a graph the worker does not register
+    registry = keel.Registry()
+
+    @keel.workflow(name="specs.parent", registry=registry)
+    async def parent() -> str:
+        handle = await keel.start_child(child, x=5, child_id="the-child")
+        return handle.run_id
+
+    db = tmp_path / "g.db"
+    async with keel.Worker(SQLiteStore(db), registry=registry, poll_interval=0.02) as worker:
+        run = await worker.client().start(parent)
+        assert await run.result(timeout=20) == "the-child"
+    # Nobody can run the child here, but any process can draw it.
+    async with keel.Client(SQLiteStore(db), registry=keel.Registry()) as blind:
+        assert await blind.store.specs.list() == [(child.name, child.version)]
+        nodes = await blind.nodes("the-child")
+        assert list(nodes) == ["double", "check"]
+
+
 async def test_a_client_that_never_imported_the_graph_shows_and_approves_its_run(
     tmp_path: Path,
 ) -> None:

@@ -22,7 +22,7 @@ a frozen dataclass takes three times as long to build.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from keel.core.commands import Command
 from keel.core.events import Event
@@ -70,6 +70,8 @@ class StartChildren:
     events are in the outbox): one transaction makes them all."""
 
     runs: tuple[NewRun, ...]
+    #: The children's workflow definitions (graphs' specs are stored first).
+    definitions: tuple[Any, ...] = ()
 
 
 @dataclass(slots=True)

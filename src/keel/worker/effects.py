@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Sequence
 from keel.core.journal import JournalEntry
 from keel.core.replay import Execution
 from keel.errors import ControlFlowSwallowedError, RunExistsError
+from keel.graph.stored import save_spec
+from keel.graph.workflow import GraphWorkflow
 from keel.local import Finished
 from keel.observe import metrics, tracing
 from keel.observe.logs import run_fields
@@ -160,6 +162,10 @@ class RunEffects:
         await self.snapshots.maybe_save(self.lease, ex)
 
     async def _start_children(self, action: StartChildren) -> None:
+        for definition in action.definitions:
+            if isinstance(definition, GraphWorkflow):
+                # Before the child run exists: any process can then draw it.
+                await save_spec(self.store.specs, definition)
         if not tracing.enabled():
             await self._write_rows(children=action.runs)
             return

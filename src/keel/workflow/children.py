@@ -9,7 +9,7 @@ Replay returns those events, so replaying a parent never starts a child again.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
 from keel.core import codec, names
@@ -34,6 +34,8 @@ class ChildSpec:
     version: str
     run_id: str
     parent_close: str
+    #: The child's definition: a graph's spec is stored before its run is created.
+    definition: Any = field(default=None, compare=False, repr=False)
 
 
 class ChildHandle(Generic[R]):
@@ -105,7 +107,7 @@ async def start_child(
         hash_extra=f"\x00{child_id or ''}\x00{parent_close}".encode(),
     )
     run_id = child_id if child_id is not None else derived_child_id(execution.run_id, cmd.key)
-    cmd.target = ChildSpec(workflow.name, workflow.version, run_id, parent_close)
+    cmd.target = ChildSpec(workflow.name, workflow.version, run_id, parent_close, workflow)
     assert cmd.started is not None
     started = await cmd.started
     return ChildHandle(execution, cmd, started, workflow.name)

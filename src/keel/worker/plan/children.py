@@ -98,7 +98,7 @@ def plan_start(
         parent_close=spec.parent_close,
         depth=parent.depth + 1,
     )
-    return [RecordEvent(cmd, event), StartChildren((child,))]
+    return [RecordEvent(cmd, event), StartChildren((child,), (spec.definition,))]
 
 
 def plan_outcome(cmd: Command, child: RunRecord | None) -> list[Planned]:

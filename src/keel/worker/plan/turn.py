@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from keel.core.commands import Command
 from keel.core.events import RESOLVING, CommandKind
@@ -173,6 +174,7 @@ def _rows(held: list[Action]) -> list[Action]:
     child starts'."""
     tasks: list[NewTask] = []
     runs: list[NewRun] = []
+    definitions: list[Any] = []
     dispatched: list[Action] = []
     started: list[Action] = []
     group: list[Action] = []
@@ -184,12 +186,13 @@ def _rows(held: list[Action]) -> list[Action]:
         elif isinstance(item, StartChildren):
             started += group
             runs += item.runs
+            definitions += item.definitions
             group = []
         elif isinstance(item, RecordEvent):
             group.append(item)
     if tasks:
         return [*dispatched, Dispatch(tuple(tasks))]
-    return [*started, StartChildren(tuple(runs))]
+    return [*started, StartChildren(tuple(runs), tuple(definitions))]
 
 
 def suspension(
