@@ -7,6 +7,7 @@ from typing import Any
 
 import keel
 from keel import RetryPolicy
+from keel.graph import Graph
 
 FAST = RetryPolicy(max_attempts=4, initial_interval=0.3, max_interval=0.3, jitter=0.0)
 
@@ -57,3 +58,22 @@ async def fails(reason: str) -> None:
 @keel.workflow(name="ui.quick")
 async def quick(n: int) -> int:
     return n * 2
+
+
+ui_approvals = Graph("ui.approvals")
+
+
+@ui_approvals.node
+def price(amount: int) -> int:
+    return amount * 2
+
+
+ui_approvals.approval("sign_off", after="price")
+
+
+@ui_approvals.node(after=("sign_off", "approved"))
+def book(price: int) -> str:
+    return f"booked {price}"
+
+
+approvals = ui_approvals.build()

@@ -93,10 +93,10 @@ class Dashboard:
     def client(self) -> keel.Client:
         return keel.Client(self.url)
 
-    def start(self, wf: Any, *args: Any) -> str:
+    def start(self, wf: Any, *args: Any, **kwargs: Any) -> str:
         async def go() -> str:
             async with self.client() as c:
-                return (await c.start(wf, *args)).run_id
+                return (await c.start(wf, *args, **kwargs)).run_id
 
         run_id = call(go)
         self.started.append(run_id)

@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.browser import apps
-from tests.browser.conftest import TOKEN, Dashboard
+from tests.browser.conftest import TOKEN, Dashboard, call
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -152,6 +152,34 @@ def test_timeline_shows_attempts_retries_and_the_child(
     page.locator("tr.lane[data-command='child:ui.ship#0'] a.child").click()
     expect(page.locator("h1")).to_contain_text("child:ui.ship#0")
     expect(page.locator(".facts")).to_contain_text(run_id)  # the parent, linked
+
+
+def test_a_graph_runs_nodes_and_their_drawing(
+    dashboard: Dashboard, page: Page, shots: Path
+) -> None:
+    run_id = dashboard.start(apps.approvals, amount=42)
+    dashboard.wait_state(run_id, "suspended")  # at its approval
+    page.goto(run_url(dashboard, run_id))
+    nodes = page.locator("section.graph table.nodes")
+    expect(nodes.locator("tr[data-node='price']")).to_contain_text("completed")
+    expect(nodes.locator("tr[data-node='price']")).to_contain_text("84")
+    expect(nodes.locator("tr[data-node='sign_off']")).to_contain_text("waiting_for_approval")
+    expect(nodes.locator("tr[data-node='book']")).to_contain_text("pending")
+    page.screenshot(path=shots / "graph-run.png", full_page=True)
+
+    async def approve() -> None:
+        async with dashboard.client() as c:
+            await c.approve(run_id, "sign_off", actor="ann")
+
+    call(approve)
+    dashboard.wait_state(run_id, "completed")
+    page.reload()
+    expect(nodes.locator("tr[data-node='sign_off']")).to_contain_text("completed (approved)")
+    expect(nodes.locator("tr[data-node='book']")).to_contain_text("booked 84")
+    page.click("section.graph summary:has-text('Mermaid')")
+    drawing = page.locator("section.graph pre.mermaid-text")
+    expect(drawing).to_be_visible()
+    expect(drawing).to_contain_text('[/"sign_off (approval): completed (approved)"/]')
 
 
 def test_the_journal_downloads_in_the_export_format(dashboard: Dashboard, page: Page) -> None:

@@ -1,9 +1,11 @@
-"""A run's page: its row, input, result and error, the step timeline, the journal
-(downloadable as ``keel runs export`` writes it) and time travel over it."""
+"""A run's page: its row, input, result and error, a graph run's nodes, the step
+timeline, the journal (downloadable as ``keel runs export`` writes it) and time
+travel over it."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -15,10 +17,13 @@ from keel.core import events as ev
 from keel.core.fold import RunView, fold, views
 from keel.core.journal import journal_filename, journal_text
 from keel.core.redact import redact
-from keel.errors import KeelError
-from keel.store.base import EventRecord
+from keel.errors import KeelError, StoreError
+from keel.graph.draw import mermaid
+from keel.graph.status import NodeStatus, node_statuses
+from keel.graph.stored import graph_of_run
+from keel.store.base import EventRecord, RunRecord
 from keel.ui.context import Dashboard, back, dashboard
-from keel.ui.format import run_path
+from keel.ui.format import error_text, run_path, short
 from keel.ui.timeline import build
 
 
@@ -48,9 +53,62 @@ async def run_page(request: Request) -> Response:
         children=children,
         waiting=await d.client.waiting(run),
         forks=(await d.client.get(run_id)).forks,
+        graph=await _graph(d, run),
         events=len(history),
         quoted=quote(run_id, safe=""),
     )
+
+
+@dataclass(frozen=True)
+class NodeRow:
+    """One node of a graph run as the page shows it."""
+
+    node: str
+    kind: str
+    status: str  # the node's status (css class)
+    state: str  # the status with a route's or approval's label
+    items: str  # a map's "ended/all"
+    attempts: int
+    value: str  # its output on one line, or its error
+
+
+@dataclass(frozen=True)
+class GraphSection:
+    """A graph run's nodes for the page: their statuses and the Mermaid text
+    (statuses drawn in), or why they cannot be shown."""
+
+    nodes: list[NodeRow]
+    mermaid: str = ""
+    problem: str = ""
+
+
+def _row(s: NodeStatus) -> NodeRow:
+    state = f"{s.status} ({s.label})" if s.label else s.status
+    if s.error:
+        value = error_text(s.error)
+    elif s.output is None:
+        value = ""
+    else:
+        value = short(json.dumps(s.output, ensure_ascii=False, default=str).encode())
+    items = f"{s.items[0]}/{s.items[1]}" if s.items else ""
+    return NodeRow(s.node, s.kind, s.status, state, items, s.attempts, value)
+
+
+async def _graph(d: Dashboard, run: RunRecord) -> GraphSection | None:
+    """The section of a graph run, from the imported graph or its stored spec;
+    ``None`` for any other run."""
+    try:
+        graph = await graph_of_run(d.store.specs, d.client.registry, run.workflow, run.version)
+    except StoreError as exc:  # a damaged or foreign spec row: say so, draw nothing
+        return GraphSection([], problem=str(exc))
+    if graph is None:
+        return None  # a code workflow, or a graph run from before specs were stored
+    try:
+        nodes = node_statuses(graph, run.run_id, await d.client.history(run.run_id))
+    except ValueError:  # an event this code cannot read
+        return GraphSection([], problem="the journal could not be read")
+    rows = [_row(s) for s in nodes.values()]
+    return GraphSection(rows, mermaid(graph, {r.node: r.state for r in rows}))
 
 
 def _views(history: list[EventRecord]) -> list[RunView]:
