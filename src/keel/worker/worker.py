@@ -519,6 +519,12 @@ class Worker:
         graph run a worker executes can be drawn and checked without its code."""
         try:
             await save_specs(self.store.specs, self.registry)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # retried at the next heartbeat; runs do not need specs
+            if not self.give_up(exc):
+                log.exception("could not store the specs of this worker's graphs")
+        try:
             await self.store.workers.register_versions(
                 self.owner,
                 self.registry.pairs(),
