@@ -228,3 +228,69 @@ def test_a_journal_the_graph_would_not_write_diverges_against_the_spec() -> None
     with pytest.raises(NondeterminismError) as err:
         check_replay(placeholder_graph(SPEC), journal, check_args=False)
     assert err.value.position == rows[-2]["seq"]  # pay#0: the code waits for sign_off
+
+
+class Declined(Exception):
+    pass
+
+
+@keel.workflow(name="specs.ship", registry=keel.Registry())
+async def ship_parcel(weight: int, code: str = "x") -> str:
+    return f"{code}:{weight}"
+
+
+def every_kind(registry: keel.Registry) -> Any:
+    g = Graph("specs.every_kind")
+
+    @g.node(cache=True, queue="slow", retry=keel.RetryPolicy(non_retryable=(Declined,)))
+    def weigh(items: list[int], factor: int = 2) -> int:
+        return sum(items) * factor
+
+    def key(item: int) -> str:
+        return f"i{item}"
+
+    @g.map("items", key=key, tolerate=0.5)
+    def check(item: int, weigh: int) -> bool:
+        return item < weigh
+
+    g.child("ship", ship_parcel, after="check")
+
+    @g.node(on_error="skip")
+    def report(check: list[bool], ship: str) -> str:
+        return f"{ship} {check}"
+
+    return g.build(registry=registry)
+
+
+def test_every_kind_of_node_rebuilds_from_its_spec_alone() -> None:
+    flow = every_kind(keel.Registry())
+    built = placeholder_graph(json.loads(canonical(flow.to_spec())))
+    assert (built.version, built.to_spec()) == (flow.version, flow.to_spec())
+    assert built.to_mermaid() == flow.to_mermaid()
+    assert 'n2(["ship (child)"])' in flow.to_mermaid()  # every kind has a shape
+    assert '"ship" [shape=component' in flow.to_dot()
+
+
+async def test_a_graph_with_a_child_node_replays_against_its_spec_alone() -> None:
+    registry = keel.Registry()
+    registry.add(ship_parcel)
+    g = Graph("specs.with_child")
+
+    @g.node
+    def weigh(items: list[int]) -> int:
+        return sum(items)
+
+    g.child("ship", ship_parcel)  # `weight` from the node of that name, `code` an input
+
+    @g.node
+    def weight(weigh: int) -> int:
+        return weigh
+
+    flow = g.build(registry=registry)
+    store = MemoryStore()
+    async with keel.Worker(store, registry=registry, poll_interval=0.02) as worker:
+        run = await worker.client().start(flow, items=[1, 2], code="c")
+        assert await run.result(timeout=20) == {"ship": "c:3"}
+        journal = journal_of(await store.reads.history(run.run_id))
+    report = check_replay(placeholder_graph(flow.to_spec()), journal, check_args=False)
+    assert (report.status, report.result) == ("completed", {"ship": "c:3"})

@@ -21,6 +21,7 @@ _MERMAID_SHAPES = {
     "route": ('{"', '"}'),
     "rule": ('>"', '"]'),
     "approval": ('[/"', '"/]'),
+    "child": ('(["', '"])'),  # a stadium: another run
 }
 _DOT_SHAPES = {
     "node": "box",
@@ -28,6 +29,7 @@ _DOT_SHAPES = {
     "route": "diamond",
     "rule": "cds",
     "approval": "parallelogram",
+    "child": "component",
 }
 
 
