@@ -402,6 +402,20 @@ SELECT result FROM idempotency_keys WHERE scope = ? AND key = ?;
 INSERT INTO idempotency_keys (scope, key, result, created_at) VALUES (?, ?, ?, ?)
 ON CONFLICT (scope, key) DO NOTHING;
 
+-- Facts (facts.py) ----------------------------------------------------------------------
+
+-- name: save_fact
+-- The first write wins; a repeat (same digest, so the same bytes) writes nothing.
+INSERT INTO facts (digest, data, created_at) VALUES (?, ?, ?)
+ON CONFLICT (digest) DO NOTHING;
+
+-- name: load_fact
+SELECT data FROM facts WHERE digest = ?;
+
+-- name: load_facts
+-- :digests is a JSON array of digests.
+SELECT digest, data FROM facts WHERE digest IN (SELECT value FROM json_each(?));
+
 -- Schedules (schedules.py) --------------------------------------------------------------
 
 -- name: insert_schedule
