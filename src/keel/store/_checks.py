@@ -13,8 +13,8 @@ import math
 from collections.abc import Collection, Sequence
 from functools import lru_cache
 
-from keel.core.states import TERMINAL_STATES, RunState, can_transition
 from keel.core.facts import is_digest, value_digest
+from keel.core.states import TERMINAL_STATES, RunState, can_transition
 from keel.errors import (
     ConfigurationError,
     FactDigestError,

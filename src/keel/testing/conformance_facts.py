@@ -61,7 +61,7 @@ class FactConformance:
         async def body(store: Store) -> None:
             digest = value_digest(BIG)
             await store.facts.save(digest, BIG)
-            await store.facts.save(digest, bytearray(BIG))  # the same bytes: nothing changes
+            await store.facts.save(digest, bytes(BIG))  # the same bytes: nothing changes
             await asyncio.gather(*(store.facts.save(digest, BIG) for _ in range(8)))
             assert await store.facts.load(digest) == BIG
 

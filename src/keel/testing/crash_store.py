@@ -46,9 +46,10 @@ __all__ = ["WRITES", "CrashAt", "FencedStore", "Landed", "Write"]
 #: a run. ``runs.commit`` (a Turn: events, and with them signals consumed,
 #: children created, tasks dispatched, the suspend/finish/continue) is the
 #: journal write; snapshots, results stored under idempotency keys, large
-#: results stored as facts and the results of dispatched steps are the others. Claims, lease renewals and the
-#: worker registry record no run's progress and are not counted: a crash at
-#: one of them is the same as a crash before the next write.
+#: results stored as facts and the results of dispatched steps are the others.
+#: Claims, lease renewals and the worker registry record no run's progress and
+#: are not counted: a crash at one of them is the same as a crash before the
+#: next write.
 WRITES: frozenset[tuple[str, str]] = frozenset(
     {
         ("runs", "commit"),

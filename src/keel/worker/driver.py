@@ -68,7 +68,13 @@ class RunDriver:
         )
         self.snapshots = Snapshots(worker.store, run.run_id)
         self.effects = RunEffects(
-            worker.store, run, claimed.lease, self.inflight, self.snapshots, worker.notify_finished
+            worker.store,
+            run,
+            claimed.lease,
+            self.inflight,
+            self.snapshots,
+            worker.notify_finished,
+            worker.facts,
         )
         self.lease = claimed.lease  # sets lease_deadline
         #: The trace context stored with the run (read only when tracing is on).

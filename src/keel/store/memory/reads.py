@@ -8,8 +8,8 @@ from typing import Unpack
 
 from keel.core.states import RunState
 from keel.store._checks import check_limit, decode_cursor, page_of, where_filter
-from keel.store._facts import resolved
 from keel.store.base import EventRecord, RunPage, RunRecord, RunStats, RunWhere
+from keel.store.facts import resolved
 from keel.store.memory.facts import MemoryFacts
 from keel.store.memory.tables import Tables
 

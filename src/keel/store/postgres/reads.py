@@ -9,8 +9,8 @@ from typing import Any, Unpack
 
 from keel.core.states import RunState
 from keel.store._checks import keyset, page_of, where_filter
-from keel.store._facts import resolved
 from keel.store.base import EventRecord, RunFilter, RunPage, RunRecord, RunStats, RunWhere
+from keel.store.facts import resolved
 from keel.store.postgres._sql import DICT, EVENT, RUN, Q
 from keel.store.postgres.database import PgDatabase
 from keel.store.postgres.facts import PgFacts

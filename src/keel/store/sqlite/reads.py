@@ -10,8 +10,8 @@ from typing import Unpack
 
 from keel.core.states import RunState
 from keel.store._checks import keyset, page_of, where_filter
-from keel.store._facts import resolved
 from keel.store.base import EventRecord, RunFilter, RunPage, RunRecord, RunStats, RunWhere
+from keel.store.facts import resolved
 from keel.store.sqlite._db import Capability
 from keel.store.sqlite._rows import event_record, run_record
 from keel.store.sqlite._sql import Q
