@@ -14,7 +14,8 @@ Reading: every journal reader (the worker's replay, folds, ``Client``, the
 CLI, the replay checker, the dashboard, forks) goes through
 ``store.reads.history``, so each backend's ``history`` passes its rows through
 :func:`resolved`, which gives back the events as they were written. Rows
-without references cost a prefix test each.
+without references cost a prefix test each. A worker's journal snapshot keeps
+references too (written through the worker's writer, resolved on load).
 """
 
 from __future__ import annotations
@@ -22,20 +23,24 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import replace
+from typing import TypeVar
 
 from keel.core.facts import FACT_THRESHOLD, externalize, is_reference, reference_digest, splice
+from keel.core.journal import JournalEntry
 from keel.errors import ConfigurationError, FactNotFoundError
 from keel.store.base import EventRecord, NewEvent
 from keel.store.ports import Facts
 
 LoadMany = Callable[[Collection[str]], Awaitable[dict[str, bytes]]]
+R = TypeVar("R", EventRecord, JournalEntry)
 
 _STEP_COMPLETED = "step_completed"
 
 
-async def resolved(records: list[EventRecord], load_many: LoadMany) -> list[EventRecord]:
-    """``records`` with every fact reference replaced by the event it stands for
-    (one ``load_many`` read when there are any)."""
+async def resolved(records: list[R], load_many: LoadMany, *, run_id: str | None = None) -> list[R]:
+    """``records`` (journal rows, or a snapshot's entries of run ``run_id``) with
+    every fact reference replaced by the event it stands for (one ``load_many``
+    read when there are any)."""
     refs = [i for i, r in enumerate(records) if is_reference(r.type, r.data)]
     if not refs:
         return records
@@ -44,12 +49,13 @@ async def resolved(records: list[EventRecord], load_many: LoadMany) -> list[Even
     out = list(records)
     for i, digest in digests.items():
         value = found.get(digest)
+        rec = records[i]
         if value is None:
-            rec = records[i]
+            run = getattr(rec, "run_id", run_id)
             raise FactNotFoundError(
-                digest, f"the result of event {rec.seq} of run {rec.run_id!r} is missing"
+                digest, f"the result of event {rec.seq} of run {run!r} is missing"
             )
-        out[i] = replace(records[i], data=splice(records[i].data, value))
+        out[i] = replace(rec, data=splice(rec.data, value))
     return out
 
 

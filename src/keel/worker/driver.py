@@ -66,7 +66,7 @@ class RunDriver:
             leased=self.stop_if_overdue,
             sleep=worker.clock.sleep,
         )
-        self.snapshots = Snapshots(worker.store, run.run_id)
+        self.snapshots = Snapshots(worker.store, run.run_id, worker.facts)
         self.effects = RunEffects(
             worker.store,
             run,
