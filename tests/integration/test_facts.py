@@ -173,3 +173,10 @@ def test_save_and_load_facts_through_the_client(db: str) -> None:
 
     asyncio.run(go())
     assert len(facts_rows(db)) == 1
+
+
+def test_keel_worker_refuses_a_tiny_fact_threshold(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'keel.db'}"
+    result = keel_cli("worker", APP, "--db", db, "--fact-threshold", "10")
+    assert result.exit_code == 2, result.output
+    assert "--fact-threshold" in result.stderr and "1024" in result.stderr
