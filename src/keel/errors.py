@@ -13,6 +13,7 @@ code must never swallow)::
         ├── SerializationError          a payload cannot be encoded / decoded
         │   └── InvalidInputError       start(): an argument does not fit its annotation
         ├── RunNotFoundError            unknown run id
+        ├── FactNotFoundError           no fact is stored under this digest
         ├── RunFinishedError            signal / cancel to a run that has ended
         ├── RunCancellingError          signal to a run whose cancel request is pending
         ├── RunFailedError              result() of a failed run
@@ -37,6 +38,7 @@ code must never swallow)::
             ├── LeaseLostError          stale fencing token: the write changed nothing
             ├── RunExistsError          a child run's id is taken: nothing was written
             ├── IllegalTransitionError  a write would move a run off TRANSITIONS (a ValueError too)
+            ├── FactDigestError         a fact's bytes do not hash to its digest (a ValueError too)
             └── DatabaseError           unreadable, foreign or too-new database, or no Keel schema
                 ├── DatabaseCorruptError    the database file is damaged: retrying cannot help
                 └── SchemaMissingError      no Keel schema there, and this store creates none
@@ -129,6 +131,16 @@ class RunNotFoundError(KeelError, LookupError):
     def __init__(self, run_id: str) -> None:
         super().__init__(f"no run with id {run_id!r}")
         self.run_id = run_id
+
+
+class FactNotFoundError(KeelError, LookupError):
+    """No fact is stored under this digest (``Client.load_fact``, or a journal
+    event whose stored value is missing)."""
+
+    def __init__(self, digest: str, detail: str = "") -> None:
+        msg = f"no fact is stored under digest {digest!r}"
+        super().__init__(f"{msg}: {detail}" if detail else msg)
+        self.digest = digest
 
 
 class RunFinishedError(KeelError):
@@ -364,6 +376,11 @@ class IllegalTransitionError(StoreError, ValueError):
     """A write would move a run between states :data:`keel.core.states.TRANSITIONS`
     does not connect (a finish in a live state, ``continued`` without a successor):
     the store refused it and wrote nothing."""
+
+
+class FactDigestError(StoreError, ValueError):
+    """A fact was offered under a digest that is not the sha256 of its bytes (or is
+    not a digest at all): nothing was written."""
 
 
 class DatabaseError(StoreError):

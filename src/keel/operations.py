@@ -26,6 +26,7 @@ from keel.errors import (
     WorkflowNotFoundError,
 )
 from keel.store.base import NewEvent, NewRun, RunRecord
+from keel.store.facts import FactWriter
 from keel.store.ports import Store
 from keel.workflow.definitions import Registry
 
@@ -169,7 +170,9 @@ async def fork(
         forked_from=original.run_id,
         fork_seq=plan.fork_seq,
     )
-    copied = [NewEvent(e.type, e.command, e.data) for e in plan.events]
+    # Large step results are copied as references: the fork shares the facts.
+    writer = FactWriter(store.facts)
+    copied = await writer.rows([NewEvent(e.type, e.command, e.data) for e in plan.events])
     record = await store.admin.fork(new, copied, redeliver_signals=redeliver_signals)
     return Forked(record, plan.fork_seq, plan.redo, len(copied))
 

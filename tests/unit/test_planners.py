@@ -5,6 +5,7 @@ commands come from an execution of a real workflow at its live tail."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -225,7 +226,14 @@ def test_an_attempt_that_returned_plans_step_completed() -> None:
     cmd = the_command(live(one_step.fn, 4))
     planned = steps.plan_attempt_ended(cmd, 1, steps.Ended(value=8), now=0.0, jitter=0.5)
     assert types(planned) == [EventType.STEP_COMPLETED]
-    assert data(planned[0]) == {"result": 8, "args_hash": cmd.args_hash, "attempt": 1}
+    # The digest is the sha256 of the result's encoded bytes (b"8").
+    digest = hashlib.sha256(b"8").hexdigest()
+    assert data(planned[0]) == {
+        "result": 8,
+        "args_hash": cmd.args_hash,
+        "attempt": 1,
+        "digest": digest,
+    }
 
 
 def test_a_keyed_attempt_that_reused_a_stored_result_says_so() -> None:

@@ -23,6 +23,8 @@ PUBLIC_API = [
     "ControlFlowSwallowedError",
     "DatabaseCorruptError",
     "DatabaseError",
+    "FactDigestError",
+    "FactNotFoundError",
     "ForkPointError",
     "Graph",
     "GraphDefinitionError",

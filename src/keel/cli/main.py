@@ -40,6 +40,7 @@ from keel.cli.ui import ui
 from keel.cli.versions import versions
 from keel.client import Client
 from keel.core import codec
+from keel.core.facts import FACT_THRESHOLD
 from keel.core.states import RunState
 from keel.errors import KeelError, RunFinishedError
 from keel.workflow.definitions import default_registry
@@ -154,6 +155,15 @@ cli.add_command(reject)
     "every 10 minutes [default: keep every run].",
 )
 @click.option(
+    "--fact-threshold",
+    type=click.IntRange(min=0),
+    default=FACT_THRESHOLD,
+    show_default=True,
+    metavar="BYTES",
+    help="Store step results larger than this once, by content digest, and keep only "
+    "the digest in the journal (0: keep every result in the journal; at least 1024 otherwise).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     default="INFO",
@@ -191,6 +201,7 @@ def worker(
     task_concurrency: int,
     no_schedules: bool,
     retain: float | None,
+    fact_threshold: int,
     log_level: str,
     log_format: str,
     metrics_port: int | None,
@@ -205,6 +216,8 @@ def worker(
     seconds to finish, leases are released, and the exit code is 0.
     """
     limits = _queue_limits(queues, task_concurrency)
+    if 0 < fact_threshold < 1024:
+        raise click.BadParameter("give 0 (off) or at least 1024", param_hint="--fact-threshold")
     from keel.cli.serve import WorkerOptions, serve
 
     if metrics_port is not None:  # before anything counts: the instruments delegate to it
@@ -230,6 +243,7 @@ def worker(
         metrics_port=metrics_port,
         metrics_host=metrics_host,
         retain=retain,
+        fact_threshold=fact_threshold or None,
     )
     asyncio.run(serve(opts))
 

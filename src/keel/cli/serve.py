@@ -10,6 +10,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from keel.core.facts import FACT_THRESHOLD
 from keel.core.redact import redact
 from keel.errors import ConfigurationError
 from keel.worker import Worker
@@ -42,6 +43,7 @@ class WorkerOptions:
     metrics_port: int | None = None  # serve /metrics, /healthz, /readyz there
     metrics_host: str = "0.0.0.0"
     retain: float | None = None  # prune runs that ended longer ago (seconds); None: keep all
+    fact_threshold: int | None = FACT_THRESHOLD  # bytes; None: every result in the journal
 
 
 async def serve(opts: WorkerOptions) -> None:
@@ -56,6 +58,7 @@ async def serve(opts: WorkerOptions) -> None:
         task_concurrency=opts.task_concurrency,
         schedules=opts.schedules,
         retention=opts.retain,
+        fact_threshold=opts.fact_threshold,
     )
     stop = asyncio.Event()
     received: list[str] = []

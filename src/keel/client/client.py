@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from keel.client.facts import FactsMixin
 from keel.client.graphs import GraphsMixin
 from keel.client.operator import OperatorMixin
 from keel.client.reads import ReadsMixin
@@ -9,7 +10,7 @@ from keel.client.runs import RunsMixin
 from keel.client.schedules import SchedulesMixin
 
 
-class Client(RunsMixin, ReadsMixin, OperatorMixin, GraphsMixin, SchedulesMixin):
+class Client(RunsMixin, ReadsMixin, OperatorMixin, GraphsMixin, SchedulesMixin, FactsMixin):
     """Start and control runs in a store.
 
     ``Client(worker=w)`` (or ``w.client()``) hands runs it starts straight to
@@ -19,5 +20,6 @@ class Client(RunsMixin, ReadsMixin, OperatorMixin, GraphsMixin, SchedulesMixin):
     (:mod:`keel.client.runs`), reading them (:mod:`keel.client.reads`),
     operator actions (:mod:`keel.client.operator`), graph runs
     (:mod:`keel.client.graphs`), schedules and queues
-    (:mod:`keel.client.schedules`).
+    (:mod:`keel.client.schedules`), facts stored by content digest
+    (:mod:`keel.client.facts`).
     """

@@ -236,6 +236,9 @@ class StepCompleted(BaseEvent, frozen=True, kw_only=True, gc=False):
     # ran it, for timelines; left out by older writers and for dispatched steps.
     started_at: float | UnsetType = UNSET
     worker: str | UnsetType = UNSET
+    # The sha256 (hex) of ``result``'s bytes: the value's content address (see
+    # keel.core.facts); left out by older writers.
+    digest: str | UnsetType = UNSET
 
 
 class StepAttemptFailed(BaseEvent, frozen=True, kw_only=True, gc=False):

@@ -13,9 +13,11 @@ import math
 from collections.abc import Collection, Sequence
 from functools import lru_cache
 
+from keel.core.facts import is_digest, value_digest
 from keel.core.states import TERMINAL_STATES, RunState, can_transition
 from keel.errors import (
     ConfigurationError,
+    FactDigestError,
     IllegalTransitionError,
     LeaseLostError,
     RunExistsError,
@@ -256,6 +258,40 @@ def page_of(runs: list[RunRecord], limit: int) -> RunPage:
         runs = runs[:limit]
         return RunPage(runs, encode_cursor(runs[-1]))
     return RunPage(runs, None)
+
+
+# -- facts ---------------------------------------------------------------------------
+
+
+def check_fact(digest: str, data: bytes) -> bytes:
+    """A fact as every backend stores it: bytes whose sha256 is ``digest``.
+
+    Returns ``data`` as ``bytes`` (a ``bytearray`` or ``memoryview`` is copied once).
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise FactDigestError(f"a fact's data must be bytes, not {type(data).__name__}")
+    check_digest(digest)
+    data = bytes(data)
+    actual = value_digest(data)
+    if actual != digest:
+        raise FactDigestError(
+            f"fact data of {len(data)} bytes hashes to {actual}, not to the digest {digest!r}"
+        )
+    return data
+
+
+def check_digest(digest: object) -> str:
+    """A digest: 64 lowercase hex digits (a sha256)."""
+    if not is_digest(digest):
+        raise FactDigestError(f"not a fact digest (64 lowercase hex digits): {digest!r}")
+    return str(digest)
+
+
+def check_digests(digests: Collection[str]) -> list[str]:
+    """The digests of ``load_many``, checked, deduplicated and sorted."""
+    if isinstance(digests, str | bytes):
+        raise TypeError(f"digests must be a collection of digests, not {digests!r}")
+    return sorted({check_digest(d) for d in digests})
 
 
 # -- dispatched steps ----------------------------------------------------------------

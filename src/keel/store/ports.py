@@ -12,6 +12,7 @@ attribute          protocol                        what it holds
 ``store.mailbox``  :class:`Mailbox`                signals sent to runs
 ``store.tasks``    :class:`TaskQueues`             dispatched steps, queues and their limits
 ``store.keys``     :class:`IdempotencyKeys`        step results stored under user keys
+``store.facts``    :class:`Facts`                  values stored once by content digest
 ``store.schedules``:class:`Schedules`              cron and one-shot schedules
 ``store.reads``    :class:`OperatorReads`          get / list / count runs, a run's history
 ``store.changes``  :class:`ChangeFeed`             latency hints: something may have changed
@@ -266,6 +267,26 @@ class IdempotencyKeys(Protocol):
     async def put(self, scope: str, key: str, result: bytes) -> bytes:
         """Store ``result`` unless one is stored; return the stored one (the first
         committed result wins among concurrent puts)."""
+
+
+class Facts(Protocol):
+    """Values stored once by content digest, shared by every run (see
+    :mod:`keel.core.facts`): large step results, values saved by ``Client.save_fact``.
+
+    A digest is the sha256 of the bytes, as 64 lowercase hex digits; a store
+    checks it on :meth:`save` (:class:`keel.errors.FactDigestError` for bytes that
+    do not hash to it, or for anything that is not a digest, writing nothing).
+    Facts are never changed, and prune does not delete them.
+    """
+
+    async def save(self, digest: str, data: bytes) -> None:
+        """Store ``data`` under ``digest`` unless it is stored (then nothing is written)."""
+
+    async def load(self, digest: str) -> bytes | None:
+        """The bytes stored under ``digest``, or ``None``."""
+
+    async def load_many(self, digests: Collection[str]) -> dict[str, bytes]:
+        """The stored ones of ``digests``, by digest (one read)."""
 
 
 class Schedules(Protocol):
@@ -552,6 +573,7 @@ class Store(Protocol):
     mailbox: Mailbox
     tasks: TaskQueues
     keys: IdempotencyKeys
+    facts: Facts
     schedules: Schedules
     reads: OperatorReads
     changes: ChangeFeed

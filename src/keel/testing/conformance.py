@@ -29,6 +29,7 @@ from keel.testing.conformance_cancel import CancelConformance
 from keel.testing.conformance_changes import ChangeConformance
 from keel.testing.conformance_children import ChildConformance
 from keel.testing.conformance_continue import ContinueConformance
+from keel.testing.conformance_facts import FactConformance
 from keel.testing.conformance_helpers import (
     CANCELLED,
     SHORT_TTL,
@@ -93,6 +94,7 @@ class StoreConformance(
     TaskConformance,
     QueueLimitConformance,
     IdempotencyConformance,
+    FactConformance,
     ScheduleConformance,
     ReadConformance,
     ChangeConformance,

@@ -21,6 +21,7 @@ CAPABILITIES: dict[str, type] = {
     "mailbox": ports.Mailbox,
     "tasks": ports.TaskQueues,
     "keys": ports.IdempotencyKeys,
+    "facts": ports.Facts,
     "schedules": ports.Schedules,
     "reads": ports.OperatorReads,
     "changes": ports.ChangeFeed,

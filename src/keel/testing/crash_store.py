@@ -25,6 +25,7 @@ from keel.store.ports import (
     ChangeFeed,
     Committed,
     Continue,
+    Facts,
     Finish,
     GraphSpecs,
     IdempotencyKeys,
@@ -45,15 +46,17 @@ __all__ = ["WRITES", "CrashAt", "FencedStore", "Landed", "Write"]
 #: What counts as a write: every call a worker makes that records something of
 #: a run. ``runs.commit`` (a Turn: events, and with them signals consumed,
 #: children created, tasks dispatched, the suspend/finish/continue) is the
-#: journal write; snapshots, results stored under idempotency keys and the
-#: results of dispatched steps are the others. Claims, lease renewals and the
-#: worker registry record no run's progress and are not counted: a crash at
-#: one of them is the same as a crash before the next write.
+#: journal write; snapshots, results stored under idempotency keys, large
+#: results stored as facts and the results of dispatched steps are the others.
+#: Claims, lease renewals and the worker registry record no run's progress and
+#: are not counted: a crash at one of them is the same as a crash before the
+#: next write.
 WRITES: frozenset[tuple[str, str]] = frozenset(
     {
         ("runs", "commit"),
         ("runs", "save_snapshot"),
         ("keys", "put"),
+        ("facts", "save"),
         ("tasks", "complete"),
         ("tasks", "fail"),
     }
@@ -216,6 +219,7 @@ class FencedStore:
         self.mailbox = cast(Mailbox, _Capability(inner.mailbox, "mailbox", gate))
         self.tasks = cast(TaskQueues, _Capability(inner.tasks, "tasks", gate))
         self.keys = cast(IdempotencyKeys, _Capability(inner.keys, "keys", gate))
+        self.facts = cast(Facts, _Capability(inner.facts, "facts", gate))
         self.schedules = cast(Schedules, _Capability(inner.schedules, "schedules", gate))
         self.reads = cast(OperatorReads, _Capability(inner.reads, "reads", gate))
         self.changes = cast(ChangeFeed, _Capability(inner.changes, "changes", gate))
@@ -248,6 +252,8 @@ def _describe(name: str, args: tuple[Any, ...]) -> str:
     if name == "save_snapshot":
         snapshot = cast(NewSnapshot, args[1])
         return f"snapshot up to seq {snapshot.upto_seq}"
+    if name == "save":
+        return f"fact {str(args[0])[:12]}... ({len(args[1])} bytes)"
     if name == "put":
         return f"result of step {args[0]!r} under idempotency key {args[1]!r}"
     lease = cast(TaskLease, args[0])

@@ -66,9 +66,15 @@ class RunDriver:
             leased=self.stop_if_overdue,
             sleep=worker.clock.sleep,
         )
-        self.snapshots = Snapshots(worker.store, run.run_id)
+        self.snapshots = Snapshots(worker.store, run.run_id, worker.facts)
         self.effects = RunEffects(
-            worker.store, run, claimed.lease, self.inflight, self.snapshots, worker.notify_finished
+            worker.store,
+            run,
+            claimed.lease,
+            self.inflight,
+            self.snapshots,
+            worker.notify_finished,
+            worker.facts,
         )
         self.lease = claimed.lease  # sets lease_deadline
         #: The trace context stored with the run (read only when tracing is on).

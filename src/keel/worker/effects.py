@@ -22,6 +22,7 @@ from keel.local import Finished
 from keel.observe import metrics, tracing
 from keel.observe.logs import run_fields
 from keel.store.base import Lease, NewEvent, NewRun, NewTask, RunRecord
+from keel.store.facts import FactWriter
 from keel.store.ports import Store, Turn
 from keel.worker.actions import (
     Action,
@@ -51,7 +52,9 @@ class RunEffects:
 
     ``ex`` is the run's execution while one is built (the driver replays it;
     :meth:`drop` unwinds it). ``notify`` tells the worker's local waiters that
-    the run ended (``None``: it left this worker; re-read it).
+    the run ended (``None``: it left this worker; re-read it). ``facts`` keeps
+    large step results out of the journal rows it writes (the execution keeps
+    them in memory, so the worker never reads them back while it holds the run).
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class RunEffects:
         inflight: Inflight,
         snapshots: Snapshots,
         notify: Callable[[str, Finished | None], None],
+        facts: FactWriter,
     ) -> None:
         self.store = store
         self.run = run
@@ -69,6 +73,7 @@ class RunEffects:
         self.inflight = inflight
         self.snapshots = snapshots
         self.notify = notify
+        self.facts = facts
         self.ex: Execution | None = None
 
     def _execution(self) -> Execution:
@@ -140,7 +145,7 @@ class RunEffects:
         entries = ex.take_outbox()
         if not entries:
             return
-        turn = Turn(entries[0].seq, _new_events(entries), consume_signal=consume_signal)
+        turn = Turn(entries[0].seq, await self._rows(entries), consume_signal=consume_signal)
         await self.store.runs.commit(self.lease, turn)
         await self.snapshots.maybe_save(self.lease, ex)  # every event is durable now
 
@@ -156,7 +161,7 @@ class RunEffects:
         ex = self._execution()
         entries = ex.take_outbox()
         assert entries, "step_dispatched/child_started events are recorded with their rows"
-        first, events = entries[0].seq, _new_events(entries)
+        first, events = entries[0].seq, await self._rows(entries)
         turn = Turn(first, events, children=children, tasks=tasks)
         await self.store.runs.commit(self.lease, turn)
         await self.snapshots.maybe_save(self.lease, ex)
@@ -186,15 +191,17 @@ class RunEffects:
                 "and did not re-raise it; let Keel's control exceptions through"
             )
             failed, finish = failure(exc)
-            await self._write_finish(first, [*_new_events(entries), failed], finish)
+            await self._write_finish(first, [*await self._rows(entries), failed], finish)
             self._log_failed(exc)
             return
-        await self.store.runs.commit(self.lease, Turn(first, _new_events(entries), end=suspend))
+        await self.store.runs.commit(
+            self.lease, Turn(first, await self._rows(entries), end=suspend)
+        )
 
     async def _finish(self, finish: Finish) -> None:
         entries = self._execution().take_outbox()
         self.inflight.cancel()
-        await self._write_finish(entries[0].seq, _new_events(entries), finish)
+        await self._write_finish(entries[0].seq, await self._rows(entries), finish)
 
     async def _write_finish(self, first: int, events: list[NewEvent], finish: Finish) -> None:
         await self.store.runs.commit(self.lease, Turn(first, events, end=finish))
@@ -210,12 +217,14 @@ class RunEffects:
         self.inflight.cancel()  # pending commands are discarded, as on cancel
         first = entries[0].seq
         try:
-            await self.store.runs.commit(self.lease, Turn(first, _new_events(entries), end=cont))
+            await self.store.runs.commit(
+                self.lease, Turn(first, await self._rows(entries), end=cont)
+            )
         except RunExistsError as exc:
             # The successor's id is taken by a run of another chain: nothing was
             # written. The run cannot continue, so it fails and says why.
             failed, finish = failure(exc)
-            events = [*_new_events(entries[:-1]), failed]
+            events = [*await self._rows(entries[:-1]), failed]
             await self.store.runs.commit(self.lease, Turn(first, events, end=finish))
         await self._ended("continued")
         # Waiters in this process re-read the run and follow the chain.
@@ -236,7 +245,12 @@ class RunEffects:
         entries = ex.take_outbox() if ex is not None else []
         first = entries[0].seq if entries else (ex.next_seq if ex else self.run.next_seq)
         end = Suspend(await self.store.now() + delay, cancel_delivered=cancel_delivered)
-        await self.store.runs.commit(self.lease, Turn(first, _new_events(entries), end=end))
+        await self.store.runs.commit(self.lease, Turn(first, await self._rows(entries), end=end))
+
+    async def _rows(self, entries: Sequence[JournalEntry]) -> list[NewEvent]:
+        """The journal rows of ``entries``; a large step result is saved as a fact
+        first and its row references it (see :class:`~keel.store.facts.FactWriter`)."""
+        return await self.facts.rows(_new_events(entries))
 
     def drop(self) -> None:
         """Unwind the execution, if there is one (the run has left this driver)."""

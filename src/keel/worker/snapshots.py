@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 from keel.core import snapshot as sn
 from keel.core.journal import JournalEntry
 from keel.core.replay import Execution
 from keel.errors import NondeterminismError
-from keel.store.base import Lease, NewSnapshot, RunRecord
+from keel.store.base import Lease, NewEvent, NewSnapshot, RunRecord
+from keel.store.facts import FactWriter, resolved
 from keel.store.ports import Store
 from keel.worker.replaying import journal_of
 
@@ -26,9 +28,10 @@ class Snapshots:
     """One run's snapshot state while a driver holds it: which snapshot its
     execution was built from (``upto_seq``, ``hashes``) and when the next is due."""
 
-    def __init__(self, store: Store, run_id: str) -> None:
+    def __init__(self, store: Store, run_id: str, facts: FactWriter) -> None:
         self.store = store
         self.run_id = run_id
+        self.facts = facts  # large step results stay out of snapshots too
         self.every: int | None = None  # the workflow's snapshot_every (set with version)
         self.version = ""  # the workflow version replaying the run
         self.upto_seq = -1  # last seq covered by the snapshot in use (-1: none)
@@ -83,8 +86,11 @@ class Snapshots:
                 log.debug("run %s: snapshot ignored, full replay: %s", self.run_id, exc)
             else:
                 tail = await self.store.reads.history(self.run_id, after_seq=snap.upto_seq)
+                entries = await resolved(
+                    snap.entries, self.store.facts.load_many, run_id=self.run_id
+                )
                 self.upto_seq, self.hashes = snap.upto_seq, snap.hashes
-                return [*snap.entries, *journal_of(tail)]
+                return [*entries, *journal_of(tail)]
         return await self.full_journal()
 
     async def full_journal(self) -> list[JournalEntry]:
@@ -103,7 +109,7 @@ class Snapshots:
         self.tried = upto  # after a failure, the next try is ``every`` events later
         try:
             snap = sn.compact(ex.journal, upto, self.version, self.hashes)
-            data = sn.encode(snap)
+            data = sn.encode(await self._referencing(snap))
             await self.store.runs.save_snapshot(
                 lease, NewSnapshot(upto, self.version, sn.FORMAT, data)
             )
@@ -112,3 +118,16 @@ class Snapshots:
             log.warning("run %s: could not write a snapshot: %r", self.run_id, exc)
             return
         self.upto_seq, self.hashes = upto, snap.hashes
+
+    async def _referencing(self, snap: sn.Snapshot) -> sn.Snapshot:
+        """``snap`` with its large step results as fact references (saved as facts
+        if the journal writes did not: the same writer, the same threshold)."""
+        entries = snap.entries
+        rows = await self.facts.rows([NewEvent(e.type.value, e.command, e.data) for e in entries])
+        if all(row.data is e.data for row, e in zip(rows, entries, strict=True)):
+            return snap
+        kept = [
+            e if row.data is e.data else replace(e, data=row.data)
+            for row, e in zip(rows, entries, strict=True)
+        ]
+        return replace(snap, entries=kept)

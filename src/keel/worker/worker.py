@@ -13,12 +13,14 @@ from datetime import timedelta
 from math import inf
 from typing import TYPE_CHECKING
 
+from keel.core.facts import FACT_THRESHOLD
 from keel.errors import ConfigurationError, DatabaseCorruptError, LeaseLostError
 from keel.graph.stored import save_specs
 from keel.local import Finished
 from keel.observe import metrics
 from keel.store import open_store
 from keel.store.base import Claimed
+from keel.store.facts import FactWriter
 from keel.store.ports import LivenessLock, Store, Suspend, Turn
 from keel.worker.clock import SYSTEM_CLOCK, Clock
 from keel.worker.driver import RunDriver
@@ -79,6 +81,10 @@ class Worker:
     parent and children have all ended; see :meth:`keel.Client.prune`).
     ``clock`` is workflow time (see :mod:`keel.worker.clock`): the wall clock,
     or in tests a :class:`keel.testing.TestClock` that the store reads too.
+    ``fact_threshold`` (bytes, default 64 KiB): a step result whose encoded
+    size is above it is stored once by its sha256 in ``store.facts`` before
+    the journal write, and the journal event keeps only the digest (``None``:
+    every result stays in the journal). Readers see the full value either way.
     """
 
     def __init__(
@@ -101,6 +107,7 @@ class Worker:
         retention: float | timedelta | None = None,
         prune_every: float = 600.0,
         clock: Clock = SYSTEM_CLOCK,
+        fact_threshold: int | None = FACT_THRESHOLD,
     ) -> None:
         for name, value in (
             ("concurrency", concurrency),
@@ -123,6 +130,7 @@ class Worker:
             raise ConfigurationError(f"clock must be a keel.worker.clock.Clock, not {clock!r}")
         limits = queue_limits(queues, task_concurrency)
         self.store: Store = open_store(store) if isinstance(store, str) else store
+        self.facts = FactWriter(self.store.facts, fact_threshold)
         self.registry = registry or default_registry
         self.concurrency = concurrency
         self.lease_ttl = float(lease_ttl)

@@ -9,6 +9,8 @@ from typing import Unpack
 from keel.core.states import RunState
 from keel.store._checks import check_limit, decode_cursor, page_of, where_filter
 from keel.store.base import EventRecord, RunPage, RunRecord, RunStats, RunWhere
+from keel.store.facts import resolved
+from keel.store.memory.facts import MemoryFacts
 from keel.store.memory.tables import Tables
 
 
@@ -17,6 +19,7 @@ class MemoryReads:
 
     def __init__(self, tables: Tables) -> None:
         self._t = tables
+        self._facts = MemoryFacts(tables)  # journal rows may reference facts
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         with self._t.transaction():
@@ -62,7 +65,8 @@ class MemoryReads:
 
     async def history(self, run_id: str, *, after_seq: int = -1) -> list[EventRecord]:
         with self._t.transaction():
-            return [e for e in self._t.events.get(run_id, ()) if e.seq > after_seq]
+            events = [e for e in self._t.events.get(run_id, ()) if e.seq > after_seq]
+        return await resolved(events, self._facts.load_many)
 
     async def first_event(self, run_id: str) -> EventRecord | None:
         with self._t.transaction():

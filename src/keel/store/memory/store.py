@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from keel.store.memory.admin import MemoryAdmin
 from keel.store.memory.changes import MemoryChanges
+from keel.store.memory.facts import MemoryFacts
 from keel.store.memory.keys import MemoryKeys
 from keel.store.memory.mailbox import MemoryMailbox
 from keel.store.memory.reads import MemoryReads
@@ -19,6 +20,7 @@ from keel.store.memory.workers import MemoryWorkers
 from keel.store.ports import (
     ChangeFeed,
     GraphSpecs,
+    Facts,
     IdempotencyKeys,
     Mailbox,
     OperatorReads,
@@ -42,6 +44,7 @@ class MemoryStore:
         self.mailbox: Mailbox = MemoryMailbox(tables)
         self.tasks: TaskQueues = MemoryTasks(tables)
         self.keys: IdempotencyKeys = MemoryKeys(tables)
+        self.facts: Facts = MemoryFacts(tables)
         self.schedules: Schedules = MemorySchedules(tables)
         self.reads: OperatorReads = MemoryReads(tables)
         self.changes: ChangeFeed = MemoryChanges(tables)

@@ -67,6 +67,7 @@ class Tables:
         # (chain id, delivery id) -> signal id: a chain takes each delivery id once.
         self.deliveries: dict[tuple[str, str], int] = {}
         self.keys: dict[tuple[str, str], bytes] = {}
+        self.facts: dict[str, bytes] = {}  # digest -> the bytes
         self.tasks: dict[int, TaskRecord] = {}
         self.task_ids: dict[tuple[str, str], int] = {}  # (run id, command) -> task id
         self.last_task_id = 0

@@ -743,6 +743,18 @@ SELECT id, run_id, name, payload, created_at FROM signals
 WHERE run_id = %(run_id)s::text AND name = %(name)s::text AND consumed_seq IS NULL
 ORDER BY id LIMIT 1;
 
+-- Facts --------------------------------------------------------------------------------
+
+-- name: save_fact
+-- The first write wins; a repeat (same digest, so the same bytes) writes nothing.
+INSERT INTO facts (digest, data, created_at)
+VALUES (%(digest)s::text, %(data)s::bytea, extract(epoch FROM clock_timestamp()))
+ON CONFLICT (digest) DO NOTHING
+RETURNING digest;
+
+-- name: load_facts
+SELECT digest, data FROM facts WHERE digest = ANY (%(digests)s::text[]);
+
 -- Idempotency keys ---------------------------------------------------------------------
 
 -- name: get_idempotent

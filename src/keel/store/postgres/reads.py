@@ -10,8 +10,10 @@ from typing import Any, Unpack
 from keel.core.states import RunState
 from keel.store._checks import keyset, page_of, where_filter
 from keel.store.base import EventRecord, RunFilter, RunPage, RunRecord, RunStats, RunWhere
+from keel.store.facts import resolved
 from keel.store.postgres._sql import DICT, EVENT, RUN, Q
 from keel.store.postgres.database import PgDatabase
+from keel.store.postgres.facts import PgFacts
 
 
 @dataclass
@@ -61,7 +63,8 @@ class PgReads:
 
     async def history(self, run_id: str, *, after_seq: int = -1) -> list[EventRecord]:
         params = {"run_id": run_id, "after_seq": after_seq}
-        return await self.db.fetch(Q["load_events"], params, EVENT)
+        events = await self.db.fetch(Q["load_events"], params, EVENT)
+        return await resolved(events, PgFacts(self.db).load_many)
 
     async def first_event(self, run_id: str) -> EventRecord | None:
         rows: list[EventRecord] = await self.db.fetch(Q["first_event"], {"run_id": run_id}, EVENT)

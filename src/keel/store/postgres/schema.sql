@@ -1,4 +1,4 @@
--- The full current Keel PostgreSQL schema (version 15), for reading. Databases are
+-- The full current Keel PostgreSQL schema (version 16), for reading. Databases are
 -- built by applying migrations/ in order inside Keel's schema (default "keel");
 -- a test checks that both give the same catalog.
 
@@ -6,7 +6,7 @@ CREATE TABLE keel_meta (
     key   text PRIMARY KEY,
     value text NOT NULL
 );
--- rows: ('application', 'keel'), ('schema_version', '15')
+-- rows: ('application', 'keel'), ('schema_version', '16')
 
 -- Fencing tokens: every claim takes nextval, so a token is larger than every
 -- token handed out before it, on any run. CACHE 1 (the default) keeps values
@@ -231,4 +231,13 @@ CREATE TABLE graph_specs (
     spec       bytea NOT NULL,             -- canonical JSON
     created_at float8 NOT NULL,
     PRIMARY KEY (workflow, version)
+);
+
+-- Facts (version 16): values stored once by content digest (large step
+-- results, Client.save_fact). A row is never changed; every run shares it.
+-- (Version 15 is the graph specs' migration.)
+CREATE TABLE facts (
+    digest     text COLLATE "C" PRIMARY KEY,  -- sha256 of data, 64 lowercase hex digits
+    data       bytea NOT NULL,
+    created_at float8 NOT NULL
 );

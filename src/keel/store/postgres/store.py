@@ -18,6 +18,7 @@ from keel.store.postgres._sql import latest_version
 from keel.store.postgres.admin import PgAdmin
 from keel.store.postgres.changes import PgChanges
 from keel.store.postgres.database import PgDatabase
+from keel.store.postgres.facts import PgFacts
 from keel.store.postgres.keys import PgKeys
 from keel.store.postgres.mailbox import PgMailbox
 from keel.store.postgres.reads import PgReads
@@ -97,6 +98,7 @@ class PostgresStore:
         self.mailbox: ports.Mailbox = PgMailbox(self.db)
         self.tasks: ports.TaskQueues = PgTasks(self.db)
         self.keys: ports.IdempotencyKeys = PgKeys(self.db)
+        self.facts: ports.Facts = PgFacts(self.db)
         self.schedules: ports.Schedules = PgSchedules(self.db)
         self.reads: ports.OperatorReads = PgReads(self.db)
         self.changes: ports.ChangeFeed = PgChanges(self.db)

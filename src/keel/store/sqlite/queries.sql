@@ -416,6 +416,19 @@ SELECT spec FROM graph_specs WHERE workflow = ? AND version = ?;
 SELECT workflow, version FROM graph_specs
 WHERE :workflow IS NULL OR workflow = :workflow
 ORDER BY workflow, version;
+-- Facts (facts.py) ----------------------------------------------------------------------
+
+-- name: save_fact
+-- The first write wins; a repeat (same digest, so the same bytes) writes nothing.
+INSERT INTO facts (digest, data, created_at) VALUES (?, ?, ?)
+ON CONFLICT (digest) DO NOTHING;
+
+-- name: load_fact
+SELECT data FROM facts WHERE digest = ?;
+
+-- name: load_facts
+-- :digests is a JSON array of digests.
+SELECT digest, data FROM facts WHERE digest IN (SELECT value FROM json_each(?));
 
 -- Schedules (schedules.py) --------------------------------------------------------------
 

@@ -11,9 +11,11 @@ from typing import Unpack
 from keel.core.states import RunState
 from keel.store._checks import keyset, page_of, where_filter
 from keel.store.base import EventRecord, RunFilter, RunPage, RunRecord, RunStats, RunWhere
+from keel.store.facts import resolved
 from keel.store.sqlite._db import Capability
 from keel.store.sqlite._rows import event_record, run_record
 from keel.store.sqlite._sql import Q
+from keel.store.sqlite.facts import SQLiteFacts
 
 
 class SQLiteReads(Capability):
@@ -67,7 +69,8 @@ class SQLiteReads(Capability):
         return await self._db.read(count)
 
     async def history(self, run_id: str, *, after_seq: int = -1) -> list[EventRecord]:
-        return await self._db.read_all(Q["load_events"], (run_id, after_seq), event_record)
+        events = await self._db.read_all(Q["load_events"], (run_id, after_seq), event_record)
+        return await resolved(events, SQLiteFacts(self._db).load_many)
 
     async def first_event(self, run_id: str) -> EventRecord | None:
         return await self._db.read_one(Q["first_event"], (run_id,), event_record)

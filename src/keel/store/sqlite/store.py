@@ -14,6 +14,7 @@ from keel.store.sqlite._db import Database
 from keel.store.sqlite._sql import latest_version
 from keel.store.sqlite.admin import SQLiteAdmin
 from keel.store.sqlite.changes import SQLiteChanges
+from keel.store.sqlite.facts import SQLiteFacts
 from keel.store.sqlite.keys import SQLiteKeys
 from keel.store.sqlite.mailbox import SQLiteMailbox
 from keel.store.sqlite.reads import SQLiteReads
@@ -71,6 +72,7 @@ class SQLiteStore:
         self.mailbox: ports.Mailbox = SQLiteMailbox(self.db)
         self.tasks: ports.TaskQueues = SQLiteTasks(self.db)
         self.keys: ports.IdempotencyKeys = SQLiteKeys(self.db)
+        self.facts: ports.Facts = SQLiteFacts(self.db)
         self.schedules: ports.Schedules = SQLiteSchedules(self.db)
         self.reads: ports.OperatorReads = SQLiteReads(self.db)
         self.changes: ports.ChangeFeed = SQLiteChanges(self.db)

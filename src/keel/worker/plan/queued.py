@@ -16,6 +16,7 @@ from keel.core.events import (
     StepDispatched,
     StepFailed,
 )
+from keel.core.facts import value_digest
 from keel.errors import KeelError, error_info
 from keel.store.base import NewTask, TaskRecord
 from keel.worker.actions import Dispatch, Planned, RecordEvent, StoreKeyed, WakeOnTask
@@ -78,6 +79,7 @@ def plan_task(cmd: Command, task: TaskRecord | None, stored: bytes | None) -> li
             task_id=task.task_id,
             reused=True if reused else UNSET,
             idempotency_key=cmd.idempotency_key if reused else UNSET,
+            digest=value_digest(result),
         )
         return [RecordEvent(cmd, completed)]
     if task.state == "failed":
@@ -98,6 +100,7 @@ def _reused(cmd: Command, stored: bytes) -> RecordEvent:
         attempt=1,
         reused=True,
         idempotency_key=cmd.idempotency_key,
+        digest=value_digest(stored),
     )
     return RecordEvent(cmd, completed)
 

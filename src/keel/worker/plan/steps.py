@@ -19,6 +19,7 @@ from keel.core.events import (
     StepFailed,
     UnsetType,
 )
+from keel.core.facts import value_digest
 from keel.errors import SerializationError, error_info
 from keel.worker.actions import (
     Planned,
@@ -90,6 +91,7 @@ def plan_attempt_ended(
             idempotency_key=cmd.idempotency_key if reused else UNSET,
             started_at=ran.started_at,
             worker=ran.worker,
+            digest=value_digest(data),
         )
         return [RecordEvent(cmd, completed)]
     exc = ended.error
