@@ -19,8 +19,8 @@ from keel.store.memory.tasks import MemoryTasks
 from keel.store.memory.workers import MemoryWorkers
 from keel.store.ports import (
     ChangeFeed,
-    GraphSpecs,
     Facts,
+    GraphSpecs,
     IdempotencyKeys,
     Mailbox,
     OperatorReads,
