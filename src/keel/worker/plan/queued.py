@@ -68,7 +68,8 @@ def plan_task(cmd: Command, task: TaskRecord | None, stored: bytes | None) -> li
         reused = False
         if cmd.idempotency_key is not None:
             if stored is None:
-                return [StoreKeyed(cmd.id.name, cmd.idempotency_key, result)]
+                max_age = cmd.target.key_max_age
+                return [StoreKeyed(cmd.id.name, cmd.idempotency_key, result, max_age)]
             if stored != result:
                 result, reused = stored, True
         completed = StepCompleted(
