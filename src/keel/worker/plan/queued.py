@@ -15,6 +15,7 @@ from keel.core.events import (
     StepCompleted,
     StepDispatched,
     StepFailed,
+    step_input,
 )
 from keel.errors import KeelError, error_info
 from keel.store.base import NewTask, TaskRecord
@@ -34,8 +35,13 @@ def plan_dispatch(cmd: Command, stored: bytes | None) -> list[Planned]:
         return [_reused(cmd, stored)]
     target = cmd.target
     assert cmd.args is not None  # steps always carry their encoded arguments
+    recorded, size = step_input(cmd.args)
     dispatched = StepDispatched(
-        queue=target.queue, priority=target.priority, args_hash=cmd.args_hash
+        queue=target.queue,
+        priority=target.priority,
+        args_hash=cmd.args_hash,
+        input=recorded,
+        input_size=size,
     )
     task = NewTask(
         command=cmd.key,
@@ -93,12 +99,15 @@ def plan_task(cmd: Command, task: TaskRecord | None, stored: bytes | None) -> li
 
 
 def _reused(cmd: Command, stored: bytes) -> RecordEvent:
+    recorded, size = step_input(cmd.args)  # the step's first (and only) event
     completed = StepCompleted(
         result=msgspec.Raw(stored),
         args_hash=cmd.args_hash,
         attempt=1,
         reused=True,
         idempotency_key=cmd.idempotency_key,
+        input=recorded,
+        input_size=size,
     )
     return RecordEvent(cmd, completed)
 
