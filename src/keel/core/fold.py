@@ -59,6 +59,9 @@ from keel.core.events import (
 )
 from keel.core.journal import TimedStoredEvent as JournalRow
 
+#: The events of a step, each of which may record its input and arguments hash.
+StepEvent: TypeAlias = StepCompleted | StepAttemptFailed | StepFailed | StepDispatched
+
 #: What a command is doing after an event. Waiting states: ``retrying`` (a step
 #: between attempts), ``dispatched`` (a step handed to a queue), ``waiting`` (a
 #: timer or a signal wait), ``started`` (a child run). Ended states: the rest.
@@ -353,9 +356,6 @@ def _command_event(prev: CommandView | None, row: JournalRow, event: Event) -> C
                 cmd, status="cancelled", child_run_id=event.child_run_id or cmd.child_run_id
             )
     return cmd  # an event of a type that says nothing about its command's status
-
-
-StepEvent = StepCompleted | StepAttemptFailed | StepFailed | StepDispatched
 
 
 def _step_input(cmd: CommandView, event: StepEvent) -> CommandView:
