@@ -136,6 +136,7 @@ def test_timeline_shows_attempts_retries_and_the_child(
     expect(charge.locator(".bar.b-attempt-ok")).to_have_count(1)
     expect(charge.locator(".bar.b-retry-wait")).to_have_count(2)
     expect(charge).to_contain_text("3 attempts")
+    expect(charge.locator(".input")).to_have_text('{"amount": 42, "fail_times": 2}')
     titles = charge.locator(".bar.b-attempt-failed").evaluate_all("bs => bs.map(b => b.title)")
     assert all(re.search(r"attempt \d failed on \S+ in ", t) for t in titles), titles
     expect(page.locator("tr.lane[data-command='sleep:sleep#0'] .bar.b-timer")).to_have_count(1)
@@ -223,6 +224,7 @@ def test_time_travel_shows_the_run_at_each_event(
 
     travel(1)  # the first attempt failed: a retry is pending
     expect(at).to_contain_text("step_attempt_failed")
+    expect(at.locator("table.commands")).to_contain_text('{"amount": 42, "fail_times": 2}')
     expect(at.locator("ul.pending")).to_contain_text("step:ui.charge#0")
     expect(at.locator("ul.pending")).to_contain_text("retrying")
     travel(4)  # the timer started

@@ -43,6 +43,13 @@ async def test_show_then_approve_from_the_command_line(tmp_path: Path) -> None:
         assert nodes["triage"]["label"] == "review"
         assert nodes["sign_off"]["status"] == "waiting_for_approval"
         assert nodes["pay"]["status"] == "pending"
+        # Each node's input as journaled: a map's, one per item.
+        assert nodes["summary"]["input"] == {"score": [1800, 1800]}
+        assert nodes["score"]["input"] == [
+            {"inv": {"id": "a", "total": 900}},
+            {"inv": {"id": "b", "total": 900}},
+        ]
+        assert nodes["sign_off"]["input"] is None  # an approval runs no step
 
         table = await asyncio.to_thread(
             keel_cli, "graph", "show", "inv-1", "--app", APP, "--db", db

@@ -70,6 +70,17 @@ async def test_a_map_then_a_reduce(env: Any) -> None:
         ]
 
 
+async def test_client_nodes_show_each_nodes_input(env: Any) -> None:
+    async with env() as (client, _):
+        run = await client.start(flow_wf, n=2)
+        assert await run.result(timeout=20) == {"total": 6}
+        nodes = await client.nodes(run.run_id)
+    assert nodes["numbers"].input == {"n": 2}
+    assert nodes["doubled"].input == [{"item": 1}, {"item": 2}]  # one per item
+    assert nodes["total"].input == {"doubled": [2, 4]}
+    assert all(n.input_size is None for n in nodes.values())
+
+
 async def test_an_empty_map_completes_with_an_empty_list(env: Any) -> None:
     async with env() as (client, _):
         run = await client.start(flow_wf, n=0)

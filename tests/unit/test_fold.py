@@ -177,3 +177,23 @@ def test_an_event_whose_data_does_not_fit_its_type_is_refused() -> None:
     bad = [*RUN[:2], Row(2, "step_completed", "step:charge#0", b'{"attempt": "two"}', 102.0)]
     with pytest.raises(ValueError):
         list(views(bad))
+
+
+def test_a_steps_input_comes_from_its_first_event() -> None:
+    first = ev.StepAttemptFailed(attempt=1, error=ERR, args_hash="h1", input=raw({"amount": 7}))
+    rows = journal(
+        (None, ev.run_started("order", "v1", b"[7]")),
+        ("step:charge#0", first),
+        ("step:charge#0", ev.StepCompleted(result=raw(1), attempt=2, args_hash="h1")),
+        ("step:big#0", ev.StepDispatched(queue="q", args_hash="h2", input_size=9000)),
+        ("step:old#0", ev.StepCompleted(result=raw(2), args_hash="h3")),  # an older writer
+    )  # fmt: skip
+    view = fold(rows)
+    assert view is not None
+    charge, big, old = view.commands.values()
+    assert (charge.input, charge.input_size, charge.args_hash) == (b'{"amount":7}', None, "h1")
+    assert (big.input, big.input_size, big.args_hash) == (None, 9000, "h2")
+    assert (old.input, old.input_size, old.args_hash) == (None, None, "h3")
+    # Time travel: before the step's first event it has no record at all.
+    at_start = view_at(rows, 0)
+    assert at_start is not None and "step:charge#0" not in at_start.commands

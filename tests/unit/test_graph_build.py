@@ -363,3 +363,28 @@ def test_fan_in_of_a_node_that_is_no_map_is_refused() -> None:
     assert [(p.path, p.code) for p in info.value.problems] == [
         ("nodes.bad.params.one", "fan_in_of_non_map")
     ]
+
+
+def test_a_cache_ttl_is_an_option_of_the_spec_and_round_trips() -> None:
+    from datetime import timedelta
+
+    def make(**cache: object) -> GraphWorkflow:
+        g = Graph("ttl")
+
+        @g.node(**cache)  # type: ignore[call-overload]
+        def a(x: int) -> int:
+            return x
+
+        return g.build(registry=Registry())
+
+    plain, cached = make(), make(cache=True)
+    in_seconds, as_delta = make(cache=True, ttl=60), make(cache=True, ttl=timedelta(minutes=1))
+    # Left out of the spec when unset: graphs without a TTL keep their version.
+    assert "ttl" not in cached.to_spec()["nodes"][0]["options"]
+    assert in_seconds.to_spec()["nodes"][0]["options"] == {"cache": True, "ttl": 60.0}
+    assert in_seconds.version == as_delta.version != cached.version != plain.version
+    again = from_spec(
+        in_seconds.to_spec(), actions={"a": in_seconds.nodes["a"].fn}, registry=Registry()
+    )  # type: ignore[dict-item]
+    assert again.version == in_seconds.version and again.nodes["a"].options.ttl == 60.0
+    assert again.steps["a"].body is not None and again.steps["a"].body.key_max_age == 60.0

@@ -233,7 +233,32 @@ def test_an_attempt_that_returned_plans_step_completed() -> None:
         "args_hash": cmd.args_hash,
         "attempt": 1,
         "digest": digest,
+        "input": {"x": 4},  # the step's first event carries its arguments
     }
+
+
+def test_only_a_steps_first_event_carries_its_input() -> None:
+    cmd = the_command(live(one_step.fn, 4))
+    ended = steps.Ended(error=ConnectionError("down"))
+    _, first = steps.plan_attempt_ended(cmd, 1, ended, now=1000.0, jitter=0.5)
+    assert data(first)["input"] == {"x": 4}
+    retried = _retrying(retry_at=100.0)  # attempt 1 failed and is journaled
+    [completed] = steps.plan_attempt_ended(retried, 2, steps.Ended(value=8), now=0.0, jitter=0.5)
+    _, failed = steps.plan_attempt_ended(retried, 3, ended, now=0.0, jitter=0.5)
+    assert "input" not in data(completed) and "input" not in data(failed)
+    assert data(completed)["args_hash"] == retried.args_hash
+
+
+def test_arguments_over_the_cap_journal_only_their_size() -> None:
+    from keel.core.events import INPUT_CAP
+
+    cmd = the_command(live(one_step.fn, 4))
+    cmd.args = b'{"x":"' + b"a" * INPUT_CAP + b'"}'
+    [event] = steps.plan_attempt_ended(cmd, 1, steps.Ended(value=8), now=0.0, jitter=0.5)
+    assert "input" not in data(event) and data(event)["input_size"] == INPUT_CAP + 8
+    cmd.args = b'{"x":"' + b"a" * (INPUT_CAP - 8) + b'"}'  # exactly the cap: kept
+    [event] = steps.plan_attempt_ended(cmd, 1, steps.Ended(value=8), now=0.0, jitter=0.5)
+    assert data(event)["input"] == {"x": "a" * (INPUT_CAP - 8)}
 
 
 def test_a_keyed_attempt_that_reused_a_stored_result_says_so() -> None:
@@ -386,7 +411,12 @@ def _task(state: str, result: bytes | None = None) -> TaskRecord:
 def test_a_queued_step_is_dispatched_with_its_task() -> None:
     cmd = the_command(live(render_page.fn, 1))
     event, dispatch = queued.plan_dispatch(cmd, stored=None)
-    assert data(event) == {"queue": "render", "priority": 3, "args_hash": cmd.args_hash}
+    assert data(event) == {
+        "queue": "render",
+        "priority": 3,
+        "args_hash": cmd.args_hash,
+        "input": {"x": 1},
+    }
     assert isinstance(dispatch, Dispatch)
     [task] = dispatch.tasks
     assert (task.command, task.queue, task.priority, task.max_attempts) == (cmd.key, "render", 3, 3)
@@ -400,6 +430,7 @@ def test_a_dispatched_step_waits_for_its_task_then_journals_its_outcome() -> Non
     [event] = queued.plan_task(cmd, _task("completed", b'"page 1"'), stored=None)
     assert types([event]) == [EventType.STEP_COMPLETED]
     assert data(event)["result"] == "page 1" and data(event)["task_id"] == 4
+    assert "input" not in data(event)  # step_dispatched carried it
     [missing] = queued.plan_task(cmd, None, stored=None)
     assert types([missing]) == [EventType.STEP_FAILED]
 

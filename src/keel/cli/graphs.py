@@ -52,7 +52,8 @@ def show(
     db: str | None,
     as_json: bool,
 ) -> None:
-    """Each node of graph run RUN_ID: status, label, items, attempts, output."""
+    """Each node of graph run RUN_ID: status, label, items, attempts, output
+    (--json: also each node's input)."""
     import_apps(apps)
 
     async def fetch(client: Client) -> tuple[Any, dict[str, NodeStatus]]:
@@ -103,6 +104,8 @@ def _as_dict(status: NodeStatus) -> dict[str, Any]:
         "ended_at": status.ended_at,
         "ended_seq": status.ended_seq,
         "commands": list(status.commands),
+        "input": status.input,
+        "input_size": status.input_size,
     }
 
 

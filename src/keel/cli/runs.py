@@ -215,8 +215,9 @@ def run_history(run_id: str, db: str | None, as_json: bool) -> None:
 @json_option
 def run_steps(run_id: str, db: str | None, as_json: bool) -> None:
     """Each command of a run (step, sleep, signal wait, child, ...): status,
-    attempts, value or error, in the order first journaled (from the journal;
-    no workflow code runs). For a graph run's nodes: keel graph show."""
+    attempts, a step's input, value or error, in the order first journaled
+    (from the journal; no workflow code runs). For a graph run's nodes: keel
+    graph show."""
 
     async def fetch(client: Client) -> list[CommandView]:
         return await client.steps(run_id)
@@ -226,16 +227,29 @@ def run_steps(run_id: str, db: str | None, as_json: bool) -> None:
         render.print_json([_step_doc(c) for c in found])
         return
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("COMMAND", "STATUS", "ATTEMPTS", "VALUE OR ERROR"):
+    for column in ("COMMAND", "STATUS", "ATTEMPTS", "INPUT", "VALUE OR ERROR"):
         table.add_column(column)
     for c in found:
         if c.error:
             shown = f"{c.error.get('type', '')}: {c.error.get('message', '')}"
         else:
             shown = "" if c.value is None else c.value.decode(errors="replace")
-        shown = shown if len(shown) <= 80 else shown[:77] + "..."
-        table.add_row(c.command, c.status, str(len(c.attempts) or ""), shown)
+        attempts = str(len(c.attempts) or "")
+        table.add_row(c.command, c.status, attempts, _input_text(c), _cut(shown, 60))
     render.make_console().print(table)
+
+
+def _input_text(c: CommandView) -> str:
+    """A step's input on one line; the size of one too large to be journaled."""
+    if c.input is not None:
+        return _cut(c.input.decode(errors="replace"), 40)
+    if c.input_size is not None:
+        return f"({c.input_size:,} bytes, not journaled)"
+    return ""
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _step_doc(c: CommandView) -> dict[str, Any]:
@@ -244,6 +258,9 @@ def _step_doc(c: CommandView) -> dict[str, Any]:
         "kind": c.kind,
         "name": c.name,
         "status": c.status,
+        "input": None if c.input is None else json.loads(c.input),
+        "input_size": c.input_size,
+        "args_hash": c.args_hash,
         "value": None if c.value is None else json.loads(c.value),
         "error": c.error,
         "attempts": [

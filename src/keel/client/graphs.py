@@ -36,7 +36,7 @@ class GraphsMixin(ClientBase):
     async def nodes(self, run_id: str) -> dict[str, NodeStatus]:
         """Each node of a graph run, in the graph's order: its status (pending,
         running, retrying, dispatched, waiting_for_approval, completed, failed,
-        skipped, blocked), output, label, error, attempts and times, folded from
+        skipped, blocked), input, output, label, error, attempts and times, folded from
         the journal (no node runs). Sort by ``ended_seq`` for completion order.
         The graph is the imported one or its stored spec; raises
         :class:`ConfigurationError` if the run is no graph run, or its spec

@@ -133,10 +133,12 @@ class ReadsMixin(ClientBase):
 
     async def steps(self, run_id: str) -> builtins.list[CommandView]:
         """Each command of the run (steps, sleeps, signal waits, children, ...) in
-        the order it was first journaled, with its status, value (encoded JSON),
-        error, attempts and times, folded from the journal (no workflow code
-        runs). Sort by ``last_seq`` for the order commands ended in. A graph
-        run's nodes: :meth:`nodes`."""
+        the order it was first journaled, with its status, a step's input and
+        value (encoded JSON), error, attempts and times, folded from the
+        journal (no workflow code runs). A step's input is journaled up to
+        :data:`keel.core.events.INPUT_CAP` bytes (above it, ``input_size``).
+        Sort by ``last_seq`` for the order commands ended in. A graph run's
+        nodes: :meth:`nodes`."""
         rec = await self._record(run_id)
         view = fold(await self.store.reads.history(rec.run_id))
         return [] if view is None else builtins.list(view.commands.values())

@@ -239,6 +239,9 @@ class StepCompleted(BaseEvent, frozen=True, kw_only=True, gc=False):
     # The sha256 (hex) of ``result``'s bytes: the value's content address (see
     # keel.core.facts); left out by older writers.
     digest: str | UnsetType = UNSET
+    # The step's first event only: its arguments (see INPUT_CAP), or their size.
+    input: msgspec.Raw | UnsetType = UNSET
+    input_size: int | UnsetType = UNSET
 
 
 class StepAttemptFailed(BaseEvent, frozen=True, kw_only=True, gc=False):
@@ -253,6 +256,8 @@ class StepAttemptFailed(BaseEvent, frozen=True, kw_only=True, gc=False):
     # ran it, for timelines; left out by older writers and for dispatched steps.
     started_at: float | UnsetType = UNSET
     worker: str | UnsetType = UNSET
+    input: msgspec.Raw | UnsetType = UNSET  # the step's first event only
+    input_size: int | UnsetType = UNSET
 
 
 class StepFailed(BaseEvent, frozen=True, kw_only=True, gc=False):
@@ -267,6 +272,8 @@ class StepFailed(BaseEvent, frozen=True, kw_only=True, gc=False):
     # ran it, for timelines; left out by older writers and for dispatched steps.
     started_at: float | UnsetType = UNSET
     worker: str | UnsetType = UNSET
+    input: msgspec.Raw | UnsetType = UNSET  # the step's first event only
+    input_size: int | UnsetType = UNSET
 
 
 class StepDispatched(BaseEvent, frozen=True, kw_only=True, gc=False):
@@ -276,6 +283,8 @@ class StepDispatched(BaseEvent, frozen=True, kw_only=True, gc=False):
     queue: str = ""
     priority: int = 0
     args_hash: str | None = None
+    input: msgspec.Raw | UnsetType = UNSET  # always the step's first event
+    input_size: int | UnsetType = UNSET
 
 
 class TimerStarted(BaseEvent, frozen=True, kw_only=True, gc=False):
@@ -424,6 +433,25 @@ Hashed: TypeAlias = (
     StepCompleted | StepAttemptFailed | StepFailed | StepDispatched | ChildStarted | ChildFailed
 )
 HASHED: tuple[type[Hashed], ...] = Hashed.__args__
+
+
+#: Encoded step arguments up to this many bytes are journaled with the step
+#: (on its first event: ``step_dispatched``, or the first attempt's outcome);
+#: larger ones only by their ``args_hash`` and ``input_size``. Ids, records
+#: and parameters fit; a document passed as an argument would double the
+#: journal row for a view. 2 KiB also keeps a typical step row under
+#: PostgreSQL's TOAST threshold (about 2 KB), so it stays one inline tuple.
+INPUT_CAP = 2048
+
+
+def step_input(args: bytes | None) -> tuple[msgspec.Raw | UnsetType, int | UnsetType]:
+    """The ``input`` and ``input_size`` fields of a step's first event: the
+    encoded arguments if they fit :data:`INPUT_CAP`, else only their size."""
+    if args is None:
+        return UNSET, UNSET
+    if len(args) <= INPUT_CAP:
+        return msgspec.Raw(args), UNSET
+    return UNSET, len(args)
 
 
 def recorded_hash(event: Event) -> str | None:

@@ -10,8 +10,10 @@ the signals consumed, whether a cancel reached the workflow, and the run's end.
 :func:`view_at` the view after one position, :func:`fold` the view after the
 last event. Views share nothing mutable: each is a snapshot.
 
-User values (step results, signal payloads, inputs) stay encoded JSON
-``bytes``, as in the journal; whoever shows them decodes them.
+User values (step results and inputs, signal payloads, run inputs) stay
+encoded JSON ``bytes``, as in the journal; whoever shows them decodes them.
+A step's input is on its first event (see :data:`keel.core.events.INPUT_CAP`
+for the arguments too large to be journaled; older journals have none).
 
 A step attempt that is running has no event yet (its outcome is journaled when
 it ends), so the journal alone shows such a step only after an attempt ended;
@@ -56,6 +58,9 @@ from keel.core.events import (
     decode,
 )
 from keel.core.journal import TimedStoredEvent as JournalRow
+
+#: The events of a step, each of which may record its input and arguments hash.
+StepEvent: TypeAlias = StepCompleted | StepAttemptFailed | StepFailed | StepDispatched
 
 #: What a command is doing after an event. Waiting states: ``retrying`` (a step
 #: between attempts), ``dispatched`` (a step handed to a queue), ``waiting`` (a
@@ -128,6 +133,12 @@ class CommandView:
     signal: str | None = None  # a signal wait: the signal's name
     child_run_id: str | None = None
     child_workflow: str | None = None
+    # A step's arguments (encoded JSON ``{parameter: value}``) as journaled with
+    # its first event; ``None`` in older journals and when they were larger than
+    # the cap, when ``input_size`` gives their size. ``args_hash`` digests them.
+    input: bytes | None = None
+    input_size: int | None = None
+    args_hash: str | None = None
 
     @property
     def ended(self) -> bool:
@@ -273,6 +284,8 @@ def _command_event(prev: CommandView | None, row: JournalRow, event: Event) -> C
             updated_at=row.created_at,
         )
     cmd = replace(prev, last_seq=row.seq, updated_at=row.created_at)
+    if isinstance(event, StepEvent):
+        cmd = _step_input(cmd, event)
     match event:
         case StepCompleted():
             attempt = _attempt(event, "completed", row.created_at, cmd)
@@ -343,6 +356,19 @@ def _command_event(prev: CommandView | None, row: JournalRow, event: Event) -> C
                 cmd, status="cancelled", child_run_id=event.child_run_id or cmd.child_run_id
             )
     return cmd  # an event of a type that says nothing about its command's status
+
+
+def _step_input(cmd: CommandView, event: StepEvent) -> CommandView:
+    """``cmd`` with the input (or its size) and arguments hash ``event`` records."""
+    recorded, size, digest = event.input, event.input_size, event.args_hash
+    if recorded is UNSET and size is UNSET and (digest is None or cmd.args_hash is not None):
+        return cmd
+    return replace(
+        cmd,
+        input=cmd.input if recorded is UNSET else bytes(recorded),
+        input_size=cmd.input_size if size is UNSET else size,
+        args_hash=cmd.args_hash if cmd.args_hash is not None else digest,
+    )
 
 
 def _attempt(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -91,6 +92,7 @@ class NodeOptions:
     on_error: str | None = None  # a handler node's name, or SKIP
     cache: bool = False  # reuse results of equal inputs to the same code, across runs
     version: str | None = None  # pins the cache's code digest
+    ttl: float | None = None  # seconds a cached result may be reused (None: for ever)
     # map
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     max_items: int = DEFAULT_MAX_ITEMS
@@ -161,6 +163,7 @@ class Graph:
         on_error: str | None = None,
         cache: bool = False,
         version: str | None = None,
+        ttl: float | timedelta | None = None,
     ) -> Callable[[F], F]: ...
 
     def node(
@@ -178,12 +181,14 @@ class Graph:
         on_error: str | None = None,
         cache: bool = False,
         version: str | None = None,
+        ttl: float | timedelta | None = None,
     ) -> Any:
         """Declare a node: its function runs once its parents are done.
 
         ``cache=True`` reuses the result of an earlier execution, in any run, of
-        the same code on equal inputs (``version=`` pins the code's digest; see
-        :mod:`keel.workflow.caching`)."""
+        the same code on equal inputs (``version=`` pins the code's digest;
+        ``ttl=``, seconds or a ``timedelta``, bounds how old a reused result may
+        be; see :mod:`keel.workflow.caching`)."""
         options = NodeOptions(
             retry=retry,
             timeout=timeout,
@@ -192,6 +197,7 @@ class Graph:
             on_error=on_error,
             cache=cache,
             version=version,
+            ttl=_seconds(ttl),
         )
 
         def add(f: F) -> F:
@@ -218,6 +224,7 @@ class Graph:
         on_error: str | None = None,
         cache: bool = False,
         version: str | None = None,
+        ttl: float | timedelta | None = None,
     ) -> Callable[[F], F]:
         """Declare a fan-out: the function runs once per item of ``over``'s list
         (its first parameter is the item); the node's output is the list of
@@ -225,7 +232,9 @@ class Graph:
         (default: its position). At most ``max_concurrency`` items run at once
         (the engine issues the next only when one ends), at most ``max_items``
         may be given (more fails the node, running none), and up to
-        ``tolerate`` (a fraction) of them may fail: their results are ``None``."""
+        ``tolerate`` (a fraction) of them may fail: their results are ``None``.
+        ``cache``, ``version`` and ``ttl`` cache each item's result as on
+        :meth:`node`."""
         options = NodeOptions(
             retry=retry,
             timeout=timeout,
@@ -234,6 +243,7 @@ class Graph:
             on_error=on_error,
             cache=cache,
             version=version,
+            ttl=_seconds(ttl),
             max_concurrency=max_concurrency,
             max_items=max_items,
             tolerate=tolerate,
@@ -384,6 +394,17 @@ class Graph:
         built = GraphWorkflow(build(self), current=current)
         built.register(registry)
         return built
+
+
+def _seconds(ttl: Any) -> Any:
+    """A TTL as float seconds, so ``ttl=60`` and ``ttl=timedelta(minutes=1)``
+    give one spec (and one version); other values are left for :meth:`Graph.build`
+    to report."""
+    if isinstance(ttl, timedelta):
+        return ttl.total_seconds()
+    if isinstance(ttl, int) and not isinstance(ttl, bool):
+        return float(ttl)
+    return ttl
 
 
 def _edges(after: Iterable[str | tuple[str, str]] | str | tuple[str, str]) -> tuple[Edge, ...]:

@@ -69,6 +69,11 @@ class NodeStatus:
     ended_at: datetime | None = None  # the event that ended it
     ended_seq: int | None = None  # its position: completion order
     commands: tuple[str, ...] = field(default=())  # the journal commands it wrote
+    # Its step's arguments, decoded JSON ``{parameter: value}`` as journaled (a
+    # map: one per item, in item order). ``None`` when not journaled: an older
+    # journal, or arguments over the journal's cap, whose size ``input_size`` gives.
+    input: Any = None
+    input_size: int | None = None
 
 
 def node_statuses(
@@ -151,6 +156,8 @@ def _journaled(
                 ended_at=ended.ended_at,
                 ended_seq=ended.ended_seq,
                 commands=ended.commands,
+                input=ended.input,  # the condition's: the reaction did not run
+                input_size=ended.input_size,
             )
     found = _step(node, f"{step}#0", by_command.get(f"{step}#0", []))
     if found is not None and node.kind == "route" and found.status == "completed":
@@ -168,6 +175,8 @@ def _journaled(
                 ended_at=found.ended_at,
                 ended_seq=found.ended_seq,
                 commands=found.commands,
+                input=found.input,
+                input_size=found.input_size,
             )
         return NodeStatus(**{**_fields(found), "label": label})
     return found
@@ -183,12 +192,15 @@ def _step(node: Node, command: str, events: list[JournalEvent]) -> NodeStatus | 
         return None
     last = events[-1]
     attempts = sum(e.type in ("step_completed", "step_attempt_failed") for e in events)
+    first = events[0].data  # a step's input is on its first event
     common: dict[str, Any] = {
         "node": node.name,
         "kind": node.kind,
         "attempts": attempts,
         "started_at": events[0].created_at,
         "commands": (command,),
+        "input": first.get("input"),
+        "input_size": first.get("input_size"),
     }
     if last.type == "step_completed":
         return NodeStatus(
@@ -306,6 +318,7 @@ def _map(
         "items": (len(done), total),
         "started_at": first,
         "commands": commands,
+        "input": [s.input if s is not None else None for s in ended],
     }
     if len(done) < total:
         return NodeStatus(status="running", **common)

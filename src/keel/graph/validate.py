@@ -37,7 +37,8 @@ from typing import Any, get_origin, get_type_hints
 
 from keel.core import codec, names
 from keel.errors import ConfigurationError, GraphDefinitionError, GraphProblem
-from keel.graph.model import SKIP, Graph, Node, NodeError, Param
+from keel.graph.model import SKIP, Graph, Node, NodeError, NodeOptions, Param
+from keel.workflow.caching import ttl_seconds
 from keel.workflow.definitions import WorkflowDef
 
 
@@ -294,11 +295,24 @@ def _check_options(node: Node, nodes: dict[str, Node], problems: _Problems) -> N
     for name, ok, rule in checks:
         if not ok:
             problems.add(f"{path}.{name}", "bad_option", f"{name} must be {rule}")
+    _check_cache(path, opts, problems)
     if opts.queue is not None:
         try:
             names.name(opts.queue, "queue", hash_ok=False)
         except (ConfigurationError, TypeError) as exc:
             problems.add(f"{path}.queue", "bad_option", str(exc))
+
+
+def _check_cache(path: str, opts: NodeOptions, problems: _Problems) -> None:
+    """``ttl`` (and ``version``) only mean something on a cached node."""
+    if opts.ttl is not None:
+        try:
+            ttl_seconds(opts.ttl, "ttl")
+        except ConfigurationError as exc:
+            problems.add(f"{path}.ttl", "bad_option", str(exc))
+    for name in ("ttl", "version"):
+        if getattr(opts, name) is not None and not opts.cache:
+            problems.add(f"{path}.{name}", "bad_option", f"{name}= needs cache=True")
 
 
 def parents(node: Node, handled_by: dict[str, str]) -> list[str]:

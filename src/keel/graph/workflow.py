@@ -13,12 +13,11 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
-from keel.core import codec
 from keel.core.retry import RetryPolicy
 from keel.graph.engine import GraphRun, NodeSteps
 from keel.graph.graphdef import GraphDef
 from keel.graph.model import Node
-from keel.workflow.caching import key_function
+from keel.workflow import caching
 from keel.workflow.definitions import Registry, StepDef, WorkflowDef, default_registry
 
 #: A rule's condition runs once: a condition that raises fails the rule.
@@ -81,16 +80,13 @@ def _node_steps(graph: str, node: Node) -> NodeSteps:
     policy = opts.retry or RetryPolicy()
     if opts.timeout is not None:
         policy = policy.with_(timeout=opts.timeout)
-    key = None
-    if opts.cache:
-        key = key_function(node.fn, opts.version, codec.function_codec(node.fn).encode_args)
     body: StepDef[..., Any] = StepDef(
         node.fn,
         step_name(graph, node.name),
         policy,
-        key,
         queue=opts.queue,
         priority=opts.priority,
+        cache=caching.policy(node.fn, opts.version, opts.ttl) if opts.cache else None,
     )
     condition: StepDef[..., Any] | None = None
     if node.condition is not None:

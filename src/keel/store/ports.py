@@ -261,12 +261,19 @@ class TaskQueues(Protocol):
 class IdempotencyKeys(Protocol):
     """Step results stored under user idempotency keys, shared by every run."""
 
-    async def get(self, scope: str, key: str) -> bytes | None:
-        """The result stored under ``key`` (``scope`` is the step name), or ``None``."""
+    async def get(self, scope: str, key: str, max_age: float | None = None) -> bytes | None:
+        """The result stored under ``key`` (``scope`` is the step name), or ``None``.
 
-    async def put(self, scope: str, key: str, result: bytes) -> bytes:
+        ``max_age`` (seconds): an entry stored longer ago than that, by the
+        store's clock, counts as missing."""
+
+    async def put(self, scope: str, key: str, result: bytes, max_age: float | None = None) -> bytes:
         """Store ``result`` unless one is stored; return the stored one (the first
-        committed result wins among concurrent puts)."""
+        committed result wins among concurrent puts).
+
+        ``max_age``: an entry older than that (store clock) is replaced by
+        ``result`` in the same atomic step, so concurrent puts after its expiry
+        converge on one new result, as they do on a missing key."""
 
 
 class Facts(Protocol):

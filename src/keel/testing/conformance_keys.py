@@ -1,13 +1,22 @@
-"""Conformance tests for cross-run idempotency keys (mixed into StoreConformance)."""
+"""Conformance tests for cross-run idempotency keys (mixed into StoreConformance).
+
+Expiry (``max_age``) is measured on the store clock: the tests wait until
+:meth:`Store.now` has passed an entry's age, never for a guessed time, and a
+backend that takes an injected clock is also checked at the exact boundary."""
 
 from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from keel.store.ports import Store
 from keel.testing.conformance_helpers import (
+    SHORT_TTL,
+    ClockedStoreFactory,
     StoreFactory,
     run_with_store,
+    wait_until_past,
 )
 
 
@@ -42,3 +51,75 @@ class IdempotencyConformance:
             assert await store.keys.get("ship", "k") == results[0]
 
         run_with_store(store_factory, body)
+
+    def test_an_entry_older_than_max_age_is_missing(self, store_factory: StoreFactory) -> None:
+        async def body(store: Store) -> None:
+            await store.keys.put("price", "k", b'"old"')
+            stored_by = await store.now()  # the entry's time is at or before this
+            assert await store.keys.get("price", "k", max_age=3600.0) == b'"old"'
+            await wait_until_past(store, stored_by + SHORT_TTL)
+            assert await store.keys.get("price", "k", max_age=SHORT_TTL) is None
+            # Without max_age (or with a longer one) the entry is still there.
+            assert await store.keys.get("price", "k") == b'"old"'
+            assert await store.keys.get("price", "k", max_age=3600.0) == b'"old"'
+
+        run_with_store(store_factory, body)
+
+    def test_put_replaces_an_expired_entry_and_keeps_a_fresh_one(
+        self, store_factory: StoreFactory
+    ) -> None:
+        async def body(store: Store) -> None:
+            await store.keys.put("price", "k", b'"old"')
+            stored_by = await store.now()
+            # Fresh: the first result still wins, with or without max_age.
+            assert await store.keys.put("price", "k", b'"x"', max_age=3600.0) == b'"old"'
+            await wait_until_past(store, stored_by + SHORT_TTL)
+            # Expired, but a put without max_age keeps first-write-wins.
+            assert await store.keys.put("price", "k", b'"y"') == b'"old"'
+            assert await store.keys.put("price", "k", b'"new"', max_age=SHORT_TTL) == b'"new"'
+            # The replacement is stored anew: fresh again, so it wins in turn.
+            assert await store.keys.get("price", "k", max_age=3600.0) == b'"new"'
+            assert await store.keys.put("price", "k", b'"z"', max_age=3600.0) == b'"new"'
+            # Other keys of the scope are untouched.
+            assert await store.keys.get("price", "other") is None
+
+        run_with_store(store_factory, body)
+
+    def test_concurrent_puts_after_expiry_converge_on_one_new_result(
+        self, store_factory: StoreFactory
+    ) -> None:
+        async def body(store: Store) -> None:
+            await store.keys.put("ship", "k", b'"old"')
+            await wait_until_past(store, await store.now() + SHORT_TTL)
+            results = await asyncio.gather(
+                *(
+                    store.keys.put("ship", "k", f'"{i}"'.encode(), max_age=SHORT_TTL)
+                    for i in range(12)
+                )
+            )
+            assert len(set(results)) == 1
+            assert results[0] != b'"old"'
+            assert await store.keys.get("ship", "k") == results[0]
+
+        run_with_store(store_factory, body)
+
+    def test_max_age_boundary_on_an_injected_clock(
+        self, clocked_store_factory: ClockedStoreFactory | None
+    ) -> None:
+        if clocked_store_factory is None:
+            pytest.skip("the backend takes no injected clock")
+        now = [1_000_000.0]
+        factory = clocked_store_factory
+
+        async def body(store: Store) -> None:
+            await store.keys.put("price", "k", b'"old"')
+            now[0] += 10.0  # exactly max_age old: still fresh
+            assert await store.keys.get("price", "k", max_age=10.0) == b'"old"'
+            assert await store.keys.put("price", "k", b'"new"', max_age=10.0) == b'"old"'
+            now[0] += 0.5  # older than max_age: missing, and replaced by a put
+            assert await store.keys.get("price", "k", max_age=10.0) is None
+            assert await store.keys.put("price", "k", b'"new"', max_age=10.0) == b'"new"'
+            now[0] += 10.0  # the replacement's age counts from its own put
+            assert await store.keys.get("price", "k", max_age=10.0) == b'"new"'
+
+        run_with_store(lambda: factory(lambda: now[0]), body)

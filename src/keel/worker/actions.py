@@ -77,12 +77,14 @@ class StartChildren:
 @dataclass(slots=True)
 class StoreKeyed:
     """Store a dispatched step's result under its idempotency key, unless a
-    result is stored there already (the first stored wins); the next turn
-    reads which one it is and journals that."""
+    result is stored there already (the first stored wins; one older than
+    ``max_age`` is replaced); the next turn reads which one it is and journals
+    that."""
 
     scope: str
     key: str
     result: bytes
+    max_age: float | None = None
 
 
 @dataclass(slots=True)

@@ -100,7 +100,7 @@ class RunEffects:
             elif isinstance(action, StartChildren):
                 await self._start_children(action)
             elif isinstance(action, StoreKeyed):
-                await self.store.keys.put(action.scope, action.key, action.result)
+                await self.store.keys.put(action.scope, action.key, action.result, action.max_age)
             elif isinstance(action, Continue):
                 await self._continue(action)
             elif isinstance(action, ReportFailed):

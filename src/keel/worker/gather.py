@@ -36,13 +36,22 @@ async def gather_turn(store: Store, run_id: str, pending: Sequence[Command]) -> 
         kind = cmd.id.kind
         if kind is CommandKind.STEP:
             key = cmd.idempotency_key
+            task = None
             if cmd.dispatched:
                 task = tasks[cmd.key] = await store.tasks.get(run_id, cmd.key)
                 if key is None or task is None or task.state != "completed":
                     continue
             elif key is None or not is_queued(cmd):
                 continue
-            stored = await store.keys.get(cmd.id.name, key)
+            max_age = cmd.target.key_max_age
+            stored = await store.keys.get(cmd.id.name, key, max_age)
+            if stored is None and task is not None and max_age is not None:
+                # The task's own result, stored under the key by an earlier
+                # turn, may have outlived a TTL shorter than a turn: it is still
+                # this step's result (else each turn would store it again).
+                own = task.result if task.result is not None else b"null"
+                if await store.keys.get(cmd.id.name, key) == own:
+                    stored = own
             if stored is not None:
                 keyed[cmd.key] = stored
         elif kind is CommandKind.SIGNAL:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from keel.core.commands import Command
 from keel.store.ports import Store
 from keel.worker.plan.steps import Ended
-from keel.worker.step_runner import start_attempt
+from keel.worker.step_runner import Keyed, start_attempt
 from keel.workflow.context import StepInfo, discard_attempt
 
 
@@ -94,10 +94,9 @@ class Inflight:
             idempotency_key=f"{self.run_id}:{cmd.key}",
             _expired=self._expired,
         )
+        key = cmd.idempotency_key
         keyed = (
-            (self.store, cmd.id.name, cmd.idempotency_key)
-            if cmd.idempotency_key is not None
-            else None
+            Keyed(self.store, cmd.id.name, key, cmd.target.key_max_age) if key is not None else None
         )
         started_at = time.time()
         task = start_attempt(

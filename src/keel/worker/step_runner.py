@@ -99,6 +99,17 @@ class _Fenced:
 
 
 @dataclass(frozen=True, slots=True)
+class Keyed:
+    """Where a keyed step's result is stored: ``(scope, key)`` in ``store``,
+    reused while younger than ``max_age`` seconds (store clock; ``None``: any age)."""
+
+    store: Store
+    scope: str
+    key: str
+    max_age: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class StoredResult:
     """An encoded step result kept under a user idempotency key."""
 
@@ -111,23 +122,24 @@ async def run_keyed_attempt(
     args: bytes | None,
     info: StepInfo,
     pool: Executor,
-    keyed: tuple[Store, str, str],
+    keyed: Keyed,
     leased: Callable[[], bool] | None = None,
 ) -> StoredResult:
     """An attempt of a step called with an idempotency key.
 
-    A result stored under ``(scope, key)`` by any earlier completion is reused
-    without running the body; otherwise the body runs and its result is stored,
-    unless a concurrent completion stored one first, whose result then wins.
-    Stored before it is journaled: a crash in between reuses it next time.
+    A result stored under ``(scope, key)`` by any earlier completion (no older
+    than ``max_age``) is reused without running the body; otherwise the body
+    runs and its result is stored (replacing an expired one), unless a
+    concurrent completion stored one first, whose result then wins. Stored
+    before it is journaled: a crash in between reuses it next time.
     """
-    store, scope, key = keyed
-    stored = await store.keys.get(scope, key)
+    keys, scope, key, max_age = keyed.store.keys, keyed.scope, keyed.key, keyed.max_age
+    stored = await keys.get(scope, key, max_age)
     if stored is not None:
         return StoredResult(stored, reused=True)
     value = await run_attempt(target, args, info, pool, leased)
     data = codec.encode(value, what=f"result of step {info.step!r}")
-    winner = await store.keys.put(scope, key, data)
+    winner = await keys.put(scope, key, data, max_age)
     return StoredResult(winner, reused=winner != data)
 
 
@@ -137,7 +149,7 @@ async def _attempt_then(
     info: StepInfo,
     pool: Executor,
     on_done: Callable[[], None],
-    keyed: tuple[Store, str, str] | None,
+    keyed: Keyed | None,
     leased: Callable[[], bool] | None,
     workflow: str,
     traced: bool,
@@ -165,7 +177,7 @@ async def _attempt(
     args: bytes | None,
     info: StepInfo,
     pool: Executor,
-    keyed: tuple[Store, str, str] | None,
+    keyed: Keyed | None,
     leased: Callable[[], bool] | None,
 ) -> Any:
     if keyed is not None:
@@ -179,7 +191,7 @@ def start_attempt(
     info: StepInfo,
     pool: Executor,
     on_done: Callable[[], None] | None = None,
-    keyed: tuple[Store, str, str] | None = None,
+    keyed: Keyed | None = None,
     leased: Callable[[], bool] | None = None,
     workflow: str = "",
 ) -> asyncio.Task[Any]:

@@ -5,21 +5,37 @@ values*; the key is an idempotency key, so the result a call with that key
 stored first (in any run, on any worker) is reused without running the body,
 journaled as a step completion like any other, and concurrent equal calls
 converge on one result. The code digest covers the function's source, the
-values its closure captures and its defaults; ``cache_version=`` pins it
+values its closure captures and its defaults (not its decorators, whose
+options such as a TTL do not change what it computes); ``cache_version=`` pins it
 instead (when the source changes but the results would not, or for code
 whose source cannot be read). So a change of code or of a captured value
 misses; equal inputs hit.
+
+A TTL (``cache_ttl=`` on a step, ``ttl=`` on a graph node) bounds reuse: an
+entry stored longer ago than that, by the store's clock, counts as missing,
+so the next equal call runs the body and its result replaces the entry (the
+store swaps it atomically, so concurrent equal calls after the expiry still
+converge on one result). The TTL only bounds reuse: a run's journal keeps the
+result it used, so replay never asks the cache again.
+
+A call's key digests the same canonical argument bytes that the step command
+carries, so they are encoded once per call (see ``StepDef._issue``).
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import inspect
+import math
 import textwrap
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from keel.core import codec
+from keel.errors import ConfigurationError
 
 #: How deep captured functions are followed into their own closures.
 _MAX_DEPTH = 3
@@ -40,7 +56,7 @@ def _feed(h: Any, fn: Any, depth: int) -> None:
     target = inspect.unwrap(fn)
     code = getattr(target, "__code__", None)
     try:
-        h.update(textwrap.dedent(inspect.getsource(target)).encode())
+        h.update(_from_def(textwrap.dedent(inspect.getsource(target))).encode())
     except (OSError, TypeError):
         # No source (a REPL, a C function): the bytecode and its constants.
         if code is not None:
@@ -61,6 +77,19 @@ def _feed(h: Any, fn: Any, depth: int) -> None:
             h.update(_stable(value, depth).encode())
 
 
+def _from_def(source: str) -> str:
+    """The source from its ``def`` line on: the decorators' options (a TTL, a
+    retry policy) do not change what the body computes, so changing them keeps
+    the cache."""
+    try:
+        node = ast.parse(source).body[0]
+    except (SyntaxError, IndexError):
+        return source
+    if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+        return source  # a lambda's line, a class
+    return "\n".join(source.splitlines()[node.lineno - 1 :])
+
+
 def _stable(value: Any, depth: int) -> str:
     """A text that changes when ``value`` does, equal across processes."""
     if callable(value) and hasattr(value, "__code__") and depth < _MAX_DEPTH:
@@ -78,14 +107,39 @@ def cache_key(code: str, encoded_args: bytes) -> str:
     return f"cache:{code}:{hashlib.sha256(encoded_args).hexdigest()[:32]}"
 
 
-def key_function(
-    fn: Callable[..., Any], version: str | None, encode_args: Callable[..., bytes]
-) -> Callable[..., str]:
-    """The idempotency-key function of a cached step: ``encode_args(args, kwargs)``
-    gives the call's canonical argument bytes (the step's codec)."""
-    code = code_digest(fn, version)
+@dataclass(frozen=True, slots=True)
+class CachePolicy:
+    """How a ``cache=True`` step is cached: its code digest (part of every key)
+    and how long a stored result may be reused (``None``: for ever)."""
 
-    def key(*args: Any, **kwargs: Any) -> str:
-        return cache_key(code, encode_args(args, kwargs))
+    code: str
+    ttl: float | None = None
 
-    return key
+    def key(self, encoded_args: bytes) -> str:
+        """The idempotency key of a call with these canonical argument bytes."""
+        return cache_key(self.code, encoded_args)
+
+
+def policy(fn: Callable[..., Any], version: str | None, ttl: float | None) -> CachePolicy:
+    """The cache policy of ``fn`` (``ttl`` already checked by :func:`ttl_seconds`)."""
+    return CachePolicy(code_digest(fn, version), ttl)
+
+
+def ttl_seconds(value: object, what: str = "cache_ttl") -> float | None:
+    """A TTL as seconds: ``None``, a number of seconds or a :class:`timedelta`,
+    positive and finite; anything else is a :class:`ConfigurationError`."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise ConfigurationError(
+            f"{what} must be seconds (a number) or a datetime.timedelta, not {value!r}"
+        )
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise ConfigurationError(
+            f"{what} must be more than 0 seconds and finite (None: reuse for ever), not {value!r}"
+        )
+    return seconds

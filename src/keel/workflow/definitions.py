@@ -10,6 +10,7 @@ import re
 import textwrap
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import timedelta
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from keel.core import codec, names
@@ -17,7 +18,7 @@ from keel.core.events import CommandKind
 from keel.core.replay import current_execution
 from keel.core.retry import RetryPolicy
 from keel.errors import ConfigurationError, WorkflowNotFoundError
-from keel.workflow.caching import key_function
+from keel.workflow.caching import CachePolicy, policy, ttl_seconds
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -92,11 +93,17 @@ class StepDef(Generic[P, R]):
         queue: str | None = None,
         priority: int = 0,
         compensate: StepDef[..., Any] | None = None,
+        cache: CachePolicy | None = None,
     ) -> None:
         self.fn = fn
         self.name = name
         self.retry = retry
         self.idempotency_key = idempotency_key
+        #: ``cache=True``: the key is this policy's digest of code and arguments.
+        self.cache = cache
+        #: How old a result stored under the call's key may be to be reused
+        #: (seconds, by the store's clock; ``None``: any age).
+        self.key_max_age = cache.ttl if cache is not None else None
         self.queue = _check_queue(queue)
         self.priority = _check_priority(priority)
         self.is_async = inspect.iscoroutinefunction(fn)
@@ -120,7 +127,8 @@ class StepDef(Generic[P, R]):
         idempotency_key=f"charge-{order.id}")(order)``.
 
         A step called with an idempotency key reuses the result stored by an
-        earlier completion with the same key (in any run) without running again.
+        earlier completion with the same key (in any run) without running again;
+        on a ``cache=True`` step, that key replaces the cache's key (and its TTL).
         With a ``queue`` the call is dispatched to that queue (see :func:`step`);
         ``priority`` orders it among the queue's due tasks (higher first).
         """
@@ -139,11 +147,20 @@ class StepDef(Generic[P, R]):
             queue=self.queue if queue is None else queue,
             priority=self.priority if priority is None else priority,
             compensate=self.compensate,
+            cache=None if idempotency_key is not None else self.cache,
         )
 
-    def key_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
-        """The idempotency key of a call, if this step has one."""
+    def key_for(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], encoded: bytes | None = None
+    ) -> str | None:
+        """The idempotency key of a call, if this step has one. ``encoded``: the
+        call's canonical argument bytes, if already encoded (a cached step's key
+        digests them; they are encoded here otherwise)."""
         key = self.idempotency_key
+        if key is None and self.cache is not None:
+            if encoded is None:
+                encoded = self.codec.encode_args(args, kwargs, what=self._label)
+            return self.cache.key(encoded)
         if key is None or isinstance(key, str):
             return key
         value = key(*args, **kwargs)
@@ -183,7 +200,12 @@ class StepDef(Generic[P, R]):
             result_type=self.result_type,
             target=self,
             args=data,
-            idempotency_key=None if self.idempotency_key is None else self.key_for(args, kwargs),
+            # One encoding serves the command and a cached step's key.
+            idempotency_key=(
+                None
+                if self.idempotency_key is None and self.cache is None
+                else self.key_for(args, kwargs, data)
+            ),
         )
         if self.compensate is not None:
             from keel.workflow.saga import track  # keel.workflow.saga builds on this module
@@ -411,6 +433,7 @@ def step(
     compensate: StepDef[..., Any] | None = None,
     cache: bool = False,
     cache_version: str | None = None,
+    cache_ttl: float | timedelta | None = None,
     registry: Registry | None = None,
 ) -> StepDecorator: ...
 
@@ -428,6 +451,7 @@ def step(
     compensate: StepDef[..., Any] | None = None,
     cache: bool = False,
     cache_version: str | None = None,
+    cache_ttl: float | timedelta | None = None,
     registry: Registry | None = None,
 ) -> Any:
     """Declare a sync or async function as a step.
@@ -453,17 +477,25 @@ def step(
     equal arguments to the same code (see :mod:`keel.workflow.caching`): the
     key digests the function's source, captured values and defaults, or
     ``cache_version`` if given. It is an idempotency key, so it cannot be
-    combined with ``idempotency_key``.
+    combined with ``idempotency_key``. ``cache_ttl`` (seconds or a
+    ``timedelta``) bounds reuse: a result stored longer ago than that, by the
+    store's clock, is computed again and replaces the stored one.
     """
+    if not isinstance(cache, bool):
+        raise ConfigurationError(f"@step cache= must be True or False, not {cache!r}")
     if cache and idempotency_key is not None:
         raise ConfigurationError("@step takes cache=True or idempotency_key=, not both")
     if cache_version is not None and (not isinstance(cache_version, str) or not cache_version):
         raise ConfigurationError(f"cache_version must be a non-empty str: {cache_version!r}")
+    ttl = ttl_seconds(cache_ttl, "cache_ttl")
+    if not cache and (ttl is not None or cache_version is not None):
+        given = "cache_ttl" if ttl is not None else "cache_version"
+        raise ConfigurationError(f"@step({given}=...) needs cache=True")
     if compensate is not None and not isinstance(compensate, StepDef):
         raise ConfigurationError(
             f"compensate= takes a @keel.step (the step that undoes this one), not {compensate!r}"
         )
-    policy = _policy(retry or RetryPolicy(), timeout)
+    retry_policy = _policy(retry or RetryPolicy(), timeout)
     if idempotency_key is not None and not callable(idempotency_key):
         raise ConfigurationError(
             "@step(idempotency_key=...) takes a function of the step's arguments; "
@@ -478,17 +510,15 @@ def step(
         step_name = _check_name(name if name is not None else f.__qualname__, "step")
         if compensate is not None:
             _check_compensation(f, step_name, compensate)
-        key = idempotency_key
-        if cache:
-            key = key_function(f, cache_version, codec.function_codec(f).encode_args)
         st: StepDef[P, Any] = StepDef(
             f,
             step_name,
-            policy,
-            key,
+            retry_policy,
+            idempotency_key,
             queue=queue,
             priority=priority,
             compensate=compensate,
+            cache=policy(f, cache_version, ttl) if cache else None,
         )
         (registry or default_registry).add_step(st)
         return st

@@ -11,10 +11,21 @@ class MemoryKeys:
     def __init__(self, tables: Tables) -> None:
         self._t = tables
 
-    async def get(self, scope: str, key: str) -> bytes | None:
-        with self._t.transaction():
-            return self._t.keys.get((scope, key))
+    async def get(self, scope: str, key: str, max_age: float | None = None) -> bytes | None:
+        with self._t.transaction() as now:
+            entry = self._t.keys.get((scope, key))
+            if entry is None or _expired(entry, now, max_age):
+                return None
+            return entry[0]
 
-    async def put(self, scope: str, key: str, result: bytes) -> bytes:
-        with self._t.transaction():
-            return self._t.keys.setdefault((scope, key), result)
+    async def put(self, scope: str, key: str, result: bytes, max_age: float | None = None) -> bytes:
+        with self._t.transaction() as now:
+            entry = self._t.keys.get((scope, key))
+            if entry is None or _expired(entry, now, max_age):
+                entry = self._t.keys[(scope, key)] = (result, now)
+            return entry[0]
+
+
+def _expired(entry: tuple[bytes, float], now: float, max_age: float | None) -> bool:
+    """Stored longer ago than ``max_age`` (an age of exactly ``max_age`` is still fresh)."""
+    return max_age is not None and now - entry[1] > max_age

@@ -66,7 +66,8 @@ class Tables:
         self.last_signal_id = 0
         # (chain id, delivery id) -> signal id: a chain takes each delivery id once.
         self.deliveries: dict[tuple[str, str], int] = {}
-        self.keys: dict[tuple[str, str], bytes] = {}
+        # (scope, key) -> (result, stored at on the store clock)
+        self.keys: dict[tuple[str, str], tuple[bytes, float]] = {}
         self.facts: dict[str, bytes] = {}  # digest -> the bytes
         self.tasks: dict[int, TaskRecord] = {}
         self.task_ids: dict[tuple[str, str], int] = {}  # (run id, command) -> task id

@@ -15,16 +15,18 @@ class PgKeys:
 
     db: PgDatabase
 
-    async def get(self, scope: str, key: str) -> bytes | None:
-        rows = await self.db.fetch(Q["get_idempotent"], {"scope": scope, "key": key}, DICT)
+    async def get(self, scope: str, key: str, max_age: float | None = None) -> bytes | None:
+        params = {"scope": scope, "key": key, "max_age": max_age}
+        rows = await self.db.fetch(Q["get_idempotent"], params, DICT)
         return bytes(rows[0]["result"]) if rows else None
 
-    async def put(self, scope: str, key: str, result: bytes) -> bytes:
-        params = {"scope": scope, "key": key, "result": result}
+    async def put(self, scope: str, key: str, result: bytes, max_age: float | None = None) -> bytes:
+        params = {"scope": scope, "key": key, "result": result, "max_age": max_age}
         rows = await self.db.fetch(Q["put_idempotent"], params, DICT)
         if rows:
             return bytes(rows[0]["result"])
-        # Lost the race: a new statement (new snapshot) sees the winner's row.
+        # Lost the race (or found a fresh entry): a new statement (new snapshot)
+        # sees the winner's row. Read it whatever its age: it is the one that won.
         stored = await self.get(scope, key)
         if stored is None:
             raise StoreError(f"idempotency key {key!r} of {scope!r} vanished")

@@ -758,13 +758,22 @@ SELECT digest, data FROM facts WHERE digest = ANY (%(digests)s::text[]);
 -- Idempotency keys ---------------------------------------------------------------------
 
 -- name: get_idempotent
-SELECT result FROM idempotency_keys WHERE scope = %(scope)s::text AND key = %(key)s::text;
+-- An entry older than max_age seconds (database clock) counts as missing.
+SELECT result FROM idempotency_keys
+WHERE scope = %(scope)s::text AND key = %(key)s::text
+  AND (%(max_age)s::float8 IS NULL
+       OR created_at >= extract(epoch FROM clock_timestamp()) - %(max_age)s::float8);
 
 -- name: put_idempotent
 -- Returns the row only when this call stored it; the loser reads the winner's.
+-- An entry older than max_age is replaced: ON CONFLICT DO UPDATE locks the
+-- row and checks the WHERE on its newest version, so of concurrent puts after
+-- the expiry one replaces it and the others find it fresh and lose.
 INSERT INTO idempotency_keys (scope, key, result, created_at)
 VALUES (%(scope)s::text, %(key)s::text, %(result)s::bytea, extract(epoch FROM clock_timestamp()))
-ON CONFLICT (scope, key) DO NOTHING
+ON CONFLICT (scope, key) DO UPDATE SET result = excluded.result, created_at = excluded.created_at
+WHERE %(max_age)s::float8 IS NOT NULL
+  AND idempotency_keys.created_at < excluded.created_at - %(max_age)s::float8
 RETURNING result;
 
 -- Dispatched steps ---------------------------------------------------------------------

@@ -395,12 +395,17 @@ SELECT run_id, state, lease_owner, attempt, lease_expires_at FROM tasks WHERE ta
 -- Idempotency keys (keys.py) ------------------------------------------------------------
 
 -- name: get_idempotent
-SELECT result FROM idempotency_keys WHERE scope = ? AND key = ?;
+-- An entry stored before :oldest (now less the caller's max_age) counts as missing.
+SELECT result FROM idempotency_keys
+WHERE scope = :scope AND key = :key AND (:oldest IS NULL OR created_at >= :oldest);
 
 -- name: put_idempotent
--- Keeps the first committed result; the caller then reads what is stored.
-INSERT INTO idempotency_keys (scope, key, result, created_at) VALUES (?, ?, ?, ?)
-ON CONFLICT (scope, key) DO NOTHING;
+-- Keeps the first committed result, unless it was stored before :oldest: then
+-- this one replaces it, in the same write. The caller then reads what is stored.
+INSERT INTO idempotency_keys (scope, key, result, created_at)
+VALUES (:scope, :key, :result, :now)
+ON CONFLICT (scope, key) DO UPDATE SET result = excluded.result, created_at = excluded.created_at
+WHERE :oldest IS NOT NULL AND idempotency_keys.created_at < :oldest;
 
 -- Graph specs (specs.py) ----------------------------------------------------------------
 

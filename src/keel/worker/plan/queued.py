@@ -15,6 +15,7 @@ from keel.core.events import (
     StepCompleted,
     StepDispatched,
     StepFailed,
+    step_input,
 )
 from keel.core.facts import value_digest
 from keel.errors import KeelError, error_info
@@ -35,8 +36,13 @@ def plan_dispatch(cmd: Command, stored: bytes | None) -> list[Planned]:
         return [_reused(cmd, stored)]
     target = cmd.target
     assert cmd.args is not None  # steps always carry their encoded arguments
+    recorded, size = step_input(cmd.args)
     dispatched = StepDispatched(
-        queue=target.queue, priority=target.priority, args_hash=cmd.args_hash
+        queue=target.queue,
+        priority=target.priority,
+        args_hash=cmd.args_hash,
+        input=recorded,
+        input_size=size,
     )
     task = NewTask(
         command=cmd.key,
@@ -69,7 +75,8 @@ def plan_task(cmd: Command, task: TaskRecord | None, stored: bytes | None) -> li
         reused = False
         if cmd.idempotency_key is not None:
             if stored is None:
-                return [StoreKeyed(cmd.id.name, cmd.idempotency_key, result)]
+                max_age = cmd.target.key_max_age
+                return [StoreKeyed(cmd.id.name, cmd.idempotency_key, result, max_age)]
             if stored != result:
                 result, reused = stored, True
         completed = StepCompleted(
@@ -94,6 +101,7 @@ def plan_task(cmd: Command, task: TaskRecord | None, stored: bytes | None) -> li
 
 
 def _reused(cmd: Command, stored: bytes) -> RecordEvent:
+    recorded, size = step_input(cmd.args)  # the step's first (and only) event
     completed = StepCompleted(
         result=msgspec.Raw(stored),
         args_hash=cmd.args_hash,
@@ -101,6 +109,8 @@ def _reused(cmd: Command, stored: bytes) -> RecordEvent:
         reused=True,
         idempotency_key=cmd.idempotency_key,
         digest=value_digest(stored),
+        input=recorded,
+        input_size=size,
     )
     return RecordEvent(cmd, completed)
 

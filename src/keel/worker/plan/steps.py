@@ -18,6 +18,7 @@ from keel.core.events import (
     StepCompleted,
     StepFailed,
     UnsetType,
+    step_input,
 )
 from keel.core.facts import value_digest
 from keel.errors import SerializationError, error_info
@@ -69,7 +70,7 @@ def plan_attempt_ended(
     clock and the uniform draw ``jitter``) or the step's failure. A step's
     events record ``started_at`` (the attempt's start on the worker's clock) and
     ``worker`` (its lease owner) when given, for timelines."""
-    ran = _Ran(_given(started_at), _given(worker))
+    ran = _Ran(_given(started_at), _given(worker), *_first_input(cmd))
     if ended.error is None:
         reused = False
         value = ended.value
@@ -92,6 +93,8 @@ def plan_attempt_ended(
             started_at=ran.started_at,
             worker=ran.worker,
             digest=value_digest(data),
+            input=ran.input,
+            input_size=ran.input_size,
         )
         return [RecordEvent(cmd, completed)]
     exc = ended.error
@@ -107,6 +110,8 @@ def plan_attempt_ended(
             args_hash=cmd.args_hash,
             started_at=ran.started_at,
             worker=ran.worker,
+            input=ran.input,
+            input_size=ran.input_size,
         )
         return [_report(cmd, attempt, exc, "retrying in %.3gs", delay), RecordEvent(cmd, failed)]
     why = "no attempts left" if attempt >= policy.max_attempts else "not retryable"
@@ -115,10 +120,21 @@ def plan_attempt_ended(
 
 @dataclass(frozen=True, slots=True)
 class _Ran:
-    """Where and when an attempt ran, as its step event records it."""
+    """Where and when an attempt ran, as its step event records it, and the
+    step's input when this is the step's first event."""
 
     started_at: float | UnsetType
     worker: str | UnsetType
+    input: msgspec.Raw | UnsetType
+    input_size: int | UnsetType
+
+
+def _first_input(cmd: Command) -> tuple[msgspec.Raw | UnsetType, int | UnsetType]:
+    """A step's input goes on its first event: the outcome of its first
+    journaled attempt (no failed attempt is journaled before it)."""
+    if cmd.attempts or cmd.id.kind is not CommandKind.STEP:
+        return UNSET, UNSET
+    return step_input(cmd.args)
 
 
 def _given(value: T | None) -> T | UnsetType:
@@ -134,6 +150,8 @@ def _failed(
         args_hash=cmd.args_hash,
         started_at=ran.started_at,
         worker=ran.worker,
+        input=ran.input,
+        input_size=ran.input_size,
     )
     return [_report(cmd, attempt, exc, why), RecordEvent(cmd, failed)]
 
