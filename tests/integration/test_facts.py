@@ -101,7 +101,10 @@ def test_equal_large_results_are_stored_once_and_read_whole(db: str, tmp_path: P
         "started_at": json.loads(wait)["started_at"],
         "worker": json.loads(wait)["worker"],
         "digest": value_digest(str(app.SIZE).encode()),
+        # Its argument is the large value: over the input cap, only its size.
+        "input_size": json.loads(wait)["input_size"],
     }
+    assert json.loads(wait)["input_size"] > len(VALUE)
 
     async def read() -> None:
         async with keel.Client(db) as client:
