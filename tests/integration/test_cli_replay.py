@@ -183,7 +183,6 @@ def test_bad_inputs_are_usage_errors(tmp_path: Path) -> None:
     assert_usage_error(replay("--db", good_db, "--limit", "0"), "--limit")
     assert_usage_error(replay(str(empty), "--db", good_db), "--db select runs in a database")
     assert_usage_error(replay(str(empty), "--since", "1d", "-w", "x"), "--workflow, --since")
-    assert_usage_error(keel("replay", "--db", good_db), "--app")
     assert_usage_error(replay("--app", "no_such_module_xyz"), "no_such_module_xyz")
     assert_usage_error(keel("runs", "export", "--db", good_db), "--output")
     assert_usage_error(
