@@ -192,6 +192,12 @@ def check_prune(
     live = sorted(s.value for s in wanted if not s.is_terminal)
     if live:
         raise ConfigurationError(f"only ended runs are pruned, not runs {', '.join(live)}")
+    if wanted == {RunState.CONTINUED}:
+        # A chain's continued runs go with its last run: select by how it ended.
+        raise ConfigurationError(
+            "a continue-as-new chain is pruned whole, by the state its last run ended "
+            "in: select completed, failed, cancelled or terminated, not only continued"
+        )
     return wanted or TERMINAL_STATES
 
 

@@ -510,11 +510,14 @@ class RunAdmin(Protocol):
     ) -> int:
         """Delete up to ``limit`` prunable runs, oldest end first; return how many.
 
-        Prunable: the run has ended (a terminal state, of ``states`` if given)
-        and so has every run of its continue-as-new chain, the last of them
-        before ``ended_before`` (a run's end time is its ``updated_at``, which
-        nothing changes once it has ended); its parent, if it still exists, has
-        ended; and none of its children is live. With the run go its journal,
+        A continue-as-new chain is pruned whole. A run is prunable when every
+        run of its chain (itself included) has ended, before ``ended_before``
+        (a run's end time is its ``updated_at``, which nothing changes once it
+        has ended); the chain ended in one of ``states`` if given (its last
+        run's state: its ``continued`` runs go with it; ``states`` of only
+        ``continued`` is a ``ConfigurationError``); and no run of the chain has
+        a live parent or a live child. A chain's earlier runs ended first, so
+        they go in the same batch as its last run or an earlier one. With the run go its journal,
         signals, tasks and snapshot. Idempotency keys are not a run's (they are
         shared by every run) and stay. ``dry_run``: count the prunable runs
         (all of them, not ``limit``) and delete nothing. One transaction per call.

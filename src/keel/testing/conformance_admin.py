@@ -20,6 +20,7 @@ import keel.operations as operations
 from keel.core.events import EventType
 from keel.core.states import RunState
 from keel.errors import (
+    ConfigurationError,
     LeaseLostError,
     RunCancellingError,
     RunExistsError,
@@ -29,7 +30,7 @@ from keel.errors import (
     StoreError,
 )
 from keel.operations import Forked
-from keel.store.base import NewEvent, NewRun, NewTask
+from keel.store.base import Lease, NewEvent, NewRun, NewTask
 from keel.store.ports import Continue, Finish, Store, Suspend, Turn
 from keel.testing.conformance_helpers import (
     CANCELLED,
@@ -57,6 +58,41 @@ def fork_of(source: str, run_id: str, fork_seq: int) -> NewRun:
     data = b'{"n":1}'
     started_event = NewEvent("run_started", None, data)
     return NewRun(run_id, "wf", "v2", data, started_event, forked_from=source, fork_seq=fork_seq)
+
+
+async def _chain(
+    store: Store,
+    head: str,
+    runs: int,
+    end: RunState,
+    *,
+    lease: Lease | None = None,
+    next_seq: int = 1,
+) -> list[str]:
+    """A continue-as-new chain of ``runs`` runs from ``head`` (created, or given
+    leased at ``next_seq``), each continuing into the next, the last ending
+    ``end``; its run ids."""
+    current = lease if lease is not None else await leased(store, head)
+    seq = next_seq
+    ids = [head]
+    for generation in range(1, runs):
+        successor = NewRun(
+            f"{head}/continue:{generation}",
+            "wf",
+            "v1",
+            b"[]",
+            NewEvent("run_started", None, b"[]"),
+            chain_id=head,
+            generation=generation,
+        )
+        await store.runs.commit(current, Turn(seq, [], end=Continue(successor)))
+        ids.append(successor.run_id)
+        [claimed] = [
+            c for c in await store.runs.claim("w", limit=50, ttl=30) if c.run.run_id == ids[-1]
+        ]
+        current, seq = claimed.lease, 1
+    await store.runs.commit(current, Turn(seq, [], end=Finish(end)))
+    return ids
 
 
 async def _history_types(store: Store, run_id: str) -> list[str]:
@@ -333,6 +369,52 @@ class AdminConformance:
             await store.admin.terminate("h", TERMINATED)  # reaches the chain's live run
             cutoff = await store.now() + 1
             assert await store.admin.prune(ended_before=cutoff) == 6
+
+        run_with_store(store_factory, body)
+
+    def test_prune_takes_a_chain_whole_by_how_its_last_run_ended(
+        self, store_factory: StoreFactory
+    ) -> None:
+        async def body(store: Store) -> None:
+            failed = await _chain(store, "f", 3, RunState.FAILED)
+            done = await _chain(store, "d", 2, RunState.COMPLETED)
+            cutoff = await store.now() + 1
+            with pytest.raises(ConfigurationError, match="pruned whole"):
+                await store.admin.prune(ended_before=cutoff, states=[RunState.CONTINUED])
+            # The failed chain's continued runs go with its failed last run.
+            assert await store.admin.prune(ended_before=cutoff, states=[RunState.FAILED]) == 3
+            for run_id in failed:
+                assert await store.reads.get_run(run_id) is None, run_id
+            for run_id in done:
+                assert await store.reads.get_run(run_id) is not None, run_id
+            # A batch that cuts a chain leaves nothing stranded: the rest goes next.
+            assert await store.admin.prune(ended_before=cutoff, limit=1) == 1
+            assert await store.admin.prune(ended_before=cutoff, limit=1) == 1
+            assert await store.admin.prune(ended_before=cutoff) == 0
+            for run_id in done:
+                assert await store.reads.get_run(run_id) is None, run_id
+
+        run_with_store(store_factory, body)
+
+    def test_prune_keeps_a_chain_whole_while_any_run_of_it_has_a_live_child(
+        self, store_factory: StoreFactory
+    ) -> None:
+        async def body(store: Store) -> None:
+            # The chain's first run left an abandoned child running: the whole
+            # chain stays (its last run too), then goes once the child has ended.
+            head = await leased(store, "h")
+            await store.runs.commit(
+                head, Turn(1, [started(0)], children=[child_run("h/k", "h", "abandon")])
+            )
+            chain = await _chain(store, "h", 2, RunState.FAILED, lease=head, next_seq=2)
+            cutoff = await store.now() + 1
+            assert await store.admin.prune(ended_before=cutoff, states=[RunState.FAILED]) == 0
+            for run_id in chain:
+                assert await store.reads.get_run(run_id) is not None, run_id
+            await store.admin.terminate("h/k", TERMINATED)
+            cutoff = await store.now() + 1
+            assert await store.admin.prune(ended_before=cutoff, states=[RunState.FAILED]) == 2
+            assert await store.admin.prune(ended_before=cutoff) == 1  # the child
 
         run_with_store(store_factory, body)
 

@@ -129,7 +129,7 @@ class MemoryAdmin:
                 (
                     r
                     for r in t.runs.values()
-                    if r.state in wanted and self._prunable(r, chains[r.chain], ended_before)
+                    if r.state.is_terminal and self._prunable(chains[r.chain], wanted, ended_before)
                 ),
                 key=lambda r: (r.updated_at, r.run_id),
             )
@@ -139,16 +139,24 @@ class MemoryAdmin:
                 self._delete(r)
             return min(len(prunable), limit)
 
-    def _prunable(self, run: RunRecord, chain: list[RunRecord], ended_before: float) -> bool:
+    def _prunable(
+        self, chain: list[RunRecord], wanted: frozenset[RunState], ended_before: float
+    ) -> bool:
+        """Whether ``chain`` goes whole: every run of it ended before ``ended_before``,
+        the chain ended in a ``wanted`` state, no run of it has a live parent or child."""
         t = self._t
-        if any(m.state in LIVE_STATES or m.updated_at >= ended_before for m in chain):
-            return False
-        parent = t.runs.get(run.parent_run_id) if run.parent_run_id else None
-        if parent is not None and parent.state in LIVE_STATES:
-            return False
-        return not any(
-            t.runs[c].state in LIVE_STATES for c in t.children.get(run.run_id, ()) if c in t.runs
-        )
+        for m in chain:
+            if m.state in LIVE_STATES or m.updated_at >= ended_before:
+                return False
+            if m.state is not RunState.CONTINUED and m.state not in wanted:
+                return False
+            parent = t.runs.get(m.parent_run_id) if m.parent_run_id else None
+            if parent is not None and parent.state in LIVE_STATES:
+                return False
+            kids = (t.runs[c] for c in t.children.get(m.run_id, ()) if c in t.runs)
+            if any(k.state in LIVE_STATES for k in kids):
+                return False
+        return True
 
     def _delete(self, run: RunRecord) -> None:
         t = self._t

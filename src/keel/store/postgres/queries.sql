@@ -657,25 +657,29 @@ WHERE r.forked_from = %(run_id)s::text
 ORDER BY r.created_at, r.run_id;
 
 -- name: prunable
--- Runs prune may delete: ended (of %(states)s), and so has every run of its
--- chain, the last of them before %(before)s; its parent (if any is left) has
--- ended; none of its children is live. Walks runs_ended by end time.
+-- Runs prune may delete, a continue-as-new chain whole. Every run of r's chain
+-- (r too) has ended, before %(before)s; the chain ended in one of %(states)s
+-- (its `continued` runs go with how its last run ended); no run of it has a
+-- live parent or a live child. Walks runs_ended by end time; a chain's earlier
+-- runs ended first, so a batch cut never strands them.
 SELECT r.run_id FROM runs r
 WHERE r.state IN ('completed', 'failed', 'cancelled', 'continued', 'terminated')
   AND r.updated_at < %(before)s::float8
-  AND r.state = ANY (%(states)s::text[])
-  AND NOT EXISTS (
-      SELECT 1 FROM runs p
-      WHERE p.run_id = r.parent_run_id AND p.state IN ('pending', 'running', 'suspended'))
-  AND NOT EXISTS (
-      SELECT 1 FROM runs c
-      WHERE c.parent_run_id = r.run_id AND c.state IN ('pending', 'running', 'suspended'))
   AND NOT EXISTS (
       SELECT 1 FROM runs m
       WHERE (m.run_id = coalesce(r.chain_id, r.run_id)
              OR m.chain_id = coalesce(r.chain_id, r.run_id))
         AND (m.state IN ('pending', 'running', 'suspended')
-             OR m.updated_at >= %(before)s::float8))
+             OR m.updated_at >= %(before)s::float8
+             OR (m.state <> 'continued' AND NOT m.state = ANY (%(states)s::text[]))
+             OR EXISTS (
+                 SELECT 1 FROM runs p
+                 WHERE p.run_id = m.parent_run_id
+                   AND p.state IN ('pending', 'running', 'suspended'))
+             OR EXISTS (
+                 SELECT 1 FROM runs c
+                 WHERE c.parent_run_id = m.run_id
+                   AND c.state IN ('pending', 'running', 'suspended'))))
 ORDER BY r.updated_at, r.run_id
 
 -- name: count_prunable

@@ -201,24 +201,29 @@ ORDER BY id;
 SELECT * FROM runs WHERE forked_from = ? ORDER BY created_at, run_id;
 
 -- name: prunable
--- A fragment: runs prune may delete. Ended (of :states, a JSON array), and so
--- has every run of its chain, the last of them before :before; its parent (if
--- any is left) has ended; none of its children is live. runs_ended orders them.
+-- A fragment: runs prune may delete, a continue-as-new chain whole. Every run
+-- of r's chain (r too) has ended, before :before; the chain ended in one of
+-- :states (a JSON array; its `continued` runs go with how its last run ended);
+-- no run of it has a live parent or a live child. runs_ended orders them; a
+-- chain's earlier runs ended first, so a batch cut never strands them.
 SELECT r.run_id FROM runs r
 WHERE r.state IN ('completed', 'failed', 'cancelled', 'continued', 'terminated')
   AND r.updated_at < :before
-  AND r.state IN (SELECT value FROM json_each(:states))
-  AND NOT EXISTS (
-      SELECT 1 FROM runs p
-      WHERE p.run_id = r.parent_run_id AND p.state IN ('pending', 'running', 'suspended'))
-  AND NOT EXISTS (
-      SELECT 1 FROM runs c
-      WHERE c.parent_run_id = r.run_id AND c.state IN ('pending', 'running', 'suspended'))
   AND NOT EXISTS (
       SELECT 1 FROM runs m
       WHERE (m.run_id = coalesce(r.chain_id, r.run_id)
              OR m.chain_id = coalesce(r.chain_id, r.run_id))
-        AND (m.state IN ('pending', 'running', 'suspended') OR m.updated_at >= :before))
+        AND (m.state IN ('pending', 'running', 'suspended') OR m.updated_at >= :before
+             OR (m.state <> 'continued'
+                 AND m.state NOT IN (SELECT value FROM json_each(:states)))
+             OR EXISTS (
+                 SELECT 1 FROM runs p
+                 WHERE p.run_id = m.parent_run_id
+                   AND p.state IN ('pending', 'running', 'suspended'))
+             OR EXISTS (
+                 SELECT 1 FROM runs c
+                 WHERE c.parent_run_id = m.run_id
+                   AND c.state IN ('pending', 'running', 'suspended'))))
 ORDER BY r.updated_at, r.run_id
 
 -- name: count_prunable
