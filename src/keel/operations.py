@@ -4,17 +4,26 @@ The one implementation behind :class:`keel.Client`'s methods, the ``keel runs``
 commands and the dashboard. Each action on a run is one store transaction
 (``store.admin``) that fences off a worker holding the run; what is decided
 before it (where a fork cuts the journal, which version it runs) is decided
-here, from reads, and checked so that bad input writes nothing.
+here, from reads, and checked so that bad input writes nothing. A bulk
+cancel, terminate or resume is one transaction per page of runs.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from keel.core import names
-from keel.core.events import EventType, RunTerminated, TimerFired, encode_data, run_started
+from keel.core.events import (
+    EventType,
+    RunCancelled,
+    RunTerminated,
+    TimerFired,
+    encode_data,
+    run_started,
+)
 from keel.core.fork import ForkPlan, plan_fork
 from keel.core.journal import StoredEvent
 from keel.core.states import RunState
@@ -25,7 +34,7 @@ from keel.errors import (
     RunNotFoundError,
     WorkflowNotFoundError,
 )
-from keel.store.base import NewEvent, NewRun, RunRecord
+from keel.store.base import BulkAct, BulkPage, NewEvent, NewRun, RunRecord
 from keel.store.ports import Store
 from keel.workflow.definitions import Registry
 
@@ -204,37 +213,107 @@ async def _version(store: Store, registry: Registry, workflow: str, version: str
     )
 
 
+def bulk_act(
+    action: str, *, reason: str = "", force: bool = False, fire_timers: bool = False
+) -> BulkAct:
+    """What a page of bulk ``action`` (not ``retry``) does to each run, as the
+    single-run action: ``reason`` for terminate, ``force`` and ``fire_timers``
+    for resume."""
+    names.text(reason, "reason")
+    for name, flag in (("force", force), ("fire_timers", fire_timers)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, not {flag!r}")
+    if action == "cancel":
+        data = encode_data(RunCancelled(reason="cancelled by client"))
+        return BulkAct("cancel", NewEvent(EventType.RUN_CANCELLED.value, None, data))
+    if action == "terminate":
+        data = encode_data(RunTerminated(reason=reason or "terminated by an operator"))
+        return BulkAct("terminate", NewEvent(EventType.RUN_TERMINATED.value, None, data))
+    if action == "resume":
+        idle = None if force else DEFAULT_IDLE_FOR
+        return BulkAct("resume", idle_for=idle, fire_timers=fire_timers)
+    raise ConfigurationError(f"unknown bulk action {action!r} (one of: {BULK_ACTIONS})")
+
+
 async def bulk(
     store: Store,
     action: str,
-    act: Callable[[str], Awaitable[RunRecord | Forked | Any]],
     *,
     run_ids: Iterable[str] | None,
     where: dict[str, Any],
+    retry: Callable[[str], Awaitable[Forked]] | None = None,
+    reason: str = "",
+    force: bool = False,
+    fire_timers: bool = False,
+    on_done: Callable[[RunRecord], None] | None = None,
     page_size: int = 200,
 ) -> BulkResult:
-    """Apply ``act`` to each of ``run_ids``, or to every run matching ``where`` (the
-    filters of ``reads.list_runs``), a page at a time: each run is its own
-    transaction, and only one page of ids is held at once. A run the action
-    refuses (a typed Keel error: ended, not stuck, not failed...) is counted
-    and the others go on."""
+    """Apply ``action`` to each of ``run_ids``, or to every run matching ``where``
+    (the filters of ``reads.list_runs``), a page at a time.
+
+    cancel, terminate and resume: each page is ONE store transaction
+    (``store.admin.bulk``) that acts on every run of it as the single-run
+    action does, fencing off the worker holding each, so only one page of ids
+    is held at once. retry: each run is forked by ``retry`` in its own
+    transaction (building the copy reads the original's journal first). A run
+    the action refuses (a typed Keel error: ended, not stuck, not failed...)
+    is counted and the others go on. ``on_done`` sees each run acted on (its
+    row afterwards: the live tip of its chain)."""
     if action not in BULK_ACTIONS:
         raise ConfigurationError(f"unknown bulk action {action!r} (one of: {BULK_ACTIONS})")
+    if isinstance(run_ids, str):
+        raise TypeError("run_ids must be a collection of run ids, not one str")
     result = BulkResult(action)
+    if action == "retry":
+        if retry is None:
+            raise ConfigurationError("bulk retry needs its retry function")
+        return await _bulk_retry(store, retry, result, run_ids, where, page_size)
+    act = bulk_act(action, reason=reason, force=force, fire_timers=fire_timers)
+    if action == "resume":
+        # As the single resume: a dead worker's runs count as stuck at once.
+        await store.workers.expire_dead_owners()
 
+    def record(page: BulkPage) -> None:
+        result.done += len(page.done)
+        for run_id, exc in page.refused:
+            result.refuse(run_id, exc)
+        if on_done is not None:
+            for run in page.done:
+                on_done(run)
+
+    if run_ids is not None:
+        ids = iter(run_ids)
+        while chunk := [names.text(i, "run_id") for i in itertools.islice(ids, page_size)]:
+            record(await store.admin.bulk(act, run_ids=chunk, limit=page_size))
+        return result
+    cursor: str | None = None
+    while True:
+        page = await store.admin.bulk(act, where=where, after=cursor, limit=page_size)  # type: ignore[arg-type]
+        record(page)
+        if page.next_cursor is None:
+            return result
+        cursor = page.next_cursor
+
+
+async def _bulk_retry(
+    store: Store,
+    retry: Callable[[str], Awaitable[Forked]],
+    result: BulkResult,
+    run_ids: Iterable[str] | None,
+    where: dict[str, Any],
+    page_size: int,
+) -> BulkResult:
     async def one(run_id: str) -> None:
         try:
-            done = await act(run_id)
+            done = await retry(run_id)
         except KeelError as exc:
             result.refuse(run_id, exc)
             return
         result.done += 1
-        if isinstance(done, Forked) and len(result.new_runs) < KEPT_REFUSALS:
+        if len(result.new_runs) < KEPT_REFUSALS:
             result.new_runs.append(done.run.run_id)
 
     if run_ids is not None:
-        if isinstance(run_ids, str):
-            raise TypeError("run_ids must be a collection of run ids, not one str")
         for run_id in run_ids:
             await one(names.text(run_id, "run_id"))
         return result

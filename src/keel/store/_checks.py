@@ -10,9 +10,10 @@ import base64
 import binascii
 import json
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from functools import lru_cache
 
+from keel.core.events import EventType, TimerFired, encode_data
 from keel.core.states import TERMINAL_STATES, RunState, can_transition
 from keel.errors import (
     ConfigurationError,
@@ -22,6 +23,9 @@ from keel.errors import (
     StoreError,
 )
 from keel.store.base import (
+    BulkAct,
+    EventRecord,
+    NewEvent,
     NewRun,
     NewSchedule,
     NewSnapshot,
@@ -452,3 +456,47 @@ def check_registration(worker: str, host: str, pid: int, live_for: float) -> Non
         raise TypeError(f"pid must be an int, not {pid!r}")
     if isinstance(live_for, bool) or not isinstance(live_for, int | float) or not live_for > 0:
         raise ConfigurationError(f"live_for must be a positive number, not {live_for!r}")
+
+
+# -- bulk actions --------------------------------------------------------------------
+
+#: Most runs one bulk page may act on (one transaction holds them all).
+MAX_BULK_PAGE = 1000
+
+
+def check_bulk(
+    act: BulkAct, run_ids: Sequence[str] | None, where: RunWhere | None, limit: int
+) -> tuple[list[str] | None, RunFilter]:
+    """``admin.bulk``'s arguments: the run ids of the page (``None``: select by
+    the filter) and the filter."""
+    if act.action not in ("cancel", "terminate", "resume"):
+        raise ConfigurationError(f"unknown bulk action {act.action!r}")
+    if act.action != "resume" and act.event is None:
+        raise ConfigurationError(f"bulk {act.action} needs its event")
+    if act.action == "resume":
+        check_idle_for(act.idle_for)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_BULK_PAGE:
+        raise ConfigurationError(f"bulk page limit must be 1..{MAX_BULK_PAGE}, not {limit!r}")
+    if run_ids is None:
+        return None, where_filter(where or {})
+    if isinstance(run_ids, str) or where:
+        raise ConfigurationError("a bulk page takes run_ids (a list) or where, not both")
+    ids = list(run_ids)
+    if len(ids) > limit or not all(isinstance(i, str) for i in ids):
+        raise ConfigurationError(f"a bulk page takes at most {limit} run ids (strs)")
+    return ids, RunFilter()
+
+
+def timers_to_fire(journal: Iterable[EventRecord]) -> list[NewEvent]:
+    """``timer_fired`` for each sleep of ``journal`` that started and has not
+    fired, in order (an operator's resume with ``fire_timers``)."""
+    events = list(journal)
+    fired = {e.command for e in events if e.type == EventType.TIMER_FIRED.value}
+    data = encode_data(TimerFired())
+    return [
+        NewEvent(EventType.TIMER_FIRED.value, e.command, data)
+        for e in events
+        if e.type == EventType.TIMER_STARTED.value
+        and e.command is not None
+        and e.command not in fired
+    ]

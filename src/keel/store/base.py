@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import Literal, TypedDict
 
 from keel.core.states import RunState
+from keel.errors import KeelError
 
 #: ``(workflow, version)`` pairs: a claim's version filter, a worker's registration.
 VersionPairs = Collection[tuple[str, str]]
@@ -154,6 +155,33 @@ class RunPage:
     ``next_cursor`` to get the next."""
 
     runs: list[RunRecord]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class BulkAct:
+    """What :meth:`~keel.store.ports.RunAdmin.bulk` does to each run of a page,
+    exactly as the single-run action does: ``cancel`` (``event``: the
+    ``run_cancelled`` event of ``runs.request_cancel``), ``terminate``
+    (``event``: ``run_terminated``) or ``resume`` (``idle_for`` as
+    ``admin.resume``; ``fire_timers``: journal ``timer_fired`` for the run's
+    pending sleeps in the same transaction)."""
+
+    action: Literal["cancel", "terminate", "resume"]
+    event: NewEvent | None = None
+    idle_for: float | None = None
+    fire_timers: bool = False
+
+
+@dataclass(slots=True)
+class BulkPage:
+    """What one page of a bulk action did: ``done`` the runs acted on (each the
+    run named, or the live tip of its chain, as its row afterwards),
+    ``refused`` the runs the action refused with the typed error (ended, not
+    stuck...); ``next_cursor`` continues a filtered selection (``None``: done)."""
+
+    done: list[RunRecord]
+    refused: list[tuple[str, KeelError]]
     next_cursor: str | None
 
 

@@ -45,6 +45,8 @@ from typing import Protocol
 
 from keel.core.states import RunState
 from keel.store.base import (
+    BulkAct,
+    BulkPage,
     Claimed,
     DueSchedules,
     EventRecord,
@@ -59,6 +61,7 @@ from keel.store.base import (
     RunPage,
     RunRecord,
     RunStats,
+    RunWhere,
     ScheduleRecord,
     SignalRecord,
     SnapshotRecord,
@@ -476,6 +479,28 @@ class RunAdmin(Protocol):
         journaled in the same transaction from ``at_seq``, which must be the
         run's ``next_seq`` (else ``StoreError``: the journal moved on; nothing
         written). ``RunNotFoundError``, or ``RunFinishedError`` if the run has ended.
+        """
+
+    async def bulk(
+        self,
+        act: BulkAct,
+        *,
+        run_ids: Sequence[str] | None = None,
+        where: RunWhere | None = None,
+        after: str | None = None,
+        limit: int = 200,
+    ) -> BulkPage:
+        """Do ``act`` to one page of runs in ONE transaction; return what it did.
+
+        The page is ``run_ids`` (at most ``limit``), or else the next ``limit``
+        runs that ``where`` (the filters of ``reads.list_runs``) selects, newest
+        first, after the cursor ``after`` (``BulkPage.next_cursor`` of the page
+        before; ``None``: the first page). Each run is acted on exactly as the
+        single-run action does it (``runs.request_cancel``, :meth:`terminate`,
+        :meth:`resume`), fencing off a worker that holds it; a run the action
+        refuses with a ``KeelError`` is listed in ``refused`` and leaves nothing
+        written, and the others go on. ``ConfigurationError`` for a bad
+        ``act`` or ``limit`` (1..1000), nothing written.
         """
 
     async def fork(

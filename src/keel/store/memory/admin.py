@@ -6,9 +6,32 @@ import builtins
 from collections.abc import Collection, Sequence
 
 from keel.core.states import LIVE_STATES, RunState
-from keel.errors import RunCancellingError, RunExistsError, RunNotFoundError, RunNotStuckError
-from keel.store._checks import check_append, check_fork, check_idle_for, check_prune
-from keel.store.base import NewEvent, NewRun, RunRecord, SignalRecord
+from keel.errors import (
+    KeelError,
+    RunCancellingError,
+    RunExistsError,
+    RunNotFoundError,
+    RunNotStuckError,
+)
+from keel.store._checks import (
+    check_append,
+    check_bulk,
+    check_fork,
+    check_idle_for,
+    check_prune,
+    timers_to_fire,
+)
+from keel.store.base import (
+    BulkAct,
+    BulkPage,
+    NewEvent,
+    NewRun,
+    RunRecord,
+    RunWhere,
+    SignalRecord,
+)
+from keel.store.memory.reads import MemoryReads
+from keel.store.memory.runs import MemoryRuns
 from keel.store.memory.tables import Signal, Tables
 
 
@@ -74,6 +97,55 @@ class MemoryAdmin:
                 resumed = t.update(run, now, wake_at=now, cancel_requested=False)
             t.notify()
             return resumed
+
+    async def bulk(
+        self,
+        act: BulkAct,
+        *,
+        run_ids: Sequence[str] | None = None,
+        where: RunWhere | None = None,
+        after: str | None = None,
+        limit: int = 200,
+    ) -> BulkPage:
+        ids, _ = check_bulk(act, run_ids, where, limit)
+        t = self._t
+        runs, reads = MemoryRuns(t), MemoryReads(t)
+        # One transaction: the store's (re-entrant) lock is held over the whole
+        # page; the single-run actions below never suspend, so nothing else runs
+        # in between. Each checks before it writes: a refusal writes nothing.
+        with t.transaction():
+            cursor = None
+            if ids is None:
+                page = await reads.list_runs(limit=limit, cursor=after, **(where or {}))
+                ids, cursor = [r.run_id for r in page.runs], page.next_cursor
+            done: list[RunRecord] = []
+            refused: list[tuple[str, KeelError]] = []
+            for run_id in ids:
+                try:
+                    done.append(await self._act(runs, act, run_id))
+                except KeelError as exc:
+                    refused.append((run_id, exc))
+            return BulkPage(done, refused, cursor)
+
+    async def _act(self, runs: MemoryRuns, act: BulkAct, run_id: str) -> RunRecord:
+        t = self._t
+        if act.action == "terminate":
+            assert act.event is not None
+            return await self.terminate(run_id, act.event)
+        if act.action == "resume":
+            if not act.fire_timers:
+                return await self.resume(run_id, idle_for=act.idle_for)
+            tip = t.tip(run_id, "resume")
+            fired = timers_to_fire(t.events.get(tip.run_id, ()))
+            return await self.resume(
+                tip.run_id, idle_for=act.idle_for, append=fired, at_seq=tip.next_seq
+            )
+        assert act.event is not None
+        await runs.request_cancel(run_id, act.event)
+        run = t.runs[run_id]
+        while run.continued_to is not None and run.continued_to in t.runs:
+            run = t.runs[run.continued_to]  # the request went to the chain's tip
+        return run
 
     async def fork(
         self, run: NewRun, journal: Sequence[NewEvent], *, redeliver_signals: bool

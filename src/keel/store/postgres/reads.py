@@ -34,19 +34,7 @@ class PgReads:
         oldest_first: bool = False,
         **where: Unpack[RunWhere],
     ) -> RunPage:
-        selected = where_filter(where)
-        # One more than the page tells whether another page exists.
-        params = _filter(selected) | keyset(
-            limit, cursor, oldest_first=oldest_first, where=selected
-        )
-        tags = ["oldest" if oldest_first else "newest"]
-        if len(selected.workflows) == 1:  # walks the runs_workflow index
-            params |= {"workflow": selected.workflows[0], "workflows": None}
-            tags.append("one_workflow")
-        if len(selected.states) == 1:  # can walk the runs_state index
-            params |= {"state": str(selected.states[0]), "states": None}
-            tags.append("one_state")
-        query = Q.sql("list_runs", *tags)
+        query, params = list_query(where_filter(where), limit, cursor, oldest_first=oldest_first)
         return page_of(await self.db.fetch(query, params, RUN, prepare=False), limit)
 
     async def count_runs(self, **where: Unpack[RunWhere]) -> int:
@@ -88,6 +76,22 @@ async def fetch_runs(db: PgDatabase, run_ids: Collection[str]) -> dict[str, RunR
     params = {"run_ids": sorted(set(run_ids))}
     rows: list[RunRecord] = await db.fetch(Q.sql("get_runs", "many"), params, RUN)
     return {run.run_id: run for run in rows}
+
+
+def list_query(
+    selected: RunFilter, limit: int, cursor: str | None, *, oldest_first: bool = False
+) -> tuple[str, dict[str, Any]]:
+    """The query and parameters of one ``list_runs`` page (``limit + 1`` rows: one
+    more than the page tells whether another page exists)."""
+    params = _filter(selected) | keyset(limit, cursor, oldest_first=oldest_first, where=selected)
+    tags = ["oldest" if oldest_first else "newest"]
+    if len(selected.workflows) == 1:  # walks the runs_workflow index
+        params |= {"workflow": selected.workflows[0], "workflows": None}
+        tags.append("one_workflow")
+    if len(selected.states) == 1:  # can walk the runs_state index
+        params |= {"state": str(selected.states[0]), "states": None}
+        tags.append("one_state")
+    return Q.sql("list_runs", *tags), params
 
 
 def _filter(where: RunFilter) -> dict[str, Any]:

@@ -37,18 +37,7 @@ class SQLiteReads(Capability):
         oldest_first: bool = False,
         **where: Unpack[RunWhere],
     ) -> RunPage:
-        filters = where_filter(where)
-        params = _filter_params(filters) | keyset(
-            limit, cursor, oldest_first=oldest_first, where=filters
-        )
-        if len(filters.states) == 1:  # failed runs among a million: the runs_state index
-            params["state"] = filters.states[0].value
-            name = "list_runs_by_state"
-        elif len(filters.workflows) == 1:
-            name = "list_runs_by_workflow"
-        else:
-            name = "list_runs"
-        query = Q[name + "_oldest"] if oldest_first else Q[name]
+        query, params = list_query(where_filter(where), limit, cursor, oldest_first=oldest_first)
         return page_of(await self._db.read_all(query, params, run_record), limit)
 
     async def count_runs(self, **where: Unpack[RunWhere]) -> int:
@@ -83,6 +72,23 @@ class SQLiteReads(Capability):
             return RunStats(by_state, None if due is None else float(due), now)
 
         return await self._db.read(read)
+
+
+def list_query(
+    filters: RunFilter, limit: int, cursor: str | None, *, oldest_first: bool = False
+) -> tuple[str, dict[str, object]]:
+    """The query and parameters of one ``list_runs`` page (``limit + 1`` rows)."""
+    params = _filter_params(filters) | keyset(
+        limit, cursor, oldest_first=oldest_first, where=filters
+    )
+    if len(filters.states) == 1:  # failed runs among a million: the runs_state index
+        params["state"] = filters.states[0].value
+        name = "list_runs_by_state"
+    elif len(filters.workflows) == 1:
+        name = "list_runs_by_workflow"
+    else:
+        name = "list_runs"
+    return (Q[name + "_oldest"] if oldest_first else Q[name]), params
 
 
 def _filter_params(where: RunFilter) -> dict[str, object]:
