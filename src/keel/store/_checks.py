@@ -23,6 +23,7 @@ from keel.errors import (
     StoreError,
 )
 from keel.store.base import (
+    RUN_SORTS,
     BulkAct,
     EventRecord,
     NewEvent,
@@ -33,6 +34,7 @@ from keel.store.base import (
     RunFilter,
     RunPage,
     RunRecord,
+    RunSort,
     RunWhere,
     TaskLease,
 )
@@ -260,12 +262,77 @@ def keyset(
     }
 
 
-def page_of(runs: list[RunRecord], limit: int) -> RunPage:
+def page_of(runs: list[RunRecord], limit: int, sort: RunSort = "created") -> RunPage:
     """A page from up to ``limit + 1`` runs (the extra one only says there is more)."""
     if len(runs) > limit:
         runs = runs[:limit]
-        return RunPage(runs, encode_cursor(runs[-1]))
+        last = runs[-1]
+        if sort == "created":
+            return RunPage(runs, encode_cursor(last))
+        raw = json.dumps([sort, *sort_key(sort, last)], separators=(",", ":")).encode()
+        return RunPage(runs, base64.urlsafe_b64encode(raw).decode("ascii"))
     return RunPage(runs, None)
+
+
+# -- sorted pages ----------------------------------------------------------------------
+
+#: Above every workflow name and state in byte order (both stores compare text
+#: bytewise): the first page of a descending text sort starts below it.
+_TOP = "\U0010ffff"
+
+
+def check_sort(sort: object) -> RunSort:
+    """``list_runs``'s ``sort``: one of :data:`~keel.store.base.RUN_SORTS`."""
+    if sort not in RUN_SORTS:
+        raise ConfigurationError(f"unknown sort {sort!r} (one of: {', '.join(RUN_SORTS)})")
+    return sort  # type: ignore[return-value]
+
+
+def sort_key(sort: RunSort, run: RunRecord) -> tuple[str | float, ...]:
+    """The key ``run`` is ordered by under ``sort`` (its last part the run id)."""
+    if sort == "ended":
+        return (run.updated_at, run.run_id)
+    if sort == "workflow":
+        return (run.workflow, run.created_at, run.run_id)
+    if sort == "state":
+        return (run.state.value, run.created_at, run.run_id)
+    return (run.created_at, run.run_id)
+
+
+def sorted_mark(sort: RunSort, cursor: str) -> tuple[str | float, ...]:
+    """The :func:`sort_key` a cursor of ``sort`` (from :func:`page_of`) holds;
+    ``ConfigurationError`` for anything else, a cursor of another sort too."""
+    bad = ConfigurationError(f"invalid list_runs cursor {cursor!r} for sort {sort!r}")
+    try:
+        found = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
+    except (ValueError, TypeError, binascii.Error, UnicodeEncodeError):
+        raise bad from None
+    text = sort in ("workflow", "state")
+    if not isinstance(found, list) or len(found) != (4 if text else 3) or found[0] != sort:
+        raise bad
+    *name, at, run_id = found[1:]
+    if not isinstance(run_id, str) or isinstance(at, bool) or not isinstance(at, int | float):
+        raise bad
+    if text and not isinstance(name[0], str):
+        raise bad
+    return (*name, float(at), run_id)
+
+
+def sorted_keyset(
+    sort: RunSort, limit: int, cursor: str | None, *, ascending: bool
+) -> dict[str, object]:
+    """The keyset parameters of one page of a ``sort`` other than ``created``:
+    ``key_at`` (``ended``: the end time, else the creation time), ``key_id``, and
+    ``key_text`` (``workflow``/``state``: the name), past ``cursor`` in the
+    order asked; ``limit + 1`` rows at most."""
+    check_limit(limit)
+    if cursor:
+        *name, at, run_id = sorted_mark(sort, cursor)
+        text = name[0] if name else ""
+    else:  # before every run (ascending) or after every run (descending)
+        at, run_id = (-math.inf, "") if ascending else (math.inf, "")
+        text = "" if ascending else _TOP
+    return {"key_text": text, "key_at": at, "key_id": run_id, "limit": limit + 1}
 
 
 # -- dispatched steps ----------------------------------------------------------------

@@ -158,6 +158,13 @@ class RunPage:
     next_cursor: str | None
 
 
+#: The orders ``reads.list_runs`` pages runs in, each on an index (keyset pages):
+#: ``created`` (creation time), ``ended`` (end time; ended runs only), ``workflow``
+#: (name, then creation time) and ``state`` (name, then creation time).
+RunSort = Literal["created", "ended", "workflow", "state"]
+RUN_SORTS: tuple[str, ...] = ("created", "ended", "workflow", "state")
+
+
 @dataclass(frozen=True, slots=True)
 class BulkAct:
     """What :meth:`~keel.store.ports.RunAdmin.bulk` does to each run of a page,

@@ -60,6 +60,7 @@ from keel.store.base import (
     RenewOutcome,
     RunPage,
     RunRecord,
+    RunSort,
     RunStats,
     RunWhere,
     ScheduleRecord,
@@ -328,10 +329,17 @@ class OperatorReads(Protocol):
         since: float | None = None,
         until: float | None = None,
         parent_run_id: str | None = None,
+        sort: RunSort = "created",
     ) -> RunPage:
         """Runs newest first (``created_at`` desc, then ``run_id`` desc), or oldest
         first with ``oldest_first``, keyset-paginated (see
-        :class:`~keel.store.base.RunFilter`). A cursor continues the order it came from."""
+        :class:`~keel.store.base.RunFilter`). A cursor continues the order it came from.
+
+        ``sort`` orders by another key, each on an index: ``ended`` (end time
+        ``updated_at``, then ``run_id``; ended runs only), ``workflow`` or
+        ``state`` (the name, then ``created_at``, then ``run_id``); descending,
+        or ascending with ``oldest_first``. A cursor of another sort is a
+        ``ConfigurationError``."""
 
     async def count_runs(
         self,

@@ -84,6 +84,59 @@ ORDER BY r.created_at, r.run_id
 --]
 LIMIT %(limit)s::bigint;
 
+-- name: list_runs_sorted
+-- By end time (ended: ended runs only; walks runs_ended), workflow name or
+-- state name (then creation time; walks runs_workflow or runs_state), from a
+-- keyset cursor, descending (desc) or ascending (asc). The plain bound on the
+-- first key is the index range.
+SELECT {run_row}
+FROM runs r JOIN run_payloads p ON p.run_id = r.run_id
+WHERE {run_filter}
+--[one_workflow
+  AND r.workflow = %(workflow)s::text
+--]
+--[one_state
+  AND r.state = %(state)s::text
+--]
+--[ended_desc ended_asc
+  AND r.state IN ('completed', 'failed', 'cancelled', 'continued', 'terminated')
+--]
+--[ended_desc
+  AND r.updated_at <= %(key_at)s::float8
+  AND (r.updated_at, r.run_id) < (%(key_at)s::float8, %(key_id)s::text)
+ORDER BY r.updated_at DESC, r.run_id DESC
+--]
+--[ended_asc
+  AND r.updated_at >= %(key_at)s::float8
+  AND (r.updated_at, r.run_id) > (%(key_at)s::float8, %(key_id)s::text)
+ORDER BY r.updated_at, r.run_id
+--]
+--[workflow_desc
+  AND r.workflow <= %(key_text)s::text
+  AND (r.workflow, r.created_at, r.run_id)
+      < (%(key_text)s::text, %(key_at)s::float8, %(key_id)s::text)
+ORDER BY r.workflow DESC, r.created_at DESC, r.run_id DESC
+--]
+--[workflow_asc
+  AND r.workflow >= %(key_text)s::text
+  AND (r.workflow, r.created_at, r.run_id)
+      > (%(key_text)s::text, %(key_at)s::float8, %(key_id)s::text)
+ORDER BY r.workflow, r.created_at, r.run_id
+--]
+--[state_desc
+  AND r.state <= %(key_text)s::text
+  AND (r.state, r.created_at, r.run_id)
+      < (%(key_text)s::text, %(key_at)s::float8, %(key_id)s::text)
+ORDER BY r.state DESC, r.created_at DESC, r.run_id DESC
+--]
+--[state_asc
+  AND r.state >= %(key_text)s::text
+  AND (r.state, r.created_at, r.run_id)
+      > (%(key_text)s::text, %(key_at)s::float8, %(key_id)s::text)
+ORDER BY r.state, r.created_at, r.run_id
+--]
+LIMIT %(limit)s::bigint;
+
 -- name: count_runs
 SELECT count(*) AS n FROM runs r WHERE {run_filter};
 

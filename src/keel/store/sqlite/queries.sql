@@ -561,6 +561,65 @@ WHERE state = :state
 ORDER BY created_at, run_id
 LIMIT :limit;
 
+-- name: list_runs_ended
+-- Ended runs, latest end first: walks runs_ended (updated_at, run_id). The plain
+-- bound on the first key is the index range (as list_runs' created_at BETWEEN),
+-- here and in the sorted lists below. :workflows: a JSON array, or NULL.
+SELECT * FROM runs INDEXED BY runs_ended
+WHERE state IN ('completed', 'failed', 'cancelled', 'continued', 'terminated')
+  AND (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
+  AND {run_filter}
+  AND updated_at <= :key_at AND (updated_at, run_id) < (:key_at, :key_id)
+ORDER BY updated_at DESC, run_id DESC
+LIMIT :limit;
+
+-- name: list_runs_ended_oldest
+SELECT * FROM runs INDEXED BY runs_ended
+WHERE state IN ('completed', 'failed', 'cancelled', 'continued', 'terminated')
+  AND (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
+  AND {run_filter}
+  AND updated_at >= :key_at AND (updated_at, run_id) > (:key_at, :key_id)
+ORDER BY updated_at, run_id
+LIMIT :limit;
+
+-- name: list_runs_workflow
+-- By workflow name (Z to A), then newest first: walks runs_workflow.
+SELECT * FROM runs INDEXED BY runs_workflow
+WHERE (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
+  AND {run_filter}
+  AND workflow <= :key_text
+  AND (workflow, created_at, run_id) < (:key_text, :key_at, :key_id)
+ORDER BY workflow DESC, created_at DESC, run_id DESC
+LIMIT :limit;
+
+-- name: list_runs_workflow_oldest
+SELECT * FROM runs INDEXED BY runs_workflow
+WHERE (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
+  AND {run_filter}
+  AND workflow >= :key_text
+  AND (workflow, created_at, run_id) > (:key_text, :key_at, :key_id)
+ORDER BY workflow, created_at, run_id
+LIMIT :limit;
+
+-- name: list_runs_state
+-- By state name, then newest first: walks runs_state.
+SELECT * FROM runs INDEXED BY runs_state
+WHERE (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
+  AND {run_filter}
+  AND state <= :key_text
+  AND (state, created_at, run_id) < (:key_text, :key_at, :key_id)
+ORDER BY state DESC, created_at DESC, run_id DESC
+LIMIT :limit;
+
+-- name: list_runs_state_oldest
+SELECT * FROM runs INDEXED BY runs_state
+WHERE (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
+  AND {run_filter}
+  AND state >= :key_text
+  AND (state, created_at, run_id) > (:key_text, :key_at, :key_id)
+ORDER BY state, created_at, run_id
+LIMIT :limit;
+
 -- name: count_runs
 SELECT count(*) AS n FROM runs
 WHERE (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))

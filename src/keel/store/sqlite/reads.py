@@ -9,8 +9,16 @@ from collections.abc import Collection
 from typing import Unpack
 
 from keel.core.states import RunState
-from keel.store._checks import keyset, page_of, where_filter
-from keel.store.base import EventRecord, RunFilter, RunPage, RunRecord, RunStats, RunWhere
+from keel.store._checks import check_sort, keyset, page_of, sorted_keyset, where_filter
+from keel.store.base import (
+    EventRecord,
+    RunFilter,
+    RunPage,
+    RunRecord,
+    RunSort,
+    RunStats,
+    RunWhere,
+)
 from keel.store.sqlite._db import Capability
 from keel.store.sqlite._rows import event_record, run_record
 from keel.store.sqlite._sql import Q
@@ -35,10 +43,14 @@ class SQLiteReads(Capability):
         limit: int = 50,
         cursor: str | None = None,
         oldest_first: bool = False,
+        sort: RunSort = "created",
         **where: Unpack[RunWhere],
     ) -> RunPage:
-        query, params = list_query(where_filter(where), limit, cursor, oldest_first=oldest_first)
-        return page_of(await self._db.read_all(query, params, run_record), limit)
+        check_sort(sort)
+        query, params = list_query(
+            where_filter(where), limit, cursor, oldest_first=oldest_first, sort=sort
+        )
+        return page_of(await self._db.read_all(query, params, run_record), limit, sort)
 
     async def count_runs(self, **where: Unpack[RunWhere]) -> int:
         params = _filter_params(where_filter(where))
@@ -75,9 +87,20 @@ class SQLiteReads(Capability):
 
 
 def list_query(
-    filters: RunFilter, limit: int, cursor: str | None, *, oldest_first: bool = False
+    filters: RunFilter,
+    limit: int,
+    cursor: str | None,
+    *,
+    oldest_first: bool = False,
+    sort: RunSort = "created",
 ) -> tuple[str, dict[str, object]]:
     """The query and parameters of one ``list_runs`` page (``limit + 1`` rows)."""
+    if sort != "created":
+        params = _filter_params(filters) | sorted_keyset(
+            sort, limit, cursor, ascending=oldest_first
+        )
+        name = f"list_runs_{sort}"
+        return (Q[name + "_oldest"] if oldest_first else Q[name]), params
     params = _filter_params(filters) | keyset(
         limit, cursor, oldest_first=oldest_first, where=filters
     )
