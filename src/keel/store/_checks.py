@@ -299,6 +299,13 @@ def sort_key(sort: RunSort, run: RunRecord) -> tuple[str | float, ...]:
     return (run.created_at, run.run_id)
 
 
+def sorts_out_every_run(sort: RunSort, where: RunFilter) -> bool:
+    """Whether ``sort`` lists no run under ``where`` whatever is stored: sorted by
+    end time, only ended runs are listed, so a filter of live states leaves none
+    (answered without walking the index of ended runs to its end)."""
+    return sort == "ended" and bool(where.states) and not any(s.is_terminal for s in where.states)
+
+
 def sorted_mark(sort: RunSort, cursor: str) -> tuple[str | float, ...]:
     """The :func:`sort_key` a cursor of ``sort`` (from :func:`page_of`) holds;
     ``ConfigurationError`` for anything else, a cursor of another sort too."""

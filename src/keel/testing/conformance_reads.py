@@ -281,6 +281,7 @@ class ReadConformance:
             assert await paged("ended", False, workflow="wfa") == [
                 r.run_id for r in sorted(wfa, key=keys["ended"], reverse=True)
             ]
+            assert await paged("ended", False, state=RunState.SUSPENDED) == []  # none ended
             # A cursor continues only the order it came from.
             page = await store.reads.list_runs(limit=1, sort="workflow")
             assert page.next_cursor is not None

@@ -8,7 +8,14 @@ from dataclasses import dataclass
 from typing import Any, Unpack
 
 from keel.core.states import RunState
-from keel.store._checks import check_sort, keyset, page_of, sorted_keyset, where_filter
+from keel.store._checks import (
+    check_sort,
+    keyset,
+    page_of,
+    sorted_keyset,
+    sorts_out_every_run,
+    where_filter,
+)
 from keel.store.base import (
     EventRecord,
     RunFilter,
@@ -44,9 +51,10 @@ class PgReads:
         **where: Unpack[RunWhere],
     ) -> RunPage:
         check_sort(sort)
-        query, params = list_query(
-            where_filter(where), limit, cursor, oldest_first=oldest_first, sort=sort
-        )
+        selected = where_filter(where)
+        query, params = list_query(selected, limit, cursor, oldest_first=oldest_first, sort=sort)
+        if sorts_out_every_run(sort, selected):
+            return RunPage([], None)
         return page_of(await self.db.fetch(query, params, RUN, prepare=False), limit, sort)
 
     async def count_runs(self, **where: Unpack[RunWhere]) -> int:

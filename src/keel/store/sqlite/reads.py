@@ -9,7 +9,14 @@ from collections.abc import Collection
 from typing import Unpack
 
 from keel.core.states import RunState
-from keel.store._checks import check_sort, keyset, page_of, sorted_keyset, where_filter
+from keel.store._checks import (
+    check_sort,
+    keyset,
+    page_of,
+    sorted_keyset,
+    sorts_out_every_run,
+    where_filter,
+)
 from keel.store.base import (
     EventRecord,
     RunFilter,
@@ -47,9 +54,10 @@ class SQLiteReads(Capability):
         **where: Unpack[RunWhere],
     ) -> RunPage:
         check_sort(sort)
-        query, params = list_query(
-            where_filter(where), limit, cursor, oldest_first=oldest_first, sort=sort
-        )
+        selected = where_filter(where)
+        query, params = list_query(selected, limit, cursor, oldest_first=oldest_first, sort=sort)
+        if sorts_out_every_run(sort, selected):
+            return RunPage([], None)
         return page_of(await self._db.read_all(query, params, run_record), limit, sort)
 
     async def count_runs(self, **where: Unpack[RunWhere]) -> int:
