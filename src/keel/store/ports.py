@@ -439,8 +439,10 @@ class WorkerRegistry(Protocol):
         the owner's leases expire only by TTL)."""
 
     async def expire_dead_owners(self) -> int:
-        """Expire now the leases of registered owners whose liveness lock is gone;
-        return how many. A backend without liveness locks returns 0."""
+        """Expire now the leases of registered owners whose liveness lock is gone,
+        of runs and of dispatched steps (tasks: the next claim's sweep makes each
+        available again at its next attempt, as after a TTL expiry); return how
+        many. A backend without liveness locks returns 0."""
 
 
 class RunAdmin(Protocol):

@@ -1131,14 +1131,22 @@ WITH {clock}, held AS MATERIALIZED (
     WHERE runs.state = 'running' AND runs.lease_expires_at > clock.now
       AND runs.lease_owner IN (SELECT owner FROM dead)
     RETURNING runs.run_id
+), expired_tasks AS (
+    -- Its dispatched steps' leases too: the next claim's sweep makes each task
+    -- available again at its next attempt, as after a TTL expiry.
+    UPDATE tasks SET lease_expires_at = clock.now
+    FROM clock
+    WHERE tasks.state = 'leased' AND tasks.lease_expires_at > clock.now
+      AND tasks.lease_owner IN (SELECT owner FROM dead)
+    RETURNING tasks.task_id
 ), forgotten AS (
     DELETE FROM worker_locks WHERE owner IN (SELECT owner FROM dead)
     RETURNING owner
 ), notified AS (
     SELECT count(pg_notify(%(channel)s::text, 'expired'))
-    FROM (SELECT 1 FROM expired LIMIT 1) AS any_expired
+    FROM (SELECT 1 FROM expired UNION ALL SELECT 1 FROM expired_tasks LIMIT 1) AS any_expired
 )
-SELECT (SELECT count(*) FROM expired) AS expired,
+SELECT (SELECT count(*) FROM expired) + (SELECT count(*) FROM expired_tasks) AS expired,
        (SELECT array_agg(owner) FROM forgotten) AS owners
 FROM notified;
 

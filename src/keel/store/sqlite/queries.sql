@@ -634,15 +634,25 @@ GROUP BY state;
 -- Workers: versions and liveness (workers.py) -------------------------------------------
 
 -- name: leased_owners
--- Owners of live leases: the workers whose liveness a sweep probes (see liveness.py).
-SELECT DISTINCT lease_owner FROM runs
-WHERE state = 'running' AND lease_expires_at >= :now AND lease_owner IS NOT NULL;
+-- Owners of live leases, of runs and of dispatched steps (tasks): the workers
+-- whose liveness a sweep probes (see liveness.py). Each walks its lease index.
+SELECT lease_owner FROM runs
+WHERE state = 'running' AND lease_expires_at >= :now AND lease_owner IS NOT NULL
+UNION
+SELECT lease_owner FROM tasks
+WHERE state = 'leased' AND lease_expires_at >= :now AND lease_owner IS NOT NULL;
 
 -- name: expire_owner_leases
 -- A dead owner's leases expire now; the next claim takes each under a larger
 -- token, so fencing is exactly as after a TTL expiry.
 UPDATE runs SET lease_expires_at = :now
 WHERE state = 'running' AND lease_owner = :owner AND lease_expires_at > :now;
+
+-- name: expire_owner_tasks
+-- A dead owner's task leases expire now: the next claim's sweep makes each
+-- task available again at its next attempt, exactly as after a TTL expiry.
+UPDATE tasks SET lease_expires_at = :now
+WHERE state = 'leased' AND lease_owner = :owner AND lease_expires_at > :now;
 
 -- name: register_version
 -- A worker's pair: first_seen is kept from its first registration.
