@@ -24,6 +24,7 @@ from __future__ import annotations
 import pytest
 
 from keel.testing.conformance_admin import AdminConformance
+from keel.testing.conformance_bulk import BulkConformance
 from keel.testing.conformance_cancel import CancelConformance
 from keel.testing.conformance_changes import ChangeConformance
 from keel.testing.conformance_children import ChildConformance
@@ -96,6 +97,7 @@ class StoreConformance(
     ChangeConformance,
     VersionConformance,
     AdminConformance,
+    BulkConformance,
 ):
     """Behaviour shared by every backend; subclasses supply ``store_factory``."""
 

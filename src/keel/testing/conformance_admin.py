@@ -60,7 +60,7 @@ def fork_of(source: str, run_id: str, fork_seq: int) -> NewRun:
     return NewRun(run_id, "wf", "v2", data, started_event, forked_from=source, fork_seq=fork_seq)
 
 
-async def _chain(
+async def chain_of(
     store: Store,
     head: str,
     runs: int,
@@ -95,7 +95,7 @@ async def _chain(
     return ids
 
 
-async def _history_types(store: Store, run_id: str) -> list[str]:
+async def history_types(store: Store, run_id: str) -> list[str]:
     return [e.type for e in await store.reads.history(run_id)]
 
 
@@ -140,7 +140,7 @@ class AdminConformance:
                 await store.admin.terminate("done", TERMINATED)
             with pytest.raises(RunNotFoundError):
                 await store.admin.terminate("missing", TERMINATED)
-            assert await _history_types(store, "done") == ["run_started"]
+            assert await history_types(store, "done") == ["run_started"]
 
         run_with_store(store_factory, body)
 
@@ -201,7 +201,7 @@ class AdminConformance:
             assert (await get(store, "sleeper")).next_seq == 2
             resumed = await store.admin.resume("sleeper", idle_for=60, append=fired, at_seq=2)
             assert resumed.next_seq == 3 and resumed.wake_at is not None
-            assert await _history_types(store, "sleeper") == [
+            assert await history_types(store, "sleeper") == [
                 "run_started",
                 "timer_started",
                 "timer_fired",
@@ -300,7 +300,7 @@ class AdminConformance:
                 await store.admin.fork(
                     fork_of("src", "taken", 1), [event(1)], redeliver_signals=True
                 )
-            assert await _history_types(store, "taken") == ["run_started"]
+            assert await history_types(store, "taken") == ["run_started"]
             with pytest.raises(RunNotFoundError):
                 await store.admin.fork(fork_of("gone", "f", 1), [], redeliver_signals=True)
             assert await store.reads.get_run("f") is None
@@ -376,8 +376,8 @@ class AdminConformance:
         self, store_factory: StoreFactory
     ) -> None:
         async def body(store: Store) -> None:
-            failed = await _chain(store, "f", 3, RunState.FAILED)
-            done = await _chain(store, "d", 2, RunState.COMPLETED)
+            failed = await chain_of(store, "f", 3, RunState.FAILED)
+            done = await chain_of(store, "d", 2, RunState.COMPLETED)
             cutoff = await store.now() + 1
             with pytest.raises(ConfigurationError, match="pruned whole"):
                 await store.admin.prune(ended_before=cutoff, states=[RunState.CONTINUED])
@@ -406,7 +406,7 @@ class AdminConformance:
             await store.runs.commit(
                 head, Turn(1, [started(0)], children=[child_run("h/k", "h", "abandon")])
             )
-            chain = await _chain(store, "h", 2, RunState.FAILED, lease=head, next_seq=2)
+            chain = await chain_of(store, "h", 2, RunState.FAILED, lease=head, next_seq=2)
             cutoff = await store.now() + 1
             assert await store.admin.prune(ended_before=cutoff, states=[RunState.FAILED]) == 0
             for run_id in chain:
@@ -431,81 +431,6 @@ class AdminConformance:
 
     def test_bulk_resume_races_a_live_worker(self, store_factory: StoreFactory) -> None:
         run_with_store(store_factory, lambda store: _race(store, "bulk_resume"))
-
-    # -- bulk pages --------------------------------------------------------------------
-
-    def test_bulk_acts_on_a_page_and_lists_refusals(self, store_factory: StoreFactory) -> None:
-        async def body(store: Store) -> None:
-            for i in range(5):
-                await store.runs.create(new_run(f"p{i}", workflow="bulk"))
-            await finished(store, "done")
-            terminate = operations.bulk_act("terminate", reason="bulk")
-            # Pages of two by the filter, newest first, each one transaction.
-            seen: list[str] = []
-            cursor = None
-            while True:
-                page = await store.admin.bulk(
-                    terminate, where={"workflow": "bulk"}, after=cursor, limit=2
-                )
-                assert len(page.done) <= 2 and page.refused == []
-                seen += [r.run_id for r in page.done]
-                assert all(r.state is RunState.TERMINATED for r in page.done)
-                if page.next_cursor is None:
-                    break
-                cursor = page.next_cursor
-            assert sorted(seen) == [f"p{i}" for i in range(5)]
-            # Named runs: the ended and the unknown are refused, typed; nothing
-            # of them is written, and the page goes on.
-            await store.runs.create(new_run("live"))
-            page = await store.admin.bulk(terminate, run_ids=["done", "live", "missing"])
-            assert [r.run_id for r in page.done] == ["live"]
-            assert [(i, type(e)) for i, e in page.refused] == [
-                ("done", RunFinishedError),
-                ("missing", RunNotFoundError),
-            ]
-            assert await _history_types(store, "done") == ["run_started"]
-            # A resume that finds a run not stuck writes nothing to it.
-            held = await leased(store, "held")
-            resume = operations.bulk_act("resume")  # idle_for: the default
-            page = await store.admin.bulk(resume, run_ids=["held"])
-            assert page.done == [] and isinstance(page.refused[0][1], RunNotStuckError)
-            assert (await get(store, "held")).lease_token == held.token
-            with pytest.raises(ConfigurationError):
-                await store.admin.bulk(terminate, run_ids=["a"] * 3, limit=2)
-            with pytest.raises(ConfigurationError):
-                await store.admin.bulk(terminate, run_ids=["a"], where={"workflow": "x"})
-
-        run_with_store(store_factory, body)
-
-    def test_bulk_cancel_and_resume_do_what_the_single_actions_do(
-        self, store_factory: StoreFactory
-    ) -> None:
-        async def body(store: Store) -> None:
-            ids = await _chain(store, "c", 2, RunState.COMPLETED)  # (claims what is due)
-            await store.runs.create(new_run("fresh"))  # nothing journaled: cancelled at once
-            lease = await leased(store, "busy")
-            await store.runs.commit(lease, Turn(1, [event(1)]))  # a cancel is requested
-            cancel = operations.bulk_act("cancel")
-            page = await store.admin.bulk(cancel, run_ids=["fresh", "busy", ids[0]])
-            assert {r.run_id: r.state for r in page.done} == {
-                "fresh": RunState.CANCELLED,
-                "busy": RunState.RUNNING,
-            }
-            assert (await get(store, "busy")).cancel_requested
-            assert [i for i, _ in page.refused] == [ids[0]]  # its chain has ended
-            # Resume with fire_timers journals the pending sleep's firing.
-            sleeper = await leased(store, "sleeper")
-            timer = NewEvent("timer_started", "sleep:nap#0", b"{}")
-            await store.runs.commit(sleeper, Turn(1, [timer], end=Suspend(None)))
-            fire = operations.bulk_act("resume", fire_timers=True)
-            page = await store.admin.bulk(fire, run_ids=["sleeper"])
-            assert [r.run_id for r in page.done] == ["sleeper"]
-            last = (await store.reads.history("sleeper"))[-1]
-            assert (last.type, last.command) == ("timer_fired", "sleep:nap#0")
-            row = await get(store, "sleeper")
-            assert row.wake_at is not None and row.wake_at <= await store.now()
-
-        run_with_store(store_factory, body)
 
     def test_fork_races_a_live_worker(self, store_factory: StoreFactory) -> None:
         run_with_store(store_factory, lambda store: _race(store, "fork"))
