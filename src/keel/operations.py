@@ -11,7 +11,7 @@ cancel, terminate or resume is one transaction per page of runs.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -34,7 +34,7 @@ from keel.errors import (
     RunNotFoundError,
     WorkflowNotFoundError,
 )
-from keel.store.base import BulkAct, BulkPage, NewEvent, NewRun, RunRecord
+from keel.store.base import BulkAct, BulkPage, NewEvent, NewFork, NewRun, RunRecord
 from keel.store.ports import Store
 from keel.workflow.definitions import Registry
 
@@ -149,6 +149,28 @@ async def fork(
         raise TypeError(f"redeliver_signals must be a bool, not {redeliver_signals!r}")
     if isinstance(at, str):
         names.text(at, "fork point")
+    planned, plan = await _plan_fork(
+        store, registry, run_id, at, new_run_id, version, redeliver_signals, retry=retry
+    )
+    record = await store.admin.fork(
+        planned.run, planned.journal, redeliver_signals=redeliver_signals
+    )
+    return Forked(record, plan.fork_seq, plan.redo, len(planned.journal))
+
+
+async def _plan_fork(
+    store: Store,
+    registry: Registry,
+    run_id: str,
+    at: str | int | None,
+    new_run_id: str,
+    version: str | None,
+    redeliver_signals: bool,
+    *,
+    retry: bool,
+) -> tuple[NewFork, ForkPlan]:
+    """The new run a fork of ``run_id`` at ``at`` writes, from reads: refusals
+    (a ``KeelError``) are raised here, before anything is written."""
     original = await store.reads.get_run(run_id)
     if original is None:
         raise RunNotFoundError(run_id)
@@ -179,8 +201,7 @@ async def fork(
         fork_seq=plan.fork_seq,
     )
     copied = [NewEvent(e.type, e.command, e.data) for e in plan.events]
-    record = await store.admin.fork(new, copied, redeliver_signals=redeliver_signals)
-    return Forked(record, plan.fork_seq, plan.redo, len(copied))
+    return NewFork(new, copied, redeliver_signals), plan
 
 
 async def _chain_tip(store: Store, run: RunRecord) -> RunRecord:
@@ -241,7 +262,8 @@ async def bulk(
     *,
     run_ids: Iterable[str] | None,
     where: dict[str, Any],
-    retry: Callable[[str], Awaitable[Forked]] | None = None,
+    registry: Registry | None = None,
+    new_run_id: Callable[[], str] | None = None,
     reason: str = "",
     force: bool = False,
     fire_timers: bool = False,
@@ -254,8 +276,10 @@ async def bulk(
     cancel, terminate and resume: each page is ONE store transaction
     (``store.admin.bulk``) that acts on every run of it as the single-run
     action does, fencing off the worker holding each, so only one page of ids
-    is held at once. retry: each run is forked by ``retry`` in its own
-    transaction (building the copy reads the original's journal first). A run
+    is held at once. retry: each run's copy is planned from reads (its
+    journal; the version of ``registry`` or of live workers), then the page's
+    new runs (ids from ``new_run_id``) are written in ONE transaction
+    (``store.admin.fork_many``). A run
     the action refuses (a typed Keel error: ended, not stuck, not failed...)
     is counted and the others go on. ``on_done`` sees each run acted on (its
     row afterwards: the live tip of its chain)."""
@@ -265,9 +289,9 @@ async def bulk(
         raise TypeError("run_ids must be a collection of run ids, not one str")
     result = BulkResult(action)
     if action == "retry":
-        if retry is None:
-            raise ConfigurationError("bulk retry needs its retry function")
-        return await _bulk_retry(store, retry, result, run_ids, where, page_size)
+        if registry is None or new_run_id is None:
+            raise ConfigurationError("bulk retry needs the registry and a run id maker")
+        return await _bulk_retry(store, registry, new_run_id, result, run_ids, where, page_size)
     act = bulk_act(action, reason=reason, force=force, fire_timers=fire_timers)
     if action == "resume":
         # As the single resume: a dead worker's runs count as stuck at once.
@@ -297,34 +321,49 @@ async def bulk(
 
 async def _bulk_retry(
     store: Store,
-    retry: Callable[[str], Awaitable[Forked]],
+    registry: Registry,
+    new_run_id: Callable[[], str],
     result: BulkResult,
     run_ids: Iterable[str] | None,
     where: dict[str, Any],
     page_size: int,
 ) -> BulkResult:
-    async def one(run_id: str) -> None:
-        try:
-            done = await retry(run_id)
-        except KeelError as exc:
-            result.refuse(run_id, exc)
+    """Retry runs a page at a time: each run's copy is planned from reads (a
+    refusal is counted), then the page's new runs are written in ONE store
+    transaction (``store.admin.fork_many``)."""
+
+    async def one_page(ids: list[str]) -> None:
+        forks: list[NewFork] = []
+        for run_id in ids:
+            try:
+                planned, _ = await _plan_fork(
+                    store, registry, run_id, None, new_run_id(), None, True, retry=True
+                )
+            except KeelError as exc:
+                result.refuse(run_id, exc)
+                continue
+            forks.append(planned)
+        if not forks:
             return
-        result.done += 1
-        if len(result.new_runs) < KEPT_REFUSALS:
-            result.new_runs.append(done.run.run_id)
+        page = await store.admin.fork_many(forks)
+        result.done += len(page.done)
+        for original, error in page.refused:
+            result.refuse(original, error)
+        room = max(KEPT_REFUSALS - len(result.new_runs), 0)
+        result.new_runs += [r.run_id for r in page.done[:room]]
 
     if run_ids is not None:
-        for run_id in run_ids:
-            await one(names.text(run_id, "run_id"))
+        ids = iter(run_ids)
+        while chunk := [names.text(i, "run_id") for i in itertools.islice(ids, page_size)]:
+            await one_page(chunk)
         return result
     cursor: str | None = None
     while True:
-        page = await store.reads.list_runs(limit=page_size, cursor=cursor, **where)
-        for run in page.runs:
-            await one(run.run_id)
-        if page.next_cursor is None:
+        listed = await store.reads.list_runs(limit=page_size, cursor=cursor, **where)
+        await one_page([r.run_id for r in listed.runs])
+        if listed.next_cursor is None:
             return result
-        cursor = page.next_cursor
+        cursor = listed.next_cursor
 
 
 async def prune(

@@ -198,7 +198,8 @@ class OperatorMixin(ClientBase):
 
         cancel, terminate and resume act on a page of runs (200) in one store
         transaction each, as the single-run action does, so any number of runs
-        can be selected; retry forks each run in its own transaction. A run the action
+        can be selected; retry plans each run's copy from reads, then writes a page of
+        new runs in one transaction. A run the action
         refuses (already ended, not stuck, not failed...) is counted in
         ``refused`` (the first 100 with the reason) and the others go on.
         ``reason`` goes with ``terminate``; ``force`` and ``fire_timers`` with ``resume``.
@@ -217,18 +218,6 @@ class OperatorMixin(ClientBase):
                 workflow_names(workflow), state, since, until, parent_run_id
             )
 
-        async def retry(run_id: str) -> operations.Forked:
-            return await operations.fork(
-                self.store,
-                self.registry,
-                run_id,
-                None,
-                new_run_id=fresh_run_id(),
-                version=None,
-                redeliver_signals=True,
-                retry=True,
-            )
-
         worker = self._client.worker
 
         def on_done(run: RunRecord) -> None:
@@ -240,7 +229,8 @@ class OperatorMixin(ClientBase):
             action,
             run_ids=run_ids,
             where=where,
-            retry=retry,
+            registry=self.registry,
+            new_run_id=fresh_run_id,
             reason=reason,
             force=force,
             fire_timers=fire_timers,

@@ -27,6 +27,7 @@ from keel.store.base import (
     BulkAct,
     EventRecord,
     NewEvent,
+    NewFork,
     NewRun,
     NewSchedule,
     NewSnapshot,
@@ -559,6 +560,13 @@ def check_bulk(
     if len(ids) > limit or not all(isinstance(i, str) for i in ids):
         raise ConfigurationError(f"a bulk page takes at most {limit} run ids (strs)")
     return ids, RunFilter()
+
+
+def check_forks(forks: Sequence[NewFork]) -> list[tuple[str, int]]:
+    """``fork_many``'s forks, each checked as ``fork`` checks it: (original, fork_seq)."""
+    if isinstance(forks, str) or len(forks) > MAX_BULK_PAGE:
+        raise ConfigurationError(f"fork_many takes a sequence of at most {MAX_BULK_PAGE} forks")
+    return [check_fork(f.run) for f in forks]
 
 
 def timers_to_fire(journal: Iterable[EventRecord]) -> list[NewEvent]:

@@ -7,7 +7,7 @@ store's clock.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypedDict
 
@@ -178,6 +178,16 @@ class BulkAct:
     event: NewEvent | None = None
     idle_for: float | None = None
     fire_timers: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NewFork:
+    """One fork of :meth:`~keel.store.ports.RunAdmin.fork_many`: the arguments of
+    :meth:`~keel.store.ports.RunAdmin.fork`."""
+
+    run: NewRun
+    journal: Sequence[NewEvent]
+    redeliver_signals: bool = True
 
 
 @dataclass(slots=True)

@@ -52,6 +52,7 @@ from keel.store.base import (
     EventRecord,
     Lease,
     NewEvent,
+    NewFork,
     NewRun,
     NewSchedule,
     NewSnapshot,
@@ -531,6 +532,14 @@ class RunAdmin(Protocol):
         ``run.run_id`` is taken, ``RunNotFoundError`` if the original is gone;
         nothing is written then.
         """
+
+    async def fork_many(self, forks: Sequence[NewFork]) -> BulkPage:
+        """Create each of ``forks`` as :meth:`fork` does, all in ONE transaction (a
+        page of a bulk retry); return the new runs in ``done``. A fork refused
+        with a ``KeelError`` (its original gone, its run id taken) is listed in
+        ``refused`` under its original's run id and writes nothing; the others
+        go on. ``next_cursor`` is ``None``. ``ConfigurationError`` for a bad fork
+        or more than 1000 of them, nothing written."""
 
     async def forks(self, run_id: str) -> builtins.list[RunRecord]:
         """The runs forked (retried) from ``run_id``, oldest first."""

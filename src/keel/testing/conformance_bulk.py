@@ -10,10 +10,16 @@ import pytest
 
 import keel.operations as operations
 from keel.core.states import RunState
-from keel.errors import ConfigurationError, RunFinishedError, RunNotFoundError, RunNotStuckError
-from keel.store.base import NewEvent
+from keel.errors import (
+    ConfigurationError,
+    RunExistsError,
+    RunFinishedError,
+    RunNotFoundError,
+    RunNotStuckError,
+)
+from keel.store.base import NewEvent, NewFork
 from keel.store.ports import Store, Suspend, Turn
-from keel.testing.conformance_admin import chain_of, history_types
+from keel.testing.conformance_admin import chain_of, fork_of, history_types
 from keel.testing.conformance_helpers import (
     StoreFactory,
     event,
@@ -98,5 +104,36 @@ class BulkConformance:
             assert (last.type, last.command) == ("timer_fired", "sleep:nap#0")
             row = await get(store, "sleeper")
             assert row.wake_at is not None and row.wake_at <= await store.now()
+
+        run_with_store(store_factory, body)
+
+    def test_fork_many_writes_a_page_of_forks_and_lists_refusals(
+        self, store_factory: StoreFactory
+    ) -> None:
+        async def body(store: Store) -> None:
+            for run_id in ("o1", "o2", "o3"):
+                await finished(store, run_id)
+            await store.runs.create(new_run("taken"))
+            forks = [
+                NewFork(fork_of("o1", "f1", 1), [event(1)]),
+                NewFork(fork_of("gone", "f2", 1), []),  # its original does not exist
+                NewFork(fork_of("o2", "taken", 1), [event(1)]),  # its run id is taken
+                NewFork(fork_of("o3", "f3", 1), [], redeliver_signals=False),
+            ]
+            page = await store.admin.fork_many(forks)
+            assert [(r.run_id, r.forked_from, r.state) for r in page.done] == [
+                ("f1", "o1", RunState.PENDING),
+                ("f3", "o3", RunState.PENDING),
+            ]
+            assert [(i, type(e)) for i, e in page.refused] == [
+                ("gone", RunNotFoundError),
+                ("o2", RunExistsError),
+            ]
+            assert page.next_cursor is None
+            assert await history_types(store, "f1") == ["run_started", "step_completed"]
+            assert await history_types(store, "taken") == ["run_started"]  # untouched
+            assert await store.reads.get_run("f2") is None
+            with pytest.raises(ConfigurationError):
+                await store.admin.fork_many([NewFork(new_run("no-original"), [])])
 
         run_with_store(store_factory, body)

@@ -17,6 +17,7 @@ from keel.store._checks import (
     check_append,
     check_bulk,
     check_fork,
+    check_forks,
     check_idle_for,
     check_prune,
     timers_to_fire,
@@ -25,6 +26,7 @@ from keel.store.base import (
     BulkAct,
     BulkPage,
     NewEvent,
+    NewFork,
     NewRun,
     RunRecord,
     RunWhere,
@@ -177,6 +179,22 @@ class MemoryAdmin:
                         t.deliveries[(run.run_id, delivery_of[sid])] = new_id
             t.notify()
             return record
+
+    async def fork_many(self, forks: Sequence[NewFork]) -> BulkPage:
+        check_forks(forks)
+        done: list[RunRecord] = []
+        refused: list[tuple[str, KeelError]] = []
+        # One transaction: the (re-entrant) lock held over every fork; each
+        # checks before it writes, so a refusal writes nothing.
+        with self._t.transaction():
+            for f in forks:
+                try:
+                    done.append(
+                        await self.fork(f.run, f.journal, redeliver_signals=f.redeliver_signals)
+                    )
+                except KeelError as exc:
+                    refused.append((f.run.forked_from or "", exc))
+        return BulkPage(done, refused, None)
 
     async def forks(self, run_id: str) -> builtins.list[RunRecord]:
         with self._t.transaction():

@@ -24,14 +24,14 @@ from keel.errors import (
 from keel.store._checks import (
     check_append,
     check_bulk,
-    check_fork,
+    check_forks,
     check_idle_for,
     check_move,
     check_prune,
     page_of,
     timers_to_fire,
 )
-from keel.store.base import BulkAct, BulkPage, NewEvent, NewRun, RunRecord, RunWhere
+from keel.store.base import BulkAct, BulkPage, NewEvent, NewFork, NewRun, RunRecord, RunWhere
 from keel.store.postgres._pool import Conn
 from keel.store.postgres._pool import run as execute
 from keel.store.postgres._sql import DICT, EVENT, RUN, Q
@@ -188,7 +188,27 @@ class PgAdmin:
     async def fork(
         self, run: NewRun, journal: Sequence[NewEvent], *, redeliver_signals: bool
     ) -> RunRecord:
-        source, fork_seq = check_fork(run)
+        fork = NewFork(run, journal, redeliver_signals)
+        [point] = check_forks([fork])
+        async with self.db.pool.connection() as conn, conn.transaction():
+            return await self._fork(conn, fork, point)
+
+    async def fork_many(self, forks: Sequence[NewFork]) -> BulkPage:
+        points = check_forks(forks)
+        done: list[RunRecord] = []
+        refused: list[tuple[str, KeelError]] = []
+        async with self.db.pool.connection() as conn, conn.transaction():
+            for fork, point in zip(forks, points, strict=True):
+                try:
+                    async with conn.transaction():  # a savepoint: a refusal writes nothing
+                        done.append(await self._fork(conn, fork, point))
+                except KeelError as exc:
+                    refused.append((point[0], exc))
+        return BulkPage(done, refused, None)
+
+    async def _fork(self, conn: Conn, fork: NewFork, point: tuple[str, int]) -> RunRecord:
+        source, fork_seq = point
+        run, journal = fork.run, fork.journal
         params: dict[str, Any] = {
             "run_id": run.run_id,
             "workflow": run.workflow,
@@ -201,16 +221,15 @@ class PgAdmin:
             "types": [e.type for e in journal],
             "commands": [e.command for e in journal],
             "datas": [e.data for e in journal],
-            "redeliver": redeliver_signals,
+            "redeliver": fork.redeliver_signals,
             "channel": self.db.channel,
         }
-        async with self.db.pool.connection() as conn, conn.transaction():
-            # Held until the commit: a prune cannot delete the original meanwhile.
-            if not await execute(conn, Q["lock_source"], {"run_id": source}, DICT):
-                raise RunNotFoundError(source)
-            if not await execute(conn, Q["fork_run"], params, DICT):
-                raise RunExistsError([run.run_id])
-            return await _get(conn, run.run_id)
+        # Held until the commit: a prune cannot delete the original meanwhile.
+        if not await execute(conn, Q["lock_source"], {"run_id": source}, DICT):
+            raise RunNotFoundError(source)
+        if not await execute(conn, Q["fork_run"], params, DICT):
+            raise RunExistsError([run.run_id])
+        return await _get(conn, run.run_id)
 
     async def forks(self, run_id: str) -> builtins.list[RunRecord]:
         rows: list[RunRecord] = await self.db.fetch(Q["forks"], {"run_id": run_id}, RUN)

@@ -24,7 +24,7 @@ from keel.errors import (
 from keel.store._checks import (
     check_append,
     check_bulk,
-    check_fork,
+    check_forks,
     check_idle_for,
     check_move,
     check_prune,
@@ -99,20 +99,28 @@ class SQLiteAdmin(Capability):
     async def fork(
         self, run: base.NewRun, journal: Sequence[base.NewEvent], *, redeliver_signals: bool
     ) -> base.RunRecord:
-        source, fork_seq = check_fork(run)
+        fork = base.NewFork(run, journal, redeliver_signals)
+        [point] = check_forks([fork])
+        return await self._db.write(
+            lambda conn: fork_op(conn, fork, point, self._db.clock()), notify=True
+        )
 
-        def op(conn: sqlite3.Connection) -> base.RunRecord:
+    async def fork_many(self, forks: Sequence[base.NewFork]) -> base.BulkPage:
+        points = check_forks(forks)
+
+        def op(conn: sqlite3.Connection) -> base.BulkPage:
             now = self._db.clock()
-            if conn.execute(Q["run_head"], (source,)).fetchone() is None:
-                raise RunNotFoundError(source)
-            if insert_run(conn, run, now) is None:
-                raise RunExistsError([run.run_id])
-            insert_events(conn, run.run_id, 1, journal, now)
-            conn.execute(Q["set_next_seq"], {"run_id": run.run_id, "next_seq": 1 + len(journal)})
-            if redeliver_signals:
-                params = {"run_id": run.run_id, "source": source, "fork_seq": fork_seq}
-                conn.execute(Q["redeliver_signals"], params)
-            return _get(conn, run.run_id)
+            done: list[base.RunRecord] = []
+            refused: list[tuple[str, KeelError]] = []
+            for fork, point in zip(forks, points, strict=True):
+                conn.execute("SAVEPOINT bulk_fork")
+                try:
+                    done.append(fork_op(conn, fork, point, now))
+                except KeelError as exc:
+                    conn.execute("ROLLBACK TO bulk_fork")
+                    refused.append((point[0], exc))
+                conn.execute("RELEASE bulk_fork")
+            return base.BulkPage(done, refused, None)
 
         return await self._db.write(op, notify=True)
 
@@ -138,6 +146,24 @@ class SQLiteAdmin(Capability):
                 lambda conn: int(conn.execute(Q["count_prunable"], params).fetchone()["n"])
             )
         return await self._db.write(lambda conn: conn.execute(Q["prune_runs"], params).rowcount)
+
+
+def fork_op(
+    conn: sqlite3.Connection, fork: base.NewFork, point: tuple[str, int], now: float
+) -> base.RunRecord:
+    """``fork`` inside the writer's transaction (``point``: original, fork_seq)."""
+    source, fork_seq = point
+    run = fork.run
+    if conn.execute(Q["run_head"], (source,)).fetchone() is None:
+        raise RunNotFoundError(source)
+    if insert_run(conn, run, now) is None:
+        raise RunExistsError([run.run_id])
+    insert_events(conn, run.run_id, 1, fork.journal, now)
+    conn.execute(Q["set_next_seq"], {"run_id": run.run_id, "next_seq": 1 + len(fork.journal)})
+    if fork.redeliver_signals:
+        params = {"run_id": run.run_id, "source": source, "fork_seq": fork_seq}
+        conn.execute(Q["redeliver_signals"], params)
+    return _get(conn, run.run_id)
 
 
 def terminate_op(
