@@ -9,12 +9,14 @@ workflows, one run per 10 ms.
 Then ``keel.ui.create_app`` is served by uvicorn on a local port and the runs
 page (its first 50 rows) is fetched over HTTP for several views: unfiltered,
 one workflow, one state, a rare state, a state no run is in, oldest first, page
-200 (by its cursor) and a time range; and the counts per state, which the page
-loads with a request of their own. Printed per view: the median and p95 over
-the repetitions. Next to them, the raw probe: the same
-first page as one hand-written SQL statement on the same database, and the
-counts per state as one ``GROUP BY``, timed on a plain connection: the floor
-for the page.
+200 (by its cursor) and a time range; each sort of the column headers (end
+time, workflow, state; both directions, page 50 of each by its cursor, and with
+a state filter); and the counts per state, which the page loads with a request
+of their own. Printed per view: the median and p95 over the repetitions. Next
+to them, the raw probes: the same first page as one hand-written SQL
+statement on the same database, and the counts per state as one ``GROUP BY``,
+timed on a plain connection: the floor for the page; and the database's raw
+single-row commit rate, measured in the same run.
 
     .venv/bin/python benchmarks/bench_ui.py                      # both backends, 1,000,000 runs
     .venv/bin/python benchmarks/bench_ui.py --runs 200000 --backend sqlite
@@ -42,6 +44,10 @@ import httpx
 import psycopg
 import uvicorn
 from psycopg import sql
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import raw_commit_rate
 
 from keel.store.postgres import PostgresStore
 from keel.store.sqlite import SQLiteStore
@@ -131,6 +137,13 @@ def raw_sqlite(path: Path, reps: int) -> dict[str, float]:
 def raw_postgres(url: str, reps: int) -> dict[str, float]:
     out = {}
     with psycopg.connect(url, autocommit=True) as conn:
+        # The raw commit probe: single-row INSERT + COMMIT from Python, as bench_postgres.
+        conn.execute("CREATE TEMP TABLE probe (id bigserial PRIMARY KEY, data bytea)")
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < 0.75:
+            conn.execute("INSERT INTO probe (data) VALUES ('\\x00')")
+            n += 1
+        out["commits"] = n / (time.perf_counter() - start)
         conn.execute("SET search_path TO keel")
         page = (
             "SELECT r.*, p.input, p.result, p.error FROM runs r JOIN run_payloads p USING (run_id)"
@@ -168,13 +181,20 @@ def serve(url: str) -> tuple[uvicorn.Server, threading.Thread, str]:
     return server, thread, f"http://127.0.0.1:{port}"
 
 
+def deep(http: httpx.Client, query: str, pages: int) -> str:
+    """The URL path of page ``pages`` of the view ``query``, reached by following "next"."""
+    path = "/?" + query
+    for _ in range(pages - 1):
+        html = http.get(path).text
+        marker = html.split('rel="next" href="', 1)
+        if len(marker) == 1:
+            break
+        path = marker[1].split('"', 1)[0].replace("&amp;", "&")
+    return path
+
+
 def views(http: httpx.Client, n: int) -> dict[str, str]:
     """The runs page's views, by name: URL paths."""
-    cursor = ""
-    for _ in range(199):  # page 200 of the unfiltered list, reached by following "next"
-        html = http.get("/?" + (f"cursor={cursor}" if cursor else "")).text
-        marker = html.split('rel="next" href="/?cursor=', 1)
-        cursor = marker[1].split('"', 1)[0] if len(marker) > 1 else ""
     middle = T0 + n * STEP / 2
     return {
         "all runs": "/",
@@ -182,10 +202,22 @@ def views(http: httpx.Client, n: int) -> dict[str, str]:
         "state=failed": "/?state=failed",
         "state=pending (1 %)": "/?state=pending",
         "oldest first": "/?order=oldest",
-        "page 200": f"/?cursor={cursor}",
+        "page 200": deep(http, "", 200),
         "1 hour range": f"/?since={iso(middle)}&until={iso(middle + 3600)}",
         "workflow+state": "/?workflow=bench.flow03&state=suspended",
         "state=continued (none)": "/?state=continued",
+        "sort=ended": "/?sort=ended",
+        "sort=ended asc": "/?sort=ended&order=asc",
+        "sort=ended page 50": deep(http, "sort=ended", 50),
+        "sort=ended state=failed": "/?sort=ended&state=failed",
+        "sort=ended state=running": "/?sort=ended&state=running",
+        "sort=workflow": "/?sort=workflow",
+        "sort=workflow asc": "/?sort=workflow&order=asc",
+        "sort=workflow page 50": deep(http, "sort=workflow&order=asc", 50),
+        "sort=workflow state=pend.": "/?sort=workflow&state=pending",
+        "sort=state": "/?sort=state",
+        "sort=state asc": "/?sort=state&order=asc",
+        "sort=state page 50": deep(http, "sort=state", 50),
         "counts (own request)": "/runs/counts",
         "counts, one workflow": "/runs/counts?workflow=bench.flow07",
     }
@@ -218,11 +250,12 @@ def report(
     print(
         f"\n{backend}: runs page over {n:,} runs (HTTP, 50 rows; the counts are their own request)"
     )
-    print(f"  raw probe: first page as one SELECT {raw['page']:.1f} ms, counts per state as one"
-          f" GROUP BY {raw['counts']:.1f} ms")  # fmt: skip
+    print(f"  raw probes: first page as one SELECT {raw['page']:.1f} ms, counts per state as"
+          f" one GROUP BY {raw['counts']:.1f} ms,"
+          f" single-row commits {raw['commits']:,.0f}/s")  # fmt: skip
     for name, (p50, p95) in pages.items():
         flag = "" if p95 < 200 else "   <-- over 200 ms"
-        print(f"  {name:<24} p50 {p50:7.1f} ms   p95 {p95:7.1f} ms{flag}")
+        print(f"  {name:<26} p50 {p50:7.1f} ms   p95 {p95:7.1f} ms{flag}")
 
 
 def main() -> None:
@@ -238,6 +271,7 @@ def main() -> None:
             fill_sqlite(path, args.runs)
             print(f"sqlite: {args.runs:,} runs inserted in {time.perf_counter() - start:.1f} s")
             raw = raw_sqlite(path, args.reps)
+            raw["commits"] = raw_commit_rate(tmp, "FULL")  # Keel's default synchronous
             report("SQLite", args.runs, raw, measure(str(path), args.runs, args.reps))
     if args.backend in ("postgres", "both"):
         name = f"keel_bench_ui_{uuid.uuid4().hex[:8]}"

@@ -4,17 +4,26 @@ The one implementation behind :class:`keel.Client`'s methods, the ``keel runs``
 commands and the dashboard. Each action on a run is one store transaction
 (``store.admin``) that fences off a worker holding the run; what is decided
 before it (where a fork cuts the journal, which version it runs) is decided
-here, from reads, and checked so that bad input writes nothing.
+here, from reads, and checked so that bad input writes nothing. A bulk
+cancel, terminate or resume is one transaction per page of runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+import itertools
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from keel.core import names
-from keel.core.events import EventType, RunTerminated, TimerFired, encode_data, run_started
+from keel.core.events import (
+    EventType,
+    RunCancelled,
+    RunTerminated,
+    TimerFired,
+    encode_data,
+    run_started,
+)
 from keel.core.fork import ForkPlan, plan_fork
 from keel.core.journal import StoredEvent
 from keel.core.states import RunState
@@ -25,7 +34,7 @@ from keel.errors import (
     RunNotFoundError,
     WorkflowNotFoundError,
 )
-from keel.store.base import NewEvent, NewRun, RunRecord
+from keel.store.base import BulkAct, BulkPage, NewEvent, NewFork, NewRun, RunRecord
 from keel.store.facts import FactWriter
 from keel.store.ports import Store
 from keel.workflow.definitions import Registry
@@ -141,6 +150,28 @@ async def fork(
         raise TypeError(f"redeliver_signals must be a bool, not {redeliver_signals!r}")
     if isinstance(at, str):
         names.text(at, "fork point")
+    planned, plan = await _plan_fork(
+        store, registry, run_id, at, new_run_id, version, redeliver_signals, retry=retry
+    )
+    record = await store.admin.fork(
+        planned.run, planned.journal, redeliver_signals=redeliver_signals
+    )
+    return Forked(record, plan.fork_seq, plan.redo, len(planned.journal))
+
+
+async def _plan_fork(
+    store: Store,
+    registry: Registry,
+    run_id: str,
+    at: str | int | None,
+    new_run_id: str,
+    version: str | None,
+    redeliver_signals: bool,
+    *,
+    retry: bool,
+) -> tuple[NewFork, ForkPlan]:
+    """The new run a fork of ``run_id`` at ``at`` writes, from reads: refusals
+    (a ``KeelError``) are raised here, before anything is written."""
     original = await store.reads.get_run(run_id)
     if original is None:
         raise RunNotFoundError(run_id)
@@ -173,8 +204,7 @@ async def fork(
     # Large step results are copied as references: the fork shares the facts.
     writer = FactWriter(store.facts)
     copied = await writer.rows([NewEvent(e.type, e.command, e.data) for e in plan.events])
-    record = await store.admin.fork(new, copied, redeliver_signals=redeliver_signals)
-    return Forked(record, plan.fork_seq, plan.redo, len(copied))
+    return NewFork(new, copied, redeliver_signals), plan
 
 
 async def _chain_tip(store: Store, run: RunRecord) -> RunRecord:
@@ -207,48 +237,136 @@ async def _version(store: Store, registry: Registry, workflow: str, version: str
     )
 
 
+def bulk_act(
+    action: str, *, reason: str = "", force: bool = False, fire_timers: bool = False
+) -> BulkAct:
+    """What a page of bulk ``action`` (not ``retry``) does to each run, as the
+    single-run action: ``reason`` for terminate, ``force`` and ``fire_timers``
+    for resume."""
+    names.text(reason, "reason")
+    for name, flag in (("force", force), ("fire_timers", fire_timers)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, not {flag!r}")
+    if action == "cancel":
+        data = encode_data(RunCancelled(reason="cancelled by client"))
+        return BulkAct("cancel", NewEvent(EventType.RUN_CANCELLED.value, None, data))
+    if action == "terminate":
+        data = encode_data(RunTerminated(reason=reason or "terminated by an operator"))
+        return BulkAct("terminate", NewEvent(EventType.RUN_TERMINATED.value, None, data))
+    if action == "resume":
+        idle = None if force else DEFAULT_IDLE_FOR
+        return BulkAct("resume", idle_for=idle, fire_timers=fire_timers)
+    raise ConfigurationError(f"unknown bulk action {action!r} (one of: {BULK_ACTIONS})")
+
+
 async def bulk(
     store: Store,
     action: str,
-    act: Callable[[str], Awaitable[RunRecord | Forked | Any]],
     *,
     run_ids: Iterable[str] | None,
     where: dict[str, Any],
+    registry: Registry | None = None,
+    new_run_id: Callable[[], str] | None = None,
+    reason: str = "",
+    force: bool = False,
+    fire_timers: bool = False,
+    on_done: Callable[[RunRecord], None] | None = None,
     page_size: int = 200,
 ) -> BulkResult:
-    """Apply ``act`` to each of ``run_ids``, or to every run matching ``where`` (the
-    filters of ``reads.list_runs``), a page at a time: each run is its own
-    transaction, and only one page of ids is held at once. A run the action
-    refuses (a typed Keel error: ended, not stuck, not failed...) is counted
-    and the others go on."""
+    """Apply ``action`` to each of ``run_ids``, or to every run matching ``where``
+    (the filters of ``reads.list_runs``), a page at a time.
+
+    cancel, terminate and resume: each page is ONE store transaction
+    (``store.admin.bulk``) that acts on every run of it as the single-run
+    action does, fencing off the worker holding each, so only one page of ids
+    is held at once. retry: each run's copy is planned from reads (its
+    journal; the version of ``registry`` or of live workers), then the page's
+    new runs (ids from ``new_run_id``) are written in ONE transaction
+    (``store.admin.fork_many``). A run
+    the action refuses (a typed Keel error: ended, not stuck, not failed...)
+    is counted and the others go on. ``on_done`` sees each run acted on (its
+    row afterwards: the live tip of its chain)."""
     if action not in BULK_ACTIONS:
         raise ConfigurationError(f"unknown bulk action {action!r} (one of: {BULK_ACTIONS})")
+    if isinstance(run_ids, str):
+        raise TypeError("run_ids must be a collection of run ids, not one str")
     result = BulkResult(action)
+    if action == "retry":
+        if registry is None or new_run_id is None:
+            raise ConfigurationError("bulk retry needs the registry and a run id maker")
+        return await _bulk_retry(store, registry, new_run_id, result, run_ids, where, page_size)
+    act = bulk_act(action, reason=reason, force=force, fire_timers=fire_timers)
+    if action == "resume":
+        # As the single resume: a dead worker's runs count as stuck at once.
+        await store.workers.expire_dead_owners()
 
-    async def one(run_id: str) -> None:
-        try:
-            done = await act(run_id)
-        except KeelError as exc:
+    def record(page: BulkPage) -> None:
+        result.done += len(page.done)
+        for run_id, exc in page.refused:
             result.refuse(run_id, exc)
-            return
-        result.done += 1
-        if isinstance(done, Forked) and len(result.new_runs) < KEPT_REFUSALS:
-            result.new_runs.append(done.run.run_id)
+        if on_done is not None:
+            for run in page.done:
+                on_done(run)
 
     if run_ids is not None:
-        if isinstance(run_ids, str):
-            raise TypeError("run_ids must be a collection of run ids, not one str")
-        for run_id in run_ids:
-            await one(names.text(run_id, "run_id"))
+        ids = iter(run_ids)
+        while chunk := [names.text(i, "run_id") for i in itertools.islice(ids, page_size)]:
+            record(await store.admin.bulk(act, run_ids=chunk, limit=page_size))
         return result
     cursor: str | None = None
     while True:
-        page = await store.reads.list_runs(limit=page_size, cursor=cursor, **where)
-        for run in page.runs:
-            await one(run.run_id)
+        page = await store.admin.bulk(act, where=where, after=cursor, limit=page_size)  # type: ignore[arg-type]
+        record(page)
         if page.next_cursor is None:
             return result
         cursor = page.next_cursor
+
+
+async def _bulk_retry(
+    store: Store,
+    registry: Registry,
+    new_run_id: Callable[[], str],
+    result: BulkResult,
+    run_ids: Iterable[str] | None,
+    where: dict[str, Any],
+    page_size: int,
+) -> BulkResult:
+    """Retry runs a page at a time: each run's copy is planned from reads (a
+    refusal is counted), then the page's new runs are written in ONE store
+    transaction (``store.admin.fork_many``)."""
+
+    async def one_page(ids: list[str]) -> None:
+        forks: list[NewFork] = []
+        for run_id in ids:
+            try:
+                planned, _ = await _plan_fork(
+                    store, registry, run_id, None, new_run_id(), None, True, retry=True
+                )
+            except KeelError as exc:
+                result.refuse(run_id, exc)
+                continue
+            forks.append(planned)
+        if not forks:
+            return
+        page = await store.admin.fork_many(forks)
+        result.done += len(page.done)
+        for original, error in page.refused:
+            result.refuse(original, error)
+        room = max(KEPT_REFUSALS - len(result.new_runs), 0)
+        result.new_runs += [r.run_id for r in page.done[:room]]
+
+    if run_ids is not None:
+        ids = iter(run_ids)
+        while chunk := [names.text(i, "run_id") for i in itertools.islice(ids, page_size)]:
+            await one_page(chunk)
+        return result
+    cursor: str | None = None
+    while True:
+        listed = await store.reads.list_runs(limit=page_size, cursor=cursor, **where)
+        await one_page([r.run_id for r in listed.runs])
+        if listed.next_cursor is None:
+            return result
+        cursor = listed.next_cursor
 
 
 async def prune(

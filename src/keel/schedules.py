@@ -171,11 +171,21 @@ def plan_tick(rec: ScheduleRecord, now: float) -> tuple[float, float | None]:
     return cron.plan_tick(rec.cron, rec.timezone, rec.next_fire_at, now)
 
 
-def tick_run(wf: WorkflowDef[Any, Any], rec: ScheduleRecord, tick: float) -> NewRun:
+def tick_run(
+    wf: WorkflowDef[Any, Any], rec: ScheduleRecord, tick: float, *, traceparent: str | None = None
+) -> NewRun:
     """The run of one tick: its id derived from the schedule and the tick, and the
-    schedule named in its started event."""
+    schedule named in its started event (with the ``traceparent`` of the span
+    that starts it, when tracing is on)."""
     run_id = cron.tick_run_id(rec.schedule_id, tick)
-    first = run_started(wf.name, wf.version, rec.input, schedule=rec.schedule_id, scheduled_at=tick)
+    first = run_started(
+        wf.name,
+        wf.version,
+        rec.input,
+        schedule=rec.schedule_id,
+        scheduled_at=tick,
+        traceparent=traceparent,
+    )
     started = NewEvent(EventType.RUN_STARTED.value, None, encode_data(first))
     return NewRun(run_id, wf.name, wf.version, rec.input, started)
 

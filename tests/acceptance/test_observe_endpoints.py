@@ -39,22 +39,25 @@ def _json_lines(proc: WorkerProcess) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines if line]
 
 
-async def _metrics_port(harness: Harness, proc: WorkerProcess) -> int:
-    def probe() -> int | None:
+async def _metrics_address(harness: Harness, proc: WorkerProcess) -> tuple[str, int]:
+    def probe() -> tuple[str, int] | None:
         for record in _json_lines(proc):
-            found = re.search(r"on http://[^:]+:(\d+)", record["message"])
+            found = re.search(r"on http://([^:]+):(\d+)", record["message"])
             if found:
-                return int(found.group(1))
+                return found.group(1), int(found.group(2))
         return None
 
-    port: int = await harness.wait_for(probe, "the metrics endpoint to be served", alive=(proc,))
-    return port
+    address: tuple[str, int] = await harness.wait_for(
+        probe, "the metrics endpoint to be served", alive=(proc,)
+    )
+    return address
 
 
 async def test_metrics_health_and_json_logs_of_a_real_worker(harness: Harness) -> None:
-    proc = harness.worker(APP, extra=("--metrics-port", "0", "--metrics-host", "127.0.0.1",
-                                      "--log-format", "json"))  # fmt: skip
-    port = await _metrics_port(harness, proc)
+    # No --metrics-host: the unauthenticated endpoints listen on loopback only.
+    proc = harness.worker(APP, extra=("--metrics-port", "0", "--log-format", "json"))
+    host, port = await _metrics_address(harness, proc)
+    assert host == "127.0.0.1"
     async with harness.client() as client:
         retried = [(await client.start(observed.retried, i)).run_id for i in range(3)]
         failing = (await client.start(observed.failing, 7)).run_id

@@ -26,6 +26,13 @@ def row_ids(page: Page) -> list[str]:
     )
 
 
+def end_times(page: Page) -> list[str]:
+    """The Updated column's ISO times (an ended run's end time), row by row."""
+    return page.locator("tbody#rows tr[data-run] td:nth-last-child(2) time").evaluate_all(
+        "times => times.map(t => t.getAttribute('datetime'))"
+    )
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
 def test_runs_list_filters_sorts_and_pages(
     dashboard: Dashboard, page: Page, shots: Path, backend: str
@@ -50,9 +57,31 @@ def test_runs_list_filters_sorts_and_pages(
 
     # Oldest first, from the column header; the filters stay in the URL.
     page.goto(f"{dashboard.base}/?workflow=ui.quick&limit=25")
-    page.click("a.sort")
-    assert "order=oldest" in page.url and "workflow=ui.quick" in page.url
+    page.click("a.sort[data-sort=created]")
+    assert "order=asc" in page.url and "workflow=ui.quick" in page.url
     assert row_ids(page) == quick[:25]
+
+    # Sort by another column from its header: state (A to Z), then the other
+    # way round; by end time (ended runs only), latest end first, paged.
+    page.goto(f"{dashboard.base}/?limit=25")
+    page.click("a.sort[data-sort=state]")
+    assert "sort=state" in page.url and "order=asc" in page.url
+    expect(page.locator("th[aria-sort=ascending] a.sort[data-sort=state]")).to_contain_text("▲")
+    assert row_ids(page)[:25] == quick[:25]  # completed (oldest first) before failed
+    page.click("a.sort[data-sort=state]")
+    assert "sort=state" in page.url and "order=asc" not in page.url
+    assert row_ids(page)[0] == failed  # failed sorts after completed: first, descending
+    page.click("a.sort[data-sort=ended]")
+    assert "sort=ended" in page.url
+    expect(page.locator(".note")).to_contain_text("only runs that have ended")
+    ended, ends = row_ids(page), end_times(page)
+    page.click("a[rel=next]")
+    ended += row_ids(page)
+    ends += end_times(page)
+    assert "sort=ended" in page.url and "cursor=" in page.url
+    assert sorted(ended) == sorted([*quick, failed])  # every ended run once, across pages
+    assert ends == sorted(ends, reverse=True)  # latest end first, across the pages
+    page.screenshot(path=shots / f"runs-sorted-{backend}.png", full_page=True)
 
     # Counts per state filter by state; a reload keeps the filter.
     page.goto(dashboard.base + "/")

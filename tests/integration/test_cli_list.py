@@ -122,6 +122,47 @@ def test_the_more_line_repeats_every_filter(url: str) -> None:
     assert sorted(seen) == ["a0", "a1", "a2", "a3", "b0", "b1", "b2"]
 
 
+def test_sorted_by_workflow_state_and_end_following_the_more_lines(url: str) -> None:
+    created = populate(url)
+    db = ("--db", url)
+
+    def follow(*args: str) -> list[str]:
+        """Every run of a sorted list, page by page through the "more:" lines."""
+        seen: list[str] = []
+        words = ["runs", "list", *args, "--limit", "2"]
+        for _ in range(20):
+            page = keel_cli(*words, "--json", *db)
+            assert page.exit_code == 0, page.output
+            doc = json.loads(page.stdout)
+            seen += [r["run_id"] for r in doc["runs"]]
+            hint = [
+                ln for ln in keel_cli(*words, *db).stdout.splitlines() if ln.startswith("more: ")
+            ]
+            if doc["next_cursor"] is None:
+                return seen
+            words = shlex.split(hint[0].removeprefix("more: "))[1:]
+            assert all(w in words for w in args)  # the order goes on with the pages
+        raise AssertionError("the pages did not end")
+
+    by_created = sorted(created, key=lambda r: (created[r], r))
+    every = json.loads(keel_cli("runs", "list", "--json", "--limit", "100", *db).stdout)["runs"]
+    workflow = {r["run_id"]: r["workflow"] for r in every}
+    a_to_z = sorted(created, key=lambda r: (workflow[r], created[r], r))
+    assert follow("--sort", "workflow", "--asc") == a_to_z
+    assert follow("--sort", "workflow") == a_to_z[::-1]
+    # State then newest first: cancelled (a1, b1), pending (the rest), running (p0).
+    states = follow("--sort", "state", "--asc")
+    assert states[:2] == sorted(["a1", "b1"], key=lambda r: (created[r], r))
+    assert states[-1] == "p0"
+    # End time: only the ended runs, the later cancel first.
+    ended = follow("--sort", "ended")
+    assert ended == ["b1", "a1"]
+    assert follow("--sort", "ended", "--asc") == ["a1", "b1"]
+    assert by_created[::-1] == follow()  # the default order is unchanged
+    wrong = keel_cli("runs", "list", "--sort", "duration", *db)
+    assert wrong.exit_code != 0 and "duration" in wrong.output
+
+
 def test_list_refuses_bad_filters(url: str) -> None:
     populate(url)
     db = ("--db", url)

@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from keel.errors import LeaseLostError
+from keel.store.base import NewTask
 from keel.store.memory import MemoryStore
 from keel.store.ports import Turn
 from keel.testing.conformance_helpers import event, new_run
@@ -90,6 +91,41 @@ async def test_only_registered_owners_without_their_lock_are_dead(
         assert rows[held_b.run.run_id].lease_owner == "worker-b"
         assert rows[plain.run.run_id].lease_owner == "plain"
         assert rows[plain.run.run_id].lease_token == plain.lease.token
+        await lock_b.release()
+    finally:
+        await a.close()
+        await b.close()
+
+
+@LIVE
+async def test_a_dead_owners_task_leases_expire_early_too(
+    make_store: Callable[[], Any],
+) -> None:
+    """A task worker that died holding dispatched steps (and no run): its task
+    leases expire at the sweep, not after their TTL; the next claim takes each
+    at its next attempt, and the dead holder's completion is fenced off."""
+    a, b = await opened(make_store), await opened(make_store)
+    try:
+        lock_a = await a.workers.hold_liveness("tasker-a")
+        lock_b = await b.workers.hold_liveness("tasker-b")
+        assert lock_a is not None and lock_b is not None
+        run = await b.runs.create(new_run("r-task"), lease_owner="driver", lease_ttl=30.0)
+        lease = run[1]
+        assert lease is not None
+        task = NewTask("step:render#0", "render", "q", 0, b"[]", 3)
+        await b.runs.commit(lease, Turn(1, [event(1)], tasks=[task]))
+        [(held, record)] = await a.tasks.claim("tasker-a", ["q"], limit=1, ttl=600.0)
+        assert record.attempt == 1
+        assert await b.tasks.claim("tasker-b", ["q"], limit=1, ttl=600.0) == []
+        assert await b.workers.expire_dead_owners() == 0  # alive: nothing expires
+
+        await kill_holder(a, lock_a)
+        assert await b.workers.expire_dead_owners() == 1  # its one task lease, long before 600 s
+        [(taken, again)] = await b.tasks.claim("tasker-b", ["q"], limit=1, ttl=600.0)
+        assert (again.task_id, again.attempt) == (record.task_id, 2)  # the lost attempt counts
+        with pytest.raises(LeaseLostError):
+            await a.tasks.complete(held, b'"late"')
+        await b.tasks.complete(taken, b'"done"')
         await lock_b.release()
     finally:
         await a.close()

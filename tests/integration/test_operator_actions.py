@@ -242,6 +242,22 @@ async def test_resume_can_fire_a_far_timer_now(env: Any) -> None:
         assert types.count("timer_fired") == 1 and types[-1] == "run_completed"
 
 
+async def test_bulk_retry_writes_each_page_of_new_runs_at_once(env: Any) -> None:
+    async with env() as (client, _):
+        runs = [await client.start(sleeper, n, run_id=f"again-{n}") for n in range(3)]
+        for r in runs:
+            await wait_state(client, r.run_id, keel.RunState.SUSPENDED)
+        await client.bulk("terminate", [r.run_id for r in runs])
+        live = await client.start(sleeper, 9, run_id="again-live")
+        done = await client.bulk("retry", workflow="ops.sleeper")
+        assert (done.done, done.refused) == (3, 1)  # the live run is not retried
+        assert done.refusals[0][0] == live.run_id
+        forked = {(await client.get(new)).forked_from for new in done.new_runs}
+        assert forked == {r.run_id for r in runs}
+        for new in done.new_runs:  # each new run picks up from the copy and sleeps
+            await wait_state(client, new, keel.RunState.SUSPENDED)
+
+
 async def test_bulk_terminate_by_filter_and_prune(env: Any) -> None:
     async with env() as (client, _):
         runs = [await client.start(sleeper, n, run_id=f"sleeper-{n}") for n in range(5)]

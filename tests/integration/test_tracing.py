@@ -10,6 +10,7 @@ it caused).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import keel
+from keel.core.cron import tick_run_id
 from keel.observe import tracing
-from tests.integration._support import wait_state
+from tests.integration._support import wait_state, wait_until
 
 _exporter = InMemorySpanExporter()
 
@@ -208,3 +210,37 @@ async def test_a_dispatched_step_on_a_queue_worker_is_in_the_runs_trace(
         "tr-q",
     )
     assert task_step.parent is not None and task_step.parent.span_id == start.context.span_id
+
+
+@keel.workflow(name="tr.scheduled")
+async def scheduled(x: int) -> int:
+    return await second(x)
+
+
+async def test_a_scheduled_run_has_a_start_span_that_begins_its_trace(
+    tmp_path: Path, spans: InMemorySpanExporter
+) -> None:
+    url = f"sqlite:///{tmp_path / 'keel.db'}"
+    async with keel.Worker(url, poll_interval=0.02, owner="scheduler") as worker:
+        client = worker.client()
+        at = datetime.now(UTC) - timedelta(seconds=1)  # due at once
+        await client.schedule(scheduled, 3, at=at, schedule_id="tr-once")
+        run_id = tick_run_id("tr-once", at.timestamp())
+        await wait_until(lambda: worker.store.reads.get_run(run_id), "the tick to start its run")
+        assert await client.result(run_id, timeout=20) == 30
+        stored = await tracing.stored_traceparent(worker.store, run_id)
+    found = _finished(spans, run_id)
+    (start,) = _named(found, tracing.SPAN_START_WORKFLOW)
+    assert start.parent is None  # a root: the tick begins the run's trace
+    assert (_attr(start, tracing.SCHEDULE), _attr(start, tracing.WORKFLOW)) == (
+        "tr-once",
+        "tr.scheduled",
+    )
+    assert _attr(start, tracing.SCHEDULE_FIRED) is True
+    ctx = start.context
+    assert stored == f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
+    turns = _named(found, tracing.SPAN_RUN)
+    assert turns and _named(found, tracing.SPAN_STEP)
+    assert {s.context.trace_id for s in found} == {start.context.trace_id}
+    for turn in turns:  # every lease turn continues the trace the tick began
+        assert turn.parent is not None and turn.parent.span_id == start.context.span_id

@@ -29,11 +29,23 @@ def test_a_query_round_trips_through_the_url() -> None:
     assert RunQuery.parse(QueryParams(q.params())) == q
     assert "cursor=abc" in q.params(cursor="abc")
     assert RunQuery.parse(QueryParams("")).params() == ""
+    by_state = RunQuery.parse(QueryParams("sort=state&order=asc&cursor=x"))
+    assert (by_state.sort, by_state.oldest_first) == ("state", True)
+    assert RunQuery.parse(QueryParams(by_state.params())) == by_state
+    # A click on the sorted column turns it round; on another, sorts by it.
+    assert RunQuery.parse(QueryParams(by_state.sort_params("state"))) == RunQuery(sort="state")
+    assert by_state.sort_params("ended") == "sort=ended"
+    assert (by_state.arrow("state"), by_state.arrow("created")) == ("▲", "")
 
 
 @pytest.mark.parametrize(
     ("params", "message"),
-    [("state=lost", "unknown state"), ("limit=7", "page size"), ("limit=x", "page size")],
+    [
+        ("state=lost", "unknown state"),
+        ("limit=7", "page size"),
+        ("limit=x", "page size"),
+        ("sort=duration", "unknown sort"),
+    ],
 )
 def test_bad_filters_say_what_is_wrong(params: str, message: str) -> None:
     with pytest.raises(BadFilter, match=message):

@@ -185,9 +185,10 @@ cli.add_command(reject)
 )
 @click.option(
     "--metrics-host",
-    default="0.0.0.0",
+    default="127.0.0.1",
     show_default=True,
-    help="Address the --metrics-port endpoints listen on.",
+    help="Address the --metrics-port endpoints listen on. They have no authentication: "
+    "give 0.0.0.0 (every interface) only on a network you trust, or behind a proxy.",
 )
 def worker(
     modules: tuple[str, ...],

@@ -30,6 +30,7 @@ from keel.core.fold import CommandView
 from keel.core.states import RunState
 from keel.errors import ConfigurationError, RunNotFoundError
 from keel.replay import export_runs
+from keel.store.base import RUN_SORTS, RunSort
 
 
 @click.group("runs")
@@ -69,6 +70,20 @@ DEFAULT_PAGE = 20
     show_default=True,
     help="Runs per page.",
 )
+@click.option(
+    "--sort",
+    type=click.Choice(list(RUN_SORTS)),
+    default="created",
+    show_default=True,
+    help="Order by creation time, end time (ended runs only), workflow or state "
+    "(then creation time).",
+)
+@click.option(
+    "--asc",
+    "ascending",
+    is_flag=True,
+    help="Ascending: oldest first, A to Z (default: descending).",
+)
 @click.option("--cursor", metavar="C", help="Continue from a previous page's cursor.")
 @click.option("--count", is_flag=True, help="Print how many runs match (every page), not them.")
 @db_option
@@ -81,12 +96,15 @@ def list_runs(
     until: datetime | timedelta | None,
     parent: str | None,
     limit: int,
+    sort: RunSort,
+    ascending: bool,
     cursor: str | None,
     count: bool,
     db: str | None,
     as_json: bool,
 ) -> None:
-    """List runs, newest first (filters combine: runs matching all of them).
+    """List runs, newest first (filters combine: runs matching all of them);
+    --sort and --asc choose another order.
 
     A relative --since/--until is fixed when the command runs: the "more:"
     line repeats every filter with absolute times, so later pages are the
@@ -109,7 +127,9 @@ def list_runs(
         if count:
             return await client.count(**where), start, end
         try:
-            page = await client.list(limit=limit, cursor=cursor, **where)
+            page = await client.list(
+                limit=limit, cursor=cursor, sort=sort, ascending=ascending, **where
+            )
         except ConfigurationError as exc:
             if cursor is None:
                 raise
@@ -144,6 +164,10 @@ def list_runs(
             words += ["--parent", parent]
         if limit != DEFAULT_PAGE:
             words += ["--limit", str(limit)]
+        if sort != "created":
+            words += ["--sort", sort]
+        if ascending:
+            words += ["--asc"]
         words += ["--cursor", page.next_cursor]
         console.print(f"\nmore: {shlex.join(words)}", highlight=False, markup=False)
 

@@ -41,7 +41,7 @@ class WorkerOptions:
     task_concurrency: int = 10
     schedules: bool = True  # fire due schedules of the imported workflows
     metrics_port: int | None = None  # serve /metrics, /healthz, /readyz there
-    metrics_host: str = "0.0.0.0"
+    metrics_host: str = "127.0.0.1"
     retain: float | None = None  # prune runs that ended longer ago (seconds); None: keep all
     fact_threshold: int | None = FACT_THRESHOLD  # bytes; None: every result in the journal
 

@@ -15,6 +15,7 @@ from keel.core.states import RunState
 from keel.errors import (
     ConfigurationError,
 )
+from keel.store.base import RunRecord
 
 
 class OperatorMixin(ClientBase):
@@ -195,8 +196,10 @@ class OperatorMixin(ClientBase):
         to each of ``run_ids``, or, without them, to every run the filters select
         (those of :meth:`list` and :meth:`count`: count first to show how many).
 
-        Runs are read a page at a time and each is acted on in its own
-        transaction, so any number of runs can be selected; a run the action
+        cancel, terminate and resume act on a page of runs (200) in one store
+        transaction each, as the single-run action does, so any number of runs
+        can be selected; retry plans each run's copy from reads, then writes a page of
+        new runs in one transaction. A run the action
         refuses (already ended, not stuck, not failed...) is counted in
         ``refused`` (the first 100 with the reason) and the others go on.
         ``reason`` goes with ``terminate``; ``force`` and ``fire_timers`` with ``resume``.
@@ -215,25 +218,24 @@ class OperatorMixin(ClientBase):
                 workflow_names(workflow), state, since, until, parent_run_id
             )
 
-        async def act(run_id: str) -> Any:
-            if action == "cancel":
-                return await self._client.cancel(run_id)
-            if action == "terminate":
-                return await self.terminate(run_id, reason=reason)
-            if action == "resume":
-                return await self.resume(run_id, force=force, fire_timers=fire_timers)
-            return await operations.fork(
-                self.store,
-                self.registry,
-                run_id,
-                None,
-                new_run_id=fresh_run_id(),
-                version=None,
-                redeliver_signals=True,
-                retry=True,
-            )
+        worker = self._client.worker
 
-        return await operations.bulk(self.store, action, act, run_ids=run_ids, where=where)
+        def on_done(run: RunRecord) -> None:
+            if action == "cancel" and worker is not None:
+                worker.poke_cancel(run.run_id)  # a local worker delivers it at once
+
+        return await operations.bulk(
+            self.store,
+            action,
+            run_ids=run_ids,
+            where=where,
+            registry=self.registry,
+            new_run_id=fresh_run_id,
+            reason=reason,
+            force=force,
+            fire_timers=fire_timers,
+            on_done=on_done,
+        )
 
     async def prune(
         self,

@@ -19,7 +19,7 @@ from keel.errors import (
     ConfigurationError,
     RunNotFoundError,
 )
-from keel.store.base import RunRecord, WorkerVersion
+from keel.store.base import RunRecord, RunSort, WorkerVersion
 
 
 class ReadsMixin(ClientBase):
@@ -65,8 +65,15 @@ class ReadsMixin(ClientBase):
         since: datetime | timedelta | float | None = None,
         until: datetime | timedelta | float | None = None,
         parent_run_id: str | None = None,
+        sort: RunSort = "created",
+        ascending: bool = False,
     ) -> RunList:
         """Runs, newest first, optionally filtered; paginate with ``cursor``.
+
+        ``sort`` orders them by ``"created"`` (creation time, the default),
+        ``"ended"`` (end time: ended runs only), ``"workflow"`` or ``"state"``
+        (the name, then creation time); descending unless ``ascending``. Every
+        order pages on an index; a cursor continues only the order it came from.
 
         ``workflow`` and ``state`` take one value or several (runs of any of
         them; an empty collection filters nothing, like ``None``).
@@ -78,7 +85,11 @@ class ReadsMixin(ClientBase):
         names.optional_text(cursor, "cursor")
         await self.open()
         where = await self._run_filter(workflows, state, since, until, parent_run_id)
-        page = await self.store.reads.list_runs(limit=limit, cursor=cursor, **where)
+        if not isinstance(ascending, bool):
+            raise TypeError(f"ascending must be a bool, not {ascending!r}")
+        page = await self.store.reads.list_runs(
+            limit=limit, cursor=cursor, sort=sort, oldest_first=ascending, **where
+        )
         live: builtins.list[WorkerVersion] = []
         now = 0.0
         if any(not r.state.is_terminal for r in page.runs):  # one look for the whole page

@@ -70,7 +70,7 @@ class Endpoints:
         store: Store,
         loop: asyncio.AbstractEventLoop,
         *,
-        host: str = "0.0.0.0",
+        host: str = "127.0.0.1",
         port: int = 0,
         overdue_after: float = health.DEFAULT_OVERDUE_AFTER,
     ) -> None:

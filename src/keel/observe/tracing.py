@@ -9,7 +9,8 @@ Spans (all under the tracer named ``keel``):
 ========================  =========  =====================================================
 name                      kind       when
 ========================  =========  =====================================================
-``keel.start_workflow``   producer   a client starts a run (also the idempotent repeat)
+``keel.start_workflow``   producer   a client starts a run (also the idempotent repeat),
+                                     or a worker starts a schedule's run for a tick
 ``keel.run``              consumer   one lease turn: a worker's pass over a run, from its
                                      claim (replay included) until it suspends, ends,
                                      or leaves the worker
@@ -20,11 +21,13 @@ name                      kind       when
 ========================  =========  =====================================================
 
 Attributes: ``keel.run_id``, ``keel.workflow``, ``keel.step``, ``keel.attempt``,
-``keel.queue``, ``keel.worker``, ``keel.signal``, ``keel.child.run_ids``.
+``keel.queue``, ``keel.worker``, ``keel.signal``, ``keel.child.run_ids``,
+``keel.schedule`` (a scheduled start; ``keel.schedule.fired`` false when
+another worker fired the tick first and this span started nothing).
 
 The trace context travels with the run: the ``run_started`` event keeps the
-W3C ``traceparent`` of the span that started it (the client's
-``keel.start_workflow``, or the parent's ``keel.run`` for a child, the
+W3C ``traceparent`` of the span that started it (the client's or the
+schedule-firing worker's ``keel.start_workflow``, or the parent's ``keel.run`` for a child, the
 predecessor's for a continue-as-new successor). Every later ``keel.run`` turn,
 on any worker and however much later, is its child, so the whole run is one
 trace. Replaying past events emits no span: only work done now does.
@@ -51,6 +54,8 @@ __all__ = [
     "CHILD_RUN_IDS",
     "QUEUE",
     "RUN_ID",
+    "SCHEDULE",
+    "SCHEDULE_FIRED",
     "SIGNAL",
     "SPAN_CHILD_START",
     "SPAN_RUN",
@@ -66,6 +71,7 @@ __all__ = [
     "enabled",
     "end_step",
     "run_turn",
+    "schedule_start",
     "signal_send",
     "start_workflow",
     "stored_traceparent",
@@ -85,6 +91,8 @@ QUEUE = "keel.queue"
 WORKER = "keel.worker"
 SIGNAL = "keel.signal"
 CHILD_RUN_IDS = "keel.child.run_ids"
+SCHEDULE = "keel.schedule"
+SCHEDULE_FIRED = "keel.schedule.fired"
 
 # A proxy until the application installs a provider; it then delegates to it.
 _tracer = trace.get_tracer("keel")
@@ -135,6 +143,22 @@ def start_workflow(run_id: str, workflow: str) -> Iterator[str | None]:
             yield parent
         finally:
             _starting.reset(token)
+
+
+@contextmanager
+def schedule_start(run_id: str, workflow: str, schedule: str) -> Iterator[Span | None]:
+    """A worker's span around starting schedule ``schedule``'s run ``run_id`` for
+    a tick (a root span: the tick, not the loop that found it, starts the trace);
+    yields the span (``None`` without an SDK), whose ``traceparent`` the run's
+    ``run_started`` event keeps."""
+    if not enabled():
+        yield None
+        return
+    attributes = {RUN_ID: run_id, WORKFLOW: workflow, SCHEDULE: schedule}
+    with _tracer.start_as_current_span(
+        SPAN_START_WORKFLOW, context=Context(), kind=SpanKind.PRODUCER, attributes=attributes
+    ) as span:
+        yield span
 
 
 def adopted_traceparent(run_id: str) -> str | None:

@@ -10,9 +10,10 @@ import base64
 import binascii
 import json
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from functools import lru_cache
 
+from keel.core.events import EventType, TimerFired, encode_data
 from keel.core.facts import is_digest, value_digest
 from keel.core.states import TERMINAL_STATES, RunState, can_transition
 from keel.errors import (
@@ -24,6 +25,11 @@ from keel.errors import (
     StoreError,
 )
 from keel.store.base import (
+    RUN_SORTS,
+    BulkAct,
+    EventRecord,
+    NewEvent,
+    NewFork,
     NewRun,
     NewSchedule,
     NewSnapshot,
@@ -31,6 +37,7 @@ from keel.store.base import (
     RunFilter,
     RunPage,
     RunRecord,
+    RunSort,
     RunWhere,
     TaskLease,
 )
@@ -194,6 +201,12 @@ def check_prune(
     live = sorted(s.value for s in wanted if not s.is_terminal)
     if live:
         raise ConfigurationError(f"only ended runs are pruned, not runs {', '.join(live)}")
+    if wanted == {RunState.CONTINUED}:
+        # A chain's continued runs go with its last run: select by how it ended.
+        raise ConfigurationError(
+            "a continue-as-new chain is pruned whole, by the state its last run ended "
+            "in: select completed, failed, cancelled or terminated, not only continued"
+        )
     return wanted or TERMINAL_STATES
 
 
@@ -252,11 +265,15 @@ def keyset(
     }
 
 
-def page_of(runs: list[RunRecord], limit: int) -> RunPage:
+def page_of(runs: list[RunRecord], limit: int, sort: RunSort = "created") -> RunPage:
     """A page from up to ``limit + 1`` runs (the extra one only says there is more)."""
     if len(runs) > limit:
         runs = runs[:limit]
-        return RunPage(runs, encode_cursor(runs[-1]))
+        last = runs[-1]
+        if sort == "created":
+            return RunPage(runs, encode_cursor(last))
+        raw = json.dumps([sort, *sort_key(sort, last)], separators=(",", ":")).encode()
+        return RunPage(runs, base64.urlsafe_b64encode(raw).decode("ascii"))
     return RunPage(runs, None)
 
 
@@ -292,6 +309,74 @@ def check_digests(digests: Collection[str]) -> list[str]:
     if isinstance(digests, str | bytes):
         raise TypeError(f"digests must be a collection of digests, not {digests!r}")
     return sorted({check_digest(d) for d in digests})
+
+
+# -- sorted pages ----------------------------------------------------------------------
+
+#: Above every workflow name and state in byte order (both stores compare text
+#: bytewise): the first page of a descending text sort starts below it.
+_TOP = "\U0010ffff"
+
+
+def check_sort(sort: object) -> RunSort:
+    """``list_runs``'s ``sort``: one of :data:`~keel.store.base.RUN_SORTS`."""
+    if sort not in RUN_SORTS:
+        raise ConfigurationError(f"unknown sort {sort!r} (one of: {', '.join(RUN_SORTS)})")
+    return sort  # type: ignore[return-value]
+
+
+def sort_key(sort: RunSort, run: RunRecord) -> tuple[str | float, ...]:
+    """The key ``run`` is ordered by under ``sort`` (its last part the run id)."""
+    if sort == "ended":
+        return (run.updated_at, run.run_id)
+    if sort == "workflow":
+        return (run.workflow, run.created_at, run.run_id)
+    if sort == "state":
+        return (run.state.value, run.created_at, run.run_id)
+    return (run.created_at, run.run_id)
+
+
+def sorts_out_every_run(sort: RunSort, where: RunFilter) -> bool:
+    """Whether ``sort`` lists no run under ``where`` whatever is stored: sorted by
+    end time, only ended runs are listed, so a filter of live states leaves none
+    (answered without walking the index of ended runs to its end)."""
+    return sort == "ended" and bool(where.states) and not any(s.is_terminal for s in where.states)
+
+
+def sorted_mark(sort: RunSort, cursor: str) -> tuple[str | float, ...]:
+    """The :func:`sort_key` a cursor of ``sort`` (from :func:`page_of`) holds;
+    ``ConfigurationError`` for anything else, a cursor of another sort too."""
+    bad = ConfigurationError(f"invalid list_runs cursor {cursor!r} for sort {sort!r}")
+    try:
+        found = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
+    except (ValueError, TypeError, binascii.Error, UnicodeEncodeError):
+        raise bad from None
+    text = sort in ("workflow", "state")
+    if not isinstance(found, list) or len(found) != (4 if text else 3) or found[0] != sort:
+        raise bad
+    *name, at, run_id = found[1:]
+    if not isinstance(run_id, str) or isinstance(at, bool) or not isinstance(at, int | float):
+        raise bad
+    if text and not isinstance(name[0], str):
+        raise bad
+    return (*name, float(at), run_id)
+
+
+def sorted_keyset(
+    sort: RunSort, limit: int, cursor: str | None, *, ascending: bool
+) -> dict[str, object]:
+    """The keyset parameters of one page of a ``sort`` other than ``created``:
+    ``key_at`` (``ended``: the end time, else the creation time), ``key_id``, and
+    ``key_text`` (``workflow``/``state``: the name), past ``cursor`` in the
+    order asked; ``limit + 1`` rows at most."""
+    check_limit(limit)
+    if cursor:
+        *name, at, run_id = sorted_mark(sort, cursor)
+        text = name[0] if name else ""
+    else:  # before every run (ascending) or after every run (descending)
+        at, run_id = (-math.inf, "") if ascending else (math.inf, "")
+        text = "" if ascending else _TOP
+    return {"key_text": text, "key_at": at, "key_id": run_id, "limit": limit + 1}
 
 
 # -- dispatched steps ----------------------------------------------------------------
@@ -491,3 +576,54 @@ def spec_conflict(workflow: str, version: str) -> StoreError:
         f"graph {workflow!r} version {version!r} has another spec stored; a version is "
         "the digest of its spec, so this spec is not that version's (nothing was written)"
     )
+
+
+# -- bulk actions --------------------------------------------------------------------
+
+#: Most runs one bulk page may act on (one transaction holds them all).
+MAX_BULK_PAGE = 1000
+
+
+def check_bulk(
+    act: BulkAct, run_ids: Sequence[str] | None, where: RunWhere | None, limit: int
+) -> tuple[list[str] | None, RunFilter]:
+    """``admin.bulk``'s arguments: the run ids of the page (``None``: select by
+    the filter) and the filter."""
+    if act.action not in ("cancel", "terminate", "resume"):
+        raise ConfigurationError(f"unknown bulk action {act.action!r}")
+    if act.action != "resume" and act.event is None:
+        raise ConfigurationError(f"bulk {act.action} needs its event")
+    if act.action == "resume":
+        check_idle_for(act.idle_for)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_BULK_PAGE:
+        raise ConfigurationError(f"bulk page limit must be 1..{MAX_BULK_PAGE}, not {limit!r}")
+    if run_ids is None:
+        return None, where_filter(where or {})
+    if isinstance(run_ids, str) or where:
+        raise ConfigurationError("a bulk page takes run_ids (a list) or where, not both")
+    ids = list(run_ids)
+    if len(ids) > limit or not all(isinstance(i, str) for i in ids):
+        raise ConfigurationError(f"a bulk page takes at most {limit} run ids (strs)")
+    return ids, RunFilter()
+
+
+def check_forks(forks: Sequence[NewFork]) -> list[tuple[str, int]]:
+    """``fork_many``'s forks, each checked as ``fork`` checks it: (original, fork_seq)."""
+    if isinstance(forks, str) or len(forks) > MAX_BULK_PAGE:
+        raise ConfigurationError(f"fork_many takes a sequence of at most {MAX_BULK_PAGE} forks")
+    return [check_fork(f.run) for f in forks]
+
+
+def timers_to_fire(journal: Iterable[EventRecord]) -> list[NewEvent]:
+    """``timer_fired`` for each sleep of ``journal`` that started and has not
+    fired, in order (an operator's resume with ``fire_timers``)."""
+    events = list(journal)
+    fired = {e.command for e in events if e.type == EventType.TIMER_FIRED.value}
+    data = encode_data(TimerFired())
+    return [
+        NewEvent(EventType.TIMER_FIRED.value, e.command, data)
+        for e in events
+        if e.type == EventType.TIMER_STARTED.value
+        and e.command is not None
+        and e.command not in fired
+    ]

@@ -7,11 +7,12 @@ store's clock.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import Literal, TypedDict
 
 from keel.core.states import RunState
+from keel.errors import KeelError
 
 #: ``(workflow, version)`` pairs: a claim's version filter, a worker's registration.
 VersionPairs = Collection[tuple[str, str]]
@@ -154,6 +155,50 @@ class RunPage:
     ``next_cursor`` to get the next."""
 
     runs: list[RunRecord]
+    next_cursor: str | None
+
+
+#: The orders ``reads.list_runs`` pages runs in, each on an index (keyset pages):
+#: ``created`` (creation time), ``ended`` (end time; ended runs only), ``workflow``
+#: (name, then creation time) and ``state`` (name, then creation time).
+RunSort = Literal["created", "ended", "workflow", "state"]
+RUN_SORTS: tuple[str, ...] = ("created", "ended", "workflow", "state")
+
+
+@dataclass(frozen=True, slots=True)
+class BulkAct:
+    """What :meth:`~keel.store.ports.RunAdmin.bulk` does to each run of a page,
+    exactly as the single-run action does: ``cancel`` (``event``: the
+    ``run_cancelled`` event of ``runs.request_cancel``), ``terminate``
+    (``event``: ``run_terminated``) or ``resume`` (``idle_for`` as
+    ``admin.resume``; ``fire_timers``: journal ``timer_fired`` for the run's
+    pending sleeps in the same transaction)."""
+
+    action: Literal["cancel", "terminate", "resume"]
+    event: NewEvent | None = None
+    idle_for: float | None = None
+    fire_timers: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NewFork:
+    """One fork of :meth:`~keel.store.ports.RunAdmin.fork_many`: the arguments of
+    :meth:`~keel.store.ports.RunAdmin.fork`."""
+
+    run: NewRun
+    journal: Sequence[NewEvent]
+    redeliver_signals: bool = True
+
+
+@dataclass(slots=True)
+class BulkPage:
+    """What one page of a bulk action did: ``done`` the runs acted on (each the
+    run named, or the live tip of its chain, as its row afterwards),
+    ``refused`` the runs the action refused with the typed error (ended, not
+    stuck...); ``next_cursor`` continues a filtered selection (``None``: done)."""
+
+    done: list[RunRecord]
+    refused: list[tuple[str, KeelError]]
     next_cursor: str | None
 
 

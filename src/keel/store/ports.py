@@ -47,11 +47,14 @@ from typing import Protocol
 
 from keel.core.states import RunState
 from keel.store.base import (
+    BulkAct,
+    BulkPage,
     Claimed,
     DueSchedules,
     EventRecord,
     Lease,
     NewEvent,
+    NewFork,
     NewRun,
     NewSchedule,
     NewSnapshot,
@@ -60,7 +63,9 @@ from keel.store.base import (
     RenewOutcome,
     RunPage,
     RunRecord,
+    RunSort,
     RunStats,
+    RunWhere,
     ScheduleRecord,
     SignalRecord,
     SnapshotRecord,
@@ -354,10 +359,17 @@ class OperatorReads(Protocol):
         since: float | None = None,
         until: float | None = None,
         parent_run_id: str | None = None,
+        sort: RunSort = "created",
     ) -> RunPage:
         """Runs newest first (``created_at`` desc, then ``run_id`` desc), or oldest
         first with ``oldest_first``, keyset-paginated (see
-        :class:`~keel.store.base.RunFilter`). A cursor continues the order it came from."""
+        :class:`~keel.store.base.RunFilter`). A cursor continues the order it came from.
+
+        ``sort`` orders by another key, each on an index: ``ended`` (end time
+        ``updated_at``, then ``run_id``; ended runs only), ``workflow`` or
+        ``state`` (the name, then ``created_at``, then ``run_id``); descending,
+        or ascending with ``oldest_first``. A cursor of another sort is a
+        ``ConfigurationError``."""
 
     async def count_runs(
         self,
@@ -457,8 +469,10 @@ class WorkerRegistry(Protocol):
         the owner's leases expire only by TTL)."""
 
     async def expire_dead_owners(self) -> int:
-        """Expire now the leases of registered owners whose liveness lock is gone;
-        return how many. A backend without liveness locks returns 0."""
+        """Expire now the leases of registered owners whose liveness lock is gone,
+        of runs and of dispatched steps (tasks: the next claim's sweep makes each
+        available again at its next attempt, as after a TTL expiry); return how
+        many. A backend without liveness locks returns 0."""
 
 
 class RunAdmin(Protocol):
@@ -507,6 +521,28 @@ class RunAdmin(Protocol):
         written). ``RunNotFoundError``, or ``RunFinishedError`` if the run has ended.
         """
 
+    async def bulk(
+        self,
+        act: BulkAct,
+        *,
+        run_ids: Sequence[str] | None = None,
+        where: RunWhere | None = None,
+        after: str | None = None,
+        limit: int = 200,
+    ) -> BulkPage:
+        """Do ``act`` to one page of runs in ONE transaction; return what it did.
+
+        The page is ``run_ids`` (at most ``limit``), or else the next ``limit``
+        runs that ``where`` (the filters of ``reads.list_runs``) selects, newest
+        first, after the cursor ``after`` (``BulkPage.next_cursor`` of the page
+        before; ``None``: the first page). Each run is acted on exactly as the
+        single-run action does it (``runs.request_cancel``, :meth:`terminate`,
+        :meth:`resume`), fencing off a worker that holds it; a run the action
+        refuses with a ``KeelError`` is listed in ``refused`` and leaves nothing
+        written, and the others go on. ``ConfigurationError`` for a bad
+        ``act`` or ``limit`` (1..1000), nothing written.
+        """
+
     async def fork(
         self,
         run: NewRun,
@@ -526,6 +562,14 @@ class RunAdmin(Protocol):
         nothing is written then.
         """
 
+    async def fork_many(self, forks: Sequence[NewFork]) -> BulkPage:
+        """Create each of ``forks`` as :meth:`fork` does, all in ONE transaction (a
+        page of a bulk retry); return the new runs in ``done``. A fork refused
+        with a ``KeelError`` (its original gone, its run id taken) is listed in
+        ``refused`` under its original's run id and writes nothing; the others
+        go on. ``next_cursor`` is ``None``. ``ConfigurationError`` for a bad fork
+        or more than 1000 of them, nothing written."""
+
     async def forks(self, run_id: str) -> builtins.list[RunRecord]:
         """The runs forked (retried) from ``run_id``, oldest first."""
 
@@ -539,11 +583,14 @@ class RunAdmin(Protocol):
     ) -> int:
         """Delete up to ``limit`` prunable runs, oldest end first; return how many.
 
-        Prunable: the run has ended (a terminal state, of ``states`` if given)
-        and so has every run of its continue-as-new chain, the last of them
-        before ``ended_before`` (a run's end time is its ``updated_at``, which
-        nothing changes once it has ended); its parent, if it still exists, has
-        ended; and none of its children is live. With the run go its journal,
+        A continue-as-new chain is pruned whole. A run is prunable when every
+        run of its chain (itself included) has ended, before ``ended_before``
+        (a run's end time is its ``updated_at``, which nothing changes once it
+        has ended); the chain ended in one of ``states`` if given (its last
+        run's state: its ``continued`` runs go with it; ``states`` of only
+        ``continued`` is a ``ConfigurationError``); and no run of the chain has
+        a live parent or a live child. A chain's earlier runs ended first, so
+        they go in the same batch as its last run or an earlier one. With the run go its journal,
         signals, tasks and snapshot. Idempotency keys are not a run's (they are
         shared by every run) and stay. ``dry_run``: count the prunable runs
         (all of them, not ``limit``) and delete nothing. One transaction per call.

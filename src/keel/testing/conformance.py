@@ -25,6 +25,7 @@ from __future__ import annotations
 import pytest
 
 from keel.testing.conformance_admin import AdminConformance
+from keel.testing.conformance_bulk import BulkConformance
 from keel.testing.conformance_cancel import CancelConformance
 from keel.testing.conformance_changes import ChangeConformance
 from keel.testing.conformance_children import ChildConformance
@@ -101,6 +102,7 @@ class StoreConformance(
     VersionConformance,
     AdminConformance,
     SpecConformance,
+    BulkConformance,
 ):
     """Behaviour shared by every backend; subclasses supply ``store_factory``."""
 

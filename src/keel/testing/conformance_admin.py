@@ -20,6 +20,7 @@ import keel.operations as operations
 from keel.core.events import EventType
 from keel.core.states import RunState
 from keel.errors import (
+    ConfigurationError,
     LeaseLostError,
     RunCancellingError,
     RunExistsError,
@@ -29,7 +30,7 @@ from keel.errors import (
     StoreError,
 )
 from keel.operations import Forked
-from keel.store.base import NewEvent, NewRun, NewTask
+from keel.store.base import Lease, NewEvent, NewRun, NewTask
 from keel.store.ports import Continue, Finish, Store, Suspend, Turn
 from keel.testing.conformance_helpers import (
     CANCELLED,
@@ -59,7 +60,42 @@ def fork_of(source: str, run_id: str, fork_seq: int) -> NewRun:
     return NewRun(run_id, "wf", "v2", data, started_event, forked_from=source, fork_seq=fork_seq)
 
 
-async def _history_types(store: Store, run_id: str) -> list[str]:
+async def chain_of(
+    store: Store,
+    head: str,
+    runs: int,
+    end: RunState,
+    *,
+    lease: Lease | None = None,
+    next_seq: int = 1,
+) -> list[str]:
+    """A continue-as-new chain of ``runs`` runs from ``head`` (created, or given
+    leased at ``next_seq``), each continuing into the next, the last ending
+    ``end``; its run ids."""
+    current = lease if lease is not None else await leased(store, head)
+    seq = next_seq
+    ids = [head]
+    for generation in range(1, runs):
+        successor = NewRun(
+            f"{head}/continue:{generation}",
+            "wf",
+            "v1",
+            b"[]",
+            NewEvent("run_started", None, b"[]"),
+            chain_id=head,
+            generation=generation,
+        )
+        await store.runs.commit(current, Turn(seq, [], end=Continue(successor)))
+        ids.append(successor.run_id)
+        [claimed] = [
+            c for c in await store.runs.claim("w", limit=50, ttl=30) if c.run.run_id == ids[-1]
+        ]
+        current, seq = claimed.lease, 1
+    await store.runs.commit(current, Turn(seq, [], end=Finish(end)))
+    return ids
+
+
+async def history_types(store: Store, run_id: str) -> list[str]:
     return [e.type for e in await store.reads.history(run_id)]
 
 
@@ -104,7 +140,7 @@ class AdminConformance:
                 await store.admin.terminate("done", TERMINATED)
             with pytest.raises(RunNotFoundError):
                 await store.admin.terminate("missing", TERMINATED)
-            assert await _history_types(store, "done") == ["run_started"]
+            assert await history_types(store, "done") == ["run_started"]
 
         run_with_store(store_factory, body)
 
@@ -165,7 +201,7 @@ class AdminConformance:
             assert (await get(store, "sleeper")).next_seq == 2
             resumed = await store.admin.resume("sleeper", idle_for=60, append=fired, at_seq=2)
             assert resumed.next_seq == 3 and resumed.wake_at is not None
-            assert await _history_types(store, "sleeper") == [
+            assert await history_types(store, "sleeper") == [
                 "run_started",
                 "timer_started",
                 "timer_fired",
@@ -264,7 +300,7 @@ class AdminConformance:
                 await store.admin.fork(
                     fork_of("src", "taken", 1), [event(1)], redeliver_signals=True
                 )
-            assert await _history_types(store, "taken") == ["run_started"]
+            assert await history_types(store, "taken") == ["run_started"]
             with pytest.raises(RunNotFoundError):
                 await store.admin.fork(fork_of("gone", "f", 1), [], redeliver_signals=True)
             assert await store.reads.get_run("f") is None
@@ -336,6 +372,52 @@ class AdminConformance:
 
         run_with_store(store_factory, body)
 
+    def test_prune_takes_a_chain_whole_by_how_its_last_run_ended(
+        self, store_factory: StoreFactory
+    ) -> None:
+        async def body(store: Store) -> None:
+            failed = await chain_of(store, "f", 3, RunState.FAILED)
+            done = await chain_of(store, "d", 2, RunState.COMPLETED)
+            cutoff = await store.now() + 1
+            with pytest.raises(ConfigurationError, match="pruned whole"):
+                await store.admin.prune(ended_before=cutoff, states=[RunState.CONTINUED])
+            # The failed chain's continued runs go with its failed last run.
+            assert await store.admin.prune(ended_before=cutoff, states=[RunState.FAILED]) == 3
+            for run_id in failed:
+                assert await store.reads.get_run(run_id) is None, run_id
+            for run_id in done:
+                assert await store.reads.get_run(run_id) is not None, run_id
+            # A batch that cuts a chain leaves nothing stranded: the rest goes next.
+            assert await store.admin.prune(ended_before=cutoff, limit=1) == 1
+            assert await store.admin.prune(ended_before=cutoff, limit=1) == 1
+            assert await store.admin.prune(ended_before=cutoff) == 0
+            for run_id in done:
+                assert await store.reads.get_run(run_id) is None, run_id
+
+        run_with_store(store_factory, body)
+
+    def test_prune_keeps_a_chain_whole_while_any_run_of_it_has_a_live_child(
+        self, store_factory: StoreFactory
+    ) -> None:
+        async def body(store: Store) -> None:
+            # The chain's first run left an abandoned child running: the whole
+            # chain stays (its last run too), then goes once the child has ended.
+            head = await leased(store, "h")
+            await store.runs.commit(
+                head, Turn(1, [started(0)], children=[child_run("h/k", "h", "abandon")])
+            )
+            chain = await chain_of(store, "h", 2, RunState.FAILED, lease=head, next_seq=2)
+            cutoff = await store.now() + 1
+            assert await store.admin.prune(ended_before=cutoff, states=[RunState.FAILED]) == 0
+            for run_id in chain:
+                assert await store.reads.get_run(run_id) is not None, run_id
+            await store.admin.terminate("h/k", TERMINATED)
+            cutoff = await store.now() + 1
+            assert await store.admin.prune(ended_before=cutoff, states=[RunState.FAILED]) == 2
+            assert await store.admin.prune(ended_before=cutoff) == 1  # the child
+
+        run_with_store(store_factory, body)
+
     # -- a real worker races each action -------------------------------------------------
 
     def test_terminate_races_a_live_worker(self, store_factory: StoreFactory) -> None:
@@ -343,6 +425,12 @@ class AdminConformance:
 
     def test_resume_races_a_live_worker(self, store_factory: StoreFactory) -> None:
         run_with_store(store_factory, lambda store: _race(store, "resume"))
+
+    def test_bulk_terminate_races_a_live_worker(self, store_factory: StoreFactory) -> None:
+        run_with_store(store_factory, lambda store: _race(store, "bulk_terminate"))
+
+    def test_bulk_resume_races_a_live_worker(self, store_factory: StoreFactory) -> None:
+        run_with_store(store_factory, lambda store: _race(store, "bulk_resume"))
 
     def test_fork_races_a_live_worker(self, store_factory: StoreFactory) -> None:
         run_with_store(store_factory, lambda store: _race(store, "fork"))
@@ -431,7 +519,7 @@ async def _race(store: Store, action: str) -> None:
             await _until(lambda: handle.run_id in lost.runs, "the worker's write to be refused")
             after = await store.reads.history(handle.run_id)
             row = await get(store, handle.run_id)
-            if action == "terminate":
+            if action in ("terminate", "bulk_terminate"):
                 # Exactly the journal before, and the termination: nothing of the step.
                 assert [e.type for e in after] == [e.type for e in before] + ["run_terminated"]
                 assert row.state is RunState.TERMINATED and row.next_seq == len(after)
@@ -450,6 +538,12 @@ async def _act(
         await operations.terminate(store, run_id, "racing")
     elif action == "resume":
         await operations.resume(store, run_id, force=True)
+    elif action.startswith("bulk_"):
+        # One page, selected by the filter, acted on in one store transaction.
+        act = operations.bulk_act(action.removeprefix("bulk_"), reason="racing", force=True)
+        page = await store.admin.bulk(act, where={"workflow": f"conformance_race_{action}"})
+        assert [r.run_id for r in page.done] == [run_id] and page.refused == []
+        assert page.next_cursor is None
     else:  # a copy of everything journaled so far: the first step's result
         return await operations.fork(
             store,

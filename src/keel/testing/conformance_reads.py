@@ -14,7 +14,7 @@ from keel.errors import (
     ConfigurationError,
 )
 from keel.store.base import RunRecord
-from keel.store.ports import Store, Turn
+from keel.store.ports import Finish, Store, Suspend, Turn
 from keel.testing.conformance_helpers import (
     CANCELLED,
     ClockedStoreFactory,
@@ -228,6 +228,69 @@ class ReadConformance:
                 assert newest_paged == newest, where
                 lo, hi = where.get("since", -math.inf), where.get("until", math.inf)
                 assert all(lo <= r.created_at < hi for r in newest), where
+
+        run_with_store(store_factory, body)
+
+    def test_list_runs_sorted_by_end_workflow_and_state_pages_in_order(
+        self, store_factory: StoreFactory
+    ) -> None:
+        async def body(store: Store) -> None:
+            # Runs of three workflows in several states, some ended at one time.
+            for i in range(9):
+                await store.runs.create(new_run(f"r{i}", workflow=f"wf{'cab'[i % 3]}"))
+            claimed = {
+                c.run.run_id: c.lease for c in await store.runs.claim("w", limit=10, ttl=30.0)
+            }
+            for i, end in ((1, RunState.COMPLETED), (2, RunState.FAILED), (4, RunState.FAILED),
+                           (5, RunState.COMPLETED), (7, RunState.CANCELLED)):  # fmt: skip
+                await store.runs.commit(claimed[f"r{i}"], Turn(1, [], end=Finish(end)))
+            await store.runs.commit(claimed["r3"], Turn(1, [], end=Suspend(None)))
+            await store.runs.create(new_run("fresh", workflow="wfa"))
+            rows = list(
+                (await store.reads.get_runs([f"r{i}" for i in range(9)] + ["fresh"])).values()
+            )
+
+            async def paged(sort: Any, ascending: bool, **where: Any) -> list[str]:
+                seen: list[str] = []
+                cursor = None
+                while True:
+                    page = await store.reads.list_runs(
+                        limit=2, cursor=cursor, sort=sort, oldest_first=ascending, **where
+                    )
+                    assert len(page.runs) <= 2
+                    seen.extend(r.run_id for r in page.runs)
+                    if (cursor := page.next_cursor) is None:
+                        return seen
+
+            keys: dict[str, Callable[[RunRecord], tuple[Any, ...]]] = {
+                "ended": lambda r: (r.updated_at, r.run_id),
+                "workflow": lambda r: (r.workflow, r.created_at, r.run_id),
+                "state": lambda r: (r.state.value, r.created_at, r.run_id),
+            }
+            for sort, key in keys.items():
+                listed = [r for r in rows if sort != "ended" or r.state.is_terminal]
+                for ascending in (False, True):
+                    want = [r.run_id for r in sorted(listed, key=key, reverse=not ascending)]
+                    assert await paged(sort, ascending) == want, (sort, ascending)
+            # Filters narrow a sorted list as they narrow the default one.
+            failed = sorted((r for r in rows if r.state is RunState.FAILED), key=keys["workflow"])
+            assert await paged("workflow", True, state=RunState.FAILED) == [
+                r.run_id for r in failed
+            ]
+            wfa = [r for r in rows if r.workflow == "wfa" and r.state.is_terminal]
+            assert await paged("ended", False, workflow="wfa") == [
+                r.run_id for r in sorted(wfa, key=keys["ended"], reverse=True)
+            ]
+            assert await paged("ended", False, state=RunState.SUSPENDED) == []  # none ended
+            # A cursor continues only the order it came from.
+            page = await store.reads.list_runs(limit=1, sort="workflow")
+            assert page.next_cursor is not None
+            with pytest.raises(ConfigurationError, match="cursor"):
+                await store.reads.list_runs(limit=1, sort="state", cursor=page.next_cursor)
+            with pytest.raises(ConfigurationError, match="cursor"):
+                await store.reads.list_runs(limit=1, cursor=page.next_cursor)
+            with pytest.raises(ConfigurationError, match="sort"):
+                await store.reads.list_runs(sort="duration")  # type: ignore[arg-type]
 
         run_with_store(store_factory, body)
 

@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 from starlette.datastructures import QueryParams
 
 from keel.core.states import RunState
+from keel.store.base import RUN_SORTS, RunSort
 
 
 class Where(TypedDict):
@@ -43,7 +44,8 @@ class RunQuery:
     since: str = ""  # as typed: ISO 8601 (UTC when naive) or an age such as 2h, 7d
     until: str = ""
     parent: str = ""
-    oldest_first: bool = False
+    sort: RunSort = "created"  # see store.reads.list_runs; "ended" lists ended runs only
+    oldest_first: bool = False  # ascending: oldest first, A to Z
     cursor: str = ""
     limit: int = 50
 
@@ -64,6 +66,9 @@ class RunQuery:
             raise BadFilter(f"page size must be a number, not {params.get('limit')!r}") from None
         if limit not in PAGE_SIZES:
             raise BadFilter(f"page size must be one of {', '.join(map(str, PAGE_SIZES))}")
+        sort = params.get("sort") or "created"
+        if sort not in RUN_SORTS:
+            raise BadFilter(f"unknown sort {sort!r} (one of: {', '.join(RUN_SORTS)})")
         return cls(
             run_id=params.get("id", "").strip(),
             workflow=params.get("workflow", "").strip(),
@@ -71,7 +76,9 @@ class RunQuery:
             since=params.get("since", "").strip(),
             until=params.get("until", "").strip(),
             parent=params.get("parent", "").strip(),
-            oldest_first=params.get("order") == "oldest",
+            sort=sort,  # type: ignore[arg-type]
+            # "oldest": links from before other sorts than creation time.
+            oldest_first=params.get("order") in ("asc", "oldest"),
             cursor=params.get("cursor", "").strip(),
             limit=limit,
         )
@@ -100,13 +107,29 @@ class RunQuery:
             if value:
                 pairs.append((key, value))
         pairs += [("state", s.value) for s in q.states]
+        if q.sort != "created":
+            pairs.append(("sort", q.sort))
         if q.oldest_first:
-            pairs.append(("order", "oldest"))
+            pairs.append(("order", "asc"))
         if q.limit != 50:
             pairs.append(("limit", str(q.limit)))
         if q.cursor:
             pairs.append(("cursor", q.cursor))
         return urlencode(pairs)
+
+    def sort_params(self, column: RunSort) -> str:
+        """The URL a click on ``column``'s header goes to: the other direction of
+        the current sort, or that column's sort (names A to Z, times newest
+        first), from the first page."""
+        if column == self.sort:
+            return self.params(oldest_first=not self.oldest_first, cursor="")
+        return self.params(sort=column, oldest_first=column in ("workflow", "state"), cursor="")
+
+    def arrow(self, column: RunSort) -> str:
+        """▲ (ascending) or ▼ on the sorted column's header; nothing on the others."""
+        if column != self.sort:
+            return ""
+        return "▲" if self.oldest_first else "▼"
 
     @property
     def filtered(self) -> bool:

@@ -52,7 +52,11 @@ async def listing(d: Dashboard, q: RunQuery, *, counts: bool = True) -> Listing:
             one = {run.state: 1} if run is not None else {}
             return Listing(runs, None, one, len(runs))
         page = await d.store.reads.list_runs(
-            limit=q.limit, cursor=q.cursor or None, oldest_first=q.oldest_first, **where
+            limit=q.limit,
+            cursor=q.cursor or None,
+            oldest_first=q.oldest_first,
+            sort=q.sort,
+            **where,
         )
         by_state: dict[RunState, int] = {}
         if counts:

@@ -15,6 +15,8 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from keel.core import cron
+from keel.observe import tracing
 from keel.schedules import plan_tick, tick_run
 from keel.store.base import NewRun, ScheduleRecord
 
@@ -107,17 +109,19 @@ class ScheduleRunner:
         if wf is None:  # unregistered since the look: another worker will fire it
             return False
         tick, following = plan_tick(rec, now)
-        run: NewRun | None = tick_run(wf, rec, tick)
         skipped = await self._skip_reason(rec, tick, now)
+        run: NewRun | None = None
         if skipped:
-            run = None
-        fired = await self.store.schedules.fire(
-            rec.schedule_id,
-            expected=rec.next_fire_at,
-            tick=tick,
-            next_fire_at=following,
-            run=run,
-        )
+            fired = await self._fire(rec, tick, following, None)
+        else:
+            # The run's trace starts here, as a client's start begins one.
+            run_id = cron.tick_run_id(rec.schedule_id, tick)
+            with tracing.schedule_start(run_id, wf.name, rec.schedule_id) as span:
+                parent = None if span is None else tracing.traceparent(span)
+                run = tick_run(wf, rec, tick, traceparent=parent)
+                fired = await self._fire(rec, tick, following, run)
+                if span is not None:
+                    span.set_attribute(tracing.SCHEDULE_FIRED, fired)
         if fired and run is not None:
             self.fired += 1
             log.info("schedule %s: started run %s", rec.schedule_id, run.run_id)
@@ -125,6 +129,14 @@ class ScheduleRunner:
             when = datetime.fromtimestamp(tick, UTC).isoformat()
             log.info("schedule %s: skipped the tick of %s (%s)", rec.schedule_id, when, skipped)
         return fired
+
+    async def _fire(
+        self, rec: ScheduleRecord, tick: float, following: float | None, run: NewRun | None
+    ) -> bool:
+        assert rec.next_fire_at is not None
+        return await self.store.schedules.fire(
+            rec.schedule_id, expected=rec.next_fire_at, tick=tick, next_fire_at=following, run=run
+        )
 
     async def _skip_reason(self, rec: ScheduleRecord, tick: float, now: float) -> str:
         """Why this tick starts no run ("" if it does)."""

@@ -6,9 +6,34 @@ import builtins
 from collections.abc import Collection, Sequence
 
 from keel.core.states import LIVE_STATES, RunState
-from keel.errors import RunCancellingError, RunExistsError, RunNotFoundError, RunNotStuckError
-from keel.store._checks import check_append, check_fork, check_idle_for, check_prune
-from keel.store.base import NewEvent, NewRun, RunRecord, SignalRecord
+from keel.errors import (
+    KeelError,
+    RunCancellingError,
+    RunExistsError,
+    RunNotFoundError,
+    RunNotStuckError,
+)
+from keel.store._checks import (
+    check_append,
+    check_bulk,
+    check_fork,
+    check_forks,
+    check_idle_for,
+    check_prune,
+    timers_to_fire,
+)
+from keel.store.base import (
+    BulkAct,
+    BulkPage,
+    NewEvent,
+    NewFork,
+    NewRun,
+    RunRecord,
+    RunWhere,
+    SignalRecord,
+)
+from keel.store.memory.reads import MemoryReads
+from keel.store.memory.runs import MemoryRuns
 from keel.store.memory.tables import Signal, Tables
 
 
@@ -75,6 +100,55 @@ class MemoryAdmin:
             t.notify()
             return resumed
 
+    async def bulk(
+        self,
+        act: BulkAct,
+        *,
+        run_ids: Sequence[str] | None = None,
+        where: RunWhere | None = None,
+        after: str | None = None,
+        limit: int = 200,
+    ) -> BulkPage:
+        ids, _ = check_bulk(act, run_ids, where, limit)
+        t = self._t
+        runs, reads = MemoryRuns(t), MemoryReads(t)
+        # One transaction: the store's (re-entrant) lock is held over the whole
+        # page; the single-run actions below never suspend, so nothing else runs
+        # in between. Each checks before it writes: a refusal writes nothing.
+        with t.transaction():
+            cursor = None
+            if ids is None:
+                page = await reads.list_runs(limit=limit, cursor=after, **(where or {}))
+                ids, cursor = [r.run_id for r in page.runs], page.next_cursor
+            done: list[RunRecord] = []
+            refused: list[tuple[str, KeelError]] = []
+            for run_id in ids:
+                try:
+                    done.append(await self._act(runs, act, run_id))
+                except KeelError as exc:
+                    refused.append((run_id, exc))
+            return BulkPage(done, refused, cursor)
+
+    async def _act(self, runs: MemoryRuns, act: BulkAct, run_id: str) -> RunRecord:
+        t = self._t
+        if act.action == "terminate":
+            assert act.event is not None
+            return await self.terminate(run_id, act.event)
+        if act.action == "resume":
+            if not act.fire_timers:
+                return await self.resume(run_id, idle_for=act.idle_for)
+            tip = t.tip(run_id, "resume")
+            fired = timers_to_fire(t.events.get(tip.run_id, ()))
+            return await self.resume(
+                tip.run_id, idle_for=act.idle_for, append=fired, at_seq=tip.next_seq
+            )
+        assert act.event is not None
+        await runs.request_cancel(run_id, act.event)
+        run = t.runs[run_id]
+        while run.continued_to is not None and run.continued_to in t.runs:
+            run = t.runs[run.continued_to]  # the request went to the chain's tip
+        return run
+
     async def fork(
         self, run: NewRun, journal: Sequence[NewEvent], *, redeliver_signals: bool
     ) -> RunRecord:
@@ -106,6 +180,22 @@ class MemoryAdmin:
             t.notify()
             return record
 
+    async def fork_many(self, forks: Sequence[NewFork]) -> BulkPage:
+        check_forks(forks)
+        done: list[RunRecord] = []
+        refused: list[tuple[str, KeelError]] = []
+        # One transaction: the (re-entrant) lock held over every fork; each
+        # checks before it writes, so a refusal writes nothing.
+        with self._t.transaction():
+            for f in forks:
+                try:
+                    done.append(
+                        await self.fork(f.run, f.journal, redeliver_signals=f.redeliver_signals)
+                    )
+                except KeelError as exc:
+                    refused.append((f.run.forked_from or "", exc))
+        return BulkPage(done, refused, None)
+
     async def forks(self, run_id: str) -> builtins.list[RunRecord]:
         with self._t.transaction():
             found = [r for r in self._t.runs.values() if r.forked_from == run_id]
@@ -129,7 +219,7 @@ class MemoryAdmin:
                 (
                     r
                     for r in t.runs.values()
-                    if r.state in wanted and self._prunable(r, chains[r.chain], ended_before)
+                    if r.state.is_terminal and self._prunable(chains[r.chain], wanted, ended_before)
                 ),
                 key=lambda r: (r.updated_at, r.run_id),
             )
@@ -139,16 +229,24 @@ class MemoryAdmin:
                 self._delete(r)
             return min(len(prunable), limit)
 
-    def _prunable(self, run: RunRecord, chain: list[RunRecord], ended_before: float) -> bool:
+    def _prunable(
+        self, chain: list[RunRecord], wanted: frozenset[RunState], ended_before: float
+    ) -> bool:
+        """Whether ``chain`` goes whole: every run of it ended before ``ended_before``,
+        the chain ended in a ``wanted`` state, no run of it has a live parent or child."""
         t = self._t
-        if any(m.state in LIVE_STATES or m.updated_at >= ended_before for m in chain):
-            return False
-        parent = t.runs.get(run.parent_run_id) if run.parent_run_id else None
-        if parent is not None and parent.state in LIVE_STATES:
-            return False
-        return not any(
-            t.runs[c].state in LIVE_STATES for c in t.children.get(run.run_id, ()) if c in t.runs
-        )
+        for m in chain:
+            if m.state in LIVE_STATES or m.updated_at >= ended_before:
+                return False
+            if m.state is not RunState.CONTINUED and m.state not in wanted:
+                return False
+            parent = t.runs.get(m.parent_run_id) if m.parent_run_id else None
+            if parent is not None and parent.state in LIVE_STATES:
+                return False
+            kids = (t.runs[c] for c in t.children.get(m.run_id, ()) if c in t.runs)
+            if any(k.state in LIVE_STATES for k in kids):
+                return False
+        return True
 
     def _delete(self, run: RunRecord) -> None:
         t = self._t

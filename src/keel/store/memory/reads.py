@@ -7,8 +7,16 @@ from collections.abc import Collection
 from typing import Unpack
 
 from keel.core.states import RunState
-from keel.store._checks import check_limit, decode_cursor, page_of, where_filter
-from keel.store.base import EventRecord, RunPage, RunRecord, RunStats, RunWhere
+from keel.store._checks import (
+    check_limit,
+    check_sort,
+    decode_cursor,
+    page_of,
+    sort_key,
+    sorted_mark,
+    where_filter,
+)
+from keel.store.base import EventRecord, RunPage, RunRecord, RunSort, RunStats, RunWhere
 from keel.store.facts import resolved
 from keel.store.memory.facts import MemoryFacts
 from keel.store.memory.tables import Tables
@@ -35,22 +43,30 @@ class MemoryReads:
         limit: int = 50,
         cursor: str | None = None,
         oldest_first: bool = False,
+        sort: RunSort = "created",
         **where: Unpack[RunWhere],
     ) -> RunPage:
         check_limit(limit)
+        check_sort(sort)
         selected = where_filter(where)
-        mark = decode_cursor(cursor) if cursor else None
+        mark: tuple[str | float, ...] | None = None
+        if cursor and sort == "created":
+            mark = decode_cursor(cursor)
+        elif cursor:
+            mark = sorted_mark(sort, cursor)
 
-        def past_mark(run: RunRecord) -> bool:
+        def listed(run: RunRecord) -> bool:
+            if sort == "ended" and not run.state.is_terminal:
+                return False
             if mark is None:
                 return True
-            key = (run.created_at, run.run_id)
+            key = sort_key(sort, run)
             return key > mark if oldest_first else key < mark
 
         with self._t.transaction():
-            runs = [r for r in self._t.runs.values() if selected.matches(r) and past_mark(r)]
-        runs.sort(key=lambda r: (r.created_at, r.run_id), reverse=not oldest_first)
-        return page_of(runs[: limit + 1], limit)
+            runs = [r for r in self._t.runs.values() if selected.matches(r) and listed(r)]
+        runs.sort(key=lambda r: sort_key(sort, r), reverse=not oldest_first)
+        return page_of(runs[: limit + 1], limit, sort)
 
     async def count_runs(self, **where: Unpack[RunWhere]) -> int:
         selected = where_filter(where)

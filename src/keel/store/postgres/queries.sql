@@ -84,6 +84,59 @@ ORDER BY r.created_at, r.run_id
 --]
 LIMIT %(limit)s::bigint;
 
+-- name: list_runs_sorted
+-- By end time (ended: ended runs only; walks runs_ended), workflow name or
+-- state name (then creation time; walks runs_workflow or runs_state), from a
+-- keyset cursor, descending (desc) or ascending (asc). The plain bound on the
+-- first key is the index range.
+SELECT {run_row}
+FROM runs r JOIN run_payloads p ON p.run_id = r.run_id
+WHERE {run_filter}
+--[one_workflow
+  AND r.workflow = %(workflow)s::text
+--]
+--[one_state
+  AND r.state = %(state)s::text
+--]
+--[ended_desc ended_asc
+  AND r.state IN ('completed', 'failed', 'cancelled', 'continued', 'terminated')
+--]
+--[ended_desc
+  AND r.updated_at <= %(key_at)s::float8
+  AND (r.updated_at, r.run_id) < (%(key_at)s::float8, %(key_id)s::text)
+ORDER BY r.updated_at DESC, r.run_id DESC
+--]
+--[ended_asc
+  AND r.updated_at >= %(key_at)s::float8
+  AND (r.updated_at, r.run_id) > (%(key_at)s::float8, %(key_id)s::text)
+ORDER BY r.updated_at, r.run_id
+--]
+--[workflow_desc
+  AND r.workflow <= %(key_text)s::text
+  AND (r.workflow, r.created_at, r.run_id)
+      < (%(key_text)s::text, %(key_at)s::float8, %(key_id)s::text)
+ORDER BY r.workflow DESC, r.created_at DESC, r.run_id DESC
+--]
+--[workflow_asc
+  AND r.workflow >= %(key_text)s::text
+  AND (r.workflow, r.created_at, r.run_id)
+      > (%(key_text)s::text, %(key_at)s::float8, %(key_id)s::text)
+ORDER BY r.workflow, r.created_at, r.run_id
+--]
+--[state_desc
+  AND r.state <= %(key_text)s::text
+  AND (r.state, r.created_at, r.run_id)
+      < (%(key_text)s::text, %(key_at)s::float8, %(key_id)s::text)
+ORDER BY r.state DESC, r.created_at DESC, r.run_id DESC
+--]
+--[state_asc
+  AND r.state >= %(key_text)s::text
+  AND (r.state, r.created_at, r.run_id)
+      > (%(key_text)s::text, %(key_at)s::float8, %(key_id)s::text)
+ORDER BY r.state, r.created_at, r.run_id
+--]
+LIMIT %(limit)s::bigint;
+
 -- name: count_runs
 SELECT count(*) AS n FROM runs r WHERE {run_filter};
 
@@ -657,25 +710,29 @@ WHERE r.forked_from = %(run_id)s::text
 ORDER BY r.created_at, r.run_id;
 
 -- name: prunable
--- Runs prune may delete: ended (of %(states)s), and so has every run of its
--- chain, the last of them before %(before)s; its parent (if any is left) has
--- ended; none of its children is live. Walks runs_ended by end time.
+-- Runs prune may delete, a continue-as-new chain whole. Every run of r's chain
+-- (r too) has ended, before %(before)s; the chain ended in one of %(states)s
+-- (its `continued` runs go with how its last run ended); no run of it has a
+-- live parent or a live child. Walks runs_ended by end time; a chain's earlier
+-- runs ended first, so a batch cut never strands them.
 SELECT r.run_id FROM runs r
 WHERE r.state IN ('completed', 'failed', 'cancelled', 'continued', 'terminated')
   AND r.updated_at < %(before)s::float8
-  AND r.state = ANY (%(states)s::text[])
-  AND NOT EXISTS (
-      SELECT 1 FROM runs p
-      WHERE p.run_id = r.parent_run_id AND p.state IN ('pending', 'running', 'suspended'))
-  AND NOT EXISTS (
-      SELECT 1 FROM runs c
-      WHERE c.parent_run_id = r.run_id AND c.state IN ('pending', 'running', 'suspended'))
   AND NOT EXISTS (
       SELECT 1 FROM runs m
       WHERE (m.run_id = coalesce(r.chain_id, r.run_id)
              OR m.chain_id = coalesce(r.chain_id, r.run_id))
         AND (m.state IN ('pending', 'running', 'suspended')
-             OR m.updated_at >= %(before)s::float8))
+             OR m.updated_at >= %(before)s::float8
+             OR (m.state <> 'continued' AND NOT m.state = ANY (%(states)s::text[]))
+             OR EXISTS (
+                 SELECT 1 FROM runs p
+                 WHERE p.run_id = m.parent_run_id
+                   AND p.state IN ('pending', 'running', 'suspended'))
+             OR EXISTS (
+                 SELECT 1 FROM runs c
+                 WHERE c.parent_run_id = m.run_id
+                   AND c.state IN ('pending', 'running', 'suspended'))))
 ORDER BY r.updated_at, r.run_id
 
 -- name: count_prunable
@@ -1095,14 +1152,22 @@ WITH {clock}, held AS MATERIALIZED (
     WHERE runs.state = 'running' AND runs.lease_expires_at > clock.now
       AND runs.lease_owner IN (SELECT owner FROM dead)
     RETURNING runs.run_id
+), expired_tasks AS (
+    -- Its dispatched steps' leases too: the next claim's sweep makes each task
+    -- available again at its next attempt, as after a TTL expiry.
+    UPDATE tasks SET lease_expires_at = clock.now
+    FROM clock
+    WHERE tasks.state = 'leased' AND tasks.lease_expires_at > clock.now
+      AND tasks.lease_owner IN (SELECT owner FROM dead)
+    RETURNING tasks.task_id
 ), forgotten AS (
     DELETE FROM worker_locks WHERE owner IN (SELECT owner FROM dead)
     RETURNING owner
 ), notified AS (
     SELECT count(pg_notify(%(channel)s::text, 'expired'))
-    FROM (SELECT 1 FROM expired LIMIT 1) AS any_expired
+    FROM (SELECT 1 FROM expired UNION ALL SELECT 1 FROM expired_tasks LIMIT 1) AS any_expired
 )
-SELECT (SELECT count(*) FROM expired) AS expired,
+SELECT (SELECT count(*) FROM expired) + (SELECT count(*) FROM expired_tasks) AS expired,
        (SELECT array_agg(owner) FROM forgotten) AS owners
 FROM notified;
 

@@ -8,8 +8,23 @@ from dataclasses import dataclass
 from typing import Any, Unpack
 
 from keel.core.states import RunState
-from keel.store._checks import keyset, page_of, where_filter
-from keel.store.base import EventRecord, RunFilter, RunPage, RunRecord, RunStats, RunWhere
+from keel.store._checks import (
+    check_sort,
+    keyset,
+    page_of,
+    sorted_keyset,
+    sorts_out_every_run,
+    where_filter,
+)
+from keel.store.base import (
+    EventRecord,
+    RunFilter,
+    RunPage,
+    RunRecord,
+    RunSort,
+    RunStats,
+    RunWhere,
+)
 from keel.store.facts import resolved
 from keel.store.postgres._sql import DICT, EVENT, RUN, Q
 from keel.store.postgres.database import PgDatabase
@@ -34,22 +49,15 @@ class PgReads:
         limit: int = 50,
         cursor: str | None = None,
         oldest_first: bool = False,
+        sort: RunSort = "created",
         **where: Unpack[RunWhere],
     ) -> RunPage:
+        check_sort(sort)
         selected = where_filter(where)
-        # One more than the page tells whether another page exists.
-        params = _filter(selected) | keyset(
-            limit, cursor, oldest_first=oldest_first, where=selected
-        )
-        tags = ["oldest" if oldest_first else "newest"]
-        if len(selected.workflows) == 1:  # walks the runs_workflow index
-            params |= {"workflow": selected.workflows[0], "workflows": None}
-            tags.append("one_workflow")
-        if len(selected.states) == 1:  # can walk the runs_state index
-            params |= {"state": str(selected.states[0]), "states": None}
-            tags.append("one_state")
-        query = Q.sql("list_runs", *tags)
-        return page_of(await self.db.fetch(query, params, RUN, prepare=False), limit)
+        query, params = list_query(selected, limit, cursor, oldest_first=oldest_first, sort=sort)
+        if sorts_out_every_run(sort, selected):
+            return RunPage([], None)
+        return page_of(await self.db.fetch(query, params, RUN, prepare=False), limit, sort)
 
     async def count_runs(self, **where: Unpack[RunWhere]) -> int:
         params = _filter(where_filter(where))
@@ -91,6 +99,35 @@ async def fetch_runs(db: PgDatabase, run_ids: Collection[str]) -> dict[str, RunR
     params = {"run_ids": sorted(set(run_ids))}
     rows: list[RunRecord] = await db.fetch(Q.sql("get_runs", "many"), params, RUN)
     return {run.run_id: run for run in rows}
+
+
+def list_query(
+    selected: RunFilter,
+    limit: int,
+    cursor: str | None,
+    *,
+    oldest_first: bool = False,
+    sort: RunSort = "created",
+) -> tuple[str, dict[str, Any]]:
+    """The query and parameters of one ``list_runs`` page (``limit + 1`` rows: one
+    more than the page tells whether another page exists)."""
+    name = "list_runs"
+    if sort == "created":
+        params = _filter(selected) | keyset(
+            limit, cursor, oldest_first=oldest_first, where=selected
+        )
+        tags = ["oldest" if oldest_first else "newest"]
+    else:
+        name = "list_runs_sorted"
+        params = _filter(selected) | sorted_keyset(sort, limit, cursor, ascending=oldest_first)
+        tags = [f"{sort}_{'asc' if oldest_first else 'desc'}"]
+    if len(selected.workflows) == 1:  # walks the runs_workflow index
+        params |= {"workflow": selected.workflows[0], "workflows": None}
+        tags.append("one_workflow")
+    if len(selected.states) == 1:  # can walk the runs_state index
+        params |= {"state": str(selected.states[0]), "states": None}
+        tags.append("one_state")
+    return Q.sql(name, *tags), params
 
 
 def _filter(where: RunFilter) -> dict[str, Any]:

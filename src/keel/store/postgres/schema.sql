@@ -1,4 +1,4 @@
--- The full current Keel PostgreSQL schema (version 16), for reading. Databases are
+-- The full current Keel PostgreSQL schema (version 17), for reading. Databases are
 -- built by applying migrations/ in order inside Keel's schema (default "keel");
 -- a test checks that both give the same catalog.
 
@@ -6,7 +6,7 @@ CREATE TABLE keel_meta (
     key   text PRIMARY KEY,
     value text NOT NULL
 );
--- rows: ('application', 'keel'), ('schema_version', '16')
+-- rows: ('application', 'keel'), ('schema_version', '17')
 
 -- Fencing tokens: every claim takes nextval, so a token is larger than every
 -- token handed out before it, on any run. CACHE 1 (the default) keeps values
@@ -59,9 +59,10 @@ CREATE INDEX runs_state ON runs (state, created_at, run_id);
 CREATE INDEX runs_parent ON runs (parent_run_id) WHERE parent_run_id IS NOT NULL;
 -- The runs of a continue-as-new chain (version 7).
 CREATE INDEX runs_chain ON runs (chain_id) WHERE chain_id IS NOT NULL;
--- The forks of a run, and prune's walk of ended runs by end time (version 12).
+-- The forks of a run (version 12), and prune's walk of ended runs by end time,
+-- which also pages the runs list sorted by end time (version 17).
 CREATE INDEX runs_forked_from ON runs (forked_from) WHERE forked_from IS NOT NULL;
-CREATE INDEX runs_ended ON runs (updated_at)
+CREATE INDEX runs_ended ON runs (updated_at, run_id)
     WHERE state IN ('completed', 'failed', 'cancelled', 'continued', 'terminated');
 
 -- Inputs and outcomes, written at creation and at the end, read on claim.

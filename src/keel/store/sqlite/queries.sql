@@ -201,24 +201,29 @@ ORDER BY id;
 SELECT * FROM runs WHERE forked_from = ? ORDER BY created_at, run_id;
 
 -- name: prunable
--- A fragment: runs prune may delete. Ended (of :states, a JSON array), and so
--- has every run of its chain, the last of them before :before; its parent (if
--- any is left) has ended; none of its children is live. runs_ended orders them.
+-- A fragment: runs prune may delete, a continue-as-new chain whole. Every run
+-- of r's chain (r too) has ended, before :before; the chain ended in one of
+-- :states (a JSON array; its `continued` runs go with how its last run ended);
+-- no run of it has a live parent or a live child. runs_ended orders them; a
+-- chain's earlier runs ended first, so a batch cut never strands them.
 SELECT r.run_id FROM runs r
 WHERE r.state IN ('completed', 'failed', 'cancelled', 'continued', 'terminated')
   AND r.updated_at < :before
-  AND r.state IN (SELECT value FROM json_each(:states))
-  AND NOT EXISTS (
-      SELECT 1 FROM runs p
-      WHERE p.run_id = r.parent_run_id AND p.state IN ('pending', 'running', 'suspended'))
-  AND NOT EXISTS (
-      SELECT 1 FROM runs c
-      WHERE c.parent_run_id = r.run_id AND c.state IN ('pending', 'running', 'suspended'))
   AND NOT EXISTS (
       SELECT 1 FROM runs m
       WHERE (m.run_id = coalesce(r.chain_id, r.run_id)
              OR m.chain_id = coalesce(r.chain_id, r.run_id))
-        AND (m.state IN ('pending', 'running', 'suspended') OR m.updated_at >= :before))
+        AND (m.state IN ('pending', 'running', 'suspended') OR m.updated_at >= :before
+             OR (m.state <> 'continued'
+                 AND m.state NOT IN (SELECT value FROM json_each(:states)))
+             OR EXISTS (
+                 SELECT 1 FROM runs p
+                 WHERE p.run_id = m.parent_run_id
+                   AND p.state IN ('pending', 'running', 'suspended'))
+             OR EXISTS (
+                 SELECT 1 FROM runs c
+                 WHERE c.parent_run_id = m.run_id
+                   AND c.state IN ('pending', 'running', 'suspended'))))
 ORDER BY r.updated_at, r.run_id
 
 -- name: count_prunable
@@ -589,6 +594,65 @@ WHERE state = :state
 ORDER BY created_at, run_id
 LIMIT :limit;
 
+-- name: list_runs_ended
+-- Ended runs, latest end first: walks runs_ended (updated_at, run_id). The plain
+-- bound on the first key is the index range (as list_runs' created_at BETWEEN),
+-- here and in the sorted lists below. :workflows: a JSON array, or NULL.
+SELECT * FROM runs INDEXED BY runs_ended
+WHERE state IN ('completed', 'failed', 'cancelled', 'continued', 'terminated')
+  AND (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
+  AND {run_filter}
+  AND updated_at <= :key_at AND (updated_at, run_id) < (:key_at, :key_id)
+ORDER BY updated_at DESC, run_id DESC
+LIMIT :limit;
+
+-- name: list_runs_ended_oldest
+SELECT * FROM runs INDEXED BY runs_ended
+WHERE state IN ('completed', 'failed', 'cancelled', 'continued', 'terminated')
+  AND (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
+  AND {run_filter}
+  AND updated_at >= :key_at AND (updated_at, run_id) > (:key_at, :key_id)
+ORDER BY updated_at, run_id
+LIMIT :limit;
+
+-- name: list_runs_workflow
+-- By workflow name (Z to A), then newest first: walks runs_workflow.
+SELECT * FROM runs INDEXED BY runs_workflow
+WHERE (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
+  AND {run_filter}
+  AND workflow <= :key_text
+  AND (workflow, created_at, run_id) < (:key_text, :key_at, :key_id)
+ORDER BY workflow DESC, created_at DESC, run_id DESC
+LIMIT :limit;
+
+-- name: list_runs_workflow_oldest
+SELECT * FROM runs INDEXED BY runs_workflow
+WHERE (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
+  AND {run_filter}
+  AND workflow >= :key_text
+  AND (workflow, created_at, run_id) > (:key_text, :key_at, :key_id)
+ORDER BY workflow, created_at, run_id
+LIMIT :limit;
+
+-- name: list_runs_state
+-- By state name, then newest first: walks runs_state.
+SELECT * FROM runs INDEXED BY runs_state
+WHERE (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
+  AND {run_filter}
+  AND state <= :key_text
+  AND (state, created_at, run_id) < (:key_text, :key_at, :key_id)
+ORDER BY state DESC, created_at DESC, run_id DESC
+LIMIT :limit;
+
+-- name: list_runs_state_oldest
+SELECT * FROM runs INDEXED BY runs_state
+WHERE (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
+  AND {run_filter}
+  AND state >= :key_text
+  AND (state, created_at, run_id) > (:key_text, :key_at, :key_id)
+ORDER BY state, created_at, run_id
+LIMIT :limit;
+
 -- name: count_runs
 SELECT count(*) AS n FROM runs
 WHERE (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
@@ -603,15 +667,25 @@ GROUP BY state;
 -- Workers: versions and liveness (workers.py) -------------------------------------------
 
 -- name: leased_owners
--- Owners of live leases: the workers whose liveness a sweep probes (see liveness.py).
-SELECT DISTINCT lease_owner FROM runs
-WHERE state = 'running' AND lease_expires_at >= :now AND lease_owner IS NOT NULL;
+-- Owners of live leases, of runs and of dispatched steps (tasks): the workers
+-- whose liveness a sweep probes (see liveness.py). Each walks its lease index.
+SELECT lease_owner FROM runs
+WHERE state = 'running' AND lease_expires_at >= :now AND lease_owner IS NOT NULL
+UNION
+SELECT lease_owner FROM tasks
+WHERE state = 'leased' AND lease_expires_at >= :now AND lease_owner IS NOT NULL;
 
 -- name: expire_owner_leases
 -- A dead owner's leases expire now; the next claim takes each under a larger
 -- token, so fencing is exactly as after a TTL expiry.
 UPDATE runs SET lease_expires_at = :now
 WHERE state = 'running' AND lease_owner = :owner AND lease_expires_at > :now;
+
+-- name: expire_owner_tasks
+-- A dead owner's task leases expire now: the next claim's sweep makes each
+-- task available again at its next attempt, exactly as after a TTL expiry.
+UPDATE tasks SET lease_expires_at = :now
+WHERE state = 'leased' AND lease_owner = :owner AND lease_expires_at > :now;
 
 -- name: register_version
 -- A worker's pair: first_seen is kept from its first registration.

@@ -9,8 +9,23 @@ from collections.abc import Collection
 from typing import Unpack
 
 from keel.core.states import RunState
-from keel.store._checks import keyset, page_of, where_filter
-from keel.store.base import EventRecord, RunFilter, RunPage, RunRecord, RunStats, RunWhere
+from keel.store._checks import (
+    check_sort,
+    keyset,
+    page_of,
+    sorted_keyset,
+    sorts_out_every_run,
+    where_filter,
+)
+from keel.store.base import (
+    EventRecord,
+    RunFilter,
+    RunPage,
+    RunRecord,
+    RunSort,
+    RunStats,
+    RunWhere,
+)
 from keel.store.facts import resolved
 from keel.store.sqlite._db import Capability
 from keel.store.sqlite._rows import event_record, run_record
@@ -37,21 +52,15 @@ class SQLiteReads(Capability):
         limit: int = 50,
         cursor: str | None = None,
         oldest_first: bool = False,
+        sort: RunSort = "created",
         **where: Unpack[RunWhere],
     ) -> RunPage:
-        filters = where_filter(where)
-        params = _filter_params(filters) | keyset(
-            limit, cursor, oldest_first=oldest_first, where=filters
-        )
-        if len(filters.states) == 1:  # failed runs among a million: the runs_state index
-            params["state"] = filters.states[0].value
-            name = "list_runs_by_state"
-        elif len(filters.workflows) == 1:
-            name = "list_runs_by_workflow"
-        else:
-            name = "list_runs"
-        query = Q[name + "_oldest"] if oldest_first else Q[name]
-        return page_of(await self._db.read_all(query, params, run_record), limit)
+        check_sort(sort)
+        selected = where_filter(where)
+        query, params = list_query(selected, limit, cursor, oldest_first=oldest_first, sort=sort)
+        if sorts_out_every_run(sort, selected):
+            return RunPage([], None)
+        return page_of(await self._db.read_all(query, params, run_record), limit, sort)
 
     async def count_runs(self, **where: Unpack[RunWhere]) -> int:
         params = _filter_params(where_filter(where))
@@ -86,6 +95,34 @@ class SQLiteReads(Capability):
             return RunStats(by_state, None if due is None else float(due), now)
 
         return await self._db.read(read)
+
+
+def list_query(
+    filters: RunFilter,
+    limit: int,
+    cursor: str | None,
+    *,
+    oldest_first: bool = False,
+    sort: RunSort = "created",
+) -> tuple[str, dict[str, object]]:
+    """The query and parameters of one ``list_runs`` page (``limit + 1`` rows)."""
+    if sort != "created":
+        params = _filter_params(filters) | sorted_keyset(
+            sort, limit, cursor, ascending=oldest_first
+        )
+        name = f"list_runs_{sort}"
+        return (Q[name + "_oldest"] if oldest_first else Q[name]), params
+    params = _filter_params(filters) | keyset(
+        limit, cursor, oldest_first=oldest_first, where=filters
+    )
+    if len(filters.states) == 1:  # failed runs among a million: the runs_state index
+        params["state"] = filters.states[0].value
+        name = "list_runs_by_state"
+    elif len(filters.workflows) == 1:
+        name = "list_runs_by_workflow"
+    else:
+        name = "list_runs"
+    return (Q[name + "_oldest"] if oldest_first else Q[name]), params
 
 
 def _filter_params(where: RunFilter) -> dict[str, object]:

@@ -152,19 +152,8 @@ class SQLiteRuns(Capability):
 
     async def request_cancel(self, run_id: str, cancelled_event: base.NewEvent) -> RunState:
         def op(conn: sqlite3.Connection) -> RunState:
-            now = self._db.clock()
-            tip = chain_tip(conn, run_id, "cancel")  # a continued run: its chain's live tip
-            state, expires = RunState(tip["state"]), tip["lease_expires_at"]
-            held = state is RunState.RUNNING and expires is not None and expires >= now
-            params = {"now": now, "run_id": tip["run_id"]}
-            if held or tip["next_seq"] > 1:  # a worker delivers it; cleanup may run
-                conn.execute(Q["cancel_request"], params)
-                return state
-            check_move(tip["run_id"], state, RunState.CANCELLED)
-            insert_events(conn, tip["run_id"], tip["next_seq"], (cancelled_event,), now)
-            conn.execute(Q["cancel_now"], params)
-            close_family(conn, tip["run_id"], RunState.CANCELLED, now)
-            return RunState.CANCELLED
+            tip = request_cancel_op(conn, run_id, cancelled_event, self._db.clock())
+            return RunState(conn.execute(Q["run_head"], (tip,)).fetchone()["state"])
 
         return await self._db.write(op, notify=True)
 
@@ -173,6 +162,24 @@ class SQLiteRuns(Capability):
 
     async def load_snapshot(self, run_id: str) -> base.SnapshotRecord | None:
         return await self._db.read_one(Q["load_snapshot"], (run_id,), snapshot_record)
+
+
+def request_cancel_op(
+    conn: sqlite3.Connection, run_id: str, cancelled_event: base.NewEvent, now: float
+) -> str:
+    """``request_cancel`` inside the writer's transaction; the run it reached."""
+    tip = chain_tip(conn, run_id, "cancel")  # a continued run: its chain's live tip
+    state, expires = RunState(tip["state"]), tip["lease_expires_at"]
+    held = state is RunState.RUNNING and expires is not None and expires >= now
+    params = {"now": now, "run_id": tip["run_id"]}
+    if held or tip["next_seq"] > 1:  # a worker delivers it; cleanup may run
+        conn.execute(Q["cancel_request"], params)
+        return str(tip["run_id"])
+    check_move(tip["run_id"], state, RunState.CANCELLED)
+    insert_events(conn, tip["run_id"], tip["next_seq"], (cancelled_event,), now)
+    conn.execute(Q["cancel_now"], params)
+    close_family(conn, tip["run_id"], RunState.CANCELLED, now)
+    return str(tip["run_id"])
 
 
 def save_snapshot_op(

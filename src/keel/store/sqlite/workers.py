@@ -104,8 +104,9 @@ class SQLiteWorkers(Capability):
         def expire(conn: sqlite3.Connection) -> int:
             now = self._db.clock()
             return sum(
-                conn.execute(Q["expire_owner_leases"], {"owner": o, "now": now}).rowcount
+                conn.execute(Q[query], {"owner": o, "now": now}).rowcount
                 for o in dead
+                for query in ("expire_owner_leases", "expire_owner_tasks")
             )
 
         try:
@@ -123,7 +124,8 @@ class SQLiteWorkers(Capability):
         return expired
 
     async def _leased_owners(self) -> list[str]:
-        """Owners of live leases: the workers whose liveness lock a sweep probes."""
+        """Owners of live leases (runs and tasks): the workers whose liveness lock a
+        sweep probes."""
 
         def op(conn: sqlite3.Connection) -> list[str]:
             rows = conn.execute(Q["leased_owners"], {"now": self._db.clock()})
