@@ -15,7 +15,9 @@ import pytest
 from tests.acceptance.harness import APPS, Harness
 from tests.pg import pg_url, postgres_server  # noqa: F401  (fixtures)
 
-pytestmark = pytest.mark.acceptance
+# About 24 `keel` subprocesses per test: on a loaded 2-core machine each
+# `import keel` alone can take 2 s, so the suite's 60 s default is too tight.
+pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(180)]
 
 DEPLOY1 = f"{APPS}.orders_deploy1"  # acc.orders, version 1 only
 DEPLOY2 = f"{APPS}.orders_deploy2"  # acc.orders, version 2 only
