@@ -1,14 +1,18 @@
-"""What tracing and metrics cost: bench_sqlite.py with and without ``--observe``.
+"""What tracing and metrics cost: bench_sqlite.py without the OpenTelemetry SDK,
+with metrics only, with tracing and metrics recording every trace, and with
+tracing and metrics recording 10 % of traces, side by side.
 
 Each measurement is one ``bench_sqlite.py --json --reps 1`` process (the
-OpenTelemetry providers are global to a process, so "off" and "on" cannot share
-one), alternating off, on, off, on, ... so that load from elsewhere on the
-machine falls on both. Medians over the pairs are printed per case, with the
-raw SQLite commit probes each process measured.
+OpenTelemetry providers are global to a process, so the configurations cannot
+share one). Each round runs every configuration once, in turn, so that load
+from elsewhere on the machine falls on all of them; medians over the rounds
+are printed per case, with each configuration's cost against the baseline:
+in throughput, and in CPU time per workflow (the steadier figure on a shared
+machine), beside the raw SQLite commit probes each process measured.
 
-    .venv/bin/python benchmarks/bench_observe.py              # 3 pairs, n=1000
-    .venv/bin/python benchmarks/bench_observe.py --pairs 5 --n 2000
-    .venv/bin/python benchmarks/bench_observe.py --sample 0.1   # 10 % of traces recorded
+    .venv/bin/python benchmarks/bench_observe.py                  # 3 rounds, n=500, trivial steps
+    .venv/bin/python benchmarks/bench_observe.py --step-ms 1      # steps doing 1 ms of work
+    .venv/bin/python benchmarks/bench_observe.py --rounds 5 --sample 0.05
 """
 
 from __future__ import annotations
@@ -30,11 +34,21 @@ def _median(values: list[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
-def measure(observe: bool, args: argparse.Namespace) -> dict[str, Any]:
+def configurations(sample: float) -> list[tuple[str, str, float]]:
+    """(label, --observe, --sample) of each configuration; the first is the baseline."""
+    return [
+        ("no SDK", "none", 1.0),
+        ("metrics", "metrics", 1.0),
+        ("traces 100%", "all", 1.0),
+        (f"traces {100 * sample:g}%", "all", sample),
+    ]
+
+
+def measure(observe: str, sample: float, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, str(HERE / "bench_sqlite.py"), "--json", "--reps", "1"]
     cmd += ["--n", str(args.n), "--synchronous", args.synchronous, "--steps", args.steps]
-    if observe:
-        cmd += ["--observe", "--sample", str(args.sample)]
+    cmd += ["--mode", args.mode, "--step-ms", str(args.step_ms)]
+    cmd += ["--observe", observe, "--sample", str(sample)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     report: dict[str, Any] = json.loads(out)
     return report
@@ -42,35 +56,60 @@ def measure(observe: bool, args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--pairs", type=int, default=3, help="off/on pairs; medians (3)")
-    p.add_argument("--n", type=int, default=1000, help="workflows per case (1000)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of all configurations (3)")
+    p.add_argument("--n", type=int, default=500, help="workflows per case (500)")
     p.add_argument("--synchronous", default="FULL", choices=("FULL", "NORMAL"))
-    p.add_argument("--sample", type=float, default=1.0, help="fraction of traces recorded (1.0)")
+    p.add_argument("--sample", type=float, default=0.1, help="the sampled configuration (0.1)")
     p.add_argument("--steps", default="both", choices=("async", "sync", "both"))
+    p.add_argument("--mode", default="both", choices=("sequential", "concurrent", "both"))
+    p.add_argument(
+        "--step-ms", type=float, default=0.0, help="work per step (see bench_sqlite.py; 0)"
+    )
     args = p.parse_args(argv)
-    runs: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
-    for i in range(args.pairs):
-        for observe in (False, True):
-            report = measure(observe, args)
-            runs[observe].append(report)
+    configs = configurations(args.sample)
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in configs}
+    work = f"{args.step_ms:g} ms of work per step" if args.step_ms else "trivial steps"
+    print(
+        f"bench_observe: {work}, n={args.n}, synchronous={args.synchronous}, "
+        f"{args.rounds} rounds of {len(configs)} processes"
+    )
+    for i in range(args.rounds):
+        for label, observe, sample in configs:
+            report = measure(observe, sample, args)
+            runs[label].append(report)
             probes = ", ".join(f"{r:,.0f}" for r in report["raw_probes"])
             rates = ", ".join(
                 f"{r['steps']}/{r['mode']} {r['wf_per_s']:,.0f}" for r in report["summary"]
             )
-            label = "on " if observe else "off"
-            print(f"pair {i + 1} observe {label}: {rates} wf/s; raw commit probes {probes}/s")
+            print(f"round {i + 1} {label:<12} {rates} wf/s; raw commit probes {probes}/s")
     print()
-    print(f"{'case':<22} {'off wf/s':>9} {'on wf/s':>9} {'cost':>7}  verdict (< 10 %)")
-    for j, row in enumerate(runs[False][0]["summary"]):
+    base = configs[0][0]
+    print(
+        f"{'case':<18} {'configuration':<12} {'wf/s':>7} {'cost':>7} {'CPU ms/wf':>9} "
+        f"{'CPU cost':>8} {'raw commits/s':>13}  verdict (< 10 % of throughput)"
+    )
+    for j, row in enumerate(runs[base][0]["summary"]):
         case = f"{row['steps']}/{row['mode']}"
-        off = _median([r["summary"][j]["wf_per_s"] for r in runs[False]])
-        on = _median([r["summary"][j]["wf_per_s"] for r in runs[True]])
-        cost = 1 - on / off
-        verdict = "PASS" if cost < TARGET_COST else "FAIL"
-        print(f"{case:<22} {off:>9,.0f} {on:>9,.0f} {100 * cost:>6.1f}%  {verdict}")
-    raw = {k: _median([r["raw_commits_per_s"] for r in v]) for k, v in runs.items()}
-    print(f"raw SQLite commits/s (median of the probes' medians): off {raw[False]:,.0f}, "
-          f"on {raw[True]:,.0f}")  # fmt: skip
+        rate0 = _median([r["summary"][j]["wf_per_s"] for r in runs[base]])
+        cpu0 = _median([r["summary"][j]["cpu_ms_per_wf"] for r in runs[base]])
+        for label, _, _ in configs:
+            rate = _median([r["summary"][j]["wf_per_s"] for r in runs[label]])
+            cpu = _median([r["summary"][j]["cpu_ms_per_wf"] for r in runs[label]])
+            raw = _median([r["raw_commits_per_s"] for r in runs[label]])
+            if label == base:
+                cost = cpu_cost = verdict = ""
+            else:
+                c = 1 - rate / rate0
+                cost, cpu_cost = f"{100 * c:6.1f}%", f"{100 * (cpu / cpu0 - 1):7.1f}%"
+                verdict = "PASS" if c < TARGET_COST else "FAIL"
+            print(
+                f"{case:<18} {label:<12} {rate:>7,.0f} {cost:>7} {cpu:>9.3f} {cpu_cost:>8} "
+                f"{raw:>13,.0f}  {verdict}"
+            )
+    print(
+        "cost: 1 - wf/s / the no-SDK wf/s (medians); CPU cost: process CPU per workflow "
+        "against the no-SDK one; raw commits/s: median of each configuration's probes"
+    )
     return 0
 
 

@@ -54,13 +54,25 @@ from keel.store.sqlite import SQLiteStore
 # --- the workflows ---------------------------------------------------------------------------
 
 
+#: Seconds of work each step does (``--step-ms``): async steps await it, as a
+#: step waiting on I/O would; sync steps compute for it on the worker's thread
+#: pool. 0: the trivial steps, where Keel's own cost per step is all there is.
+STEP_SECONDS = 0.0
+
+
 @keel.step(name="bench.add_async")
 async def add_async(x: int) -> int:
+    if STEP_SECONDS:
+        await asyncio.sleep(STEP_SECONDS)
     return x + 1
 
 
 @keel.step(name="bench.add_sync")
 def add_sync(x: int) -> int:
+    if STEP_SECONDS:
+        until = time.perf_counter() + STEP_SECONDS
+        while time.perf_counter() < until:
+            pass
     return x + 1
 
 
@@ -205,26 +217,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mode", default="both", choices=("sequential", "concurrent", "both"))
     p.add_argument("--reps", type=int, default=3, help="repetitions; medians are reported (3)")
     p.add_argument("--warmup", type=int, default=50, help="untimed workflows per case (50)")
+    p.add_argument(
+        "--step-ms",
+        type=float,
+        default=0.0,
+        help="work per step in ms: async steps await it (I/O), sync steps compute (CPU); 0",
+    )
     p.add_argument("--raw-seconds", type=float, default=0.75, help="length of each raw probe")
     p.add_argument(
         "--trace-sql", action="store_true", help="also count COMMITs with a sqlite trace callback"
     )
     p.add_argument("--json", action="store_true", help="print one JSON document instead")
-    p.add_argument(
-        "--observe",
-        action="store_true",
-        help="install the OpenTelemetry SDK first: spans to a batch processor (its exporter "
-        "drops them), metrics to a Prometheus reader, as `keel worker --metrics-port` does",
-    )
-    p.add_argument(
-        "--sample",
-        type=float,
-        default=1.0,
-        help="with --observe: the fraction of traces recorded (parent-based ratio sampler; 1.0)",
-    )
+    add_observe_args(p)
     args = p.parse_args(argv)
-    if args.n < 1 or args.concurrency < 1 or args.reps < 1 or args.warmup < 0:
-        p.error("--n, --concurrency and --reps must be >= 1, --warmup >= 0")
+    if args.n < 1 or args.concurrency < 1 or args.reps < 1 or args.warmup < 0 or args.step_ms < 0:
+        p.error("--n, --concurrency and --reps must be >= 1, --warmup and --step-ms >= 0")
     return args
 
 
@@ -316,7 +323,9 @@ def render(report: dict[str, Any]) -> str:
     raw = report["raw_commits_per_s"]
     probes = ", ".join(f"{r:,.0f}" for r in report["raw_probes"])
     lines = [
-        f"Keel SQLite benchmark: 3-step workflows, n={s['n']}, synchronous={s['synchronous']}, "
+        "Keel SQLite benchmark: 3-step workflows"
+        + (f" ({s['step_ms']:g} ms of work per step)" if s.get("step_ms") else "")
+        + f", n={s['n']}, synchronous={s['synchronous']}, "
         f"{s['reps']} reps (medians), db dir {s['db_dir']}",
         f"Python {s['python']}, SQLite {s['sqlite']}, {s['cpus']} CPUs",
         f"raw SQLite commit rate (WAL, BEGIN IMMEDIATE, 1-row INSERT, COMMIT): {raw:,.0f}/s "
@@ -361,41 +370,66 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def install_observability(sample: float = 1.0) -> None:
-    """Tracing and metrics on, as an application would turn them on: the SDK's
-    tracer provider with a batch span processor (exporting to nowhere, so the
-    network is not measured) and Keel's own Prometheus meter provider."""
-    from collections.abc import Sequence
+OBSERVE = ("none", "metrics", "traces", "all")
 
-    from opentelemetry import trace
-    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-    from opentelemetry.sdk.trace.export import (
-        BatchSpanProcessor,
-        SpanExporter,
-        SpanExportResult,
+
+def add_observe_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--observe",
+        nargs="?",
+        const="all",
+        default="none",
+        choices=OBSERVE,
+        help="install the OpenTelemetry SDK first: traces (spans to a batch processor whose "
+        "exporter drops them), metrics (a Prometheus reader, as `keel worker --metrics-port` "
+        "does), or all (both; the default of a bare --observe)",
+    )
+    p.add_argument(
+        "--sample",
+        type=float,
+        default=1.0,
+        help="with traces on: the fraction of traces recorded (parent-based ratio sampler; 1.0)",
     )
 
-    from keel.observe.endpoints import install_meter_provider
 
-    class Dropped(SpanExporter):
-        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-            return SpanExportResult.SUCCESS
+def install_observability(what: str = "all", sample: float = 1.0) -> None:
+    """Tracing and/or metrics on, as an application would turn them on: the SDK's
+    tracer provider with a batch span processor (exporting to nowhere, so the
+    network is not measured) and Keel's own Prometheus meter provider."""
+    if what in ("traces", "all"):
+        from collections.abc import Sequence
 
-    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor,
+            SpanExporter,
+            SpanExportResult,
+        )
+        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
-    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(sample)))
-    provider.add_span_processor(BatchSpanProcessor(Dropped()))
-    trace.set_tracer_provider(provider)
-    install_meter_provider()
+        class Dropped(SpanExporter):
+            def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+                return SpanExportResult.SUCCESS
+
+        provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(sample)))
+        provider.add_span_processor(BatchSpanProcessor(Dropped()))
+        trace.set_tracer_provider(provider)
+    if what in ("metrics", "all"):
+        from keel.observe.endpoints import install_meter_provider
+
+        install_meter_provider()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.observe:
-        install_observability(args.sample)
+    global STEP_SECONDS
+    STEP_SECONDS = args.step_ms / 1e3
+    install_observability(args.observe, args.sample)
     report = run(args)
     report["settings"]["observe"] = args.observe
     report["settings"]["sample"] = args.sample
+    report["settings"]["step_ms"] = args.step_ms
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:

@@ -41,7 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import SYNCHRONOUS, StoreCounters, percentile, scratch_db, sqlite_store_methods
-from bench_sqlite import run_case
+from bench_sqlite import add_observe_args, install_observability, run_case
 
 _STORE_CALLS = (
     "runs.create",
@@ -210,7 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profiler", default="cprofile", choices=("cprofile", "pyinstrument", "none"))
     p.add_argument("--top", type=int, default=30, help="rows of each cProfile table")
     p.add_argument("--save", default=None, help="write cProfile stats to this file")
+    add_observe_args(p)
     args = p.parse_args(argv)
+    install_observability(args.observe, args.sample)
 
     samples: dict[str, list[float]] = defaultdict(list)
     commits: list[float] = []

@@ -244,3 +244,50 @@ async def test_a_scheduled_run_has_a_start_span_that_begins_its_trace(
     assert {s.context.trace_id for s in found} == {start.context.trace_id}
     for turn in turns:  # every lease turn continues the trace the tick began
         assert turn.parent is not None and turn.parent.span_id == start.context.span_id
+
+
+_flaky_calls: list[int] = []
+
+
+@keel.step(
+    name="tr.queued_flaky",
+    queue="tr-q2",
+    retry=keel.RetryPolicy(max_attempts=3, initial_interval=0.01, max_interval=0.05, jitter=0.0),
+)
+def queued_flaky(x: int) -> int:
+    _flaky_calls.append(x)
+    if len(_flaky_calls) == 1:
+        raise ConnectionError("first attempt fails")
+    return x + 1
+
+
+@keel.workflow(name="tr.dispatching_flaky")
+async def dispatching_flaky(x: int) -> int:
+    return await queued_flaky(x)
+
+
+async def test_every_attempt_of_a_dispatched_step_is_in_the_runs_trace(
+    tmp_path: Path, spans: InMemorySpanExporter
+) -> None:
+    # The queue worker learns the run's trace context once and keeps it: the
+    # retry's span has the same parent as the first attempt's.
+    _flaky_calls.clear()
+    url = f"sqlite:///{tmp_path / 'keel.db'}"
+    async with (
+        keel.Worker(url, poll_interval=0.02, owner="driver") as driver,
+        keel.Worker(url, poll_interval=0.02, owner="queue-worker", queues=["tr-q2"]),
+    ):
+        client = driver.client()
+        handle = await client.start(dispatching_flaky, 1)
+        assert await client.result(handle.run_id, timeout=20) == 2
+    found = _finished(spans, handle.run_id)
+    (start,) = _named(found, tracing.SPAN_START_WORKFLOW)
+    attempts = sorted(
+        (s for s in _named(found, tracing.SPAN_STEP) if _attr(s, tracing.QUEUE)),
+        key=lambda s: int(str(_attr(s, tracing.ATTEMPT))),
+    )
+    assert [_attr(s, tracing.ATTEMPT) for s in attempts] == [1, 2]
+    for span in attempts:
+        assert span.context.trace_id == start.context.trace_id
+        assert span.parent is not None and span.parent.span_id == start.context.span_id
+    assert not attempts[0].status.is_ok and attempts[1].status.is_ok

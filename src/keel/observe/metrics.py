@@ -159,14 +159,26 @@ def run_ended(workflow: str, outcome: str, seconds: float) -> None:
     _run_duration.record(max(0.0, seconds), _attrs("workflow", workflow, "outcome", outcome))
 
 
+# (workflow, step, outcome) -> the attribute sets of one step attempt's
+# measurements: its duration's, and its failure count's for an error.
+_step_attrs: dict[tuple[str, str, str], tuple[Mapping[str, str], Mapping[str, str]]] = {}
+
+
 def step_attempt_ended(workflow: str, step: str, seconds: float, outcome: str) -> None:
     """A step attempt ended: ``ok`` (returned), ``error`` (raised: a failure)
     or ``cancelled`` (cut off: lease lost, run cancelled, drain)."""
-    _attempt_duration.record(
-        seconds, _attrs("workflow", workflow, "step", step, "outcome", outcome)
-    )
+    key = (workflow, step, outcome)
+    found = _step_attrs.get(key)
+    if found is None:
+        if len(_step_attrs) >= 4096:  # names come from code; a bound all the same
+            _step_attrs.clear()
+        found = _step_attrs[key] = (
+            {"workflow": workflow, "step": step, "outcome": outcome},
+            {"workflow": workflow, "step": step},
+        )
+    _attempt_duration.record(seconds, found[0])
     if outcome == "error":
-        _attempt_failures.add(1, _attrs("workflow", workflow, "step", step))
+        _attempt_failures.add(1, found[1])
 
 
 def claimed(kind: str, seconds: float) -> None:

@@ -35,6 +35,7 @@ trace. Replaying past events emits no span: only work done now does.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -42,8 +43,16 @@ from contextvars import ContextVar
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    Tracer,
+)
 from opentelemetry.util.types import AttributeValue
 
 from keel.core.events import UNSET, EventType, decode
@@ -65,12 +74,14 @@ __all__ = [
     "STEP",
     "WORKER",
     "WORKFLOW",
+    "Turn",
     "adopted_traceparent",
     "begin_step",
+    "begin_turn",
     "child_start",
     "enabled",
     "end_step",
-    "run_turn",
+    "end_turn",
     "schedule_start",
     "signal_send",
     "start_workflow",
@@ -94,15 +105,26 @@ CHILD_RUN_IDS = "keel.child.run_ids"
 SCHEDULE = "keel.schedule"
 SCHEDULE_FIRED = "keel.schedule.fired"
 
-# A proxy until the application installs a provider; it then delegates to it.
-_tracer = trace.get_tracer("keel")
-_propagator = TraceContextTextMapPropagator()
+# A proxy until the application installs a provider; :func:`enabled` then swaps
+# in the provider's own tracer, so no span pays the proxy's extra hop.
+_tracer: Tracer = trace.get_tracer("keel")
+_on = False
+_ROOT = Context()  # a context with no span: a turn of a run without stored context
 
 
 def enabled() -> bool:
-    """Whether an SDK's tracer provider is installed (else spans are no-ops)."""
+    """Whether an SDK's tracer provider is installed (else spans are no-ops).
+
+    Once true it stays true (OpenTelemetry lets a process set its provider
+    once), so after the first yes this is one global read."""
+    global _on, _tracer
+    if _on:
+        return True
     provider = trace.get_tracer_provider()
-    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+    if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+        return False
+    _tracer, _on = provider.get_tracer("keel"), True
+    return True
 
 
 def traceparent(span: Span) -> str | None:
@@ -113,11 +135,38 @@ def traceparent(span: Span) -> str | None:
     return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
 
 
+@functools.lru_cache(maxsize=1024)
 def context_of(parent: str | None) -> Context | None:
-    """The context a stored ``traceparent`` names (``None``: none stored)."""
+    """The context a stored ``traceparent`` names (``None``: none stored, or not
+    a valid one). Parsed by hand (the propagator's regular expression costs
+    several times more) and cached: a run's later turns and its dispatched
+    steps ask again for the same one."""
     if not parent:
         return None
-    return _propagator.extract({"traceparent": parent})
+    fields = parent.split("-")
+    if len(fields) < 4 or len(fields[0]) != 2 or fields[0] == "ff":
+        return None
+    version, trace_hex, span_hex, flags_hex = fields[:4]
+    if len(trace_hex) != 32 or len(span_hex) != 16 or len(flags_hex) != 2:
+        return None
+    if version == "00" and len(fields) != 4:
+        return None
+    try:
+        int(version, 16)
+        trace_id, span_id, flags = int(trace_hex, 16), int(span_hex, 16), int(flags_hex, 16)
+    except ValueError:
+        return None
+    span_context = SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags))
+    if not span_context.is_valid:
+        return None
+    return trace.set_span_in_context(NonRecordingSpan(span_context), _ROOT)
+
+
+def _failed(span: Span, error: BaseException) -> None:
+    """Mark ``span`` as ended by ``error`` (as the API's ``use_span`` does)."""
+    if span.is_recording():
+        span.record_exception(error)
+        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
 
 
 # The run a client is starting in this task and its traceparent: a worker of the
@@ -133,16 +182,21 @@ def start_workflow(run_id: str, workflow: str) -> Iterator[str | None]:
     if not enabled():
         yield None
         return
-    attributes = {RUN_ID: run_id, WORKFLOW: workflow}
-    with _tracer.start_as_current_span(
-        SPAN_START_WORKFLOW, kind=SpanKind.PRODUCER, attributes=attributes
-    ) as span:
-        parent = traceparent(span)
-        token = _starting.set((run_id, parent))
-        try:
-            yield parent
-        finally:
-            _starting.reset(token)
+    span = _tracer.start_span(
+        SPAN_START_WORKFLOW, kind=SpanKind.PRODUCER, attributes={RUN_ID: run_id, WORKFLOW: workflow}
+    )
+    parent = traceparent(span)
+    token = otel_context.attach(trace.set_span_in_context(span))
+    starting = _starting.set((run_id, parent))
+    try:
+        yield parent
+    except Exception as exc:  # as the API's use_span: not a cancellation or exit
+        _failed(span, exc)
+        raise
+    finally:
+        _starting.reset(starting)
+        otel_context.detach(token)
+        span.end()
 
 
 @contextmanager
@@ -168,27 +222,47 @@ def adopted_traceparent(run_id: str) -> str | None:
     return found[1] if found is not None and found[0] == run_id else None
 
 
-@contextmanager
-def run_turn(
+class Turn:
+    """The span of one lease turn (:func:`begin_turn`), current in the driver's
+    context until :func:`end_turn`."""
+
+    __slots__ = ("_token", "span")
+
+    def __init__(self, span: Span, token: object) -> None:
+        self.span = span
+        self._token = token
+
+    @property
+    def traceparent(self) -> str | None:
+        """What children started in this turn continue."""
+        return traceparent(self.span)
+
+
+def begin_turn(
     parent: str | None, run_id: str, workflow: str, worker: str, start_time: int | None = None
-) -> Iterator[Span]:
-    """The span of one lease turn of a run, a child of the run's stored
-    ``parent`` context; current while the turn runs, so the step attempts it
-    starts are its children. ``start_time``: nanoseconds since the epoch."""
-    attributes = {RUN_ID: run_id, WORKFLOW: workflow, WORKER: worker}
-    with _tracer.start_as_current_span(
+) -> Turn:
+    """Start the span of one lease turn of a run, a child of the run's stored
+    ``parent`` context (never of the claim loop's), and make it current in the
+    calling task's context, so the step attempts the turn starts are its
+    children; end it with :func:`end_turn` in the same task.
+    ``start_time``: nanoseconds since the epoch."""
+    span = _tracer.start_span(
         SPAN_RUN,
-        context=context_of(parent) or Context(),  # never the claim loop's context
+        context=context_of(parent) or _ROOT,
         kind=SpanKind.CONSUMER,
-        attributes=attributes,
+        attributes={RUN_ID: run_id, WORKFLOW: workflow, WORKER: worker},
         start_time=start_time,
-    ) as span:
-        yield span
+    )
+    return Turn(span, otel_context.attach(trace.set_span_in_context(span)))
 
 
-def current_traceparent() -> str | None:
-    """The ``traceparent`` of the current span (a child run's parent context)."""
-    return traceparent(trace.get_current_span())
+def end_turn(turn: Turn, error: BaseException | None = None) -> None:
+    """End a lease turn's span (an error span if the turn raised ``error``, an
+    ``Exception``: a cancellation is no error, as with the API's ``use_span``)."""
+    otel_context.detach(turn._token)  # type: ignore[arg-type]
+    if isinstance(error, Exception):
+        _failed(turn.span, error)
+    turn.span.end()
 
 
 def begin_step(
@@ -213,11 +287,16 @@ def begin_step(
         STEP: step,
         ATTEMPT: attempt,
     }
-    if queue is not None:
+    if queue is None:
+        span = _tracer.start_span(SPAN_STEP, attributes=attributes)
+    else:
         attributes[QUEUE] = queue
-    kind = SpanKind.INTERNAL if queue is None else SpanKind.CONSUMER
-    context = context_of(parent) if queue is not None else None
-    span = _tracer.start_span(SPAN_STEP, context=context, kind=kind, attributes=attributes)
+        span = _tracer.start_span(
+            SPAN_STEP,
+            context=context_of(parent) or _ROOT,
+            kind=SpanKind.CONSUMER,
+            attributes=attributes,
+        )
     # Never detached: the context is the attempt's own and ends with it.
     otel_context.attach(trace.set_span_in_context(span))
     return span
@@ -226,8 +305,7 @@ def begin_step(
 def end_step(span: Span, error: BaseException | None) -> None:
     """End a step attempt's span; an attempt that raised is an error span."""
     if error is not None:
-        span.record_exception(error)
-        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        _failed(span, error)
     span.end()
 
 

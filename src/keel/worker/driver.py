@@ -13,7 +13,6 @@ import asyncio
 import logging
 import random
 import time
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from keel.core.replay import Execution
@@ -186,12 +185,21 @@ class RunDriver:
                 await self._release_quietly()
             raise
         run = self.run
-        with tracing.run_turn(
+        turn = tracing.begin_turn(
             self.traceparent, run.run_id, run.workflow, self.worker.owner, started
-        ):
-            # Children started this turn continue the trace from this span.
-            self.settings = replace(self.settings, traceparent=tracing.current_traceparent())
+        )
+        # Children started this turn continue the trace from this span.
+        self.settings = Settings(
+            self.settings.inline_wait, self.settings.max_child_depth, turn.traceparent
+        )
+        error: BaseException | None = None
+        try:
             await self._turn()
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            tracing.end_turn(turn, error)
 
     async def _stored_traceparent(self) -> str | None:
         try:

@@ -40,6 +40,8 @@ UNKNOWN_STEP_RETRY = 5.0
 #: The ``workflow`` label of a dispatched step's attempt: the task row does not
 #: name the run's workflow, and reading it per attempt would cost a round trip.
 _QUEUED = ""
+#: Runs whose trace context a task runner remembers (see TaskRunner._traceparent).
+_TRACEPARENTS_KEPT = 1024
 
 
 def queue_limits(
@@ -90,6 +92,9 @@ class TaskRunner:
         self.concurrency = concurrency
         self.running: dict[int, _Running] = {}
         self._wake = asyncio.Event()
+        # The trace context of each run whose tasks ran here lately: it never
+        # changes, so a run's later task attempts read it once, not each time.
+        self._traceparents: dict[str, str | None] = {}
 
     @property
     def serves(self) -> bool:
@@ -191,11 +196,7 @@ class TaskRunner:
             await self._execute_task(item, info)
             return
         record = item.task
-        try:
-            parent = await tracing.stored_traceparent(self.store, record.run_id)
-        except Exception as exc:  # tracing must never stop an attempt
-            log.debug("run %s: could not read its trace context: %s", record.run_id, exc)
-            parent = None
+        parent = await self._traceparent(record.run_id)
         span = tracing.begin_step(
             record.run_id,
             "",  # the run's workflow is not on the task; the run id leads to it
@@ -212,6 +213,19 @@ class TaskRunner:
             raise
         finally:
             tracing.end_step(span, error or item.failed)
+
+    async def _traceparent(self, run_id: str) -> str | None:
+        if run_id in self._traceparents:
+            return self._traceparents[run_id]
+        try:
+            parent = await tracing.stored_traceparent(self.store, run_id)
+        except Exception as exc:  # tracing must never stop an attempt
+            log.debug("run %s: could not read its trace context: %s", run_id, exc)
+            return None  # not remembered: the next attempt tries again
+        if len(self._traceparents) >= _TRACEPARENTS_KEPT:
+            del self._traceparents[next(iter(self._traceparents))]  # the oldest
+        self._traceparents[run_id] = parent
+        return parent
 
     async def _execute_task(self, item: _Running, info: StepInfo) -> None:
         record = item.task
