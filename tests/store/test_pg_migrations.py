@@ -180,3 +180,20 @@ def test_migration_sql_is_what_a_dba_runs(empty_url: str) -> None:
     run(opened(empty_url, auto_migrate=False))  # the DBA's run left it up to date
     assert "up to date" in run(store.migration_sql())
     assert run(store.migrate()) == []
+
+
+def test_no_index_of_runs_covers_what_a_step_commit_changes(empty_url: str) -> None:
+    # A step commit's UPDATE of runs sets next_seq and updated_at only. With no
+    # index on either (nor in an index's predicate), PostgreSQL can make that
+    # UPDATE HOT: no new entry in every index of runs on every step.
+    run(opened(empty_url))
+    with psycopg.connect(empty_url) as conn:
+        defs = [
+            row[0]
+            for row in conn.execute(
+                "SELECT indexdef FROM pg_indexes WHERE schemaname = 'keel' AND tablename = 'runs'"
+            )
+        ]
+    assert any("ended_at" in d for d in defs)  # the end-time index is on the generated column
+    for d in defs:
+        assert "updated_at" not in d and "next_seq" not in d, d

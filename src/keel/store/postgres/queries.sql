@@ -102,14 +102,14 @@ WHERE {run_filter}
   AND r.state IN ('completed', 'failed', 'cancelled', 'continued', 'terminated')
 --]
 --[ended_desc
-  AND r.updated_at <= %(key_at)s::float8
-  AND (r.updated_at, r.run_id) < (%(key_at)s::float8, %(key_id)s::text)
-ORDER BY r.updated_at DESC, r.run_id DESC
+  AND r.ended_at <= %(key_at)s::float8
+  AND (r.ended_at, r.run_id) < (%(key_at)s::float8, %(key_id)s::text)
+ORDER BY r.ended_at DESC, r.run_id DESC
 --]
 --[ended_asc
-  AND r.updated_at >= %(key_at)s::float8
-  AND (r.updated_at, r.run_id) > (%(key_at)s::float8, %(key_id)s::text)
-ORDER BY r.updated_at, r.run_id
+  AND r.ended_at >= %(key_at)s::float8
+  AND (r.ended_at, r.run_id) > (%(key_at)s::float8, %(key_id)s::text)
+ORDER BY r.ended_at, r.run_id
 --]
 --[workflow_desc
   AND r.workflow <= %(key_text)s::text
@@ -716,8 +716,7 @@ ORDER BY r.created_at, r.run_id;
 -- live parent or a live child. Walks runs_ended by end time; a chain's earlier
 -- runs ended first, so a batch cut never strands them.
 SELECT r.run_id FROM runs r
-WHERE r.state IN ('completed', 'failed', 'cancelled', 'continued', 'terminated')
-  AND r.updated_at < %(before)s::float8
+WHERE r.ended_at < %(before)s::float8
   AND NOT EXISTS (
       SELECT 1 FROM runs m
       WHERE (m.run_id = coalesce(r.chain_id, r.run_id)
@@ -733,7 +732,7 @@ WHERE r.state IN ('completed', 'failed', 'cancelled', 'continued', 'terminated')
                  SELECT 1 FROM runs c
                  WHERE c.parent_run_id = m.run_id
                    AND c.state IN ('pending', 'running', 'suspended'))))
-ORDER BY r.updated_at, r.run_id
+ORDER BY r.ended_at, r.run_id
 
 -- name: count_prunable
 SELECT count(*) AS n FROM ({prunable}) AS prunable;

@@ -1,4 +1,4 @@
--- The full current Keel PostgreSQL schema (version 17), for reading. Databases are
+-- The full current Keel PostgreSQL schema (version 18), for reading. Databases are
 -- built by applying migrations/ in order inside Keel's schema (default "keel");
 -- a test checks that both give the same catalog.
 
@@ -6,7 +6,7 @@ CREATE TABLE keel_meta (
     key   text PRIMARY KEY,
     value text NOT NULL
 );
--- rows: ('application', 'keel'), ('schema_version', '17')
+-- rows: ('application', 'keel'), ('schema_version', '18')
 
 -- Fencing tokens: every claim takes nextval, so a token is larger than every
 -- token handed out before it, on any run. CACHE 1 (the default) keeps values
@@ -15,7 +15,8 @@ CREATE SEQUENCE lease_tokens AS bigint CACHE 1;
 
 -- One narrow row per run: state, times, lease and counters only, so the
 -- per-step fenced UPDATE (next_seq, updated_at) stays small. Neither column is
--- indexed and fillfactor leaves room on the page, so that UPDATE is HOT.
+-- indexed (nor is any column computed from them whose value that UPDATE
+-- changes) and fillfactor leaves room on the page, so that UPDATE is HOT.
 -- Times are seconds since the epoch on the database clock, stored as float8
 -- so that values round-trip exactly to Python floats.
 CREATE TABLE runs (
@@ -43,7 +44,13 @@ CREATE TABLE runs (
     continued_to     text COLLATE "C",
     -- a retry or fork (version 12): the run whose journal it copied, up to this seq
     forked_from      text COLLATE "C",
-    fork_seq         bigint
+    fork_seq         bigint,
+    -- the end time (version 18): updated_at once the run has ended, NULL while
+    -- it is live, so the end-time index never changes on a live run's UPDATE
+    ended_at         float8 GENERATED ALWAYS AS (
+        CASE WHEN state IN ('completed', 'failed', 'cancelled', 'continued', 'terminated')
+             THEN updated_at END
+    ) STORED
 ) WITH (fillfactor = 70);
 
 -- Claims walk one of these partial indexes each: due runs by wake_at, and
@@ -60,10 +67,10 @@ CREATE INDEX runs_parent ON runs (parent_run_id) WHERE parent_run_id IS NOT NULL
 -- The runs of a continue-as-new chain (version 7).
 CREATE INDEX runs_chain ON runs (chain_id) WHERE chain_id IS NOT NULL;
 -- The forks of a run (version 12), and prune's walk of ended runs by end time,
--- which also pages the runs list sorted by end time (version 17).
+-- which also pages the runs list sorted by end time (version 17), on the
+-- generated ended_at so that a step's UPDATE changes no indexed value (18).
 CREATE INDEX runs_forked_from ON runs (forked_from) WHERE forked_from IS NOT NULL;
-CREATE INDEX runs_ended ON runs (updated_at, run_id)
-    WHERE state IN ('completed', 'failed', 'cancelled', 'continued', 'terminated');
+CREATE INDEX runs_ended ON runs (ended_at, run_id) WHERE ended_at IS NOT NULL;
 
 -- Inputs and outcomes, written at creation and at the end, read on claim.
 CREATE TABLE run_payloads (
