@@ -95,6 +95,17 @@ async def test_cached_graph_nodes_reuse_item_results_across_runs(env: Any) -> No
         assert await first.result(timeout=20) == {"best": 30}
         second = await client.start(scoring_wf, items=[3, 4, 1])
         assert await second.result(timeout=20) == {"best": 40}
+        third = await client.start(scoring_wf, items=[1, 2, 3])
+        assert await third.result(timeout=20) == {"best": 30}
+        # The nodes view says which maps were served from the cache: only a
+        # map whose every item was is `cached`.
+        first_map = (await client.nodes(first.run_id))["score"]
+        second_map = (await client.nodes(second.run_id))["score"]
+        third_map = (await client.nodes(third.run_id))["score"]
+    assert (first_map.status, first_map.cached) == ("completed", False)
+    assert (second_map.status, second_map.cached) == ("completed", False)  # item 4 ran
+    assert (third_map.status, third_map.cached) == ("completed", True)
+    assert third_map.shown == "completed (cached)"
     assert bodies == Counter({"score:1": 1, "score:2": 1, "score:3": 1, "score:4": 1})
 
 

@@ -60,7 +60,7 @@ def show(
         return await client.graph(run_id), await client.nodes(run_id)
 
     built, nodes = with_client(resolve_db(db), fetch)
-    labels = {name: _state(s) for name, s in nodes.items()}
+    labels = {name: s.shown for name, s in nodes.items()}
     if as_mermaid:
         click.echo(mermaid(built, labels), nl=False)
     elif as_dot:
@@ -73,12 +73,8 @@ def show(
             table.add_column(column)
         for s in nodes.values():
             items = f"{s.items[0]}/{s.items[1]}" if s.items else ""
-            table.add_row(s.node, s.kind, _state(s), items, str(s.attempts or ""), _output(s))
+            table.add_row(s.node, s.kind, s.shown, items, str(s.attempts or ""), _output(s))
         render.make_console().print(table)
-
-
-def _state(status: NodeStatus) -> str:
-    return f"{status.status} ({status.label})" if status.label else status.status
 
 
 def _output(status: NodeStatus) -> str:
@@ -96,6 +92,7 @@ def _as_dict(status: NodeStatus) -> dict[str, Any]:
         "kind": status.kind,
         "status": status.status,
         "label": status.label,
+        "cached": status.cached,
         "output": status.output,
         "error": status.error,
         "attempts": status.attempts,

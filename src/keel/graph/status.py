@@ -10,7 +10,8 @@ Statuses: ``pending`` (waiting for its parents), ``running`` (its parents
 allow it; nothing journaled yet, or a map with items still open),
 ``retrying`` (an attempt failed, another is due), ``dispatched`` (on a
 queue), ``waiting_for_approval``, ``completed``, ``failed``, ``skipped``,
-``blocked``.
+``blocked``. A ``completed`` node whose result came from the cache
+(``cache=True``; a map: every item's) is ``cached`` as well.
 """
 
 from __future__ import annotations
@@ -74,6 +75,17 @@ class NodeStatus:
     # journal, or arguments over the journal's cap, whose size ``input_size`` gives.
     input: Any = None
     input_size: int | None = None
+    # Completed from the cache (``cache=True``) without running its body (a map:
+    # every item was).
+    cached: bool = False
+
+    @property
+    def shown(self) -> str:
+        """The status as the CLI and the dashboard show it: with a route's or an
+        approval's label, or marked as cached."""
+        if self.label:
+            return f"{self.status} ({self.label})"
+        return f"{self.status} (cached)" if self.cached else self.status
 
 
 def node_statuses(
@@ -208,6 +220,8 @@ def _step(node: Node, command: str, events: list[JournalEvent]) -> NodeStatus | 
             output=last.data.get("result"),
             ended_at=last.created_at,
             ended_seq=last.seq,
+            # A cached node's step reused the result stored under its cache key.
+            cached=node.options.cache and last.data.get("reused") is True,
             **common,
         )
     if last.type == "step_failed":
@@ -335,5 +349,6 @@ def _map(
         output=output,
         ended_at=last.ended_at,
         ended_seq=last.ended_seq,
+        cached=all(s is not None and s.cached for s in ended),
         **common,
     )

@@ -83,7 +83,7 @@ class GraphSection:
 
 
 def _row(s: NodeStatus) -> NodeRow:
-    state = f"{s.status} ({s.label})" if s.label else s.status
+    state = s.shown
     if s.error:
         value = error_text(s.error)
     elif s.output is None:
