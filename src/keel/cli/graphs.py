@@ -57,7 +57,8 @@ def show(
     import_apps(apps)
 
     async def fetch(client: Client) -> tuple[Any, dict[str, NodeStatus]]:
-        return await client.graph(run_id), await client.nodes(run_id)
+        built = await client.graph(run_id)  # loaded and checked once, for both
+        return built, await client.nodes(run_id, graph=built)
 
     built, nodes = with_client(resolve_db(db), fetch)
     labels = {name: s.shown for name, s in nodes.items()}

@@ -33,15 +33,18 @@ class GraphsMixin(ClientBase):
         """Reject the approval node ``node`` of a graph run (see :meth:`approve`)."""
         return await self._decide(run_id, node, "rejected", actor, comment)
 
-    async def nodes(self, run_id: str) -> dict[str, NodeStatus]:
+    async def nodes(self, run_id: str, *, graph: GraphDef | None = None) -> dict[str, NodeStatus]:
         """Each node of a graph run, in the graph's order: its status (pending,
-        running, retrying, dispatched, waiting_for_approval, completed, failed,
-        skipped, blocked), input, output, label, error, attempts and times, folded from
-        the journal (no node runs). Sort by ``ended_seq`` for completion order.
-        The graph is the imported one or its stored spec; raises
-        :class:`ConfigurationError` if the run is no graph run, or its spec
-        was never stored and this process has not imported it."""
-        graph = await self.graph(run_id)
+        running, retrying, dispatched, waiting_for_approval, completed (``cached``
+        when the cache served it), failed, skipped, blocked), input, output,
+        label, error, attempts and times, folded from the journal (no node runs).
+        Sort by ``ended_seq`` for completion order. The graph is the imported one
+        or its stored spec (``graph``: the one :meth:`graph` gave for this run,
+        not looked up again); raises :class:`ConfigurationError` if the run is
+        no graph run, or its spec was never stored and this process has not
+        imported it."""
+        if graph is None:
+            graph = await self.graph(run_id)
         return node_statuses(graph, run_id, await self._client.history(run_id))
 
     async def graph(self, run_id: str) -> GraphDef:
