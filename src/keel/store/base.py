@@ -205,7 +205,7 @@ class BulkPage:
 class RunWhere(TypedDict, total=False):
     """The filter arguments of ``reads.list_runs`` and ``reads.count_runs``, for
     implementations to take as ``**where: Unpack[RunWhere]`` (checked by
-    :func:`keel.store._checks.where_filter`)."""
+    :func:`keel.store._pages.where_filter`)."""
 
     workflow: str | Collection[str] | None
     state: RunState | Collection[RunState] | None

@@ -7,7 +7,7 @@ from collections.abc import Collection
 from typing import Unpack
 
 from keel.core.states import RunState
-from keel.store._checks import (
+from keel.store._pages import (
     check_limit,
     check_sort,
     decode_cursor,

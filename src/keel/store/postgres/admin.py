@@ -28,9 +28,9 @@ from keel.store._checks import (
     check_idle_for,
     check_move,
     check_prune,
-    page_of,
     timers_to_fire,
 )
+from keel.store._pages import page_of
 from keel.store.base import BulkAct, BulkPage, NewEvent, NewFork, NewRun, RunRecord, RunWhere
 from keel.store.postgres._pool import Conn
 from keel.store.postgres._pool import run as execute

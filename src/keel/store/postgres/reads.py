@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Unpack
 
 from keel.core.states import RunState
-from keel.store._checks import (
+from keel.store._pages import (
     check_sort,
     keyset,
     page_of,

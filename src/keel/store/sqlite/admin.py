@@ -28,9 +28,9 @@ from keel.store._checks import (
     check_idle_for,
     check_move,
     check_prune,
-    page_of,
     timers_to_fire,
 )
+from keel.store._pages import page_of
 from keel.store.sqlite._db import Capability
 from keel.store.sqlite._journal import chain_tip, close_family, insert_events, insert_run
 from keel.store.sqlite._rows import event_record, run_record

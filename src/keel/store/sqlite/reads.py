@@ -9,7 +9,7 @@ from collections.abc import Collection
 from typing import Unpack
 
 from keel.core.states import RunState
-from keel.store._checks import (
+from keel.store._pages import (
     check_sort,
     keyset,
     page_of,
