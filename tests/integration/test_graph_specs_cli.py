@@ -70,7 +70,12 @@ async def start_waiting_run(worker: keel.Worker, run_id: str) -> None:
     await client.start(graph_app.invoices_wf, batch=BATCH, run_id=run_id)
 
     async def waiting() -> bool:
-        return (await client.history(run_id))[-1].type == "signal_awaited"
+        # Suspended, not just "the last event is the wait": the rule's condition
+        # (alert_finance) runs beside the approval branch and, on a busy machine,
+        # is journaled after signal_awaited.
+        if (await client.get(run_id)).state is not keel.RunState.SUSPENDED:
+            return False
+        return any(e.type == "signal_awaited" for e in await client.history(run_id))
 
     await wait_until(waiting, "the approval wait", timeout=30)
 
