@@ -65,8 +65,10 @@ async def test_sigkill_of_a_task_worker_frees_its_steps_before_the_ttl(harness: 
         alive: tuple[WorkerProcess, ...] = (driver, survivor)
         await harness.wait_for(lambda: ready(survivor), "the survivor", alive=alive)
         harness.open_gate(f"frame0-{survivor.pid}")
-        victim.kill()
+        # Before the kill, not after it: kill() also reaps the victim, and the
+        # survivor may take the frames while it does (a loaded machine widens that).
         t_kill = time.time()
+        victim.kill()
         infos = await harness.wait_finished(client, run_ids, timeout=DEADLINE, alive=alive)
         histories = {r: await client.history(r) for r in run_ids}
 
