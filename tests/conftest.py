@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,6 +21,30 @@ from tests import pg
 pytest_plugins = ["pytester"]
 
 BACKENDS = ["memory", "sqlite", "postgres"]
+
+# pytest-xdist (`make test` runs the suite on several worker processes): the
+# controller imports pdb, so readline, which exports LINES and COLUMNS (80x24)
+# into the C environment that the workers inherit, though not into the
+# controller's os.environ. The CLI's tables then wrap at 80 columns in the
+# workers only (`keel` pins 200 columns when stdout is no terminal and COLUMNS
+# is unset). Each worker gets the controller's os.environ view of them back.
+_TERMINAL_ENV = ("COLUMNS", "LINES")
+_WORKER_TERMINAL_ENV = "keel_terminal_env"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """(xdist controller) Tell each worker what the terminal variables really are."""
+    node.workerinput[_WORKER_TERMINAL_ENV] = {k: os.environ.get(k) for k in _TERMINAL_ENV}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    wanted = getattr(config, "workerinput", {}).get(_WORKER_TERMINAL_ENV)
+    for name, value in (wanted or {}).items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(params=BACKENDS)
