@@ -32,6 +32,20 @@ RESTART_ENV = "KEEL_TEST_POSTGRES_RESTART"
 CLUSTER = ["pg_ctlcluster", "--skip-systemctl-redirect", "15", "main"]
 
 
+@pytest.fixture(autouse=True)
+def _alone() -> None:
+    """The restart cuts every connection to the shared server: no other test may
+    run meanwhile, so never on several pytest-xdist workers (`make test` runs
+    this module by itself, after the parallel run)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        pytest.fail(
+            f"{__name__} restarts the PostgreSQL server: run it alone, not on {workers} "
+            "xdist workers (pytest tests/acceptance/test_pg_restart.py)",
+            pytrace=False,
+        )
+
+
 @pytest.fixture
 def harness(tmp_path: Path, pg_url: str) -> Iterator[Harness]:  # noqa: F811
     h = Harness(tmp_path, db_url=pg_url)
