@@ -13,12 +13,23 @@ machine), beside the raw SQLite commit probes each process measured.
     .venv/bin/python benchmarks/bench_observe.py                  # 3 rounds, n=500, trivial steps
     .venv/bin/python benchmarks/bench_observe.py --step-ms 1      # steps doing 1 ms of work
     .venv/bin/python benchmarks/bench_observe.py --rounds 5 --sample 0.05
+    .venv/bin/python benchmarks/bench_observe.py --instructions   # needs valgrind
+
+``--instructions`` counts CPU instructions instead of timing: each
+configuration runs one concurrent case (``observe_case.py``) under valgrind's
+callgrind twice, with ``--n`` and with three times as many workflows, and the
+difference divided by the extra workflows is the instructions one workflow
+costs, start-up and warm-up excluded. Counts do not move with the load on the
+machine; they do not see memory stalls (cache misses), so a garbage
+collector's work weighs less in them than in CPU time.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,8 +50,8 @@ def configurations(sample: float) -> list[tuple[str, str, float]]:
     return [
         ("no SDK", "none", 1.0),
         ("metrics", "metrics", 1.0),
-        ("traces 100%", "all", 1.0),
-        (f"traces {100 * sample:g}%", "all", sample),
+        ("+traces 100%", "all", 1.0),  # metrics and every trace recorded
+        (f"+traces {100 * sample:g}%", "all", sample),  # metrics and a sample of traces
     ]
 
 
@@ -54,6 +65,48 @@ def measure(observe: str, sample: float, args: argparse.Namespace) -> dict[str, 
     return report
 
 
+def instructions(observe: str, sample: float, n: int, steps: str) -> int:
+    """CPU instructions of one ``observe_case.py`` process under callgrind."""
+    cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+    cmd += [sys.executable, str(HERE / "observe_case.py"), observe, str(sample), str(n), steps]
+    err = subprocess.run(cmd, capture_output=True, text=True, check=True).stderr
+    found = re.search(r"Collected : (\d+)", err)
+    if found is None:
+        raise RuntimeError(f"no instruction count from callgrind:\n{err[-2000:]}")
+    return int(found.group(1))
+
+
+def count_instructions(args: argparse.Namespace, configs: list[tuple[str, str, float]]) -> int:
+    if shutil.which("valgrind") is None:
+        print("--instructions needs valgrind (apt-get install valgrind)", file=sys.stderr)
+        return 2
+    steps = "sync" if args.steps == "sync" else "async"
+    small, large = args.n, 3 * args.n
+    raw = raw_probe(args.synchronous)
+    print(
+        f"bench_observe --instructions: {steps} steps, 100 in flight, "
+        f"(instructions at n={large} - at n={small}) / {large - small} workflows; "
+        f"raw SQLite commits/s before: {raw:,.0f}"
+    )
+    base = 0.0
+    print(f"{'configuration':<14} {'instructions/wf':>16} {'cost':>7}")
+    for label, observe, sample in configs:
+        at_large = instructions(observe, sample, large, steps)
+        per = (at_large - instructions(observe, sample, small, steps)) / (large - small)
+        base = base or per
+        cost = "" if per == base else f"{100 * (per / base - 1):6.1f}%"
+        print(f"{label:<14} {per:>16,.0f} {cost:>7}", flush=True)
+    print(f"raw SQLite commits/s after: {raw_probe(args.synchronous):,.0f}")
+    return 0
+
+
+def raw_probe(synchronous: str) -> float:
+    sys.path.insert(0, str(HERE))
+    from _common import raw_commit_rate
+
+    return raw_commit_rate(None, synchronous)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=3, help="rounds of all configurations (3)")
@@ -65,8 +118,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--step-ms", type=float, default=0.0, help="work per step (see bench_sqlite.py; 0)"
     )
+    p.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count CPU instructions per workflow under callgrind instead of timing",
+    )
     args = p.parse_args(argv)
     configs = configurations(args.sample)
+    if args.instructions:
+        return count_instructions(args, configs)
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in configs}
     work = f"{args.step_ms:g} ms of work per step" if args.step_ms else "trivial steps"
     print(
@@ -81,11 +141,11 @@ def main(argv: list[str] | None = None) -> int:
             rates = ", ".join(
                 f"{r['steps']}/{r['mode']} {r['wf_per_s']:,.0f}" for r in report["summary"]
             )
-            print(f"round {i + 1} {label:<12} {rates} wf/s; raw commit probes {probes}/s")
+            print(f"round {i + 1} {label:<14} {rates} wf/s; raw commit probes {probes}/s")
     print()
     base = configs[0][0]
     print(
-        f"{'case':<18} {'configuration':<12} {'wf/s':>7} {'cost':>7} {'CPU ms/wf':>9} "
+        f"{'case':<18} {'configuration':<14} {'wf/s':>7} {'cost':>7} {'CPU ms/wf':>9} "
         f"{'CPU cost':>8} {'raw commits/s':>13}  verdict (< 10 % of throughput)"
     )
     for j, row in enumerate(runs[base][0]["summary"]):
@@ -103,12 +163,13 @@ def main(argv: list[str] | None = None) -> int:
                 cost, cpu_cost = f"{100 * c:6.1f}%", f"{100 * (cpu / cpu0 - 1):7.1f}%"
                 verdict = "PASS" if c < TARGET_COST else "FAIL"
             print(
-                f"{case:<18} {label:<12} {rate:>7,.0f} {cost:>7} {cpu:>9.3f} {cpu_cost:>8} "
+                f"{case:<18} {label:<14} {rate:>7,.0f} {cost:>7} {cpu:>9.3f} {cpu_cost:>8} "
                 f"{raw:>13,.0f}  {verdict}"
             )
     print(
         "cost: 1 - wf/s / the no-SDK wf/s (medians); CPU cost: process CPU per workflow "
-        "against the no-SDK one; raw commits/s: median of each configuration's probes"
+        "against the no-SDK one; raw commits/s: median of each configuration's probes; "
+        "+traces: metrics and traces"
     )
     return 0
 

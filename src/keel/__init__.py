@@ -72,7 +72,8 @@ from keel.workflow.context import (
     wait_for_signal,
 )
 from keel.workflow.continue_as_new import continue_as_new
-from keel.workflow.definitions import Registry, StepDef, WorkflowDef, step, workflow
+from keel.workflow.definitions import StepDef, WorkflowDef, step, workflow
+from keel.workflow.registry import Registry
 from keel.workflow.saga import Saga, saga
 
 __version__ = "0.1.0"

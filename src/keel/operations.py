@@ -37,7 +37,7 @@ from keel.errors import (
 from keel.store.base import BulkAct, BulkPage, NewEvent, NewFork, NewRun, RunRecord
 from keel.store.facts import FactWriter
 from keel.store.ports import Store
-from keel.workflow.definitions import Registry
+from keel.workflow.registry import Registry
 
 #: What a bulk action may do to each selected run.
 BulkAction = Literal["cancel", "terminate", "resume", "retry"]

@@ -40,7 +40,8 @@ from keel.graph.stored import load_spec, placeholder_graph
 from keel.store.base import EventRecord, RunRecord
 from keel.store.ports import Store
 from keel.worker.replaying import INPUT_OF_WORKFLOW, Replayer, journal_of
-from keel.workflow.definitions import Registry, WorkflowDef, default_registry
+from keel.workflow.definitions import WorkflowDef
+from keel.workflow.registry import Registry, default_registry
 
 __all__ = [
     "JournalVerdict",

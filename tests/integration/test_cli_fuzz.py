@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 import keel
 from keel.cli.main import cli
-from keel.workflow.definitions import default_registry
+from keel.workflow.registry import default_registry
 from tests import pg
 from tests.acceptance.harness import KEEL_CMD, REPO
 from tests.integration.test_cli import APP, app_dir

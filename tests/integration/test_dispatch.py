@@ -20,7 +20,7 @@ import pytest
 import keel
 from keel import RetryPolicy
 from keel.store.ports import Committed, Store, Suspend, Turn
-from keel.workflow.definitions import default_registry
+from keel.workflow.registry import default_registry
 
 _lock = threading.Lock()
 calls: Counter[str] = Counter()

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import keel
-from keel.workflow.definitions import Registry
+from keel.workflow.registry import Registry
 from tests.integration._support import calls, note, reset, wait_state, wait_until
 
 

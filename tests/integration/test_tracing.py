@@ -9,6 +9,7 @@ it caused).
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 import keel
 from keel.core.cron import tick_run_id
@@ -291,3 +293,87 @@ async def test_every_attempt_of_a_dispatched_step_is_in_the_runs_trace(
         assert span.context.trace_id == start.context.trace_id
         assert span.parent is not None and span.parent.span_id == start.context.span_id
     assert not attempts[0].status.is_ok and attempts[1].status.is_ok
+
+
+seen_in_step: list[SpanContext] = []
+
+
+@keel.step(name="tr.look")
+def look(x: int) -> int:
+    seen_in_step.append(trace.get_current_span().get_span_context())
+    with trace.get_tracer("tests").start_as_current_span("user.unsampled"):
+        return x + 1
+
+
+@keel.workflow(name="tr.look_then_child")
+async def look_then_child(x: int) -> int:
+    y = await look(x)
+    return await (await keel.start_child(child, y)).result()
+
+
+async def test_a_run_whose_trace_is_not_sampled_makes_no_spans_and_keeps_its_context(
+    tmp_path: Path, spans: InMemorySpanExporter
+) -> None:
+    # The test provider's sampler is the SDK's default, ParentBased(ALWAYS_ON):
+    # a run started under an unsampled span is not recorded anywhere, and
+    # Keel does not even ask for the spans (see tracing.follows_parent).
+    assert tracing.enabled() and tracing.follows_parent(getattr(tracing._tracer, "sampler", None))
+    caller = SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=TraceFlags(TraceFlags.DEFAULT))
+    seen_in_step.clear()
+    url = f"sqlite:///{tmp_path / 'keel.db'}"
+    async with keel.Worker(url, poll_interval=0.02) as worker:
+        client = worker.client()
+        with trace.use_span(NonRecordingSpan(caller)):
+            handle = await client.start(look_then_child, 1)
+        assert await handle.result(timeout=20) == 20
+        child_ids = [r.run_id for r in (await client.list(parent_run_id=handle.run_id)).runs]
+
+    assert len(child_ids) == 1
+    everything = spans.get_finished_spans()
+    assert [s.name for s in everything if s.context.trace_id == 0x1234] == []
+    assert _finished(spans, handle.run_id) == [] and _finished(spans, child_ids[0]) == []
+    # The step's code ran in the caller's trace, unsampled, so its own span
+    # was dropped by the same sampler rather than starting a trace of its own.
+    (inside,) = seen_in_step
+    assert inside.trace_id == 0x1234 and not inside.trace_flags.sampled
+    assert _named(list(everything), "user.unsampled") == []
+
+
+async def test_a_dispatched_step_of_an_unsampled_run_makes_no_span_on_the_queue_worker(
+    tmp_path: Path, spans: InMemorySpanExporter
+) -> None:
+    caller = SpanContext(0x4321, 0x8765, is_remote=True, trace_flags=TraceFlags(0))
+    url = f"sqlite:///{tmp_path / 'keel.db'}"
+    async with (
+        keel.Worker(url, poll_interval=0.02, owner="driver") as driver,
+        keel.Worker(url, poll_interval=0.02, owner="queue-worker", queues=["tr-q"]),
+    ):
+        with trace.use_span(NonRecordingSpan(caller)):
+            handle = await driver.client().start(dispatching, 1)
+        assert await handle.result(timeout=20) == 102
+    assert _finished(spans, handle.run_id) == []
+    assert [s.name for s in spans.get_finished_spans() if s.context.trace_id == 0x4321] == []
+
+
+def test_keel_asks_for_no_span_in_an_unsampled_trace(spans: InMemorySpanExporter) -> None:
+    unsampled = "00-0000000000000000000000000000abcd-00000000000000ef-00"
+    turn = tracing.begin_turn(unsampled, "r-1", "wf", "w-1")
+    try:
+        assert not turn.span.is_recording() and turn.traceparent == unsampled
+        assert tracing.begin_step("r-1", "wf", "s", 1) is None  # nothing to end
+        # A dispatched step's attempt runs in its own context (attached, never detached).
+        own = contextvars.copy_context()
+        assert own.run(tracing.begin_step, "r-1", "", "s", 1, queue="q", parent=unsampled) is None
+        assert own.run(trace.get_current_span).get_span_context().trace_id == 0xABCD
+    finally:
+        tracing.end_turn(turn)
+    sampled = "00-0000000000000000000000000000abcd-00000000000000ef-01"
+    turn = tracing.begin_turn(sampled, "r-1", "wf", "w-1")
+    try:
+        assert turn.span.is_recording()
+        step = tracing.begin_step("r-1", "wf", "s", 1)
+        assert step is not None and step.is_recording()
+        tracing.end_step(step, None)
+    finally:
+        tracing.end_turn(turn)
+    assert [s.name for s in spans.get_finished_spans()] == [tracing.SPAN_STEP, tracing.SPAN_RUN]

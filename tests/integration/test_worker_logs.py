@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import keel
-from keel.workflow.definitions import Registry
+from keel.workflow.registry import Registry
 from tests.integration._support import wait_until
 
 failures: dict[str, int] = {}

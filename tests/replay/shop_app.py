@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from keel.workflow.definitions import default_registry
+from keel.workflow.registry import default_registry
 from tests.replay.shop import define
 
 VARIANT_ENV = "KEEL_TEST_SHOP_VARIANT"

@@ -11,7 +11,7 @@ import pytest
 from keel.core.retry import RetryPolicy
 from keel.errors import ConfigurationError, GraphDefinitionError
 from keel.graph import Graph, GraphWorkflow, NodeError, from_spec
-from keel.workflow.definitions import Registry
+from keel.workflow.registry import Registry
 
 
 @dataclass

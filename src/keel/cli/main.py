@@ -43,7 +43,7 @@ from keel.core import codec
 from keel.core.facts import FACT_THRESHOLD
 from keel.core.states import RunState
 from keel.errors import KeelError, RunFinishedError
-from keel.workflow.definitions import default_registry
+from keel.workflow.registry import default_registry
 
 
 @click.group(cls=KeelGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -28,7 +28,7 @@ from keel.cli.common import (
 from keel.client import Client
 from keel.errors import InvalidScheduleError
 from keel.schedules import ScheduleInfo, new_schedule
-from keel.workflow.definitions import default_registry
+from keel.workflow.registry import default_registry
 
 
 @click.group("schedules")

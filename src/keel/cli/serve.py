@@ -14,7 +14,7 @@ from keel.core.facts import FACT_THRESHOLD
 from keel.core.redact import redact
 from keel.errors import ConfigurationError
 from keel.worker import Worker
-from keel.workflow.definitions import default_registry
+from keel.workflow.registry import default_registry
 
 if TYPE_CHECKING:
     from keel.observe.endpoints import Endpoints

@@ -10,7 +10,7 @@ from keel.local import LocalWorker
 from keel.store import open_store
 from keel.store.base import RunRecord
 from keel.store.ports import Store
-from keel.workflow.definitions import Registry, default_registry
+from keel.workflow.registry import Registry, default_registry
 
 if TYPE_CHECKING:
     from keel.client.client import Client

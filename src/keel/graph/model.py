@@ -33,7 +33,7 @@ from keel.core.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from keel.graph.workflow import GraphWorkflow
-    from keel.workflow.definitions import Registry
+    from keel.workflow.registry import Registry
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -29,7 +29,7 @@ from keel.graph.model import Edge, Graph, Node, NodeOptions
 if TYPE_CHECKING:
     from keel.graph.graphdef import GraphDef
     from keel.graph.workflow import GraphWorkflow
-    from keel.workflow.definitions import Registry
+    from keel.workflow.registry import Registry
 
 #: The spec format this code writes and reads.
 SPEC_FORMAT = 1

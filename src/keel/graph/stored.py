@@ -31,7 +31,8 @@ from keel.graph.graphdef import GraphDef
 from keel.graph.model import NodeError
 from keel.graph.spec import canonical, digest, from_spec
 from keel.graph.workflow import GraphWorkflow
-from keel.workflow.definitions import Registry, WorkflowDef
+from keel.workflow.definitions import WorkflowDef
+from keel.workflow.registry import Registry
 
 
 class Specs(Protocol):

@@ -18,7 +18,8 @@ from keel.graph.engine import GraphRun, NodeSteps
 from keel.graph.graphdef import GraphDef
 from keel.graph.model import Node
 from keel.workflow import caching
-from keel.workflow.definitions import Registry, StepDef, WorkflowDef, default_registry
+from keel.workflow.definitions import StepDef, WorkflowDef
+from keel.workflow.registry import Registry, default_registry
 
 #: A rule's condition runs once: a condition that raises fails the rule.
 CONDITION_RETRY = RetryPolicy(max_attempts=1)

@@ -109,6 +109,9 @@ SCHEDULE_FIRED = "keel.schedule.fired"
 # in the provider's own tracer, so no span pays the proxy's extra hop.
 _tracer: Tracer = trace.get_tracer("keel")
 _on = False
+# Whether the installed sampler drops every span whose parent was not sampled
+# (see follows_parent): then a turn or step of an unsampled run creates no span.
+_follows_parent = False
 _ROOT = Context()  # a context with no span: a turn of a run without stored context
 
 
@@ -117,14 +120,53 @@ def enabled() -> bool:
 
     Once true it stays true (OpenTelemetry lets a process set its provider
     once), so after the first yes this is one global read."""
-    global _on, _tracer
+    global _on, _tracer, _follows_parent
     if _on:
         return True
     provider = trace.get_tracer_provider()
     if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
         return False
-    _tracer, _on = provider.get_tracer("keel"), True
+    _tracer = provider.get_tracer("keel")
+    _follows_parent = follows_parent(getattr(_tracer, "sampler", None))
+    _on = True
     return True
+
+
+def follows_parent(sampler: object) -> bool:
+    """Whether ``sampler`` (the SDK tracer's) never records a span whose parent
+    was not sampled: the SDK's ``ParentBased`` samplers with their defaults for
+    an unsampled parent (the SDK's default sampler, and every
+    ``parentbased_*`` of ``OTEL_TRACES_SAMPLER``), or ``ALWAYS_OFF``.
+
+    Then Keel skips the spans of a run whose trace is not sampled, instead of
+    asking the SDK for spans it would drop (a dropped span still costs about a
+    quarter of a recorded one); the run's context stays current, so spans made
+    in its steps and its child runs follow it, unsampled, as they would have.
+    For any other sampler (or another SDK) every span is asked for."""
+    try:
+        from opentelemetry.sdk.trace import sampling
+    except ImportError:  # another SDK: ask it every time
+        return False
+    if sampler is sampling.ALWAYS_OFF:
+        return True
+    if not isinstance(sampler, sampling.ParentBased):
+        return False
+    return (
+        getattr(sampler, "_remote_parent_not_sampled", None) is sampling.ALWAYS_OFF
+        and getattr(sampler, "_local_parent_not_sampled", None) is sampling.ALWAYS_OFF
+    )
+
+
+def _unsampled(context: Context | None) -> Span | None:
+    """The span of ``context`` if it is a valid, unsampled one whose children the
+    sampler is known to drop (:func:`follows_parent`); else ``None``."""
+    if not _follows_parent:
+        return None
+    span = trace.get_current_span(context)
+    span_context = span.get_span_context()
+    if span_context.is_valid and not span_context.trace_flags.sampled:
+        return span
+    return None
 
 
 def traceparent(span: Span) -> str | None:
@@ -246,9 +288,14 @@ def begin_turn(
     calling task's context, so the step attempts the turn starts are its
     children; end it with :func:`end_turn` in the same task.
     ``start_time``: nanoseconds since the epoch."""
+    context = context_of(parent)
+    unsampled = _unsampled(context)
+    if unsampled is not None and context is not None:
+        # Not recorded: the stored context itself is current for the turn.
+        return Turn(unsampled, otel_context.attach(context))
     span = _tracer.start_span(
         SPAN_RUN,
-        context=context_of(parent) or _ROOT,
+        context=context or _ROOT,
         kind=SpanKind.CONSUMER,
         attributes={RUN_ID: run_id, WORKFLOW: workflow, WORKER: worker},
         start_time=start_time,
@@ -273,14 +320,28 @@ def begin_step(
     *,
     queue: str | None = None,
     parent: str | None = None,
-) -> Span:
+) -> Span | None:
     """Start the span of one step attempt and make it current in the context
     this is called in: call it in the attempt's own (copied) context, so code
     in the step nests its spans under it; end it with :func:`end_step`.
 
     In the worker that drives the run it is a child of the current
     ``keel.run`` span; a dispatched step's attempt on a queue's worker gives
-    the run's stored ``parent`` context instead."""
+    the run's stored ``parent`` context instead.
+
+    ``None`` (no span, and nothing to end) when the run's trace is not sampled
+    and the sampler would drop the span anyway (:func:`follows_parent`)."""
+    # In the driving worker the turn's context is current; a queue's worker
+    # continues the run's stored one (or starts a trace: none stored).
+    if queue is None:
+        context = None
+        if _unsampled(None) is not None:
+            return None
+    else:
+        context = context_of(parent)
+        if context is not None and _unsampled(context) is not None:
+            otel_context.attach(context)  # the attempt's own context, as below
+            return None
     attributes: dict[str, AttributeValue] = {
         RUN_ID: run_id,
         WORKFLOW: workflow,
@@ -292,18 +353,18 @@ def begin_step(
     else:
         attributes[QUEUE] = queue
         span = _tracer.start_span(
-            SPAN_STEP,
-            context=context_of(parent) or _ROOT,
-            kind=SpanKind.CONSUMER,
-            attributes=attributes,
+            SPAN_STEP, context=context or _ROOT, kind=SpanKind.CONSUMER, attributes=attributes
         )
     # Never detached: the context is the attempt's own and ends with it.
     otel_context.attach(trace.set_span_in_context(span))
     return span
 
 
-def end_step(span: Span, error: BaseException | None) -> None:
-    """End a step attempt's span; an attempt that raised is an error span."""
+def end_step(span: Span | None, error: BaseException | None) -> None:
+    """End a step attempt's span (``None``: :func:`begin_step` made none); an
+    attempt that raised is an error span."""
+    if span is None:
+        return
     if error is not None:
         _failed(span, error)
     span.end()
@@ -321,7 +382,11 @@ def signal_send(run_id: str, name: str) -> Iterator[Span]:
 @contextmanager
 def child_start(run_id: str, workflow: str, children: Mapping[str, str]) -> Iterator[Span]:
     """The span around the write that starts ``children`` (run id -> workflow)
-    of run ``run_id``."""
+    of run ``run_id`` (none in a trace that is not sampled: see :func:`begin_step`)."""
+    unsampled = _unsampled(None)
+    if unsampled is not None:
+        yield unsampled
+        return
     attributes: dict[str, AttributeValue] = {
         RUN_ID: run_id,
         WORKFLOW: workflow,

@@ -48,7 +48,8 @@ from keel.testing.conformance_helpers import (
     suspended,
 )
 from keel.worker import Worker
-from keel.workflow.definitions import Registry, step, workflow
+from keel.workflow.definitions import step, workflow
+from keel.workflow.registry import Registry
 
 TERMINATED = NewEvent("run_terminated", None, b'{"reason":"test"}')
 

@@ -23,7 +23,8 @@ from typing import Any
 from keel.testing.crash_report import CrashFailure, StepExecution
 from keel.testing.crash_store import Landed
 from keel.workflow.context import current_step
-from keel.workflow.definitions import Registry, StepDef
+from keel.workflow.definitions import StepDef
+from keel.workflow.registry import Registry
 
 __all__ = ["Here", "Invariant", "Scene", "attributed", "broken", "counting"]
 

@@ -59,7 +59,8 @@ from keel.testing.crash_report import (
 from keel.testing.crash_store import CrashAt, FencedStore, Landed, When, Write
 from keel.worker.replaying import journal_of
 from keel.worker.worker import Worker
-from keel.workflow.definitions import Registry, WorkflowDef, default_registry
+from keel.workflow.definitions import WorkflowDef
+from keel.workflow.registry import Registry, default_registry
 
 __all__ = ["assert_survives_crashes", "crash_every_write"]
 

@@ -40,7 +40,8 @@ from keel.replay import (
 )
 from keel.store.base import EventRecord
 from keel.worker.replaying import journal_of
-from keel.workflow.definitions import Registry, WorkflowDef
+from keel.workflow.definitions import WorkflowDef
+from keel.workflow.registry import Registry
 
 __all__ = [
     "JournalVerdict",

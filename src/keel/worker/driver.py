@@ -227,6 +227,7 @@ class RunDriver:
         finally:
             self.inflight.abandon()
             self.effects.drop()
+            self.inflight.close()
 
     async def _drive(self) -> None:
         ex = await self._build()

@@ -51,6 +51,14 @@ class Running:
         return Ended(error=exc) if exc is not None else Ended(value=task.result())
 
 
+def _gone() -> bool:
+    return True
+
+
+def _not_held() -> bool:
+    return False
+
+
 class Inflight:
     """One run's in-flight work, and the wait for the next piece of it to end
     (or for :meth:`wake`)."""
@@ -187,6 +195,16 @@ class Inflight:
             for item in self.items.values()
             if item.info is not None
         ]
+
+    def close(self) -> None:
+        """The driver is done with the run: let go of its callbacks, which point
+        back at it. Without this the driver, its execution and everything they
+        hold form a reference cycle that only a full garbage collection frees:
+        the costliest part of a worker's CPU at high throughput. Anything that
+        still asks (a sync step's ``cancel_requested()``) hears the lease is gone."""
+        self._expired = _gone
+        self._leased = _not_held
+        self._on_poke = None
 
     def abandon(self) -> list[Abandoned]:
         """Cancel all the work; a sync step body (which Python cannot stop)

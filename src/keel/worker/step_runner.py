@@ -166,8 +166,7 @@ async def _attempt_then(
         outcome, error = ("error" if isinstance(exc, Exception) else "cancelled"), exc
         raise
     finally:
-        if span is not None:
-            tracing.end_step(span, error)
+        tracing.end_step(span, error)
         metrics.step_attempt_ended(workflow, info.step, time.perf_counter() - started, outcome)
         on_done()
 

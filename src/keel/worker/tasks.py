@@ -27,7 +27,8 @@ from keel.store._checks import check_queue_name
 from keel.store.base import TaskLease, TaskRecord
 from keel.worker.step_runner import run_attempt
 from keel.workflow.context import StepInfo, _step_info, discard_attempt
-from keel.workflow.definitions import StepDef, default_registry
+from keel.workflow.definitions import StepDef
+from keel.workflow.registry import default_registry
 
 if TYPE_CHECKING:
     from keel.worker.worker import Worker

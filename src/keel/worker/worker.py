@@ -31,7 +31,7 @@ from keel.worker.retention import Pruner
 from keel.worker.schedules import ScheduleRunner
 from keel.worker.tasks import TaskRunner, queue_limits
 from keel.worker.threads import StepThreads
-from keel.workflow.definitions import Registry, default_registry
+from keel.workflow.registry import Registry, default_registry
 
 if TYPE_CHECKING:
     from keel.client import Client
