@@ -21,6 +21,9 @@ def run_url(d: Dashboard, run_id: str) -> str:
 
 
 def row_ids(page: Page) -> list[str]:
+    # A click on a link returns once the navigation commits, maybe before the new
+    # page's rows are parsed: an immediate read found none (a loaded machine).
+    page.wait_for_load_state("domcontentloaded")
     return page.locator("tbody#rows tr[data-run]").evaluate_all(
         "rows => rows.map(r => r.dataset.run)"
     )
@@ -28,6 +31,7 @@ def row_ids(page: Page) -> list[str]:
 
 def end_times(page: Page) -> list[str]:
     """The Updated column's ISO times (an ended run's end time), row by row."""
+    page.wait_for_load_state("domcontentloaded")
     return page.locator("tbody#rows tr[data-run] td:nth-last-child(2) time").evaluate_all(
         "times => times.map(t => t.getAttribute('datetime'))"
     )
