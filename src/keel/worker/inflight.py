@@ -199,8 +199,8 @@ class Inflight:
     def close(self) -> None:
         """The driver is done with the run: let go of its callbacks, which point
         back at it. Without this the driver, its execution and everything they
-        hold form a reference cycle that only a full garbage collection frees:
-        the costliest part of a worker's CPU at high throughput. Anything that
+        hold form a reference cycle that the garbage collector keeps walking
+        until a full collection frees it. Anything that
         still asks (a sync step's ``cancel_requested()``) hears the lease is gone."""
         self._expired = _gone
         self._leased = _not_held
